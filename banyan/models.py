@@ -1,0 +1,159 @@
+"""Pydantic models of what clients send: task creation, task updates,
+continuation edits and memory-usage records. The server validates with these,
+the CLI and the TUI validate their forms with the same ones, and
+``/openapi.json`` is generated from them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+
+from banyan import constants as c
+from banyan.dates import parse_date
+from banyan.ids import ID_PATTERN
+from banyan.resources import Resources
+from banyan.states import CREATE_STATES, State
+from banyan.units import Duration
+
+TaskId = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=24, max_length=24)]
+Name = Annotated[str, StringConstraints(max_length=c.MAX_NAME_CHARS)]
+Command = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_COMMAND_CHARS)]
+QueueName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=c.MAX_QUEUE_CHARS, pattern=r"^[A-Za-z0-9_.:@/-]+$"),
+]
+Priority = Annotated[int, Field(ge=-c.MAX_PRIORITY, le=c.MAX_PRIORITY)]
+RetryCount = Annotated[int, Field(ge=0, le=c.MAX_RETRY_COUNT)]
+Cwd = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_CWD_CHARS)]
+EnvName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^=\x00]+$")]
+EnvValue = Annotated[str, StringConstraints(max_length=c.MAX_ENV_VALUE_CHARS)]
+Env = Annotated[dict[EnvName, EnvValue], Field(max_length=c.MAX_ENV_ENTRIES)]
+IdList = Annotated[list[TaskId], Field(max_length=c.MAX_CONTINUATIONS)]
+
+_STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False, populate_by_name=True)
+
+# Fields the server manages: named in a clear 422 rather than "extra field".
+READ_ONLY_FIELDS = frozenset(
+    {
+        "retry_count",
+        "pending_dependency_count",
+        "owner",
+        "execution",
+        "_created",
+        "_updated",
+        "_etag",
+        "_links",
+        "_status",
+    }
+)
+
+
+class TaskCreate(BaseModel):
+    """A task as submitted with ``POST /tasks``; ``command`` absent = a group task."""
+
+    model_config = _STRICT
+
+    id: TaskId | None = Field(
+        default=None,
+        alias="_id",
+        description="Optional client-chosen id, so one bulk POST can hold a whole tree.",
+    )
+    name: Name | None = None
+    command: Command | None = None
+    state: State = Field(default=State.INACTIVE, description="'inactive' (default) or 'available'")
+    continuations: IdList = Field(default_factory=list)
+    requested_resources: Resources = Field(default_factory=Resources)
+    queue: QueueName = c.DEFAULT_QUEUE
+    priority: Priority = 0
+    max_retry_count: RetryCount = 0
+    max_termination_time: Duration = c.DEFAULT_MAX_TERMINATION_TIME_S
+    estimated_runtime: Duration | None = None
+    env: Env | None = None
+    cwd: Cwd | None = None
+
+    @field_validator("state")
+    @classmethod
+    def _creatable(cls, value: State) -> State:
+        if value not in CREATE_STATES:
+            raise ValueError("a new task is 'inactive' or 'available'")
+        return value
+
+    @field_validator("continuations")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return _dedupe(value)
+
+
+class TaskPatch(BaseModel):
+    """Changes sent with ``PATCH /tasks/{id}``: any subset of the user fields."""
+
+    model_config = _STRICT
+
+    name: Name | None = None
+    command: Command | None = None
+    state: State | None = None
+    continuations: IdList | None = None
+    requested_resources: dict[str, Any] | None = Field(
+        default=None, description="merged into the current request, as Eve merges"
+    )
+    queue: QueueName | None = None
+    priority: Priority | None = None
+    max_retry_count: RetryCount | None = None
+    max_termination_time: Duration | None = None
+    estimated_runtime: Duration | None = None
+    env: Env | None = None
+    cwd: Cwd | None = None
+    add_continuations: IdList | None = None
+    remove_continuations: IdList | None = None
+
+    @field_validator("continuations", "add_continuations", "remove_continuations")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else _dedupe(value)
+
+
+class BulkPatchItem(TaskPatch):
+    """One element of ``PATCH /tasks``: the id, optionally the etag, and the changes."""
+
+    id: TaskId = Field(alias="_id")
+    etag: str | None = Field(default=None, alias="_etag", max_length=128)
+
+
+class ContinuationEdit(BaseModel):
+    """One element of ``POST /tasks/add_continuations`` (or ``remove_continuations``):
+    every id in ``values`` becomes (or stops being) a continuation of every id in
+    ``targets``."""
+
+    model_config = _STRICT
+
+    targets: Annotated[list[TaskId], Field(min_length=1, max_length=c.MAX_CONTINUATIONS)]
+    values: Annotated[list[TaskId], Field(min_length=1, max_length=c.MAX_CONTINUATIONS)]
+
+
+class MemoryUsage(BaseModel):
+    """A memory sample of a running task, as in the original usage notes."""
+
+    model_config = _STRICT
+
+    task: TaskId
+    time: float = Field(description="RFC 1123 or ISO 8601 date, or epoch seconds")
+    resident_memory_bytes: Annotated[int, Field(ge=0, le=2**63 - 1)]
+
+    @field_validator("time", mode="before")
+    @classmethod
+    def _date(cls, value: Any) -> float:
+        if not isinstance(value, str | int | float):
+            raise ValueError("expected a date string")
+        return parse_date(value)
+
+
+def _dedupe(ids: list[str]) -> list[str]:
+    return list(dict.fromkeys(i.lower() for i in ids))

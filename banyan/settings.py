@@ -1,0 +1,152 @@
+"""Settings: one typed model for the server (and the defaults clients share).
+
+Precedence, highest first: command-line flags, ``BANYAN_*`` environment
+variables, the settings file (TOML: ``--config PATH``, else ``$BANYAN_CONFIG``,
+else ``<user config dir>/banyan/config.toml`` when it exists), the defaults
+below. The README's configuration table is checked against this model by a test.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+from pydantic import Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from banyan import constants as c
+from banyan.errors import InvalidInput
+
+
+def data_dir() -> Path:
+    """``<user data dir>/banyan``: the database and the local client file live here."""
+    return Path(platformdirs.user_data_dir(c.APP_NAME, appauthor=False))
+
+
+def config_dir() -> Path:
+    return Path(platformdirs.user_config_dir(c.APP_NAME, appauthor=False))
+
+
+def default_config_file() -> Path | None:
+    """The settings file to read when no ``--config`` flag is given."""
+    env = os.environ.get("BANYAN_CONFIG")
+    if env:
+        return Path(env)
+    candidate = config_dir() / "config.toml"
+    return candidate if candidate.exists() else None
+
+
+class Synchronous(StrEnum):
+    OFF = "OFF"
+    NORMAL = "NORMAL"
+    FULL = "FULL"
+    EXTRA = "EXTRA"
+
+
+class Settings(BaseSettings):
+    """Every server setting. Env name = ``BANYAN_`` + the upper-case field name."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BANYAN_", extra="forbid", validate_default=True, case_sensitive=False
+    )
+
+    host: str = Field(c.DEFAULT_HOST, description="address the server listens on")
+    port: int = Field(c.DEFAULT_PORT, ge=0, le=65535, description="port the server listens on")
+    db: Path = Field(
+        default_factory=lambda: data_dir() / "banyan.db",
+        description="the SQLite file (default `<user data dir>/banyan/banyan.db`)",
+    )
+    synchronous: Synchronous = Field(
+        Synchronous.FULL,
+        description="SQLite durability; FULL: an acknowledged write survives power loss",
+    )
+    client_file: Path = Field(
+        default_factory=lambda: data_dir() / c.CLIENT_FILE_NAME,
+        description="where the server writes its URL and the local admin token (mode 0600)",
+    )
+    heartbeat_interval_s: float = Field(
+        c.HEARTBEAT_INTERVAL_S, gt=0, description="told to each worker when it connects"
+    )
+    worker_timeout_s: float = Field(
+        c.WORKER_TIMEOUT_S, gt=0, description="silence after which a worker is lost"
+    )
+    server_timeout_s: float = Field(
+        c.SERVER_TIMEOUT_S,
+        gt=0,
+        description="worker side: unreachable server for this long → kill tasks, drop cache",
+    )
+    date_format: str = Field(c.DEFAULT_DATE_FORMAT, description="as Eve's DATE_FORMAT")
+    default_max_results: int = Field(
+        c.DEFAULT_MAX_RESULTS, ge=1, description="page size when `max_results` is absent"
+    )
+    max_results_limit: int = Field(
+        c.MAX_RESULTS_LIMIT, ge=1, description="`max_results` is clamped to this"
+    )
+    require_if_match: bool = Field(
+        False, description="strict mode: PATCH without `If-Match` gets 428"
+    )
+    max_body_bytes: int = Field(
+        c.MAX_BODY_BYTES, ge=1024, description="larger request bodies get 413"
+    )
+    max_bulk_items: int = Field(
+        c.MAX_BULK_ITEMS, ge=1, description="most items in one bulk POST or PATCH"
+    )
+    commit_batch_max_ops: int = Field(
+        c.COMMIT_BATCH_MAX_OPS,
+        ge=1,
+        description="group commit: most write operations sharing one transaction",
+    )
+    token_cache_s: float = Field(
+        c.TOKEN_CACHE_S,
+        ge=0,
+        description="how long a checked token is trusted before it is looked up again",
+    )
+    tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS/WSS")
+    tls_key: Path | None = Field(None, description="PEM private key for `tls_cert`")
+    log_level: str = Field("INFO", description="Python logging level of the server")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if _config_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=_config_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, *, config: Path | None = None, **overrides: Any) -> Settings:
+        """Settings from flags (``overrides``, ``None`` = not given), env, file, defaults."""
+        global _config_file
+        path = config if config is not None else default_config_file()
+        if path is not None and not path.is_file():
+            raise InvalidInput(f"settings file {path} does not exist", issues={"config": str(path)})
+        _config_file = path
+        try:
+            return cls(**{k: v for k, v in overrides.items() if v is not None})
+        finally:
+            _config_file = None
+
+    @property
+    def base_url(self) -> str:
+        scheme = "https" if self.tls_cert else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+
+# The file for the `load` call under way; pydantic-settings asks for sources
+# through a classmethod, so the path travels through this module variable.
+_config_file: Path | None = None

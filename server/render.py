@@ -1,0 +1,89 @@
+"""Documents as the API writes them: dates in ``date_format``, Eve's ``_links``,
+projections, and the collection envelope."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from banyan.dates import format_date
+from banyan.projection import Projection
+
+TASK_DATE_FIELDS = ("_created", "_updated")
+EXECUTION_DATE_FIELDS = ("time_started", "time_terminated")
+
+
+def task(doc: dict[str, Any], date_format: str, projection: Projection | None = None) -> dict[str, Any]:
+    out = dict(doc)
+    for key in TASK_DATE_FIELDS:
+        out[key] = format_date(out[key], date_format)
+    if out.get("execution"):
+        out["execution"] = _dates(out["execution"], EXECUTION_DATE_FIELDS, date_format)
+    out["_links"] = {"self": {"title": "Task", "href": f"tasks/{doc['_id']}"}}
+    if projection is not None:
+        out = projection.apply(out)
+        out["_links"] = {"self": {"title": "Task", "href": f"tasks/{doc['_id']}"}}
+    return out
+
+
+def _dates(doc: dict[str, Any], keys: tuple[str, ...], date_format: str) -> dict[str, Any]:
+    out = dict(doc)
+    for key in keys:
+        if key in out:
+            out[key] = format_date(out[key], date_format)
+    return out
+
+
+def attempt(doc: dict[str, Any], date_format: str) -> dict[str, Any]:
+    return _dates(doc, EXECUTION_DATE_FIELDS, date_format)
+
+
+def memory_usage(doc: dict[str, Any], date_format: str) -> dict[str, Any]:
+    return _dates(doc, ("time",), date_format)
+
+
+def meta(doc: dict[str, Any], date_format: str) -> dict[str, Any]:
+    """What POST returns per item (Eve's bandwidth saver): ids, dates, etag, links."""
+    created = format_date(doc["_created"], date_format)
+    return {
+        "_id": doc["_id"],
+        "_etag": doc["_etag"],
+        "_created": created,
+        "_updated": created,
+        "_links": {"self": {"title": "Task", "href": f"tasks/{doc['_id']}"}},
+        "_status": "OK",
+    }
+
+
+def collection(
+    items: list[dict[str, Any]],
+    *,
+    resource: str,
+    title: str,
+    page: int,
+    max_results: int,
+    total: int,
+    args: dict[str, str],
+) -> dict[str, Any]:
+    last = max(1, -(-total // max_results))
+
+    def href(p: int) -> str:
+        query = {k: v for k, v in args.items() if k != "page"}
+        if p > 1:
+            query["page"] = str(p)
+        return f"{resource}?{urlencode(query)}" if query else resource
+
+    links: dict[str, Any] = {
+        "parent": {"title": "home", "href": "/"},
+        "self": {"title": title, "href": href(page)},
+    }
+    if page < last:
+        links["next"] = {"title": "next page", "href": href(page + 1)}
+        links["last"] = {"title": "last page", "href": href(last)}
+    if page > 1:
+        links["prev"] = {"title": "previous page", "href": href(page - 1)}
+    return {
+        "_items": items,
+        "_meta": {"page": page, "max_results": max_results, "total": total},
+        "_links": links,
+    }

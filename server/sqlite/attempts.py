@@ -1,0 +1,224 @@
+"""Attempts inside a transaction: claims (which tasks a worker gets), reports
+(progress, the end of an attempt), abandonment of a lost worker's attempts,
+and memory-usage samples. Every report names its attempt by the random
+``execution_key`` handed out with the claim; a stale key is refused.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from banyan.errors import Conflict, Forbidden, NotFound
+from banyan.resources import Resources, fits
+from banyan.states import (
+    ABANDONED,
+    ACTIVE_STATES,
+    Actor,
+    State,
+    after_attempt,
+    transition,
+)
+from banyan.tokens import Caller, Role
+from server.sqlite import graph
+from server.sqlite.rows import NEW_ETAG_SQL, dumps, emit_many, loads, placeholders, state_event
+
+# How many candidates one claim looks at per task it may hand out: enough to
+# skip over tasks that do not fit without scanning the whole queue.
+_SCAN_FACTOR = 8
+
+
+def claim(
+    conn: sqlite3.Connection,
+    *,
+    worker: str,
+    token: str,
+    free: Resources,
+    queues: Sequence[str],
+    limit: int,
+    now: float,
+) -> list[dict[str, Any]]:
+    """Hand out up to ``limit`` available tasks that fit ``free``: highest
+    priority first, then oldest, skipping what does not fit."""
+    if limit <= 0 or not queues:
+        return []
+    rows = conn.execute(
+        "SELECT id, requested_resources, name, queue FROM tasks INDEXED BY tasks_claim "
+        f"WHERE state = 'available' AND queue IN ({placeholders(len(queues))}) "
+        "ORDER BY priority DESC, id LIMIT ?",
+        (*queues, limit * _SCAN_FACTOR),
+    ).fetchall()
+    remaining = free.model_copy(deep=True)
+    chosen: list[tuple[str, Resources, str | None, str]] = []
+    for task_id, resources_json, name, queue in rows:
+        request = Resources.model_validate(loads(resources_json))
+        if fits(request, remaining):
+            remaining = _subtract(remaining, request)
+            chosen.append((task_id, request, name, queue))
+            if len(chosen) == limit:
+                break
+    attempts = []
+    for task_id, request, name, queue in chosen:
+        key = secrets.token_urlsafe(16)
+        (attempt,) = conn.execute(
+            "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = ?, "
+            "exit_status = NULL, exit_code = NULL, time_started = ?, time_terminated = NULL, "
+            f"progress = NULL, updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ? "
+            "RETURNING attempt",
+            (worker, now, now, task_id),
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO attempts (task_id, attempt, execution_key, worker, token, time_started) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (task_id, attempt, key, worker, token, now),
+        )
+        emit_many(conn, now, "task.state", [
+            state_event(task_id, "running", "available", name=name, queue=queue,
+                        worker=worker, attempt=attempt)])  # fmt: skip
+        attempts.append(
+            {"task": task_id, "attempt": attempt, "execution_key": key,
+             "requested_resources": request.canonical()}
+        )  # fmt: skip
+    return attempts
+
+
+def _subtract(free: Resources, used: Resources) -> Resources:
+    data = free.canonical()
+    data["cores"] = free.cores - used.cores
+    data["memory"] = free.memory - used.memory
+    data["gpus"] = free.gpu_count - used.gpu_count
+    for key, amount in used.custom.items():
+        data[key] = free.custom.get(key, 0) - amount
+    return Resources.model_validate(data)
+
+
+def _current_attempt(
+    conn: sqlite3.Connection, task_id: str, execution_key: str, caller: Caller
+) -> tuple[Any, ...]:
+    row = conn.execute(
+        "SELECT t.state, t.attempt, t.retry_count, t.max_retry_count, t.name, t.queue, "
+        "a.execution_key, a.token, a.time_terminated, a.exit_status "
+        "FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt "
+        "WHERE t.id = ?",
+        (task_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no task with id {task_id}")
+    key = row[6]
+    if key is None:
+        raise Conflict(f"task {task_id} has no attempt to report on")
+    if not secrets.compare_digest(key, execution_key):
+        raise Conflict(
+            f"the attempt of task {task_id} with this execution_key was superseded "
+            f"(the task is now on attempt {row[1]}); this report is refused"
+        )
+    if caller.role is Role.WORKER and row[7] != caller.name:
+        raise Forbidden(f"task {task_id}'s attempt is held by another worker")
+    return tuple(row)
+
+
+def report_progress(
+    conn: sqlite3.Connection, task_id: str, execution_key: str, progress: dict[str, Any],
+    caller: Caller, now: float,
+) -> None:  # fmt: skip
+    state, attempt, *_ = _current_attempt(conn, task_id, execution_key, caller)
+    if state not in ACTIVE_STATES:
+        raise Conflict(f"task {task_id} is {state}: the attempt has ended")
+    conn.execute("UPDATE tasks SET progress = ?, updated = ? WHERE id = ?",
+                 (dumps(progress), now, task_id))  # fmt: skip
+    emit_many(conn, now, "task.progress", [(task_id, {"_id": task_id, "attempt": attempt,
+                                                      **progress})])  # fmt: skip
+
+
+def finish(
+    conn: sqlite3.Connection,
+    task_id: str,
+    execution_key: str,
+    *,
+    exit_status: str,
+    exit_code: int | None,
+    usage: dict[str, Any] | None,
+    caller: Caller,
+    now: float,
+    actor: Actor = Actor.WORKER,
+) -> bool:
+    """The attempt ended. Returns False when this exact report was already
+    applied (a repeated report is harmless), True otherwise."""
+    row = _current_attempt(conn, task_id, execution_key, caller)
+    state, attempt, retry_count, max_retry, name, queue, _, _, ended, recorded = row
+    if ended is not None:
+        if recorded == exit_status:
+            return False
+        raise Conflict(f"attempt {attempt} of task {task_id} already ended with '{recorded}'")
+    outcome = after_attempt(
+        current=State(state), exit_status=exit_status, retry_count=retry_count,
+        max_retry_count=max_retry,
+    )  # fmt: skip
+    transition(State(state), outcome.state, actor)
+    conn.execute(
+        "UPDATE attempts SET time_terminated = ?, exit_status = ?, exit_code = ?, usage = ? "
+        "WHERE task_id = ? AND attempt = ?",
+        (now, exit_status, exit_code, None if usage is None else dumps(usage), task_id, attempt),
+    )
+    conn.execute(
+        "UPDATE tasks SET state = ?, exit_status = ?, exit_code = ?, time_terminated = ?, "
+        f"retry_count = retry_count + ?, updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
+        (outcome.state, exit_status, exit_code, now, int(outcome.retry), now, task_id),
+    )
+    emit_many(conn, now, "task.state", [
+        state_event(task_id, outcome.state, state, name=name, queue=queue,
+                    exit_status=exit_status, attempt=attempt, retry=outcome.retry or None)])  # fmt: skip
+    if outcome.release:
+        graph.make_ready(conn, graph.release(conn, task_id, now), now)
+    if outcome.cascade_cancel:
+        children = [c for (c,) in conn.execute(
+            "SELECT child FROM continuations WHERE parent = ?", (task_id,))]  # fmt: skip
+        graph.cancel_tree(conn, children, origin=task_id, now=now, include_roots=True)
+    return True
+
+
+def abandon_worker(conn: sqlite3.Connection, worker: str, now: float) -> list[str]:
+    """A worker was lost: each attempt it held ends ``abandoned`` and follows the
+    retry rule. Returns the task ids affected."""
+    rows = conn.execute(
+        "SELECT a.task_id, a.execution_key FROM attempts a JOIN tasks t "
+        "ON t.id = a.task_id AND t.attempt = a.attempt "
+        "WHERE a.worker = ? AND a.time_terminated IS NULL",
+        (worker,),
+    ).fetchall()
+    system = Caller(name="server", role=Role.ADMIN)
+    for task_id, key in rows:
+        finish(conn, task_id, key, exit_status=ABANDONED, exit_code=None, usage=None,
+               caller=system, now=now, actor=Actor.MONITOR)  # fmt: skip
+    return [task_id for task_id, _ in rows]
+
+
+def add_memory_usage(
+    conn: sqlite3.Connection, records: Sequence[tuple[str, float, int]], caller: Caller,
+    now: float,
+) -> int:  # fmt: skip
+    """Store samples ``(task, time, resident_memory_bytes)``; a worker may only
+    report on tasks whose current attempt it holds."""
+    stored = 0
+    for task_id, time, rss in records:
+        row = conn.execute(
+            "SELECT t.state, t.attempt, a.token FROM tasks t LEFT JOIN attempts a "
+            "ON a.task_id = t.id AND a.attempt = t.attempt WHERE t.id = ?",
+            (task_id,),
+        ).fetchone()
+        if row is None:
+            raise NotFound(f"no task with id {task_id}")
+        state, attempt, token = row
+        if caller.role is Role.WORKER and (token != caller.name or state not in ACTIVE_STATES):
+            raise Forbidden(f"task {task_id} is not running on this worker")
+        conn.execute(
+            "INSERT INTO memory_usage (task_id, attempt, time, resident_memory_bytes) "
+            "VALUES (?, ?, ?, ?)",
+            (task_id, attempt, time, rss),
+        )
+        emit_many(conn, now, "task.usage", [(task_id, {
+            "_id": task_id, "attempt": attempt, "time": time, "resident_memory_bytes": rss})])  # fmt: skip
+        stored += 1
+    return stored

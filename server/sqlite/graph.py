@@ -1,0 +1,243 @@
+"""The continuation graph inside a write transaction: adding and removing
+edges (with cycle and state checks), releasing continuations when a parent
+succeeds, cancelling a tree, and reviving it when the root is retried.
+
+Every function here runs on the writer connection inside the caller's
+transaction and appends the events for what it changed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+
+from banyan.errors import Conflict, Forbidden, InvalidInput
+from banyan.states import FINAL_STATES, SUCCESS, State
+from banyan.tokens import Caller
+from server.sqlite.rows import NEW_ETAG_SQL, chunks, emit_many, placeholders, state_event
+
+_DESCENDANTS = """
+    WITH RECURSIVE d(id) AS (
+        SELECT child FROM continuations WHERE parent IN ({roots})
+        UNION
+        SELECT c.child FROM continuations c JOIN d ON c.parent = d.id
+    )
+"""
+
+
+def make_ready(conn: sqlite3.Connection, ids: Iterable[str], now: float) -> None:
+    """Tasks whose dependencies are all met become available; a group task
+    (no command) instead succeeds at once and releases its own continuations."""
+    stack = list(ids)
+    while stack:
+        task_id = stack.pop()
+        row = conn.execute(
+            "SELECT command, state, name, queue FROM tasks WHERE id = ?", (task_id,)
+        ).fetchone()
+        command, state, name, queue = row
+        if command is None:
+            conn.execute(
+                "UPDATE tasks SET state = 'terminated', exit_status = ?, exit_code = NULL, "
+                "time_started = ?, time_terminated = ?, updated = ?, "
+                f"etag = {NEW_ETAG_SQL} WHERE id = ?",
+                (SUCCESS, now, now, now, task_id),
+            )
+            emit_many(
+                conn,
+                now,
+                "task.state",
+                [state_event(task_id, "terminated", state, name=name, queue=queue,
+                             exit_status=SUCCESS)],
+            )  # fmt: skip
+            stack.extend(release(conn, task_id, now))
+        else:
+            conn.execute(
+                f"UPDATE tasks SET state = 'available', updated = ?, etag = {NEW_ETAG_SQL} "
+                "WHERE id = ?",
+                (now, task_id),
+            )
+            emit_many(
+                conn, now, "task.state",
+                [state_event(task_id, "available", state, name=name, queue=queue)],
+            )  # fmt: skip
+
+
+def release(conn: sqlite3.Connection, parent: str, now: float) -> list[str]:
+    """``parent`` succeeded: each continuation waits on one parent less.
+    Returns the continuations now ready to run (still inactive, no parent left)."""
+    rows = conn.execute(
+        "UPDATE tasks SET pending_dependency_count = pending_dependency_count - 1, "
+        f"updated = ?, etag = {NEW_ETAG_SQL} "
+        "WHERE id IN (SELECT child FROM continuations WHERE parent = ?) "
+        "RETURNING id, pending_dependency_count, state",
+        (now, parent),
+    ).fetchall()
+    return [i for i, pending, state in rows if pending == 0 and state == State.INACTIVE]
+
+
+def cancel_tree(
+    conn: sqlite3.Connection, roots: Sequence[str], *, origin: str, now: float,
+    include_roots: bool,
+) -> list[str]:  # fmt: skip
+    """Cancel ``roots`` (when ``include_roots``) and everything downstream of them
+    that has not started. A running task found downstream (possible only if the
+    graph was edited while it ran) is asked to stop instead. ``origin`` is kept
+    so that a retry of it can revive exactly this cascade. Returns the ids that
+    went to ``pending_cancellation``."""
+    if not roots:
+        return []
+    found: list[tuple[str, str, str | None, str]] = []
+    for part in chunks(list(roots)):
+        marks = placeholders(len(part))
+        select = "SELECT id, state, name, queue FROM tasks WHERE id IN ({ids})"
+        sql = _DESCENDANTS.format(roots=marks) + select.format(ids="SELECT id FROM d")
+        found += conn.execute(sql, part).fetchall()
+        if include_roots:
+            found += conn.execute(select.format(ids=marks), part).fetchall()
+    waiting = [(i, s, n, q) for i, s, n, q in found if s in (State.INACTIVE, State.AVAILABLE)]
+    running = [(i, s, n, q) for i, s, n, q in found if s == State.RUNNING]
+    conn.executemany(
+        "UPDATE tasks SET state = 'cancelled', cancel_origin = ?, updated = ?, "
+        f"etag = {NEW_ETAG_SQL} WHERE id = ?",
+        [(origin, now, i) for i, *_ in waiting],
+    )
+    conn.executemany(
+        "UPDATE tasks SET state = 'pending_cancellation', cancel_origin = ?, updated = ?, "
+        f"etag = {NEW_ETAG_SQL} WHERE id = ?",
+        [(origin, now, i) for i, *_ in running],
+    )
+    emit_many(
+        conn,
+        now,
+        "task.state",
+        [state_event(i, "cancelled", s, name=n, queue=q, cause=origin) for i, s, n, q in waiting]
+        + [
+            state_event(i, "pending_cancellation", s, name=n, queue=q, cause=origin)
+            for i, s, n, q in running
+        ],
+    )
+    return [i for i, *_ in running]
+
+
+def revive(conn: sqlite3.Connection, root: str, now: float) -> None:
+    """Undo the cascade that ``root`` started: its cancelled continuations that
+    never ran go back to waiting (inactive), and run when ``root`` succeeds."""
+    rows = conn.execute(
+        _DESCENDANTS.format(roots="?")
+        + "SELECT id, name, queue, pending_dependency_count FROM tasks "
+        "WHERE id IN (SELECT id FROM d) AND state = 'cancelled' AND cancel_origin = ? "
+        "AND attempt = 0",
+        (root, root),
+    ).fetchall()
+    conn.executemany(
+        "UPDATE tasks SET state = 'inactive', cancel_origin = NULL, updated = ?, "
+        f"etag = {NEW_ETAG_SQL} WHERE id = ?",
+        [(now, i) for i, *_ in rows],
+    )
+    emit_many(
+        conn, now, "task.state",
+        [state_event(i, "inactive", "cancelled", name=n, queue=q) for i, n, q, _ in rows],
+    )  # fmt: skip
+    make_ready(conn, [i for i, _n, _q, pending in rows if pending == 0], now)
+
+
+def reaches(conn: sqlite3.Connection, start: str, goal: str) -> bool:
+    """Is ``goal`` downstream of (or equal to) ``start``?"""
+    if start == goal:
+        return True
+    row = conn.execute(
+        _DESCENDANTS.format(roots="?") + "SELECT 1 FROM d WHERE id = ? LIMIT 1", (start, goal)
+    ).fetchone()
+    return row is not None
+
+
+def add_edges(
+    conn: sqlite3.Connection, pairs: Sequence[tuple[str, str]], caller: Caller, now: float,
+    *, issue_key: str = "continuations",
+) -> None:  # fmt: skip
+    """Make each child a continuation of its parent."""
+    info = _load(conn, {i for pair in pairs for i in pair}, issue_key)
+    for parent, child in pairs:
+        p_state, p_owner, _ = info[parent]
+        c_state, c_owner, _ = info[child]
+        if not (caller.may_change(p_owner) and caller.may_change(c_owner)):
+            raise Forbidden("you may only link tasks you own")
+        if p_state in FINAL_STATES:
+            raise Conflict(f"task {parent} is {p_state}: continuations can no longer be added")
+        if c_state not in (State.INACTIVE, State.AVAILABLE):
+            raise Conflict(f"task {child} is {c_state}: only a task that has not started can wait")
+        if conn.execute(
+            "SELECT 1 FROM continuations WHERE parent = ? AND child = ?", (parent, child)
+        ).fetchone():
+            continue
+        if reaches(conn, child, parent):
+            raise InvalidInput(
+                f"making {child} a continuation of {parent} would create a cycle",
+                issues={issue_key: "continuations must not form a cycle"},
+            )
+        conn.execute(
+            "INSERT INTO continuations (parent, child, position) VALUES (?, ?, "
+            "(SELECT coalesce(max(position), -1) + 1 FROM continuations WHERE parent = ?))",
+            (parent, child, parent),
+        )
+        (name, queue) = conn.execute(
+            "UPDATE tasks SET pending_dependency_count = pending_dependency_count + 1, "
+            f"state = 'inactive', updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ? "
+            "RETURNING name, queue",
+            (now, child),
+        ).fetchone()
+        if c_state == State.AVAILABLE:
+            emit_many(
+                conn, now, "task.state",
+                [state_event(child, "inactive", "available", name=name, queue=queue)],
+            )  # fmt: skip
+            info[child] = (State.INACTIVE, c_owner, None)
+
+
+def remove_edges(
+    conn: sqlite3.Connection, pairs: Sequence[tuple[str, str]], caller: Caller, now: float,
+    *, issue_key: str = "continuations",
+) -> None:  # fmt: skip
+    """Stop each child waiting on its parent (only while the child is inactive)."""
+    info = _load(conn, {i for pair in pairs for i in pair}, issue_key)
+    for parent, child in pairs:
+        p_state, p_owner, p_exit = info[parent]
+        c_state, c_owner, _ = info[child]
+        if not (caller.may_change(p_owner) and caller.may_change(c_owner)):
+            raise Forbidden("you may only unlink tasks you own")
+        deleted = conn.execute(
+            "DELETE FROM continuations WHERE parent = ? AND child = ? RETURNING 1", (parent, child)
+        ).fetchone()
+        if deleted is None:
+            continue
+        if c_state != State.INACTIVE:
+            raise Conflict(f"task {child} is {c_state}: continuations are removed while inactive")
+        # An edge whose parent already succeeded was counted down then; do not count it twice.
+        if not (p_state == State.TERMINATED and p_exit == SUCCESS):
+            conn.execute(
+                "UPDATE tasks SET pending_dependency_count = pending_dependency_count - 1, "
+                f"updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
+                (now, child),
+            )
+
+
+def _load(
+    conn: sqlite3.Connection, ids: set[str], issue_key: str
+) -> dict[str, tuple[str, str, str | None]]:
+    ordered = sorted(ids)
+    info: dict[str, tuple[str, str, str | None]] = {}
+    for part in chunks(ordered):
+        for task_id, state, owner, exit_status in conn.execute(
+            f"SELECT id, state, owner, exit_status FROM tasks WHERE id IN "
+            f"({placeholders(len(part))})",
+            part,
+        ):
+            info[task_id] = (state, owner, exit_status)
+    missing = [i for i in ordered if i not in info]
+    if missing:
+        raise InvalidInput(
+            f"unknown task {missing[0]}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""),
+            issues={issue_key: f"unknown task {missing[0]}"},
+        )
+    return info

@@ -1,0 +1,140 @@
+"""Rows ↔ documents, and the events every change appends.
+
+Documents are plain dicts shaped as the API returns them, except that times
+are epoch seconds (the view formats them); ``execution`` is built from the
+current attempt's columns and never carries the execution key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from banyan.errors import NotFound
+
+TASK_COLUMNS = (
+    "id, name, command, state, queue, priority, max_retry_count, retry_count, "
+    "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
+    "env, cwd, owner, attempt, worker, exit_status, exit_code, time_started, time_terminated, "
+    "progress, created, updated, etag"
+)
+NEW_ETAG_SQL = "lower(hex(randomblob(10)))"
+CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
+
+
+def new_etag() -> str:
+    return os.urandom(10).hex()
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(text: str | None) -> Any:
+    return None if text is None else json.loads(text)
+
+
+def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def placeholders(n: int) -> str:
+    return ",".join("?" * n)
+
+
+def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
+    (
+        task_id, name, command, state, queue, priority, max_retry_count, retry_count,
+        pending, max_termination_time, estimated_runtime, resources, env, cwd, owner,
+        attempt, worker, exit_status, exit_code, time_started, time_terminated, progress,
+        created, updated, etag,
+    ) = row  # fmt: skip
+    doc: dict[str, Any] = {
+        "_id": task_id,
+        "name": name,
+        "command": command,
+        "state": state,
+        "continuations": continuations,
+        "requested_resources": json.loads(resources),
+        "queue": queue,
+        "priority": priority,
+        "max_retry_count": max_retry_count,
+        "retry_count": retry_count,
+        "pending_dependency_count": pending,
+        "max_termination_time": max_termination_time,
+        "estimated_runtime": estimated_runtime,
+        "env": loads(env),
+        "cwd": cwd,
+        "owner": owner,
+        "execution": None,
+        "_created": created,
+        "_updated": updated,
+        "_etag": etag,
+    }
+    if attempt or exit_status is not None:  # group tasks end without an attempt
+        doc["execution"] = {
+            "attempt": attempt,
+            "worker": worker,
+            "exit_status": exit_status,
+            "exit_code": exit_code,
+            "time_started": time_started,
+            "time_terminated": time_terminated,
+            "progress": loads(progress),
+        }
+    return doc
+
+
+def continuations_of(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {i: [] for i in ids}
+    for part in chunks(ids):
+        rows = conn.execute(
+            f"SELECT parent, child FROM continuations WHERE parent IN ({placeholders(len(part))}) "
+            "ORDER BY parent, position",
+            part,
+        )
+        for parent, child in rows:
+            found[parent].append(child)
+    return found
+
+
+def docs_for_rows(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any]]:
+    edges = continuations_of(conn, [r[0] for r in rows])
+    return [row_to_doc(r, edges[r[0]]) for r in rows]
+
+
+def get_doc(conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:
+    row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no task with id {task_id}")
+    return row_to_doc(row, continuations_of(conn, [task_id])[task_id])
+
+
+def emit(
+    conn: sqlite3.Connection, now: float, kind: str, task_id: str | None, data: dict[str, Any]
+) -> None:
+    """Append one event; it commits (or not) with the change it describes."""
+    conn.execute(
+        "INSERT INTO events (time, type, task_id, data) VALUES (?, ?, ?, ?)",
+        (now, kind, task_id, dumps(data)),
+    )
+
+
+def emit_many(
+    conn: sqlite3.Connection, now: float, kind: str, items: Iterable[tuple[str, dict[str, Any]]]
+) -> None:
+    conn.executemany(
+        "INSERT INTO events (time, type, task_id, data) VALUES (?, ?, ?, ?)",
+        ((now, kind, task_id, dumps(data)) for task_id, data in items),
+    )
+
+
+def state_event(
+    task_id: str, state: str, previous: str, *, name: str | None, queue: str, **extra: Any
+) -> tuple[str, dict[str, Any]]:
+    data = {"_id": task_id, "state": state, "previous": previous, "name": name, "queue": queue}
+    data.update({k: v for k, v in extra.items() if v is not None})
+    return task_id, data

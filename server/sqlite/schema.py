@@ -1,0 +1,146 @@
+"""The SQLite schema: one list of migrations, applied in order, with the
+version kept in ``PRAGMA user_version``. A migration is never edited once
+released; a change is a new entry at the end.
+
+Times are REAL epoch seconds; JSON objects are TEXT. The columns the claim
+query and the common filters use are plain, indexed columns.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: tasks, continuations, attempts, usage, events, tokens
+    """
+    CREATE TABLE tasks (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        command TEXT,
+        state TEXT NOT NULL,
+        queue TEXT NOT NULL,
+        priority INTEGER NOT NULL,
+        max_retry_count INTEGER NOT NULL,
+        retry_count INTEGER NOT NULL DEFAULT 0,
+        pending_dependency_count INTEGER NOT NULL DEFAULT 0,
+        max_termination_time REAL NOT NULL,
+        estimated_runtime REAL,
+        requested_resources TEXT NOT NULL,
+        cores REAL NOT NULL,
+        memory INTEGER NOT NULL,
+        gpus INTEGER NOT NULL,
+        env TEXT,
+        cwd TEXT,
+        owner TEXT NOT NULL,
+        attempt INTEGER NOT NULL DEFAULT 0,
+        worker TEXT,
+        exit_status TEXT,
+        exit_code INTEGER,
+        time_started REAL,
+        time_terminated REAL,
+        progress TEXT,
+        cancel_origin TEXT,
+        created REAL NOT NULL,
+        updated REAL NOT NULL,
+        etag TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX tasks_claim ON tasks (state, queue, priority DESC, id);
+    CREATE INDEX tasks_queue ON tasks (queue, state);
+    CREATE INDEX tasks_name ON tasks (name);
+    CREATE INDEX tasks_owner ON tasks (owner);
+    CREATE INDEX tasks_worker ON tasks (worker) WHERE worker IS NOT NULL;
+    CREATE INDEX tasks_priority ON tasks (priority);
+    CREATE INDEX tasks_updated ON tasks (updated);
+
+    CREATE TABLE continuations (
+        parent TEXT NOT NULL REFERENCES tasks (id),
+        child TEXT NOT NULL REFERENCES tasks (id),
+        position INTEGER NOT NULL,
+        PRIMARY KEY (parent, child)
+    ) WITHOUT ROWID;
+    CREATE INDEX continuations_child ON continuations (child, parent);
+
+    CREATE TABLE attempts (
+        task_id TEXT NOT NULL REFERENCES tasks (id),
+        attempt INTEGER NOT NULL,
+        execution_key TEXT NOT NULL,
+        worker TEXT NOT NULL,
+        token TEXT NOT NULL,
+        time_started REAL NOT NULL,
+        time_terminated REAL,
+        exit_status TEXT,
+        exit_code INTEGER,
+        usage TEXT,
+        PRIMARY KEY (task_id, attempt)
+    ) WITHOUT ROWID;
+    CREATE INDEX attempts_open ON attempts (worker) WHERE time_terminated IS NULL;
+
+    CREATE TABLE memory_usage (
+        id INTEGER PRIMARY KEY,
+        task_id TEXT NOT NULL REFERENCES tasks (id),
+        attempt INTEGER NOT NULL,
+        time REAL NOT NULL,
+        resident_memory_bytes INTEGER NOT NULL
+    );
+    CREATE INDEX memory_usage_task ON memory_usage (task_id, time);
+
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        time REAL NOT NULL,
+        type TEXT NOT NULL,
+        task_id TEXT,
+        data TEXT NOT NULL
+    );
+
+    CREATE TABLE tokens (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        role TEXT NOT NULL,
+        hash TEXT NOT NULL UNIQUE,
+        created REAL NOT NULL,
+        revoked REAL
+    );
+    """,
+)
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def configure(conn: sqlite3.Connection, *, synchronous: str, busy_timeout_ms: int) -> None:
+    """Per-connection pragmas: WAL, foreign keys, busy timeout, durability."""
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    # The value comes from the Synchronous enum, never from a request.
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute("PRAGMA cache_size = -65536")  # 64 MiB of page cache
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """Bring the file to ``SCHEMA_VERSION``; returns the version found before.
+
+    A file newer than this code is refused rather than guessed at.
+    """
+    (found,) = conn.execute("PRAGMA user_version").fetchone()
+    if found > SCHEMA_VERSION:
+        raise RuntimeError(
+            f"database schema version {found} is newer than this Banyan ({SCHEMA_VERSION}); "
+            "upgrade Banyan"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(MIGRATIONS[version]):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return int(found)
+
+
+def _statements(script: str) -> list[str]:
+    # executescript() would commit on its own; split so the migration stays one transaction.
+    return [s.strip() for s in script.split(";") if s.strip()]

@@ -1,0 +1,70 @@
+"""How each collection's public fields map to SQL, and the paged SELECT/COUNT
+pair a collection request runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from server.sqlite.querysql import (
+    ColumnMap,
+    compile_order,
+    compile_where,
+    json_object,
+    link,
+    scalar,
+)
+from server.store import Query
+
+TASK_QUERY_COLUMNS: ColumnMap = {
+    "_id": scalar("t.id"),
+    "name": scalar("t.name"),
+    "command": scalar("t.command"),
+    "state": scalar("t.state"),
+    "queue": scalar("t.queue"),
+    "priority": scalar("t.priority"),
+    "max_retry_count": scalar("t.max_retry_count"),
+    "retry_count": scalar("t.retry_count"),
+    "pending_dependency_count": scalar("t.pending_dependency_count"),
+    "max_termination_time": scalar("t.max_termination_time"),
+    "estimated_runtime": scalar("t.estimated_runtime"),
+    "owner": scalar("t.owner"),
+    "cwd": scalar("t.cwd"),
+    "env.*": json_object("t.env"),
+    "requested_resources.cores": scalar("t.cores"),
+    "requested_resources.memory": scalar("t.memory"),
+    "requested_resources.gpus": scalar("t.gpus"),
+    "requested_resources.*": json_object("t.requested_resources"),
+    "continuations": link("continuations", owner="parent", element="child"),
+    "execution.attempt": scalar("nullif(t.attempt, 0)"),
+    "execution.worker": scalar("t.worker"),
+    "execution.exit_status": scalar("t.exit_status"),
+    "execution.exit_code": scalar("t.exit_code"),
+    "execution.time_started": scalar("t.time_started"),
+    "execution.time_terminated": scalar("t.time_terminated"),
+    "_created": scalar("t.created"),
+    "_updated": scalar("t.updated"),
+    "_etag": scalar("t.etag"),
+}
+
+MEMORY_COLUMNS: ColumnMap = {
+    "_id": scalar("t.id"),
+    "task": scalar("t.task_id"),
+    "attempt": scalar("t.attempt"),
+    "time": scalar("t.time"),
+    "resident_memory_bytes": scalar("t.resident_memory_bytes"),
+}
+
+
+def page_sql(
+    query: Query, column_map: ColumnMap, *, table: str, columns: str
+) -> tuple[str, str, list[Any]]:
+    """``(select, count, params)``; ``count`` takes ``params[:-2]`` (no LIMIT/OFFSET)."""
+    where, params = compile_where(query.where, column_map)
+    order = compile_order(query.sort, column_map, tiebreak="t.id")
+    select_cols = ", ".join(f"t.{c.strip()}" for c in columns.split(","))
+    select = (
+        f"SELECT {select_cols} FROM {table} t WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
+    )
+    count = f"SELECT count(*) FROM {table} t WHERE {where}"
+    offset = (query.page - 1) * query.max_results
+    return select, count, [*params, query.max_results, offset]

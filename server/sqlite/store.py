@@ -1,0 +1,291 @@
+"""``SqliteStore``: the Store on one SQLite file in WAL mode.
+
+Writes run through ``Database.write`` (group commit, one hop per batch);
+reads through ``Database.read`` (one hop per request, a consistent snapshot).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from banyan.errors import BanyanError, Conflict, InvalidInput, NotFound
+from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
+from banyan.resources import Resources
+from banyan.states import Actor
+from banyan.tokens import Caller, Role, generate_token, hash_token, same_digest
+from server.sqlite import attempts, graph, schema, tasks
+from server.sqlite.db import Database
+from server.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
+from server.sqlite.sqlquery import MEMORY_COLUMNS, TASK_QUERY_COLUMNS, page_sql
+from server.store import Health, ItemResult, Page, Query, Store, TokenInfo
+
+Clock = Callable[[], float]
+
+
+class SqliteStore(Store):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        synchronous: str = "FULL",
+        batch_max_ops: int = 512,
+        busy_timeout_ms: int = 10_000,
+        require_if_match: bool = False,
+        clock: Clock = time.time,
+    ) -> None:
+        self.db = Database(
+            path,
+            synchronous=synchronous,
+            busy_timeout_ms=busy_timeout_ms,
+            batch_max_ops=batch_max_ops,
+        )
+        self._require_if_match = require_if_match
+        self._clock = clock
+
+    async def open(self) -> None:
+        await self.db.open()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def health(self) -> Health:
+        def probe(conn: sqlite3.Connection) -> Health:
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            return Health(ok=True, schema_version=version, details={"journal_mode": mode})
+
+        return await self.db.read(probe)
+
+    # --- tasks -----------------------------------------------------------------
+
+    async def create_tasks(
+        self, items: Sequence[TaskCreate], caller: Caller
+    ) -> list[dict[str, Any]]:
+        now = self._clock()
+        return await self.db.write(lambda conn: tasks.create_tasks(conn, items, caller, now))
+
+    async def get_task(self, task_id: str) -> dict[str, Any]:
+        return await self.db.read(lambda conn: get_doc(conn, task_id))
+
+    async def find_tasks(self, query: Query) -> Page:
+        select, count, params = page_sql(
+            query, TASK_QUERY_COLUMNS, table="tasks", columns=TASK_COLUMNS
+        )
+
+        def run(conn: sqlite3.Connection) -> Page:
+            rows = conn.execute(select, params).fetchall()
+            (total,) = conn.execute(count, params[:-2]).fetchone()
+            return Page(items=docs_for_rows(conn, rows), total=total)
+
+        return await self.db.read(run)
+
+    async def update_task(
+        self, task_id: str, patch: TaskPatch, caller: Caller, *, if_match: str | None = None
+    ) -> dict[str, Any]:
+        now = self._clock()
+        return await self.db.write(
+            lambda conn: tasks.update_task(
+                conn, task_id, patch, caller, now,
+                if_match=if_match, require_if_match=self._require_if_match,
+            )
+        )  # fmt: skip
+
+    async def update_tasks(
+        self, items: Sequence[BulkPatchItem], caller: Caller
+    ) -> list[ItemResult]:
+        # Each item is its own operation (its own savepoint), queued together
+        # so they normally share one transaction and one fsync.
+        async def one(item: BulkPatchItem) -> ItemResult:
+            patch = TaskPatch.model_validate(
+                item.model_dump(exclude_unset=True, exclude={"id", "etag"})
+            )
+            try:
+                doc = await self.update_task(item.id, patch, caller, if_match=item.etag)
+            except BanyanError as exc:
+                return ItemResult(task_id=item.id, error=exc)
+            return ItemResult(task_id=item.id, doc=doc)
+
+        return list(await asyncio.gather(*(one(item) for item in items)))
+
+    async def edit_continuations(
+        self, edits: Sequence[ContinuationEdit], caller: Caller, *, add: bool
+    ) -> None:
+        now = self._clock()
+        change = graph.add_edges if add else graph.remove_edges
+
+        def run(conn: sqlite3.Connection) -> None:
+            for i, edit in enumerate(edits):
+                pairs = [(t, v) for t in edit.targets for v in edit.values]
+                change(conn, pairs, caller, now, issue_key=f"{i}.values")
+
+        await self.db.write(run)
+
+    async def history(self, task_id: str) -> list[dict[str, Any]]:
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
+                raise NotFound(f"no task with id {task_id}")
+            rows = conn.execute(
+                "SELECT attempt, worker, time_started, time_terminated, exit_status, exit_code, "
+                "usage FROM attempts WHERE task_id = ? ORDER BY attempt",
+                (task_id,),
+            ).fetchall()
+            return [
+                {"attempt": a, "worker": w, "time_started": s, "time_terminated": e,
+                 "exit_status": st, "exit_code": code, "usage": loads(u)}
+                for a, w, s, e, st, code, u in rows
+            ]  # fmt: skip
+
+        return await self.db.read(run)
+
+    # --- attempts --------------------------------------------------------------
+
+    async def claim(
+        self, *, worker: str, token: str, free: Resources, queues: Sequence[str], limit: int
+    ) -> list[dict[str, Any]]:
+        now = self._clock()
+        return await self.db.write(
+            lambda conn: attempts.claim(
+                conn, worker=worker, token=token, free=free, queues=queues, limit=limit, now=now
+            )
+        )
+
+    async def finish(
+        self,
+        task_id: str,
+        execution_key: str,
+        *,
+        exit_status: str,
+        exit_code: int | None,
+        usage: dict[str, Any] | None,
+        caller: Caller,
+        actor: Actor = Actor.WORKER,
+    ) -> dict[str, Any]:
+        now = self._clock()
+
+        def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            attempts.finish(
+                conn, task_id, execution_key, exit_status=exit_status, exit_code=exit_code,
+                usage=usage, caller=caller, now=now, actor=actor,
+            )  # fmt: skip
+            return get_doc(conn, task_id)
+
+        return await self.db.write(run)
+
+    async def report_progress(
+        self, task_id: str, execution_key: str, progress: dict[str, Any], caller: Caller
+    ) -> None:
+        now = self._clock()
+        await self.db.write(
+            lambda conn: attempts.report_progress(
+                conn, task_id, execution_key, progress, caller, now
+            )
+        )
+
+    async def abandon_worker(self, worker: str) -> list[str]:
+        now = self._clock()
+        return await self.db.write(lambda conn: attempts.abandon_worker(conn, worker, now))
+
+    # --- memory usage ----------------------------------------------------------
+
+    async def add_memory_usage(self, records: Sequence[MemoryUsage], caller: Caller) -> int:
+        now = self._clock()
+        rows = [(r.task, r.time, r.resident_memory_bytes) for r in records]
+        return await self.db.write(lambda conn: attempts.add_memory_usage(conn, rows, caller, now))
+
+    async def find_memory_usage(self, query: Query) -> Page:
+        select, count, params = page_sql(
+            query, MEMORY_COLUMNS, table="memory_usage",
+            columns="id, task_id, attempt, time, resident_memory_bytes",
+        )  # fmt: skip
+
+        def run(conn: sqlite3.Connection) -> Page:
+            rows = conn.execute(select, params).fetchall()
+            (total,) = conn.execute(count, params[:-2]).fetchone()
+            items = [
+                {"_id": str(i), "task": t, "attempt": a, "time": tm, "resident_memory_bytes": r}
+                for i, t, a, tm, r in rows
+            ]
+            return Page(items=items, total=total)
+
+        return await self.db.read(run)
+
+    # --- events ----------------------------------------------------------------
+
+    async def events_since(self, seq: int, *, limit: int = 1000) -> list[dict[str, Any]]:
+        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+            rows = conn.execute(
+                "SELECT seq, time, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            ).fetchall()
+            return [{"seq": s, "time": t, "type": k, "data": loads(d)} for s, t, k, d in rows]
+
+        return await self.db.read(run)
+
+    async def last_seq(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            (seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            return int(seq)
+
+        return await self.db.read(run)
+
+    # --- tokens ----------------------------------------------------------------
+
+    async def create_token(self, name: str, role: Role) -> str:
+        if not name or len(name) > 128 or not name.isprintable():
+            raise InvalidInput("a token name is 1 to 128 printable characters", issues={"name": name})
+        token = generate_token()
+        now = self._clock()
+
+        def run(conn: sqlite3.Connection) -> None:
+            found = conn.execute("SELECT revoked FROM tokens WHERE name = ?", (name,)).fetchone()
+            if found is not None and found[0] is None:
+                raise Conflict(f"a token named {name!r} already exists; revoke it first")
+            conn.execute("DELETE FROM tokens WHERE name = ?", (name,))
+            conn.execute(
+                "INSERT INTO tokens (name, role, hash, created) VALUES (?, ?, ?, ?)",
+                (name, role.value, hash_token(token), now),
+            )
+
+        await self.db.write(run)
+        return token
+
+    async def list_tokens(self) -> list[TokenInfo]:
+        def run(conn: sqlite3.Connection) -> list[TokenInfo]:
+            rows = conn.execute("SELECT name, role, created, revoked FROM tokens ORDER BY name")
+            return [TokenInfo(name=n, role=Role(r), created=c, revoked=v) for n, r, c, v in rows]
+
+        return await self.db.read(run)
+
+    async def revoke_token(self, name: str) -> None:
+        now = self._clock()
+
+        def run(conn: sqlite3.Connection) -> None:
+            changed = conn.execute(
+                "UPDATE tokens SET revoked = ? WHERE name = ? AND revoked IS NULL RETURNING 1",
+                (now, name),
+            ).fetchone()
+            if changed is None:
+                raise NotFound(f"no active token named {name!r}")
+
+        await self.db.write(run)
+
+    async def verify_token(self, token: str) -> Caller | None:
+        digest = hash_token(token)
+
+        def run(conn: sqlite3.Connection) -> Caller | None:
+            row = conn.execute(
+                "SELECT name, role, hash FROM tokens WHERE hash = ? AND revoked IS NULL", (digest,)
+            ).fetchone()
+            if row is None or not same_digest(row[2], digest):
+                return None
+            return Caller(name=row[0], role=Role(row[1]))
+
+        return await self.db.read(run)
+
+
+__all__ = ["SqliteStore", "schema"]

@@ -1,0 +1,367 @@
+"""Task writes inside a transaction: bulk creation and user updates
+(fields, state changes, continuation edits). Claims and reports live in
+``attempts.py``; the graph walks in ``graph.py``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from banyan.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PreconditionFailed,
+    PreconditionRequired,
+)
+from banyan.ids import new_ids
+from banyan.models import TaskCreate, TaskPatch
+from banyan.resources import Resources, merge_resources
+from banyan.states import ACTIVE_STATES, SUCCESS, Actor, Effect, State, transition
+from banyan.tokens import Caller
+from server.sqlite import graph
+from server.sqlite.rows import (
+    NEW_ETAG_SQL,
+    TASK_COLUMNS,
+    chunks,
+    dumps,
+    emit_many,
+    get_doc,
+    new_etag,
+    placeholders,
+    state_event,
+)
+
+_INSERT = (
+    "INSERT INTO tasks (id, name, command, state, queue, priority, max_retry_count, "
+    "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
+    "cores, memory, gpus, env, cwd, owner, created, updated, etag) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+# Fields that shape how the next attempt runs: frozen while one is running.
+_EXECUTION_FIELDS = frozenset(
+    {"command", "requested_resources", "queue", "env", "cwd", "max_termination_time"}
+)
+_PLAIN_FIELDS = (
+    "name", "command", "queue", "priority", "max_retry_count", "max_termination_time",
+    "estimated_runtime", "cwd",
+)  # fmt: skip
+
+
+def _resource_columns(resources: Resources) -> tuple[str, float, int, int]:
+    return dumps(resources.canonical()), resources.cores, resources.memory, resources.gpu_count
+
+
+def create_tasks(
+    conn: sqlite3.Connection, items: Sequence[TaskCreate], caller: Caller, now: float
+) -> list[dict[str, Any]]:
+    """Insert ``items`` all or nothing; returns ``[{"_id", "_etag", "_created"}]``.
+
+    Continuations may point at existing tasks or at other items of the same
+    request (by client-chosen ``_id``), so a whole tree fits in one POST.
+    """
+    generated = iter(new_ids(sum(1 for i in items if i.id is None), now))
+    ids = [item.id if item.id is not None else next(generated) for item in items]
+    index: dict[str, int] = {}
+    for i, task_id in enumerate(ids):
+        if task_id in index:
+            raise InvalidInput(f"duplicate _id {task_id}", issues={f"{i}._id": "duplicate id"})
+        index[task_id] = i
+    chosen = [i for i, item in zip(ids, items, strict=True) if item.id is not None]
+    for part in chunks(chosen):
+        taken = conn.execute(
+            f"SELECT id FROM tasks WHERE id IN ({placeholders(len(part))}) LIMIT 1", part
+        ).fetchone()
+        if taken:
+            raise Conflict(
+                f"a task with _id {taken[0]} already exists",
+                issues={f"{index[taken[0]]}._id": "already exists"},
+            )
+
+    internal: list[tuple[str, str]] = []
+    external: dict[str, list[tuple[int, str]]] = defaultdict(list)
+    for i, (parent, item) in enumerate(zip(ids, items, strict=True)):
+        for child in item.continuations:
+            if child in index:
+                internal.append((parent, child))
+            else:
+                external[child].append((i, parent))
+    _check_external_children(conn, external, caller)
+    _check_acyclic(internal, index)
+
+    pending = defaultdict(int)
+    for _, child in internal:
+        pending[child] += 1
+    ready: list[str] = []
+    states: list[State] = []
+    rows = []
+    etags = []
+    for task_id, item in zip(ids, items, strict=True):
+        state = State.INACTIVE
+        if item.state == State.AVAILABLE and pending[task_id] == 0:
+            if item.command is None:
+                # A ready group task succeeds at once: inserted inactive, resolved below.
+                ready.append(task_id)
+            else:
+                state = State.AVAILABLE
+        states.append(state)
+        etag = new_etag()
+        etags.append(etag)
+        resources_json, cores, memory, gpus = _resource_columns(item.requested_resources)
+        rows.append((
+            task_id, item.name, item.command, state, item.queue, item.priority,
+            item.max_retry_count, pending[task_id], item.max_termination_time,
+            item.estimated_runtime, resources_json, cores, memory, gpus,
+            None if item.env is None else dumps(item.env), item.cwd, caller.name,
+            now, now, etag,
+        ))  # fmt: skip
+    conn.executemany(_INSERT, rows)
+    conn.executemany(
+        "INSERT INTO continuations (parent, child, position) VALUES (?, ?, ?)",
+        [
+            (parent, child, position)
+            for parent, item in zip(ids, items, strict=True)
+            for position, child in enumerate(item.continuations)
+        ],
+    )
+    emit_many(
+        conn,
+        now,
+        "task.created",
+        (
+            (task_id, {"_id": task_id, "name": item.name, "state": state.value,
+                       "queue": item.queue, "priority": item.priority, "owner": caller.name,
+                       "group": item.command is None})
+            for task_id, item, state in zip(ids, items, states, strict=True)
+        ),
+    )  # fmt: skip
+    for child, parents in external.items():
+        _wait_on(conn, child, len(parents), now)
+    if ready:
+        graph.make_ready(conn, ready, now)
+        etags = _current_etags(conn, ids)
+    return [{"_id": i, "_etag": e, "_created": now} for i, e in zip(ids, etags, strict=True)]
+
+
+def _check_external_children(
+    conn: sqlite3.Connection, external: dict[str, list[tuple[int, str]]], caller: Caller
+) -> None:
+    children = sorted(external)
+    found: dict[str, tuple[str, str]] = {}
+    for part in chunks(children):
+        for task_id, state, owner in conn.execute(
+            f"SELECT id, state, owner FROM tasks WHERE id IN ({placeholders(len(part))})", part
+        ):
+            found[task_id] = (state, owner)
+    for child in children:
+        item = external[child][0][0]
+        if child not in found:
+            raise InvalidInput(
+                f"unknown continuation {child}",
+                issues={f"{item}.continuations": f"unknown task {child}"},
+            )
+        state, owner = found[child]
+        if not caller.may_change(owner):
+            raise Forbidden(f"task {child} belongs to {owner}: you may only link your own tasks")
+        if state not in (State.INACTIVE, State.AVAILABLE):
+            raise Conflict(
+                f"task {child} is {state}: only a task that has not started can be a continuation"
+            )
+
+
+def _check_acyclic(edges: list[tuple[str, str]], index: dict[str, int]) -> None:
+    """Kahn's algorithm over the edges between new tasks (existing tasks
+    cannot point at new ones, so any cycle lies within the request)."""
+    children: dict[str, list[str]] = defaultdict(list)
+    indegree: dict[str, int] = defaultdict(int)
+    for parent, child in edges:
+        children[parent].append(child)
+        indegree[child] += 1
+    queue = [n for n in {p for p, _ in edges} if indegree[n] == 0]
+    seen = 0
+    while queue:
+        node = queue.pop()
+        seen += 1
+        for child in children[node]:
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                queue.append(child)
+    nodes = {n for edge in edges for n in edge}
+    if seen < len(nodes):
+        stuck = sorted((n for n in nodes if indegree[n] > 0), key=index.__getitem__)[0]
+        raise InvalidInput(
+            "continuations form a cycle",
+            issues={f"{index[stuck]}.continuations": "continuations must not form a cycle"},
+        )
+
+
+def _wait_on(conn: sqlite3.Connection, child: str, parents: int, now: float) -> None:
+    previous, name, queue = conn.execute(
+        "SELECT state, name, queue FROM tasks WHERE id = ?", (child,)
+    ).fetchone()
+    conn.execute(
+        "UPDATE tasks SET pending_dependency_count = pending_dependency_count + ?, "
+        f"state = 'inactive', updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
+        (parents, now, child),
+    )
+    if previous != State.INACTIVE:
+        emit_many(
+            conn, now, "task.state", [state_event(child, "inactive", previous, name=name, queue=queue)]
+        )
+
+
+def _current_etags(conn: sqlite3.Connection, ids: list[str]) -> list[str]:
+    found: dict[str, str] = {}
+    for part in chunks(ids):
+        found.update(
+            conn.execute(
+                f"SELECT id, etag FROM tasks WHERE id IN ({placeholders(len(part))})", part
+            ).fetchall()
+        )
+    return [found[i] for i in ids]
+
+
+def update_task(
+    conn: sqlite3.Connection,
+    task_id: str,
+    patch: TaskPatch,
+    caller: Caller,
+    now: float,
+    *,
+    if_match: str | None,
+    require_if_match: bool,
+) -> dict[str, Any]:
+    """Apply one PATCH: fields, then continuation edits, then the state change."""
+    row = conn.execute(
+        "SELECT state, owner, etag, requested_resources, command, pending_dependency_count, "
+        "exit_status, name, queue FROM tasks WHERE id = ?",
+        (task_id,),
+    ).fetchone()
+    if row is None:
+        raise NotFound(f"no task with id {task_id}")
+    state, owner, etag, resources_json, command, pending, exit_status, name, queue = row
+    if not caller.may_change(owner):
+        raise Forbidden(f"task {task_id} belongs to {owner}: you may only change your own tasks")
+    if if_match is not None and if_match.strip('"') != etag:
+        raise PreconditionFailed(
+            f"task {task_id} has changed: its _etag is {etag}, If-Match was {if_match}"
+        )
+    if if_match is None and require_if_match:
+        raise PreconditionRequired("this server requires If-Match on every change")
+    changes = patch.model_dump(exclude_unset=True)
+    frozen = sorted(_EXECUTION_FIELDS.intersection(changes))
+    if frozen and state in ACTIVE_STATES:
+        raise Conflict(
+            f"task {task_id} is {state}: {', '.join(frozen)} cannot change while it runs",
+            issues={f: f"cannot change while the task is {state}" for f in frozen},
+        )
+    _update_fields(conn, task_id, changes, resources_json, now)
+    if "continuations" in changes:
+        current = [c for (c,) in conn.execute(
+            "SELECT child FROM continuations WHERE parent = ?", (task_id,))]  # fmt: skip
+        wanted = changes["continuations"]
+        graph.remove_edges(conn, [(task_id, c) for c in current if c not in wanted], caller, now)
+        graph.add_edges(conn, [(task_id, c) for c in wanted if c not in current], caller, now)
+    if changes.get("remove_continuations"):
+        graph.remove_edges(
+            conn, [(task_id, c) for c in changes["remove_continuations"]], caller, now,
+            issue_key="remove_continuations",
+        )  # fmt: skip
+    if changes.get("add_continuations"):
+        graph.add_edges(
+            conn, [(task_id, c) for c in changes["add_continuations"]], caller, now,
+            issue_key="add_continuations",
+        )  # fmt: skip
+    if changes.get("state") is not None:
+        change_state_by_user(conn, task_id, State(changes["state"]), now)
+    elif changes:
+        conn.execute(
+            f"UPDATE tasks SET updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?", (now, task_id)
+        )
+    return get_doc(conn, task_id)
+
+
+def _update_fields(
+    conn: sqlite3.Connection, task_id: str, changes: dict[str, Any], resources_json: str,
+    now: float,
+) -> None:  # fmt: skip
+    sets: list[str] = []
+    values: list[Any] = []
+    for field in _PLAIN_FIELDS:
+        if field in changes:
+            sets.append(f"{field} = ?")
+            values.append(changes[field])
+    if "env" in changes:
+        sets.append("env = ?")
+        values.append(None if changes["env"] is None else dumps(changes["env"]))
+    if changes.get("requested_resources") is not None:
+        import json
+
+        try:
+            merged = merge_resources(json.loads(resources_json), changes["requested_resources"])
+        except ValueError as exc:
+            raise InvalidInput(
+                f"requested_resources: {exc}", issues={"requested_resources": str(exc)}
+            ) from exc
+        resources, cores, memory, gpus = _resource_columns(merged)
+        sets += ["requested_resources = ?", "cores = ?", "memory = ?", "gpus = ?"]
+        values += [resources, cores, memory, gpus]
+    if sets:
+        conn.execute(
+            f"UPDATE tasks SET {', '.join(sets)}, updated = ?, etag = {NEW_ETAG_SQL} "
+            "WHERE id = ?",
+            (*values, now, task_id),
+        )
+
+
+def change_state_by_user(conn: sqlite3.Connection, task_id: str, target: State, now: float) -> None:
+    """A state change asked for by a provider or admin (SPEC §4)."""
+    state, command, pending, exit_status, name, queue = conn.execute(
+        "SELECT state, command, pending_dependency_count, exit_status, name, queue "
+        "FROM tasks WHERE id = ?",
+        (task_id,),
+    ).fetchone()
+    step = transition(State(state), target, Actor.USER)
+    if step is None:
+        return
+    if step.effect in (Effect.ACTIVATE, Effect.RETRY) and pending > 0:
+        raise Conflict(
+            f"task {task_id} waits on {pending} parent task(s); it becomes available "
+            "when they succeed"
+        )
+    if step.effect is Effect.ACTIVATE:
+        graph.make_ready(conn, [task_id], now)
+    elif step.effect is Effect.CANCEL:
+        graph.cancel_tree(conn, [task_id], origin=task_id, now=now, include_roots=True)
+    elif step.effect is Effect.REQUEST_CANCEL:
+        conn.execute(
+            "UPDATE tasks SET state = 'pending_cancellation', cancel_origin = ?, updated = ?, "
+            f"etag = {NEW_ETAG_SQL} WHERE id = ?",
+            (task_id, now, task_id),
+        )
+        emit_many(
+            conn, now, "task.state",
+            [state_event(task_id, "pending_cancellation", state, name=name, queue=queue)],
+        )  # fmt: skip
+    elif step.effect is Effect.RETRY:
+        if exit_status == SUCCESS:
+            raise Conflict(
+                f"task {task_id} succeeded; its continuations have been released, "
+                "so it cannot be retried (submit a new task instead)"
+            )
+        conn.execute(
+            "UPDATE tasks SET retry_count = 0, cancel_origin = NULL WHERE id = ?", (task_id,)
+        )
+        graph.make_ready(conn, [task_id], now)
+        graph.revive(conn, task_id, now)
+
+
+def get_task_row(conn: sqlite3.Connection, task_id: str) -> Sequence[Any]:
+    row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no task with id {task_id}")
+    return row  # type: ignore[no-any-return]

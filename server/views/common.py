@@ -1,0 +1,106 @@
+"""What every view shares: reading and validating a JSON body, parsing the
+collection query arguments, and writing JSON."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import TypeAdapter, ValidationError
+
+from banyan.errors import BadRequest, InvalidInput, NotFound
+from banyan.ids import is_id
+from banyan.projection import Projection, parse_max_results, parse_page, parse_projection, parse_sort
+from banyan.query import Fields, parse_where
+from banyan.settings import Settings
+from server.errors import from_validation
+from server.keys import SETTINGS
+from server.store import Query
+
+T = TypeVar("T")
+
+
+def settings(request: web.Request) -> Settings:
+    return request.app[SETTINGS]
+
+
+def task_id(request: web.Request) -> str:
+    value = request.match_info["task_id"].lower()
+    if not is_id(value):
+        raise NotFound(f"no task with id {request.match_info['task_id']} (ids are 24 hex digits)")
+    return value
+
+
+async def body(request: web.Request) -> bytes:
+    raw = await request.read()
+    if not raw.strip():
+        raise BadRequest("the request needs a JSON body")
+    return raw
+
+
+def body_kind(raw: bytes) -> str:
+    """``"object"`` or ``"list"``: decides between single and bulk forms."""
+    first = raw.lstrip()[:1]
+    if first == b"{":
+        return "object"
+    if first == b"[":
+        return "list"
+    try:
+        json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"malformed JSON: {exc}") from exc
+    raise InvalidInput("the body must be a JSON object or a list of objects")
+
+
+def validate(adapter: TypeAdapter[T], raw: bytes, *, what: str, prefix: str = "") -> T:
+    try:
+        return adapter.validate_json(raw)
+    except ValidationError as exc:
+        raise from_validation(exc, prefix=prefix, what=what) from exc
+
+
+def check_bulk_size(count: int, request: web.Request) -> None:
+    limit = settings(request).max_bulk_items
+    if count > limit:
+        raise InvalidInput(
+            f"a bulk request holds at most {limit} items, this one has {count}",
+            issues={"body": f"at most {limit} items"},
+        )
+    if count == 0:
+        raise InvalidInput("the list is empty", issues={"body": "at least one item"})
+
+
+def single_arg(request: web.Request, name: str) -> str | None:
+    values = request.rel_url.query.getall(name, [])
+    if len(values) > 1:
+        raise BadRequest(f"'{name}' is given {len(values)} times; give it once")
+    return values[0] if values else None
+
+
+def collection_query(request: web.Request, fields: Fields) -> tuple[Query, Projection]:
+    conf = settings(request)
+    where = parse_where(single_arg(request, "where"), fields)
+    sort = parse_sort(single_arg(request, "sort"), fields)
+    page = parse_page(single_arg(request, "page"))
+    max_results = parse_max_results(
+        single_arg(request, "max_results"),
+        default=conf.default_max_results,
+        limit=conf.max_results_limit,
+    )
+    projection = parse_projection(single_arg(request, "projection"), fields)
+    return Query(where=where, sort=sort, page=page, max_results=max_results), projection
+
+
+def item_projection(request: web.Request, fields: Fields) -> Projection | None:
+    text = single_arg(request, "projection")
+    return None if text is None else parse_projection(text, fields)
+
+
+def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
+        status=status,
+        content_type="application/json",
+        headers=headers,
+    )

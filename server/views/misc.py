@@ -1,0 +1,64 @@
+"""``/health`` (no token), ``/memory_usage`` (workers write, anyone reads)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import TypeAdapter
+
+from banyan.fields import MEMORY_USAGE_FIELDS
+from banyan.models import MemoryUsage
+from server import render
+from server.auth import ANY_ROLE, WORKERS, require
+from server.keys import STORE
+from server.views.common import (
+    body,
+    body_kind,
+    check_bulk_size,
+    collection_query,
+    json_response,
+    settings,
+    validate,
+)
+
+_ONE = TypeAdapter(MemoryUsage)
+_MANY = TypeAdapter(list[MemoryUsage])
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    state = await request.app[STORE].health()
+    return json_response(
+        {"status": "ok" if state.ok else "error", "schema_version": state.schema_version,
+         **state.details},
+        status=200 if state.ok else 503,
+    )  # fmt: skip
+
+
+@routes.post("/memory_usage")
+async def add_memory_usage(request: web.Request) -> web.Response:
+    caller = await require(request, WORKERS)
+    raw = await body(request)
+    if body_kind(raw) == "object":
+        records = [validate(_ONE, raw, what="memory usage record")]
+    else:
+        records = validate(_MANY, raw, what="memory usage records")
+        check_bulk_size(len(records), request)
+    stored = await request.app[STORE].add_memory_usage(records, caller)
+    return json_response({"_status": "OK", "stored": stored}, status=201)
+
+
+@routes.get("/memory_usage")
+async def find_memory_usage(request: web.Request) -> web.Response:
+    await require(request, ANY_ROLE)
+    query, projection = collection_query(request, MEMORY_USAGE_FIELDS)
+    page = await request.app[STORE].find_memory_usage(query)
+    date_format = settings(request).date_format
+    items = [projection.apply(render.memory_usage(doc, date_format)) for doc in page.items]
+    return json_response(
+        render.collection(
+            items, resource="memory_usage", title="memory_usage", page=query.page,
+            max_results=query.max_results, total=page.total, args=dict(request.rel_url.query),
+        )
+    )  # fmt: skip

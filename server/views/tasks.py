@@ -1,0 +1,165 @@
+"""``/tasks``: submit (one or bulk), list and query, read, update (one or
+bulk), continuation edits, attempt history. Views parse, call the store and
+render; the domain errors map to responses in ``server.errors``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import TypeAdapter
+
+from banyan.errors import BanyanError
+from banyan.fields import TASK_FIELDS
+from banyan.models import BulkPatchItem, ContinuationEdit, TaskCreate, TaskPatch
+from server import render
+from server.auth import ANY_ROLE, PROVIDERS, require
+from server.keys import STORE
+from server.views.common import (
+    body,
+    body_kind,
+    check_bulk_size,
+    collection_query,
+    item_projection,
+    json_response,
+    settings,
+    task_id,
+    validate,
+)
+
+_ONE = TypeAdapter(TaskCreate)
+_MANY = TypeAdapter(list[TaskCreate])
+_PATCH = TypeAdapter(TaskPatch)
+_BULK_PATCH = TypeAdapter(list[BulkPatchItem])
+_EDITS = TypeAdapter(list[ContinuationEdit])
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/tasks")
+async def create(request: web.Request) -> web.Response:
+    caller = await require(request, PROVIDERS)
+    raw = await body(request)
+    date_format = settings(request).date_format
+    if body_kind(raw) == "object":
+        item = validate(_ONE, raw, what="task")
+        try:
+            (created,) = await request.app[STORE].create_tasks([item], caller)
+        except BanyanError as exc:
+            exc.issues = {k.removeprefix("0."): v for k, v in exc.issues.items()}
+            raise
+        return json_response(render.meta(created, date_format), status=201)
+    items = validate(_MANY, raw, what="tasks")
+    check_bulk_size(len(items), request)
+    created_all = await request.app[STORE].create_tasks(items, caller)
+    return json_response(
+        {"_status": "OK", "_items": [render.meta(c, date_format) for c in created_all]},
+        status=201,
+    )
+
+
+@routes.get("/tasks")
+async def find(request: web.Request) -> web.Response:
+    await require(request, ANY_ROLE)
+    query, projection = collection_query(request, TASK_FIELDS)
+    page = await request.app[STORE].find_tasks(query)
+    date_format = settings(request).date_format
+    items = [render.task(doc, date_format, projection) for doc in page.items]
+    return json_response(
+        render.collection(
+            items, resource="tasks", title="tasks", page=query.page,
+            max_results=query.max_results, total=page.total, args=dict(request.rel_url.query),
+        )
+    )  # fmt: skip
+
+
+@routes.get("/tasks/{task_id}")
+async def read(request: web.Request) -> web.Response:
+    await require(request, ANY_ROLE)
+    projection = item_projection(request, TASK_FIELDS)
+    doc = await request.app[STORE].get_task(task_id(request))
+    if request.headers.get("If-None-Match", "").strip('"') == doc["_etag"]:
+        return web.Response(status=304, headers={"ETag": f'"{doc["_etag"]}"'})
+    return json_response(
+        render.task(doc, settings(request).date_format, projection),
+        headers={"ETag": f'"{doc["_etag"]}"'},
+    )
+
+
+@routes.patch("/tasks/{task_id}")
+async def update(request: web.Request) -> web.Response:
+    caller = await require(request, PROVIDERS)
+    the_id = task_id(request)
+    raw = await body(request)
+    if body_kind(raw) != "object":
+        return _not_an_object()
+    patch = validate(_PATCH, raw, what="update")
+    doc = await request.app[STORE].update_task(
+        the_id, patch, caller, if_match=request.headers.get("If-Match")
+    )
+    out = render.task(doc, settings(request).date_format)
+    out["_status"] = "OK"
+    return json_response(out, headers={"ETag": f'"{doc["_etag"]}"'})
+
+
+@routes.patch("/tasks")
+async def update_many(request: web.Request) -> web.Response:
+    caller = await require(request, PROVIDERS)
+    raw = await body(request)
+    if body_kind(raw) != "list":
+        return _not_a_list()
+    items = validate(_BULK_PATCH, raw, what="updates")
+    check_bulk_size(len(items), request)
+    results = await request.app[STORE].update_tasks(items, caller)
+    date_format = settings(request).date_format
+    out: list[dict[str, Any]] = []
+    for result in results:
+        if result.doc is not None:
+            out.append({**render.task(result.doc, date_format), "_status": "OK"})
+        else:
+            error = result.error if isinstance(result.error, BanyanError) else BanyanError(
+                "internal error")  # fmt: skip
+            out.append({"_id": result.task_id, **error.to_eve()})
+    status = "OK" if all(r.error is None for r in results) else "ERR"
+    return json_response({"_status": status, "_items": out})
+
+
+async def _edit(request: web.Request, *, add: bool) -> web.Response:
+    caller = await require(request, PROVIDERS)
+    raw = await body(request)
+    if body_kind(raw) != "list":
+        return _not_a_list()
+    edits = validate(_EDITS, raw, what="continuation edits")
+    check_bulk_size(len(edits), request)
+    await request.app[STORE].edit_continuations(edits, caller, add=add)
+    return json_response({"_status": "OK"})
+
+
+@routes.post("/tasks/add_continuations")
+async def add_continuations(request: web.Request) -> web.Response:
+    return await _edit(request, add=True)
+
+
+@routes.post("/tasks/remove_continuations")
+async def remove_continuations(request: web.Request) -> web.Response:
+    return await _edit(request, add=False)
+
+
+@routes.get("/tasks/{task_id}/history")
+async def history(request: web.Request) -> web.Response:
+    await require(request, ANY_ROLE)
+    attempts = await request.app[STORE].history(task_id(request))
+    date_format = settings(request).date_format
+    return json_response({"_items": [render.attempt(a, date_format) for a in attempts]})
+
+
+def _not_a_list() -> web.Response:
+    from banyan.errors import InvalidInput
+
+    raise InvalidInput("the body must be a JSON list", issues={"body": "expected a list"})
+
+
+def _not_an_object() -> web.Response:
+    from banyan.errors import InvalidInput
+
+    raise InvalidInput("the body must be a JSON object", issues={"body": "expected an object"})

@@ -1,0 +1,407 @@
+"""The SQL compiler agrees with ``banyan.query.matches`` on a real SQLite table.
+
+Thirty varied task rows live both as table rows (plain columns, JSON text, a link table) and as
+the JSON-like documents the event feed filters; for random valid ``where`` documents the rows
+``compile_where`` selects must be exactly the documents ``matches`` accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from banyan.query import Field, FieldKind, Node, matches, parse_where
+from server.sqlite.querysql import (
+    Column,
+    ColumnKind,
+    compile_order,
+    compile_where,
+    json_key,
+    json_object,
+    link,
+    resolve_column,
+    scalar,
+)
+
+K = FieldKind
+FIELDS: dict[str, Field] = {
+    "_id": Field(K.ID, nullable=False),
+    "name": Field(K.STR),
+    "command": Field(K.STR),
+    "state": Field(K.STR, nullable=False),
+    "queue": Field(K.STR, nullable=False),
+    "priority": Field(K.INT, nullable=False),
+    "max_retry_count": Field(K.INT, nullable=False),
+    "retry_count": Field(K.INT, nullable=False),
+    "pending_dependency_count": Field(K.INT, nullable=False),
+    "owner": Field(K.STR, nullable=False),
+    "cwd": Field(K.STR),
+    "max_termination_time": Field(K.NUMBER, nullable=False),
+    "estimated_runtime": Field(K.NUMBER),
+    "cancel_requested": Field(K.BOOL),
+    "requested_resources.cores": Field(K.NUMBER),
+    "requested_resources.memory": Field(K.INT),
+    "requested_resources.gpus": Field(K.INT),
+    "requested_resources.*": Field(K.NUMBER),
+    "continuations": Field(K.LIST, nullable=False, sortable=False),
+    "execution.worker": Field(K.STR),
+    "execution.exit_status": Field(K.STR),
+    "execution.exit_code": Field(K.INT),
+    "execution.time_started": Field(K.DATE),
+    "_created": Field(K.DATE, nullable=False),
+    "_updated": Field(K.DATE, nullable=False),
+}
+
+# Fields stored in a column of the same name.
+PLAIN = [n for n in FIELDS if n.isidentifier() and n[0] != "_" and n != "continuations"]
+COLUMNS: dict[str, Column] = {
+    **{name: scalar(f"t.{name}") for name in PLAIN},
+    "_id": scalar("t.id"),
+    "requested_resources.cores": scalar("t.cores"),
+    "requested_resources.memory": json_key("t.requested_resources", "memory"),
+    "requested_resources.gpus": json_key("t.requested_resources", "gpus"),
+    "requested_resources.*": json_object("t.requested_resources"),
+    "continuations": link("continuations", owner="parent", element="child"),
+    "execution.worker": scalar("t.worker"),
+    "execution.exit_status": scalar("t.exit_status"),
+    "execution.exit_code": scalar("t.exit_code"),
+    "execution.time_started": scalar("t.time_started"),
+    "_created": scalar("t.created"),
+    "_updated": scalar("t.updated"),
+}
+
+SCHEMA = """
+CREATE TABLE tasks (
+    id TEXT PRIMARY KEY, name TEXT, command TEXT, state TEXT NOT NULL, queue TEXT NOT NULL,
+    priority INTEGER NOT NULL, max_retry_count INTEGER NOT NULL, retry_count INTEGER NOT NULL,
+    pending_dependency_count INTEGER NOT NULL, owner TEXT NOT NULL, cwd TEXT,
+    max_termination_time REAL NOT NULL, estimated_runtime REAL, cancel_requested INTEGER,
+    requested_resources TEXT NOT NULL, cores REAL NOT NULL,
+    worker TEXT, exit_status TEXT, exit_code INTEGER, time_started REAL,
+    created REAL NOT NULL, updated REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE continuations (
+    parent TEXT NOT NULL, child TEXT NOT NULL, PRIMARY KEY (parent, child)
+) WITHOUT ROWID;
+"""
+
+EVIL = "x'); DROP TABLE tasks; --"
+BASE_TIME = 1_764_581_907.0  # 2025-12-01T09:38:27Z
+IDS = [f"65a1b2c3d4e5f6{i:010x}" for i in range(30)]
+
+
+def _make_docs() -> list[dict[str, Any]]:
+    rng = random.Random(20261201)  # fixed: the table is part of the test's definition
+    docs = []
+    for i, task_id in enumerate(IDS):
+        resources: dict[str, Any] = {"cores": rng.choice([0.5, 1, 2])}
+        for key, pool in (
+            ("memory", [1024, 2**30, 0]),
+            ("gpus", [0, 1, 2]),
+            ("licenses", [1, 2.5]),
+            ("scratch.gb", [10, 0.25]),
+        ):
+            if rng.random() < 0.6:
+                resources[key] = rng.choice(pool)
+        execution = None
+        if rng.random() < 0.7:
+            execution = {
+                "worker": rng.choice(["w1", "w2", None]),
+                "exit_status": rng.choice([None, "success", "failure", "failure (SIGKILL)"]),
+                "exit_code": rng.choice([None, 0, 1, 137]),
+                "time_started": rng.choice([None, BASE_TIME + 0.5, BASE_TIME + 86400.25]),
+            }
+        created = BASE_TIME + i * 37.5
+        docs.append(
+            {
+                "_id": task_id,
+                "name": rng.choice([None, "task 1", "task 2", "build", "Build", "é", EVIL]),
+                "command": rng.choice([None, "true", "sleep 1"]),
+                "state": rng.choice(["inactive", "available", "running", "terminated"]),
+                "queue": rng.choice(["default", "gpu", "io"]),
+                "priority": rng.choice([-5, 0, 0, 1, 5, 10]),
+                "max_retry_count": rng.randint(0, 3),
+                "retry_count": rng.randint(0, 3),
+                "pending_dependency_count": rng.randint(0, 2),
+                "owner": rng.choice(["alice", "bob"]),
+                "cwd": rng.choice([None, "/tmp", "/home/alice"]),
+                "max_termination_time": rng.choice([600.0, 0.5, 30.0]),
+                "estimated_runtime": rng.choice([None, 10.0, 3.5, 120.0]),
+                "cancel_requested": rng.choice([None, True, False]),
+                "requested_resources": resources,
+                "continuations": sorted(
+                    rng.sample([x for x in IDS if x != task_id], rng.randint(0, 3))
+                ),
+                "execution": execution,
+                "_created": created,
+                "_updated": created + rng.choice([0.0, 10.25]),
+            }
+        )
+    return docs
+
+
+DOCS = _make_docs()
+
+
+def _row(doc: dict[str, Any]) -> dict[str, Any]:
+    execution = doc["execution"] or {}
+    flag = doc["cancel_requested"]
+    return {
+        **{k: doc[k] for k in PLAIN},
+        "id": doc["_id"],
+        "cancel_requested": None if flag is None else int(flag),
+        "requested_resources": json.dumps(doc["requested_resources"]),
+        "cores": doc["requested_resources"]["cores"],
+        **{k: execution.get(k) for k in ("worker", "exit_status", "exit_code", "time_started")},
+        "created": doc["_created"],
+        "updated": doc["_updated"],
+    }
+
+
+@pytest.fixture(scope="module")
+def db() -> Iterator[sqlite3.Connection]:
+    conn = sqlite3.connect(":memory:")
+    conn.executescript(SCHEMA)
+    for doc in DOCS:
+        row = _row(doc)
+        names = ", ".join(row)
+        conn.execute(
+            f"INSERT INTO tasks ({names}) VALUES ({', '.join('?' * len(row))})", list(row.values())
+        )
+        conn.executemany(
+            "INSERT INTO continuations (parent, child) VALUES (?, ?)",
+            [(doc["_id"], child) for child in doc["continuations"]],
+        )
+    yield conn
+    conn.close()
+
+
+def select(conn: sqlite3.Connection, node: Node | None) -> set[str]:
+    sql, params = compile_where(node, COLUMNS)
+    return {row[0] for row in conn.execute(f"SELECT t.id FROM tasks t WHERE {sql}", params)}
+
+
+def accepted(node: Node | None) -> set[str]:
+    return {doc["_id"] for doc in DOCS if matches(node, doc)}
+
+
+# --- random where documents ----------------------------------------------------------------
+
+
+def _pool(name: str) -> list[Any]:
+    head, _, rest = name.partition(".")
+    values = []
+    for doc in DOCS:
+        value = doc.get(name) if not rest else (doc.get(head) or {}).get(rest)
+        values.extend(value if isinstance(value, list) else [value])
+    return sorted({v for v in values if v is not None}, key=repr)
+
+
+QUERY_NAMES = [name for name in FIELDS if not name.endswith("*")] + [
+    "requested_resources.licenses",
+    "requested_resources.scratch.gb",
+    "requested_resources.absent",
+]
+INT64 = st.integers(-(2**63), 2**63 - 1)
+GENERIC: dict[FieldKind, st.SearchStrategy[Any]] = {
+    K.STR: st.text(max_size=4),
+    K.INT: st.integers(-3, 12) | INT64,
+    K.NUMBER: st.integers(-3, 12) | INT64 | st.floats(allow_nan=False, allow_infinity=False),
+    K.BOOL: st.booleans(),
+    K.ID: st.sampled_from(IDS) | st.from_regex(r"\A[0-9a-f]{24}\Z"),
+    K.LIST: st.sampled_from(IDS),
+    K.DATE: st.floats(BASE_TIME - 100, BASE_TIME + 100_000),
+}
+
+
+def _kind(name: str) -> Field:
+    return FIELDS.get(name) or FIELDS["requested_resources.*"]
+
+
+@st.composite
+def _date_text(draw: st.DrawFn, epoch: float) -> Any:
+    """One epoch time written the ways a client may write it."""
+    moment = datetime.fromtimestamp(epoch, UTC)
+    forms = [
+        epoch,
+        moment.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        moment.isoformat().replace("+00:00", "Z"),
+        moment.replace(tzinfo=None).isoformat(),
+        moment.astimezone(timezone(timedelta(hours=2))).isoformat(),
+    ]
+    return draw(st.sampled_from(forms))
+
+
+def _value(name: str, *, null: bool) -> st.SearchStrategy[Any]:
+    field = _kind(name)
+    pool = _pool(name)
+    values = GENERIC[field.kind]
+    if pool:  # mostly values the table holds, so that queries select something
+        values = st.one_of(*[st.sampled_from(pool)] * 3, values)
+    if field.kind is K.DATE:
+        values = values.flatmap(_date_text)
+    if field.kind is K.ID:
+        values = values | values.map(str.upper)
+    if null and field.nullable and field.kind is not K.LIST:
+        values = st.none() | values
+    return values
+
+
+@st.composite
+def _condition(draw: st.DrawFn, name: str) -> Any:
+    kind = _kind(name).kind
+    ops = ["$eq", "$ne", "$in", "$nin"]
+    ops += [] if kind is K.LIST else ["$exists"]
+    ops += [] if kind in (K.LIST, K.BOOL) else ["$lt", "$lte", "$gt", "$gte"]
+    if draw(st.booleans()):
+        return draw(_value(name, null=True))  # implicit $eq
+    chosen = draw(st.lists(st.sampled_from(ops), min_size=1, max_size=2, unique=True))
+    condition: dict[str, Any] = {}
+    for op in chosen:
+        if op == "$exists":
+            condition[op] = draw(st.booleans())
+        elif op in ("$in", "$nin"):
+            condition[op] = draw(st.lists(_value(name, null=True), max_size=4))
+        else:
+            condition[op] = draw(_value(name, null=op in ("$eq", "$ne")))
+    return condition
+
+
+@st.composite
+def where_documents(draw: st.DrawFn, depth: int = 0) -> dict[str, Any]:
+    document: dict[str, Any] = {}
+    for _ in range(draw(st.sampled_from([1, 1, 1, 2, 3]))):
+        key = draw(st.sampled_from(["field"] * 3 + (["$and", "$or"] if depth < 3 else [])))
+        if key == "field":
+            name = draw(st.sampled_from(QUERY_NAMES))
+            document[name] = draw(_condition(name))
+        else:
+            document[key] = draw(st.lists(where_documents(depth + 1), min_size=1, max_size=3))
+    return document
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(where_documents())
+def test_sql_selects_exactly_the_rows_matches_accepts(
+    db: sqlite3.Connection, document: dict[str, Any]
+) -> None:
+    node = parse_where(json.dumps(document), FIELDS)
+    assert select(db, node) == accepted(node)
+
+
+# --- explicit cases ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        {"name": "task 1"},
+        {"retry_count": {"$lt": 2}},
+        {"name": None},
+        {"name": {"$ne": "task 1"}},
+        {"execution.exit_code": {"$nin": [0, None]}},
+        {"execution.exit_code": {"$in": [None, 137]}},
+        {"execution.worker": {"$exists": False}},
+        {"requested_resources.memory": {"$gte": 1024}},
+        {"requested_resources.scratch.gb": {"$exists": True}},
+        {"requested_resources.licenses": {"$gt": 1}},
+        {"cancel_requested": True},
+        {"cancel_requested": {"$ne": False}},
+        {"continuations": IDS[3]},
+        {"continuations": {"$nin": IDS[:10]}},
+        {"_created": {"$lt": "Mon, 01 Dec 2025 09:50:00 GMT"}},
+        {"execution.time_started": {"$gt": "2025-12-01T09:38:27Z"}},
+        {"$or": [{"state": "running", "queue": "gpu"}, {"priority": {"$gte": 5}}]},
+    ],
+)
+def test_explicit_cases_select_something_and_agree(
+    db: sqlite3.Connection, where: dict[str, Any]
+) -> None:
+    node = parse_where(where, FIELDS)
+    rows = select(db, node)
+    assert rows == accepted(node)
+    assert 0 < len(rows) < len(DOCS)  # each case actually discriminates on this table
+
+
+def test_sql_shapes_and_parameters() -> None:
+    def compiled(where: dict[str, Any]) -> tuple[str, list[Any]]:
+        return compile_where(parse_where(where, FIELDS), COLUMNS)
+
+    assert compile_where(None, COLUMNS) == ("1", [])
+    assert compiled({"name": {"$ne": "a"}}) == ("t.name IS NOT ?", ["a"])
+    assert compiled({"name": None}) == ("t.name IS NULL", [])
+    assert compiled({"name": {"$exists": True}}) == ("t.name IS NOT NULL", [])
+    assert compiled({"name": {"$in": []}}) == ("0", [])
+    assert compiled({"name": {"$nin": []}}) == ("1", [])
+    assert compiled({"name": {"$nin": ["a", "b"]}}) == (
+        "(t.name IS NULL OR t.name NOT IN (?, ?))",
+        ["a", "b"],
+    )
+    assert compiled({"cancel_requested": True}) == ("t.cancel_requested = ?", [1])
+    assert compiled({"_created": {"$gte": 5}}) == ("t.created >= ?", [5.0])
+    assert compiled({"requested_resources.memory": 1}) == (
+        "json_extract(t.requested_resources, '$.\"memory\"') = ?",
+        [1],
+    )
+    sql, params = compiled({"continuations": {"$ne": IDS[0].upper()}})
+    assert sql == (
+        "NOT EXISTS (SELECT 1 FROM continuations link_ "
+        "WHERE link_.parent = t.id AND link_.child = ?)"
+    )
+    assert params == [IDS[0]]
+
+
+def test_a_malicious_value_is_only_a_bound_parameter(db: sqlite3.Connection) -> None:
+    node = parse_where(json.dumps({"name": EVIL, "$or": [{"cwd": EVIL}, {"cwd": None}]}), FIELDS)
+    sql, params = compile_where(node, COLUMNS)
+    assert EVIL not in sql
+    assert params == [EVIL, EVIL]
+    assert select(db, node) == accepted(node)
+    assert db.execute("SELECT count(*) FROM tasks").fetchone() == (len(DOCS),)
+
+
+def test_column_helpers_refuse_what_could_break_out_of_the_sql() -> None:
+    with pytest.raises(ValueError, match="not a valid JSON key"):
+        json_key("t.requested_resources", "x'); DROP TABLE tasks; --")
+    with pytest.raises(ValueError, match="not an SQL identifier"):
+        json_object("t.requested_resources; DROP TABLE tasks")
+    with pytest.raises(ValueError, match="not an SQL identifier"):
+        link("continuations c", owner="parent", element="child")
+    with pytest.raises(LookupError, match=r"no column for field 'requested_resources\.a b'"):
+        resolve_column("requested_resources.a b", COLUMNS)
+    with pytest.raises(LookupError, match="no column for field 'nope'"):
+        resolve_column("nope", COLUMNS)
+    custom = resolve_column("requested_resources.scratch.gb", COLUMNS)
+    assert custom == Column("json_extract(t.requested_resources, '$.\"scratch.gb\"')")
+    assert COLUMNS["continuations"].kind is ColumnKind.LINK
+
+
+def test_order_always_ends_with_the_tiebreak() -> None:
+    assert compile_order((), COLUMNS) == "t.id ASC"
+    assert compile_order((("priority", -1),), COLUMNS) == "t.priority DESC, t.id ASC"
+    assert compile_order((("priority", -1), ("_id", -1)), COLUMNS) == "t.priority DESC, t.id DESC"
+    assert compile_order((("requested_resources.licenses", 1),), COLUMNS, tiebreak="t.created") == (
+        "json_extract(t.requested_resources, '$.\"licenses\"') ASC, t.created ASC"
+    )
+    with pytest.raises(ValueError, match="cannot order by 'continuations'"):
+        compile_order((("continuations", 1),), COLUMNS)
+    with pytest.raises(ValueError, match="cannot order by 'priority' 2"):
+        compile_order((("priority", 2),), COLUMNS)
+
+
+def test_pages_are_stable_and_follow_the_sort(db: sqlite3.Connection) -> None:
+    order = compile_order((("priority", -1), ("queue", 1)), COLUMNS)
+    seen: list[str] = []
+    for page in range(7):
+        rows = db.execute(f"SELECT t.id FROM tasks t ORDER BY {order} LIMIT 5 OFFSET ?", [page * 5])
+        seen.extend(row[0] for row in rows)
+    expected = sorted(DOCS, key=lambda d: (-d["priority"], d["queue"], d["_id"]))
+    assert seen == [doc["_id"] for doc in expected]
