@@ -125,7 +125,7 @@ def _literal_sort(text: str) -> list[tuple[str, int]]:
                 f'each sort item must be a pair such as ("priority", -1), got {item!r}'
             )
         name, direction = item
-        if isinstance(direction, bool) or direction not in (1, -1):
+        if type(direction) is not int or direction not in (1, -1):  # not True, not 1.0
             raise BadRequest(f"sort direction for {name!r} must be 1 or -1, got {direction!r}")
         pairs.append((name, int(direction)))
     return pairs

@@ -26,6 +26,8 @@ from banyan.errors import BadRequest
 
 
 class FieldKind(StrEnum):
+    """The type of a queryable field; the value is how error messages name it."""
+
     STR = "string"
     INT = "integer"
     NUMBER = "number"
@@ -53,16 +55,12 @@ CUSTOM_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}", re.ASCII)
 
 def split_prefix(name: str, rules: Iterable[str]) -> tuple[str, str] | None:
     """``(rule, key)`` when a ``"prefix.*"`` rule in ``rules`` covers ``name``; longest wins."""
-    best: tuple[str, str] | None = None
-    for rule in rules:
-        stem = rule[:-1]
-        if (
-            rule.endswith(".*")
-            and name.startswith(stem)
-            and len(rule) > len(best[0] if best else "")
-        ):
-            best = (rule, name[len(stem) :])
-    return best if best is not None and CUSTOM_KEY.fullmatch(best[1]) else None
+    covering = [rule for rule in rules if rule.endswith(".*") and name.startswith(rule[:-1])]
+    if not covering:
+        return None
+    rule = max(covering, key=len)
+    key = name[len(rule) - 1 :]
+    return (rule, key) if CUSTOM_KEY.fullmatch(key) else None
 
 
 def resolve_field(name: str, fields: Fields) -> Field | None:
@@ -137,6 +135,8 @@ def decode_json(text: str, what: str) -> Any:
 
 
 class Op(StrEnum):
+    """The comparison operators ``where`` accepts inside a field's operator document."""
+
     EQ = "$eq"
     NE = "$ne"
     LT = "$lt"

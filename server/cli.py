@@ -1,8 +1,8 @@
 """``banyan-server``: run the server, or manage its tokens.
 
-    banyan-server [--host H] [--port P] [--db PATH] [--config PATH] [--tls-cert C --tls-key K]
-    banyan-server token create --role {admin,provider,worker} --name NAME [--db PATH]
-    banyan-server token list | token revoke NAME
+banyan-server [--host H] [--port P] [--db PATH] [--config PATH] [--tls-cert C --tls-key K]
+banyan-server token create --role {admin,provider,worker} --name NAME [--db PATH]
+banyan-server token list | token revoke NAME
 """
 
 from __future__ import annotations
@@ -63,7 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="{token}")
     token = sub.add_parser("token", help="create, list or revoke tokens")
     token_sub = token.add_subparsers(dest="action", required=True, metavar="{create,list,revoke}")
-    create = token_sub.add_parser("create", help="make a token; it is printed once, on the last line")
+    create = token_sub.add_parser(
+        "create", help="make a token; it is printed once, on the last line"
+    )
     create.add_argument("--role", required=True, choices=[r.value for r in Role])
     create.add_argument("--name", required=True, help="who or what the token is for")
     _common(create)
@@ -79,11 +81,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.load(
-            config=args.config, db=args.db,
-            **({} if args.command else {
-                "host": args.host, "port": args.port, "tls_cert": args.tls_cert,
-                "tls_key": args.tls_key, "synchronous": args.synchronous}),
-        )  # fmt: skip
+            config=args.config,
+            db=args.db,
+            **(
+                {}
+                if args.command
+                else {
+                    "host": args.host,
+                    "port": args.port,
+                    "tls_cert": args.tls_cert,
+                    "tls_key": args.tls_key,
+                    "synchronous": args.synchronous,
+                }
+            ),
+        )
         if args.command == "token":
             return asyncio.run(_tokens(args, settings))
         serve(settings)
@@ -121,9 +132,14 @@ def serve(settings: Settings) -> None:
 
     app.on_startup.append(announce)
     web.run_app(
-        app, host=settings.host, port=settings.port, ssl_context=ssl_context,
-        print=None, access_log=None, shutdown_timeout=10,
-    )  # fmt: skip
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_context=ssl_context,
+        print=None,
+        access_log=None,
+        shutdown_timeout=10,
+    )
 
 
 async def _tokens(args: argparse.Namespace, settings: Settings) -> int:

@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import ValidationError
 
-from banyan.errors import BanyanError, BadRequest, InvalidInput
+from banyan.errors import BadRequest, BanyanError, InvalidInput
 from banyan.models import READ_ONLY_FIELDS
 
 log = logging.getLogger(__name__)
@@ -25,8 +25,13 @@ _TYPE_TAG = re.compile(
 Handler = Any
 
 
-def error_response(status: int, message: str, issues: dict[str, str] | None = None,
-                   *, headers: dict[str, str] | None = None) -> web.Response:  # fmt: skip
+def error_response(
+    status: int,
+    message: str,
+    issues: dict[str, str] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+) -> web.Response:
     body: dict[str, Any] = {"_status": "ERR", "_error": {"code": status, "message": message}}
     if issues:
         body["_issues"] = issues
@@ -41,8 +46,8 @@ async def eve_errors(request: web.Request, handler: Handler) -> web.StreamRespon
     except BanyanError as exc:
         headers = {"WWW-Authenticate": 'Basic realm="banyan"'} if exc.status == 401 else None
         return error_response(exc.status, exc.message, exc.issues, headers=headers)
-    except web.HTTPRequestEntityTooLarge as exc:
-        return error_response(413, f"request body is too large (limit {exc.max_size} bytes)")
+    except web.HTTPRequestEntityTooLarge:
+        return error_response(413, "request body is too large")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

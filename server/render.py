@@ -13,7 +13,9 @@ TASK_DATE_FIELDS = ("_created", "_updated")
 EXECUTION_DATE_FIELDS = ("time_started", "time_terminated")
 
 
-def task(doc: dict[str, Any], date_format: str, projection: Projection | None = None) -> dict[str, Any]:
+def task(
+    doc: dict[str, Any], date_format: str, projection: Projection | None = None
+) -> dict[str, Any]:
     out = dict(doc)
     for key in TASK_DATE_FIELDS:
         out[key] = format_date(out[key], date_format)

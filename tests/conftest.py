@@ -102,9 +102,7 @@ class Api:
 
 
 @pytest.fixture
-async def api(
-    aiohttp_client: Callable[..., Any], settings: Settings
-) -> AsyncIterator[Api]:
+async def api(aiohttp_client: Callable[..., Any], settings: Settings) -> AsyncIterator[Api]:
     app = create_app(settings)
     client: TestClient = await aiohttp_client(app)
     the_store = app[STORE]

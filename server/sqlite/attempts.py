@@ -74,13 +74,30 @@ def claim(
             "VALUES (?, ?, ?, ?, ?, ?)",
             (task_id, attempt, key, worker, token, now),
         )
-        emit_many(conn, now, "task.state", [
-            state_event(task_id, "running", "available", name=name, queue=queue,
-                        worker=worker, attempt=attempt)])  # fmt: skip
+        emit_many(
+            conn,
+            now,
+            "task.state",
+            [
+                state_event(
+                    task_id,
+                    "running",
+                    "available",
+                    name=name,
+                    queue=queue,
+                    worker=worker,
+                    attempt=attempt,
+                )
+            ],
+        )
         attempts.append(
-            {"task": task_id, "attempt": attempt, "execution_key": key,
-             "requested_resources": request.canonical()}
-        )  # fmt: skip
+            {
+                "task": task_id,
+                "attempt": attempt,
+                "execution_key": key,
+                "requested_resources": request.canonical(),
+            }
+        )
     return attempts
 
 
@@ -120,16 +137,22 @@ def _current_attempt(
 
 
 def report_progress(
-    conn: sqlite3.Connection, task_id: str, execution_key: str, progress: dict[str, Any],
-    caller: Caller, now: float,
-) -> None:  # fmt: skip
+    conn: sqlite3.Connection,
+    task_id: str,
+    execution_key: str,
+    progress: dict[str, Any],
+    caller: Caller,
+    now: float,
+) -> None:
     state, attempt, *_ = _current_attempt(conn, task_id, execution_key, caller)
     if state not in ACTIVE_STATES:
         raise Conflict(f"task {task_id} is {state}: the attempt has ended")
-    conn.execute("UPDATE tasks SET progress = ?, updated = ? WHERE id = ?",
-                 (dumps(progress), now, task_id))  # fmt: skip
-    emit_many(conn, now, "task.progress", [(task_id, {"_id": task_id, "attempt": attempt,
-                                                      **progress})])  # fmt: skip
+    conn.execute(
+        "UPDATE tasks SET progress = ?, updated = ? WHERE id = ?", (dumps(progress), now, task_id)
+    )
+    emit_many(
+        conn, now, "task.progress", [(task_id, {"_id": task_id, "attempt": attempt, **progress})]
+    )
 
 
 def finish(
@@ -153,9 +176,11 @@ def finish(
             return False
         raise Conflict(f"attempt {attempt} of task {task_id} already ended with '{recorded}'")
     outcome = after_attempt(
-        current=State(state), exit_status=exit_status, retry_count=retry_count,
+        current=State(state),
+        exit_status=exit_status,
+        retry_count=retry_count,
         max_retry_count=max_retry,
-    )  # fmt: skip
+    )
     transition(State(state), outcome.state, actor)
     conn.execute(
         "UPDATE attempts SET time_terminated = ?, exit_status = ?, exit_code = ?, usage = ? "
@@ -167,14 +192,30 @@ def finish(
         f"retry_count = retry_count + ?, updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
         (outcome.state, exit_status, exit_code, now, int(outcome.retry), now, task_id),
     )
-    emit_many(conn, now, "task.state", [
-        state_event(task_id, outcome.state, state, name=name, queue=queue,
-                    exit_status=exit_status, attempt=attempt, retry=outcome.retry or None)])  # fmt: skip
+    emit_many(
+        conn,
+        now,
+        "task.state",
+        [
+            state_event(
+                task_id,
+                outcome.state,
+                state,
+                name=name,
+                queue=queue,
+                exit_status=exit_status,
+                attempt=attempt,
+                retry=outcome.retry or None,
+            )
+        ],
+    )
     if outcome.release:
         graph.make_ready(conn, graph.release(conn, task_id, now), now)
     if outcome.cascade_cancel:
-        children = [c for (c,) in conn.execute(
-            "SELECT child FROM continuations WHERE parent = ?", (task_id,))]  # fmt: skip
+        children = [
+            c
+            for (c,) in conn.execute("SELECT child FROM continuations WHERE parent = ?", (task_id,))
+        ]
         graph.cancel_tree(conn, children, origin=task_id, now=now, include_roots=True)
     return True
 
@@ -190,15 +231,26 @@ def abandon_worker(conn: sqlite3.Connection, worker: str, now: float) -> list[st
     ).fetchall()
     system = Caller(name="server", role=Role.ADMIN)
     for task_id, key in rows:
-        finish(conn, task_id, key, exit_status=ABANDONED, exit_code=None, usage=None,
-               caller=system, now=now, actor=Actor.MONITOR)  # fmt: skip
+        finish(
+            conn,
+            task_id,
+            key,
+            exit_status=ABANDONED,
+            exit_code=None,
+            usage=None,
+            caller=system,
+            now=now,
+            actor=Actor.MONITOR,
+        )
     return [task_id for task_id, _ in rows]
 
 
 def add_memory_usage(
-    conn: sqlite3.Connection, records: Sequence[tuple[str, float, int]], caller: Caller,
+    conn: sqlite3.Connection,
+    records: Sequence[tuple[str, float, int]],
+    caller: Caller,
     now: float,
-) -> int:  # fmt: skip
+) -> int:
     """Store samples ``(task, time, resident_memory_bytes)``; a worker may only
     report on tasks whose current attempt it holds."""
     stored = 0
@@ -218,7 +270,21 @@ def add_memory_usage(
             "VALUES (?, ?, ?, ?)",
             (task_id, attempt, time, rss),
         )
-        emit_many(conn, now, "task.usage", [(task_id, {
-            "_id": task_id, "attempt": attempt, "time": time, "resident_memory_bytes": rss})])  # fmt: skip
+        emit_many(
+            conn,
+            now,
+            "task.usage",
+            [
+                (
+                    task_id,
+                    {
+                        "_id": task_id,
+                        "attempt": attempt,
+                        "time": time,
+                        "resident_memory_bytes": rss,
+                    },
+                )
+            ],
+        )
         stored += 1
     return stored

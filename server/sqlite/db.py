@@ -33,7 +33,9 @@ def map_sqlite_error(exc: sqlite3.Error) -> BanyanError:
     """The client-facing error for a failure of SQLite itself."""
     text = str(exc).lower()
     if isinstance(exc, sqlite3.OperationalError) and ("full" in text or "disk i/o" in text):
-        return InsufficientStorage("the server's disk is full: writes are refused until space returns")
+        return InsufficientStorage(
+            "the server's disk is full: writes are refused until space returns"
+        )
     if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
         return Unavailable("the database is busy; try again")
     return BanyanError(f"database error: {exc}")
@@ -42,8 +44,8 @@ def map_sqlite_error(exc: sqlite3.Error) -> BanyanError:
 async def _call(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
     # aiosqlite has no public "run this function on your thread"; its queue
     # is the one hop we want (tests cover it, so an aiosqlite change shows).
-    raw = conn._conn  # noqa: SLF001
-    return await conn._execute(fn, raw, *args)  # type: ignore[no-any-return]  # noqa: SLF001
+    raw = conn._conn
+    return await conn._execute(fn, raw, *args)  # type: ignore[no-any-return,no-untyped-call]
 
 
 class Database:

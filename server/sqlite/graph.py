@@ -46,9 +46,12 @@ def make_ready(conn: sqlite3.Connection, ids: Iterable[str], now: float) -> None
                 conn,
                 now,
                 "task.state",
-                [state_event(task_id, "terminated", state, name=name, queue=queue,
-                             exit_status=SUCCESS)],
-            )  # fmt: skip
+                [
+                    state_event(
+                        task_id, "terminated", state, name=name, queue=queue, exit_status=SUCCESS
+                    )
+                ],
+            )
             stack.extend(release(conn, task_id, now))
         else:
             conn.execute(
@@ -57,9 +60,11 @@ def make_ready(conn: sqlite3.Connection, ids: Iterable[str], now: float) -> None
                 (now, task_id),
             )
             emit_many(
-                conn, now, "task.state",
+                conn,
+                now,
+                "task.state",
                 [state_event(task_id, "available", state, name=name, queue=queue)],
-            )  # fmt: skip
+            )
 
 
 def release(conn: sqlite3.Connection, parent: str, now: float) -> list[str]:
@@ -76,9 +81,13 @@ def release(conn: sqlite3.Connection, parent: str, now: float) -> list[str]:
 
 
 def cancel_tree(
-    conn: sqlite3.Connection, roots: Sequence[str], *, origin: str, now: float,
+    conn: sqlite3.Connection,
+    roots: Sequence[str],
+    *,
+    origin: str,
+    now: float,
     include_roots: bool,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """Cancel ``roots`` (when ``include_roots``) and everything downstream of them
     that has not started. A running task found downstream (possible only if the
     graph was edited while it ran) is asked to stop instead. ``origin`` is kept
@@ -135,9 +144,11 @@ def revive(conn: sqlite3.Connection, root: str, now: float) -> None:
         [(now, i) for i, *_ in rows],
     )
     emit_many(
-        conn, now, "task.state",
+        conn,
+        now,
+        "task.state",
         [state_event(i, "inactive", "cancelled", name=n, queue=q) for i, n, q, _ in rows],
-    )  # fmt: skip
+    )
     make_ready(conn, [i for i, _n, _q, pending in rows if pending == 0], now)
 
 
@@ -152,9 +163,13 @@ def reaches(conn: sqlite3.Connection, start: str, goal: str) -> bool:
 
 
 def add_edges(
-    conn: sqlite3.Connection, pairs: Sequence[tuple[str, str]], caller: Caller, now: float,
-    *, issue_key: str = "continuations",
-) -> None:  # fmt: skip
+    conn: sqlite3.Connection,
+    pairs: Sequence[tuple[str, str]],
+    caller: Caller,
+    now: float,
+    *,
+    issue_key: str = "continuations",
+) -> None:
     """Make each child a continuation of its parent."""
     info = _load(conn, {i for pair in pairs for i in pair}, issue_key)
     for parent, child in pairs:
@@ -188,16 +203,22 @@ def add_edges(
         ).fetchone()
         if c_state == State.AVAILABLE:
             emit_many(
-                conn, now, "task.state",
+                conn,
+                now,
+                "task.state",
                 [state_event(child, "inactive", "available", name=name, queue=queue)],
-            )  # fmt: skip
+            )
             info[child] = (State.INACTIVE, c_owner, None)
 
 
 def remove_edges(
-    conn: sqlite3.Connection, pairs: Sequence[tuple[str, str]], caller: Caller, now: float,
-    *, issue_key: str = "continuations",
-) -> None:  # fmt: skip
+    conn: sqlite3.Connection,
+    pairs: Sequence[tuple[str, str]],
+    caller: Caller,
+    now: float,
+    *,
+    issue_key: str = "continuations",
+) -> None:
     """Stop each child waiting on its parent (only while the child is inactive)."""
     info = _load(conn, {i for pair in pairs for i in pair}, issue_key)
     for parent, child in pairs:

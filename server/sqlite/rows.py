@@ -48,11 +48,32 @@ def placeholders(n: int) -> str:
 
 def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
     (
-        task_id, name, command, state, queue, priority, max_retry_count, retry_count,
-        pending, max_termination_time, estimated_runtime, resources, env, cwd, owner,
-        attempt, worker, exit_status, exit_code, time_started, time_terminated, progress,
-        created, updated, etag,
-    ) = row  # fmt: skip
+        task_id,
+        name,
+        command,
+        state,
+        queue,
+        priority,
+        max_retry_count,
+        retry_count,
+        pending,
+        max_termination_time,
+        estimated_runtime,
+        resources,
+        env,
+        cwd,
+        owner,
+        attempt,
+        worker,
+        exit_status,
+        exit_code,
+        time_started,
+        time_terminated,
+        progress,
+        created,
+        updated,
+        etag,
+    ) = row
     doc: dict[str, Any] = {
         "_id": task_id,
         "name": name,

@@ -62,9 +62,7 @@ def page_sql(
     where, params = compile_where(query.where, column_map)
     order = compile_order(query.sort, column_map, tiebreak="t.id")
     select_cols = ", ".join(f"t.{c.strip()}" for c in columns.split(","))
-    select = (
-        f"SELECT {select_cols} FROM {table} t WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
-    )
+    select = f"SELECT {select_cols} FROM {table} t WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
     count = f"SELECT count(*) FROM {table} t WHERE {where}"
     offset = (query.page - 1) * query.max_results
     return select, count, [*params, query.max_results, offset]

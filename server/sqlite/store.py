@@ -90,10 +90,15 @@ class SqliteStore(Store):
         now = self._clock()
         return await self.db.write(
             lambda conn: tasks.update_task(
-                conn, task_id, patch, caller, now,
-                if_match=if_match, require_if_match=self._require_if_match,
+                conn,
+                task_id,
+                patch,
+                caller,
+                now,
+                if_match=if_match,
+                require_if_match=self._require_if_match,
             )
-        )  # fmt: skip
+        )
 
     async def update_tasks(
         self, items: Sequence[BulkPatchItem], caller: Caller
@@ -135,10 +140,17 @@ class SqliteStore(Store):
                 (task_id,),
             ).fetchall()
             return [
-                {"attempt": a, "worker": w, "time_started": s, "time_terminated": e,
-                 "exit_status": st, "exit_code": code, "usage": loads(u)}
+                {
+                    "attempt": a,
+                    "worker": w,
+                    "time_started": s,
+                    "time_terminated": e,
+                    "exit_status": st,
+                    "exit_code": code,
+                    "usage": loads(u),
+                }
                 for a, w, s, e, st, code, u in rows
-            ]  # fmt: skip
+            ]
 
         return await self.db.read(run)
 
@@ -169,9 +181,16 @@ class SqliteStore(Store):
 
         def run(conn: sqlite3.Connection) -> dict[str, Any]:
             attempts.finish(
-                conn, task_id, execution_key, exit_status=exit_status, exit_code=exit_code,
-                usage=usage, caller=caller, now=now, actor=actor,
-            )  # fmt: skip
+                conn,
+                task_id,
+                execution_key,
+                exit_status=exit_status,
+                exit_code=exit_code,
+                usage=usage,
+                caller=caller,
+                now=now,
+                actor=actor,
+            )
             return get_doc(conn, task_id)
 
         return await self.db.write(run)
@@ -199,9 +218,11 @@ class SqliteStore(Store):
 
     async def find_memory_usage(self, query: Query) -> Page:
         select, count, params = page_sql(
-            query, MEMORY_COLUMNS, table="memory_usage",
+            query,
+            MEMORY_COLUMNS,
+            table="memory_usage",
             columns="id, task_id, attempt, time, resident_memory_bytes",
-        )  # fmt: skip
+        )
 
         def run(conn: sqlite3.Connection) -> Page:
             rows = conn.execute(select, params).fetchall()
@@ -237,7 +258,9 @@ class SqliteStore(Store):
 
     async def create_token(self, name: str, role: Role) -> str:
         if not name or len(name) > 128 or not name.isprintable():
-            raise InvalidInput("a token name is 1 to 128 printable characters", issues={"name": name})
+            raise InvalidInput(
+                "a token name is 1 to 128 printable characters", issues={"name": name}
+            )
         token = generate_token()
         now = self._clock()
 

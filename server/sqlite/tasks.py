@@ -47,9 +47,15 @@ _EXECUTION_FIELDS = frozenset(
     {"command", "requested_resources", "queue", "env", "cwd", "max_termination_time"}
 )
 _PLAIN_FIELDS = (
-    "name", "command", "queue", "priority", "max_retry_count", "max_termination_time",
-    "estimated_runtime", "cwd",
-)  # fmt: skip
+    "name",
+    "command",
+    "queue",
+    "priority",
+    "max_retry_count",
+    "max_termination_time",
+    "estimated_runtime",
+    "cwd",
+)
 
 
 def _resource_columns(resources: Resources) -> tuple[str, float, int, int]:
@@ -93,7 +99,7 @@ def create_tasks(
     _check_external_children(conn, external, caller)
     _check_acyclic(internal, index)
 
-    pending = defaultdict(int)
+    pending: defaultdict[str, int] = defaultdict(int)
     for _, child in internal:
         pending[child] += 1
     ready: list[str] = []
@@ -112,13 +118,30 @@ def create_tasks(
         etag = new_etag()
         etags.append(etag)
         resources_json, cores, memory, gpus = _resource_columns(item.requested_resources)
-        rows.append((
-            task_id, item.name, item.command, state, item.queue, item.priority,
-            item.max_retry_count, pending[task_id], item.max_termination_time,
-            item.estimated_runtime, resources_json, cores, memory, gpus,
-            None if item.env is None else dumps(item.env), item.cwd, caller.name,
-            now, now, etag,
-        ))  # fmt: skip
+        rows.append(
+            (
+                task_id,
+                item.name,
+                item.command,
+                state,
+                item.queue,
+                item.priority,
+                item.max_retry_count,
+                pending[task_id],
+                item.max_termination_time,
+                item.estimated_runtime,
+                resources_json,
+                cores,
+                memory,
+                gpus,
+                None if item.env is None else dumps(item.env),
+                item.cwd,
+                caller.name,
+                now,
+                now,
+                etag,
+            )
+        )
     conn.executemany(_INSERT, rows)
     conn.executemany(
         "INSERT INTO continuations (parent, child, position) VALUES (?, ?, ?)",
@@ -133,12 +156,21 @@ def create_tasks(
         now,
         "task.created",
         (
-            (task_id, {"_id": task_id, "name": item.name, "state": state.value,
-                       "queue": item.queue, "priority": item.priority, "owner": caller.name,
-                       "group": item.command is None})
+            (
+                task_id,
+                {
+                    "_id": task_id,
+                    "name": item.name,
+                    "state": state.value,
+                    "queue": item.queue,
+                    "priority": item.priority,
+                    "owner": caller.name,
+                    "group": item.command is None,
+                },
+            )
             for task_id, item, state in zip(ids, items, states, strict=True)
         ),
-    )  # fmt: skip
+    )
     for child, parents in external.items():
         _wait_on(conn, child, len(parents), now)
     if ready:
@@ -210,7 +242,10 @@ def _wait_on(conn: sqlite3.Connection, child: str, parents: int, now: float) -> 
     )
     if previous != State.INACTIVE:
         emit_many(
-            conn, now, "task.state", [state_event(child, "inactive", previous, name=name, queue=queue)]
+            conn,
+            now,
+            "task.state",
+            [state_event(child, "inactive", previous, name=name, queue=queue)],
         )
 
 
@@ -237,13 +272,12 @@ def update_task(
 ) -> dict[str, Any]:
     """Apply one PATCH: fields, then continuation edits, then the state change."""
     row = conn.execute(
-        "SELECT state, owner, etag, requested_resources, command, pending_dependency_count, "
-        "exit_status, name, queue FROM tasks WHERE id = ?",
+        "SELECT state, owner, etag, requested_resources FROM tasks WHERE id = ?",
         (task_id,),
     ).fetchone()
     if row is None:
         raise NotFound(f"no task with id {task_id}")
-    state, owner, etag, resources_json, command, pending, exit_status, name, queue = row
+    state, owner, etag, resources_json = row
     if not caller.may_change(owner):
         raise Forbidden(f"task {task_id} belongs to {owner}: you may only change your own tasks")
     if if_match is not None and if_match.strip('"') != etag:
@@ -261,21 +295,29 @@ def update_task(
         )
     _update_fields(conn, task_id, changes, resources_json, now)
     if "continuations" in changes:
-        current = [c for (c,) in conn.execute(
-            "SELECT child FROM continuations WHERE parent = ?", (task_id,))]  # fmt: skip
+        current = [
+            c
+            for (c,) in conn.execute("SELECT child FROM continuations WHERE parent = ?", (task_id,))
+        ]
         wanted = changes["continuations"]
         graph.remove_edges(conn, [(task_id, c) for c in current if c not in wanted], caller, now)
         graph.add_edges(conn, [(task_id, c) for c in wanted if c not in current], caller, now)
     if changes.get("remove_continuations"):
         graph.remove_edges(
-            conn, [(task_id, c) for c in changes["remove_continuations"]], caller, now,
+            conn,
+            [(task_id, c) for c in changes["remove_continuations"]],
+            caller,
+            now,
             issue_key="remove_continuations",
-        )  # fmt: skip
+        )
     if changes.get("add_continuations"):
         graph.add_edges(
-            conn, [(task_id, c) for c in changes["add_continuations"]], caller, now,
+            conn,
+            [(task_id, c) for c in changes["add_continuations"]],
+            caller,
+            now,
             issue_key="add_continuations",
-        )  # fmt: skip
+        )
     if changes.get("state") is not None:
         change_state_by_user(conn, task_id, State(changes["state"]), now)
     elif changes:
@@ -286,9 +328,12 @@ def update_task(
 
 
 def _update_fields(
-    conn: sqlite3.Connection, task_id: str, changes: dict[str, Any], resources_json: str,
+    conn: sqlite3.Connection,
+    task_id: str,
+    changes: dict[str, Any],
+    resources_json: str,
     now: float,
-) -> None:  # fmt: skip
+) -> None:
     sets: list[str] = []
     values: list[Any] = []
     for field in _PLAIN_FIELDS:
@@ -312,17 +357,15 @@ def _update_fields(
         values += [resources, cores, memory, gpus]
     if sets:
         conn.execute(
-            f"UPDATE tasks SET {', '.join(sets)}, updated = ?, etag = {NEW_ETAG_SQL} "
-            "WHERE id = ?",
+            f"UPDATE tasks SET {', '.join(sets)}, updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
             (*values, now, task_id),
         )
 
 
 def change_state_by_user(conn: sqlite3.Connection, task_id: str, target: State, now: float) -> None:
     """A state change asked for by a provider or admin (SPEC §4)."""
-    state, command, pending, exit_status, name, queue = conn.execute(
-        "SELECT state, command, pending_dependency_count, exit_status, name, queue "
-        "FROM tasks WHERE id = ?",
+    state, pending, exit_status, name, queue = conn.execute(
+        "SELECT state, pending_dependency_count, exit_status, name, queue FROM tasks WHERE id = ?",
         (task_id,),
     ).fetchone()
     step = transition(State(state), target, Actor.USER)
@@ -344,9 +387,11 @@ def change_state_by_user(conn: sqlite3.Connection, task_id: str, target: State, 
             (task_id, now, task_id),
         )
         emit_many(
-            conn, now, "task.state",
+            conn,
+            now,
+            "task.state",
             [state_event(task_id, "pending_cancellation", state, name=name, queue=queue)],
-        )  # fmt: skip
+        )
     elif step.effect is Effect.RETRY:
         if exit_status == SUCCESS:
             raise Conflict(

@@ -11,7 +11,13 @@ from pydantic import TypeAdapter, ValidationError
 
 from banyan.errors import BadRequest, InvalidInput, NotFound
 from banyan.ids import is_id
-from banyan.projection import Projection, parse_max_results, parse_page, parse_projection, parse_sort
+from banyan.projection import (
+    Projection,
+    parse_max_results,
+    parse_page,
+    parse_projection,
+    parse_sort,
+)
 from banyan.query import Fields, parse_where
 from banyan.settings import Settings
 from server.errors import from_validation
@@ -19,6 +25,8 @@ from server.keys import SETTINGS
 from server.store import Query
 
 T = TypeVar("T")
+# As Eve, a projection never hides the id and the meta fields.
+EVE_META = ("_id", "_created", "_updated", "_etag")
 
 
 def settings(request: web.Request) -> Settings:
@@ -88,16 +96,18 @@ def collection_query(request: web.Request, fields: Fields) -> tuple[Query, Proje
         default=conf.default_max_results,
         limit=conf.max_results_limit,
     )
-    projection = parse_projection(single_arg(request, "projection"), fields)
+    projection = parse_projection(single_arg(request, "projection"), fields, keep=EVE_META)
     return Query(where=where, sort=sort, page=page, max_results=max_results), projection
 
 
 def item_projection(request: web.Request, fields: Fields) -> Projection | None:
     text = single_arg(request, "projection")
-    return None if text is None else parse_projection(text, fields)
+    return None if text is None else parse_projection(text, fields, keep=EVE_META)
 
 
-def json_response(data: Any, *, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
+def json_response(
+    data: Any, *, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
     return web.Response(
         body=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
         status=status,

@@ -30,10 +30,13 @@ routes = web.RouteTableDef()
 async def health(request: web.Request) -> web.Response:
     state = await request.app[STORE].health()
     return json_response(
-        {"status": "ok" if state.ok else "error", "schema_version": state.schema_version,
-         **state.details},
+        {
+            "status": "ok" if state.ok else "error",
+            "schema_version": state.schema_version,
+            **state.details,
+        },
         status=200 if state.ok else 503,
-    )  # fmt: skip
+    )
 
 
 @routes.post("/memory_usage")
@@ -58,7 +61,12 @@ async def find_memory_usage(request: web.Request) -> web.Response:
     items = [projection.apply(render.memory_usage(doc, date_format)) for doc in page.items]
     return json_response(
         render.collection(
-            items, resource="memory_usage", title="memory_usage", page=query.page,
-            max_results=query.max_results, total=page.total, args=dict(request.rel_url.query),
+            items,
+            resource="memory_usage",
+            title="memory_usage",
+            page=query.page,
+            max_results=query.max_results,
+            total=page.total,
+            args=dict(request.rel_url.query),
         )
-    )  # fmt: skip
+    )

@@ -33,23 +33,41 @@ def _responses(ok: int, ok_schema: dict[str, Any], *errors: int) -> dict[str, An
 
 
 _REASONS = {
-    400: "malformed JSON or query", 401: "missing, unknown or revoked token",
-    403: "wrong role or not your task", 404: "no such task", 409: "illegal in the current state",
-    412: "If-Match does not match the _etag", 413: "body too large",
-    422: "invalid content (fields, units, cycles)", 428: "If-Match required (strict mode)",
-    503: "cannot write now", 507: "disk full",
-}  # fmt: skip
+    400: "malformed JSON or query",
+    401: "missing, unknown or revoked token",
+    403: "wrong role or not your task",
+    404: "no such task",
+    409: "illegal in the current state",
+    412: "If-Match does not match the _etag",
+    413: "body too large",
+    422: "invalid content (fields, units, cycles)",
+    428: "If-Match required (strict mode)",
+    503: "cannot write now",
+    507: "disk full",
+}
 
 _QUERY_PARAMS = [
-    {"name": "where", "in": "query", "schema": {"type": "string"},
-     "description": 'Mongo-style JSON filter, e.g. {"retry_count": {"$lt": 10}}'},
-    {"name": "projection", "in": "query", "schema": {"type": "string"},
-     "description": 'JSON, e.g. {"name": 1} or {"command": 0}'},
-    {"name": "sort", "in": "query", "schema": {"type": "string"},
-     "description": '[("priority", -1)] or -priority,_id'},
+    {
+        "name": "where",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": 'Mongo-style JSON filter, e.g. {"retry_count": {"$lt": 10}}',
+    },
+    {
+        "name": "projection",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": 'JSON, e.g. {"name": 1} or {"command": 0}',
+    },
+    {
+        "name": "sort",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": '[("priority", -1)] or -priority,_id',
+    },
     {"name": "max_results", "in": "query", "schema": {"type": "integer"}},
     {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
-]  # fmt: skip
+]
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": _ID}
 
 
@@ -59,113 +77,188 @@ def _collection(item: dict[str, Any]) -> dict[str, Any]:
         "required": ["_items", "_meta"],
         "properties": {
             "_items": {"type": "array", "items": item},
-            "_meta": {"type": "object", "properties": {
-                "page": {"type": "integer"}, "max_results": {"type": "integer"},
-                "total": {"type": "integer"}}},
+            "_meta": {
+                "type": "object",
+                "properties": {
+                    "page": {"type": "integer"},
+                    "max_results": {"type": "integer"},
+                    "total": {"type": "integer"},
+                },
+            },
             "_links": {"type": "object"},
         },
-    }  # fmt: skip
+    }
 
 
 @functools.cache
 def document() -> dict[str, Any]:
     _, defs = models_json_schema(
-        [(m, "validation") for m in (TaskCreate, TaskPatch, BulkPatchItem, ContinuationEdit,
-                                     MemoryUsage)],
+        [
+            (m, "validation")
+            for m in (TaskCreate, TaskPatch, BulkPatchItem, ContinuationEdit, MemoryUsage)
+        ],
         ref_template=_REF,
-    )  # fmt: skip
+    )
     schemas: dict[str, Any] = dict(defs.get("$defs", {}))
     schemas["Error"] = {
         "type": "object",
         "required": ["_status", "_error"],
         "properties": {
             "_status": {"const": "ERR"},
-            "_error": {"type": "object", "properties": {
-                "code": {"type": "integer"}, "message": {"type": "string"}}},
+            "_error": {
+                "type": "object",
+                "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
+            },
             "_issues": {"type": "object", "additionalProperties": {"type": "string"}},
         },
-    }  # fmt: skip
-    schemas["Task"] = {"type": "object", "required": ["_id"], "additionalProperties": True,
-                       "properties": {"_id": _ID, "state": {"type": "string"}}}  # fmt: skip
-    schemas["Meta"] = {"type": "object", "required": ["_id", "_etag", "_status"],
-                       "properties": {"_id": _ID, "_etag": {"type": "string"},
-                                      "_status": {"type": "string"}}}  # fmt: skip
+    }
+    schemas["Task"] = {
+        "type": "object",
+        "required": ["_id"],
+        "additionalProperties": True,
+        "properties": {"_id": _ID, "state": {"type": "string"}},
+    }
+    schemas["Meta"] = {
+        "type": "object",
+        "required": ["_id", "_etag", "_status"],
+        "properties": {"_id": _ID, "_etag": {"type": "string"}, "_status": {"type": "string"}},
+    }
     task = {"$ref": _REF.format(model="Task")}
-    create_body = {"oneOf": [{"$ref": _REF.format(model="TaskCreate")},
-                             {"type": "array", "items": {"$ref": _REF.format(model="TaskCreate")},
-                              "minItems": 1}]}  # fmt: skip
-    created = {"oneOf": [{"$ref": _REF.format(model="Meta")},
-                         {"type": "object", "properties": {"_items": {"type": "array"}}}]}  # fmt: skip
-    memory_body = {"oneOf": [{"$ref": _REF.format(model="MemoryUsage")},
-                             {"type": "array", "items": {"$ref": _REF.format(model="MemoryUsage")},
-                              "minItems": 1}]}  # fmt: skip
-    edit_body = {"type": "array", "minItems": 1,
-                 "items": {"$ref": _REF.format(model="ContinuationEdit")}}  # fmt: skip
+    create_body = {
+        "oneOf": [
+            {"$ref": _REF.format(model="TaskCreate")},
+            {"type": "array", "items": {"$ref": _REF.format(model="TaskCreate")}, "minItems": 1},
+        ]
+    }
+    created = {
+        "oneOf": [
+            {"$ref": _REF.format(model="Meta")},
+            {"type": "object", "properties": {"_items": {"type": "array"}}},
+        ]
+    }
+    memory_body = {
+        "oneOf": [
+            {"$ref": _REF.format(model="MemoryUsage")},
+            {"type": "array", "items": {"$ref": _REF.format(model="MemoryUsage")}, "minItems": 1},
+        ]
+    }
+    edit_body = {
+        "type": "array",
+        "minItems": 1,
+        "items": {"$ref": _REF.format(model="ContinuationEdit")},
+    }
     ok = {"type": "object", "properties": {"_status": {"type": "string"}}}
     paths: dict[str, Any] = {
         "/tasks": {
-            "post": {"summary": "Submit one task or a list (all or nothing)",
-                     "requestBody": {"required": True, "content": _json(create_body)},
-                     "responses": _responses(201, created, 400, 409, 413, 422, 503, 507)},
-            "get": {"summary": "List and query tasks", "parameters": _QUERY_PARAMS,
-                    "responses": _responses(200, _collection(task), 400)},
-            "patch": {"summary": "Update many tasks; results per item",
-                      "requestBody": {"required": True, "content": _json(
-                          {"type": "array", "minItems": 1,
-                           "items": {"$ref": _REF.format(model="BulkPatchItem")}})},
-                      "responses": _responses(200, ok, 400, 413, 422, 503, 507)},
+            "post": {
+                "summary": "Submit one task or a list (all or nothing)",
+                "requestBody": {"required": True, "content": _json(create_body)},
+                "responses": _responses(201, created, 400, 409, 413, 422, 503, 507),
+            },
+            "get": {
+                "summary": "List and query tasks",
+                "parameters": _QUERY_PARAMS,
+                "responses": _responses(200, _collection(task), 400),
+            },
+            "patch": {
+                "summary": "Update many tasks; results per item",
+                "requestBody": {
+                    "required": True,
+                    "content": _json(
+                        {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": {"$ref": _REF.format(model="BulkPatchItem")},
+                        }
+                    ),
+                },
+                "responses": _responses(200, ok, 400, 413, 422, 503, 507),
+            },
         },
         "/tasks/{task_id}": {
             "parameters": [_TASK_ID],
-            "get": {"summary": "One task (ETag header)",
-                    "parameters": [_QUERY_PARAMS[1]],
-                    "responses": _responses(200, task, 400, 404)},
-            "patch": {"summary": "Update fields, state or continuations",
-                      "parameters": [{"name": "If-Match", "in": "header",
-                                      "schema": {"type": "string"}}],
-                      "requestBody": {"required": True,
-                                      "content": _json({"$ref": _REF.format(model="TaskPatch")})},
-                      "responses": _responses(200, task, 400, 404, 409, 412, 413, 422, 428, 503,
-                                              507)},
+            "get": {
+                "summary": "One task (ETag header)",
+                "parameters": [_QUERY_PARAMS[1]],
+                "responses": _responses(200, task, 400, 404),
+            },
+            "patch": {
+                "summary": "Update fields, state or continuations",
+                "parameters": [{"name": "If-Match", "in": "header", "schema": {"type": "string"}}],
+                "requestBody": {
+                    "required": True,
+                    "content": _json({"$ref": _REF.format(model="TaskPatch")}),
+                },
+                "responses": _responses(200, task, 400, 404, 409, 412, 413, 422, 428, 503, 507),
+            },
         },
-        "/tasks/add_continuations": {"post": {
-            "summary": "Add every value as a continuation of every target",
-            "requestBody": {"required": True, "content": _json(edit_body)},
-            "responses": _responses(200, ok, 400, 409, 413, 422, 503, 507)}},
-        "/tasks/remove_continuations": {"post": {
-            "summary": "Remove continuations (children must be inactive)",
-            "requestBody": {"required": True, "content": _json(edit_body)},
-            "responses": _responses(200, ok, 400, 409, 413, 422, 503, 507)}},
-        "/tasks/{task_id}/history": {"parameters": [_TASK_ID], "get": {
-            "summary": "Every attempt of a task",
-            "responses": _responses(200, {"type": "object", "properties": {
-                "_items": {"type": "array"}}}, 404)}},
+        "/tasks/add_continuations": {
+            "post": {
+                "summary": "Add every value as a continuation of every target",
+                "requestBody": {"required": True, "content": _json(edit_body)},
+                "responses": _responses(200, ok, 400, 409, 413, 422, 503, 507),
+            }
+        },
+        "/tasks/remove_continuations": {
+            "post": {
+                "summary": "Remove continuations (children must be inactive)",
+                "requestBody": {"required": True, "content": _json(edit_body)},
+                "responses": _responses(200, ok, 400, 409, 413, 422, 503, 507),
+            }
+        },
+        "/tasks/{task_id}/history": {
+            "parameters": [_TASK_ID],
+            "get": {
+                "summary": "Every attempt of a task",
+                "responses": _responses(
+                    200, {"type": "object", "properties": {"_items": {"type": "array"}}}, 404
+                ),
+            },
+        },
         "/memory_usage": {
-            "post": {"summary": "Store memory samples (workers)",
-                     "requestBody": {"required": True, "content": _json(memory_body)},
-                     "responses": _responses(201, ok, 400, 404, 413, 422, 503, 507)},
-            "get": {"summary": "Query memory samples", "parameters": _QUERY_PARAMS,
-                    "responses": _responses(200, _collection({"type": "object"}), 400)},
+            "post": {
+                "summary": "Store memory samples (workers)",
+                "requestBody": {"required": True, "content": _json(memory_body)},
+                "responses": _responses(201, ok, 400, 404, 413, 422, 503, 507),
+            },
+            "get": {
+                "summary": "Query memory samples",
+                "parameters": _QUERY_PARAMS,
+                "responses": _responses(200, _collection({"type": "object"}), 400),
+            },
         },
-        "/health": {"get": {"summary": "Liveness (no token)", "security": [],
-                            "responses": {"200": {"description": "ok", "content": _json(
-                                {"type": "object"})}}}},
-        "/openapi.json": {"get": {"summary": "This document",
-                                  "responses": _responses(200, {"type": "object"})}},
-    }  # fmt: skip
+        "/health": {
+            "get": {
+                "summary": "Liveness (no token)",
+                "security": [],
+                "responses": {"200": {"description": "ok", "content": _json({"type": "object"})}},
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "responses": _responses(200, {"type": "object"})}
+        },
+    }
     return {
         "openapi": "3.0.3",
-        "info": {"title": "Banyan", "version": "0.1.0",
-                 "description": "Distributed job queue; REST conventions of Python Eve."},
+        "info": {
+            "title": "Banyan",
+            "version": "0.1.0",
+            "description": "Distributed job queue; REST conventions of Python Eve.",
+        },
         "components": {
             "schemas": schemas,
-            "securitySchemes": {"token": {"type": "http", "scheme": "basic",
-                                          "description": "the token as user name, no password"},
-                                "bearer": {"type": "http", "scheme": "bearer"}},
+            "securitySchemes": {
+                "token": {
+                    "type": "http",
+                    "scheme": "basic",
+                    "description": "the token as user name, no password",
+                },
+                "bearer": {"type": "http", "scheme": "bearer"},
+            },
         },
         "security": [{"token": []}, {"bearer": []}],
         "paths": paths,
-    }  # fmt: skip
+    }
 
 
 @routes.get("/openapi.json")

@@ -67,10 +67,15 @@ async def find(request: web.Request) -> web.Response:
     items = [render.task(doc, date_format, projection) for doc in page.items]
     return json_response(
         render.collection(
-            items, resource="tasks", title="tasks", page=query.page,
-            max_results=query.max_results, total=page.total, args=dict(request.rel_url.query),
+            items,
+            resource="tasks",
+            title="tasks",
+            page=query.page,
+            max_results=query.max_results,
+            total=page.total,
+            args=dict(request.rel_url.query),
         )
-    )  # fmt: skip
+    )
 
 
 @routes.get("/tasks/{task_id}")
@@ -117,8 +122,11 @@ async def update_many(request: web.Request) -> web.Response:
         if result.doc is not None:
             out.append({**render.task(result.doc, date_format), "_status": "OK"})
         else:
-            error = result.error if isinstance(result.error, BanyanError) else BanyanError(
-                "internal error")  # fmt: skip
+            error = (
+                result.error
+                if isinstance(result.error, BanyanError)
+                else BanyanError("internal error")
+            )
             out.append({"_id": result.task_id, **error.to_eve()})
     status = "OK" if all(r.error is None for r in results) else "ERR"
     return json_response({"_status": status, "_items": out})

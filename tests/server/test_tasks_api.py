@@ -4,15 +4,17 @@ and the Eve conventions around them (envelopes, ETags, bulk, paging)."""
 from __future__ import annotations
 
 import json
-from email.utils import format_datetime, parsedate_to_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime, parsedate_to_datetime
 
 from server.keys import STORE
 from tests.conftest import Api
 
 
 async def test_usage_notes_as_written(api: Api) -> None:
-    created = await api.post("/tasks", {"command": "test", "requested_resources": {"memory": "1 GiB"}})
+    created = await api.post(
+        "/tasks", {"command": "test", "requested_resources": {"memory": "1 GiB"}}
+    )
     assert created.status == 201
     assert created.body["_status"] == "OK"
     task_id = created.body["_id"]
@@ -43,7 +45,14 @@ async def test_query_parameters(api: Api) -> None:
         "/tasks", params={"projection": json.dumps({"name": 1}), "sort": '[("priority", -1)]'}
     )
     assert [t["name"] for t in found.body["_items"]] == [f"task {i}" for i in range(4, -1, -1)]
-    assert set(found.body["_items"][0]) == {"_id", "name", "_links"}
+    assert set(found.body["_items"][0]) == {
+        "_id",
+        "name",
+        "_created",
+        "_updated",
+        "_etag",
+        "_links",
+    }
     page = await api.get("/tasks", params={"max_results": "2", "page": "2", "sort": "priority"})
     assert [t["priority"] for t in page.body["_items"]] == [2, 3]
     assert page.body["_meta"] == {"page": 2, "max_results": 2, "total": 5}
@@ -59,7 +68,9 @@ async def test_dotted_and_date_queries(api: Api) -> None:
     where = {"requested_resources.memory": {"$gt": 2**32}}
     found = await api.get("/tasks", params={"where": json.dumps(where)})
     assert [t["_id"] for t in found.body["_items"]] == [big]
-    found = await api.get("/tasks", params={"where": json.dumps({"requested_resources.licences": 2})})
+    found = await api.get(
+        "/tasks", params={"where": json.dumps({"requested_resources.licences": 2})}
+    )
     assert [t["_id"] for t in found.body["_items"]] == [big]
     later = format_datetime(datetime(2100, 1, 1, tzinfo=UTC), usegmt=True)
     found = await api.get("/tasks", params={"where": json.dumps({"_created": {"$lt": later}})})
@@ -75,7 +86,9 @@ async def test_etag_and_if_match(api: Api) -> None:
     assert stale.status == 412 and stale.body["_status"] == "ERR"
     fresh = await api.patch(f"/tasks/{task_id}", {"priority": 1}, headers={"If-Match": etag})
     assert fresh.status == 200 and fresh.body["_etag"] != etag
-    not_modified = await api.get(f"/tasks/{task_id}", headers={"If-None-Match": fresh.body["_etag"]})
+    not_modified = await api.get(
+        f"/tasks/{task_id}", headers={"If-None-Match": fresh.body["_etag"]}
+    )
     assert not_modified.status == 304
 
 
@@ -85,9 +98,12 @@ async def test_bulk_post_and_bulk_patch(api: Api) -> None:
     ids = [item["_id"] for item in created.body["_items"]]
     result = await api.patch(
         "/tasks",
-        [{"_id": ids[0], "state": "available"}, {"_id": ids[1], "state": "running"},
-         {"_id": "0" * 24, "priority": 1}],
-    )  # fmt: skip
+        [
+            {"_id": ids[0], "state": "available"},
+            {"_id": ids[1], "state": "running"},
+            {"_id": "0" * 24, "priority": 1},
+        ],
+    )
     assert result.status == 200 and result.body["_status"] == "ERR"
     first, second, third = result.body["_items"]
     assert first["_status"] == "OK" and first["state"] == "available"
@@ -100,10 +116,12 @@ async def test_group_task_tree_in_one_post(api: Api) -> None:
     root, a, b = "a" * 24, "b" * 24, "c" * 24
     created = await api.post(
         "/tasks",
-        [{"_id": root, "name": "group", "continuations": [a, b], "state": "available"},
-         {"_id": a, "command": "step a", "state": "available"},
-         {"_id": b, "command": "step b"}],
-    )  # fmt: skip
+        [
+            {"_id": root, "name": "group", "continuations": [a, b], "state": "available"},
+            {"_id": a, "command": "step a", "state": "available"},
+            {"_id": b, "command": "step b"},
+        ],
+    )
     assert created.status == 201
     assert (await api.task(root))["state"] == "terminated"
     assert (await api.task(a))["state"] == "available"
@@ -138,10 +156,14 @@ async def test_history_and_memory_usage(api: Api) -> None:
 
     task_id = await api.submit(command="sleep 1", state="available")
     store = api.client.app[STORE]
-    (attempt,) = await store.claim(worker="w1", token="worker-1", free=Resources(cores=4),
-                                   queues=["default"], limit=1)  # fmt: skip
-    sample = {"task": task_id, "time": "Tue, 01 Dec 2026 10:00:00 GMT",
-              "resident_memory_bytes": 123456}  # fmt: skip
+    (attempt,) = await store.claim(
+        worker="w1", token="worker-1", free=Resources(cores=4), queues=["default"], limit=1
+    )
+    sample = {
+        "task": task_id,
+        "time": "Tue, 01 Dec 2026 10:00:00 GMT",
+        "resident_memory_bytes": 123456,
+    }
     stored = await api.post("/memory_usage", sample, as_="worker")
     assert stored.status == 201
     listed = await api.get("/memory_usage", params={"where": json.dumps({"task": task_id})})

@@ -198,7 +198,7 @@ def accepted(node: Node | None) -> set[str]:
 
 def _pool(name: str) -> list[Any]:
     head, _, rest = name.partition(".")
-    values = []
+    values: list[Any] = []
     for doc in DOCS:
         value = doc.get(name) if not rest else (doc.get(head) or {}).get(rest)
         values.extend(value if isinstance(value, list) else [value])

@@ -31,7 +31,9 @@ async def state(store: Store, task_id: str) -> str:
     return str((await store.get_task(task_id))["state"])
 
 
-async def patch(store: Store, task_id: str, caller: Caller = ADMIN, **changes: Any) -> dict[str, Any]:
+async def patch(
+    store: Store, task_id: str, caller: Caller = ADMIN, **changes: Any
+) -> dict[str, Any]:
     return await store.update_task(task_id, TaskPatch.model_validate(changes), caller)
 
 
@@ -41,9 +43,13 @@ async def run(store: Store, *, limit: int = 10, free: Resources = BIG) -> list[d
 
 async def finish(store: Store, attempt: dict[str, Any], status: str = SUCCESS) -> dict[str, Any]:
     return await store.finish(
-        attempt["task"], attempt["execution_key"], exit_status=status,
-        exit_code=0 if status == SUCCESS else 1, usage=None, caller=WORKER,
-    )  # fmt: skip
+        attempt["task"],
+        attempt["execution_key"],
+        exit_status=status,
+        exit_code=0 if status == SUCCESS else 1,
+        usage=None,
+        caller=WORKER,
+    )
 
 
 async def test_defaults(store: Store) -> None:
@@ -68,8 +74,9 @@ async def test_available_task_is_claimed_once(store: Store) -> None:
 
 async def test_priority_then_age_skipping_what_does_not_fit(store: Store) -> None:
     old = await new(store, command="a", state="available")
-    big = await new(store, command="b", state="available", priority=5,
-                    requested_resources={"cores": 8})  # fmt: skip
+    big = await new(
+        store, command="b", state="available", priority=5, requested_resources={"cores": 8}
+    )
     urgent = await new(store, command="c", state="available", priority=5)
     newer = await new(store, command="d", state="available")
     attempts = await run(store, limit=2, free=Resources(cores=2))
@@ -149,8 +156,10 @@ async def test_cycles_rejected(store: Store) -> None:
     with pytest.raises(InvalidInput, match="cycle"):
         await patch(store, a, add_continuations=[a])
     ids = ["1" * 24, "2" * 24]
-    loop = [TaskCreate.model_validate({"_id": ids[0], "continuations": [ids[1]]}),
-            TaskCreate.model_validate({"_id": ids[1], "continuations": [ids[0]]})]  # fmt: skip
+    loop = [
+        TaskCreate.model_validate({"_id": ids[0], "continuations": [ids[1]]}),
+        TaskCreate.model_validate({"_id": ids[1], "continuations": [ids[0]]}),
+    ]
     with pytest.raises(InvalidInput, match="cycle"):
         await store.create_tasks(loop, ADMIN)
 
@@ -166,8 +175,9 @@ async def test_cancel_cascades_down_the_tree(store: Store) -> None:
 
 async def test_failure_retries_then_cancels_continuations(store: Store) -> None:
     child = await new(store, command="c")
-    parent = await new(store, command="p", continuations=[child], state="available",
-                       max_retry_count=1)  # fmt: skip
+    parent = await new(
+        store, command="p", continuations=[child], state="available", max_retry_count=1
+    )
     (first,) = await run(store)
     doc = await finish(store, first, FAILURE)
     assert doc["state"] == "available" and doc["retry_count"] == 1
@@ -198,8 +208,9 @@ async def test_retry_revives_the_cascade(store: Store) -> None:
 
 async def test_running_cancel_goes_through_the_worker(store: Store) -> None:
     child = await new(store, command="c")
-    task_id = await new(store, command="sleep", continuations=[child], state="available",
-                        max_retry_count=3)  # fmt: skip
+    task_id = await new(
+        store, command="sleep", continuations=[child], state="available", max_retry_count=3
+    )
     (attempt,) = await run(store)
     with pytest.raises(Conflict, match="pending_cancellation"):
         await patch(store, task_id, state="cancelled")
@@ -229,8 +240,14 @@ async def test_worker_may_only_report_its_own_attempts(store: Store) -> None:
     await new(store, command="x", state="available")
     (attempt,) = await run(store)
     with pytest.raises(Forbidden):
-        await store.finish(attempt["task"], attempt["execution_key"], exit_status=SUCCESS,
-                           exit_code=0, usage=None, caller=Caller("w2", Role.WORKER))  # fmt: skip
+        await store.finish(
+            attempt["task"],
+            attempt["execution_key"],
+            exit_status=SUCCESS,
+            exit_code=0,
+            usage=None,
+            caller=Caller("w2", Role.WORKER),
+        )
 
 
 async def test_providers_change_only_their_own(store: Store) -> None:
@@ -263,8 +280,10 @@ async def test_execution_fields_frozen_while_running(store: Store) -> None:
 
 async def test_bulk_patch_reports_per_item(store: Store) -> None:
     a = await new(store, command="a")
-    items = [BulkPatchItem.model_validate({"_id": a, "state": "available"}),
-             BulkPatchItem.model_validate({"_id": "e" * 24, "priority": 1})]  # fmt: skip
+    items = [
+        BulkPatchItem.model_validate({"_id": a, "state": "available"}),
+        BulkPatchItem.model_validate({"_id": "e" * 24, "priority": 1}),
+    ]
     ok, missing = await store.update_tasks(items, ADMIN)
     assert ok.doc is not None and ok.doc["state"] == "available"
     assert isinstance(missing.error, NotFound)
@@ -273,12 +292,14 @@ async def test_bulk_patch_reports_per_item(store: Store) -> None:
 async def test_resource_level_continuation_edits(store: Store) -> None:
     parents = [await new(store, command="p1"), await new(store, command="p2")]
     child = await new(store, command="c", state="available")
-    await store.edit_continuations([ContinuationEdit(targets=parents, values=[child])], ADMIN,
-                                   add=True)  # fmt: skip
+    await store.edit_continuations(
+        [ContinuationEdit(targets=parents, values=[child])], ADMIN, add=True
+    )
     doc = await store.get_task(child)
     assert doc["state"] == "inactive" and doc["pending_dependency_count"] == 2
-    await store.edit_continuations([ContinuationEdit(targets=parents[:1], values=[child])],
-                                   ADMIN, add=False)  # fmt: skip
+    await store.edit_continuations(
+        [ContinuationEdit(targets=parents[:1], values=[child])], ADMIN, add=False
+    )
     assert (await store.get_task(child))["pending_dependency_count"] == 1
     assert (await store.get_task(parents[0]))["continuations"] == []
     assert (await store.get_task(parents[1]))["continuations"] == [child]
@@ -293,8 +314,11 @@ async def test_every_change_appends_events_in_order(store: Store) -> None:
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
     kinds = [(e["type"], e["data"].get("state")) for e in events if e["data"]["_id"] == task_id]
-    assert kinds == [("task.created", "available"), ("task.state", "running"),
-                     ("task.state", "terminated")]  # fmt: skip
+    assert kinds == [
+        ("task.created", "available"),
+        ("task.state", "running"),
+        ("task.state", "terminated"),
+    ]
 
 
 async def test_failed_operation_leaves_nothing_behind(store: Store, monkeypatch: Any) -> None:

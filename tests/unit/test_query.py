@@ -369,7 +369,7 @@ def test_matches_never_crashes_on_a_wrongly_shaped_document() -> None:
 
 def test_projection_include_keeps_id() -> None:
     projection = parse_projection('{"name": 1, "state": true}', TASK_FIELDS)
-    assert projection.include == {"name", "state", "_id"}
+    assert projection.include == frozenset({"name", "state", "_id"})
     doc = {"_id": ID_A, "name": "n", "state": "s", "command": "c"}
     assert projection.apply(doc) == {"_id": ID_A, "name": "n", "state": "s"}
     assert parse_projection({"_id": 1}, TASK_FIELDS).apply(doc) == {"_id": ID_A}
@@ -380,10 +380,8 @@ def test_projection_exclude_and_top_level_names_of_dotted_fields() -> None:
     assert projection == Projection(exclude=frozenset({"command", "execution"}))
     doc = {"_id": ID_A, "command": "c", "execution": {}, "requested_resources": {}}
     assert projection.apply(doc) == {"_id": ID_A, "requested_resources": {}}
-    assert parse_projection({"requested_resources": 1}, TASK_FIELDS).include == {
-        "requested_resources",
-        "_id",
-    }
+    included = parse_projection({"requested_resources": 1}, TASK_FIELDS).include
+    assert included == frozenset({"requested_resources", "_id"})
 
 
 @pytest.mark.parametrize("empty", [None, "", "{}", {}, {"_id": 0}])
@@ -450,6 +448,7 @@ def test_sort_forms(text: str | None, expected: tuple[tuple[str, int], ...]) -> 
         ("continuations", "cannot sort by 'continuations'"),
         ('[("priority", 2)]', "sort direction for 'priority' must be 1 or -1, got 2"),
         ('[("priority", True)]', "must be 1 or -1"),
+        ('[("priority", 1.0)]', "must be 1 or -1"),
         ('[("priority", "desc")]', "must be 1 or -1"),
         ('[("priority",)]', "each sort item must be a pair"),
         ("[(1, 1)]", "each sort item must be a pair"),

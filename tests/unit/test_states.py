@@ -55,7 +55,7 @@ def test_spec_rows_present() -> None:
 
 
 def test_users_never_start_or_finish_tasks() -> None:
-    for source, target, actor in LISTED:
+    for _source, target, actor in LISTED:
         if actor is Actor.USER:
             assert target not in (State.RUNNING, State.TERMINATED)
 
@@ -97,7 +97,8 @@ def test_every_outcome_is_a_listed_transition() -> None:
     for current, status, retries in itertools.product(
         [State.RUNNING, State.PENDING_CANCELLATION], statuses, [0, 1]
     ):
-        out = after_attempt(current=current, exit_status=status, retry_count=0,
-                            max_retry_count=retries)  # fmt: skip
+        out = after_attempt(
+            current=current, exit_status=status, retry_count=0, max_retry_count=retries
+        )
         actor = Actor.MONITOR if status == ABANDONED else Actor.WORKER
         assert (current, out.state, actor) in LISTED, (current, status, retries, out)

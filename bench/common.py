@@ -1,0 +1,306 @@
+"""What the benchmarks share: start and stop a real ``banyan-server``
+subprocess on a private database, the auth header, the machine description,
+percentiles and aligned tables.
+
+Every server listens on 127.0.0.1 on a free port, keeps its database, client
+file and log inside the caller's temporary directory, and is stopped by its
+own ``Popen`` (SIGTERM, then SIGKILL after 10 s).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+COUNTING_LAUNCHER = HERE / "_counting_server.py"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+SHARED_CPU_NOTE = (
+    "note: the load generator (this process, aiohttp client) and the server share the "
+    "same {n} CPU(s); client CPU time is reported next to server CPU time"
+)
+
+
+# --- the server --------------------------------------------------------------------
+
+
+def server_command() -> list[str]:
+    """The ``banyan-server`` console script of the interpreter running the bench."""
+    script = Path(sys.executable).parent / "banyan-server"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("banyan-server")
+    if found:
+        return [found]
+    raise SystemExit(
+        f"banyan-server not found next to {sys.executable}; run the bench with the "
+        "project's venv Python (.venv/bin/python bench/...)"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def auth_header(token: str) -> str:
+    return "Basic " + base64.b64encode(f"{token}:".encode()).decode()
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    url: str
+    token: str
+    db: Path
+    log: Path
+    counters_file: Path | None = None
+    _log_handle: Any = field(default=None, repr=False)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": auth_header(self.token), "Content-Type": "application/json"}
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU of the server process, all its threads."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+    def counters(self, timeout_s: float = 5.0) -> dict[str, int]:
+        """Group-commit counters (only for a server started with ``counting=True``)."""
+        if self.counters_file is None:
+            raise RuntimeError("this server was not started with counting=True")
+        self.counters_file.unlink(missing_ok=True)
+        self.proc.send_signal(__import__("signal").SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.counters_file.exists():
+                return dict(json.loads(self.counters_file.read_text()))
+            time.sleep(0.01)
+        raise RuntimeError("the counting server did not write its counters")
+
+    def stop(self) -> int | None:
+        """SIGTERM, wait up to 10 s, then SIGKILL; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
+        return self.proc.returncode
+
+
+def start_server(
+    tmp: Path,
+    *,
+    name: str = "b",
+    synchronous: str | None = None,
+    counting: bool = False,
+    timeout_s: float = 30.0,
+) -> Server:
+    """A fresh ``banyan-server`` on ``<tmp>/<name>.db``, ready (``/health`` is 200).
+
+    ``counting=True`` runs the same server through ``_counting_server.py``,
+    which also dumps the group-commit counters on SIGUSR1.
+    """
+    tmp = Path(tmp)
+    db = tmp / f"{name}.db"
+    client_file = tmp / f"{name}-client.json"
+    config = tmp / "empty-config.toml"  # so no user settings file is read
+    config.write_text("")
+    log_path = tmp / f"{name}-server.log"
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYAN_")}
+    env["BANYAN_CONFIG"] = str(config)
+    env["BANYAN_CLIENT_FILE"] = str(client_file)
+    if synchronous:
+        env["BANYAN_SYNCHRONOUS"] = synchronous
+    counters_file = None
+    if counting:
+        counters_file = tmp / f"{name}-counters.json"
+        env["BANYAN_BENCH_COUNTERS"] = str(counters_file)
+        cmd = [sys.executable, str(COUNTING_LAUNCHER)]
+    else:
+        cmd = server_command()
+    cmd += ["--host", "127.0.0.1", "--port", str(port), "--db", str(db)]
+    log_handle = open(log_path, "wb")  # noqa: SIM115 - closed by Server.stop
+    proc = subprocess.Popen(cmd, stdout=log_handle, stderr=subprocess.STDOUT, env=env, cwd=tmp)
+    url = f"http://127.0.0.1:{port}"
+    server = Server(proc, url, "", db, log_path, counters_file, log_handle)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"banyan-server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"banyan-server did not answer /health within {timeout_s} s")
+            time.sleep(0.05)
+        data = json.loads(client_file.read_text())
+        server.token = data["token"]
+        if data.get("server") != url:
+            print(f"warning: client file names {data.get('server')}, expected {url}")
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+# --- measuring ---------------------------------------------------------------------
+
+
+def client_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def percentile(values: Sequence[float], p: float) -> float:
+    """Linear interpolation between closest ranks; ``p`` in [0, 100]."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo = int(k)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def fsync_latency(
+    directory: Path, *, overwrite: bool, count: int = 200, max_s: float = 5.0
+) -> float:
+    """Median seconds for a 4 KiB write + fdatasync in ``directory``: what one WAL
+    commit at synchronous=FULL costs the disk, at least. ``overwrite=False``
+    appends (a growing WAL: the file size changes too); ``overwrite=True``
+    rewrites blocks of a preallocated file (a WAL being reused after a checkpoint)."""
+    path = Path(directory) / "fsync-probe"
+    times: list[float] = []
+    deadline = time.monotonic() + max_s
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        block = b"x" * 4096
+        if overwrite:
+            os.write(fd, block * count)
+            os.fsync(fd)
+        for i in range(count):
+            if time.monotonic() > deadline:
+                break
+            t0 = time.perf_counter()
+            if overwrite:
+                os.pwrite(fd, block, i * 4096)
+            else:
+                os.write(fd, block)
+            os.fdatasync(fd)
+            times.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+    return percentile(times, 50)
+
+
+# --- describing --------------------------------------------------------------------
+
+
+def machine() -> list[tuple[str, str]]:
+    model = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 0
+    import aiohttp
+
+    return [
+        ("cpus (nproc)", f"{usable} (of {os.cpu_count()})"),
+        ("cpu model", model),
+        ("os", f"{platform.system()} {platform.release()}"),
+        ("python", platform.python_version()),
+        ("sqlite", sqlite3.sqlite_version),
+        ("aiohttp", aiohttp.__version__),
+    ]
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def print_machine(title: str) -> None:
+    print(f"== {title}")
+    print_table(["machine", ""], machine())
+    print(SHARED_CPU_NOTE.format(n=cpu_count()))
+    print()
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # nan
+            return "-"
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    cells = [[fmt(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    numeric = [
+        all(isinstance(row[i], int | float) for row in rows if i < len(row)) and bool(rows)
+        for i in range(len(headers))
+    ]
+
+    def line(values: Sequence[str]) -> str:
+        out = []
+        for i, v in enumerate(values):
+            out.append(v.rjust(widths[i]) if numeric[i] else v.ljust(widths[i]))
+        return "  ".join(out).rstrip()
+
+    print(line(list(headers)))
+    print("  ".join("-" * w for w in widths))
+    for row in cells:
+        print(line(row))

@@ -1,0 +1,43 @@
+"""Imports flow one way: ``banyan`` ← ``server``/``worker``/``tui``, never
+sideways. import-linter checks the packages (``make check``); this test also
+covers what it cannot express (``aiohttp.web`` is a subpackage of an external
+package) and runs in ``make test``."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN = {
+    "banyan": {"server", "worker", "tui", "textual", "aiohttp.web"},
+    "server": {"worker", "tui", "textual"},
+    "worker": {"server", "tui", "textual"},
+    "tui": {"server", "worker"},
+}
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_import_direction(package: str) -> None:
+    bad = FORBIDDEN[package]
+    offences = [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for path in sorted((ROOT / package).rglob("*.py"))
+        for module in imported_modules(path)
+        if any(module == b or module.startswith(b + ".") for b in bad)
+    ]
+    assert offences == []
