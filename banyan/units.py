@@ -44,7 +44,7 @@ for _power, _prefix in enumerate("kmgtp", start=1):
     for _binary in (_prefix, _prefix + "i", _prefix + "ib"):  # Slurm "4G", Kubernetes "4Gi"
         _MEMORY_MULTIPLIERS[_binary] = 1024**_power
 
-MEMORY_PATTERN: Final = rf"^{_WS}({_NUMBER}){_WS}([kKmMgGtTpP](?:[iI])?(?:[bB])?|[bB])?{_WS}$"
+MEMORY_PATTERN: Final = rf"^{_WS}({_NUMBER})(?:{_WS}([kKmMgGtTpP](?:[iI])?(?:[bB])?|[bB]))?{_WS}$"
 _MEMORY_RE = re.compile(MEMORY_PATTERN)
 _MEMORY_HINT = 'expected bytes or a number with a unit such as "512 MiB", "2 GB"'
 _BINARY_UNITS: Final = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
@@ -130,7 +130,10 @@ _UNIT = (
     + ")(?![a-zA-Z])"
 )
 _TERM = rf"{_NUMBER}{_WS}{_UNIT}"
-_TERMS = rf"{_TERM}(?:{_WS},?{_WS}{_TERM})*"
+# One way only to split a separator: "[ ]*,?[ ]*" can split "  " several ways,
+# and backtracks exponentially on a long "1s 1s 1s ... x" (ReDoS in any client
+# that checks the published pattern).
+_TERMS = rf"{_TERM}(?:{_WS}(?:,{_WS})?{_TERM})*"
 # Slurm's clock forms: MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
 _CLOCK = r"[0-9]+:[0-9]{1,2}(?::[0-9]{1,2})?(?:\.[0-9]+)?"
 _DAY_CLOCK = r"[0-9]+-[0-9]{1,2}(?::[0-9]{1,2}(?::[0-9]{1,2}(?:\.[0-9]+)?)?)?"

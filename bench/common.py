@@ -182,6 +182,44 @@ def client_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs, all processes)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / CLK_TCK
+
+
+def background_cores(seconds: float = 1.0) -> float:
+    """How many CPUs other processes keep busy while this one sleeps (the
+    machine is shared: a figure above ~0.1 means the measurements are low)."""
+    b0, c0 = busy_cpu_seconds(), client_cpu_seconds()
+    time.sleep(seconds)
+    return max(0.0, (busy_cpu_seconds() - b0) - (client_cpu_seconds() - c0)) / seconds
+
+
+class Meter:
+    """Wall time and CPU over a block: the server's, this process's (the load
+    generator), and everything else on the machine ("other")."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.wall_s = self.server_cpu_s = self.client_cpu_s = self.other_cpu_s = 0.0
+
+    def __enter__(self) -> Meter:
+        self._s0 = self.server.cpu_seconds()
+        self._c0 = client_cpu_seconds()
+        self._b0 = busy_cpu_seconds()
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall_s = time.perf_counter() - self._t0
+        self.server_cpu_s = self.server.cpu_seconds() - self._s0
+        self.client_cpu_s = client_cpu_seconds() - self._c0
+        busy = busy_cpu_seconds() - self._b0
+        self.other_cpu_s = max(0.0, busy - self.server_cpu_s - self.client_cpu_s)
+
+
 def percentile(values: Sequence[float], p: float) -> float:
     """Linear interpolation between closest ranks; ``p`` in [0, 100]."""
     if not values:
@@ -262,7 +300,9 @@ def cpu_count() -> int:
 
 def print_machine(title: str) -> None:
     print(f"== {title}")
-    print_table(["machine", ""], machine())
+    rows = machine()
+    rows.append(("background load", f"{background_cores():.2f} CPUs busy with other processes (1 s sample)"))
+    print_table(["machine", ""], rows)
     print(SHARED_CPU_NOTE.format(n=cpu_count()))
     print()
 

@@ -47,6 +47,7 @@ class Run:
     latencies: list[float]
     server_cpu_s: float
     client_cpu_s: float
+    other_cpu_s: float
 
     @property
     def rate(self) -> float:
@@ -81,14 +82,12 @@ async def post_load(
             tickets = itertools.count()
             deadline = time.perf_counter() + 30
             await asyncio.gather(*(loop(tickets, warmup, deadline, False) for _ in range(concurrency)))
-        cpu0, ccpu0 = server.cpu_seconds(), common.client_cpu_seconds()
-        t0 = time.perf_counter()
-        tickets = itertools.count()
-        deadline = t0 + LOOP_MAX_S
-        await asyncio.gather(*(loop(tickets, total, deadline, True) for _ in range(concurrency)))
-        wall = time.perf_counter() - t0
-        cpu1, ccpu1 = server.cpu_seconds(), common.client_cpu_seconds()
-    return Run(label, len(latencies), errors, wall, latencies, cpu1 - cpu0, ccpu1 - ccpu0)
+        with common.Meter(server) as m:
+            tickets = itertools.count()
+            deadline = time.perf_counter() + LOOP_MAX_S
+            await asyncio.gather(*(loop(tickets, total, deadline, True) for _ in range(concurrency)))
+    return Run(label, len(latencies), errors, m.wall_s, latencies, m.server_cpu_s, m.client_cpu_s,
+               m.other_cpu_s)  # fmt: skip
 
 
 async def bulk_load(server: common.Server, *, per_request: int, requests: int, label: str) -> Run:
@@ -99,21 +98,21 @@ async def bulk_load(server: common.Server, *, per_request: int, requests: int, l
     latencies: list[float] = []
     errors = 0
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        cpu0, ccpu0 = server.cpu_seconds(), common.client_cpu_seconds()
-        t0 = time.perf_counter()
-        for _ in range(requests):
-            if time.perf_counter() - t0 > LOOP_MAX_S:
-                break
-            r0 = time.perf_counter()
-            async with session.post(f"{server.url}/tasks", data=body, headers=server.headers) as resp:
-                data = await resp.read()
-                if resp.status != 201 or len(json.loads(data)["_items"]) != per_request:
+        with common.Meter(server) as m:
+            t0 = time.perf_counter()
+            for _ in range(requests):
+                if time.perf_counter() - t0 > LOOP_MAX_S:
+                    break
+                r0 = time.perf_counter()
+                async with session.post(f"{server.url}/tasks", data=body, headers=server.headers) as resp:
+                    data = await resp.read()
+                    status = resp.status
+                latencies.append(time.perf_counter() - r0)
+                if status != 201 or len(json.loads(data)["_items"]) != per_request:
                     errors += 1
-                    print(f"  bulk POST failed: {resp.status} {data[:300]!r}", file=sys.stderr)
-            latencies.append(time.perf_counter() - r0)
-        wall = time.perf_counter() - t0
-        cpu1, ccpu1 = server.cpu_seconds(), common.client_cpu_seconds()
-    return Run(label, len(latencies) * per_request, errors, wall, latencies, cpu1 - cpu0, ccpu1 - ccpu0)
+                    print(f"  bulk POST failed: {status} {data[:300]!r}", file=sys.stderr)
+    return Run(label, len(latencies) * per_request, errors, m.wall_s, latencies, m.server_cpu_s,
+               m.client_cpu_s, m.other_cpu_s)  # fmt: skip
 
 
 def single_rows(runs: list[Run]) -> list[list[object]]:
@@ -121,7 +120,7 @@ def single_rows(runs: list[Run]) -> list[list[object]]:
         [r.label, r.requests, r.errors, r.wall_s, r.rate,
          common.percentile(r.latencies, 50) * 1000, common.percentile(r.latencies, 99) * 1000,
          r.server_cpu_s / r.requests * 1000, r.client_cpu_s / r.requests * 1000,
-         r.server_cpu_s / r.wall_s * 100]
+         r.server_cpu_s / r.wall_s * 100, r.other_cpu_s / r.wall_s * 100]
         for r in runs
     ]  # fmt: skip
 
@@ -175,9 +174,11 @@ async def main() -> None:
               "incl. client event-loop queueing)")  # fmt: skip
         common.print_table(
             ["sync / load", "requests", "errors", "wall s", "tasks/s", "p50 ms", "p99 ms",
-             "srv cpu ms/req", "cli cpu ms/req", "srv cpu %"],
+             "srv cpu ms/req", "cli cpu ms/req", "srv cpu %", "other cpu %"],
             single_rows(runs),
         )  # fmt: skip
+        print("cpu % columns: 100 = one CPU busy for the whole wall time; 'other' = every other "
+              "process on the machine")  # fmt: skip
         print()
 
         # group commit: the same loads, counting committed transactions
@@ -194,13 +195,14 @@ async def main() -> None:
                     ops = after["ops"] - before["ops"]
                     counted.append([f"{sync:<6} {conc:>2} client{'s' if conc > 1 else ''}",
                                     run.requests, run.rate, commits, ops / commits if commits else float("nan"),
-                                    commits / run.wall_s])  # fmt: skip
+                                    commits / run.wall_s, run.other_cpu_s / run.wall_s * 100])  # fmt: skip
             finally:
                 server.stop()
         print("group commit: write operations per committed transaction (one fsync each at FULL),")
         print("counted by the server's own Database.batches/ops via bench/_counting_server.py")
         common.print_table(
-            ["sync / load", "requests", "tasks/s", "commits", "ops/commit", "commits/s"], counted
+            ["sync / load", "requests", "tasks/s", "commits", "ops/commit", "commits/s", "other cpu %"],
+            counted,
         )
         print()
 
@@ -218,10 +220,14 @@ async def main() -> None:
             server.stop()
         print("(b) bulk POST /tasks (a JSON list), synchronous=FULL, requests one after another")
         common.print_table(
-            ["requests", "tasks", "errors", "wall s", "tasks/s", "max req s", "srv cpu s", "cli cpu s"],
-            [[b.label, b.requests, b.errors, b.wall_s, b.rate, max(b.latencies),
-              b.server_cpu_s, b.client_cpu_s] for b in bulk],
+            ["requests", "tasks", "errors", "wall s", "tasks/s", "max req s", "srv cpu s",
+             "cli cpu s", "srv cpu %", "other cpu %"],
+            [[b.label, b.requests, b.errors, b.wall_s, b.rate, max(b.latencies), b.server_cpu_s,
+              b.client_cpu_s, b.server_cpu_s / b.wall_s * 100, b.other_cpu_s / b.wall_s * 100]
+             for b in bulk],
         )  # fmt: skip
+        print("cpu % columns: 100 = one CPU busy for the whole wall time; 'other' = every other "
+              "process on the machine")  # fmt: skip
         print()
         fsync_after = (common.fsync_latency(tmp, overwrite=False), common.fsync_latency(tmp, overwrite=True))
         print(

@@ -9,7 +9,7 @@ same transaction.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,6 +140,46 @@ class Store(ABC):
 
     @abstractmethod
     async def last_seq(self) -> int: ...
+
+    @abstractmethod
+    def add_commit_listener(self, callback: Callable[[], None]) -> None:
+        """``callback`` runs after every commit (the event hub reads from there)."""
+
+    # workers and their output
+    @abstractmethod
+    async def join_worker(
+        self,
+        *,
+        name: str,
+        token: str,
+        capacity: dict[str, Any],
+        queues: list[str],
+        host: str,
+        pid: int,
+        held: Sequence[tuple[str, str]],
+    ) -> tuple[list[str], list[str]]: ...
+
+    @abstractmethod
+    async def leave_worker(self, name: str, *, lost: bool) -> list[str]: ...
+
+    @abstractmethod
+    async def touch_workers(self, names: Sequence[str]) -> None: ...
+
+    @abstractmethod
+    async def connected_workers(self) -> list[str]: ...
+
+    @abstractmethod
+    async def list_workers(self, name: str | None = None) -> list[dict[str, Any]]: ...
+
+    @abstractmethod
+    async def append_log(
+        self, task_id: str, execution_key: str, stream: str, data: bytes, *, worker: str
+    ) -> None: ...
+
+    @abstractmethod
+    async def read_logs(
+        self, task_id: str, *, attempt: int | None = None, stream: str | None = None
+    ) -> dict[str, Any]: ...
 
     # tokens
     @abstractmethod

@@ -45,22 +45,23 @@ def claim(
     if limit <= 0 or not queues:
         return []
     rows = conn.execute(
-        "SELECT id, requested_resources, name, queue FROM tasks INDEXED BY tasks_claim "
+        "SELECT id, requested_resources, name, queue, command, env, cwd, max_termination_time "
+        "FROM tasks INDEXED BY tasks_claim "
         f"WHERE state = 'available' AND queue IN ({placeholders(len(queues))}) "
         "ORDER BY priority DESC, id LIMIT ?",
         (*queues, limit * _SCAN_FACTOR),
     ).fetchall()
     remaining = free.model_copy(deep=True)
-    chosen: list[tuple[str, Resources, str | None, str]] = []
-    for task_id, resources_json, name, queue in rows:
+    chosen: list[tuple[Any, ...]] = []
+    for task_id, resources_json, name, queue, command, env, cwd, grace in rows:
         request = Resources.model_validate(loads(resources_json))
         if fits(request, remaining):
             remaining = _subtract(remaining, request)
-            chosen.append((task_id, request, name, queue))
+            chosen.append((task_id, request, name, queue, command, env, cwd, grace))
             if len(chosen) == limit:
                 break
     attempts = []
-    for task_id, request, name, queue in chosen:
+    for task_id, request, name, queue, command, env, cwd, grace in chosen:
         key = secrets.token_urlsafe(16)
         (attempt,) = conn.execute(
             "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = ?, "
@@ -96,6 +97,11 @@ def claim(
                 "attempt": attempt,
                 "execution_key": key,
                 "requested_resources": request.canonical(),
+                "name": name,
+                "command": command,
+                "env": loads(env),
+                "cwd": cwd,
+                "max_termination_time": grace,
             }
         )
     return attempts
@@ -220,6 +226,26 @@ def finish(
     return True
 
 
+_SYSTEM = Caller(name="server", role=Role.ADMIN)
+
+
+def finish_as_system(
+    conn: sqlite3.Connection, task_id: str, key: str, exit_status: str, now: float
+) -> None:
+    """End an attempt on the server's own authority (a lost worker, a dropped attempt)."""
+    finish(
+        conn,
+        task_id,
+        key,
+        exit_status=exit_status,
+        exit_code=None,
+        usage=None,
+        caller=_SYSTEM,
+        now=now,
+        actor=Actor.MONITOR,
+    )
+
+
 def abandon_worker(conn: sqlite3.Connection, worker: str, now: float) -> list[str]:
     """A worker was lost: each attempt it held ends ``abandoned`` and follows the
     retry rule. Returns the task ids affected."""
@@ -229,19 +255,8 @@ def abandon_worker(conn: sqlite3.Connection, worker: str, now: float) -> list[st
         "WHERE a.worker = ? AND a.time_terminated IS NULL",
         (worker,),
     ).fetchall()
-    system = Caller(name="server", role=Role.ADMIN)
     for task_id, key in rows:
-        finish(
-            conn,
-            task_id,
-            key,
-            exit_status=ABANDONED,
-            exit_code=None,
-            usage=None,
-            caller=system,
-            now=now,
-            actor=Actor.MONITOR,
-        )
+        finish_as_system(conn, task_id, key, ABANDONED, now)
     return [task_id for task_id, _ in rows]
 
 

@@ -101,6 +101,32 @@ MIGRATIONS: tuple[str, ...] = (
         revoked REAL
     );
     """,
+    # 2: workers and the captured output of attempts
+    """
+    CREATE TABLE workers (
+        name TEXT PRIMARY KEY,
+        token TEXT NOT NULL,
+        state TEXT NOT NULL,
+        capacity TEXT NOT NULL,
+        queues TEXT NOT NULL,
+        host TEXT NOT NULL DEFAULT '',
+        pid INTEGER NOT NULL DEFAULT 0,
+        connected REAL NOT NULL,
+        last_seen REAL NOT NULL,
+        left REAL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE logs (
+        id INTEGER PRIMARY KEY,
+        task_id TEXT NOT NULL REFERENCES tasks (id),
+        attempt INTEGER NOT NULL,
+        stream TEXT NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE INDEX logs_attempt ON logs (task_id, attempt, stream, id);
+    ALTER TABLE attempts ADD COLUMN log_bytes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE attempts ADD COLUMN log_dropped INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

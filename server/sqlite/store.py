@@ -18,7 +18,7 @@ from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCrea
 from banyan.resources import Resources
 from banyan.states import Actor
 from banyan.tokens import Caller, Role, generate_token, hash_token, same_digest
-from server.sqlite import attempts, graph, schema, tasks
+from server.sqlite import attempts, graph, schema, tasks, workers
 from server.sqlite.db import Database
 from server.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
 from server.sqlite.sqlquery import MEMORY_COLUMNS, TASK_QUERY_COLUMNS, page_sql
@@ -36,8 +36,10 @@ class SqliteStore(Store):
         batch_max_ops: int = 512,
         busy_timeout_ms: int = 10_000,
         require_if_match: bool = False,
+        max_log_bytes: int = 1 << 20,
         clock: Clock = time.time,
     ) -> None:
+        self.max_log_bytes = max_log_bytes
         self.db = Database(
             path,
             synchronous=synchronous,
@@ -253,6 +255,73 @@ class SqliteStore(Store):
             return int(seq)
 
         return await self.db.read(run)
+
+    def add_commit_listener(self, callback: Callable[[], None]) -> None:
+        self.db.on_commit.append(callback)
+
+    # --- workers ---------------------------------------------------------------
+
+    async def join_worker(
+        self,
+        *,
+        name: str,
+        token: str,
+        capacity: dict[str, Any],
+        queues: list[str],
+        host: str,
+        pid: int,
+        held: Sequence[tuple[str, str]],
+    ) -> tuple[list[str], list[str]]:
+        now = self._clock()
+        return await self.db.write(
+            lambda conn: workers.join(
+                conn,
+                name=name,
+                token=token,
+                capacity=capacity,
+                queues=queues,
+                host=host,
+                pid=pid,
+                held=held,
+                now=now,
+            )
+        )
+
+    async def leave_worker(self, name: str, *, lost: bool) -> list[str]:
+        now = self._clock()
+        return await self.db.write(lambda conn: workers.leave(conn, name, lost=lost, now=now))
+
+    async def touch_workers(self, names: Sequence[str]) -> None:
+        now = self._clock()
+        await self.db.write(lambda conn: workers.touch(conn, names, now))
+
+    async def connected_workers(self) -> list[str]:
+        return await self.db.read(workers.connected_names)
+
+    async def list_workers(self, name: str | None = None) -> list[dict[str, Any]]:
+        return await self.db.read(lambda conn: workers.list_workers(conn, name))
+
+    async def append_log(
+        self, task_id: str, execution_key: str, stream: str, data: bytes, *, worker: str
+    ) -> None:
+        await self.db.write(
+            lambda conn: workers.append_log(
+                conn,
+                task_id,
+                execution_key,
+                stream,
+                data,
+                worker=worker,
+                max_log_bytes=self.max_log_bytes,
+            )
+        )
+
+    async def read_logs(
+        self, task_id: str, *, attempt: int | None = None, stream: str | None = None
+    ) -> dict[str, Any]:
+        return await self.db.read(
+            lambda conn: workers.read_logs(conn, task_id, attempt=attempt, stream=stream)
+        )
 
     # --- tokens ----------------------------------------------------------------
 

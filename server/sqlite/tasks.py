@@ -5,10 +5,13 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
+
+from pydantic import ValidationError
 
 from banyan.errors import (
     Conflict,
@@ -23,6 +26,7 @@ from banyan.models import TaskCreate, TaskPatch
 from banyan.resources import Resources, merge_resources
 from banyan.states import ACTIVE_STATES, SUCCESS, Actor, Effect, State, transition
 from banyan.tokens import Caller
+from banyan.validation import from_validation
 from server.sqlite import graph
 from server.sqlite.rows import (
     NEW_ETAG_SQL,
@@ -344,14 +348,10 @@ def _update_fields(
         sets.append("env = ?")
         values.append(None if changes["env"] is None else dumps(changes["env"]))
     if changes.get("requested_resources") is not None:
-        import json
-
         try:
             merged = merge_resources(json.loads(resources_json), changes["requested_resources"])
-        except ValueError as exc:
-            raise InvalidInput(
-                f"requested_resources: {exc}", issues={"requested_resources": str(exc)}
-            ) from exc
+        except ValidationError as exc:
+            raise from_validation(exc, prefix="requested_resources.", what="update") from exc
         resources, cores, memory, gpus = _resource_columns(merged)
         sets += ["requested_resources = ?", "cores = ?", "memory = ?", "gpus = ?"]
         values += [resources, cores, memory, gpus]

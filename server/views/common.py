@@ -20,7 +20,7 @@ from banyan.projection import (
 )
 from banyan.query import Fields, parse_where
 from banyan.settings import Settings
-from server.errors import from_validation
+from banyan.validation import from_validation
 from server.keys import SETTINGS
 from server.store import Query
 
@@ -40,30 +40,37 @@ def task_id(request: web.Request) -> str:
     return value
 
 
-async def body(request: web.Request) -> bytes:
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+async def body(request: web.Request) -> Any:
+    """The request's JSON body, parsed strictly (no NaN/Infinity, valid UTF-8): 400 if not."""
     raw = await request.read()
     if not raw.strip():
         raise BadRequest("the request needs a JSON body")
-    return raw
-
-
-def body_kind(raw: bytes) -> str:
-    """``"object"`` or ``"list"``: decides between single and bulk forms."""
-    first = raw.lstrip()[:1]
-    if first == b"{":
-        return "object"
-    if first == b"[":
-        return "list"
     try:
-        json.loads(raw)
+        return json.loads(raw, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise BadRequest("malformed JSON: nested too deeply") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"malformed JSON: {exc}") from exc
-    raise InvalidInput("the body must be a JSON object or a list of objects")
 
 
-def validate(adapter: TypeAdapter[T], raw: bytes, *, what: str, prefix: str = "") -> T:
+def body_kind(data: Any) -> str:
+    """``"object"`` or ``"list"``: decides between single and bulk forms."""
+    if isinstance(data, dict):
+        return "object"
+    if isinstance(data, list):
+        return "list"
+    raise InvalidInput(
+        "the body must be a JSON object or a list of objects", issues={"body": "wrong type"}
+    )
+
+
+def validate(adapter: TypeAdapter[T], data: Any, *, what: str, prefix: str = "") -> T:
     try:
-        return adapter.validate_json(raw)
+        return adapter.validate_python(data)
     except ValidationError as exc:
         raise from_validation(exc, prefix=prefix, what=what) from exc
 

@@ -42,11 +42,11 @@ async def health(request: web.Request) -> web.Response:
 @routes.post("/memory_usage")
 async def add_memory_usage(request: web.Request) -> web.Response:
     caller = await require(request, WORKERS)
-    raw = await body(request)
-    if body_kind(raw) == "object":
-        records = [validate(_ONE, raw, what="memory usage record")]
+    data = await body(request)
+    if body_kind(data) == "object":
+        records = [validate(_ONE, data, what="memory usage record")]
     else:
-        records = validate(_MANY, raw, what="memory usage records")
+        records = validate(_MANY, data, what="memory usage records")
         check_bulk_size(len(records), request)
     stored = await request.app[STORE].add_memory_usage(records, caller)
     return json_response({"_status": "OK", "stored": stored}, status=201)

@@ -39,17 +39,17 @@ routes = web.RouteTableDef()
 @routes.post("/tasks")
 async def create(request: web.Request) -> web.Response:
     caller = await require(request, PROVIDERS)
-    raw = await body(request)
+    data = await body(request)
     date_format = settings(request).date_format
-    if body_kind(raw) == "object":
-        item = validate(_ONE, raw, what="task")
+    if body_kind(data) == "object":
+        item = validate(_ONE, data, what="task")
         try:
             (created,) = await request.app[STORE].create_tasks([item], caller)
         except BanyanError as exc:
             exc.issues = {k.removeprefix("0."): v for k, v in exc.issues.items()}
             raise
         return json_response(render.meta(created, date_format), status=201)
-    items = validate(_MANY, raw, what="tasks")
+    items = validate(_MANY, data, what="tasks")
     check_bulk_size(len(items), request)
     created_all = await request.app[STORE].create_tasks(items, caller)
     return json_response(
@@ -95,10 +95,10 @@ async def read(request: web.Request) -> web.Response:
 async def update(request: web.Request) -> web.Response:
     caller = await require(request, PROVIDERS)
     the_id = task_id(request)
-    raw = await body(request)
-    if body_kind(raw) != "object":
+    data = await body(request)
+    if body_kind(data) != "object":
         return _not_an_object()
-    patch = validate(_PATCH, raw, what="update")
+    patch = validate(_PATCH, data, what="update")
     doc = await request.app[STORE].update_task(
         the_id, patch, caller, if_match=request.headers.get("If-Match")
     )
@@ -110,10 +110,10 @@ async def update(request: web.Request) -> web.Response:
 @routes.patch("/tasks")
 async def update_many(request: web.Request) -> web.Response:
     caller = await require(request, PROVIDERS)
-    raw = await body(request)
-    if body_kind(raw) != "list":
+    data = await body(request)
+    if body_kind(data) != "list":
         return _not_a_list()
-    items = validate(_BULK_PATCH, raw, what="updates")
+    items = validate(_BULK_PATCH, data, what="updates")
     check_bulk_size(len(items), request)
     results = await request.app[STORE].update_tasks(items, caller)
     date_format = settings(request).date_format
@@ -134,10 +134,10 @@ async def update_many(request: web.Request) -> web.Response:
 
 async def _edit(request: web.Request, *, add: bool) -> web.Response:
     caller = await require(request, PROVIDERS)
-    raw = await body(request)
-    if body_kind(raw) != "list":
+    data = await body(request)
+    if body_kind(data) != "list":
         return _not_a_list()
-    edits = validate(_EDITS, raw, what="continuation edits")
+    edits = validate(_EDITS, data, what="continuation edits")
     check_bulk_size(len(edits), request)
     await request.app[STORE].edit_continuations(edits, caller, add=add)
     return json_response({"_status": "OK"})

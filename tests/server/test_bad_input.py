@@ -897,32 +897,34 @@ async def test_deep_nesting_in_a_query_is_400(api: Api, params: dict[str, str]) 
     assert_eve_error(await api.get("/tasks", params=params), 400)
 
 
+# Values JSON can spell but nothing can store: lone surrogates (SQLite refuses
+# them), infinities and integers far past 64 bits. Whether the parser calls them
+# malformed (400) or the validator calls them invalid (422), they must not crash.
 @pytest.mark.parametrize(
-    ("raw", "status"),
+    "raw",
     [
-        pytest.param('{"command": "x", "name": "\\ud800"}', 422, id="lone-surrogate-name"),
-        pytest.param('{"command": "\\udfff"}', 422, id="lone-surrogate-command"),
-        pytest.param('{"command": "x", "env": {"\\ud800": "v"}}', 422, id="lone-surrogate-env"),
-        pytest.param(
-            '{"command": "x", "requested_resources": {"\\ud800": 1}}', 422, id="surrogate-resource"
-        ),
-        pytest.param('{"command": "x", "env": {"A=B": "v"}}', 422, id="env-name-with-equals"),
-        pytest.param('{"command": "x", "priority": 1e999}', 422, id="priority-infinity"),
-        pytest.param('{"command": "x", "requested_resources": {"cores": 1e999}}', 422,
+        pytest.param('{"command": "x", "name": "\\ud800"}', id="lone-surrogate-name"),
+        pytest.param('{"command": "\\udfff"}', id="lone-surrogate-command"),
+        pytest.param('{"command": "x", "env": {"\\ud800": "v"}}', id="lone-surrogate-env"),
+        pytest.param('{"command": "x", "requested_resources": {"\\ud800": 1}}',
+                     id="surrogate-resource"),
+        pytest.param('{"command": "x", "env": {"A=B": "v"}}', id="env-name-with-equals"),
+        pytest.param('{"command": "x", "priority": 1e999}', id="priority-infinity"),
+        pytest.param('{"command": "x", "requested_resources": {"cores": 1e999}}',
                      id="cores-infinity"),
-        pytest.param('{"command": "x", "max_termination_time": 1e999}', 422, id="duration-inf"),
-        pytest.param('{"command": "x", "priority": ' + "9" * 5000 + "}", 422, id="huge-integer"),
+        pytest.param('{"command": "x", "max_termination_time": 1e999}', id="duration-infinity"),
+        pytest.param('{"command": "x", "priority": ' + "9" * 5000 + "}", id="huge-integer"),
         pytest.param('{"command": "x", "requested_resources": {"memory": ' + "9" * 5000 + "}}",
-                     422, id="huge-memory"),
-        pytest.param('{"command": "x", "command": 5}', 422, id="repeated-key"),
+                     id="huge-memory"),
+        pytest.param('{"command": "x", "command": 5}', id="repeated-key"),
+        pytest.param('{"command": "x", "name": "a\\u0000b", "colour": 1}', id="nul-in-string"),
     ],
 )  # fmt: skip
-async def test_hostile_values_never_cause_a_500(
-    api: Api, task_id: str, raw: str, status: int
-) -> None:
+async def test_hostile_values_never_cause_a_500(api: Api, task_id: str, raw: str) -> None:
     before = await Snapshot.take(api)
     resp = await api.request("POST", "/tasks", raw=raw)
-    assert_eve_error(resp, status)
+    assert resp.status in (400, 422), resp
+    assert_eve_error(resp, resp.status)
     await before.check()
 
 

@@ -533,3 +533,14 @@ def test_cores_schema() -> None:
     assert mapping["additionalProperties"] is False
     assert set(mapping["properties"]) == {"count", "percent"}
     assert TypeAdapter(Cores).json_schema(mode="serialization") == {"type": "number"}
+
+
+@pytest.mark.parametrize("pattern", [MEMORY_PATTERN, DURATION_PATTERN])
+@pytest.mark.parametrize(
+    "text",
+    ["1s " * 10_000 + "x", "1" + " " * 10_000 + "x", "1s, " * 5_000 + "x", "1" * 20_000 + "x"],
+)
+def test_published_patterns_do_not_backtrack_catastrophically(pattern: str, text: str) -> None:
+    # Clients check these patterns without our length cap; an ambiguous pattern
+    # would hang here (and hit the test timeout) instead of failing at once.
+    assert re.match(pattern, text) is None

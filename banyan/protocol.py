@@ -1,0 +1,206 @@
+"""The worker gateway's wire protocol (``GET /workers/connect``, websocket):
+one tagged union of frames (``type`` is the tag) with one encode and one
+decode. Text frames carry one JSON object each.
+
+A connection starts with the worker's ``hello`` and the server's ``welcome``;
+then the worker sends heartbeats, claims and reports, and the server pushes
+``work_available`` and ``cancel``. Every report names its attempt by the
+``execution_key`` it was handed with ``assigned``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from banyan.errors import InvalidInput
+from banyan.resources import Resources
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 4 * 1024 * 1024
+MAX_CLAIM = 256
+
+# Websocket close codes (4000-4999 are the application's).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_BAD_FRAME = 4400
+CLOSE_UNAUTHORIZED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_DUPLICATE = 4409  # another connection took over this worker name
+CLOSE_LOST = 4408  # the server declared this worker lost (it was silent too long)
+
+_FRAME = ConfigDict(extra="forbid")
+Key = Annotated[str, Field(min_length=8, max_length=128)]
+TaskRef = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
+
+
+class Held(BaseModel):
+    """An attempt a (re)connecting worker is still running."""
+
+    model_config = _FRAME
+    task: TaskRef
+    execution_key: Key
+
+
+class Hello(BaseModel):
+    model_config = _FRAME
+    type: Literal["hello"] = "hello"
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    capacity: Resources
+    queues: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(
+        min_length=1, max_length=64)] = ["default"]  # fmt: skip
+    version: int = PROTOCOL_VERSION
+    running: Annotated[list[Held], Field(max_length=4096)] = []
+    host: Annotated[str, Field(max_length=256)] = ""
+    pid: int = 0
+
+
+class Heartbeat(BaseModel):
+    model_config = _FRAME
+    type: Literal["heartbeat"] = "heartbeat"
+
+
+class Claim(BaseModel):
+    """Ask for up to ``limit`` tasks that fit ``free``."""
+
+    model_config = _FRAME
+    type: Literal["claim"] = "claim"
+    free: Resources
+    limit: Annotated[int, Field(ge=1, le=MAX_CLAIM)] = 1
+
+
+class Progress(BaseModel):
+    model_config = _FRAME
+    type: Literal["progress"] = "progress"
+    task: TaskRef
+    execution_key: Key
+    percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    message: Annotated[str, Field(max_length=1024)] | None = None
+
+
+class Usage(BaseModel):
+    model_config = _FRAME
+    type: Literal["usage"] = "usage"
+    task: TaskRef
+    execution_key: Key
+    time: float
+    resident_memory_bytes: Annotated[int, Field(ge=0)]
+    cpu_percent: Annotated[float, Field(ge=0)] | None = None
+
+
+class Output(BaseModel):
+    """A chunk of a running task's stdout or stderr (text, UTF-8 with replacement)."""
+
+    model_config = _FRAME
+    type: Literal["output"] = "output"
+    task: TaskRef
+    execution_key: Key
+    stream: Literal["stdout", "stderr"]
+    data: Annotated[str, Field(max_length=MAX_FRAME_BYTES)]
+
+
+class Finished(BaseModel):
+    model_config = _FRAME
+    type: Literal["finished"] = "finished"
+    task: TaskRef
+    execution_key: Key
+    exit_status: Annotated[str, Field(min_length=1, max_length=128)]
+    exit_code: int | None = None
+    usage: dict[str, Any] | None = None
+
+
+class Bye(BaseModel):
+    """The worker is leaving on purpose (after reporting what it ran)."""
+
+    model_config = _FRAME
+    type: Literal["bye"] = "bye"
+
+
+class Welcome(BaseModel):
+    model_config = _FRAME
+    type: Literal["welcome"] = "welcome"
+    worker: str
+    heartbeat_interval_s: float
+    worker_timeout_s: float
+    server_timeout_s: float
+    resumed: list[str] = []  # tasks whose attempts the server still counts as this worker's
+    dropped: list[str] = []  # held attempts the server no longer knows: stop them
+
+
+class AssignedAttempt(BaseModel):
+    model_config = _FRAME
+    task: str
+    attempt: int
+    execution_key: str
+    command: str | None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    max_termination_time: float
+    requested_resources: dict[str, Any]
+    name: str | None = None
+
+
+class Assigned(BaseModel):
+    model_config = _FRAME
+    type: Literal["assigned"] = "assigned"
+    attempts: list[AssignedAttempt]
+
+
+class WorkAvailable(BaseModel):
+    model_config = _FRAME
+    type: Literal["work_available"] = "work_available"
+
+
+class Cancel(BaseModel):
+    model_config = _FRAME
+    type: Literal["cancel"] = "cancel"
+    task: str
+    execution_key: str
+
+
+class Refused(BaseModel):
+    """A report the server did not accept (e.g. a superseded attempt: code 409)."""
+
+    model_config = _FRAME
+    type: Literal["refused"] = "refused"
+    task: str
+    execution_key: str
+    code: int
+    message: str
+
+
+WorkerFrame = Annotated[
+    Hello | Heartbeat | Claim | Progress | Usage | Output | Finished | Bye,
+    Field(discriminator="type"),
+]
+ServerFrame = Annotated[
+    Welcome | Assigned | WorkAvailable | Cancel | Refused, Field(discriminator="type")
+]
+_WORKER = TypeAdapter(WorkerFrame)
+_SERVER = TypeAdapter(ServerFrame)
+
+
+def encode(frame: BaseModel) -> str:
+    return frame.model_dump_json(exclude_none=False)
+
+
+def _decode(adapter: TypeAdapter[Any], text: str | bytes) -> Any:
+    if len(text) > MAX_FRAME_BYTES:
+        raise InvalidInput(f"frame larger than {MAX_FRAME_BYTES} bytes")
+    try:
+        return adapter.validate_json(text)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise InvalidInput(f"bad frame: {where}: {first['msg']}") from exc
+
+
+def decode_worker_frame(text: str | bytes) -> WorkerFrame:
+    result: WorkerFrame = _decode(_WORKER, text)
+    return result
+
+
+def decode_server_frame(text: str | bytes) -> ServerFrame:
+    result: ServerFrame = _decode(_SERVER, text)
+    return result
