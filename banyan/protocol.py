@@ -59,6 +59,7 @@ class Hello(BaseModel):
 class Heartbeat(BaseModel):
     model_config = _FRAME
     type: Literal["heartbeat"] = "heartbeat"
+    draining: bool = False  # the worker is finishing what it runs and claims nothing more
 
 
 class Claim(BaseModel):
@@ -159,6 +160,15 @@ class Cancel(BaseModel):
     execution_key: str
 
 
+class Accepted(BaseModel):
+    """The server applied this attempt's ``finished`` report: the worker may forget it."""
+
+    model_config = _FRAME
+    type: Literal["accepted"] = "accepted"
+    task: str
+    execution_key: str
+
+
 class Refused(BaseModel):
     """A report the server did not accept (e.g. a superseded attempt: code 409)."""
 
@@ -175,7 +185,8 @@ WorkerFrame = Annotated[
     Field(discriminator="type"),
 ]
 ServerFrame = Annotated[
-    Welcome | Assigned | WorkAvailable | Cancel | Refused, Field(discriminator="type")
+    Welcome | Assigned | WorkAvailable | Cancel | Accepted | Refused,
+    Field(discriminator="type"),
 ]
 _WORKER = TypeAdapter(WorkerFrame)
 _SERVER = TypeAdapter(ServerFrame)

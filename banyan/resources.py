@@ -175,6 +175,7 @@ class Resources(BaseModel):
         # Dispatch on the input's shape ourselves: pydantic's union would report a
         # bad spec twice, under "gpus.int" and "gpus.list[GpuSpec].0", rather than
         # at "gpus.0". Errors from the adapters keep their location below "gpus".
+        # (A wrap validator, unused handler and all, keeps the union's JSON schema.)
         if isinstance(value, list | tuple):
             return _GPU_LIST.validate_python(value)
         if isinstance(value, float) and value.is_integer():

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker.runner import TaskSpec, start  # noqa: E402
+from worker.runner import TaskSpec, start
 
 SH_TRUE = ["/bin/sh", "-c", "true"]
 TRUE = ["true"]
@@ -190,10 +190,15 @@ async def run_spawner(spawner: Spawner, argv: list[str], spawns: int, in_flight:
 
 def measure(name: str, argv: list[str], spawns: int, in_flight: int) -> tuple[float, float]:
     """(tasks/s, parent CPU µs per task) for one spawner, on a fresh loop."""
-    asyncio.run(run_spawner(SPAWNERS[name], argv, min(200, spawns), in_flight))  # warm-up
+    asyncio.run(run_spawner(SPAWNERS[name], argv, min(100, spawns), in_flight))  # warm-up
     cpu_before = cpu_s()
     rate = asyncio.run(run_spawner(SPAWNERS[name], argv, spawns, in_flight))
     return rate, (cpu_s() - cpu_before) / spawns * 1e6
+
+
+def median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
 
 def sync_run_rate(spawns: int) -> float:
@@ -206,7 +211,7 @@ def sync_run_rate(spawns: int) -> float:
 def parallel(args: list[str], procs: int) -> float:
     """Run this script's ``--child`` mode in ``procs`` processes at once; sum of rates."""
     children = [
-        subprocess.Popen([sys.executable, __file__, "--child", *args], stdout=subprocess.PIPE)
+        subprocess.Popen([sys.executable, __file__, *args], stdout=subprocess.PIPE)
         for _ in range(procs)
     ]
     total = 0.0
@@ -220,37 +225,66 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--spawns", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=16)
-    parser.add_argument("--quick", action="store_true", help="500 spawns per figure")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="500 spawns, 1 round")
     parser.add_argument("--child", nargs=2, metavar=("SPAWNER", "ARGV"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     spawns = 500 if args.quick else args.spawns
+    if args.quick:
+        args.rounds = 1
 
     if args.child:
         name, which = args.child
         if name == "subprocess.run":
             print(sync_run_rate(spawns))
         else:
-            argv = SH_TRUE if which == "sh" else TRUE
+            argv = SH_TRUE if which == "sh" else TRUE  # the runner adds sh -c to "true"
             print(measure(name, argv, spawns, args.in_flight)[0])
         return
 
     print(
-        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
-        f"{spawns} spawns per figure, {args.in_flight} in flight, stdout+stderr piped"
+        f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average "
+        f"{os.getloadavg()[0]:.2f} at start; {spawns} spawns per round, {args.rounds} rounds "
+        f"interleaved, {args.in_flight} in flight, stdout+stderr piped; best / median round"
     )
-    print(f"{'mechanism':<24}{'command':<18}{'tasks/s':>10}{'parent CPU µs/task':>22}")
-    for name in SPAWNERS:
-        for label, argv in (("/bin/sh -c true", SH_TRUE), ("true", TRUE)):
+    cases = [
+        (name, label, argv)
+        for name in SPAWNERS
+        for label, argv in (("/bin/sh -c true", SH_TRUE), ("true", TRUE))
+        if name != "runner" or label == "true"  # the runner always adds /bin/sh -c
+    ]
+    rates: dict[tuple[str, str], list[float]] = {(n, lb): [] for n, lb, _ in cases}
+    cpus: dict[tuple[str, str], list[float]] = {(n, lb): [] for n, lb, _ in cases}
+    for _ in range(args.rounds):  # interleaved, so a noisy moment hits every case alike
+        for name, label, argv in cases:
             rate, cpu_us = measure(name, argv, spawns, args.in_flight)
-            print(f"{name:<24}{label:<18}{rate:>10.0f}{cpu_us:>22.0f}")
+            rates[name, label].append(rate)
+            cpus[name, label].append(cpu_us)
+    print(f"{'mechanism':<24}{'command':<22}{'tasks/s':>16}{'parent CPU µs/task':>22}")
+    for name, label, _ in cases:
+        label_shown = "true (sh -c true)" if name == "runner" else label
+        r, c = rates[name, label], cpus[name, label]
+        print(
+            f"{name:<24}{label_shown:<22}{max(r):>8.0f} /{median(r):>6.0f}"
+            f"{min(c):>14.0f} /{median(c):>6.0f}"
+        )
 
-    print("\n2 processes at once (sum of both rates):")
+    print("\n2 processes at once (sum of both processes' rates; best / median round):")
     common = ["--spawns", str(spawns), "--in-flight", str(args.in_flight)]
-    ref = parallel([*common, "--child", "subprocess.run", "true"], 2)
-    print(f"{'subprocess.run, sequential':<42}{'true':<18}{ref:>10.0f}")
-    for name in ("asyncio", "popen+pidfd", "runner"):
-        rate = parallel([*common, "--child", name, "sh"], 2)
-        print(f"{name:<42}{'/bin/sh -c true':<18}{rate:>10.0f}")
+    parallel_cases = [
+        ("subprocess.run, sequential", ["subprocess.run", "true"], "true"),
+        ("asyncio", ["asyncio", "sh"], "/bin/sh -c true"),
+        ("popen+pidfd", ["popen+pidfd", "sh"], "/bin/sh -c true"),
+        ("posix_spawn+pidfd", ["posix_spawn+pidfd", "sh"], "/bin/sh -c true"),
+        ("runner", ["runner", "true"], "true (sh -c true)"),
+    ]
+    totals: dict[str, list[float]] = {label: [] for label, _, _ in parallel_cases}
+    for _ in range(args.rounds):
+        for label, child, _ in parallel_cases:
+            totals[label].append(parallel([*common, "--child", *child], 2))
+    for label, _, command in parallel_cases:
+        t = totals[label]
+        print(f"{label:<28}{command:<22}{max(t):>8.0f} /{median(t):>6.0f}")
 
 
 if __name__ == "__main__":

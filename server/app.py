@@ -10,10 +10,12 @@ from aiohttp import web
 from banyan.settings import Settings
 from server.auth import AUTH, Authenticator
 from server.errors import eve_errors
-from server.keys import SETTINGS, STORE
+from server.gateway import Gateway
+from server.hub import EventHub
+from server.keys import GATEWAY, HUB, SETTINGS, STORE
 from server.sqlite.store import SqliteStore
 from server.store import Store
-from server.views import misc, openapi, tasks
+from server.views import misc, openapi, tasks, workers
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
@@ -27,14 +29,28 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     )
     app[STORE] = the_store
     app[AUTH] = Authenticator(the_store, cache_s=settings.token_cache_s)
+    hub = app[HUB] = EventHub(the_store)
+    gateway = app[GATEWAY] = Gateway(the_store, settings, hub)
 
     async def store_lifetime(app: web.Application) -> AsyncIterator[None]:
         await the_store.open()
+        await hub.start()
+        await gateway.start()
         yield
+        await gateway.stop()
+        await hub.stop()
         await the_store.close()
+
+    async def close_worker_sockets(app: web.Application) -> None:
+        # on_shutdown runs before the server waits for open requests: without
+        # this, the long-lived worker websockets would hold shutdown up.
+        await gateway.stop()
+
+    app.on_shutdown.append(close_worker_sockets)
 
     app.cleanup_ctx.append(store_lifetime)
     app.add_routes(tasks.routes)
     app.add_routes(misc.routes)
     app.add_routes(openapi.routes)
+    app.add_routes(workers.routes)
     return app

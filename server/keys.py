@@ -6,8 +6,12 @@ from aiohttp import web
 
 from banyan.settings import Settings
 from server.auth import AUTH
+from server.gateway import Gateway
+from server.hub import EventHub
 from server.store import Store
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
-__all__ = ["AUTH", "SETTINGS", "STORE"]
+HUB = web.AppKey("hub", EventHub)
+GATEWAY = web.AppKey("gateway", Gateway)
+__all__ = ["AUTH", "GATEWAY", "HUB", "SETTINGS", "STORE"]

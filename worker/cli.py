@@ -1,17 +1,131 @@
-"""`banyan-worker`: command-line entry point (the full worker arrives with its own issue)."""
+"""``banyan-worker``: run tasks from a Banyan server on this machine.
+
+banyan-worker [--server URL --token T] [--name N] [--cores C] [--memory M]
+              [--gpus G] [--resource k=v]... [--queue Q]... [--drain] [--burst]
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
 
+from banyan.discovery import discover
+from banyan.errors import BanyanError
+from banyan.units import parse_cores, parse_memory
+from worker.agent import Agent, WorkerConfig
+from worker.capacity import detect
 
-def main(argv: Sequence[str] | None = None) -> int:
+EPILOG = """\
+examples:
+  banyan-worker                               # finds the local server and its token
+  banyan-worker --server http://head:5100 --token byn_... --queue gpu --gpus 2
+  banyan-worker --cores 4 --memory "16 GiB" --resource licences=2
+  banyan-worker --drain                       # on SIGTERM, finish running tasks first
+
+Without --drain, SIGTERM/SIGINT stop the running tasks (they go back to the
+queue under the retry rule) and the worker exits 0 after reporting them.
+"""
+
+
+def _resource(text: str) -> tuple[str, float]:
+    name, sep, amount = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected name=amount, got {text!r}")
+    try:
+        return name, float(amount)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"amount of {name} is not a number: {amount!r}") from exc
+
+
+def _memory(text: str) -> int:
+    try:
+        return parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _cores(text: str) -> float:
+    try:
+        return parse_cores(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="banyan-worker",
         description="Run tasks from a Banyan server on this machine.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.parse_args(argv)
-    print("banyan-worker: not available in this version yet (see CHANGELOG.md)", file=sys.stderr)
-    return 2
+    parser.add_argument("--server", help="server URL (default: $BANYAN_SERVER or the local one)")
+    parser.add_argument("--token", help="worker or admin token (default: $BANYAN_TOKEN or local)")
+    parser.add_argument("--name", help="worker name (default: hostname:pid)")
+    parser.add_argument("--cores", type=_cores, help="cores to offer (default: CPU affinity)")
+    parser.add_argument("--memory", type=_memory, help='memory to offer, e.g. "16 GiB"')
+    parser.add_argument("--gpus", type=int, help="GPUs to offer (default: nvidia-smi's count)")
+    parser.add_argument(
+        "--resource",
+        type=_resource,
+        action="append",
+        default=[],
+        metavar="NAME=AMOUNT",
+        help="a custom resource to offer (repeatable)",
+    )
+    parser.add_argument(
+        "--queue",
+        action="append",
+        dest="queues",
+        metavar="QUEUE",
+        help="queue to serve (repeatable; default: default)",
+    )
+    parser.add_argument("--drain", action="store_true", help="on SIGTERM finish running tasks")
+    parser.add_argument("--burst", action="store_true", help="exit when nothing is left to run")
+    parser.add_argument(
+        "--usage-interval",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how often to sample memory and CPU of each task (default 2)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        connection = discover(args.server, args.token)
+        capacity, gpu_indices = detect(
+            cores=args.cores, memory=args.memory, gpus=args.gpus, custom=dict(args.resource)
+        )
+    except BanyanError as exc:
+        print(f"banyan-worker: {exc.message}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"banyan-worker: {exc}", file=sys.stderr)
+        return 2
+    config = WorkerConfig(
+        connection=connection,
+        name=args.name or f"{socket.gethostname()}:{os.getpid()}",
+        capacity=capacity,
+        gpu_indices=gpu_indices,
+        queues=args.queues or ["default"],
+        drain=args.drain,
+        burst=args.burst,
+        usage_interval_s=args.usage_interval,
+    )
+    return asyncio.run(Agent(config).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

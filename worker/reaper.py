@@ -108,7 +108,9 @@ class Reaper:
         try:
             os.write(self._fd, line)  # < PIPE_BUF bytes: atomic, never partial
         except BrokenPipeError:
-            logger.error("the reaper sidecar (pid %d) has died: tasks may outlive the worker", self.pid)
+            logger.error(
+                "the reaper sidecar (pid %d) has died: tasks may outlive the worker", self.pid
+            )
             self._fd = None
 
     def close(self, *, timeout_s: float = 5.0) -> None:

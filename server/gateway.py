@@ -1,0 +1,301 @@
+"""The worker gateway (``GET /workers/connect``): one websocket per worker.
+
+The gateway knows which worker holds which attempt (with its key), hands out
+claims, applies reports, pushes ``work_available`` when the event hub sees a
+task become available in a queue a worker serves and ``cancel`` when a task
+it runs is asked to stop, and declares a worker lost once it has been silent
+for ``worker_timeout_s`` (its attempts are then abandoned and follow the retry
+rule). A worker that reconnects in time re-attaches to the attempts it still
+runs. Nothing here polls: the monitor only watches the clock for silences.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from banyan import protocol as p
+from banyan.errors import BanyanError, Unauthorized
+from banyan.models import MemoryUsage
+from banyan.settings import Settings
+from banyan.states import State
+from banyan.tokens import Caller
+from server.auth import AUTH, WORKERS
+from server.hub import Event, EventHub
+from server.store import Store
+
+log = logging.getLogger(__name__)
+HELLO_TIMEOUT_S = 10.0
+
+
+@dataclass
+class Session:
+    name: str
+    ws: web.WebSocketResponse
+    caller: Caller
+    queues: list[str]
+    held: dict[str, str] = field(default_factory=dict)  # task id -> execution key
+    draining: bool = False
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def send(self, frame: Any) -> None:
+        if self.ws.closed:
+            return
+        async with self.send_lock:
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await self.ws.send_str(p.encode(frame))
+
+
+class Gateway:
+    def __init__(self, store: Store, settings: Settings, hub: EventHub) -> None:
+        self._store = store
+        self._settings = settings
+        self.sessions: dict[str, Session] = {}
+        self.last_seen: dict[str, float] = {}  # monotonic; also for workers not connected now
+        self._monitor: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        hub.subscribe(self._on_events)
+
+    # --- lifetime --------------------------------------------------------------
+
+    async def start(self) -> None:
+        # Workers connected before a restart get worker_timeout_s to come back.
+        now = time.monotonic()
+        for name in await self._store.connected_workers():
+            self.last_seen.setdefault(name, now)
+        self._monitor = asyncio.create_task(self._watch_silences(), name="worker-monitor")
+
+    async def stop(self) -> None:
+        if self._monitor is not None:
+            self._monitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._monitor
+        for session in list(self.sessions.values()):
+            await session.ws.close(code=p.CLOSE_GOING_AWAY, message=b"server shutting down")
+
+    # --- the connection --------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            caller = await request.app[AUTH].caller(request)
+        except Unauthorized as exc:
+            raise web.HTTPUnauthorized(
+                reason=exc.message, headers={"WWW-Authenticate": 'Basic realm="banyan"'}
+            ) from exc
+        if caller.role not in WORKERS:
+            raise web.HTTPForbidden(reason="the worker gateway needs a worker or admin token")
+        ws = web.WebSocketResponse(max_msg_size=p.MAX_FRAME_BYTES, heartbeat=None)
+        await ws.prepare(request)
+        try:
+            hello = await self._hello(ws)
+        except BanyanError as exc:
+            await ws.close(code=p.CLOSE_BAD_FRAME, message=exc.message[:120].encode())
+            return ws
+        session = await self._join(ws, caller, hello)
+        clean = False
+        try:
+            clean = await self._serve(session)
+        finally:
+            if self.sessions.get(session.name) is session:
+                del self.sessions[session.name]
+                if clean:
+                    self.last_seen.pop(session.name, None)
+                    await self._store.leave_worker(session.name, lost=False)
+                else:  # a dropped connection: lost only if it stays silent
+                    self.last_seen[session.name] = time.monotonic()
+        return ws
+
+    async def _hello(self, ws: web.WebSocketResponse) -> p.Hello:
+        try:
+            msg = await ws.receive(timeout=HELLO_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise BanyanError("no hello frame") from exc
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            raise BanyanError("expected a hello frame")
+        frame = p.decode_worker_frame(msg.data)
+        if not isinstance(frame, p.Hello):
+            raise BanyanError("the first frame must be hello")
+        if frame.version != p.PROTOCOL_VERSION:
+            raise BanyanError(f"protocol version {frame.version} is not {p.PROTOCOL_VERSION}")
+        return frame
+
+    async def _join(self, ws: web.WebSocketResponse, caller: Caller, hello: p.Hello) -> Session:
+        old = self.sessions.pop(hello.name, None)
+        if old is not None:
+            await old.ws.close(code=p.CLOSE_DUPLICATE, message=b"replaced by a new connection")
+        held = [(h.task, h.execution_key) for h in hello.running]
+        resumed, dropped = await self._store.join_worker(
+            name=hello.name,
+            token=caller.name,
+            capacity=hello.capacity.canonical(),
+            queues=hello.queues,
+            host=hello.host,
+            pid=hello.pid,
+            held=held,
+        )
+        session = Session(name=hello.name, ws=ws, caller=caller, queues=hello.queues)
+        keys = dict(held)
+        session.held = {task: keys[task] for task in resumed}
+        self.sessions[hello.name] = session
+        self.last_seen[hello.name] = time.monotonic()
+        s = self._settings
+        await session.send(
+            p.Welcome(
+                worker=hello.name,
+                heartbeat_interval_s=s.heartbeat_interval_s,
+                worker_timeout_s=s.worker_timeout_s,
+                server_timeout_s=s.server_timeout_s,
+                resumed=resumed,
+                dropped=dropped,
+            )
+        )
+        for task in resumed:  # a cancel asked for while it was away
+            if (await self._store.get_task(task))["state"] == State.PENDING_CANCELLATION:
+                await session.send(p.Cancel(task=task, execution_key=session.held[task]))
+        return session
+
+    async def _serve(self, session: Session) -> bool:
+        """Read frames until the socket closes; True when the worker said bye."""
+        async for msg in session.ws:
+            self.last_seen[session.name] = time.monotonic()
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                break
+            try:
+                frame = p.decode_worker_frame(msg.data)
+            except BanyanError as exc:
+                await session.ws.close(code=p.CLOSE_BAD_FRAME, message=exc.message[:120].encode())
+                return False
+            if isinstance(frame, p.Bye):
+                await session.ws.close(code=p.CLOSE_NORMAL, message=b"bye")
+                return True
+            await self._dispatch(session, frame)
+        return False
+
+    async def _dispatch(self, session: Session, frame: Any) -> None:
+        if isinstance(frame, p.Heartbeat):
+            session.draining = frame.draining
+        elif isinstance(frame, p.Hello):
+            await session.ws.close(code=p.CLOSE_BAD_FRAME, message=b"hello sent twice")
+        elif isinstance(frame, p.Claim):
+            await self._claim(session, frame)
+        else:
+            await self._report(session, frame)
+
+    async def _claim(self, session: Session, frame: p.Claim) -> None:
+        if session.draining:
+            attempts: list[dict[str, Any]] = []
+        else:
+            attempts = await self._store.claim(
+                worker=session.name,
+                token=session.caller.name,
+                free=frame.free,
+                queues=session.queues,
+                limit=frame.limit,
+            )
+        for attempt in attempts:
+            session.held[attempt["task"]] = attempt["execution_key"]
+        await session.send(p.Assigned(attempts=[p.AssignedAttempt(**a) for a in attempts]))
+
+    async def _report(self, session: Session, frame: Any) -> None:
+        task, key = frame.task, frame.execution_key
+        try:
+            # A finished report is checked by the store (so a repeat of one already
+            # applied is harmless); the others need the attempt held right now.
+            if not isinstance(frame, p.Finished) and session.held.get(task) != key:
+                raise BanyanError(
+                    f"the attempt of task {task} with this execution_key is not held by "
+                    f"{session.name} (superseded or unknown); the report is refused"
+                )
+            if isinstance(frame, p.Finished):
+                await self._store.finish(
+                    task,
+                    key,
+                    exit_status=frame.exit_status,
+                    exit_code=frame.exit_code,
+                    usage=frame.usage,
+                    caller=session.caller,
+                )
+                session.held.pop(task, None)
+                await session.send(p.Accepted(task=task, execution_key=key))
+            elif isinstance(frame, p.Progress):
+                progress = frame.model_dump(include={"percent", "message"}, exclude_none=True)
+                await self._store.report_progress(task, key, progress, session.caller)
+            elif isinstance(frame, p.Usage):
+                record = MemoryUsage(
+                    task=task, time=frame.time, resident_memory_bytes=frame.resident_memory_bytes
+                )
+                await self._store.add_memory_usage([record], session.caller)
+            elif isinstance(frame, p.Output):
+                await self._store.append_log(
+                    task, key, frame.stream, frame.data.encode(), worker=session.name
+                )
+        except BanyanError as exc:
+            if isinstance(frame, p.Finished):
+                session.held.pop(task, None)
+            code = exc.status if exc.status != 500 else 409
+            await session.send(
+                p.Refused(task=task, execution_key=key, code=code, message=exc.message)
+            )
+
+    # --- pushes ----------------------------------------------------------------
+
+    def _on_events(self, events: list[Event]) -> None:
+        queues: set[str] = set()
+        cancels: list[str] = []
+        for event in events:
+            data = event["data"]
+            if event["type"] in ("task.state", "task.created"):
+                if data.get("state") == State.AVAILABLE:
+                    queues.add(data.get("queue", ""))
+                elif data.get("state") == State.PENDING_CANCELLATION:
+                    cancels.append(data["_id"])
+        if not queues and not cancels:
+            return
+        for session in list(self.sessions.values()):
+            frames: list[Any] = []
+            if queues.intersection(session.queues) and not session.draining:
+                frames.append(p.WorkAvailable())
+            frames += [
+                p.Cancel(task=t, execution_key=session.held[t])
+                for t in cancels
+                if t in session.held
+            ]
+            for frame in frames:
+                self._spawn(session.send(frame))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- liveness --------------------------------------------------------------
+
+    async def _watch_silences(self) -> None:
+        timeout = self._settings.worker_timeout_s
+        period = min(1.0, timeout / 4)
+        touched = time.monotonic()
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for name, seen in list(self.last_seen.items()):
+                if now - seen <= timeout:
+                    continue
+                self.last_seen.pop(name, None)
+                session = self.sessions.pop(name, None)
+                if session is not None:
+                    await session.ws.close(code=p.CLOSE_LOST, message=b"silent too long: lost")
+                try:
+                    abandoned = await self._store.leave_worker(name, lost=True)
+                except BanyanError:
+                    continue
+                log.warning("worker %s lost; attempts abandoned: %s", name, abandoned)
+            if now - touched >= self._settings.heartbeat_interval_s and self.sessions:
+                touched = now
+                with contextlib.suppress(BanyanError):
+                    await self._store.touch_workers(list(self.sessions))

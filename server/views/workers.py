@@ -1,0 +1,154 @@
+"""``/workers``: register a worker (its token), list workers with their load,
+the gateway websocket, and the captured output of a task's attempts."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from banyan.dates import format_date
+from banyan.errors import BadRequest, NotFound
+from banyan.resources import Resources
+from banyan.tokens import Role
+from server.auth import ANY_ROLE, PROVIDERS, require
+from server.keys import GATEWAY, STORE
+from server.views.common import (
+    body,
+    body_kind,
+    json_response,
+    settings,
+    single_arg,
+    task_id,
+    validate,
+)
+
+
+class WorkerRegistration(BaseModel):
+    """``POST /workers``: a name for the worker; the answer carries its token."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]
+
+
+_REGISTRATION = TypeAdapter(WorkerRegistration)
+routes = web.RouteTableDef()
+
+
+@routes.post("/workers")
+async def register(request: web.Request) -> web.Response:
+    await require(request, PROVIDERS)
+    data = await body(request)
+    body_kind(data)
+    registration = validate(_REGISTRATION, data, what="worker")
+    token = await request.app[STORE].create_token(registration.name, Role.WORKER)
+    return json_response(
+        {"_status": "OK", "name": registration.name, "token": token, "role": "worker"},
+        status=201,
+    )
+
+
+def _free(capacity: dict[str, Any], running: list[dict[str, Any]]) -> dict[str, Any]:
+    total = Resources.model_validate(capacity)
+    free: dict[str, Any] = {
+        "cores": total.cores,
+        "memory": total.memory,
+        "gpus": total.gpu_count,
+        **total.custom,
+    }
+    for attempt in running:
+        used = Resources.model_validate(attempt["requested_resources"])
+        free["cores"] -= used.cores
+        free["memory"] -= used.memory
+        free["gpus"] -= used.gpu_count
+        for key, amount in used.custom.items():
+            free[key] = free.get(key, 0) - amount
+    return {k: int(v) if float(v).is_integer() else round(v, 6) for k, v in free.items()}
+
+
+def _render(request: web.Request, worker: dict[str, Any]) -> dict[str, Any]:
+    gateway = request.app[GATEWAY]
+    date_format = settings(request).date_format
+    session = gateway.sessions.get(worker["name"])
+    state = worker["state"]
+    if state == "connected":
+        if session is None:
+            state = "disconnected"
+        elif session.draining:
+            state = "draining"
+        else:
+            state = "busy" if worker["running"] else "idle"
+    seen = gateway.last_seen.get(worker["name"])
+    last = time.time() - (time.monotonic() - seen) if seen is not None else worker["last_seen"]
+    return {
+        "_id": worker["name"],
+        "name": worker["name"],
+        "state": state,
+        "host": worker["host"],
+        "pid": worker["pid"],
+        "queues": worker["queues"],
+        "capacity": worker["capacity"],
+        "free": _free(worker["capacity"], worker["running"]),
+        "running": [
+            {**a, "time_started": format_date(a["time_started"], date_format)}
+            for a in worker["running"]
+        ],
+        "last_heartbeat": format_date(last, date_format),
+        "last_heartbeat_age_s": round(max(0.0, time.time() - last), 3),
+        "connected": format_date(worker["connected"], date_format),
+        "left": format_date(worker["left"], date_format),
+    }
+
+
+@routes.get("/workers")
+async def find(request: web.Request) -> web.Response:
+    await require(request, ANY_ROLE)
+    found = await request.app[STORE].list_workers()
+    items = [_render(request, w) for w in found]
+    return json_response({"_items": items, "_meta": {"total": len(items)}})
+
+
+@routes.get("/workers/connect")
+async def connect(request: web.Request) -> web.StreamResponse:
+    return await request.app[GATEWAY].handle(request)
+
+
+@routes.get("/workers/{name}")
+async def read(request: web.Request) -> web.Response:
+    await require(request, ANY_ROLE)
+    found = await request.app[STORE].list_workers(request.match_info["name"])
+    if not found:
+        raise NotFound(f"no worker named {request.match_info['name']!r}")
+    return json_response(_render(request, found[0]))
+
+
+@routes.get("/tasks/{task_id}/logs")
+async def logs(request: web.Request) -> web.Response:
+    await require(request, ANY_ROLE)
+    stream = single_arg(request, "stream")
+    if stream not in (None, "stdout", "stderr"):
+        raise BadRequest("stream is 'stdout' or 'stderr'")
+    attempt = _int_arg(request, "attempt", minimum=1)
+    tail = _int_arg(request, "tail", minimum=0)
+    out = await request.app[STORE].read_logs(task_id(request), attempt=attempt, stream=stream)
+    if tail is not None:
+        for name in ("stdout", "stderr"):
+            if name in out:
+                lines = out[name].splitlines(keepends=True)
+                out[name] = "".join(lines[-tail:]) if tail else ""
+    return json_response(out)
+
+
+def _int_arg(request: web.Request, name: str, *, minimum: int) -> int | None:
+    text = single_arg(request, name)
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise BadRequest(f"{name} must be an integer, got {text!r}") from exc
+    if value < minimum or value > 10**9:
+        raise BadRequest(f"{name} must be between {minimum} and 10^9")
+    return value

@@ -1,0 +1,455 @@
+"""The task runner and the reaper sidecar, with real subprocesses.
+
+Every wait is bounded (``asyncio.wait_for`` or a polling deadline) and every
+test is under a pytest-timeout; the ``run`` fixture SIGKILLs, at teardown, any
+task group a failing test left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from worker.reaper import Reaper
+from worker.runner import Result, RunningTask, TaskSpec, exit_status_of, signal_name, start
+
+pytestmark = pytest.mark.timeout(30)
+
+ROOT = Path(__file__).resolve().parents[2]
+WAIT_S = 10.0  # bound on any single wait for a result
+
+
+def spec(
+    command: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: str | None = None,
+    grace_s: float = 5.0,
+    gpus: Sequence[int] = (),
+    extra_env: Mapping[str, str] | None = None,
+) -> TaskSpec:
+    return TaskSpec(
+        task_id="t-1",
+        attempt=2,
+        command=command,
+        env=env,
+        cwd=cwd,
+        max_termination_time_s=grace_s,
+        gpus=gpus,
+        extra_env=extra_env or {},
+    )
+
+
+def running_in_group(pgid: int) -> list[psutil.Process]:
+    """Processes of group ``pgid`` that still run (zombies are dead, only unreaped)."""
+    found = []
+    for proc in psutil.process_iter(["status"]):
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.info["status"] != psutil.STATUS_ZOMBIE:
+                found.append(proc)
+        except (ProcessLookupError, psutil.Error):
+            continue
+    return found
+
+
+def wait_until(condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        time.sleep(0.02)
+
+
+async def wait_until_async(
+    condition: Callable[[], bool], *, timeout_s: float, what: str
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+Run = Callable[..., Awaitable[RunningTask]]
+
+
+@pytest.fixture
+async def run() -> AsyncIterator[Run]:
+    """``await run(spec, **start_kwargs)``; leftovers are killed at teardown."""
+    started: list[RunningTask] = []
+
+    async def _run(task_spec: TaskSpec, **kwargs: Any) -> RunningTask:
+        task = await start(task_spec, **kwargs)
+        started.append(task)
+        return task
+
+    yield _run
+    for task in started:
+        if not task.done:
+            task.kill()
+            await asyncio.wait_for(task.wait(), WAIT_S)
+
+
+async def result_of(task: RunningTask) -> Result:
+    return await asyncio.wait_for(task.wait(), WAIT_S)
+
+
+# --- exit statuses ----------------------------------------------------------------
+
+
+async def test_success(run: Run) -> None:
+    result = await result_of(await run(spec("true")))
+    assert (result.exit_status, result.exit_code, result.error) == ("success", 0, None)
+    assert set(result.usage) == {"peak_rss_bytes", "cpu_user_s", "cpu_system_s", "wall_s"}
+    assert 0 < result.usage["wall_s"] < WAIT_S
+
+
+async def test_non_zero_exit_code(run: Run) -> None:
+    result = await result_of(await run(spec("exit 3")))
+    assert (result.exit_status, result.exit_code) == ("failure", 3)
+
+
+async def test_killed_by_a_signal(run: Run) -> None:
+    result = await result_of(await run(spec("kill -SEGV $$")))
+    assert (result.exit_status, result.exit_code) == ("failure (SIGSEGV)", None)
+
+
+async def test_kill_is_an_immediate_sigkill_of_the_group(run: Run) -> None:
+    task = await run(spec("sleep 1000 & sleep 1000"))
+    task.kill()
+    result = await result_of(task)
+    assert result.exit_status == "failure (SIGKILL)"
+    assert task.pgid is not None and running_in_group(task.pgid) == []
+
+
+def test_exit_status_strings() -> None:
+    assert exit_status_of(0) == ("success", 0)
+    assert exit_status_of(2 << 8) == ("failure", 2)
+    assert exit_status_of(signal.SIGKILL) == ("failure (SIGKILL)", None)
+    assert signal_name(signal.SIGRTMIN + 3) == "SIGRTMIN+3"
+
+
+async def test_command_that_cannot_start_is_a_failure_result(run: Run, tmp_path: Path) -> None:
+    missing = tmp_path / "no such dir"
+    task = await run(spec("true", cwd=str(missing)))
+    result = await result_of(task)
+    assert (result.exit_status, result.exit_code) == ("failure", None)
+    assert result.error is not None and str(missing) in result.error
+    assert task.pid is None
+    await task.terminate()  # harmless on a task that never ran
+    task.kill()
+    assert task.sample().rss_bytes == 0
+
+
+async def test_unknown_command_is_the_shells_exit_127(run: Run) -> None:
+    result = await result_of(await run(spec("no-such-command-banyan")))
+    assert (result.exit_status, result.exit_code, result.error) == ("failure", 127, None)
+
+
+# --- output -----------------------------------------------------------------------
+
+
+async def test_stdout_and_stderr_are_captured_apart_and_streamed(run: Run) -> None:
+    chunks: list[tuple[str, bytes]] = []
+    task = await run(
+        spec("printf 'to out'; printf 'to err' >&2; printf ' again'"),
+        on_output=lambda stream, chunk: chunks.append((stream, chunk)),
+    )
+    assert (await result_of(task)).exit_status == "success"
+    assert task.tail("stdout") == b"to out again"
+    assert task.tail("stderr") == b"to err"
+    assert b"".join(c for s, c in chunks if s == "stdout") == b"to out again"
+    assert b"".join(c for s, c in chunks if s == "stderr") == b"to err"
+    assert task.dropped_bytes("stdout") == task.dropped_bytes("stderr") == 0
+
+
+async def test_output_arrives_while_the_command_runs(run: Run) -> None:
+    seen = asyncio.Event()
+    task = await run(
+        spec("echo first; sleep 1000"), on_output=lambda stream, chunk: seen.set()
+    )
+    await asyncio.wait_for(seen.wait(), WAIT_S)
+    assert task.tail("stdout") == b"first\n" and not task.done
+
+
+async def test_log_tail_is_bounded_and_keeps_the_end(run: Run) -> None:
+    streamed = [0]
+    total = 3_000_000
+    task = await run(
+        spec(f"head -c {total} /dev/zero; printf THE-END; printf E >&2"),
+        max_log_bytes=1000,
+        on_output=lambda stream, chunk: streamed.__setitem__(0, streamed[0] + len(chunk)),
+    )
+    assert (await result_of(task)).exit_status == "success"
+    tail = task.tail("stdout")
+    assert len(tail) == 1000 and tail.endswith(b"\0THE-END")
+    assert task.dropped_bytes("stdout") == total + len("THE-END") - 1000
+    assert (task.tail("stderr"), task.dropped_bytes("stderr")) == (b"E", 0)
+    assert streamed[0] == total + len("THE-END") + 1  # the callback saw everything
+
+
+async def test_a_failing_output_callback_does_not_stop_the_capture(
+    run: Run, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(stream: str, chunk: bytes) -> None:
+        raise RuntimeError("consumer bug")
+
+    task = await run(spec("echo hello"), on_output=broken)
+    assert (await result_of(task)).exit_status == "success"
+    assert task.tail("stdout") == b"hello\n"
+    assert "on_output failed" in caplog.text
+
+
+async def test_a_background_child_does_not_outlive_the_shell(run: Run) -> None:
+    # It holds stdout open: without killing the rest of the group the result
+    # would wait for it (or it would linger as an orphan).
+    task = await run(spec("sleep 1000 & echo $!"))
+    result = await result_of(task)
+    assert result.exit_status == "success"
+    child_pid = int(task.tail("stdout"))
+    assert not psutil.pid_exists(child_pid) or (
+        psutil.Process(child_pid).status() == psutil.STATUS_ZOMBIE
+    )
+
+
+# --- environment --------------------------------------------------------------------
+
+
+async def test_env_cwd_gpus_and_banyan_variables(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BANYAN_TEST_INHERITED", "from-worker")
+    monkeypatch.setenv("BANYAN_TEST_OVERRIDDEN", "from-worker")
+    command = (
+        'printf "%s\\n" "$BANYAN_TEST_INHERITED" "$BANYAN_TEST_OVERRIDDEN" "$FOO" "$(pwd)" '
+        '"$BANYAN_TASK_ID" "$BANYAN_ATTEMPT" "$CUDA_VISIBLE_DEVICES" "$BANYAN_PROGRESS_URL"'
+    )
+    task = await run(
+        spec(
+            command,
+            env={"FOO": "bar baz", "BANYAN_TEST_OVERRIDDEN": "from-task"},
+            cwd=str(tmp_path),
+            gpus=(0, 2),
+            extra_env={"BANYAN_PROGRESS_URL": "http://127.0.0.1:1/progress"},
+        )
+    )
+    assert (await result_of(task)).exit_status == "success"
+    assert task.tail("stdout").decode().splitlines() == [
+        "from-worker",
+        "from-task",
+        "bar baz",
+        str(tmp_path),
+        "t-1",
+        "2",
+        "0,2",
+        "http://127.0.0.1:1/progress",
+    ]
+
+
+async def test_no_gpus_leaves_cuda_visible_devices_alone(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    task = await run(spec('printf "%s" "${CUDA_VISIBLE_DEVICES-unset}"'))
+    assert (await result_of(task)).exit_status == "success"
+    assert task.tail("stdout") == b"unset"
+
+
+async def test_stdin_is_dev_null(run: Run) -> None:
+    task = await run(spec("cat; echo done"))
+    assert (await result_of(task)).exit_status == "success"
+    assert task.tail("stdout") == b"done\n"
+
+
+async def test_the_command_has_its_own_process_group_and_session(run: Run) -> None:
+    task = await run(spec("sleep 1000"))
+    assert task.pid is not None and task.pgid == task.pid
+    assert os.getpgid(task.pid) == task.pid != os.getpgrp()
+    assert os.getsid(task.pid) == task.pid
+    await task.terminate(0.5)
+
+
+# --- termination --------------------------------------------------------------------
+
+
+async def assert_terminated_within(task: RunningTask, grace_s: float) -> float:
+    assert task.pgid is not None
+    started = time.monotonic()
+    await asyncio.wait_for(task.terminate(grace_s), grace_s + 1.0)
+    elapsed_s = time.monotonic() - started
+    assert running_in_group(task.pgid) == []  # gone when terminate() returns
+    assert (await result_of(task)).exit_status == "cancelled"
+    return elapsed_s
+
+
+async def test_terminate_sleep(run: Run) -> None:
+    task = await run(spec("sleep 1000"))
+    assert await assert_terminated_within(task, 5.0) < 1.0  # SIGTERM suffices
+
+
+async def test_terminate_a_shell_with_background_children(run: Run) -> None:
+    task = await run(spec("sleep 1000 & sleep 1000 & wait"))
+    assert task.pgid is not None
+    await wait_until_async(
+        lambda: len(running_in_group(task.pgid or 0)) == 3, timeout_s=5, what="3 processes"
+    )
+    assert await assert_terminated_within(task, 5.0) < 1.0
+
+
+async def test_a_command_ignoring_sigterm_is_killed_after_the_grace(run: Run) -> None:
+    task = await run(spec("trap '' TERM; sleep 1000 & sleep 1000"))
+    await wait_until_async(
+        lambda: len(running_in_group(task.pgid or 0)) >= 2, timeout_s=5, what="2 processes"
+    )
+    assert await assert_terminated_within(task, 0.5) >= 0.5
+
+
+async def test_terminate_uses_max_termination_time_by_default(run: Run) -> None:
+    task = await run(spec("trap '' TERM; sleep 1000", grace_s=0.3))
+    await wait_until_async(  # SIGTERM before the trap is set would just work
+        lambda: any(p.name() == "sleep" for p in running_in_group(task.pgid or 0)),
+        timeout_s=5,
+        what="sleep running",
+    )
+    started = time.monotonic()
+    await asyncio.wait_for(task.terminate(), 2.0)
+    assert time.monotonic() - started >= 0.3
+    assert (await result_of(task)).exit_status == "cancelled"
+
+
+async def test_concurrent_terminates_share_one_termination(run: Run) -> None:
+    task = await run(spec("sleep 1000"))
+    await asyncio.wait_for(asyncio.gather(task.terminate(1), task.terminate(1)), 3.0)
+    assert (await result_of(task)).exit_status == "cancelled"
+
+
+async def test_terminate_after_the_end_changes_nothing(run: Run) -> None:
+    task = await run(spec("exit 4"))
+    await result_of(task)
+    await task.terminate(1)
+    assert (await result_of(task)).exit_status == "failure"
+
+
+# --- usage --------------------------------------------------------------------------
+
+
+async def test_sample_and_peak_rss_of_a_50_mb_process(run: Run) -> None:
+    task = await run(
+        spec(
+            f'{sys.executable} -c "x = bytearray(50_000_000); import time; time.sleep(2)"'
+            " & wait"  # the shell stays the parent: the tree is two processes
+        )
+    )
+    samples = []
+
+    def big_enough() -> bool:
+        samples.append(task.sample())
+        return samples[-1].rss_bytes >= 40_000_000
+
+    await wait_until_async(big_enough, timeout_s=5, what="sampled RSS >= 40 MB")
+    assert samples[-1].process_count == 2 and samples[-1].time > time.time() - 5
+    result = await result_of(task)
+    assert result.exit_status == "success"
+    assert result.usage["peak_rss_bytes"] >= 40_000_000
+    assert result.usage["cpu_user_s"] + result.usage["cpu_system_s"] > 0
+    assert task.sample().rss_bytes == 0  # ended
+
+
+async def test_cpu_percent_of_a_busy_tree(run: Run) -> None:
+    task = await run(spec(f'{sys.executable} -c "while True: pass" & wait'))
+    task.sample()
+    await asyncio.sleep(0.5)  # the measuring interval itself, not a wait for a condition
+    busy = task.sample()
+    # A loaded shared machine may give the loop well under one core.
+    assert 10 < busy.cpu_percent < 250
+    await task.terminate(1)
+
+
+# --- the reaper ---------------------------------------------------------------------
+
+WORKER_LIKE = textwrap.dedent(
+    """
+    import asyncio, sys
+    from worker.reaper import Reaper
+    from worker.runner import TaskSpec, start
+
+    async def main():
+        reaper = Reaper.start()
+        spec = TaskSpec(task_id="r", attempt=1, command="sleep 1000 & sleep 1000",
+                        env=None, cwd=None, max_termination_time_s=1.0)
+        task = await start(spec, reaper=reaper)
+        print(task.pgid, reaper.pid, flush=True)
+        if sys.argv[1] == "exit":
+            return  # a normal exit without closing anything
+        await asyncio.sleep(1000)
+
+    asyncio.run(main())
+    """
+)
+
+
+def start_worker_like(mode: str) -> tuple[subprocess.Popen[str], int, int]:
+    worker = subprocess.Popen(
+        [sys.executable, "-c", WORKER_LIKE, mode], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    assert worker.stdout is not None
+    pgid, reaper_pid = (int(n) for n in worker.stdout.readline().split())
+    worker.stdout.close()
+    return worker, pgid, reaper_pid
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.parametrize("mode", ["sigkill", "exit"])
+def test_the_reaper_kills_the_tasks_of_a_dead_worker(mode: str) -> None:
+    worker, pgid, reaper_pid = start_worker_like(mode)
+    try:
+        if mode == "sigkill":
+            assert len(running_in_group(pgid)) >= 2
+            worker.send_signal(signal.SIGKILL)
+        worker.wait(timeout=WAIT_S)
+        wait_until(lambda: running_in_group(pgid) == [], timeout_s=5, what="task group gone")
+        wait_until(lambda: gone(reaper_pid), timeout_s=5, what="reaper exited")
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        for proc in running_in_group(pgid):  # only if the reaper failed: ours to end
+            proc.kill()
+
+
+async def test_the_runner_registers_and_unregisters_with_the_reaper(run: Run) -> None:
+    with Reaper.start() as reaper:
+        assert reaper.alive
+        task = await run(spec("sleep 1000"), reaper=reaper)
+        assert reaper.registered == {task.pgid}
+        await task.terminate(1)
+        assert reaper.registered == frozenset()
+        result = await result_of(await run(spec("true"), reaper=reaper))
+        assert result.exit_status == "success" and reaper.registered == frozenset()
+    assert not reaper.alive
+
+
+async def test_closing_the_reaper_kills_what_is_still_registered(run: Run) -> None:
+    reaper = Reaper.start()
+    task = await run(spec("sleep 1000"), reaper=reaper)
+    reaper.close()
+    result = await result_of(task)
+    assert result.exit_status == "failure (SIGKILL)"
+    assert not reaper.alive

@@ -1,0 +1,410 @@
+"""The worker agent: one websocket to the server's gateway, a heartbeat,
+claims sized to what is free, a runner per attempt, and reports.
+
+Main loop + named side tasks: ``run()`` connects (and reconnects) until told
+to stop; each connection has a reader and a heartbeat task. A signal only
+sets the stop flag. While the server is unreachable the tasks keep running
+and their end reports wait in memory (the task cache); past
+``server_timeout_s`` the agent assumes its attempts were abandoned, kills them
+and drops the cache.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from banyan import protocol as p
+from banyan.constants import HEARTBEAT_INTERVAL_S, SERVER_TIMEOUT_S
+from banyan.discovery import Connection
+from banyan.resources import Resources
+from banyan.tokens import basic_auth_header
+from worker import runner
+from worker.progress import ENV_SOCKET, ProgressListener
+from worker.reaper import Reaper
+
+log = logging.getLogger(__name__)
+STOPPED = "abandoned (worker stopped)"  # follows the retry rule, like a lost worker
+RECONNECT_MAX_S = 2.0
+OUTPUT_FLUSH_S = 0.1
+
+
+@dataclass
+class WorkerConfig:
+    connection: Connection
+    name: str
+    capacity: Resources
+    gpu_indices: list[int] = field(default_factory=list)
+    queues: list[str] = field(default_factory=lambda: ["default"])
+    drain: bool = False
+    usage_interval_s: float = 2.0
+    max_log_bytes: int = 1 << 20
+    claim_limit: int = 32
+    burst: bool = False  # exit once nothing is left to claim or run (tests, batch use)
+
+
+@dataclass
+class Job:
+    attempt: p.AssignedAttempt
+    request: Resources
+    gpus: list[int]
+    task: runner.RunningTask | None = None
+    cancelled: bool = False  # the server asked to stop it
+    stopped: bool = False  # the worker is shutting down without draining
+    output: dict[str, bytearray] = field(
+        default_factory=lambda: {"stdout": bytearray(), "stderr": bytearray()}
+    )
+    flush_scheduled: bool = False
+
+
+class Agent:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.jobs: dict[str, Job] = {}
+        self.unreported: dict[str, p.Finished] = {}
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._send_lock = asyncio.Lock()
+        self._stopping = asyncio.Event()
+        self._claiming = False
+        self._claim_again = False
+        self._heartbeat_s = HEARTBEAT_INTERVAL_S
+        self._server_timeout_s = SERVER_TIMEOUT_S
+        self._unreachable_since: float | None = None
+        self._reaper: Reaper | None = None
+        self._progress = ProgressListener(self._on_progress)
+        self._background: set[asyncio.Task[Any]] = set()
+        self._free_gpus = list(config.gpu_indices)
+        self.ran = 0  # attempts finished, for tests and logs
+        self._queue_empty = False  # the last claim found nothing (for burst mode)
+
+    # --- lifetime --------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """From a signal handler: stop claiming, then drain or stop the tasks."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        log.info("stopping (%s)", "draining" if self.config.drain else "stopping tasks")
+        self._spawn(self._heartbeat_once())
+        self._spawn(self._maybe_leave())
+        if not self.config.drain:
+            for job in list(self.jobs.values()):
+                job.stopped = True
+                self._spawn(self._terminate(job))
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        self._reaper = Reaper.start()
+        await self._progress.start()
+        headers = {"Authorization": basic_auth_header(self.config.connection.token)}
+        url = self.config.connection.ws_base + "/workers/connect"
+        try:
+            async with aiohttp.ClientSession(headers=headers) as http:
+                while not self._finished():
+                    try:
+                        async with http.ws_connect(
+                            url, heartbeat=self._heartbeat_s, max_msg_size=p.MAX_FRAME_BYTES
+                        ) as ws:
+                            self._ws = ws
+                            await self._session(ws)
+                    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                        log.warning("cannot reach %s: %s", url, exc)
+                    finally:
+                        self._ws = None
+                    if self._finished():
+                        break
+                    self._note_unreachable()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), RECONNECT_MAX_S)
+                        if self._unreachable_since is not None and not self.jobs:
+                            break  # stopping, and nothing is left to run
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            for job in self.jobs.values():
+                if job.task is not None:
+                    job.task.kill()
+            await self._progress.stop()
+            if self._reaper is not None:
+                self._reaper.close()
+        return 0
+
+    def _finished(self) -> bool:
+        idle = not self.jobs and not self.unreported
+        return idle and (self._stopping.is_set() or (self.config.burst and self._queue_empty))
+
+    def _note_unreachable(self) -> None:
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        elif now - self._unreachable_since > self._server_timeout_s:
+            log.error("server unreachable for %.0f s: stopping every task", self._server_timeout_s)
+            for job in list(self.jobs.values()):
+                job.stopped = True
+                if job.task is not None:
+                    job.task.kill()
+            self.unreported.clear()
+            self.jobs.clear()
+            self._free_gpus = list(self.config.gpu_indices)
+
+    # --- one connection --------------------------------------------------------
+
+    async def _session(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        hello = p.Hello(
+            name=self.config.name,
+            capacity=self.config.capacity,
+            queues=self.config.queues,
+            running=[
+                p.Held(task=t, execution_key=j.attempt.execution_key) for t, j in self.jobs.items()
+            ],
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+        await ws.send_str(p.encode(hello))
+        first = await ws.receive(timeout=30)
+        if first.type != aiohttp.WSMsgType.TEXT:
+            log.warning("gateway closed the connection: %s %s", ws.close_code, first.extra)
+            return
+        welcome = p.decode_server_frame(first.data)
+        if not isinstance(welcome, p.Welcome):
+            return
+        self._unreachable_since = None
+        self._heartbeat_s = welcome.heartbeat_interval_s
+        self._server_timeout_s = welcome.server_timeout_s
+        for task_id in welcome.dropped:  # the server no longer counts these as ours
+            job = self.jobs.get(task_id)
+            if job is not None and job.task is not None:
+                job.stopped = True
+                job.task.kill()
+        for report in list(self.unreported.values()):
+            await self._send(report)
+        heartbeat = asyncio.create_task(self._heartbeats(), name="heartbeat")
+        try:
+            self._claiming = False
+            await self._claim()
+            if self._stopping.is_set() and self._finished():
+                await self._send(p.Bye())
+                return
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.TEXT:
+                    break
+                await self._handle(p.decode_server_frame(msg.data))
+                if await self._maybe_leave():
+                    break
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+
+    async def _send(self, frame: Any) -> bool:
+        ws = self._ws
+        if ws is None or ws.closed:
+            return False
+        async with self._send_lock:
+            try:
+                await ws.send_str(p.encode(frame))
+            except (ConnectionResetError, RuntimeError, aiohttp.ClientError):
+                return False
+        return True
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self._heartbeat_s)
+            await self._heartbeat_once()
+
+    async def _heartbeat_once(self) -> None:
+        await self._send(p.Heartbeat(draining=self._stopping.is_set()))
+
+    async def _handle(self, frame: Any) -> None:
+        if isinstance(frame, p.Assigned):
+            self._queue_empty = not frame.attempts and not self.jobs
+            for attempt in frame.attempts:
+                await self._start(attempt)
+            self._claiming = False
+            if self._claim_again:
+                self._claim_again = False
+                await self._claim()
+        elif isinstance(frame, p.WorkAvailable):
+            self._queue_empty = False
+            await self._claim()
+        elif isinstance(frame, p.Cancel):
+            job = self.jobs.get(frame.task)
+            if job is not None and job.attempt.execution_key == frame.execution_key:
+                job.cancelled = True
+                self._spawn(self._terminate(job))
+        elif isinstance(frame, p.Accepted):
+            self.unreported.pop(frame.task, None)
+        elif isinstance(frame, p.Refused):
+            log.warning("server refused a report on %s: %s", frame.task, frame.message)
+            self.unreported.pop(frame.task, None)
+            job = self.jobs.get(frame.task)
+            if job is not None and frame.code == 409 and job.task is not None:
+                job.stopped = True  # superseded: the server gave this task to someone else
+                job.task.kill()
+
+    # --- claims and jobs -------------------------------------------------------
+
+    def free(self) -> Resources:
+        total = self.config.capacity
+        data: dict[str, Any] = {
+            "cores": total.cores,
+            "memory": total.memory,
+            "gpus": len(self._free_gpus),
+            **total.custom,
+        }
+        for job in self.jobs.values():
+            data["cores"] -= job.request.cores
+            data["memory"] -= job.request.memory
+            for key, amount in job.request.custom.items():
+                data[key] = data.get(key, 0) - amount
+        data = {k: max(0, v) for k, v in data.items()}
+        return Resources.model_validate(data)
+
+    async def _claim(self) -> None:
+        if self._stopping.is_set():
+            return
+        if self._claiming:
+            self._claim_again = True
+            return
+        free = self.free()
+        if free.cores <= 1e-9 and self.jobs:  # full: the next finished job claims again
+            return
+        self._claiming = True
+        if not await self._send(p.Claim(free=free, limit=self.config.claim_limit)):
+            self._claiming = False
+
+    async def _start(self, attempt: p.AssignedAttempt) -> None:
+        request = Resources.model_validate(attempt.requested_resources)
+        gpus = self._free_gpus[: request.gpu_count]
+        del self._free_gpus[: request.gpu_count]
+        job = Job(attempt=attempt, request=request, gpus=gpus)
+        self.jobs[attempt.task] = job
+        spec = runner.TaskSpec(
+            task_id=attempt.task,
+            attempt=attempt.attempt,
+            command=attempt.command or "true",
+            env=attempt.env,
+            cwd=attempt.cwd,
+            max_termination_time_s=attempt.max_termination_time,
+            gpus=gpus,
+            extra_env={ENV_SOCKET: str(self._progress.path)},
+        )
+        job.task = await runner.start(
+            spec,
+            on_output=lambda stream, chunk: self._on_output(job, stream, chunk),
+            max_log_bytes=self.config.max_log_bytes,
+            reaper=self._reaper,
+        )
+        self._spawn(self._follow(job))
+
+    async def _follow(self, job: Job) -> None:
+        assert job.task is not None
+        waiter = asyncio.ensure_future(job.task.wait())
+        while True:
+            done, _ = await asyncio.wait({waiter}, timeout=self.config.usage_interval_s)
+            if done:
+                break
+            sample = job.task.sample()
+            await self._send(
+                p.Usage(
+                    task=job.attempt.task,
+                    execution_key=job.attempt.execution_key,
+                    time=sample.time,
+                    resident_memory_bytes=sample.rss_bytes,
+                    cpu_percent=sample.cpu_percent,
+                )
+            )
+        result = waiter.result()
+        await self._flush(job)
+        status = result.exit_status
+        if job.stopped:
+            status = STOPPED
+        elif job.cancelled:
+            status = "cancelled"
+        usage: dict[str, Any] = dict(result.usage)
+        if result.error:
+            usage["error"] = result.error
+        report = p.Finished(
+            task=job.attempt.task,
+            execution_key=job.attempt.execution_key,
+            exit_status=status,
+            exit_code=result.exit_code,
+            usage=usage,
+        )
+        self.jobs.pop(job.attempt.task, None)
+        self._free_gpus.extend(job.gpus)
+        self.ran += 1
+        if self._unreachable_since is None or not job.stopped:
+            self.unreported[job.attempt.task] = report
+            await self._send(report)
+        if not await self._maybe_leave():
+            await self._claim()
+
+    async def _maybe_leave(self) -> bool:
+        """Say bye and close once there is nothing left to run or report."""
+        ws = self._ws
+        if not self._finished() or ws is None:
+            return False
+        await self._send(p.Bye())
+        await ws.close()
+        return True
+
+    async def _terminate(self, job: Job) -> None:
+        if job.task is not None:
+            await job.task.terminate(job.attempt.max_termination_time)
+
+    # --- output and progress ---------------------------------------------------
+
+    def _on_output(self, job: Job, stream: str, chunk: bytes) -> None:
+        job.output[stream] += chunk
+        if not job.flush_scheduled:
+            job.flush_scheduled = True
+            asyncio.get_running_loop().call_later(
+                OUTPUT_FLUSH_S, lambda: self._spawn(self._flush(job))
+            )
+
+    async def _flush(self, job: Job) -> None:
+        job.flush_scheduled = False
+        for stream, buffer in job.output.items():
+            assert stream in ("stdout", "stderr")
+            if buffer:
+                data = bytes(buffer[-self.config.max_log_bytes :])
+                buffer.clear()
+                await self._send(
+                    p.Output(
+                        task=job.attempt.task,
+                        execution_key=job.attempt.execution_key,
+                        stream=stream,
+                        data=data.decode("utf-8", "replace"),
+                    )
+                )
+
+    def _on_progress(self, task_id: str, percent: float | None, message: str | None) -> None:
+        job = self.jobs.get(task_id)
+        if job is not None:
+            self._spawn(
+                self._send(
+                    p.Progress(
+                        task=task_id,
+                        execution_key=job.attempt.execution_key,
+                        percent=percent,
+                        message=message,
+                    )
+                )
+            )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
