@@ -1,16 +1,69 @@
-"""`banyan`: command-line entry point (the full CLI arrives with its own issue)."""
+"""``banyan``: the command line for people and scripts.
+
+This version has ``banyan progress`` (used from inside a running task); the
+rest of the CLI (submit, ls, show, cancel, wait, logs, workers, stats)
+arrives with its own issue.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import socket
 import sys
 from collections.abc import Sequence
 
+from banyan.constants import PROGRESS_SOCKET_ENV
+
+EPILOG = """\
+examples (inside a task started by banyan-worker):
+  banyan progress 40 "loading data"
+  banyan progress 100
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="banyan",
+        description="Submit, watch and cancel Banyan tasks.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{progress}")
+    progress = sub.add_parser("progress", help="report the running task's progress (inside a task)")
+    progress.add_argument("percent", type=float, help="0 to 100")
+    progress.add_argument("message", nargs="?", help="what the task is doing")
+    return parser
+
+
+def report_progress(percent: float, message: str | None) -> None:
+    """Send one progress line to the worker that runs this task."""
+    path = os.environ.get(PROGRESS_SOCKET_ENV)
+    task = os.environ.get("BANYAN_TASK_ID")
+    if not path or not task:
+        raise RuntimeError("not inside a Banyan task (BANYAN_PROGRESS_SOCKET is not set)")
+    if not 0 <= percent <= 100:
+        raise ValueError(f"percent must be between 0 and 100, got {percent:g}")
+    line = json.dumps({"task": task, "percent": percent, "message": message}) + "\n"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(line.encode())
+        answer = sock.recv(64)
+    if answer.strip() != b"ok":
+        raise RuntimeError("the worker did not accept the progress report")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="banyan", description="Submit, watch and cancel Banyan tasks."
-    )
-    parser.parse_args(argv)
-    print("banyan: not available in this version yet (see CHANGELOG.md)", file=sys.stderr)
-    return 2
+    args = build_parser().parse_args(argv)
+    try:
+        report_progress(args.percent, args.message)
+    except (RuntimeError, ValueError, OSError) as exc:
+        print(f"banyan progress: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

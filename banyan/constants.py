@@ -46,3 +46,4 @@ SQLITE_BUSY_TIMEOUT_MS: Final = 10_000
 TOKEN_PREFIX: Final = "byn_"
 LOCAL_ADMIN_TOKEN_NAME: Final = "local-admin"
 CLIENT_FILE_NAME: Final = "client.json"
+PROGRESS_SOCKET_ENV: Final = "BANYAN_PROGRESS_SOCKET"  # set by the worker for each task

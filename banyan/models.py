@@ -157,3 +157,17 @@ class MemoryUsage(BaseModel):
 
 def _dedupe(ids: list[str]) -> list[str]:
     return list(dict.fromkeys(i.lower() for i in ids))
+
+
+class ExecutionUpdate(BaseModel):
+    """``POST /tasks/{id}/update_execution_data``: a worker's report on its attempt
+    over REST (the gateway websocket carries the same reports)."""
+
+    model_config = _STRICT
+
+    execution_key: Annotated[str, StringConstraints(min_length=8, max_length=128)]
+    percent: Annotated[float, Field(ge=0, le=100)] | None = None
+    message: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    exit_status: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    exit_code: int | None = None
+    usage: dict[str, Any] | None = None

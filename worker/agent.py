@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,14 @@ log = logging.getLogger(__name__)
 STOPPED = "abandoned (worker stopped)"  # follows the retry rule, like a lost worker
 RECONNECT_MAX_S = 2.0
 OUTPUT_FLUSH_S = 0.1
+
+
+def _path_with_banyan() -> str:
+    """$PATH with this installation's bin directory appended, so ``banyan
+    progress`` works inside tasks even when Banyan lives in a virtualenv."""
+    path = os.environ.get("PATH", os.defpath)
+    here = os.path.dirname(sys.executable)
+    return path if here in path.split(os.pathsep) else f"{path}{os.pathsep}{here}"
 
 
 @dataclass
@@ -83,6 +92,7 @@ class Agent:
         self._progress = ProgressListener(self._on_progress)
         self._background: set[asyncio.Task[Any]] = set()
         self._free_gpus = list(config.gpu_indices)
+        self._task_env = {ENV_SOCKET: str(self._progress.path), "PATH": _path_with_banyan()}
         self.ran = 0  # attempts finished, for tests and logs
         self._queue_empty = False  # the last claim found nothing (for burst mode)
 
@@ -298,7 +308,7 @@ class Agent:
             cwd=attempt.cwd,
             max_termination_time_s=attempt.max_termination_time,
             gpus=gpus,
-            extra_env={ENV_SOCKET: str(self._progress.path)},
+            extra_env=self._task_env,
         )
         job.task = await runner.start(
             spec,

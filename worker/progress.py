@@ -14,8 +14,10 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from banyan.constants import PROGRESS_SOCKET_ENV
+
 log = logging.getLogger(__name__)
-ENV_SOCKET = "BANYAN_PROGRESS_SOCKET"
+ENV_SOCKET = PROGRESS_SOCKET_ENV
 MAX_LINE_BYTES = 4096
 
 Report = Callable[[str, float | None, str | None], None]

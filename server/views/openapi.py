@@ -10,7 +10,14 @@ from aiohttp import web
 from pydantic import TypeAdapter
 from pydantic.json_schema import models_json_schema
 
-from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
+from banyan.models import (
+    BulkPatchItem,
+    ContinuationEdit,
+    ExecutionUpdate,
+    MemoryUsage,
+    TaskCreate,
+    TaskPatch,
+)
 from server.auth import ANY_ROLE, require
 from server.views.common import json_response
 
@@ -95,7 +102,14 @@ def document() -> dict[str, Any]:
     _, defs = models_json_schema(
         [
             (m, "validation")
-            for m in (TaskCreate, TaskPatch, BulkPatchItem, ContinuationEdit, MemoryUsage)
+            for m in (
+                TaskCreate,
+                TaskPatch,
+                BulkPatchItem,
+                ContinuationEdit,
+                MemoryUsage,
+                ExecutionUpdate,
+            )
         ],
         ref_template=_REF,
     )
@@ -226,6 +240,64 @@ def document() -> dict[str, Any]:
                 "parameters": _QUERY_PARAMS,
                 "responses": _responses(200, _collection({"type": "object"}), 400),
             },
+        },
+        "/tasks/{task_id}/logs": {
+            "parameters": [_TASK_ID],
+            "get": {
+                "summary": "Captured stdout/stderr of an attempt (default: the current one)",
+                "parameters": [
+                    {"name": "stream", "in": "query", "schema": {"enum": ["stdout", "stderr"]}},
+                    {"name": "tail", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "attempt", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                ],
+                "responses": _responses(200, {"type": "object"}, 400, 404),
+            },
+        },
+        "/tasks/{task_id}/update_execution_data": {
+            "parameters": [_TASK_ID],
+            "post": {
+                "summary": "A worker's report on its attempt (needs the execution_key)",
+                "requestBody": {
+                    "required": True,
+                    "content": _json({"$ref": _REF.format(model="ExecutionUpdate")}),
+                },
+                "responses": _responses(200, task, 400, 404, 409, 413, 422, 503, 507),
+            },
+        },
+        "/workers": {
+            "post": {
+                "summary": "Register a worker: returns its worker token",
+                "requestBody": {
+                    "required": True,
+                    "content": _json(
+                        {
+                            "type": "object",
+                            "required": ["name"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "name": {"type": "string", "minLength": 1, "maxLength": 128}
+                            },
+                        }
+                    ),
+                },
+                "responses": _responses(201, {"type": "object"}, 400, 409, 413, 422),
+            },
+            "get": {
+                "summary": "Workers: state, capacity, free, running attempts, heartbeat",
+                "responses": _responses(200, {"type": "object"}),
+            },
+        },
+        "/workers/connect": {
+            "get": {
+                "summary": "The worker gateway (websocket; see the README's worker protocol)",
+                "responses": _responses(101, {"type": "object"}, 400),
+            }
+        },
+        "/workers/{name}": {
+            "parameters": [
+                {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+            ],
+            "get": {"summary": "One worker", "responses": _responses(200, {"type": "object"}, 404)},
         },
         "/health": {
             "get": {

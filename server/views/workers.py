@@ -11,9 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from banyan.dates import format_date
 from banyan.errors import BadRequest, NotFound
+from banyan.models import ExecutionUpdate
 from banyan.resources import Resources
 from banyan.tokens import Role
-from server.auth import ANY_ROLE, PROVIDERS, require
+from server import render
+from server.auth import ANY_ROLE, PROVIDERS, WORKERS, require
 from server.keys import GATEWAY, STORE
 from server.views.common import (
     body,
@@ -34,6 +36,7 @@ class WorkerRegistration(BaseModel):
 
 
 _REGISTRATION = TypeAdapter(WorkerRegistration)
+_EXECUTION = TypeAdapter(ExecutionUpdate)
 routes = web.RouteTableDef()
 
 
@@ -139,6 +142,31 @@ async def logs(request: web.Request) -> web.Response:
                 lines = out[name].splitlines(keepends=True)
                 out[name] = "".join(lines[-tail:]) if tail else ""
     return json_response(out)
+
+
+@routes.post("/tasks/{task_id}/update_execution_data")
+async def update_execution_data(request: web.Request) -> web.Response:
+    caller = await require(request, WORKERS)
+    the_id = task_id(request)
+    data = await body(request)
+    if body_kind(data) != "object":
+        raise BadRequest("the body must be a JSON object")
+    update = validate(_EXECUTION, data, what="execution update")
+    store = request.app[STORE]
+    if update.percent is not None or update.message is not None:
+        progress = update.model_dump(include={"percent", "message"}, exclude_none=True)
+        await store.report_progress(the_id, update.execution_key, progress, caller)
+    if update.exit_status is not None:
+        await store.finish(
+            the_id,
+            update.execution_key,
+            exit_status=update.exit_status,
+            exit_code=update.exit_code,
+            usage=update.usage,
+            caller=caller,
+        )
+    doc = await store.get_task(the_id)
+    return json_response({**render.task(doc, settings(request).date_format), "_status": "OK"})
 
 
 def _int_arg(request: web.Request, name: str, *, minimum: int) -> int | None:
