@@ -109,6 +109,15 @@ class Settings(BaseSettings):
         ge=0,
         description="how long a checked token is trusted before it is looked up again",
     )
+    event_retention: int = Field(
+        1_000_000, ge=1000, description="events kept for `GET /events?since=` replays"
+    )
+    event_buffer: int = Field(
+        100_000, ge=1000, description="recent events kept in memory for feed subscribers"
+    )
+    event_send_timeout_s: float = Field(
+        10.0, gt=0, description="a feed subscriber that takes no data for this long is dropped"
+    )
     tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS/WSS")
     tls_key: Path | None = Field(None, description="PEM private key for `tls_cert`")
     log_level: str = Field("INFO", description="Python logging level of the server")

@@ -96,6 +96,18 @@ class Server:
             time.sleep(0.01)
         raise RuntimeError("the counting server did not write its counters")
 
+    def wait_idle(self, *, quiet_cpu_s: float = 0.02, window_s: float = 0.5, max_s: float = 60.0) -> float:
+        """Wait until the server burns less than ``quiet_cpu_s`` of CPU in
+        ``window_s`` (background work such as the event hub catching up
+        after a bulk insert is over); bounded by ``max_s``. Returns the wait."""
+        start = time.monotonic()
+        while time.monotonic() - start < max_s:
+            before = self.cpu_seconds()
+            time.sleep(window_s)
+            if self.cpu_seconds() - before < quiet_cpu_s:
+                break
+        return time.monotonic() - start
+
     def stop(self) -> int | None:
         """SIGTERM, wait up to 10 s, then SIGKILL; returns the exit code."""
         if self.proc.poll() is None:

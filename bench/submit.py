@@ -210,24 +210,29 @@ async def main() -> None:
         server = common.start_server(tmp, name="bulk", synchronous="FULL")
         try:
             await post_load(server, total=50, concurrency=4, label="warm-up")
-            bulk = [
-                await bulk_load(server, per_request=bulk_total, requests=1,
-                                label=f"1 x {bulk_total:,}"),
-                await bulk_load(server, per_request=bulk_total // 10, requests=10,
-                                label=f"10 x {bulk_total // 10:,}"),
-            ]  # fmt: skip
+            bulk = []
+            settle = []
+            for per_request, requests in ((bulk_total, 1), (bulk_total // 10, 10)):
+                server.wait_idle()
+                bulk.append(await bulk_load(server, per_request=per_request, requests=requests,
+                                            label=f"{requests} x {per_request:,}"))
+                cpu0 = server.cpu_seconds()
+                waited = server.wait_idle()
+                settle.append((waited, server.cpu_seconds() - cpu0))  # fmt: skip
         finally:
             server.stop()
         print("(b) bulk POST /tasks (a JSON list), synchronous=FULL, requests one after another")
         common.print_table(
             ["requests", "tasks", "errors", "wall s", "tasks/s", "max req s", "srv cpu s",
-             "cli cpu s", "srv cpu %", "other cpu %"],
+             "cli cpu s", "srv cpu %", "other cpu %", "busy after s", "cpu after s"],
             [[b.label, b.requests, b.errors, b.wall_s, b.rate, max(b.latencies), b.server_cpu_s,
-              b.client_cpu_s, b.server_cpu_s / b.wall_s * 100, b.other_cpu_s / b.wall_s * 100]
-             for b in bulk],
+              b.client_cpu_s, b.server_cpu_s / b.wall_s * 100, b.other_cpu_s / b.wall_s * 100,
+              after[0], after[1]]
+             for b, after in zip(bulk, settle, strict=True)],
         )  # fmt: skip
         print("cpu % columns: 100 = one CPU busy for the whole wall time; 'other' = every other "
-              "process on the machine")  # fmt: skip
+              "process on the machine; 'busy/cpu after': how long the server kept working after "
+              "the last response (e.g. the event hub), not in tasks/s")  # fmt: skip
         print()
         fsync_after = (common.fsync_latency(tmp, overwrite=False), common.fsync_latency(tmp, overwrite=True))
         print(

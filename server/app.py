@@ -3,6 +3,8 @@ The store opens and closes with the app (``cleanup_ctx``)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -10,9 +12,10 @@ from aiohttp import web
 from banyan.settings import Settings
 from server.auth import AUTH, Authenticator
 from server.errors import eve_errors
+from server.feed import Feed
 from server.gateway import Gateway
 from server.hub import EventHub
-from server.keys import GATEWAY, HUB, SETTINGS, STORE
+from server.keys import FEED, GATEWAY, HUB, SETTINGS, STORE
 from server.sqlite.store import SqliteStore
 from server.store import Store
 from server.views import misc, openapi, tasks, workers
@@ -31,12 +34,23 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app[AUTH] = Authenticator(the_store, cache_s=settings.token_cache_s)
     hub = app[HUB] = EventHub(the_store)
     gateway = app[GATEWAY] = Gateway(the_store, settings, hub)
+    feed = app[FEED] = Feed(
+        the_store,
+        hub,
+        date_format=settings.date_format,
+        buffer=settings.event_buffer,
+        send_timeout_s=settings.event_send_timeout_s,
+    )
 
     async def store_lifetime(app: web.Application) -> AsyncIterator[None]:
         await the_store.open()
         await hub.start()
         await gateway.start()
+        pruner = asyncio.create_task(feed.prune(keep=settings.event_retention), name="prune")
         yield
+        pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruner
         await gateway.stop()
         await hub.stop()
         await the_store.close()
@@ -45,6 +59,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         # on_shutdown runs before the server waits for open requests: without
         # this, the long-lived worker websockets would hold shutdown up.
         await gateway.stop()
+        await feed.close_all()
 
     app.on_shutdown.append(close_worker_sockets)
 

@@ -101,6 +101,9 @@ class Gateway:
         clean = False
         try:
             clean = await self._serve(session)
+        except Exception:  # the handshake is done: no HTTP error response can follow
+            log.exception("worker %s: gateway failure", session.name)
+            await ws.close(code=1011, message=b"internal error")
         finally:
             if self.sessions.get(session.name) is session:
                 del self.sessions[session.name]

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from banyan.settings import Settings
 from server.auth import AUTH
+from server.feed import Feed
 from server.gateway import Gateway
 from server.hub import EventHub
 from server.store import Store
@@ -14,4 +15,5 @@ SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 HUB = web.AppKey("hub", EventHub)
 GATEWAY = web.AppKey("gateway", Gateway)
-__all__ = ["AUTH", "GATEWAY", "HUB", "SETTINGS", "STORE"]
+FEED = web.AppKey("feed", Feed)
+__all__ = ["AUTH", "FEED", "GATEWAY", "HUB", "SETTINGS", "STORE"]

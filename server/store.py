@@ -142,6 +142,14 @@ class Store(ABC):
     async def last_seq(self) -> int: ...
 
     @abstractmethod
+    async def oldest_seq(self) -> int:
+        """The oldest retained event's seq (0 when there are none)."""
+
+    @abstractmethod
+    async def prune_events(self, *, keep: int) -> int:
+        """Delete all but the newest ``keep`` events; returns how many went."""
+
+    @abstractmethod
     def add_commit_listener(self, callback: Callable[[], None]) -> None:
         """``callback`` runs after every commit (the event hub reads from there)."""
 

@@ -24,8 +24,10 @@ worker.reaper`` starts fast and cannot fail on the worker's dependencies.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -70,7 +72,10 @@ class Reaper:
             close_fds=True,
         )
         assert process.stdout is not None
-        ready = process.stdout.readline()
+        # A bounded wait: a sidecar that cannot even import must fail the
+        # worker's start, not hang it.
+        readable, _, _ = select.select([process.stdout], [], [], START_TIMEOUT_S)
+        ready = process.stdout.readline() if readable else b""
         process.stdout.close()
         if ready != READY_LINE:
             process.kill()
@@ -107,9 +112,9 @@ class Reaper:
             return
         try:
             os.write(self._fd, line)  # < PIPE_BUF bytes: atomic, never partial
-        except BrokenPipeError:
+        except OSError:  # EPIPE: it died (someone SIGKILLed it)
             logger.error(
-                "the reaper sidecar (pid %d) has died: tasks may outlive the worker", self.pid
+                "the reaper sidecar (pid %d) has gone: tasks may outlive the worker", self.pid
             )
             self._fd = None
 
@@ -141,10 +146,8 @@ class Reaper:
 
 def _kill_groups(pgids: set[int]) -> None:
     for pgid in pgids:
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def serve(fd: int) -> set[int]:
@@ -161,9 +164,11 @@ def serve(fd: int) -> set[int]:
         lines = (pending + data).split(b"\n")
         pending = lines.pop()
         for line in lines:
-            if line.startswith(b"+"):
+            if line[:1] not in (b"+", b"-") or not line[1:].isdigit():
+                continue  # not ours: never let a bad line take the guard down
+            if line[:1] == b"+":
                 registered.add(int(line[1:]))
-            elif line.startswith(b"-"):
+            else:
                 registered.discard(int(line[1:]))
 
 
@@ -171,8 +176,8 @@ def main() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     os.write(sys.stdout.fileno(), READY_LINE)
-    # Let the worker's readline() see EOF after "ready" without leaving fd 1
-    # closed under Python's own sys.stdout.
+    # Nobody reads fd 1 after "ready": point it at /dev/null rather than
+    # closing it under Python's own sys.stdout.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     os.close(devnull)

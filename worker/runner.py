@@ -31,6 +31,7 @@ background child does not outlive it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import resource
@@ -223,8 +224,8 @@ class RunningTask:
                 start_new_session=True,  # its own session and group: pgid == pid
             )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
-            for fd in (out_r, err_r):
-                os.close(fd)
+            os.close(out_r)
+            os.close(err_r)
             self._fail_to_start(f"cannot start the command: {exc}")
             return
         finally:
@@ -234,8 +235,7 @@ class RunningTask:
         if self._reaper is not None:
             self._reaper.register(self.pgid)
         self._fds = [out_r, err_r]
-        for index, fd in enumerate(self._fds):
-            assert fd is not None
+        for index, fd in enumerate((out_r, err_r)):
             os.set_blocking(fd, False)  # the read ends only; the child's stay blocking
             self._loop.add_reader(fd, self._on_readable, index)
         try:
@@ -473,10 +473,8 @@ class RunningTask:
         # Never once the leader is reaped: the pgid may then belong to a stranger.
         if self.pgid is None or self._reaped:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.pgid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 async def start(

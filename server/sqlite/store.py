@@ -323,6 +323,21 @@ class SqliteStore(Store):
             lambda conn: workers.read_logs(conn, task_id, attempt=attempt, stream=stream)
         )
 
+    async def oldest_seq(self) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            (seq,) = conn.execute("SELECT coalesce(min(seq), 0) FROM events").fetchone()
+            return int(seq)
+
+        return await self.db.read(run)
+
+    async def prune_events(self, *, keep: int) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            cursor = conn.execute("DELETE FROM events WHERE seq <= ?", (last - keep,))
+            return int(cursor.rowcount)
+
+        return await self.db.write(run)
+
     # --- tokens ----------------------------------------------------------------
 
     async def create_token(self, name: str, role: Role) -> str:

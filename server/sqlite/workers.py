@@ -106,11 +106,14 @@ def leave(conn: sqlite3.Connection, name: str, *, lost: bool, now: float) -> lis
 
 
 def touch(conn: sqlite3.Connection, names: Sequence[str], now: float) -> None:
+    """Record that these workers were heard from (one heartbeat event each)."""
     if names:
         conn.execute(
             f"UPDATE workers SET last_seen = ? WHERE name IN ({placeholders(len(names))})",
             (now, *names),
         )
+        for name in names:
+            emit(conn, now, "worker.heartbeat", None, {"name": name, "worker": name})
 
 
 def connected_names(conn: sqlite3.Connection) -> list[str]:

@@ -3,6 +3,7 @@ collection query arguments, and writing JSON."""
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any, TypeVar
 
@@ -115,9 +116,7 @@ def item_projection(request: web.Request, fields: Fields) -> Projection | None:
 def json_response(
     data: Any, *, status: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
-    return web.Response(
-        body=json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode(),
-        status=status,
-        content_type="application/json",
-        headers=headers,
-    )
+    payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+    # aiohttp writes a large bytes body in one go (and warns); a file-like one is streamed.
+    body: bytes | io.BytesIO = payload if len(payload) < 512 * 1024 else io.BytesIO(payload)
+    return web.Response(body=body, status=status, content_type="application/json", headers=headers)

@@ -9,7 +9,8 @@ from banyan.fields import MEMORY_USAGE_FIELDS
 from banyan.models import MemoryUsage
 from server import render
 from server.auth import ANY_ROLE, WORKERS, require
-from server.keys import STORE
+from server.feed import parse_since
+from server.keys import FEED, STORE
 from server.views.common import (
     body,
     body_kind,
@@ -17,6 +18,7 @@ from server.views.common import (
     collection_query,
     json_response,
     settings,
+    single_arg,
     validate,
 )
 
@@ -37,6 +39,13 @@ async def health(request: web.Request) -> web.Response:
         },
         status=200 if state.ok else 503,
     )
+
+
+@routes.get("/events")
+async def events(request: web.Request) -> web.StreamResponse:
+    await require(request, ANY_ROLE)
+    since = parse_since(single_arg(request, "since"))
+    return await request.app[FEED].handle(request, since)
 
 
 @routes.post("/memory_usage")

@@ -299,6 +299,22 @@ def document() -> dict[str, Any]:
             ],
             "get": {"summary": "One worker", "responses": _responses(200, {"type": "object"}, 404)},
         },
+        "/events": {
+            "get": {
+                "summary": "The event feed (websocket; frames described in the README)",
+                "parameters": [
+                    {"name": "since", "in": "query", "schema": {"type": "integer", "minimum": 0}},
+                    {"name": "where", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "types",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "comma-separated, e.g. task.state,worker.*",
+                    },
+                ],
+                "responses": _responses(101, {"type": "object"}, 400),
+            }
+        },
         "/health": {
             "get": {
                 "summary": "Liveness (no token)",

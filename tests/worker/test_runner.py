@@ -21,7 +21,7 @@ from typing import Any
 import psutil
 import pytest
 
-from worker.reaper import Reaper
+from worker.reaper import Reaper, serve
 from worker.runner import Result, RunningTask, TaskSpec, exit_status_of, signal_name, start
 
 pytestmark = pytest.mark.timeout(30)
@@ -78,9 +78,7 @@ def wait_until(condition: Callable[[], bool], *, timeout_s: float, what: str) ->
         time.sleep(0.02)
 
 
-async def wait_until_async(
-    condition: Callable[[], bool], *, timeout_s: float, what: str
-) -> None:
+async def wait_until_async(condition: Callable[[], bool], *, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
@@ -159,6 +157,12 @@ async def test_command_that_cannot_start_is_a_failure_result(run: Run, tmp_path:
     assert task.sample().rss_bytes == 0
 
 
+async def test_a_command_with_a_nul_byte_is_a_failure_result(run: Run) -> None:
+    result = await result_of(await run(spec("echo a\0b")))
+    assert (result.exit_status, result.exit_code) == ("failure", None)
+    assert result.error is not None and "null" in result.error
+
+
 async def test_unknown_command_is_the_shells_exit_127(run: Run) -> None:
     result = await result_of(await run(spec("no-such-command-banyan")))
     assert (result.exit_status, result.exit_code, result.error) == ("failure", 127, None)
@@ -183,9 +187,7 @@ async def test_stdout_and_stderr_are_captured_apart_and_streamed(run: Run) -> No
 
 async def test_output_arrives_while_the_command_runs(run: Run) -> None:
     seen = asyncio.Event()
-    task = await run(
-        spec("echo first; sleep 1000"), on_output=lambda stream, chunk: seen.set()
-    )
+    task = await run(spec("echo first; sleep 1000"), on_output=lambda stream, chunk: seen.set())
     await asyncio.wait_for(seen.wait(), WAIT_S)
     assert task.tail("stdout") == b"first\n" and not task.done
 
@@ -387,7 +389,7 @@ async def test_cpu_percent_of_a_busy_tree(run: Run) -> None:
 WORKER_LIKE = textwrap.dedent(
     """
     import asyncio, sys
-    from worker.reaper import Reaper
+    from worker.reaper import Reaper, serve
     from worker.runner import TaskSpec, start
 
     async def main():
@@ -420,7 +422,7 @@ def test_the_reaper_kills_the_tasks_of_a_dead_worker(mode: str) -> None:
     worker, pgid, reaper_pid = start_worker_like(mode)
     try:
         if mode == "sigkill":
-            assert len(running_in_group(pgid)) >= 2
+            wait_until(lambda: len(running_in_group(pgid)) >= 2, timeout_s=5, what="2 sleeps")
             worker.send_signal(signal.SIGKILL)
         worker.wait(timeout=WAIT_S)
         wait_until(lambda: running_in_group(pgid) == [], timeout_s=5, what="task group gone")
@@ -452,3 +454,13 @@ async def test_closing_the_reaper_kills_what_is_still_registered(run: Run) -> No
     result = await result_of(task)
     assert result.exit_status == "failure (SIGKILL)"
     assert not reaper.alive
+
+
+def test_the_reaper_protocol_ignores_what_is_not_a_registration() -> None:
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"+5\n-5\n+7\nnonsense\n+\n-x\n+8")  # "+8" never ended its line
+    os.close(write_end)
+    try:
+        assert serve(read_end) == {7}
+    finally:
+        os.close(read_end)

@@ -1,0 +1,222 @@
+"""The event feed (``GET /events``, websocket): every committed change, in
+``seq`` order, to any number of subscribers.
+
+Subscribers pull: each keeps a cursor (the last ``seq`` it sent) and reads
+from a ring of recent events in memory, falling back to the events table when
+it has fallen behind the ring (a replay with ``?since=`` is the same path). So
+replay and live are one loop with no gap and no duplicate, memory does not
+grow with the number of slow subscribers, and nobody waits for anybody: a
+subscriber whose socket takes no data for ``event_send_timeout_s`` is closed
+with ``CLOSE_TOO_SLOW`` and may resume with ``?since=``.
+
+Frames (version 1), one JSON object per text message:
+
+- ``{"type": "feed.hello", "version": 1, "seq": <last seq now>, "oldest_seq": n}`` first;
+- then events ``{"seq": n, "time": "<date_format>", "timestamp": <epoch s>,
+  "type": "task.created" | "task.state" | "task.progress" | "task.usage" |
+  "worker.joined" | "worker.heartbeat" | "worker.lost" | "worker.left",
+  "data": {...}}``;
+- ``{"type": "feed.resync", "oldest_seq": n}`` when ``since`` is older than
+  what is retained: refetch a snapshot; the events after it follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import collections
+import contextlib
+import json
+import logging
+
+from aiohttp import WSMsgType, web
+
+from banyan.dates import format_date
+from banyan.errors import BadRequest
+from banyan.query import Field, FieldKind, Node, matches, parse_where
+from server.hub import Event, EventHub
+from server.store import Store
+
+log = logging.getLogger(__name__)
+FEED_VERSION = 1
+CLOSE_TOO_SLOW = 4429
+CLOSE_SHUTDOWN = 1001
+CLOSE_INTERNAL = 1011
+_READ_BATCH = 1000
+EVENT_TYPES = frozenset(
+    {
+        "task.created",
+        "task.state",
+        "task.progress",
+        "task.usage",
+        "worker.joined",
+        "worker.heartbeat",
+        "worker.lost",
+        "worker.left",
+    }
+)
+_K = FieldKind
+EVENT_FIELDS = {
+    "_id": Field(_K.ID),
+    "name": Field(_K.STR),
+    "state": Field(_K.STR),
+    "previous": Field(_K.STR),
+    "queue": Field(_K.STR),
+    "owner": Field(_K.STR),
+    "worker": Field(_K.STR),
+    "exit_status": Field(_K.STR),
+    "attempt": Field(_K.INT),
+    "priority": Field(_K.INT),
+    "percent": Field(_K.NUMBER),
+}
+
+
+class Feed:
+    def __init__(
+        self,
+        store: Store,
+        hub: EventHub,
+        *,
+        date_format: str,
+        buffer: int = 100_000,
+        send_timeout_s: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._hub = hub
+        self._date_format = date_format
+        self._send_timeout_s = send_timeout_s
+        self._ring: collections.deque[Event] = collections.deque(maxlen=buffer)
+        self._new = asyncio.Event()
+        self.sockets: set[web.WebSocketResponse] = set()
+        hub.subscribe(self._on_events)
+
+    def _on_events(self, events: list[Event]) -> None:
+        self._ring.extend(events)
+        self._new.set()
+        self._new = asyncio.Event()  # the next waiters wait for the next batch
+
+    def _after(self, seq: int) -> list[Event] | None:
+        """Events after ``seq`` from the ring; None when the ring no longer reaches back."""
+        ring = self._ring
+        if not ring or ring[-1]["seq"] <= seq:
+            return []
+        if ring[0]["seq"] > seq + 1:
+            return None
+        start = bisect.bisect_right(ring, seq, key=lambda e: e["seq"])
+        return [ring[i] for i in range(start, min(len(ring), start + _READ_BATCH))]
+
+    async def prune(self, *, keep: int, period_s: float = 60.0) -> None:
+        """Keep the newest ``keep`` events in the table (a background loop)."""
+        while True:
+            await self._store.prune_events(keep=keep)
+            await asyncio.sleep(period_s)
+
+    async def close_all(self) -> None:
+        for ws in list(self.sockets):
+            await ws.close(code=CLOSE_SHUTDOWN, message=b"server shutting down")
+
+    def _frame(self, event: Event) -> str:
+        return json.dumps(
+            {
+                "seq": event["seq"],
+                "time": format_date(event["time"], self._date_format),
+                "timestamp": event["time"],
+                "type": event["type"],
+                "data": event["data"],
+            },
+            separators=(",", ":"),
+        )
+
+    async def handle(self, request: web.Request, since: int | None) -> web.WebSocketResponse:
+        where = parse_where(request.rel_url.query.get("where"), EVENT_FIELDS)
+        types = _types(request.rel_url.query.get("types"))
+        ws = web.WebSocketResponse(heartbeat=30)
+        await ws.prepare(request)
+        self.sockets.add(ws)
+        listener = asyncio.create_task(self._follow(ws, since, where, types))
+        try:
+            async for msg in ws:  # subscribers only listen; this notices a close
+                if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
+                    break
+        finally:
+            # Let a closing listener finish its close handshake (so a slow
+            # subscriber receives CLOSE_TOO_SLOW); stop a live one now.
+            if not ws.closed:
+                listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(listener, timeout=self._send_timeout_s + 5)
+            self.sockets.discard(ws)
+            if not ws.closed:
+                await ws.close()
+        return ws
+
+    async def _follow(
+        self,
+        ws: web.WebSocketResponse,
+        since: int | None,
+        where: Node | None,
+        types: frozenset[str] | None,
+    ) -> None:
+        try:
+            head = self._hub.last_seq
+            oldest = await self._store.oldest_seq()
+            hello = {
+                "type": "feed.hello",
+                "version": FEED_VERSION,
+                "seq": head,
+                "oldest_seq": oldest,
+            }
+            await self._send(ws, json.dumps(hello))
+            sent = head if since is None else min(since, head)
+            if since is not None and oldest > 0 and since < oldest - 1:
+                await self._send(ws, json.dumps({"type": "feed.resync", "oldest_seq": oldest}))
+                sent = oldest - 1
+            while not ws.closed:
+                waiter = self._new
+                batch = self._after(sent)
+                if batch is None:  # behind the ring: read from the table
+                    batch = await self._store.events_since(sent, limit=_READ_BATCH)
+                if not batch:
+                    await waiter.wait()
+                    continue
+                for event in batch:
+                    if (types is None or event["type"] in types) and (
+                        where is None or matches(where, event["data"])
+                    ):
+                        await self._send(ws, self._frame(event))
+                    sent = event["seq"]
+        except TimeoutError:
+            await ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; resume with since")
+        except (ConnectionResetError, RuntimeError):
+            pass
+        except Exception:  # the handshake is done: no HTTP error response can follow
+            log.exception("event feed subscriber failed")
+            await ws.close(code=CLOSE_INTERNAL, message=b"internal error")
+
+    async def _send(self, ws: web.WebSocketResponse, text: str) -> None:
+        await asyncio.wait_for(ws.send_str(text), timeout=self._send_timeout_s)
+
+
+def _types(text: str | None) -> frozenset[str] | None:
+    """``task.state,worker.*`` → the set of event types wanted (None = all)."""
+    if text is None or not text.strip():
+        return None
+    wanted = {t.strip() for t in text.split(",") if t.strip()}
+    families = {t.split(".")[0] + ".*" for t in EVENT_TYPES}
+    unknown = sorted(wanted - EVENT_TYPES - families)
+    if unknown:
+        known = ", ".join(sorted(EVENT_TYPES | families))
+        raise BadRequest(f"unknown event type {unknown[0]!r}; known: {known}")
+    return frozenset(t for t in EVENT_TYPES if t in wanted or t.split(".")[0] + ".*" in wanted)
+
+
+def parse_since(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise BadRequest(f"since must be an event seq (an integer), got {text!r}") from exc
+    if value < 0:
+        raise BadRequest("since must be >= 0")
+    return value

@@ -1,0 +1,124 @@
+"""The event feed: replay with ``since``, then live, with no gap and no
+duplicate; filters; resync; a slow subscriber is dropped, others go on."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from aiohttp.test_utils import TestClient
+
+from banyan.settings import Settings
+from banyan.tokens import Role, basic_auth_header
+from server.app import create_app
+from server.feed import CLOSE_TOO_SLOW
+from server.keys import STORE
+from tests.conftest import Api
+
+
+async def connect(api: Api, **params: str) -> Any:
+    headers = {"Authorization": basic_auth_header(api.tokens["alice"])}
+    return await api.client.ws_connect("/events", headers=headers, params=params)
+
+
+async def frames(ws: Any, until: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+    got: list[dict[str, Any]] = []
+    while not until(got):
+        msg = await asyncio.wait_for(ws.receive(), timeout=10)
+        assert msg.type == WSMsgType.TEXT, msg
+        got.append(json.loads(msg.data))
+    return got
+
+
+async def test_since_replays_then_follows_live(api: Api) -> None:
+    first = await api.submit(command="a")
+    ws = await connect(api, since="0")
+    hello = (await frames(ws, lambda g: len(g) == 1))[0]
+    assert hello["type"] == "feed.hello" and hello["version"] == 1
+    replay = await frames(ws, lambda g: any(f["data"].get("_id") == first for f in g))
+    second = await api.submit(command="b")
+    live = await frames(ws, lambda g: any(f["data"].get("_id") == second for f in g))
+    seqs = [f["seq"] for f in replay + live]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap, no duplicate
+    assert replay[0]["type"] == "task.created" and "time" in replay[0]
+    await ws.close()
+
+
+async def test_resume_after_a_disconnect_misses_nothing(api: Api) -> None:
+    ws = await connect(api)
+    await frames(ws, lambda g: len(g) == 1)
+    a = await api.submit(command="a", state="available")
+    got = await frames(ws, lambda g: any(f["data"].get("_id") == a for f in g))
+    last = got[-1]["seq"]
+    await ws.close()
+    missed = [await api.submit(command=f"m{i}") for i in range(5)]
+    ws = await connect(api, since=str(last))
+    await frames(ws, lambda g: len(g) == 1)
+    resumed = await frames(ws, lambda g: sum(f["type"] == "task.created" for f in g) == 5)
+    assert [f["data"]["_id"] for f in resumed] == missed
+    assert resumed[0]["seq"] == last + 1
+    await ws.close()
+
+
+async def test_filters(api: Api) -> None:
+    ws = await connect(api, where=json.dumps({"queue": "gpu"}), types="task.created")
+    await frames(ws, lambda g: len(g) == 1)
+    await api.submit(command="cpu", queue="cpu")
+    wanted = await api.submit(command="gpu", queue="gpu", state="available")
+    await api.patch(f"/tasks/{wanted}", {"state": "cancelled"})
+    marker = await api.submit(command="last", queue="gpu")
+    got = await frames(ws, lambda g: any(f["data"]["_id"] == marker for f in g))
+    assert [f["data"]["_id"] for f in got] == [wanted, marker]
+    assert {f["type"] for f in got} == {"task.created"}
+    await ws.close()
+
+
+async def test_bad_parameters_are_400(api: Api) -> None:
+    for params in ({"since": "x"}, {"since": "-1"}, {"where": "{bad"}, {"types": "task.nope"}):
+        resp = await api.get("/events", params=params)
+        assert resp.status == 400, (params, resp)
+        assert resp.body["_status"] == "ERR"
+    assert (await api.get("/events", as_=None)).status == 401
+
+
+async def test_resync_when_since_is_too_old(api: Api) -> None:
+    for i in range(3):
+        await api.submit(command=f"t{i}")
+    await api.client.app[STORE].prune_events(keep=1)
+    ws = await connect(api, since="0")
+    got = await frames(ws, lambda g: len(g) == 2)
+    assert got[1]["type"] == "feed.resync" and got[1]["oldest_seq"] > 1
+    await ws.close()
+
+
+async def test_slow_subscriber_is_dropped_others_keep_receiving(
+    aiohttp_client: Callable[..., Any], settings: Settings
+) -> None:
+    app: web.Application = create_app(settings.model_copy(update={"event_send_timeout_s": 0.5}))
+    client: TestClient = await aiohttp_client(app)
+    token = await app[STORE].create_token("p", Role.PROVIDER)
+    headers = {"Authorization": basic_auth_header(token)}
+    slow = await client.ws_connect("/events", headers=headers, max_msg_size=0)
+    fast = await client.ws_connect("/events", headers=headers)
+    await slow.receive()
+    await fast.receive()
+    # Pause the slow reader's transport so its socket buffers fill up.
+    slow._response.connection.transport.pause_reading()
+    body = [{"command": f"c{i}", "name": "x" * 250} for i in range(3000)]
+    for _ in range(4):
+        async with client.post("/tasks", json=body, headers=headers) as resp:
+            assert resp.status == 201
+        for _ in range(3000):  # the fast one gets every event while the slow one stalls
+            msg = await asyncio.wait_for(fast.receive(), timeout=20)
+            assert msg.type == WSMsgType.TEXT
+    slow._response.connection.transport.resume_reading()
+    while True:  # it reads what was sent before the stall, then the close frame
+        msg = await asyncio.wait_for(slow.receive(), timeout=20)
+        if msg.type != WSMsgType.TEXT:
+            break
+    assert msg.type == WSMsgType.CLOSE and msg.data == CLOSE_TOO_SLOW
+    assert "since" in msg.extra
+    await fast.close()
