@@ -141,3 +141,10 @@ _BY_STATUS: dict[int, type[BanyanError]] = {
         InsufficientStorage,
     )
 }
+
+
+class ServerUnreachable(BanyanError):
+    """Client side: the server did not answer (down, wrong URL, network)."""
+
+    status = 503
+    title = "Server Unreachable"
