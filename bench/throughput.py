@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import io
 import json
 import os
@@ -54,7 +55,7 @@ import aiohttp
 try:
     from bench import common
 except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[no-redef]
+    import common  # type: ignore[no-redef,import-not-found]
 
 ROOT = Path(__file__).resolve().parents[1]
 BULK_TASKS = 1_000
@@ -85,19 +86,45 @@ def proc_cpu(pid: int) -> tuple[float, float]:
     return own, children
 
 
+def child_pids(pid: int) -> list[int]:
+    """Live children of ``pid`` (a scan of /proc: no /proc/PID/task/*/children here)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            found.append(int(entry.name))
+    return found
+
+
 @dataclass
 class Worker:
     name: str
     proc: subprocess.Popen[bytes]
     log: Path
     profile: Path | None = None
+    sidecars: list[int] = field(default_factory=list)  # its reaper, found once it is idle
     _log_handle: Any = field(default=None, repr=False)
 
-    def cpu(self) -> tuple[float, float]:
+    def find_sidecars(self) -> None:
+        """While idle, the worker's only live child is its reaper sidecar."""
+        self.sidecars = child_pids(self.proc.pid)
+
+    def cpu(self) -> tuple[float, float, float]:
+        """(agent, reaped task processes, sidecars) CPU seconds so far."""
         try:
-            return proc_cpu(self.proc.pid)
+            own, children = proc_cpu(self.proc.pid)
         except OSError:
-            return float("nan"), float("nan")
+            return float("nan"), float("nan"), float("nan")
+        side = 0.0
+        for pid in self.sidecars:
+            with contextlib.suppress(OSError):
+                side += proc_cpu(pid)[0]
+        return own, children, side
 
     def stop(self) -> int | None:
         """SIGTERM (the worker leaves cleanly; a profiled one writes its profile),
@@ -137,7 +164,7 @@ def start_worker(tmp: Path, server_name: str, name: str, profile: Path | None = 
     proc = subprocess.Popen(
         worker_command(name, profile), stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=tmp
     )
-    return Worker(name, proc, log, profile, handle)
+    return Worker(name, proc, log, profile, _log_handle=handle)
 
 
 async def wait_idle(
@@ -233,8 +260,10 @@ class Cluster:
         try:
             if self.profile_server:
                 self.server = start_profiled_server(self.tmp, self.name)
-            else:
-                self.server = common.start_server(self.tmp, name=self.name, synchronous="FULL")
+            else:  # counting: the group-commit counters, read by SIGUSR1 (no other change)
+                self.server = common.start_server(
+                    self.tmp, name=self.name, synchronous="FULL", counting=True
+                )
             for w in WORKERS:
                 prof = (
                     self.tmp / f"{self.name}-{w}.prof" if self.profile_bw1 and w == "bw1" else None
@@ -279,6 +308,9 @@ class Throughput:
     task_cpu_s: float
     client_cpu_s: float
     machine_cpu_s: float
+    sidecar_cpu_s: float
+    commits: float  # committed write transactions during the run (nan: not counted)
+    write_ops: float  # write operations in them
 
     @property
     def rate(self) -> float:
@@ -287,7 +319,10 @@ class Throughput:
     @property
     def ours_cpu_s(self) -> float:
         """Server + workers + their tasks + this load generator."""
-        return self.server_cpu_s + self.worker_cpu_s + self.task_cpu_s + self.client_cpu_s
+        return (
+            self.server_cpu_s + self.worker_cpu_s + self.task_cpu_s + self.client_cpu_s
+            + self.sidecar_cpu_s
+        )  # fmt: skip
 
     @property
     def other_cpu_s(self) -> float:
@@ -309,6 +344,10 @@ async def throughput(
         assert server is not None
         async with aiohttp.ClientSession(timeout=timeout) as http:
             await wait_idle(http, server, cluster.workers)
+            for w in cluster.workers:
+                w.find_sidecars()
+            counted = server.counters_file is not None
+            k0 = server.counters() if counted else {}
             cpu0 = [w.cpu() for w in cluster.workers]
             s0, c0, b0 = (
                 server.cpu_seconds(),
@@ -337,7 +376,9 @@ async def throughput(
             client_cpu = common.client_cpu_seconds() - c0
             machine_cpu = common.busy_cpu_seconds() - b0
             cpu1 = [w.cpu() for w in cluster.workers]
+            k1 = server.counters() if counted else {}
             failures = await count(http, server, FAILED)
+    nan = float("nan")
     return Throughput(
         label=label,
         tasks=BULK_TASKS,
@@ -352,6 +393,9 @@ async def throughput(
         task_cpu_s=sum(b[1] - a[1] for a, b in zip(cpu0, cpu1, strict=True)),
         client_cpu_s=client_cpu,
         machine_cpu_s=machine_cpu,
+        sidecar_cpu_s=sum(b[2] - a[2] for a, b in zip(cpu0, cpu1, strict=True)),
+        commits=k1["batches"] - k0["batches"] if counted else nan,
+        write_ops=k1["ops"] - k0["ops"] if counted else nan,
     )
 
 
@@ -517,6 +561,13 @@ async def main() -> None:
     print()
     with tempfile.TemporaryDirectory(prefix="banyan-tp-", dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
+        fsync_append = common.fsync_latency(tmp, overwrite=False) * 1000
+        fsync_overwrite = common.fsync_latency(tmp, overwrite=True) * 1000
+        print(
+            f"disk: 4 KiB write + fdatasync in {tmp}: median {fsync_append:.2f} ms appending, "
+            f"{fsync_overwrite:.2f} ms overwriting (the least one commit at FULL costs)"
+        )
+        print()
         runs = [
             await throughput(tmp, "cores 0.01", "tp-small", 0.01),
             await throughput(tmp, "cores 1 (default)", "tp-default", None),
@@ -525,16 +576,20 @@ async def main() -> None:
               f"wall = before the POST until none is left un-terminated (polled every "
               f"{POLL_S * 1000:.0f} ms, so +-{POLL_S * 1000:.0f} ms)")  # fmt: skip
         common.print_table(
-            ["request", "tasks", "done", "failures", "POST s", "wall s", "tasks/s", "peak running"],
-            [[r.label, r.tasks, r.done, r.failures, r.post_s, r.wall_s, r.rate, r.peak_running]
+            ["request", "tasks", "done", "failures", "POST s", "wall s", "tasks/s", "peak running",
+             "commits", "write ops", "ops/commit", "commits/task"],
+            [[r.label, r.tasks, r.done, r.failures, r.post_s, r.wall_s, r.rate, r.peak_running,
+              int(r.commits), int(r.write_ops), r.write_ops / r.commits, r.commits / r.done]
              for r in runs],
         )  # fmt: skip
         print()
         ncpu = common.cpu_count()
         common.print_table(
-            ["request", "srv cpu s", "workers cpu s", "task procs cpu s", "client cpu s",
-             "ours ms/task", "other procs cpu s", "machine cpu %", "cpu-bound ceiling tasks/s"],
-            [[r.label, r.server_cpu_s, r.worker_cpu_s, r.task_cpu_s, r.client_cpu_s,
+            ["request", "srv cpu s", "workers cpu s", "reapers cpu s", "task procs cpu s",
+             "client cpu s", "ours ms/task", "other procs cpu s", "machine cpu %",
+             "cpu-bound ceiling tasks/s"],
+            [[r.label, r.server_cpu_s, r.worker_cpu_s, r.sidecar_cpu_s, r.task_cpu_s,
+              r.client_cpu_s,
               r.ours_cpu_s / r.done * 1000 if r.done else float("nan"), r.other_cpu_s,
               r.machine_cpu_s / r.wall_s / ncpu * 100,
               r.done * ncpu / r.ours_cpu_s if r.ours_cpu_s else float("nan")] for r in runs],
@@ -544,9 +599,12 @@ async def main() -> None:
                 print(
                     f"  {r.label}: stopped after {DRAIN_MAX_S:.0f} s with {r.tasks - r.done} left"
                 )
-        print("'peak running' = most tasks seen in state running at one poll; cpu: 'workers' = "
-              "both agent processes, 'task procs' = the sh/true children they reaped, 'ours' = "
-              "server + workers + task procs + client, 'other procs' = the rest of the machine "
+        print("'peak running' = most tasks seen in state running at one poll; 'commits' = write "
+              "transactions the server committed during the run (each one fsync at FULL), "
+              "'write ops' = operations in them (claims, finish reports, the bulk create, ...); "
+              "cpu: 'workers' = both agent processes, 'reapers' = their reaper sidecars, 'task "
+              "procs' = the sh/true children they reaped, 'ours' = server + workers + reapers + "
+              "task procs + client, 'other procs' = the rest of the machine "
               "(not this benchmark), 'machine cpu %' = 100 when every CPU is busy for the whole "
               "wall time, 'cpu-bound ceiling' = nproc / ours-per-task: the rate if our CPU per "
               "task stayed the same and every CPU were ours and busy")  # fmt: skip

@@ -161,3 +161,7 @@ async def _tokens(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await store.close()
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

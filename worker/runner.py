@@ -8,18 +8,27 @@ the :class:`Result` with the SPEC §3 exit status and the usage summary.
 Spawning: ``subprocess.Popen`` (vfork + exec in CPython) + ``os.pidfd_open`` +
 ``loop.add_reader`` on the pidfd and both pipes, then ``os.wait4`` for the
 status and rusage. No thread per child, no asyncio transports.
-bench/spawn.py, 2,000 spawns, 16 in flight, stdout+stderr piped, this 2-core
-machine, Python 3.11 (tasks/s; parent CPU µs per task):
+bench/spawn.py (2,000 spawns a round, 3 rounds, 16 in flight, stdout+stderr
+piped, Python 3.11, this 2-core machine shared with other jobs, load ~3):
 
-    mechanism                command            tasks/s   CPU µs/task
-    asyncio                  /bin/sh -c true    FIGURES
-    popen+pidfd              /bin/sh -c true
-    popen+pidfd+pdeathsig    /bin/sh -c true
-    runner.start()           /bin/sh -c true
+    one process                       tasks/s best/median   parent CPU µs/task
+    asyncio         /bin/sh -c true        696 /  635             518
+    popen+pidfd     /bin/sh -c true       1417 / 1019             225
+    popen+pidfd     true                  1452 / 1015             246
+    + pdeathsig     /bin/sh -c true        282 /  200            1153
+    posix_spawn     /bin/sh -c true       1188 / 1006             235
+    runner.start()  "true" (sh -c)        1102 /  835             262
+    two processes at once (sum)
+    subprocess.run(['true'])              2477 / 2440
+    asyncio         /bin/sh -c true       1614 / 1407
+    popen+pidfd     /bin/sh -c true       2379 / 2031
+    runner.start()  "true" (sh -c)        2225 / 2018
 
+asyncio's API costs twice the parent CPU (a watcher thread per child in 3.11).
 ``PR_SET_PDEATHSIG`` needs a ``preexec_fn``, which stops CPython from using
-vfork and costs FIGURE, so it is not used: :mod:`worker.reaper` kills the
-groups of a worker that dies.
+vfork and costs ~5x the parent CPU, so it is not used: :mod:`worker.reaper`
+kills the groups of a worker that dies. ``posix_spawn`` is no faster and has
+no ``cwd`` in 3.11.
 
 Process-group safety: a group is only ever signalled while its leader is
 unreaped (alive or a zombie), because a zombie keeps its pid, and so the pgid,
@@ -38,11 +47,21 @@ import resource
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from worker.reaper import Reaper
+from worker.spec import Result, Tail, TaskSpec, child_env, exit_status_of, signal_name
 from worker.usage import Sample, TreeSampler, empty_sample, live_group_members
+
+__all__ = [
+    "Result",
+    "RunningTask",
+    "Sample",
+    "TaskSpec",
+    "exit_status_of",
+    "signal_name",
+    "start",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,104 +79,6 @@ GROUP_POLL_FIRST_S = 0.002
 GROUP_POLL_MAX_S = 0.1
 
 OutputCallback = Callable[[str, bytes], None]
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """What the agent asks the runner to run (one attempt of one task)."""
-
-    task_id: str
-    attempt: int
-    command: str  # run with /bin/sh -c
-    env: Mapping[str, str] | None
-    cwd: str | None
-    max_termination_time_s: float  # SIGTERM → SIGKILL grace of terminate()
-    gpus: Sequence[int] = ()  # → CUDA_VISIBLE_DEVICES when non-empty
-    extra_env: Mapping[str, str] = field(default_factory=dict)  # set by the agent
-
-
-@dataclass(frozen=True)
-class Result:
-    """How an attempt ended. ``exit_status`` is one of the SPEC §3 strings."""
-
-    exit_status: str
-    exit_code: int | None  # the exit code when the shell exited; None when signalled
-    usage: dict[str, float]  # peak_rss_bytes, cpu_user_s, cpu_system_s, wall_s
-    error: str | None = None  # why the command could not start
-
-
-def exit_status_of(wait_status: int) -> tuple[str, int | None]:
-    """SPEC §3 status string and exit code of a ``wait4`` status."""
-    if os.WIFSIGNALED(wait_status):
-        return f"failure ({signal_name(os.WTERMSIG(wait_status))})", None
-    code = os.waitstatus_to_exitcode(wait_status)
-    return ("success" if code == 0 else "failure"), code
-
-
-def signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:  # real-time signals have no enum member of their own
-        return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
-
-
-def _environ_bytes() -> dict[bytes, bytes]:
-    """A copy of the worker's environment as bytes.
-
-    ``os.environ`` keeps its encoded contents in ``_data`` (since 3.2), and a
-    C-level dict copy of it costs 0.2 µs where ``dict(os.environb)`` walks the
-    mapping protocol for ~20 µs: a measurable share of a spawn.
-    """
-    data = getattr(os.environ, "_data", None)
-    if isinstance(data, dict):
-        return data.copy()
-    return dict(os.environb)
-
-
-def child_env(spec: TaskSpec) -> dict[bytes, bytes]:
-    """The worker's environment + ``env`` + GPUs + ``extra_env`` + the task's ids.
-
-    Bytes throughout, so Popen has nothing to encode for inherited variables.
-    """
-    env = _environ_bytes()
-    for key, value in (spec.env or {}).items():
-        env[os.fsencode(key)] = os.fsencode(value)
-    if spec.gpus:  # assigned by the worker, so it wins over the user's env
-        env[b"CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in spec.gpus).encode()
-    for key, value in spec.extra_env.items():
-        env[os.fsencode(key)] = os.fsencode(value)
-    env[b"BANYAN_TASK_ID"] = os.fsencode(spec.task_id)
-    env[b"BANYAN_ATTEMPT"] = str(spec.attempt).encode()
-    return env
-
-
-class _Tail:
-    """The last ``limit`` bytes of a stream, and how many came before them.
-
-    The buffer may grow to twice the limit before it is trimmed, so trimming
-    costs O(1) per byte however small the chunks are.
-    """
-
-    __slots__ = ("_buffer", "limit", "total_bytes")
-
-    def __init__(self, limit: int) -> None:
-        self._buffer = bytearray()
-        self.limit = limit
-        self.total_bytes = 0
-
-    def add(self, chunk: bytes) -> None:
-        self.total_bytes += len(chunk)
-        self._buffer += chunk
-        if len(self._buffer) > 2 * self.limit:
-            del self._buffer[: len(self._buffer) - self.limit]
-
-    def value(self) -> bytes:
-        kept = len(self._buffer) if len(self._buffer) <= self.limit else self.limit
-        return bytes(self._buffer[len(self._buffer) - kept :])
-
-    @property
-    def dropped_bytes(self) -> int:
-        return self.total_bytes - min(len(self._buffer), self.limit)
 
 
 _devnull_fd: int | None = None
@@ -190,7 +111,7 @@ class RunningTask:
         self._started_monotonic = time.monotonic()
         self._on_output = on_output
         self._reaper = reaper
-        self._tails = (_Tail(max_log_bytes), _Tail(max_log_bytes))
+        self._tails = (Tail(max_log_bytes), Tail(max_log_bytes))
         self._fds: list[int | None] = [None, None]
         self._popen: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None

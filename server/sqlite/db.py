@@ -74,9 +74,17 @@ class Database:
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._writer = await aiosqlite.connect(self.path, isolation_level=None)
-        await _call(self._writer, self._setup_writer)
-        self._reader = await aiosqlite.connect(self.path, isolation_level=None)
-        await _call(self._reader, self._setup_reader)
+        try:
+            await _call(self._writer, self._setup_writer)
+            self._reader = await aiosqlite.connect(self.path, isolation_level=None)
+            await _call(self._reader, self._setup_reader)
+        except BaseException:
+            # Close what was opened: a live connection thread would keep the process up.
+            for conn in (self._reader, self._writer):
+                if conn is not None:
+                    await conn.close()
+            self._reader = self._writer = None
+            raise
         self._loop_task = asyncio.create_task(self._writer_loop(), name="sqlite-group-commit")
 
     def _setup_writer(self, conn: sqlite3.Connection) -> None:

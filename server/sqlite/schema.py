@@ -10,6 +10,13 @@ from __future__ import annotations
 
 import sqlite3
 
+from banyan.errors import BanyanError
+
+
+class SchemaTooNew(BanyanError):
+    """The file was written by a newer Banyan: refuse it rather than guess."""
+
+
 MIGRATIONS: tuple[str, ...] = (
     # 1: tasks, continuations, attempts, usage, events, tokens
     """
@@ -150,7 +157,7 @@ def migrate(conn: sqlite3.Connection) -> int:
     """
     (found,) = conn.execute("PRAGMA user_version").fetchone()
     if found > SCHEMA_VERSION:
-        raise RuntimeError(
+        raise SchemaTooNew(
             f"database schema version {found} is newer than this Banyan ({SCHEMA_VERSION}); "
             "upgrade Banyan"
         )

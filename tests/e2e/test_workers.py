@@ -9,6 +9,7 @@ Commands record what happened by appending lines (``date +%s.%N`` stamps,
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
 import signal
@@ -142,7 +143,7 @@ def test_worker_never_runs_more_than_its_cores(cluster: Cluster, tmp_path: Path)
         assert label in running
         assert sum(cores[o] for o in running) <= 2, (label, running, spans)
     bigs = sorted(spans[f"big{i}"] for i in range(3))
-    for (_, end), (start, _) in zip(bigs, bigs[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(bigs):
         assert end <= start, bigs
 
 

@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Awaitable, Callable
@@ -164,7 +165,6 @@ ENDPOINTS = {
 }  # fmt: skip
 
 ALLOWED = {
-    "none": {"worker", "not-owner", "owner", "admin"},
     "any": {"worker", "not-owner", "owner", "admin"},
     "providers": {"not-owner", "owner", "admin"},
     "owner": {"owner", "admin"},
@@ -229,6 +229,9 @@ async def test_auth_matrix(world: World, name: str, credential: str) -> None:
         assert item["_error"]["code"] == 403, resp
     else:
         assert resp.status == want, resp
+    if want == 200 and name == "PATCH /tasks":
+        # A bulk PATCH answers 200 even when items fail; allowed means every item went through.
+        assert resp.body["_status"] == "OK", resp
     if resp.status >= 400:
         assert resp.body["_status"] == "ERR", resp
         assert resp.body["_error"]["code"] == resp.status, resp
@@ -255,6 +258,41 @@ async def test_scheme_names_are_case_insensitive(world: World, scheme: str) -> N
     value = token if scheme.lower() == "bearer" else base64.b64encode(f"{token}:".encode()).decode()
     resp, _ = await send(world, ENDPOINTS["GET /tasks"], f"{scheme} {value}")
     assert resp.status == 200, resp
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "raw"),
+    [
+        ("POST", "/tasks", '{"command": '),
+        ("PATCH", "/tasks/{owned}", "[1,"),
+        ("POST", "/memory_usage", "nul"),
+        ("GET", "/tasks?where=not-json", None),
+        ("GET", "/tasks/0123456789abcdef01234567", None),
+        ("GET", "/tasks/not-an-id/history", None),
+    ],
+)
+async def test_no_token_is_401_before_the_request_is_looked_at(
+    world: World, method: str, path: str, raw: str | None
+) -> None:
+    # An anonymous caller learns nothing: not whether its JSON parses, nor whether a task exists.
+    resp = await world.api.request(method, path.format(owned=world.owned), raw=raw, as_=None)
+    assert resp.status == 401, resp
+    assert "WWW-Authenticate" in resp.headers
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "raw", "who"),
+    [
+        ("POST", "/tasks", '{"command": ', "worker"),
+        ("PATCH", "/tasks/{owned}", "[1,", "worker"),
+        ("POST", "/memory_usage", "nul", "alice"),
+    ],
+)
+async def test_wrong_role_is_403_before_the_body_is_parsed(
+    world: World, method: str, path: str, raw: str, who: str
+) -> None:
+    resp = await world.api.request(method, path.format(owned=world.owned), raw=raw, as_=who)
+    assert resp.status == 403, resp
 
 
 async def test_the_owner_field_is_the_token_name_never_the_token(world: World) -> None:
@@ -363,7 +401,7 @@ class Cli:
     db: Path
     env: dict[str, str]
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, timeout_s: float = 30) -> subprocess.CompletedProcess[str]:
         # server/cli.py has no ``if __name__ == "__main__"``, so ``python -m server.cli``
         # would do nothing: run the installed console script instead.
         return subprocess.run(
@@ -371,7 +409,7 @@ class Cli:
             capture_output=True,
             text=True,
             env=self.env,
-            timeout=30,
+            timeout=timeout_s,
             check=False,
         )
 
@@ -452,6 +490,20 @@ def test_token_create_with_an_unknown_role_fails(cli: Cli, role: str) -> None:
     assert done.returncode != 0
     assert "role" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_token_command_on_a_database_from_a_newer_banyan_fails_clearly(cli: Cli) -> None:
+    # A database this version cannot read must give a message and an exit
+    # status, not a traceback, and the command must not hang on its way out.
+    with sqlite3.connect(cli.db) as conn:
+        conn.execute("PRAGMA user_version = 10000")
+    try:
+        done = cli.run("list", timeout_s=15)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"banyan-server token list hung after failing: {exc.stderr!r:.300}")
+    assert done.returncode != 0
+    assert "newer" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
 
 
 async def test_a_cli_token_works_against_a_server_on_that_db(

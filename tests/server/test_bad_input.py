@@ -989,3 +989,11 @@ async def test_wrong_method_is_405_in_eve_shape(
     assert_eve_error(resp, 405)
     assert "Allow" in resp.headers, resp.headers
     await before.check()
+
+
+async def test_overlong_url_is_a_client_error_not_a_crash(api: Api) -> None:
+    # Refused by aiohttp's HTTP parser before any view runs: it cannot be Eve's
+    # shape there, but it must still be a 4xx without a traceback.
+    resp = await api.get("/tasks", params={"where": '{"name": "' + "n" * 20_000 + '"}'})
+    assert 400 <= resp.status < 500, resp
+    assert "Traceback" not in json.dumps(resp.body), resp

@@ -8,6 +8,7 @@ task group a failing test left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -229,6 +230,28 @@ async def test_a_background_child_does_not_outlive_the_shell(run: Run) -> None:
     child_pid = int(task.tail("stdout"))
     # Its pipe closes a moment before the kernel marks it dead.
     await wait_until_async(lambda: gone(child_pid), timeout_s=2, what="background child gone")
+
+
+async def test_a_process_that_left_the_group_cannot_hold_the_result_back(
+    run: Run, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pid_file = tmp_path / "escaped.pid"
+    # The shell ends only once the escapee has its own session (it writes its
+    # pid after setsid), still holding the task's stdout.
+    task = await run(
+        spec(
+            f"setsid sh -c 'echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file};"
+            f" exec sleep 1000' & while [ ! -s {pid_file} ]; do sleep 0.01; done"
+        )
+    )
+    try:
+        result = await result_of(task)  # after PIPE_DRAIN_TIMEOUT_S, not never
+        assert result.exit_status == "success"
+        assert "a process left the group" in caplog.text
+    finally:
+        if pid_file.exists():  # outside the group: ours to end by hand
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(pid_file.read_text()), signal.SIGKILL)
 
 
 # --- environment --------------------------------------------------------------------

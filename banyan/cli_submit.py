@@ -1,0 +1,315 @@
+"""``banyan submit``: one task, an array of tasks, or continuations of existing ones.
+
+Everything is validated locally with ``TaskCreate`` (the model the server
+uses), so a bad unit is one clear line before anything is sent. An array
+(``--array``/``--each-line``) is one bulk POST: all of it is created or none.
+
+``--after ID`` makes the new task(s) continuations of existing tasks. They are
+created inactive and then linked (one ``add_continuations`` request for all
+parents, all or nothing): a task with a pending parent cannot be made
+available, and the server starts it by itself when its last parent succeeds.
+A parent that already succeeded counts as done; one that failed or was
+cancelled is refused, since the new task would never run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from banyan import constants as c
+from banyan.cli_common import Context, UsageError, check_ids, fetch_many
+from banyan.cli_output import outcome
+from banyan.client import Client
+from banyan.errors import BanyanError, Conflict, NotFound
+from banyan.models import TaskCreate
+from banyan.validation import from_validation
+
+INDEX_ENV = "BANYAN_TASK_INDEX"
+ENTRY_ENV = "BANYAN_ENTRY"
+LINK_ATTEMPTS = 3
+
+EPILOG = """\
+examples:
+  banyan submit -- ./train.sh --epochs 10
+  banyan submit --name build --cores 4 --memory "8 GiB" -- 'make -j4 && make test'
+  banyan submit --queue gpu --gpus 1 --priority 10 --retries 2 -- python fit.py
+  banyan submit --after 6650f0c2a1b2c3d4e5f60718 -- ./report.sh   # runs once that task succeeds
+  banyan submit --hold -- ./later.sh              # inactive until 'banyan retry'/a PATCH
+  banyan submit --array 1-100 -- 'python sim.py --seed $BANYAN_TASK_INDEX'
+  banyan submit --each-line inputs.txt -- 'gzip "$BANYAN_ENTRY"'
+  banyan submit --wait -- ./quick.sh              # then wait like 'banyan wait'
+
+The command runs in a shell on the worker. One argument is taken as the
+shell command as written ('a && b'); several are joined with shell quoting.
+Array tasks get $BANYAN_TASK_INDEX (the index; 0-based line number for
+--each-line) and $BANYAN_ENTRY (the line), and are named NAME[INDEX].
+Memory: bytes or "512 MiB", "2GB", "4G"; durations: seconds or "90s",
+"10 minutes", "1h30m". Prints the new id(s), one per line.
+"""
+
+
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "submit",
+        parents=parents,
+        help="submit a task (or an array of tasks)",
+        description="Submit a task, an array of tasks, or continuations of existing tasks.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--name", help="task name (array tasks: NAME[INDEX])")
+    p.add_argument("--cores", help="cores, fractions allowed (default 1)")
+    p.add_argument("--memory", help='memory to reserve, e.g. "4 GiB"')
+    p.add_argument("--gpus", help="number of GPUs")
+    p.add_argument(
+        "--resource",
+        action="append",
+        default=[],
+        metavar="NAME=AMOUNT",
+        help="a custom resource, e.g. licences=1 (repeatable)",
+    )
+    p.add_argument("--queue", help=f"queue (default {c.DEFAULT_QUEUE!r})")
+    p.add_argument("--priority", type=int, help="higher runs first (default 0)")
+    p.add_argument("--retries", type=int, metavar="N", help="retries after a failure (default 0)")
+    p.add_argument(
+        "--after",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run after this task succeeds (repeatable)",
+    )
+    p.add_argument("--hold", action="store_true", help="submit inactive (not claimable yet)")
+    p.add_argument(
+        "--env", action="append", default=[], metavar="K=V", help="environment (repeatable)"
+    )
+    p.add_argument("--cwd", metavar="DIR", help="working directory on the worker")
+    p.add_argument(
+        "--max-termination-time", metavar="DUR", help="SIGTERM→SIGKILL grace (default 10 minutes)"
+    )
+    p.add_argument("--estimated-runtime", metavar="DUR", help="expected run time")
+    array = p.add_mutually_exclusive_group()
+    array.add_argument("--array", metavar="SPEC", help="an array: 1-100, 1-100:2 or 1,5,7")
+    array.add_argument("--each-line", metavar="FILE", help="one task per non-empty line of FILE")
+    p.add_argument("--wait", action="store_true", help="then wait for the task(s) to end")
+    p.add_argument(
+        "--timeout", metavar="S", help="with --wait: give up after this long (exit 3)"
+    )
+    p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
+    p.set_defaults(handler=run)
+
+
+# --- building the tasks --------------------------------------------------------
+
+
+def command_text(words: list[str]) -> str:
+    if words and words[0] == "--":
+        words = words[1:]
+    if not words:
+        raise UsageError("no command given: banyan submit [OPTIONS] -- COMMAND...")
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
+def parse_array(text: str) -> list[int]:
+    """``"1-100"``, ``"1-100:2"``, ``"1,5,7"`` or a mix (``"1-3,10"``) → the indexes."""
+    indexes: dict[int, None] = {}
+    for part in text.split(","):
+        match = re.fullmatch(r"\s*([0-9]+)(?:-([0-9]+)(?::([0-9]+))?)?\s*", part)
+        if match is None:
+            raise UsageError(f"invalid --array {text!r}: expected e.g. 1-100, 1-100:2 or 1,5,7")
+        start = int(match[1])
+        end = int(match[2]) if match[2] is not None else start
+        step = int(match[3]) if match[3] is not None else 1
+        if end < start or step < 1:
+            raise UsageError(f"invalid --array {text!r}: {part.strip()} is an empty range")
+        if len(indexes) + (end - start) // step + 1 > c.MAX_BULK_ITEMS:
+            raise UsageError(f"invalid --array {text!r}: at most {c.MAX_BULK_ITEMS} tasks")
+        indexes.update(dict.fromkeys(range(start, end + 1, step)))
+    return list(indexes)
+
+
+def read_lines(path: str) -> list[str]:
+    try:
+        lines = [line for line in Path(path).read_text().splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read --each-line {path}: {exc}") from exc
+    if not lines:
+        raise UsageError(f"--each-line {path}: the file has no non-empty line")
+    if len(lines) > c.MAX_BULK_ITEMS:
+        raise UsageError(f"--each-line {path}: at most {c.MAX_BULK_ITEMS} lines")
+    return lines
+
+
+def _pairs(values: list[str], option: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for text in values:
+        key, sep, value = text.partition("=")
+        if not sep or not key:
+            raise UsageError(f"invalid {option} {text!r}: expected NAME=VALUE")
+        out[key] = value
+    return out
+
+
+def _number(text: str) -> int | float | str:
+    """A number if it reads as one; else the text, for the model to name the field."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
+
+
+def base_task(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields every task of this submission shares, as the user wrote them."""
+    task: dict[str, Any] = {"command": command_text(args.command)}
+    resources: dict[str, Any] = {}
+    if args.cores is not None:
+        resources["cores"] = _number(args.cores)
+    if args.memory is not None:
+        resources["memory"] = _number(args.memory)
+    if args.gpus is not None:
+        resources["gpus"] = _number(args.gpus)
+    for key, value in _pairs(args.resource, "--resource").items():
+        resources[key] = _number(value)
+    if resources:
+        task["requested_resources"] = resources
+    optional = {
+        "name": args.name,
+        "queue": args.queue,
+        "priority": args.priority,
+        "max_retry_count": args.retries,
+        "max_termination_time": args.max_termination_time,
+        "estimated_runtime": args.estimated_runtime,
+        "cwd": os.path.abspath(args.cwd) if args.cwd else None,
+    }
+    task.update({k: v for k, v in optional.items() if v is not None})
+    env = _pairs(args.env, "--env")
+    if env:
+        task["env"] = env
+    if args.after and args.hold:
+        raise UsageError(
+            "--hold cannot be combined with --after: a continuation starts when its parents succeed"
+        )
+    task["state"] = "inactive" if args.hold or args.after else "available"
+    return task
+
+
+def _array_name(base: dict[str, Any]) -> str:
+    if base.get("name"):
+        return str(base["name"])
+    words = shlex.split(base["command"], comments=False) if base["command"] else []
+    return os.path.basename(words[0]) if words else "task"
+
+
+def build_tasks(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The validated task bodies to POST (one, or one per array index/line)."""
+    base = base_task(args)
+    items: list[tuple[int, str | None]] = []
+    if args.array is not None:
+        items = [(i, None) for i in parse_array(args.array)]
+    elif args.each_line is not None:
+        items = list(enumerate(read_lines(args.each_line)))
+    if not items:
+        return [validate(base, what="task")]
+    try:
+        name = _array_name(base)
+    except ValueError:  # unbalanced quotes: the worker's shell will say so
+        name = "task"
+    tasks = []
+    for index, entry in items:
+        env = {**base.get("env", {}), INDEX_ENV: str(index)}
+        if entry is not None:
+            env[ENTRY_ENV] = entry
+        task = {**base, "name": f"{name}[{index}]", "env": env}
+        tasks.append(validate(task, what=f"task [{index}]"))
+    return tasks
+
+
+def validate(task: dict[str, Any], *, what: str) -> dict[str, Any]:
+    """The body the server will accept, or ``InvalidInput`` naming the field."""
+    try:
+        model = TaskCreate.model_validate(task)
+    except ValidationError as exc:
+        raise from_validation(exc, what=what) from None
+    return model.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+# --- sending -------------------------------------------------------------------
+
+
+async def link_after(client: Client, parents: list[str], children: list[str]) -> None:
+    """Make ``children`` (created inactive) continuations of ``parents``."""
+    for attempt in range(LINK_ATTEMPTS):
+        found = await fetch_many(client, parents, projection={"state": 1, "execution": 1})
+        live = []
+        for parent in parents:
+            if parent not in found:
+                raise NotFound(f"no task with id {parent}")
+            result = outcome(found[parent])
+            if result in ("failed", "cancelled"):
+                raise Conflict(
+                    f"task {parent} has {result}: a task submitted after it would never run"
+                )
+            if result == "pending":
+                live.append(parent)
+        if not live:  # every parent has already succeeded
+            await client.update_many([{"_id": i, "state": "available"} for i in children])
+            return
+        try:
+            await client.request(
+                "POST",
+                "/tasks/add_continuations",
+                json_body=[{"targets": live, "values": children}],
+            )
+            return
+        except Conflict:
+            # A parent ended meanwhile: look again (it may have succeeded).
+            if attempt == LINK_ATTEMPTS - 1:
+                raise
+
+
+async def run(ctx: Context) -> int:
+    args = ctx.args
+    tasks = build_tasks(args)
+    parents = check_ids(args.after)
+    async with ctx.client() as client:
+        if parents:
+            # Refuse a dead or unknown parent before creating anything.
+            known = await fetch_many(client, parents, projection={"state": 1, "execution": 1})
+            for parent in parents:
+                if parent not in known:
+                    raise NotFound(f"no task with id {parent}")
+                if outcome(known[parent]) in ("failed", "cancelled"):
+                    raise Conflict(
+                        f"task {parent} has {outcome(known[parent])}: "
+                        "a task submitted after it would never run"
+                    )
+        bulk = args.array is not None or args.each_line is not None
+        response = await client.submit(tasks if bulk else tasks[0])
+        ids = [i["_id"] for i in response["_items"]] if bulk else [response["_id"]]
+        if parents:
+            try:
+                await link_after(client, parents, ids)
+            except BanyanError:
+                # Do not leave unlinked inactive tasks behind.
+                with contextlib.suppress(BanyanError):
+                    await client.update_many([{"_id": i, "state": "cancelled"} for i in ids])
+                raise
+    if ctx.out.json_mode:
+        ctx.out.json(response)
+    else:
+        for task_id in ids:
+            ctx.out.line(task_id)
+    if args.wait:
+        from banyan.cli_wait import wait_for_tasks
+
+        return await wait_for_tasks(ctx, ids, timeout=args.timeout)
+    return 0

@@ -1,0 +1,358 @@
+"""Commands that follow tasks as they run: ``banyan wait``, ``banyan logs``
+(``-f``) and ``banyan events``.
+
+``wait`` listens to the event feed for the tasks' state changes and also
+re-reads the unfinished ones every ``POLL_S`` seconds, so an event missed
+while the feed connects (or while it reconnects) costs at most that delay.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from banyan.cli_common import IDS_PER_QUERY, Context, UsageError, check_ids, fetch_many, parse_where
+from banyan.cli_output import outcome, warn
+from banyan.client import Client
+from banyan.errors import BanyanError, NotFound
+from banyan.units import parse_duration
+
+POLL_S = 2.0
+LOG_POLL_S = 0.5
+FINAL = frozenset({"terminated", "cancelled"})
+EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT = 0, 1, 2, 3
+_PROJECTION = {"name": 1, "state": 1, "execution": 1, "pending_dependency_count": 1}
+
+WAIT_EPILOG = """\
+examples:
+  banyan wait 6650f0c2a1b2c3d4e5f60718
+  banyan wait $(banyan submit --array 1-10 -- ./step.sh) --timeout 1h
+  banyan submit --wait -- ./quick.sh
+
+exit status:
+  0  every task succeeded
+  1  a task failed or was cancelled (or an id is unknown)
+  2  connection or authentication error, invalid input
+  3  --timeout passed before every task ended
+"""
+
+LOGS_EPILOG = """\
+examples:
+  banyan logs 6650f0c2a1b2c3d4e5f60718            # stdout of the current attempt
+  banyan logs 6650f0c2a1b2c3d4e5f60718 --stderr --tail 20
+  banyan logs -f 6650f0c2a1b2c3d4e5f60718         # follow until the task ends
+"""
+
+EVENTS_EPILOG = """\
+examples:
+  banyan events                                   # new events, until Ctrl-C
+  banyan events --since 0 --count 10              # replay the first ten
+  banyan events --types task.state --where '{"queue": "gpu"}'
+  banyan events --types 'worker.*'
+
+One JSON object per line: {"seq", "time", "timestamp", "type", "data"}.
+"""
+
+
+def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "wait",
+        parents=parents,
+        help="wait for tasks to end; the exit status says how they ended",
+        description="Wait until every task has ended (terminated or cancelled).",
+        epilog=WAIT_EPILOG,
+        formatter_class=raw,
+    )
+    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("--timeout", metavar="S", help='give up after this long: seconds or "10m"')
+    p.set_defaults(handler=run_wait)
+
+    p = sub.add_parser(
+        "logs",
+        parents=parents,
+        help="print a task's output",
+        description="Print the captured stdout (or stderr) of a task's current attempt.",
+        epilog=LOGS_EPILOG,
+        formatter_class=raw,
+    )
+    p.add_argument("id", metavar="ID")
+    p.add_argument("-f", "--follow", action="store_true", help="follow until the task ends")
+    p.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
+    p.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
+    p.set_defaults(handler=run_logs)
+
+    p = sub.add_parser(
+        "events",
+        parents=parents,
+        help="print the event feed as JSON lines",
+        description="Follow the event feed (until Ctrl-C or --count events).",
+        epilog=EVENTS_EPILOG,
+        formatter_class=raw,
+    )
+    p.add_argument("--since", type=int, metavar="SEQ", help="replay the events after this seq")
+    p.add_argument("--where", metavar="JSON", help="filter on the event data, as in 'ls'")
+    p.add_argument("--types", metavar="T[,T]", help="event types, e.g. task.state,worker.*")
+    p.add_argument("--count", type=int, metavar="N", help="stop after N events")
+    p.set_defaults(handler=run_events)
+
+
+# --- wait ----------------------------------------------------------------------
+
+
+def _timeout_s(value: str | float | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise UsageError(f"--timeout: {exc}") from None
+
+
+async def _follow_feed(client: Client, ids: list[str], queue: asyncio.Queue[dict[str, Any]]) -> None:
+    """Put each ``task.state`` event of these tasks on ``queue``; errors end it
+    quietly (the poll notices the same problem and reports it)."""
+    wanted = set(ids)
+    where = {"_id": {"$in": ids}} if len(ids) <= IDS_PER_QUERY else None
+    with contextlib.suppress(BanyanError):
+        events = client.events(where=where, types=["task.state"])
+        async with contextlib.aclosing(events) as feed:
+            async for frame in feed:
+                data = frame.get("data") or {}
+                if frame.get("type") == "task.state" and data.get("_id") in wanted:
+                    queue.put_nowait(data)
+
+
+def _apply(tasks: dict[str, dict[str, Any]], data: dict[str, Any]) -> None:
+    task = tasks.get(data["_id"])
+    if task is None or "state" not in data:
+        return
+    task["state"] = data["state"]
+    execution = dict(task.get("execution") or {})
+    if data["state"] == "running":
+        execution.update(exit_status=None, exit_code=None, worker=data.get("worker"))
+    if "exit_status" in data:
+        execution["exit_status"] = data["exit_status"]
+    task["execution"] = execution
+
+
+@contextlib.contextmanager
+def _progress(ctx: Context, total: int) -> Iterator[Progress | None]:
+    if not ctx.out.is_terminal or ctx.out.json_mode:
+        yield None
+        return
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=ctx.out.console,
+        transient=True,
+    )
+    with bar:
+        yield bar
+
+
+def _describe(tasks: dict[str, dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for task in tasks.values():
+        key = outcome(task) if task["state"] in FINAL else task["state"]
+        counts[key] = counts.get(key, 0) + 1
+    order = ["running", "available", "inactive", "pending_cancellation"]
+    order += ["success", "failed", "cancelled"]
+    return ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
+
+
+async def wait_for_tasks(ctx: Context, ids: list[str], *, timeout: str | float | None) -> int:
+    """Wait until every task has ended; the exit status of ``banyan wait``."""
+    timeout_s = _timeout_s(timeout)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    async with ctx.client() as client:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        feed = asyncio.create_task(_follow_feed(client, ids, queue))
+        try:
+            tasks = await fetch_many(client, ids, projection=_PROJECTION)
+            missing = [i for i in ids if i not in tasks]
+            if missing:
+                raise NotFound(f"no task with id {missing[0]}")
+            held = [
+                i
+                for i, t in tasks.items()
+                if t["state"] == "inactive" and not t.get("pending_dependency_count")
+            ]
+            for task_id in held:
+                warn(f"task {task_id} is inactive: it will not run until made available")
+            timed_out = False
+            with _progress(ctx, len(ids)) as bar:
+                progress_id = bar.add_task("waiting", total=len(ids)) if bar else None
+                while True:
+                    pending = [i for i in ids if tasks[i]["state"] not in FINAL]
+                    if bar is not None and progress_id is not None:
+                        done = len(ids) - len(pending)
+                        bar.update(progress_id, completed=done, description=_describe(tasks))
+                    if not pending:
+                        break
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        timed_out = True
+                        break
+                    try:
+                        wait_s = POLL_S if left is None else min(POLL_S, left)
+                        _apply(tasks, await asyncio.wait_for(queue.get(), timeout=wait_s))
+                        while not queue.empty():
+                            _apply(tasks, queue.get_nowait())
+                    except TimeoutError:
+                        tasks.update(await fetch_many(client, pending, projection=_PROJECTION))
+        finally:
+            feed.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feed
+    return _report(ctx, ids, tasks, timed_out=timed_out, timeout_s=timeout_s)
+
+
+def _report(
+    ctx: Context,
+    ids: list[str],
+    tasks: dict[str, dict[str, Any]],
+    *,
+    timed_out: bool,
+    timeout_s: float | None,
+) -> int:
+    results = {i: outcome(tasks[i]) for i in ids}
+    counts = {k: sum(1 for r in results.values() if r == k) for k in ("success", "failed")}
+    counts["cancelled"] = sum(1 for r in results.values() if r == "cancelled")
+    counts["pending"] = sum(1 for r in results.values() if r == "pending")
+    if ctx.out.json_mode:
+        ctx.out.json(
+            {
+                "tasks": [
+                    {
+                        "_id": i,
+                        "name": tasks[i].get("name"),
+                        "state": tasks[i]["state"],
+                        "exit_status": (tasks[i].get("execution") or {}).get("exit_status"),
+                        "exit_code": (tasks[i].get("execution") or {}).get("exit_code"),
+                        "result": results[i],
+                    }
+                    for i in ids
+                ],
+                **counts,
+                "timed_out": timed_out,
+            }
+        )
+    else:
+        for task_id in ids:
+            if results[task_id] in ("failed", "cancelled"):
+                execution = tasks[task_id].get("execution") or {}
+                detail = execution.get("exit_status") or tasks[task_id]["state"]
+                if execution.get("exit_code") is not None:
+                    detail += f", exit code {execution['exit_code']}"
+                name = tasks[task_id].get("name")
+                label = f"{task_id} ({name})" if name else task_id
+                ctx.out.line(f"{label}: {results[task_id]} ({detail})")
+        summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        ctx.out.line(f"{len(ids)} task{'s' if len(ids) != 1 else ''}: {summary}")
+    if timed_out:
+        warn(f"timed out after {timeout_s:g} s: {counts['pending']} of {len(ids)} still pending")
+        return EXIT_TIMEOUT
+    return EXIT_OK if counts["success"] == len(ids) else EXIT_FAILED
+
+
+async def run_wait(ctx: Context) -> int:
+    return await wait_for_tasks(ctx, check_ids(ctx.args.ids), timeout=ctx.args.timeout)
+
+
+# --- logs ----------------------------------------------------------------------
+
+
+def _tail_start(text: str, lines: int) -> int:
+    """Where the last ``lines`` lines of ``text`` begin."""
+    if lines <= 0:
+        return len(text)
+    kept = text.splitlines(keepends=True)[-lines:]
+    return len(text) - sum(len(line) for line in kept)
+
+
+async def run_logs(ctx: Context) -> int:
+    args = ctx.args
+    (task_id,) = check_ids([args.id])
+    stream = "stderr" if args.stderr else "stdout"
+    if args.tail is not None and args.tail < 0:
+        raise UsageError("--tail must be 0 or more")
+    out = ctx.out
+    async with ctx.client() as client:
+        if not args.follow:
+            logs = await client.logs(task_id, stream=stream, tail=args.tail)
+            if out.json_mode:
+                out.json(logs)
+            else:
+                out.file.write(logs.get(stream) or "")
+                out.file.flush()
+            return 0
+        shown_attempt: Any = None
+        offset = 0
+        first = True
+        while True:
+            # The state is read before the logs: once it is final, the logs
+            # read after it are complete (a worker sends output before its report).
+            state = (await client.task(task_id))["state"]
+            logs = await client.logs(task_id, stream=stream)
+            text = logs.get(stream) or ""
+            if logs.get("attempt") != shown_attempt:
+                if shown_attempt is not None:
+                    warn(f"task {task_id}: attempt {logs.get('attempt')} started")
+                shown_attempt, offset = logs.get("attempt"), 0
+            if first and args.tail is not None:
+                offset = _tail_start(text, args.tail)
+            first = False
+            offset = min(offset, len(text))
+            if len(text) > offset:
+                if out.json_mode:
+                    out.json_line({"attempt": shown_attempt, "stream": stream, "data": text[offset:]})
+                else:
+                    out.file.write(text[offset:])
+                    out.file.flush()
+                offset = len(text)
+            if state in FINAL:
+                return 0
+            await asyncio.sleep(LOG_POLL_S)
+
+
+# --- events --------------------------------------------------------------------
+
+
+async def run_events(ctx: Context) -> int:
+    args = ctx.args
+    where = parse_where(args.where)
+    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
+    if args.since is not None and args.since < 0:
+        raise UsageError("--since must be 0 or more")
+    if args.count is not None and args.count < 1:
+        raise UsageError("--count must be 1 or more")
+    seen = 0
+    async with ctx.client() as client:
+        # The feed reconnects by itself; make sure the server is there at all.
+        await client.request("GET", "/health")
+        events = client.events(since=args.since, where=where, types=types)
+        async with contextlib.aclosing(events) as feed:
+            async for frame in feed:
+                ctx.out.json_line(frame)
+                if "seq" in frame:
+                    seen += 1
+                    if args.count is not None and seen >= args.count:
+                        break
+    return 0
