@@ -43,6 +43,11 @@ class Context:
             )
         return self._connection
 
+    @property
+    def server_url(self) -> str | None:
+        """The server's URL once discovery has run (for error messages)."""
+        return None if self._connection is None else self._connection.server
+
     def client(self) -> Client:
         return Client(self.connection)
 

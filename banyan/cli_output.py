@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
 from rich.console import Console, RenderableType
@@ -165,7 +165,9 @@ def outcome(task: Mapping[str, Any]) -> str:
     return "pending"
 
 
-def key_value_table(rows: list[tuple[str, RenderableType]], *, title: str | None = None) -> Table:
+def key_value_table(
+    rows: Sequence[tuple[str, RenderableType]], *, title: str | None = None
+) -> Table:
     table = Table(show_header=False, box=None, title=title, title_justify="left", pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")

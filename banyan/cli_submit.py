@@ -99,9 +99,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     array.add_argument("--array", metavar="SPEC", help="an array: 1-100, 1-100:2 or 1,5,7")
     array.add_argument("--each-line", metavar="FILE", help="one task per non-empty line of FILE")
     p.add_argument("--wait", action="store_true", help="then wait for the task(s) to end")
-    p.add_argument(
-        "--timeout", metavar="S", help="with --wait: give up after this long (exit 3)"
-    )
+    p.add_argument("--timeout", metavar="S", help="with --wait: give up after this long (exit 3)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
     p.set_defaults(handler=run)
 
@@ -245,6 +243,12 @@ def validate(task: dict[str, Any], *, what: str) -> dict[str, Any]:
 # --- sending -------------------------------------------------------------------
 
 
+def _check_parent(parent: str, result: str) -> None:
+    if result in ("failed", "cancelled"):
+        ended = "failed" if result == "failed" else "was cancelled"
+        raise Conflict(f"task {parent} {ended}: a task submitted after it would never run")
+
+
 async def link_after(client: Client, parents: list[str], children: list[str]) -> None:
     """Make ``children`` (created inactive) continuations of ``parents``."""
     for attempt in range(LINK_ATTEMPTS):
@@ -254,10 +258,7 @@ async def link_after(client: Client, parents: list[str], children: list[str]) ->
             if parent not in found:
                 raise NotFound(f"no task with id {parent}")
             result = outcome(found[parent])
-            if result in ("failed", "cancelled"):
-                raise Conflict(
-                    f"task {parent} has {result}: a task submitted after it would never run"
-                )
+            _check_parent(parent, result)
             if result == "pending":
                 live.append(parent)
         if not live:  # every parent has already succeeded
@@ -287,11 +288,7 @@ async def run(ctx: Context) -> int:
             for parent in parents:
                 if parent not in known:
                     raise NotFound(f"no task with id {parent}")
-                if outcome(known[parent]) in ("failed", "cancelled"):
-                    raise Conflict(
-                        f"task {parent} has {outcome(known[parent])}: "
-                        "a task submitted after it would never run"
-                    )
+                _check_parent(parent, outcome(known[parent]))
         bulk = args.array is not None or args.each_line is not None
         response = await client.submit(tasks if bulk else tasks[0])
         ids = [i["_id"] for i in response["_items"]] if bulk else [response["_id"]]

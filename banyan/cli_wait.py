@@ -12,8 +12,8 @@ import argparse
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from typing import Any, cast
 
 from rich.progress import (
     BarColumn,
@@ -31,6 +31,7 @@ from banyan.errors import BanyanError, NotFound
 from banyan.units import parse_duration
 
 POLL_S = 2.0
+FIRST_POLL_S = 0.5
 LOG_POLL_S = 0.5
 FINAL = frozenset({"terminated", "cancelled"})
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT = 0, 1, 2, 3
@@ -122,13 +123,15 @@ def _timeout_s(value: str | float | None) -> float | None:
         raise UsageError(f"--timeout: {exc}") from None
 
 
-async def _follow_feed(client: Client, ids: list[str], queue: asyncio.Queue[dict[str, Any]]) -> None:
+async def _follow_feed(
+    client: Client, ids: list[str], queue: asyncio.Queue[dict[str, Any]]
+) -> None:
     """Put each ``task.state`` event of these tasks on ``queue``; errors end it
     quietly (the poll notices the same problem and reports it)."""
     wanted = set(ids)
     where = {"_id": {"$in": ids}} if len(ids) <= IDS_PER_QUERY else None
     with contextlib.suppress(BanyanError):
-        events = client.events(where=where, types=["task.state"])
+        events = _closable(client.events(where=where, types=["task.state"]))
         async with contextlib.aclosing(events) as feed:
             async for frame in feed:
                 data = frame.get("data") or {}
@@ -136,10 +139,18 @@ async def _follow_feed(client: Client, ids: list[str], queue: asyncio.Queue[dict
                     queue.put_nowait(data)
 
 
-def _apply(tasks: dict[str, dict[str, Any]], data: dict[str, Any]) -> None:
+def _closable(events: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[dict[str, Any], None]:
+    """``Client.events`` is an async generator: close it (and its websocket) when done."""
+    return cast(AsyncGenerator[dict[str, Any], None], events)
+
+
+def _apply(tasks: dict[str, dict[str, Any]], data: dict[str, Any], stale: set[str]) -> None:
+    """Update a task from its event; ``stale`` collects the ids whose other
+    fields (exit code...) are now older than their state."""
     task = tasks.get(data["_id"])
     if task is None or "state" not in data:
         return
+    stale.add(data["_id"])
     task["state"] = data["state"]
     execution = dict(task.get("execution") or {})
     if data["state"] == "running":
@@ -197,6 +208,9 @@ async def wait_for_tasks(ctx: Context, ids: list[str], *, timeout: str | float |
             for task_id in held:
                 warn(f"task {task_id} is inactive: it will not run until made available")
             timed_out = False
+            stale: set[str] = set()
+            # The first re-read comes soon: it covers events sent before the feed connected.
+            next_poll = time.monotonic() + FIRST_POLL_S
             with _progress(ctx, len(ids)) as bar:
                 progress_id = bar.add_task("waiting", total=len(ids)) if bar else None
                 while True:
@@ -210,13 +224,22 @@ async def wait_for_tasks(ctx: Context, ids: list[str], *, timeout: str | float |
                     if left is not None and left <= 0:
                         timed_out = True
                         break
+                    wait_s = max(0.0, next_poll - time.monotonic())
                     try:
-                        wait_s = POLL_S if left is None else min(POLL_S, left)
-                        _apply(tasks, await asyncio.wait_for(queue.get(), timeout=wait_s))
+                        wait_s = wait_s if left is None else min(wait_s, left)
+                        event = await asyncio.wait_for(queue.get(), timeout=wait_s)
+                        _apply(tasks, event, stale)
                         while not queue.empty():
-                            _apply(tasks, queue.get_nowait())
+                            _apply(tasks, queue.get_nowait(), stale)
                     except TimeoutError:
+                        pass
+                    if time.monotonic() >= next_poll:
                         tasks.update(await fetch_many(client, pending, projection=_PROJECTION))
+                        stale.difference_update(pending)
+                        next_poll = time.monotonic() + POLL_S
+            # Events carry the state, not every detail: read what they changed once more.
+            ended = [i for i in ids if i in stale and tasks[i]["state"] in FINAL]
+            tasks.update(await fetch_many(client, ended, projection=_PROJECTION))
         finally:
             feed.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -263,7 +286,12 @@ def _report(
                     detail += f", exit code {execution['exit_code']}"
                 name = tasks[task_id].get("name")
                 label = f"{task_id} ({name})" if name else task_id
-                ctx.out.line(f"{label}: {results[task_id]} ({detail})")
+                shown = (
+                    results[task_id]
+                    if detail == results[task_id]
+                    else f"{results[task_id]} ({detail})"
+                )
+                ctx.out.line(f"{label}: {shown}")
         summary = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
         ctx.out.line(f"{len(ids)} task{'s' if len(ids) != 1 else ''}: {summary}")
     if timed_out:
@@ -322,7 +350,9 @@ async def run_logs(ctx: Context) -> int:
             offset = min(offset, len(text))
             if len(text) > offset:
                 if out.json_mode:
-                    out.json_line({"attempt": shown_attempt, "stream": stream, "data": text[offset:]})
+                    out.json_line(
+                        {"attempt": shown_attempt, "stream": stream, "data": text[offset:]}
+                    )
                 else:
                     out.file.write(text[offset:])
                     out.file.flush()
@@ -347,7 +377,7 @@ async def run_events(ctx: Context) -> int:
     async with ctx.client() as client:
         # The feed reconnects by itself; make sure the server is there at all.
         await client.request("GET", "/health")
-        events = client.events(since=args.since, where=where, types=types)
+        events = _closable(client.events(since=args.since, where=where, types=types))
         async with contextlib.aclosing(events) as feed:
             async for frame in feed:
                 ctx.out.json_line(frame)

@@ -96,7 +96,9 @@ class Server:
             time.sleep(0.01)
         raise RuntimeError("the counting server did not write its counters")
 
-    def wait_idle(self, *, quiet_cpu_s: float = 0.02, window_s: float = 0.5, max_s: float = 60.0) -> float:
+    def wait_idle(
+        self, *, quiet_cpu_s: float = 0.02, window_s: float = 0.5, max_s: float = 60.0
+    ) -> float:
         """Wait until the server burns less than ``quiet_cpu_s`` of CPU in
         ``window_s`` (background work such as the event hub catching up
         after a bulk insert is over); bounded by ``max_s``. Returns the wait."""
@@ -313,7 +315,9 @@ def cpu_count() -> int:
 def print_machine(title: str) -> None:
     print(f"== {title}")
     rows = machine()
-    rows.append(("background load", f"{background_cores():.2f} CPUs busy with other processes (1 s sample)"))
+    rows.append(
+        ("background load", f"{background_cores():.2f} CPUs busy with other processes (1 s sample)")
+    )
     print_table(["machine", ""], rows)
     print(SHARED_CPU_NOTE.format(n=cpu_count()))
     print()

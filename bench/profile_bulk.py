@@ -26,7 +26,7 @@ from pathlib import Path
 try:
     from bench import common
 except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[no-redef]
+    import common  # type: ignore[import-not-found, no-redef]
 
 from pydantic import TypeAdapter
 
@@ -40,7 +40,9 @@ TASK = {"command": "true", "requested_resources": {"memory": "1 GiB"}}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--top", type=int, default=18, help="functions to list from the profile")
     args = parser.parse_args()
@@ -64,10 +66,10 @@ def main() -> None:
         # warm-up on a small batch (imports, statement cache)
         insert(adapter.validate_json(json.dumps([TASK] * 100)))
 
-        phases: list[list[object]] = []
+        phases: list[tuple[str, float]] = []
         t0 = time.perf_counter()
         items = adapter.validate_json(body)
-        phases.append(["validate (pydantic)", time.perf_counter() - t0])
+        phases.append(("validate (pydantic)", time.perf_counter() - t0))
         plain = json.dumps([{**TASK, "requested_resources": {"memory": 2**30}}] * n).encode()
         t0 = time.perf_counter()
         adapter.validate_json(plain)
@@ -75,21 +77,29 @@ def main() -> None:
 
         t0 = time.perf_counter()
         created = insert(items)
-        phases.append(["insert + commit (create_tasks)", time.perf_counter() - t0])
+        phases.append(("insert + commit (create_tasks)", time.perf_counter() - t0))
 
         t0 = time.perf_counter()
         out = [render.meta(c, DEFAULT_DATE_FORMAT) for c in created]
-        payload = json.dumps({"_status": "OK", "_items": out}, separators=(",", ":"), ensure_ascii=False)
-        phases.append(["render + json.dumps response", time.perf_counter() - t0])
-        total = sum(float(p[1]) for p in phases)  # type: ignore[arg-type]
+        payload = json.dumps(
+            {"_status": "OK", "_items": out}, separators=(",", ":"), ensure_ascii=False
+        )
+        phases.append(("render + json.dumps response", time.perf_counter() - t0))
+        total = sum(s for _, s in phases)
 
-        print_rows = [[name, s * 1000, s / n * 1e6, s / total * 100] for name, s in phases]  # type: ignore[operator]
+        print_rows: list[list[object]] = [
+            [name, s * 1000, s / n * 1e6, s / total * 100] for name, s in phases
+        ]
         print_rows.append(["total", total * 1000, total / n * 1e6, 100.0])
         common.print_table(["phase", "ms", "us/task", "%"], print_rows)
-        print(f"=> at most {n / total:,.0f} tasks/s from these phases alone on one core "
-              f"(response {len(payload) / 2**20:.1f} MiB)")  # fmt: skip
-        print(f"for comparison, validate with memory given as integer bytes (2**30) instead of "
-              f'"1 GiB": {as_bytes * 1000:,.0f} ms ({as_bytes / n * 1e6:.1f} us/task)\n')  # fmt: skip
+        print(
+            f"=> at most {n / total:,.0f} tasks/s from these phases alone on one core "
+            f"(response {len(payload) / 2**20:.1f} MiB)"
+        )
+        print(
+            f"for comparison, validate with memory given as integer bytes (2**30) instead of "
+            f'"1 GiB": {as_bytes * 1000:,.0f} ms ({as_bytes / n * 1e6:.1f} us/task)\n'
+        )
 
         # the insert phase again (a second batch), under cProfile
         items = adapter.validate_json(body)

@@ -31,7 +31,7 @@ import aiohttp
 try:
     from bench import common
 except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[no-redef]
+    import common  # type: ignore[import-not-found, no-redef]
 
 CHUNK = 50_000
 FILL_MAX_S = 420.0  # the fill stops after this long, whatever --rows says
@@ -58,16 +58,22 @@ def make_chunk(start: int, count: int, rng: random.Random) -> bytes:
 
 def queries(rows: int) -> list[tuple[str, dict[str, str]]]:
     name = 123_456 if rows > 123_456 else rows // 2  # a name that exists
-    w = lambda d: json.dumps(d)  # noqa: E731
+    w = json.dumps
     return [
         ("name =", {"where": w({"name": f"task {name}"})}),
-        ("state+queue, -priority", {"where": w({"state": "available", "queue": "q3"}),
-                                    "sort": "-priority", "max_results": "25"}),
+        (
+            "state+queue, -priority",
+            {
+                "where": w({"state": "available", "queue": "q3"}),
+                "sort": "-priority",
+                "max_results": "25",
+            },
+        ),
         ("retry_count $lt", {"where": w({"retry_count": {"$lt": 10}}), "max_results": "25"}),
         ("priority $gte, sort", {"where": w({"priority": {"$gte": 8}}), "sort": "-priority,_id"}),
         ("page=1000", {"page": "1000", "max_results": "25"}),
         ("owner+state", {"where": w({"owner": "local-admin", "state": "inactive"})}),
-    ]  # fmt: skip
+    ]
 
 
 def url_text(params: dict[str, str]) -> str:
@@ -84,20 +90,30 @@ async def fill(server: common.Server, rows: int) -> dict[str, Any]:
             start = time.perf_counter()
             while done < rows:
                 if time.perf_counter() - start > FILL_MAX_S:
-                    print(f"  fill stopped after {FILL_MAX_S:.0f} s at {done:,} rows", file=sys.stderr)
+                    print(
+                        f"  fill stopped after {FILL_MAX_S:.0f} s at {done:,} rows", file=sys.stderr
+                    )
                     break
                 count = min(CHUNK, rows - done)
                 body = make_chunk(done, count, rng)
                 t0 = time.perf_counter()
-                async with session.post(f"{server.url}/tasks", data=body, headers=server.headers) as resp:
+                async with session.post(
+                    f"{server.url}/tasks", data=body, headers=server.headers
+                ) as resp:
                     data = await resp.read()
                     status = resp.status
                 post_s += time.perf_counter() - t0
                 if status != 201:
                     raise RuntimeError(f"bulk POST failed: {status} {data[:300]!r}")
                 done += count
-    return {"rows": done, "wall_s": m.wall_s, "post_s": post_s, "server_cpu_s": m.server_cpu_s,
-            "client_cpu_s": m.client_cpu_s, "other_cpu_s": m.other_cpu_s}  # fmt: skip
+    return {
+        "rows": done,
+        "wall_s": m.wall_s,
+        "post_s": post_s,
+        "server_cpu_s": m.server_cpu_s,
+        "client_cpu_s": m.client_cpu_s,
+        "other_cpu_s": m.other_cpu_s,
+    }
 
 
 async def time_queries(server: common.Server, rows: int, reps: int) -> list[dict[str, Any]]:
@@ -112,7 +128,9 @@ async def time_queries(server: common.Server, rows: int, reps: int) -> list[dict
                 if i >= WARMUP and time.perf_counter() - start > QUERY_MAX_S:
                     break
                 t0 = time.perf_counter()
-                async with session.get(f"{server.url}/tasks", params=params, headers=server.headers) as resp:
+                async with session.get(
+                    f"{server.url}/tasks", params=params, headers=server.headers
+                ) as resp:
                     data = await resp.read()
                     status = resp.status
                 elapsed = time.perf_counter() - t0
@@ -123,13 +141,18 @@ async def time_queries(server: common.Server, rows: int, reps: int) -> list[dict
                     size = len(data)
                 if i >= WARMUP:
                     latencies.append(elapsed)
-            out.append({
-                "label": label, "params": params, "reps": len(latencies),
-                "p50_ms": common.percentile(latencies, 50) * 1000,
-                "p95_ms": common.percentile(latencies, 95) * 1000,
-                "items": len(first.get("_items", [])), "total": first.get("_meta", {}).get("total"),
-                "bytes": size,
-            })  # fmt: skip
+            out.append(
+                {
+                    "label": label,
+                    "params": params,
+                    "reps": len(latencies),
+                    "p50_ms": common.percentile(latencies, 50) * 1000,
+                    "p95_ms": common.percentile(latencies, 95) * 1000,
+                    "items": len(first.get("_items", [])),
+                    "total": first.get("_meta", {}).get("total"),
+                    "bytes": size,
+                }
+            )
     return out
 
 
@@ -147,10 +170,12 @@ def sql_for(params: dict[str, str]) -> tuple[str, str, list[Any]]:
         where=parse_where(params.get("where"), TASK_FIELDS),
         sort=parse_sort(params.get("sort"), TASK_FIELDS),
         page=parse_page(params.get("page")),
-        max_results=parse_max_results(params.get("max_results"),
-                                      default=constants.DEFAULT_MAX_RESULTS,
-                                      limit=constants.MAX_RESULTS_LIMIT),
-    )  # fmt: skip
+        max_results=parse_max_results(
+            params.get("max_results"),
+            default=constants.DEFAULT_MAX_RESULTS,
+            limit=constants.MAX_RESULTS_LIMIT,
+        ),
+    )
     return page_sql(query, TASK_QUERY_COLUMNS, table="tasks", columns=TASK_COLUMNS)
 
 
@@ -185,7 +210,9 @@ def analyse(db: Path, results: list[dict[str, Any]]) -> None:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=None, help="tasks to fill (default 1,000,000)")
     parser.add_argument("--quick", action="store_true", help="100,000 rows, fewer repetitions")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per query (50)")
@@ -213,25 +240,70 @@ async def main() -> None:
 
     print(f"fill: {rows:,} tasks in bulk POSTs of {CHUNK:,}, synchronous=FULL, one after another")
     common.print_table(
-        ["rows", "wall s", "tasks/s (wall)", "tasks/s (in POST)", "srv cpu s", "cli cpu s",
-         "other cpu %", "db MiB"],
-        [[rows, filled["wall_s"], rows / filled["wall_s"], rows / filled["post_s"],
-          filled["server_cpu_s"], filled["client_cpu_s"],
-          filled["other_cpu_s"] / filled["wall_s"] * 100, db_bytes / 2**20]],
-    )  # fmt: skip
-    print("(tasks/s (wall) includes building each JSON body in the client; 'in POST' is the "
-          "request time alone)")  # fmt: skip
-    print(f"after the last POST the server stayed busy for {filled['settle_s']:.1f} s "
-          f"({filled['settle_cpu_s']:.1f} s CPU, e.g. the event hub catching up); queries start "
-          "once it is idle\n")  # fmt: skip
+        [
+            "rows",
+            "wall s",
+            "tasks/s (wall)",
+            "tasks/s (in POST)",
+            "srv cpu s",
+            "cli cpu s",
+            "other cpu %",
+            "db MiB",
+        ],
+        [
+            [
+                rows,
+                filled["wall_s"],
+                rows / filled["wall_s"],
+                rows / filled["post_s"],
+                filled["server_cpu_s"],
+                filled["client_cpu_s"],
+                filled["other_cpu_s"] / filled["wall_s"] * 100,
+                db_bytes / 2**20,
+            ]
+        ],
+    )
+    print(
+        "(tasks/s (wall) includes building each JSON body in the client; 'in POST' is the "
+        "request time alone)"
+    )
+    print(
+        f"after the last POST the server stayed busy for {filled['settle_s']:.1f} s "
+        f"({filled['settle_cpu_s']:.1f} s CPU, e.g. the event hub catching up); queries start "
+        "once it is idle\n"
+    )
 
-    print(f"GET /tasks on {rows:,} rows: HTTP median/p95 over the repetitions (after {WARMUP} "
-          "warm-ups); then the server's own SQL run on the file directly (median of 5)")  # fmt: skip
+    print(
+        f"GET /tasks on {rows:,} rows: HTTP median/p95 over the repetitions (after {WARMUP} "
+        "warm-ups); then the server's own SQL run on the file directly (median of 5)"
+    )
     common.print_table(
-        ["query", "reps", "p50 ms", "p95 ms", "items", "_meta.total", "KiB", "SELECT ms", "COUNT ms"],
-        [[r["label"], r["reps"], r["p50_ms"], r["p95_ms"], r["items"], r["total"],
-          r["bytes"] / 1024, r["select_ms"], r["count_ms"]] for r in results],
-    )  # fmt: skip
+        [
+            "query",
+            "reps",
+            "p50 ms",
+            "p95 ms",
+            "items",
+            "_meta.total",
+            "KiB",
+            "SELECT ms",
+            "COUNT ms",
+        ],
+        [
+            [
+                r["label"],
+                r["reps"],
+                r["p50_ms"],
+                r["p95_ms"],
+                r["items"],
+                r["total"],
+                r["bytes"] / 1024,
+                r["select_ms"],
+                r["count_ms"],
+            ]
+            for r in results
+        ],
+    )
     print()
     for r in results:
         slow = "  <-- over 20 ms" if r["p50_ms"] > SLOW_MS else ""
@@ -242,7 +314,10 @@ async def main() -> None:
         print(f"  COUNT:  {r['count_sql']}")
         for line in r["count_plan"]:
             print(f"    plan: {line}")
-    print(f"\nbackground load at the end: {common.background_cores():.2f} CPUs busy with other processes")
+    print(
+        f"\nbackground load at the end: {common.background_cores():.2f} CPUs busy "
+        "with other processes"
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import aiohttp
 try:
     from bench import common
 except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[no-redef]
+    import common  # type: ignore[import-not-found, no-redef]
 
 TASK = {"command": "true", "requested_resources": {"memory": "1 GiB"}}
 TASK_BODY = json.dumps(TASK).encode()
@@ -66,7 +66,9 @@ async def post_load(
     errors = 0
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
 
-        async def loop(tickets: itertools.count[int], limit: int, deadline: float, record: bool) -> None:
+        async def loop(
+            tickets: itertools.count[int], limit: int, deadline: float, record: bool
+        ) -> None:
             nonlocal errors
             while next(tickets) < limit and time.perf_counter() < deadline:
                 t0 = time.perf_counter()
@@ -81,13 +83,25 @@ async def post_load(
         if warmup:
             tickets = itertools.count()
             deadline = time.perf_counter() + 30
-            await asyncio.gather(*(loop(tickets, warmup, deadline, False) for _ in range(concurrency)))
+            await asyncio.gather(
+                *(loop(tickets, warmup, deadline, False) for _ in range(concurrency))
+            )
         with common.Meter(server) as m:
             tickets = itertools.count()
             deadline = time.perf_counter() + LOOP_MAX_S
-            await asyncio.gather(*(loop(tickets, total, deadline, True) for _ in range(concurrency)))
-    return Run(label, len(latencies), errors, m.wall_s, latencies, m.server_cpu_s, m.client_cpu_s,
-               m.other_cpu_s)  # fmt: skip
+            await asyncio.gather(
+                *(loop(tickets, total, deadline, True) for _ in range(concurrency))
+            )
+    return Run(
+        label,
+        len(latencies),
+        errors,
+        m.wall_s,
+        latencies,
+        m.server_cpu_s,
+        m.client_cpu_s,
+        m.other_cpu_s,
+    )
 
 
 async def bulk_load(server: common.Server, *, per_request: int, requests: int, label: str) -> Run:
@@ -104,25 +118,44 @@ async def bulk_load(server: common.Server, *, per_request: int, requests: int, l
                 if time.perf_counter() - t0 > LOOP_MAX_S:
                     break
                 r0 = time.perf_counter()
-                async with session.post(f"{server.url}/tasks", data=body, headers=server.headers) as resp:
+                async with session.post(
+                    f"{server.url}/tasks", data=body, headers=server.headers
+                ) as resp:
                     data = await resp.read()
                     status = resp.status
                 latencies.append(time.perf_counter() - r0)
                 if status != 201 or len(json.loads(data)["_items"]) != per_request:
                     errors += 1
                     print(f"  bulk POST failed: {status} {data[:300]!r}", file=sys.stderr)
-    return Run(label, len(latencies) * per_request, errors, m.wall_s, latencies, m.server_cpu_s,
-               m.client_cpu_s, m.other_cpu_s)  # fmt: skip
+    return Run(
+        label,
+        len(latencies) * per_request,
+        errors,
+        m.wall_s,
+        latencies,
+        m.server_cpu_s,
+        m.client_cpu_s,
+        m.other_cpu_s,
+    )
 
 
 def single_rows(runs: list[Run]) -> list[list[object]]:
     return [
-        [r.label, r.requests, r.errors, r.wall_s, r.rate,
-         common.percentile(r.latencies, 50) * 1000, common.percentile(r.latencies, 99) * 1000,
-         r.server_cpu_s / r.requests * 1000, r.client_cpu_s / r.requests * 1000,
-         r.server_cpu_s / r.wall_s * 100, r.other_cpu_s / r.wall_s * 100]
+        [
+            r.label,
+            r.requests,
+            r.errors,
+            r.wall_s,
+            r.rate,
+            common.percentile(r.latencies, 50) * 1000,
+            common.percentile(r.latencies, 99) * 1000,
+            r.server_cpu_s / r.requests * 1000,
+            r.client_cpu_s / r.requests * 1000,
+            r.server_cpu_s / r.wall_s * 100,
+            r.other_cpu_s / r.wall_s * 100,
+        ]
         for r in runs
-    ]  # fmt: skip
+    ]
 
 
 def filesystem(path: Path) -> str:
@@ -131,7 +164,9 @@ def filesystem(path: Path) -> str:
     try:
         for line in Path("/proc/mounts").read_text().splitlines():
             _, mount, kind, *_ = line.split()
-            if str(path.resolve()).startswith(mount.rstrip("/") + "/") and len(mount) >= len(best[0]):
+            if str(path.resolve()).startswith(mount.rstrip("/") + "/") and len(mount) >= len(
+                best[0]
+            ):
                 best = (mount, kind)
     except OSError:
         pass
@@ -139,12 +174,16 @@ def filesystem(path: Path) -> str:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument(
-        "--dir", type=Path, default=None,
+        "--dir",
+        type=Path,
+        default=None,
         help="where the temporary directory (database) goes; default: the system temp dir",
-    )  # fmt: skip
+    )
     args = parser.parse_args()
     many = 2_000 if args.quick else 20_000
     one = 300 if args.quick else 2_000
@@ -156,35 +195,65 @@ async def main() -> None:
     with tempfile.TemporaryDirectory(prefix="banyan-bench-", dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
         print(f"database directory: {tmp} ({filesystem(tmp)})")
-        fsync_before = (common.fsync_latency(tmp, overwrite=False), common.fsync_latency(tmp, overwrite=True))
+        fsync_before = (
+            common.fsync_latency(tmp, overwrite=False),
+            common.fsync_latency(tmp, overwrite=True),
+        )
 
         # (a) single POSTs
         runs: list[Run] = []
         for sync in ("FULL", "NORMAL"):
             server = common.start_server(tmp, name=f"single-{sync.lower()}", synchronous=sync)
             try:
-                runs.append(await post_load(server, total=many, concurrency=64,
-                                            label=f"{sync:<6} 64 clients", warmup=WARMUP_REQUESTS))
-                runs.append(await post_load(server, total=one, concurrency=1,
-                                            label=f"{sync:<6}  1 client", warmup=50))
+                runs.append(
+                    await post_load(
+                        server,
+                        total=many,
+                        concurrency=64,
+                        label=f"{sync:<6} 64 clients",
+                        warmup=WARMUP_REQUESTS,
+                    )
+                )
+                runs.append(
+                    await post_load(
+                        server, total=one, concurrency=1, label=f"{sync:<6}  1 client", warmup=50
+                    )
+                )
             finally:
-                server.stop()  # fmt: skip
-        print("(a) single POST /tasks, one task each "
-              f"(warm-up of {WARMUP_REQUESTS} / 50 requests not counted; latency = client-side, "
-              "incl. client event-loop queueing)")  # fmt: skip
+                server.stop()
+        print(
+            "(a) single POST /tasks, one task each "
+            f"(warm-up of {WARMUP_REQUESTS} / 50 requests not counted; latency = client-side, "
+            "incl. client event-loop queueing)"
+        )
         common.print_table(
-            ["sync / load", "requests", "errors", "wall s", "tasks/s", "p50 ms", "p99 ms",
-             "srv cpu ms/req", "cli cpu ms/req", "srv cpu %", "other cpu %"],
+            [
+                "sync / load",
+                "requests",
+                "errors",
+                "wall s",
+                "tasks/s",
+                "p50 ms",
+                "p99 ms",
+                "srv cpu ms/req",
+                "cli cpu ms/req",
+                "srv cpu %",
+                "other cpu %",
+            ],
             single_rows(runs),
-        )  # fmt: skip
-        print("cpu % columns: 100 = one CPU busy for the whole wall time; 'other' = every other "
-              "process on the machine")  # fmt: skip
+        )
+        print(
+            "cpu % columns: 100 = one CPU busy for the whole wall time; 'other' = every other "
+            "process on the machine"
+        )
         print()
 
         # group commit: the same loads, counting committed transactions
         counted: list[list[object]] = []
         for sync in ("FULL", "NORMAL"):
-            server = common.start_server(tmp, name=f"count-{sync.lower()}", synchronous=sync, counting=True)
+            server = common.start_server(
+                tmp, name=f"count-{sync.lower()}", synchronous=sync, counting=True
+            )
             try:
                 for conc, total in ((64, count_many), (1, count_one)):
                     await post_load(server, total=50, concurrency=conc, label="warm-up")
@@ -193,15 +262,31 @@ async def main() -> None:
                     after = server.counters()
                     commits = after["batches"] - before["batches"]
                     ops = after["ops"] - before["ops"]
-                    counted.append([f"{sync:<6} {conc:>2} client{'s' if conc > 1 else ''}",
-                                    run.requests, run.rate, commits, ops / commits if commits else float("nan"),
-                                    commits / run.wall_s, run.other_cpu_s / run.wall_s * 100])  # fmt: skip
+                    counted.append(
+                        [
+                            f"{sync:<6} {conc:>2} client{'s' if conc > 1 else ''}",
+                            run.requests,
+                            run.rate,
+                            commits,
+                            ops / commits if commits else float("nan"),
+                            commits / run.wall_s,
+                            run.other_cpu_s / run.wall_s * 100,
+                        ]
+                    )
             finally:
                 server.stop()
         print("group commit: write operations per committed transaction (one fsync each at FULL),")
         print("counted by the server's own Database.batches/ops via bench/_counting_server.py")
         common.print_table(
-            ["sync / load", "requests", "tasks/s", "commits", "ops/commit", "commits/s", "other cpu %"],
+            [
+                "sync / load",
+                "requests",
+                "tasks/s",
+                "commits",
+                "ops/commit",
+                "commits/s",
+                "other cpu %",
+            ],
             counted,
         )
         print()
@@ -214,27 +299,63 @@ async def main() -> None:
             settle = []
             for per_request, requests in ((bulk_total, 1), (bulk_total // 10, 10)):
                 server.wait_idle()
-                bulk.append(await bulk_load(server, per_request=per_request, requests=requests,
-                                            label=f"{requests} x {per_request:,}"))
+                bulk.append(
+                    await bulk_load(
+                        server,
+                        per_request=per_request,
+                        requests=requests,
+                        label=f"{requests} x {per_request:,}",
+                    )
+                )
                 cpu0 = server.cpu_seconds()
                 waited = server.wait_idle()
-                settle.append((waited, server.cpu_seconds() - cpu0))  # fmt: skip
+                settle.append((waited, server.cpu_seconds() - cpu0))
         finally:
             server.stop()
         print("(b) bulk POST /tasks (a JSON list), synchronous=FULL, requests one after another")
         common.print_table(
-            ["requests", "tasks", "errors", "wall s", "tasks/s", "max req s", "srv cpu s",
-             "cli cpu s", "srv cpu %", "other cpu %", "busy after s", "cpu after s"],
-            [[b.label, b.requests, b.errors, b.wall_s, b.rate, max(b.latencies), b.server_cpu_s,
-              b.client_cpu_s, b.server_cpu_s / b.wall_s * 100, b.other_cpu_s / b.wall_s * 100,
-              after[0], after[1]]
-             for b, after in zip(bulk, settle, strict=True)],
-        )  # fmt: skip
-        print("cpu % columns: 100 = one CPU busy for the whole wall time; 'other' = every other "
-              "process on the machine; 'busy/cpu after': how long the server kept working after "
-              "the last response (e.g. the event hub), not in tasks/s")  # fmt: skip
+            [
+                "requests",
+                "tasks",
+                "errors",
+                "wall s",
+                "tasks/s",
+                "max req s",
+                "srv cpu s",
+                "cli cpu s",
+                "srv cpu %",
+                "other cpu %",
+                "busy after s",
+                "cpu after s",
+            ],
+            [
+                [
+                    b.label,
+                    b.requests,
+                    b.errors,
+                    b.wall_s,
+                    b.rate,
+                    max(b.latencies),
+                    b.server_cpu_s,
+                    b.client_cpu_s,
+                    b.server_cpu_s / b.wall_s * 100,
+                    b.other_cpu_s / b.wall_s * 100,
+                    after[0],
+                    after[1],
+                ]
+                for b, after in zip(bulk, settle, strict=True)
+            ],
+        )
+        print(
+            "cpu % columns: 100 = one CPU busy for the whole wall time; 'other' = every other "
+            "process on the machine; 'busy/cpu after': how long the server kept working after "
+            "the last response (e.g. the event hub), not in tasks/s"
+        )
         print()
-        fsync_after = (common.fsync_latency(tmp, overwrite=False), common.fsync_latency(tmp, overwrite=True))
+        fsync_after = (
+            common.fsync_latency(tmp, overwrite=False),
+            common.fsync_latency(tmp, overwrite=True),
+        )
         print(
             "disk: median 4 KiB write+fdatasync in the temp dir, append / overwrite: "
             f"before {fsync_before[0] * 1000:.2f} / {fsync_before[1] * 1000:.2f} ms, "

@@ -10,7 +10,11 @@
     variants, each on a fresh server and fresh workers: tasks asking for 0.01
     cores (a 2-core worker may run up to 200 at once, in practice its claim
     limit) and tasks with the default request (1 core: 2 at once per worker).
-    Failures = ``where={"execution.exit_status": {"$ne": "success"}}``.
+    Failures = ``where={"execution.exit_status": {"$ne": "success"}}``. The
+    servers run through ``bench/_counting_server.py`` (``counting=True``), so
+    the run also reports committed write transactions and operations in them
+    (group commit), and CPU seconds of the server, the agents, their reaper
+    sidecars, the task processes, this process and everything else.
 (b) Submit->start latency on idle workers: with both workers connected and
     idle, N times (200; 50 with --quick) POST one available task whose command
     is ``date +%s.%N > <tmp>/<i>.start``; latency = that file's timestamp - the
@@ -320,9 +324,12 @@ class Throughput:
     def ours_cpu_s(self) -> float:
         """Server + workers + their tasks + this load generator."""
         return (
-            self.server_cpu_s + self.worker_cpu_s + self.task_cpu_s + self.client_cpu_s
+            self.server_cpu_s
+            + self.worker_cpu_s
+            + self.task_cpu_s
+            + self.client_cpu_s
             + self.sidecar_cpu_s
-        )  # fmt: skip
+        )
 
     @property
     def other_cpu_s(self) -> float:
@@ -331,9 +338,14 @@ class Throughput:
 
 
 async def throughput(
-    tmp: Path, label: str, name: str, cores: float | None, *,
-    profile_bw1: bool = False, profile_server: bool = False,
-) -> Throughput:  # fmt: skip
+    tmp: Path,
+    label: str,
+    name: str,
+    cores: float | None,
+    *,
+    profile_bw1: bool = False,
+    profile_server: bool = False,
+) -> Throughput:
     task: dict[str, Any] = {"command": "true", "state": "available"}
     if cores is not None:
         task["requested_resources"] = {"cores": cores}
@@ -493,8 +505,10 @@ def print_profile(path: Path, title: str, top: int = 15) -> None:
     if not path.exists():
         print(f"  (no profile written at {path})")
         return
-    for key, restriction, scope in (("cumulative", PROJECT_CODE, "project code"),
-                                    ("tottime", None, "all functions")):  # fmt: skip
+    for key, restriction, scope in (
+        ("cumulative", PROJECT_CODE, "project code"),
+        ("tottime", None, "all functions"),
+    ):
         buf = io.StringIO()
         stats = pstats.Stats(str(path), stream=buf).sort_stats(key)
         if restriction:
@@ -518,20 +532,29 @@ async def profiles(tmp: Path) -> None:
         for who in ("bw1", "server"):
             run_name = f"{name}-{who}"
             run = await throughput(
-                tmp, label, run_name, cores,
-                profile_bw1=who == "bw1", profile_server=who == "server",
-            )  # fmt: skip
-            print(f"-- {label}, {who} under cProfile: {run.done:,} tasks in {run.wall_s:.2f} s "
-                  f"= {run.rate:.0f} tasks/s, {run.failures} failures; cpu s: server "
-                  f"{run.server_cpu_s:.2f}, workers {run.worker_cpu_s:.2f}, "
-                  f"task procs {run.task_cpu_s:.2f}")  # fmt: skip
+                tmp,
+                label,
+                run_name,
+                cores,
+                profile_bw1=who == "bw1",
+                profile_server=who == "server",
+            )
+            print(
+                f"-- {label}, {who} under cProfile: {run.done:,} tasks in {run.wall_s:.2f} s "
+                f"= {run.rate:.0f} tasks/s, {run.failures} failures; cpu s: server "
+                f"{run.server_cpu_s:.2f}, workers {run.worker_cpu_s:.2f}, "
+                f"task procs {run.task_cpu_s:.2f}"
+            )
             print()
             if who == "bw1":
                 print_profile(tmp / f"{run_name}-bw1.prof", f"{label}: bw1 (worker) main thread")
                 continue
             base = tmp / f"{run_name}-server.prof"
-            for suffix, thread in (("main", "event-loop"), ("write", "SQLite writer"),
-                                   ("read", "SQLite reader")):  # fmt: skip
+            for suffix, thread in (
+                ("main", "event-loop"),
+                ("write", "SQLite writer"),
+                ("read", "SQLite reader"),
+            ):
                 print_profile(Path(f"{base}.{suffix}"), f"{label}: server {thread} thread")
 
 
@@ -555,9 +578,11 @@ async def main() -> None:
     common.print_machine(
         "banyan end-to-end throughput / latency" + (" (--quick)" if args.quick else "")
     )
-    print(f"note: the server, the 2 workers (bw1, bw2: --cores {WORKER_CORES} each, so 4 'cores' "
-          f"offered), their task processes and this load generator all share the same "
-          f"{common.cpu_count()} CPU(s)")  # fmt: skip
+    print(
+        f"note: the server, the 2 workers (bw1, bw2: --cores {WORKER_CORES} each, so 4 'cores' "
+        f"offered), their task processes and this load generator all share the same "
+        f"{common.cpu_count()} CPU(s)"
+    )
     print()
     with tempfile.TemporaryDirectory(prefix="banyan-tp-", dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
@@ -572,42 +597,91 @@ async def main() -> None:
             await throughput(tmp, "cores 0.01", "tp-small", 0.01),
             await throughput(tmp, "cores 1 (default)", "tp-default", None),
         ]
-        print(f"(a) one bulk POST of {BULK_TASKS:,} `true` tasks, 2 workers, synchronous=FULL; "
-              f"wall = before the POST until none is left un-terminated (polled every "
-              f"{POLL_S * 1000:.0f} ms, so +-{POLL_S * 1000:.0f} ms)")  # fmt: skip
+        print(
+            f"(a) one bulk POST of {BULK_TASKS:,} `true` tasks, 2 workers, synchronous=FULL; "
+            f"wall = before the POST until none is left un-terminated (polled every "
+            f"{POLL_S * 1000:.0f} ms, so +-{POLL_S * 1000:.0f} ms)"
+        )
         common.print_table(
-            ["request", "tasks", "done", "failures", "POST s", "wall s", "tasks/s", "peak running",
-             "commits", "write ops", "ops/commit", "commits/task"],
-            [[r.label, r.tasks, r.done, r.failures, r.post_s, r.wall_s, r.rate, r.peak_running,
-              int(r.commits), int(r.write_ops), r.write_ops / r.commits, r.commits / r.done]
-             for r in runs],
-        )  # fmt: skip
+            [
+                "request",
+                "tasks",
+                "done",
+                "failures",
+                "POST s",
+                "wall s",
+                "tasks/s",
+                "peak running",
+                "commits",
+                "write ops",
+                "ops/commit",
+                "commits/task",
+            ],
+            [
+                [
+                    r.label,
+                    r.tasks,
+                    r.done,
+                    r.failures,
+                    r.post_s,
+                    r.wall_s,
+                    r.rate,
+                    r.peak_running,
+                    int(r.commits),
+                    int(r.write_ops),
+                    r.write_ops / r.commits,
+                    r.commits / r.done,
+                ]
+                for r in runs
+            ],
+        )
         print()
         ncpu = common.cpu_count()
         common.print_table(
-            ["request", "srv cpu s", "workers cpu s", "reapers cpu s", "task procs cpu s",
-             "client cpu s", "ours ms/task", "other procs cpu s", "machine cpu %",
-             "cpu-bound ceiling tasks/s"],
-            [[r.label, r.server_cpu_s, r.worker_cpu_s, r.sidecar_cpu_s, r.task_cpu_s,
-              r.client_cpu_s,
-              r.ours_cpu_s / r.done * 1000 if r.done else float("nan"), r.other_cpu_s,
-              r.machine_cpu_s / r.wall_s / ncpu * 100,
-              r.done * ncpu / r.ours_cpu_s if r.ours_cpu_s else float("nan")] for r in runs],
-        )  # fmt: skip
+            [
+                "request",
+                "srv cpu s",
+                "workers cpu s",
+                "reapers cpu s",
+                "task procs cpu s",
+                "client cpu s",
+                "ours ms/task",
+                "other procs cpu s",
+                "machine cpu %",
+                "cpu-bound ceiling tasks/s",
+            ],
+            [
+                [
+                    r.label,
+                    r.server_cpu_s,
+                    r.worker_cpu_s,
+                    r.sidecar_cpu_s,
+                    r.task_cpu_s,
+                    r.client_cpu_s,
+                    r.ours_cpu_s / r.done * 1000 if r.done else float("nan"),
+                    r.other_cpu_s,
+                    r.machine_cpu_s / r.wall_s / ncpu * 100,
+                    r.done * ncpu / r.ours_cpu_s if r.ours_cpu_s else float("nan"),
+                ]
+                for r in runs
+            ],
+        )
         for r in runs:
             if r.timed_out:
                 print(
                     f"  {r.label}: stopped after {DRAIN_MAX_S:.0f} s with {r.tasks - r.done} left"
                 )
-        print("'peak running' = most tasks seen in state running at one poll; 'commits' = write "
-              "transactions the server committed during the run (each one fsync at FULL), "
-              "'write ops' = operations in them (claims, finish reports, the bulk create, ...); "
-              "cpu: 'workers' = both agent processes, 'reapers' = their reaper sidecars, 'task "
-              "procs' = the sh/true children they reaped, 'ours' = server + workers + reapers + "
-              "task procs + client, 'other procs' = the rest of the machine "
-              "(not this benchmark), 'machine cpu %' = 100 when every CPU is busy for the whole "
-              "wall time, 'cpu-bound ceiling' = nproc / ours-per-task: the rate if our CPU per "
-              "task stayed the same and every CPU were ours and busy")  # fmt: skip
+        print(
+            "'peak running' = most tasks seen in state running at one poll; 'commits' = write "
+            "transactions the server committed during the run (each one fsync at FULL), "
+            "'write ops' = operations in them (claims, finish reports, the bulk create, ...); "
+            "cpu: 'workers' = both agent processes, 'reapers' = their reaper sidecars, 'task "
+            "procs' = the sh/true children they reaped, 'ours' = server + workers + reapers + "
+            "task procs + client, 'other procs' = the rest of the machine "
+            "(not this benchmark), 'machine cpu %' = 100 when every CPU is busy for the whole "
+            "wall time, 'cpu-bound ceiling' = nproc / ours-per-task: the rate if our CPU per "
+            "task stayed the same and every CPU were ours and busy"
+        )
         print()
 
         lat = await latency(tmp, "lat", n_latency)
@@ -615,29 +689,51 @@ async def main() -> None:
         ms = [s * 1000 for s in lat.samples]
         rtt = [s * 1000 for s in lat.post_rtt]
         fl = [s * 1000 for s in floor]
-        print(f"(b) submit->start latency, idle workers, {len(ms)} samples (+3 warm-up), "
-              f"{lat.lost} lost; start = `date +%s.%N` written by the task")  # fmt: skip
+        print(
+            f"(b) submit->start latency, idle workers, {len(ms)} samples (+3 warm-up), "
+            f"{lat.lost} lost; start = `date +%s.%N` written by the task"
+        )
         common.print_table(
             ["measure", "n", "p50 ms", "p99 ms", "max ms", "mean ms"],
-            [["POST -> task started", len(ms), common.percentile(ms, 50), common.percentile(ms, 99),
-              max(ms, default=float("nan")), statistics.fmean(ms) if ms else float("nan")],
-             ["  of which POST round trip", len(rtt), common.percentile(rtt, 50),
-              common.percentile(rtt, 99), max(rtt, default=float("nan")),
-              statistics.fmean(rtt) if rtt else float("nan")],
-             ["spawn floor (subprocess.run)", len(fl), common.percentile(fl, 50),
-              common.percentile(fl, 99), max(fl, default=float("nan")),
-              statistics.fmean(fl) if fl else float("nan")]],
-        )  # fmt: skip
+            [
+                [
+                    "POST -> task started",
+                    len(ms),
+                    common.percentile(ms, 50),
+                    common.percentile(ms, 99),
+                    max(ms, default=float("nan")),
+                    statistics.fmean(ms) if ms else float("nan"),
+                ],
+                [
+                    "  of which POST round trip",
+                    len(rtt),
+                    common.percentile(rtt, 50),
+                    common.percentile(rtt, 99),
+                    max(rtt, default=float("nan")),
+                    statistics.fmean(rtt) if rtt else float("nan"),
+                ],
+                [
+                    "spawn floor (subprocess.run)",
+                    len(fl),
+                    common.percentile(fl, 50),
+                    common.percentile(fl, 99),
+                    max(fl, default=float("nan")),
+                    statistics.fmean(fl) if fl else float("nan"),
+                ],
+            ],
+        )
         print()
 
         print("summary vs targets (context only, not assertions)")
         common.print_table(
             ["figure", "measured", "target"],
-            [[f"tasks/s, {runs[0].label}", runs[0].rate, f">= {TARGET_RATE:,}"],
-             [f"tasks/s, {runs[1].label}", runs[1].rate, f">= {TARGET_RATE:,}"],
-             ["submit->start p50 ms", common.percentile(ms, 50), f"<= {TARGET_P50_MS}"],
-             ["submit->start p99 ms", common.percentile(ms, 99), f"<= {TARGET_P99_MS}"]],
-        )  # fmt: skip
+            [
+                [f"tasks/s, {runs[0].label}", runs[0].rate, f">= {TARGET_RATE:,}"],
+                [f"tasks/s, {runs[1].label}", runs[1].rate, f">= {TARGET_RATE:,}"],
+                ["submit->start p50 ms", common.percentile(ms, 50), f"<= {TARGET_P50_MS}"],
+                ["submit->start p99 ms", common.percentile(ms, 99), f"<= {TARGET_P99_MS}"],
+            ],
+        )
         print()
 
         if args.profile:

@@ -18,7 +18,7 @@ from server.hub import EventHub
 from server.keys import FEED, GATEWAY, HUB, SETTINGS, STORE
 from server.sqlite.store import SqliteStore
 from server.store import Store
-from server.views import misc, openapi, tasks, workers
+from server.views import misc, openapi, stats, tasks, workers
 
 
 def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
@@ -68,4 +68,5 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app.add_routes(misc.routes)
     app.add_routes(openapi.routes)
     app.add_routes(workers.routes)
+    app.add_routes(stats.routes)
     return app

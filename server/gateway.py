@@ -43,6 +43,8 @@ class Session:
     held: dict[str, str] = field(default_factory=dict)  # task id -> execution key
     draining: bool = False
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    inflight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(64))
+    pending: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def send(self, frame: Any) -> None:
         if self.ws.closed:
@@ -175,12 +177,37 @@ class Gateway:
                 await session.ws.close(code=p.CLOSE_BAD_FRAME, message=exc.message[:120].encode())
                 return False
             if isinstance(frame, p.Bye):
+                await self._settle(session)
                 await session.ws.close(code=p.CLOSE_NORMAL, message=b"bye")
                 return True
-            await self._dispatch(session, frame)
+            # Frames are handled concurrently so that the reports of one worker
+            # share commits (group commit); tasks start in frame order, and each
+            # queues its write at once, so the writes keep the frames' order.
+            await session.inflight.acquire()
+            job = asyncio.create_task(self._dispatch(session, frame))
+            session.pending.add(job)
+            job.add_done_callback(session.pending.discard)
+            job.add_done_callback(lambda _: session.inflight.release())
+        await self._settle(session)
         return False
 
+    async def _settle(self, session: Session) -> None:
+        """Wait for this worker's frames still being applied."""
+        if session.pending:
+            await asyncio.gather(*session.pending, return_exceptions=True)
+
     async def _dispatch(self, session: Session, frame: Any) -> None:
+        try:
+            await self._apply(session, frame)
+        except BanyanError as exc:  # e.g. the disk is full: tell the worker, keep the socket
+            log.warning("worker %s: %s failed: %s", session.name, frame.type, exc.message)
+            if isinstance(frame, p.Claim):
+                await session.send(p.Assigned(attempts=[]))
+        except Exception:
+            log.exception("worker %s: %s failed", session.name, frame.type)
+            await session.ws.close(code=1011, message=b"internal error")
+
+    async def _apply(self, session: Session, frame: Any) -> None:
         if isinstance(frame, p.Heartbeat):
             session.draining = frame.draining
         elif isinstance(frame, p.Hello):
@@ -223,6 +250,7 @@ class Gateway:
                     exit_code=frame.exit_code,
                     usage=frame.usage,
                     caller=session.caller,
+                    worker=session.name,
                 )
                 session.held.pop(task, None)
                 await session.send(p.Accepted(task=task, execution_key=key))

@@ -117,6 +117,7 @@ class Store(ABC):
         usage: dict[str, Any] | None,
         caller: Caller,
         actor: Actor = Actor.WORKER,
+        worker: str | None = None,
     ) -> dict[str, Any]: ...
 
     @abstractmethod
@@ -201,3 +202,16 @@ class Store(ABC):
 
     @abstractmethod
     async def verify_token(self, token: str) -> Caller | None: ...
+
+    # --- statistics ---
+    @abstractmethod
+    async def statistics(self) -> dict[str, Any]:
+        """``GET /stats`` but the workers: ``{"tasks": {"total", "by_state",
+        "by_queue", "oldest_available": {queue: epoch s}}, "throughput": {"1m",
+        "5m", "15m"}, "wait_time_s": {"p50", "p90", "p99", "count"},
+        "run_time_s": {...}}``, cheap however many tasks there are."""
+
+    @abstractmethod
+    async def tree_statistics(self, task_id: str) -> dict[str, Any]:
+        """``GET /tasks/{id}/stats``: counts and estimated remaining runtime over
+        the task and everything downstream of it; ``NotFound`` for an unknown id."""

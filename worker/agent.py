@@ -175,9 +175,7 @@ class Agent:
             name=self.config.name,
             capacity=self.config.capacity,
             queues=self.config.queues,
-            running=[
-                p.Held(task=t, execution_key=j.attempt.execution_key) for t, j in self.jobs.items()
-            ],
+            running=self._held(),
             host=socket.gethostname(),
             pid=os.getpid(),
         )
@@ -216,6 +214,13 @@ class Agent:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+
+    def _held(self) -> list[p.Held]:
+        """Attempts this worker still answers for: running, or ended but not yet
+        acknowledged (their reports follow the hello)."""
+        held = {t: j.attempt.execution_key for t, j in self.jobs.items()}
+        held.update({t: r.execution_key for t, r in self.unreported.items()})
+        return [p.Held(task=t, execution_key=k) for t, k in held.items()]
 
     async def _send(self, frame: Any) -> bool:
         ws = self._ws

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from banyan.errors import Conflict, Forbidden, NotFound
-from banyan.resources import Resources, fits
+from banyan.resources import BUILTIN_RESOURCES, Resources
 from banyan.states import (
     ABANDONED,
     ACTIVE_STATES,
@@ -28,6 +28,7 @@ from server.sqlite.rows import NEW_ETAG_SQL, dumps, emit_many, loads, placeholde
 # How many candidates one claim looks at per task it may hand out: enough to
 # skip over tasks that do not fit without scanning the whole queue.
 _SCAN_FACTOR = 8
+_TOLERANCE = 1e-9  # freed fractional cores add up with rounding error
 
 
 def claim(
@@ -44,22 +45,34 @@ def claim(
     priority first, then oldest, skipping what does not fit."""
     if limit <= 0 or not queues:
         return []
+    # The plain columns let SQLite skip what cannot fit even an empty worker
+    # share; the loop then packs greedily on plain numbers (no model per row).
+    free_cores, free_memory, free_gpus = free.cores, free.memory, free.gpu_count
+    free_custom = dict(free.custom)
     rows = conn.execute(
-        "SELECT id, requested_resources, name, queue, command, env, cwd, max_termination_time "
-        "FROM tasks INDEXED BY tasks_claim "
+        "SELECT id, cores, memory, gpus, requested_resources, name, queue, command, env, cwd, "
+        "max_termination_time FROM tasks INDEXED BY tasks_claim "
         f"WHERE state = 'available' AND queue IN ({placeholders(len(queues))}) "
+        "AND cores <= ? AND memory <= ? AND gpus <= ? "
         "ORDER BY priority DESC, id LIMIT ?",
-        (*queues, limit * _SCAN_FACTOR),
+        (*queues, free_cores + _TOLERANCE, free_memory, free_gpus, limit * _SCAN_FACTOR),
     ).fetchall()
-    remaining = free.model_copy(deep=True)
     chosen: list[tuple[Any, ...]] = []
-    for task_id, resources_json, name, queue, command, env, cwd, grace in rows:
-        request = Resources.model_validate(loads(resources_json))
-        if fits(request, remaining):
-            remaining = _subtract(remaining, request)
-            chosen.append((task_id, request, name, queue, command, env, cwd, grace))
-            if len(chosen) == limit:
-                break
+    for task_id, cores, memory, gpus, resources_json, *rest in rows:
+        if cores > free_cores + _TOLERANCE or memory > free_memory or gpus > free_gpus:
+            continue
+        request = loads(resources_json)
+        custom = {k: v for k, v in request.items() if k not in BUILTIN_RESOURCES}
+        if any(v > free_custom.get(k, 0.0) + _TOLERANCE for k, v in custom.items()):
+            continue
+        free_cores -= cores
+        free_memory -= memory
+        free_gpus -= gpus
+        for k, v in custom.items():
+            free_custom[k] = free_custom.get(k, 0.0) - v
+        chosen.append((task_id, request, *rest))
+        if len(chosen) == limit or free_cores <= _TOLERANCE:
+            break
     attempts = []
     for task_id, request, name, queue, command, env, cwd, grace in chosen:
         key = secrets.token_urlsafe(16)
@@ -96,7 +109,7 @@ def claim(
                 "task": task_id,
                 "attempt": attempt,
                 "execution_key": key,
-                "requested_resources": request.canonical(),
+                "requested_resources": request,
                 "name": name,
                 "command": command,
                 "env": loads(env),
@@ -107,22 +120,18 @@ def claim(
     return attempts
 
 
-def _subtract(free: Resources, used: Resources) -> Resources:
-    data = free.canonical()
-    data["cores"] = free.cores - used.cores
-    data["memory"] = free.memory - used.memory
-    data["gpus"] = free.gpu_count - used.gpu_count
-    for key, amount in used.custom.items():
-        data[key] = free.custom.get(key, 0) - amount
-    return Resources.model_validate(data)
-
-
 def _current_attempt(
-    conn: sqlite3.Connection, task_id: str, execution_key: str, caller: Caller
+    conn: sqlite3.Connection,
+    task_id: str,
+    execution_key: str,
+    caller: Caller,
+    worker: str | None = None,
 ) -> tuple[Any, ...]:
+    """The task's current attempt, if ``execution_key`` names it and the caller
+    (and, from the gateway, the connected ``worker``) holds it."""
     row = conn.execute(
         "SELECT t.state, t.attempt, t.retry_count, t.max_retry_count, t.name, t.queue, "
-        "a.execution_key, a.token, a.time_terminated, a.exit_status "
+        "a.execution_key, a.token, a.time_terminated, a.exit_status, a.worker "
         "FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt "
         "WHERE t.id = ?",
         (task_id,),
@@ -137,9 +146,11 @@ def _current_attempt(
             f"the attempt of task {task_id} with this execution_key was superseded "
             f"(the task is now on attempt {row[1]}); this report is refused"
         )
-    if caller.role is Role.WORKER and row[7] != caller.name:
+    if (caller.role is Role.WORKER and row[7] != caller.name) or (
+        worker is not None and row[10] != worker
+    ):
         raise Forbidden(f"task {task_id}'s attempt is held by another worker")
-    return tuple(row)
+    return tuple(row[:10])
 
 
 def report_progress(
@@ -172,10 +183,11 @@ def finish(
     caller: Caller,
     now: float,
     actor: Actor = Actor.WORKER,
+    worker: str | None = None,
 ) -> bool:
     """The attempt ended. Returns False when this exact report was already
     applied (a repeated report is harmless), True otherwise."""
-    row = _current_attempt(conn, task_id, execution_key, caller)
+    row = _current_attempt(conn, task_id, execution_key, caller, worker)
     state, attempt, retry_count, max_retry, name, queue, _, _, ended, recorded = row
     if ended is not None:
         if recorded == exit_status:

@@ -134,6 +134,93 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE attempts ADD COLUMN log_bytes INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE attempts ADD COLUMN log_dropped INTEGER NOT NULL DEFAULT 0;
     """,
+    # 3: statistics kept as the data changes, so GET /stats costs the same on
+    # a thousand tasks or millions (server/sqlite/stats.py reads these).
+    # task_counts: tasks per (queue, state), maintained by triggers.
+    # attempt_durations: attempts finished per 10-second slot, with their wait
+    # (start - task created) and run (end - start) times in log buckets
+    # (duration_buckets: 0, then 1 ms growing by 2^(1/8)); slots older than
+    # 1,000 s before the newest finish are dropped as new ones arrive.
+    """
+    CREATE TABLE task_counts (
+        queue TEXT NOT NULL,
+        state TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (queue, state)
+    ) WITHOUT ROWID;
+    INSERT INTO task_counts (queue, state, n)
+        SELECT queue, state, count(*) FROM tasks GROUP BY queue, state;
+    CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks BEGIN
+        INSERT INTO task_counts (queue, state, n) VALUES (new.queue, new.state, 1)
+            ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER task_counts_update AFTER UPDATE OF state, queue ON tasks
+    WHEN old.state IS NOT new.state OR old.queue IS NOT new.queue BEGIN
+        UPDATE task_counts SET n = n - 1 WHERE queue = old.queue AND state = old.state;
+        INSERT INTO task_counts (queue, state, n) VALUES (new.queue, new.state, 1)
+            ON CONFLICT (queue, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks BEGIN
+        UPDATE task_counts SET n = n - 1 WHERE queue = old.queue AND state = old.state;
+    END;
+    CREATE INDEX tasks_available_age ON tasks (queue, created) WHERE state = 'available';
+
+    CREATE TABLE duration_buckets (lo REAL PRIMARY KEY) WITHOUT ROWID;
+    INSERT INTO duration_buckets (lo) VALUES (0.0);
+    WITH RECURSIVE b(k, lo) AS (
+        SELECT 0, 0.001 UNION ALL SELECT k + 1, lo * 1.0905077326652577 FROM b WHERE k < 300
+    )
+    INSERT INTO duration_buckets (lo) SELECT lo FROM b;
+    CREATE TABLE attempt_durations (
+        slot INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        bucket REAL NOT NULL,
+        n INTEGER NOT NULL,
+        total_s REAL NOT NULL,
+        PRIMARY KEY (slot, kind, bucket)
+    ) WITHOUT ROWID;
+    INSERT INTO attempt_durations (slot, kind, bucket, n, total_s)
+        SELECT slot, kind,
+            coalesce((SELECT max(lo) FROM duration_buckets WHERE lo <= v), 0.0), count(*), sum(v)
+        FROM (
+            SELECT CAST(a.time_terminated / 10 AS INTEGER) AS slot, 0 AS kind,
+                max(a.time_started - t.created, 0.0) AS v
+            FROM attempts a JOIN tasks t ON t.id = a.task_id
+            WHERE a.time_terminated >= (julianday('now') - 2440587.5) * 86400.0 - 1000
+            UNION ALL
+            SELECT CAST(time_terminated / 10 AS INTEGER), 1,
+                max(time_terminated - time_started, 0.0)
+            FROM attempts
+            WHERE time_terminated >= (julianday('now') - 2440587.5) * 86400.0 - 1000
+        )
+        GROUP BY 1, 2, 3;
+    CREATE TRIGGER attempt_durations_finish AFTER UPDATE OF time_terminated ON attempts
+    WHEN old.time_terminated IS NULL AND new.time_terminated IS NOT NULL BEGIN
+        INSERT INTO attempt_durations (slot, kind, bucket, n, total_s) VALUES (
+            CAST(new.time_terminated / 10 AS INTEGER),
+            0,
+            coalesce((SELECT max(lo) FROM duration_buckets WHERE lo <= new.time_started
+                - coalesce((SELECT created FROM tasks WHERE id = new.task_id), new.time_started)
+            ), 0.0),
+            1,
+            max(new.time_started
+                - coalesce((SELECT created FROM tasks WHERE id = new.task_id), new.time_started),
+                0.0)
+        ) ON CONFLICT (slot, kind, bucket) DO UPDATE SET n = n + 1,
+            total_s = total_s + excluded.total_s;
+        INSERT INTO attempt_durations (slot, kind, bucket, n, total_s) VALUES (
+            CAST(new.time_terminated / 10 AS INTEGER),
+            1,
+            coalesce((SELECT max(lo) FROM duration_buckets
+                WHERE lo <= new.time_terminated - new.time_started), 0.0),
+            1,
+            max(new.time_terminated - new.time_started, 0.0)
+        ) ON CONFLICT (slot, kind, bucket) DO UPDATE SET n = n + 1,
+            total_s = total_s + excluded.total_s;
+        DELETE FROM attempt_durations WHERE slot < CAST(new.time_terminated / 10 AS INTEGER) - 100;
+    END;
+    CREATE INDEX attempts_terminated ON attempts (time_terminated);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -176,4 +263,16 @@ def migrate(conn: sqlite3.Connection) -> int:
 
 def _statements(script: str) -> list[str]:
     # executescript() would commit on its own; split so the migration stays one transaction.
-    return [s.strip() for s in script.split(";") if s.strip()]
+    # A statement ends at a ";" where SQLite sees it complete, so a trigger's
+    # body (statements between BEGIN and END) stays in one piece.
+    statements: list[str] = []
+    current = ""
+    for piece in script.split(";"):
+        current += piece + ";"
+        if sqlite3.complete_statement(current):
+            if current.strip("; \t\n"):
+                statements.append(current.strip().removesuffix(";").strip())
+            current = ""
+    if current.strip("; \t\n"):
+        statements.append(current.strip().removesuffix(";").strip())
+    return statements

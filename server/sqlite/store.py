@@ -178,6 +178,7 @@ class SqliteStore(Store):
         usage: dict[str, Any] | None,
         caller: Caller,
         actor: Actor = Actor.WORKER,
+        worker: str | None = None,
     ) -> dict[str, Any]:
         now = self._clock()
 
@@ -192,6 +193,7 @@ class SqliteStore(Store):
                 caller=caller,
                 now=now,
                 actor=actor,
+                worker=worker,
             )
             return get_doc(conn, task_id)
 
@@ -393,6 +395,20 @@ class SqliteStore(Store):
             return Caller(name=row[0], role=Role(row[1]))
 
         return await self.db.read(run)
+
+    # --- statistics ---
+    # (``stats`` is imported here so that this block stands on its own.)
+
+    async def statistics(self) -> dict[str, Any]:
+        from server.sqlite import stats
+
+        now = self._clock()
+        return await self.db.read(lambda conn: stats.overview(conn, now))
+
+    async def tree_statistics(self, task_id: str) -> dict[str, Any]:
+        from server.sqlite import stats
+
+        return await self.db.read(lambda conn: stats.tree(conn, task_id))
 
 
 __all__ = ["SqliteStore", "schema"]

@@ -315,6 +315,47 @@ def document() -> dict[str, Any]:
                 "responses": _responses(101, {"type": "object"}, 400),
             }
         },
+        "/stats": {
+            "get": {
+                "summary": "Counts by state and queue, throughput, wait/run time percentiles, "
+                "worker load",
+                "responses": _responses(200, {"type": "object"}),
+            }
+        },
+        "/tasks/{task_id}/stats": {
+            "parameters": [_TASK_ID],
+            "get": {
+                "summary": "Counts and estimated remaining runtime over the continuation tree",
+                "responses": _responses(200, {"type": "object"}, 404),
+            },
+        },
+        "/tasks/{task_id}/pending_reason": {
+            "parameters": [_TASK_ID],
+            "get": {
+                "summary": "Why the task is not running yet: a code and a sentence",
+                "responses": _responses(
+                    200,
+                    {
+                        "type": "object",
+                        "properties": {
+                            "code": {
+                                "enum": [
+                                    "not_pending",
+                                    "held",
+                                    "waiting_on_parents",
+                                    "no_worker_for_queue",
+                                    "insufficient_resources",
+                                    "busy",
+                                    "queued",
+                                ]
+                            },
+                            "reason": {"type": "string"},
+                        },
+                    },
+                    404,
+                ),
+            },
+        },
         "/health": {
             "get": {
                 "summary": "Liveness (no token)",

@@ -16,6 +16,7 @@ from banyan.resources import Resources
 from banyan.tokens import Role
 from server import render
 from server.auth import ANY_ROLE, PROVIDERS, WORKERS, require
+from server.gateway import Gateway
 from server.keys import GATEWAY, STORE
 from server.views.common import (
     body,
@@ -71,18 +72,25 @@ def _free(capacity: dict[str, Any], running: list[dict[str, Any]]) -> dict[str, 
     return {k: int(v) if float(v).is_integer() else round(v, 6) for k, v in free.items()}
 
 
+def worker_state(gateway: Gateway, worker: dict[str, Any]) -> str:
+    """What a worker is doing now: ``idle``, ``busy`` or ``draining`` while its
+    session is live; ``disconnected`` when stored as connected but without a
+    session (it may still come back in time); else the stored ``lost``/``left``."""
+    state = str(worker["state"])
+    if state != "connected":
+        return state
+    session = gateway.sessions.get(worker["name"])
+    if session is None:
+        return "disconnected"
+    if session.draining:
+        return "draining"
+    return "busy" if worker["running"] else "idle"
+
+
 def _render(request: web.Request, worker: dict[str, Any]) -> dict[str, Any]:
     gateway = request.app[GATEWAY]
     date_format = settings(request).date_format
-    session = gateway.sessions.get(worker["name"])
-    state = worker["state"]
-    if state == "connected":
-        if session is None:
-            state = "disconnected"
-        elif session.draining:
-            state = "draining"
-        else:
-            state = "busy" if worker["running"] else "idle"
+    state = worker_state(gateway, worker)
     seen = gateway.last_seen.get(worker["name"])
     last = time.time() - (time.monotonic() - seen) if seen is not None else worker["last_seen"]
     return {

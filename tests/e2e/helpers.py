@@ -51,7 +51,6 @@ def wait_for(
     """Poll ``condition`` every ``interval`` s until it returns something truthy
     (returned) or ``timeout`` s have passed (AssertionError with the last value)."""
     deadline = time.monotonic() + timeout
-    last: Any = None
     while True:
         last = condition()
         if last:

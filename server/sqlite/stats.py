@@ -1,0 +1,173 @@
+"""Statistics reads, each a plain function of a connection in one snapshot:
+task counts by queue and state, the oldest available task of each queue,
+attempts finished recently (throughput) with their wait and run times, and
+the counts over one task's continuation tree.
+
+Nothing here scans the tasks table. Migration 3's triggers keep
+``task_counts`` per (queue, state), and sum every finished attempt into
+``attempt_durations`` per ``SLOT_S`` slot of its end time, its wait
+(start - task created) and run (end - start) times in log buckets of ratio
+2^(1/8). A read adds up the slots that lie inside a window, and takes the one
+slot straddling the window's start from ``attempts`` itself (a short index
+range), so the counts are exact. A percentile is the mean of the bucket that
+holds its rank (nearest-rank): exact when that bucket's durations are equal,
+and always within the bucket's width (9 %) of the true value.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Iterable
+from typing import Any
+
+from banyan.errors import NotFound
+from banyan.states import SUCCESS, State
+
+SLOT_S = 10  # the slot width written into migration 3's trigger
+WINDOWS_S = {"1m": 60, "5m": 300, "15m": 900}
+DURATION_WINDOW_S = 900  # wait and run times are over the last 15 minutes
+PERCENTILES = (50, 90, 99)
+_WAIT, _RUN = 0, 1
+
+_OLDEST_AVAILABLE = (
+    "SELECT created FROM tasks INDEXED BY tasks_available_age "
+    "WHERE state = 'available' AND queue = ? ORDER BY created LIMIT 1"
+)
+_SLOT_COUNT = "SELECT coalesce(sum(n), 0) FROM attempt_durations WHERE slot >= ? AND kind = 1"
+_SLOT_BUCKETS = (
+    "SELECT kind, sum(n), sum(total_s) FROM attempt_durations WHERE slot >= ? GROUP BY kind, bucket"
+)
+# The attempts of the slots before ``first`` that still end inside the window.
+# The slot is computed as the trigger computes it, so no attempt is counted in
+# both parts; the upper bound on time_terminated only narrows the index range.
+_EDGE = (
+    "FROM attempts a WHERE a.time_terminated >= :start AND a.time_terminated < :end "
+    "AND CAST(a.time_terminated / 10 AS INTEGER) < :first"
+)
+_EDGE_COUNT = "SELECT count(*) " + _EDGE
+_EDGE_DURATIONS = (
+    "SELECT max(a.time_started - t.created, 0.0), max(a.time_terminated - a.time_started, 0.0) "
+    + _EDGE.replace("FROM attempts a", "FROM attempts a JOIN tasks t ON t.id = a.task_id")
+)
+_TREE = """
+    WITH RECURSIVE tree(id) AS (
+        SELECT id FROM tasks WHERE id = :id
+        UNION
+        SELECT c.child FROM continuations c JOIN tree ON c.parent = tree.id
+    )
+    SELECT t.state, count(*),
+        coalesce(sum(t.exit_status = :success), 0),
+        coalesce(sum(CASE WHEN t.state IN ('terminated', 'cancelled') THEN 0
+            ELSE coalesce(t.estimated_runtime, 0) END), 0),
+        coalesce(sum(t.state NOT IN ('terminated', 'cancelled')
+            AND t.estimated_runtime IS NULL AND t.command IS NOT NULL), 0)
+    FROM tree JOIN tasks t ON t.id = tree.id
+    GROUP BY t.state
+"""
+
+
+def overview(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
+    """``/stats`` without the workers (the gateway knows which are live)."""
+    by_state = dict.fromkeys(State, 0)
+    by_queue: dict[str, dict[str, int]] = {}
+    rows = conn.execute("SELECT queue, state, n FROM task_counts WHERE n > 0 ORDER BY queue")
+    for queue, state, n in rows:
+        by_state[state] = by_state.get(state, 0) + n
+        by_queue.setdefault(queue, dict.fromkeys(State, 0))[state] = n
+    oldest: dict[str, float] = {}
+    for queue, counts in by_queue.items():
+        if counts[State.AVAILABLE]:
+            row = conn.execute(_OLDEST_AVAILABLE, (queue,)).fetchone()
+            if row is not None:
+                oldest[queue] = row[0]
+    throughput = {label: _finished_count(conn, now - span) for label, span in WINDOWS_S.items()}
+    waits, runs = _durations(conn, now - DURATION_WINDOW_S)
+    return {
+        "tasks": {
+            "total": sum(by_state.values()),
+            "by_state": {str(k): v for k, v in by_state.items()},
+            "by_queue": {q: {str(k): v for k, v in c.items()} for q, c in by_queue.items()},
+            "oldest_available": oldest,
+        },
+        "throughput": throughput,
+        "wait_time_s": percentiles(waits),
+        "run_time_s": percentiles(runs),
+    }
+
+
+def _first_full_slot(start: float) -> int:
+    return math.ceil(start / SLOT_S)
+
+
+def _edge_args(start: float) -> dict[str, float]:
+    first = _first_full_slot(start)
+    return {"start": start, "end": first * SLOT_S + 1, "first": first}
+
+
+def _finished_count(conn: sqlite3.Connection, start: float) -> int:
+    """Attempts that ended at ``start`` or later."""
+    (in_slots,) = conn.execute(_SLOT_COUNT, (_first_full_slot(start),)).fetchone()
+    (at_edge,) = conn.execute(_EDGE_COUNT, _edge_args(start)).fetchone()
+    return int(in_slots) + int(at_edge)
+
+
+Points = list[tuple[float, int]]  # (duration, how many attempts)
+
+
+def _durations(conn: sqlite3.Connection, start: float) -> tuple[Points, Points]:
+    """Wait and run times of the attempts that ended at ``start`` or later."""
+    waits: Points = []
+    runs: Points = []
+    for kind, n, total in conn.execute(_SLOT_BUCKETS, (_first_full_slot(start),)):
+        (waits if kind == _WAIT else runs).append((total / n, n))
+    for wait, run in conn.execute(_EDGE_DURATIONS, _edge_args(start)):
+        waits.append((wait, 1))
+        runs.append((run, 1))
+    return waits, runs
+
+
+def percentiles(points: Iterable[tuple[float, int]]) -> dict[str, Any]:
+    """Nearest-rank percentiles of weighted durations; ``None`` when there are none."""
+    ordered = sorted(points)
+    count = sum(n for _, n in ordered)
+    out: dict[str, Any] = {}
+    for p in PERCENTILES:
+        out[f"p{p}"] = None if count == 0 else round(_at_rank(ordered, p, count), 3)
+    out["count"] = count
+    return out
+
+
+def _at_rank(ordered: list[tuple[float, int]], p: int, count: int) -> float:
+    rank = max(1, math.ceil(p * count / 100))
+    seen = 0
+    for value, n in ordered:
+        seen += n
+        if seen >= rank:
+            return value
+    return ordered[-1][0]
+
+
+def tree(conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:
+    """``/tasks/{id}/stats``: the task and everything downstream of it over
+    continuations, each task counted once (a diamond's join too)."""
+    by_state = dict.fromkeys(State, 0)
+    succeeded = remaining_s = unestimated = 0.0
+    rows = conn.execute(_TREE, {"id": task_id, "success": SUCCESS}).fetchall()
+    if not rows:
+        raise NotFound(f"no task with id {task_id}")
+    for state, n, ok, estimate_s, no_estimate in rows:
+        by_state[state] = by_state.get(state, 0) + n
+        if state == State.TERMINATED:
+            succeeded += ok
+        remaining_s += estimate_s
+        unestimated += no_estimate
+    return {
+        "_id": task_id,
+        "total": sum(by_state.values()),
+        "by_state": {str(k): v for k, v in by_state.items()},
+        "succeeded": int(succeeded),
+        "failed": by_state[State.TERMINATED] - int(succeeded),
+        "estimated_remaining_s": round(remaining_s, 3),
+        "unestimated": int(unestimated),
+    }

@@ -1,0 +1,331 @@
+"""The ``banyan`` CLI against a real server process and a real worker process:
+exit statuses, continuations, arrays, logs, listings and the event feed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.cli.conftest import Cluster, Result
+from tests.e2e.helpers import free_port
+
+pytestmark = pytest.mark.slow
+Cli = Callable[..., Result]
+BANYAN = Path(sys.executable).parent / "banyan"
+
+
+def submit(cli: Cli, *argv: str) -> list[str]:
+    result = cli("submit", *argv)
+    assert result.code == 0, result
+    return result.out.split()
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+# --- exit statuses -----------------------------------------------------------------
+
+
+def test_submit_then_wait_succeeds(cli: Cli) -> None:
+    (task_id,) = submit(cli, "--name", "ok", "--", "true")
+    result = cli("wait", task_id, "--timeout", "20")
+    assert result.code == 0, result
+    assert "1 success" in result.out
+
+
+def test_submit_wait_flag_follows_the_task(cli: Cli) -> None:
+    result = cli("submit", "--wait", "--timeout", "20", "--", "exit 3")
+    assert result.code == 1, result
+    task_id = result.out.split()[0]
+    assert f"{task_id}: failed (failure, exit code 3)" in result.out
+
+
+def test_failing_task_makes_wait_exit_1(cli: Cli) -> None:
+    (ok,) = submit(cli, "--", "true")
+    (bad,) = submit(cli, "--", "exit 7")
+    result = cli("--json", "wait", ok, bad, "--timeout", "20")
+    assert result.code == 1, result
+    report = json.loads(result.out)
+    assert report["success"] == 1 and report["failed"] == 1
+    assert {t["_id"]: t["exit_code"] for t in report["tasks"]}[bad] == 7
+
+
+def test_cancelled_running_task_makes_wait_exit_1(cli: Cli, cluster: Cluster) -> None:
+    (task_id,) = submit(cli, "--", "sleep 30")
+    cluster.http.wait_state(task_id, "running", timeout=15)
+    result = cli("cancel", task_id)
+    assert result.code == 0, result
+    assert f"{task_id}: pending_cancellation" in result.out
+    result = cli("wait", task_id, "--timeout", "20")
+    assert result.code == 1, result
+    assert "1 cancelled" in result.out
+
+
+def test_wait_timeout_exits_3(cli: Cli) -> None:
+    (held,) = submit(cli, "--hold", "--", "true")
+    result = cli("wait", held, "--timeout", "0.3")
+    assert result.code == 3, result
+    assert "timed out" in result.err
+
+
+def test_server_down_is_one_line_and_exit_2(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    monkeypatch.setenv("BANYAN_SERVER", url)
+    for argv in (["ls"], ["wait", "0" * 24], ["events", "--count", "1"], ["submit", "--", "true"]):
+        result = cli(*argv)
+        assert result.code == 2, (argv, result)
+        assert result.err.count("\n") == 1 and result.err.startswith("banyan: "), result
+        assert url in result.err
+        assert "Traceback" not in result.err
+
+
+def test_bad_token_exits_2(cli: Cli) -> None:
+    result = cli("--token", "byn_not_a_real_token", "ls")
+    assert result.code == 2, result
+    assert result.err.startswith("banyan: ") and result.err.count("\n") == 1
+    assert "token" in result.err
+    # The option is also accepted after the command name.
+    assert cli("workers", "--token", "byn_not_a_real_token").code == 2
+
+
+def test_unknown_id_exits_1_with_the_servers_message(cli: Cli) -> None:
+    for command in ("show", "logs", "tree", "wait", "cancel", "retry"):
+        result = cli(command, "ab" * 12)
+        assert result.code == 1, (command, result)
+        assert result.err == f"banyan: no task with id {'ab' * 12}\n", (command, result)
+    assert cli("show", "not-an-id").code == 1
+
+
+def test_bad_memory_names_the_field_and_sends_nothing(cli: Cli, cluster: Cluster) -> None:
+    before = cluster.http.count()
+    result = cli("submit", "--memory", "12XB", "--", "true")
+    assert result.code == 2, result
+    assert result.err.count("\n") == 1
+    assert "requested_resources.memory" in result.err and "12XB" in result.err
+    assert cli("submit", "--max-termination-time", "soon", "--", "true").code == 2
+    assert cluster.http.count() == before
+
+
+# --- continuations and arrays ----------------------------------------------------
+
+
+def test_after_chain_runs_in_order(cli: Cli, cluster: Cluster, tmp_path: Path) -> None:
+    marks = tmp_path / "order"
+    (first,) = submit(cli, "--hold", "--name", "first", "--", f"echo first >> {marks}")
+    (second,) = submit(cli, "--after", first, "--name", "second", "--", f"echo second >> {marks}")
+    (third,) = submit(cli, "--after", second, "--name", "third", "--", f"echo third >> {marks}")
+    waiting = cluster.http.task(third)
+    assert waiting["state"] == "inactive" and waiting["pending_dependency_count"] == 1
+    tree = cli("tree", first)
+    assert tree.code == 0, tree
+    assert first in tree.out and second in tree.out and third in tree.out
+    assert "0/3 done" in tree.out
+    # Released by hand (it was held); the rest follows by itself.
+    assert cluster.http.patch(first, {"state": "available"}).status == 200
+    result = cli("wait", third, "--timeout", "20")
+    assert result.code == 0, result
+    assert lines(marks) == ["first", "second", "third"]
+    tree = cli("tree", first)
+    assert "3/3 done" in tree.out
+
+
+def test_after_a_parent_that_already_succeeded_runs_at_once(cli: Cli) -> None:
+    (parent,) = submit(cli, "--wait", "--timeout", "20", "--", "true")[:1]
+    (child,) = submit(cli, "--after", parent, "--", "true")
+    assert cli("wait", child, "--timeout", "20").code == 0
+
+
+def test_after_a_failed_parent_is_refused(cli: Cli, cluster: Cluster) -> None:
+    result = cli("submit", "--wait", "--timeout", "20", "--", "false")
+    parent = result.out.split()[0]
+    before = cluster.http.count()
+    result = cli("submit", "--after", parent, "--", "true")
+    assert result.code == 1, result
+    assert "failed" in result.err and parent in result.err
+    assert cluster.http.count() == before
+
+
+def test_array_is_one_post_and_each_task_sees_its_index(
+    cli: Cli, cluster: Cluster, tmp_path: Path
+) -> None:
+    marks = tmp_path / "indexes"
+    result = cli(
+        "--json",
+        "submit",
+        "--array",
+        "1-5",
+        "--name",
+        "sim",
+        "--",
+        f"echo $BANYAN_TASK_INDEX >> {marks}",
+    )
+    assert result.code == 0, result
+    response = json.loads(result.out)
+    assert response["_status"] == "OK" and len(response["_items"]) == 5  # one bulk answer
+    ids = [item["_id"] for item in response["_items"]]
+    assert cli("wait", *ids, "--timeout", "20").code == 0
+    assert sorted(lines(marks), key=int) == ["1", "2", "3", "4", "5"]
+    names = {cluster.http.task(i)["name"] for i in ids}
+    assert names == {f"sim[{i}]" for i in range(1, 6)}
+
+
+def test_each_line_gives_each_task_its_entry(cli: Cli, tmp_path: Path) -> None:
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("alpha\n\nbeta\ngamma\n")
+    marks = tmp_path / "entries"
+    ids = submit(
+        cli, "--each-line", str(inputs), "--", f'echo "$BANYAN_TASK_INDEX:$BANYAN_ENTRY" >> {marks}'
+    )
+    assert len(ids) == 3
+    assert cli("wait", *ids, "--timeout", "20").code == 0
+    assert sorted(lines(marks)) == ["0:alpha", "1:beta", "2:gamma"]
+
+
+# --- following output and events -------------------------------------------------
+
+
+def test_logs_follow_prints_both_lines(cli: Cli) -> None:
+    (task_id,) = submit(cli, "--", "echo a; sleep 1; echo b; echo oops >&2")
+    result = cli("logs", "-f", task_id)
+    assert result.code == 0, result
+    assert result.out == "a\nb\n"
+    assert cli("logs", task_id, "--stderr").out == "oops\n"
+    assert cli("logs", task_id, "--tail", "1").out == "b\n"
+
+
+def test_events_since_0_count_3(cli: Cli) -> None:
+    result = cli("events", "--since", "0", "--count", "3")
+    assert result.code == 0, result
+    events = [json.loads(line) for line in result.out.splitlines()]
+    assert [e["seq"] for e in events] == [1, 2, 3]
+    assert all({"type", "time", "data"} <= e.keys() for e in events)
+
+
+def test_events_types_filter(cli: Cli) -> None:
+    (task_id,) = submit(cli, "--hold", "--", "true")
+    result = cli(
+        "events",
+        "--since",
+        "0",
+        "--types",
+        "task.created",
+        "--where",
+        json.dumps({"_id": task_id}),
+        "--count",
+        "1",
+    )
+    assert result.code == 0, result
+    (event,) = [json.loads(line) for line in result.out.splitlines()]
+    assert event["type"] == "task.created" and event["data"]["_id"] == task_id
+
+
+# --- listings --------------------------------------------------------------------
+
+
+def test_ls_hides_ended_tasks_unless_asked(cli: Cli) -> None:
+    (held,) = submit(cli, "--hold", "--name", "ls-held", "--queue", "lsq", "--", "true")
+    (done,) = submit(cli, "--wait", "--timeout", "20", "--name", "ls-done", "--", "true")[:1]
+    mine = json.dumps({"name": {"$in": ["ls-held", "ls-done"]}})
+
+    def listed(*argv: str) -> list[str]:
+        result = cli("ls", "--where", mine, "--json", *argv)
+        assert result.code == 0, result
+        return [t["_id"] for t in json.loads(result.out)]
+
+    assert listed() == [held]
+    assert listed("--all") == [held, done]
+    assert listed("--state", "terminated") == [done]
+    assert listed("--queue", "lsq", "--all") == [held]
+    assert listed("--all", "--limit", "1") == [done]  # the newest
+    table = cli("ls", "--queue", "lsq")
+    assert table.code == 0 and held in table.out and "ls-held" in table.out
+    assert cli("ls", "--where", "{not json").code == 2
+
+
+def test_show_fields_execution_and_attempts(cli: Cli) -> None:
+    (task_id,) = submit(
+        cli, "--wait", "--timeout", "20", "--name", "shown", "--memory", "1 MiB", "--", "true"
+    )[:1]
+    result = cli("show", task_id)
+    assert result.code == 0, result
+    for text in (task_id, "shown", "success", "Execution", "Attempts", "t1", "1 MiB"):
+        assert text in result.out, text
+    data = json.loads(cli("show", task_id, "--json").out)
+    assert data["task"]["_id"] == task_id
+    assert data["history"][0]["worker"] == "t1"
+
+
+def test_workers_table_and_json(cli: Cli) -> None:
+    result = cli("workers")
+    assert result.code == 0, result
+    assert "t1" in result.out and "/2" in result.out
+    (worker,) = [w for w in json.loads(cli("workers", "--json").out) if w["name"] == "t1"]
+    assert worker["capacity"]["cores"] == 2
+
+
+def test_stats_renders_or_says_clearly_it_is_missing(cli: Cli) -> None:
+    result = cli("stats")
+    if result.code == 0:
+        assert "Tasks" in result.out
+        assert isinstance(json.loads(cli("stats", "--json").out), dict)
+    else:
+        assert result.code == 1
+        assert result.err.startswith("banyan: ") and "/stats" in result.err
+
+
+def test_retry_runs_a_failed_task_again(cli: Cli, tmp_path: Path) -> None:
+    flag = tmp_path / "flag"
+    result = cli("submit", "--wait", "--timeout", "20", "--", f"test -e {flag}")
+    task_id = result.out.split()[0]
+    assert result.code == 1
+    flag.touch()
+    retried = cli("retry", task_id)
+    assert retried.code == 0 and f"{task_id}: available" in retried.out
+    assert cli("wait", task_id, "--timeout", "20").code == 0
+    assert cli("retry", task_id).code == 1  # a success cannot be retried
+
+
+def test_cancel_tree_stops_the_running_descendants(cli: Cli, cluster: Cluster) -> None:
+    (root,) = submit(cli, "--hold", "--", "true")
+    (child,) = submit(cli, "--after", root, "--", "sleep 30")
+    (grandchild,) = submit(cli, "--after", child, "--", "true")
+    assert cluster.http.patch(root, {"state": "available"}).status == 200
+    cluster.http.wait_state(child, "running", timeout=15)
+    result = cli("cancel", "--tree", root, "--json")
+    assert result.code == 0, result
+    states = {r["_id"]: r["state"] for r in json.loads(result.out)}
+    assert states == {child: "pending_cancellation", grandchild: "cancelled"}
+    assert cli("wait", child, grandchild, "--timeout", "20").code == 1
+    assert cluster.http.task(root)["state"] == "terminated"
+
+
+def test_interrupt_exits_130_quietly(cluster: Cluster, tmp_path: Path) -> None:
+    held = cluster.http.submit([{"command": "true"}])[0]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYAN_")}
+    env["BANYAN_CLIENT_FILE"] = str(cluster.server.client_file)
+    proc = subprocess.Popen(
+        [str(BANYAN), "wait", held],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        # It has printed its warning about the held task: it is waiting now.
+        assert proc.stderr is not None
+        assert b"inactive" in proc.stderr.readline()
+        proc.send_signal(signal.SIGINT)
+        _out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130
+    assert err == b""
