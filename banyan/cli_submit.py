@@ -42,7 +42,7 @@ examples:
   banyan submit --name build --cores 4 --memory "8 GiB" -- 'make -j4 && make test'
   banyan submit --queue gpu --gpus 1 --priority 10 --retries 2 -- python fit.py
   banyan submit --after 6650f0c2a1b2c3d4e5f60718 -- ./report.sh   # runs once that task succeeds
-  banyan submit --hold -- ./later.sh              # inactive until 'banyan retry'/a PATCH
+  banyan submit --hold -- ./later.sh              # inactive until 'banyan retry ID'
   banyan submit --array 1-100 -- 'python sim.py --seed $BANYAN_TASK_INDEX'
   banyan submit --each-line inputs.txt -- 'gzip "$BANYAN_ENTRY"'
   banyan submit --wait -- ./quick.sh              # then wait like 'banyan wait'

@@ -73,9 +73,10 @@ RETRY_EPILOG = """\
 examples:
   banyan retry 6650f0c2a1b2c3d4e5f60718
 
-Only a task that failed or was cancelled can be retried: it becomes
-available again (retry count reset), and the continuations cancelled
-because of it wait for it again.
+A task that failed or was cancelled becomes available again (retry count
+reset), and the continuations cancelled because of it wait for it again.
+A task that succeeded cannot be retried (submit a new one). A held task
+('submit --hold') is released the same way.
 """
 
 
@@ -139,8 +140,8 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "retry",
         parents=parents,
-        help="run a failed or cancelled task again",
-        description="Make failed or cancelled tasks available again.",
+        help="run a failed or cancelled task again (or release a held one)",
+        description="Make failed, cancelled or held tasks available again.",
         epilog=RETRY_EPILOG,
         formatter_class=raw,
     )
@@ -354,17 +355,21 @@ def build_tree(tasks: dict[str, dict[str, Any]], root_id: str) -> Tree:
     summaries = len(tasks) <= MAX_SUMMARIZED
     tree = Tree(_node_label(tasks, root_id, summary=True))
     expanded = {root_id}
-    stack = [(tree, root_id)]
+    # Depth first, in the order the tree is drawn, so "shown above" is true.
+    stack = [(tree, iter(tasks[root_id].get("continuations") or []))]
     while stack:
-        node, task_id = stack.pop()
-        for child in tasks[task_id].get("continuations") or []:
-            if child not in tasks:
-                continue  # beyond the walk's bound
-            if child in expanded:
-                node.add(Text(f"{child} (shown above)", style="dim"))
-                continue
+        node, children = stack[-1]
+        child = next(children, None)
+        if child is None:
+            stack.pop()
+        elif child not in tasks:
+            continue  # beyond the walk's bound
+        elif child in expanded:
+            node.add(Text(f"{child} (shown above)", style="dim"))
+        else:
             expanded.add(child)
-            stack.append((node.add(_node_label(tasks, child, summary=summaries)), child))
+            branch = node.add(_node_label(tasks, child, summary=summaries))
+            stack.append((branch, iter(tasks[child].get("continuations") or [])))
     return tree
 
 
