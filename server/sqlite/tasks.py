@@ -110,6 +110,8 @@ def create_tasks(
     states: list[State] = []
     rows = []
     etags = []
+    # Bulk submissions mostly repeat one request: serialise each distinct one once.
+    resource_cache: dict[str, tuple[str, float, int, int]] = {}
     for task_id, item in zip(ids, items, strict=True):
         state = State.INACTIVE
         if item.state == State.AVAILABLE and pending[task_id] == 0:
@@ -121,7 +123,12 @@ def create_tasks(
         states.append(state)
         etag = new_etag()
         etags.append(etag)
-        resources_json, cores, memory, gpus = _resource_columns(item.requested_resources)
+        request = item.requested_resources
+        key = request.model_dump_json()
+        columns = resource_cache.get(key)
+        if columns is None:
+            columns = resource_cache[key] = _resource_columns(request)
+        resources_json, cores, memory, gpus = columns
         rows.append(
             (
                 task_id,

@@ -3,6 +3,7 @@ collection query arguments, and writing JSON."""
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 from typing import Any, TypeVar
@@ -70,10 +71,19 @@ def body_kind(data: Any) -> str:
 
 
 def validate(adapter: TypeAdapter[T], data: Any, *, what: str, prefix: str = "") -> T:
+    # Validating a large bulk body allocates ~10 objects per item; the cyclic
+    # GC would rescan them over and over (about 40% of the time at 100k items).
+    # Nothing here makes cycles, and this is one synchronous step.
+    pause_gc = isinstance(data, list) and len(data) > 1000 and gc.isenabled()
+    if pause_gc:
+        gc.disable()
     try:
         return adapter.validate_python(data)
     except ValidationError as exc:
         raise from_validation(exc, prefix=prefix, what=what) from exc
+    finally:
+        if pause_gc:
+            gc.enable()
 
 
 def check_bulk_size(count: int, request: web.Request) -> None:
