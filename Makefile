@@ -12,9 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## demo: a local server on the embedded SQLite default (Ctrl-C stops it)
+## demo: a local server, two workers and an example tree, followed live (Ctrl-C stops it)
 demo: $(STAMP)
-	$(BIN)/banyan-server
+	$(BIN)/python scripts/demo.py
 
 ## test: the whole suite (what CI runs)
 test: $(STAMP)

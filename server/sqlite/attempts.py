@@ -161,14 +161,17 @@ def report_progress(
     caller: Caller,
     now: float,
 ) -> None:
-    state, attempt, *_ = _current_attempt(conn, task_id, execution_key, caller)
+    state, attempt, _, _, name, queue, *_ = _current_attempt(conn, task_id, execution_key, caller)
     if state not in ACTIVE_STATES:
         raise Conflict(f"task {task_id} is {state}: the attempt has ended")
     conn.execute(
         "UPDATE tasks SET progress = ?, updated = ? WHERE id = ?", (dumps(progress), now, task_id)
     )
     emit_many(
-        conn, now, "task.progress", [(task_id, {"_id": task_id, "attempt": attempt, **progress})]
+        conn,
+        now,
+        "task.progress",
+        [(task_id, {"_id": task_id, "name": name, "queue": queue, "attempt": attempt, **progress})],
     )
 
 
