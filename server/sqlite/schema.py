@@ -140,7 +140,9 @@ MIGRATIONS: tuple[str, ...] = (
     # attempt_durations: attempts finished per 10-second slot, with their wait
     # (start - task created) and run (end - start) times in log buckets
     # (duration_buckets: 0, then 1 ms growing by 2^(1/8)); slots older than
-    # 1,000 s before the newest finish are dropped as new ones arrive.
+    # 1,000 s before the newest finish are dropped as new ones arrive. Keyed
+    # by bucket first, so that summing a window's slots per bucket is one
+    # ordered pass; the slot index serves the pruning.
     """
     CREATE TABLE task_counts (
         queue TEXT NOT NULL,
@@ -177,8 +179,9 @@ MIGRATIONS: tuple[str, ...] = (
         bucket REAL NOT NULL,
         n INTEGER NOT NULL,
         total_s REAL NOT NULL,
-        PRIMARY KEY (slot, kind, bucket)
+        PRIMARY KEY (kind, bucket, slot)
     ) WITHOUT ROWID;
+    CREATE INDEX attempt_durations_slot ON attempt_durations (slot);
     INSERT INTO attempt_durations (slot, kind, bucket, n, total_s)
         SELECT slot, kind,
             coalesce((SELECT max(lo) FROM duration_buckets WHERE lo <= v), 0.0), count(*), sum(v)
@@ -196,27 +199,21 @@ MIGRATIONS: tuple[str, ...] = (
         GROUP BY 1, 2, 3;
     CREATE TRIGGER attempt_durations_finish AFTER UPDATE OF time_terminated ON attempts
     WHEN old.time_terminated IS NULL AND new.time_terminated IS NOT NULL BEGIN
-        INSERT INTO attempt_durations (slot, kind, bucket, n, total_s) VALUES (
-            CAST(new.time_terminated / 10 AS INTEGER),
-            0,
-            coalesce((SELECT max(lo) FROM duration_buckets WHERE lo <= new.time_started
-                - coalesce((SELECT created FROM tasks WHERE id = new.task_id), new.time_started)
-            ), 0.0),
-            1,
-            max(new.time_started
-                - coalesce((SELECT created FROM tasks WHERE id = new.task_id), new.time_started),
-                0.0)
-        ) ON CONFLICT (slot, kind, bucket) DO UPDATE SET n = n + 1,
-            total_s = total_s + excluded.total_s;
-        INSERT INTO attempt_durations (slot, kind, bucket, n, total_s) VALUES (
-            CAST(new.time_terminated / 10 AS INTEGER),
-            1,
-            coalesce((SELECT max(lo) FROM duration_buckets
-                WHERE lo <= new.time_terminated - new.time_started), 0.0),
-            1,
-            max(new.time_terminated - new.time_started, 0.0)
-        ) ON CONFLICT (slot, kind, bucket) DO UPDATE SET n = n + 1,
-            total_s = total_s + excluded.total_s;
+        INSERT INTO attempt_durations (slot, kind, bucket, n, total_s)
+            SELECT slot, kind,
+                coalesce((SELECT max(lo) FROM duration_buckets WHERE lo <= v), 0.0), 1, v
+            FROM (
+                SELECT CAST(new.time_terminated / 10 AS INTEGER) AS slot, 0 AS kind,
+                    max(new.time_started - coalesce(
+                        (SELECT created FROM tasks WHERE id = new.task_id), new.time_started
+                    ), 0.0) AS v
+                UNION ALL
+                SELECT CAST(new.time_terminated / 10 AS INTEGER), 1,
+                    max(new.time_terminated - new.time_started, 0.0)
+            )
+            WHERE true
+            ON CONFLICT (kind, bucket, slot) DO UPDATE SET n = n + 1,
+                total_s = total_s + excluded.total_s;
         DELETE FROM attempt_durations WHERE slot < CAST(new.time_terminated / 10 AS INTEGER) - 100;
     END;
     CREATE INDEX attempts_terminated ON attempts (time_terminated);

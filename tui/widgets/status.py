@@ -1,0 +1,39 @@
+"""The status bar, always on screen: which view, which server, whether the
+data is live (``live`` / ``reconnecting…`` / ``stale since hh:mm:ss``), and
+how many events a second are arriving."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+VIEW_TITLES = {
+    "queues": "1 Queues",
+    "workers": "2 Workers",
+    "tasks": "3 Tasks",
+    "tree": "4 Tree",
+    "detail": "5 Detail",
+}
+
+
+class StatusBar(Static):
+    def show(
+        self,
+        *,
+        view: str,
+        server: str,
+        link: tuple[str, str],
+        rate: str,
+        error: str | None,
+        read_only: bool,
+    ) -> None:
+        text = Text(f" {VIEW_TITLES.get(view, view)} ", style="bold reverse")
+        text.append(f" {server.removeprefix('http://')} ", style="bold")
+        text.append(link[0], style=link[1])
+        text.append(f"  {rate}", style="dim")
+        if read_only:
+            text.append("  read-only", style="bold cyan")
+        if error and link[0] != "● live":
+            text.append(f"  {error}", style="red")
+        text.truncate(max(10, self.size.width or 80), overflow="ellipsis")
+        self.update(text)
