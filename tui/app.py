@@ -61,7 +61,6 @@ from tui.widgets.workers import WorkersView
 MUTATING = frozenset({"submit", "cancel", "cancel_tree", "retry"})
 TASK_ACTIONS = frozenset({"cancel", "cancel_tree", "retry"})
 NAMED_IN_CONFIRM = 8
-VIEW_GROUP = Binding.Group("views", compact=True)
 
 
 def clock_text(epoch_s: float) -> str:
@@ -73,15 +72,17 @@ class BanyanApp(LiveApp):
     COMMANDS = LiveApp.COMMANDS | {BanyanCommands}
     TITLE = "banyan"
     BINDINGS = [
+        # One footer entry "1-5 views" for the five keys (the footer is 80 cells).
+        Binding("1", "view('queues')", "views", key_display="1-5"),
         *(
-            Binding(str(n), f"view('{name}')", name.capitalize(), group=VIEW_GROUP)
-            for n, name in enumerate(VIEWS, start=1)
+            Binding(str(n), f"view('{name}')", name.capitalize(), show=False)
+            for n, name in enumerate(VIEWS[1:], start=2)
         ),
         Binding("colon", "command_line", "Cmd", key_display=":"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("n", "submit", "New"),
         Binding("c", "cancel", "Cancel"),
-        Binding("C", "cancel_tree", "Tree✘"),
+        Binding("C", "cancel_tree", "Tree"),
         Binding("r", "retry", "Retry"),
         Binding("space", "toggle_select", "Select", show=False),
         Binding("s", "sort_next", "Sort", show=False),

@@ -218,6 +218,11 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     CREATE INDEX attempts_terminated ON attempts (time_terminated);
     """,
+    # 4: "my tasks in state X" (the CLI's and TUI's common filter) from one index
+    """
+    CREATE INDEX tasks_owner_state ON tasks (owner, state);
+    DROP INDEX tasks_owner;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
