@@ -1,0 +1,380 @@
+"""Pilot tests of every key path, on the fake source at 80x24."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from textual.widgets import Input, Log, Static, Tree
+
+from tests.tui.helpers import T0, sample_tasks, sample_workers, started, tid, wait_until
+from tui.app import BanyanApp
+from tui.fake import FakeSource
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.help import HelpScreen
+from tui.screens.submit import SubmitScreen
+from tui.widgets.tasks import TaskTable
+
+SIZE = (80, 24)
+
+
+def table(app: BanyanApp) -> TaskTable:
+    return app.query_one(TaskTable)
+
+
+def state_cell(app: BanyanApp, task_id: str) -> str:
+    return str(table(app).get_cell(task_id, "state"))
+
+
+def move_cursor_to(app: BanyanApp, task_id: str) -> None:
+    table(app).move_cursor(row=table(app).get_row_index(task_id))
+
+
+async def test_snapshot_then_live_updates_in_place(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        t = table(app)
+        assert t.row_count == 24
+        # newest first
+        assert t.cursor_task_id() == tid(23)
+        t.move_cursor(row=3)
+        under_cursor = t.cursor_task_id()
+        fake.push_state(tid(1), "running", worker="w2", attempt=1)
+        await wait_until(pilot, lambda: "▶" in state_cell(app, tid(1)))
+        assert t.row_count == 24
+        assert t.cursor_task_id() == under_cursor  # the cursor stayed put
+        # a new task appears on top without moving the cursor off its task
+        await fake.submit({"command": "echo", "name": "fresh", "state": "available"})
+        await wait_until(pilot, lambda: t.row_count == 25)
+        assert t.cursor_task_id() == under_cursor
+        assert t.get_row_index(next(reversed(fake.docs))) == 0
+
+
+async def test_filter_with_slash(fake: FakeSource, make_app: Callable[..., BanyanApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("slash")
+        box = app.query_one("#filter", Input)
+        assert box.display and box.has_focus
+        await pilot.press(*"state:failed", "enter")
+        await wait_until(pilot, lambda: table(app).row_count == 4)
+        assert not box.display
+        assert all("failed" in state_cell(app, i) for i in app.tasks_view.view.shown)
+        # a running task that fails joins the filtered table
+        fake.push_state(tid(0), "terminated", exit_status="failure")
+        await wait_until(pilot, lambda: table(app).row_count == 5)
+        # a bad filter is explained inline and the input stays open
+        await pilot.press("slash", "ctrl+a", *"colour:red", "enter")
+        error = app.query_one("#filter-error", Static)
+        assert error.display and "unknown filter field" in str(error.render())
+        assert box.display
+        await pilot.press("escape")
+        assert not box.display and table(app).has_focus
+
+
+async def test_sort_keys(make_app: Callable[..., BanyanApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("S")  # oldest first
+        await wait_until(pilot, lambda: table(app).cursor_task_id() == tid(0))
+        await pilot.press("s")  # by name
+        assert app.tasks_view.view.sort.key == "name"
+
+
+async def test_number_keys_and_command_line(make_app: Callable[..., BanyanApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        for key, view in (("1", "queues"), ("2", "workers"), ("3", "tasks")):
+            await pilot.press(key)
+            assert app.view == view
+            assert app.query_one("#views").current == view  # type: ignore[attr-defined]
+        await pilot.press("colon", *"workers", "enter")
+        assert app.view == "workers"
+        await pilot.press("colon", *"queues", "enter")
+        assert app.view == "queues"
+        await pilot.press("colon", *"tasks", "enter")
+        assert app.view == "tasks"
+        await pilot.press("colon", *"sort -priority", "enter")
+        assert app.tasks_view.view.sort.text == "-priority"
+        await pilot.press("colon", *"bogus", "enter")
+        assert app.view == "tasks"  # an error toast, nothing else
+        await pilot.press("colon", *"quit", "enter")
+        await pilot.pause()
+    assert app.return_code == 0
+
+
+async def test_queues_view_counts(make_app: Callable[..., BanyanApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("1")
+        queues = app.query_one("#queue-table")
+        assert queues.row_count == 3  # type: ignore[attr-defined]
+        assert "finished 1m" in str(app.query_one("#queues-note", Static).render())
+
+
+async def test_workers_view_heartbeats_and_lost(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    now = [float(T0)]
+    app = make_app(clock=lambda: now[0])
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("2")
+        workers = app.query_one("#worker-table")
+        seen = workers.get_cell("w2", "heartbeat")  # type: ignore[attr-defined]
+        assert seen.plain == "12s" and seen.style == "yellow"
+        assert workers.get_cell("w3", "heartbeat").style == "bold red"  # type: ignore[attr-defined]
+        assert workers.get_cell("w1", "heartbeat").style == ""  # type: ignore[attr-defined]
+        # ages come from timestamps: a second later, a second older
+        now[0] += 2
+        await wait_until(pilot, lambda: workers.get_cell("w1", "heartbeat").plain == "3s")  # type: ignore[attr-defined]
+        fake.push("worker.heartbeat", {"name": "w1", "worker": "w1"}, timestamp=now[0])
+        await wait_until(pilot, lambda: workers.get_cell("w1", "heartbeat").plain == "0s")  # type: ignore[attr-defined]
+        fake.push("worker.lost", {"name": "w1", "abandoned": []}, timestamp=now[0])
+        await wait_until(pilot, lambda: workers.get_cell("w1", "state").plain == "lost")  # type: ignore[attr-defined]
+        assert "3/4" in workers.get_cell("w1", "cores").plain  # type: ignore[attr-defined]
+
+
+async def test_multi_select_and_cancel_confirmation(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        move_cursor_to(app, tid(19))
+        await pilot.press("space")  # tid(19), waiting, selected; the cursor moves down
+        assert table(app).cursor_task_id() == tid(18)
+        await pilot.press("space")  # tid(18): running
+        await pilot.press("down")  # tid(16): cancelled already
+        await pilot.press("space")
+        assert table(app).selected == {tid(19), tid(18), tid(16)}
+        await pilot.press("c")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        details = str(app.screen.query_one("#confirm-details", Static).render())
+        question = str(app.screen.query_one("#confirm-question", Static).render())
+        assert "Cancel 2 tasks?" in question  # the finished one is left out
+        assert "train-19" in details and "train-18" in details and "train-16" not in details
+        # "no" changes nothing
+        await pilot.press("n")
+        await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
+        assert not [c for c in fake.calls if c[0] == "cancel"]
+        await pilot.press("c", "y")
+        await wait_until(pilot, lambda: ("cancel", (tid(18), tid(19))) in fake.calls)
+        await wait_until(pilot, lambda: "cancelled" in state_cell(app, tid(19)))
+        assert "cancelling" in state_cell(app, tid(18))
+        assert table(app).selected == {tid(16)}
+
+
+async def test_cancel_disabled_for_finished_task(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        move_cursor_to(app, tid(2))  # succeeded
+        await pilot.pause()
+        assert app.check_action("cancel", ()) is None
+        await pilot.press("c")
+        await pilot.pause()
+        assert not isinstance(app.screen, ConfirmScreen)
+        assert app.check_action("retry", ()) is None  # a success is not retried
+        move_cursor_to(app, tid(3))  # failed
+        await pilot.pause()
+        assert app.check_action("retry", ()) is True
+        await pilot.press("r")
+        await wait_until(pilot, lambda: ("retry", (tid(3),)) in fake.calls)
+        await wait_until(pilot, lambda: "available" in state_cell(app, tid(3)))
+
+
+async def test_cancel_tree(fake: FakeSource, make_app: Callable[..., BanyanApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        move_cursor_to(app, tid(1))
+        await pilot.press("C")
+        await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        question = str(app.screen.query_one("#confirm-question", Static).render())
+        assert "4 unfinished" in question
+        await pilot.press("y")
+        await wait_until(pilot, lambda: ("cancel_tree", tid(1)) in fake.calls)
+        await wait_until(pilot, lambda: "cancelled" in state_cell(app, tid(13)))
+
+
+async def test_tree_view(fake: FakeSource, make_app: Callable[..., BanyanApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        move_cursor_to(app, tid(7))  # in the middle of the tree: shown from its root
+        await pilot.press("4")
+        tree = app.query_one("#task-tree", Tree)
+        assert tree.root.data == tid(1)
+        assert "0/4 done" in str(tree.root.label)
+        assert tree.cursor_node is not None and tree.cursor_node.data == tid(7)
+        fake.push_state(tid(1), "running", worker="w1", attempt=1)
+        await wait_until(pilot, lambda: "1 running" in str(tree.root.label))
+        fake.push_state(tid(1), "terminated", exit_status="success")
+        await wait_until(pilot, lambda: "1/4 done" in str(tree.root.label))
+        await pilot.press("enter")  # the node under the cursor, in detail
+        await wait_until(pilot, lambda: app.view == "detail")
+        assert app.detail_view.task_id == tid(7)
+        await pilot.press("escape")
+        assert app.view == "tree"
+
+
+async def test_detail_view_follows_log_and_rss(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    fake.log_text[tid(0)] = "epoch 1\n"
+    fake.histories[tid(0)] = [
+        {"attempt": 1, "worker": "w1", "exit_status": "failure", "exit_code": 3},
+        {"attempt": 2, "worker": "w1", "exit_status": None},
+    ]
+    fake.usage_docs[tid(0)] = [{"time": T0 - 10, "resident_memory_bytes": 2**20}]
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        move_cursor_to(app, tid(0))
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.view == "detail")
+        log = app.query_one(Log)
+        await wait_until(pilot, lambda: "epoch 1" in "\n".join(log.lines))
+        history = str(app.query_one("#detail-history", Static).render())
+        assert "failure (3)" in history and "running" in history
+        fake.log_text[tid(0)] += "epoch 2\n"  # refreshed while it runs
+        await wait_until(pilot, lambda: "epoch 2" in "\n".join(log.lines), timeout=5)
+        fake.push("task.usage", {"_id": tid(0), "time": T0, "resident_memory_bytes": 3 * 2**20})
+        label = app.query_one("#detail-rss-label", Static)
+        await wait_until(pilot, lambda: "peak 3 MiB" in str(label.render()))
+        fake.push("task.progress", {"_id": tid(0), "percent": 75.0})
+        await wait_until(pilot, lambda: "75%" in state_cell(app, tid(0)))
+
+
+async def test_submit_form_validates_inline(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, SubmitScreen))
+        screen = app.screen
+        screen.query_one("#f-memory", Input).value = "12 XB"
+        screen.query_one("#f-priority", Input).value = "high"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "a command is required" in str(screen.query_one("#e-command", Static).render())
+        assert "invalid memory" in str(screen.query_one("#e-memory", Static).render())
+        assert "valid integer" in str(screen.query_one("#e-priority", Static).render())
+        assert not [c for c in fake.calls if c[0] == "submit"]
+        screen.query_one("#f-command", Input).value = "python train.py"
+        screen.query_one("#f-name", Input).value = "from-the-form"
+        screen.query_one("#f-memory", Input).value = "2 GiB"
+        screen.query_one("#f-priority", Input).value = "5"
+        screen.query_one("#f-after", Input).value = tid(1)[-8:]  # a short id
+        screen.query_one("#f-command", Input).focus()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: not isinstance(app.screen, SubmitScreen))
+        (_, body, after), *_ = [c for c in fake.calls if c[0] == "submit"]
+        assert body["command"] == "python train.py" and body["priority"] == 5
+        assert body["requested_resources"]["memory"] == 2 * 2**30
+        assert after == (tid(1),)
+        await wait_until(pilot, lambda: table(app).row_count == 25)
+
+
+async def test_help_and_palette(make_app: Callable[..., BanyanApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("question_mark")
+        await wait_until(pilot, lambda: isinstance(app.screen, HelpScreen))
+        await pilot.press("escape")
+        await wait_until(pilot, lambda: not isinstance(app.screen, HelpScreen))
+        await pilot.press("ctrl+p")
+        await wait_until(pilot, lambda: app.screen.__class__.__name__ == "CommandPalette")
+        await pilot.press(*"workers")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: app.view == "workers")
+
+
+async def test_read_only_hides_every_mutating_key(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    app = make_app(read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        move_cursor_to(app, tid(0))  # running: cancellable if not read-only
+        await pilot.pause()
+        shown = {b.binding.key for b in app.screen.active_bindings.values() if b.enabled}
+        assert not shown & {"n", "c", "C", "r"}
+        for action in ("submit", "cancel", "cancel_tree", "retry"):
+            assert app.check_action(action, ()) is False
+        await pilot.press("n", "c", "C", "r")
+        await pilot.pause()
+        assert isinstance(app.screen, type(app.screen)) and not isinstance(
+            app.screen, SubmitScreen | ConfirmScreen
+        )
+        assert [c for c in fake.calls if c[0] != "snapshot" and c[0] != "logs"] == []
+        assert "read-only" in str(app.query_one("#status", Static).render())
+
+
+async def test_reconnect_resumes_with_since_and_marks_stale(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    now = [float(T0)]
+    app = make_app(clock=lambda: now[0])
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        fake.push_state(tid(1), "running", worker="w1", attempt=1)
+        await wait_until(pilot, lambda: app.received_seq == fake.seq)
+        seq = fake.seq
+        status = app.query_one("#status", Static)
+        assert "● live" in str(status.render())
+        fake.refuse_connections = True
+        fake.disconnect()
+        await wait_until(pilot, lambda: not app.link.live)
+        assert "reconnecting" in str(status.render())
+        assert app.query_one("#views").has_class("-stale")
+        now[0] += 10
+        await wait_until(pilot, lambda: "stale since 12:00:00" in str(status.render()))
+        # what happened meanwhile arrives on reconnect, resumed from the last seq
+        fake.push_state(tid(1), "terminated", exit_status="success")
+        fake.refuse_connections = False
+        await wait_until(pilot, lambda: app.link.live, timeout=10)
+        assert fake.since_asked[-1] == seq
+        await wait_until(pilot, lambda: "success" in state_cell(app, tid(1)))
+        assert not app.query_one("#views").has_class("-stale")
+        assert [c for c in fake.calls if c[0] == "snapshot"] == [("snapshot",)]
+
+
+async def test_resync_reloads_the_snapshot(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        fake.keep_frames = False
+        fake.docs[tid(5)]["state"] = "cancelled"  # changed while we were not told
+        fake.resync()
+        await wait_until(pilot, lambda: len([c for c in fake.calls if c[0] == "snapshot"]) == 2)
+        await wait_until(pilot, lambda: "cancelled" in state_cell(app, tid(5)))
+        assert app.link.live
+
+
+async def test_without_stats_endpoint_counts_from_tasks(
+    make_app: Callable[..., BanyanApp],
+) -> None:
+    source = FakeSource(sample_tasks(), sample_workers(), stats_supported=False)
+    app = make_app(source=source)
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("1")
+        note = str(app.query_one("#queues-note", Static).render())
+        assert "no /stats" in note
+        assert app.query_one("#queue-table").row_count == 3  # type: ignore[attr-defined]
