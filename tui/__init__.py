@@ -1,1 +1,1 @@
-"""tui package."""
+"""banyan-tui: the terminal UI (Textual), live on the event feed."""

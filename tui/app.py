@@ -114,6 +114,7 @@ class BanyanApp(LiveApp):
         self.clock_format = clock_format
         self.view = "tasks"
         self.previous_view = "tasks"
+        self._keys_shown: tuple[bool | None, ...] = ()
 
     def compose(self) -> ComposeResult:
         yield StatusBar(id="status")
@@ -169,9 +170,8 @@ class BanyanApp(LiveApp):
         if name == "detail" and focus_id is not None and focus_id != self.detail_view.task_id:
             self.open_detail(focus_id)
         self._refresh_view(name)
-        self._focus_view()
+        self._focus_view()  # a new focus redraws the footer's keys
         self.on_link_changed()
-        self.refresh_bindings()
 
     def _focus_view(self) -> None:
         focusable = {
@@ -179,7 +179,7 @@ class BanyanApp(LiveApp):
             "workers": "#worker-table",
             "tasks": "#task-table",
             "tree": "#task-tree",
-            "detail": "#detail",
+            "detail": "#detail-log",
         }
         self.query_one(focusable[self.view]).focus()
 
@@ -208,6 +208,8 @@ class BanyanApp(LiveApp):
 
     def on_model_reset(self) -> None:
         assert self.model is not None
+        for note in self.notes:
+            self.notify(note, severity="warning", timeout=8)
         self.tasks_view.reset(self.model, self.clock())
         self.tasks_view.view.forget_missing(self.model)
         if self.tree_view.root_id is not None:
@@ -233,7 +235,7 @@ class BanyanApp(LiveApp):
             if detail_id in changes.tasks and task is not None and task.final:
                 self._load_detail(detail_id)  # the last attempt, its exit status, final log
         if changes.tasks & set(self.target_ids()):
-            self.refresh_bindings()
+            self.update_keys()
 
     def on_link_changed(self) -> None:
         now = self.clock()
@@ -298,7 +300,15 @@ class BanyanApp(LiveApp):
     def on_selection_changed(self, message: SelectionChanged) -> None:
         if self.model is not None:
             self.tasks_view.update_note(self.model)
-        self.refresh_bindings()
+        self.update_keys()
+
+    def update_keys(self) -> None:
+        """Redraw the footer only when a task key turns on or off (a footer
+        redraw costs a layout; the cursor moves far more often than that)."""
+        keys = tuple(self.check_action(a, ()) for a in sorted(TASK_ACTIONS))
+        if keys != self._keys_shown:
+            self._keys_shown = keys
+            self.refresh_bindings()
 
     def action_toggle_select(self) -> None:
         self.tasks_view.table.toggle_selected()
@@ -513,8 +523,10 @@ class BanyanApp(LiveApp):
         running = sum(1 for t in tasks if t.state in ACTIVE_STATES)
         question = f"Cancel {len(tasks)} task{'s' if len(tasks) != 1 else ''}?"
         details = self._describe(tasks)
-        if running:
-            details += f"\n\n{running} running: their workers will be told to stop them."
+        if running == 1:
+            details += "\n\n1 is running: its worker will be told to stop it."
+        elif running:
+            details += f"\n\n{running} are running: their workers will be told to stop them."
 
         def answered(yes: bool | None) -> None:
             if yes:
@@ -588,4 +600,12 @@ class BanyanApp(LiveApp):
         self.push_screen(HelpScreen(read_only=self.read_only))
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.refresh_bindings()
+        self.update_keys()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        """Enter on a queue or a worker: its tasks (the task table handles its own)."""
+        key = str(event.row_key.value)
+        if event.data_table.id == "queue-table":
+            self.action_set_filter(f"queue:{key}")
+        elif event.data_table.id == "worker-table":
+            self.action_set_filter(f"worker:{key} state:active")

@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=c.HEARTBEAT_INTERVAL_S,
         metavar="S",
-        help="the server's heartbeat_interval_s: a worker silent longer is shown in yellow "
-        f"(default {c.HEARTBEAT_INTERVAL_S:g})",
+        help="the server's heartbeat_interval_s: a worker silent for 1.5 times this is "
+        f"shown in yellow (default {c.HEARTBEAT_INTERVAL_S:g})",
     )
     parser.add_argument(
         "--rows",

@@ -14,6 +14,7 @@ While a snapshot loads, the buffer waits and is applied on top of it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -38,6 +39,7 @@ RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 5.0
 STATS_EVERY_S = 5.0
 WORKERS_EVERY_S = 1.0  # at most this often, and only after a change
+FREEZE_AFTER_TASKS = 20_000
 
 BatchHook = Callable[[list[dict[str, Any]], float], None]
 
@@ -110,6 +112,7 @@ class LiveApp(App[None]):
         if message.since is not None and message.seq < message.since:
             # The server's history restarted (a new database): nothing we hold holds.
             self.received_seq = message.seq
+            self._buffer.clear()
             self._load_snapshot()
         elif self.model is None or self._snapshot_pending:
             self._load_snapshot()
@@ -147,6 +150,11 @@ class LiveApp(App[None]):
         self.model = Model.from_snapshot(
             snap.tasks, snap.workers, snap.stats, now=now, server_total=snap.total_tasks
         )
+        if len(snap.tasks) >= FREEZE_AFTER_TASKS:
+            # ~10 objects a task, long-lived: keep the cyclic GC from rescanning
+            # them all (a pause of half a second at 100,000) on every full collection.
+            gc.collect()
+            gc.freeze()
         self.notes = list(snap.notes)
         self._snapshot_pending = False
         self.link.snapshot_loaded(feed_up=self._feed_up)

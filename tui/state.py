@@ -518,6 +518,15 @@ class Model:
         start = int(now) - RATE_WINDOW_S
         return sum(n for second, n in buckets if second > start)
 
+    def running_by_worker(self) -> dict[str, int]:
+        """How many tasks each worker runs, by our model (one pass)."""
+        counts: dict[str, int] = {}
+        for task_id in self.active:
+            worker = self.tasks[task_id].worker
+            if worker is not None:
+                counts[worker] = counts.get(worker, 0) + 1
+        return counts
+
     def running_on(self, worker: str) -> list[Task]:
         found = [t for t in self.tasks.values() if t.state in ACTIVE_STATES and t.worker == worker]
         return sorted(found, key=lambda t: t.started or 0.0)

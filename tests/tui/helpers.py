@@ -4,11 +4,14 @@ workers for a ``FakeSource``, and bounded waits on a running app."""
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Callable
 from typing import Any
 
+from rich.console import Console
 from textual.pilot import Pilot
+from textual.widgets import Static
 
 from tui.app import BanyanApp
 from tui.fake import make_id, task_doc, worker_doc
@@ -75,7 +78,9 @@ async def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         await pilot.pause(0.02)
-    await pilot.pause()
+    # Let pending messages through; a bare pause() would also wait for the CPU to
+    # go idle, which costs ~0.4 s after start-up and proves nothing more here.
+    await pilot.pause(0)
 
 
 async def started(pilot: Pilot[Any]) -> BanyanApp:
@@ -85,3 +90,10 @@ async def started(pilot: Pilot[Any]) -> BanyanApp:
     await wait_until(pilot, lambda: app.link.live and app.model is not None, what="live")
     await asyncio.sleep(0)
     return app
+
+
+def text_of(widget: Static) -> str:
+    """What a Static shows, as plain text."""
+    console = Console(width=200, record=True, file=io.StringIO())
+    console.print(widget.content)
+    return console.export_text()

@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from textual.widgets import Input, Log, Static, Tree
+from textual.widgets import ContentSwitcher, DataTable, Input, Log, Static, Tree
 
-from tests.tui.helpers import T0, sample_tasks, sample_workers, started, tid, wait_until
+from tests.tui.helpers import (
+    T0,
+    sample_tasks,
+    sample_workers,
+    started,
+    text_of,
+    tid,
+    wait_until,
+)
 from tui.app import BanyanApp
 from tui.fake import FakeSource
 from tui.screens.confirm import ConfirmScreen
@@ -59,7 +67,8 @@ async def test_filter_with_slash(fake: FakeSource, make_app: Callable[..., Banya
         await pilot.press("slash")
         box = app.query_one("#filter", Input)
         assert box.display and box.has_focus
-        await pilot.press(*"state:failed", "enter")
+        box.value = "state:fail"
+        await pilot.press(*"ed", "enter")
         await wait_until(pilot, lambda: table(app).row_count == 4)
         assert not box.display
         assert all("failed" in state_cell(app, i) for i in app.tasks_view.view.shown)
@@ -67,9 +76,9 @@ async def test_filter_with_slash(fake: FakeSource, make_app: Callable[..., Banya
         fake.push_state(tid(0), "terminated", exit_status="failure")
         await wait_until(pilot, lambda: table(app).row_count == 5)
         # a bad filter is explained inline and the input stays open
-        await pilot.press("slash", "ctrl+a", *"colour:red", "enter")
+        await pilot.press("slash", "ctrl+a", *"x:y", "enter")
         error = app.query_one("#filter-error", Static)
-        assert error.display and "unknown filter field" in str(error.render())
+        assert error.display and "unknown filter field" in text_of(error)
         assert box.display
         await pilot.press("escape")
         assert not box.display and table(app).has_focus
@@ -80,9 +89,12 @@ async def test_sort_keys(make_app: Callable[..., BanyanApp]) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         await pilot.press("S")  # oldest first
-        await wait_until(pilot, lambda: table(app).cursor_task_id() == tid(0))
+        await wait_until(pilot, lambda: table(app).get_row_index(tid(0)) == 0)
+        assert table(app).cursor_task_id() == tid(23)  # the cursor kept its task
+        assert table(app).cursor_row == 23
         await pilot.press("s")  # by name
         assert app.tasks_view.view.sort.key == "name"
+        assert table(app).get_row_index(tid(0)) == 0  # train-00 first
 
 
 async def test_number_keys_and_command_line(make_app: Callable[..., BanyanApp]) -> None:
@@ -92,18 +104,19 @@ async def test_number_keys_and_command_line(make_app: Callable[..., BanyanApp]) 
         for key, view in (("1", "queues"), ("2", "workers"), ("3", "tasks")):
             await pilot.press(key)
             assert app.view == view
-            assert app.query_one("#views").current == view  # type: ignore[attr-defined]
-        await pilot.press("colon", *"workers", "enter")
+            assert app.query_one("#views", ContentSwitcher).current == view
+        await pilot.press("colon", *"wk", "enter")
         assert app.view == "workers"
-        await pilot.press("colon", *"queues", "enter")
-        assert app.view == "queues"
-        await pilot.press("colon", *"tasks", "enter")
+        command = app.query_one("#command", Input)
+        await pilot.press("colon")
+        command.value = "sort name"  # typing is tested above; presses are slow
+        await pilot.press("enter")
+        assert app.tasks_view.view.sort.text == "name" and app.view == "workers"
+        await pilot.press("colon", "t", "enter")
         assert app.view == "tasks"
-        await pilot.press("colon", *"sort -priority", "enter")
-        assert app.tasks_view.view.sort.text == "-priority"
-        await pilot.press("colon", *"bogus", "enter")
-        assert app.view == "tasks"  # an error toast, nothing else
-        await pilot.press("colon", *"quit", "enter")
+        await pilot.press("colon", "z", "enter")
+        assert app.view == "tasks" and not command.display  # an error toast, nothing else
+        await pilot.press("colon", "q", "enter")
         await pilot.pause()
     assert app.return_code == 0
 
@@ -113,9 +126,15 @@ async def test_queues_view_counts(make_app: Callable[..., BanyanApp]) -> None:
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         await pilot.press("1")
-        queues = app.query_one("#queue-table")
-        assert queues.row_count == 3  # type: ignore[attr-defined]
-        assert "finished 1m" in str(app.query_one("#queues-note", Static).render())
+        queues = app.query_one("#queue-table", DataTable)
+        assert queues.row_count == 3
+        assert "finished 1m" in text_of(app.query_one("#queues-note", Static))
+        await pilot.press("enter")  # the first queue (cpu): its tasks
+        await wait_until(pilot, lambda: app.view == "tasks")
+        assert app.tasks_view.view.filter.text == "queue:cpu"
+        assert table(app).row_count == 8
+        await pilot.press("q")
+    assert app.return_code == 0
 
 
 async def test_workers_view_heartbeats_and_lost(
@@ -126,19 +145,19 @@ async def test_workers_view_heartbeats_and_lost(
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         await pilot.press("2")
-        workers = app.query_one("#worker-table")
-        seen = workers.get_cell("w2", "heartbeat")  # type: ignore[attr-defined]
+        workers = app.query_one("#worker-table", DataTable)
+        seen = workers.get_cell("w2", "heartbeat")
         assert seen.plain == "12s" and seen.style == "yellow"
-        assert workers.get_cell("w3", "heartbeat").style == "bold red"  # type: ignore[attr-defined]
-        assert workers.get_cell("w1", "heartbeat").style == ""  # type: ignore[attr-defined]
+        assert workers.get_cell("w3", "heartbeat").style == "bold red"
+        assert workers.get_cell("w1", "heartbeat").style == ""
         # ages come from timestamps: a second later, a second older
         now[0] += 2
-        await wait_until(pilot, lambda: workers.get_cell("w1", "heartbeat").plain == "3s")  # type: ignore[attr-defined]
+        await wait_until(pilot, lambda: workers.get_cell("w1", "heartbeat").plain == "3s")
         fake.push("worker.heartbeat", {"name": "w1", "worker": "w1"}, timestamp=now[0])
-        await wait_until(pilot, lambda: workers.get_cell("w1", "heartbeat").plain == "0s")  # type: ignore[attr-defined]
+        await wait_until(pilot, lambda: workers.get_cell("w1", "heartbeat").plain == "0s")
         fake.push("worker.lost", {"name": "w1", "abandoned": []}, timestamp=now[0])
-        await wait_until(pilot, lambda: workers.get_cell("w1", "state").plain == "lost")  # type: ignore[attr-defined]
-        assert "3/4" in workers.get_cell("w1", "cores").plain  # type: ignore[attr-defined]
+        await wait_until(pilot, lambda: workers.get_cell("w1", "state").plain == "lost")
+        assert "3/4" in workers.get_cell("w1", "cores").plain
 
 
 async def test_multi_select_and_cancel_confirmation(
@@ -156,8 +175,8 @@ async def test_multi_select_and_cancel_confirmation(
         assert table(app).selected == {tid(19), tid(18), tid(16)}
         await pilot.press("c")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        details = str(app.screen.query_one("#confirm-details", Static).render())
-        question = str(app.screen.query_one("#confirm-question", Static).render())
+        details = text_of(app.screen.query_one("#confirm-details", Static))
+        question = text_of(app.screen.query_one("#confirm-question", Static))
         assert "Cancel 2 tasks?" in question  # the finished one is left out
         assert "train-19" in details and "train-18" in details and "train-16" not in details
         # "no" changes nothing
@@ -165,7 +184,7 @@ async def test_multi_select_and_cancel_confirmation(
         await wait_until(pilot, lambda: not isinstance(app.screen, ConfirmScreen))
         assert not [c for c in fake.calls if c[0] == "cancel"]
         await pilot.press("c", "y")
-        await wait_until(pilot, lambda: ("cancel", (tid(18), tid(19))) in fake.calls)
+        await wait_until(pilot, lambda: ("cancel", (tid(19), tid(18))) in fake.calls)
         await wait_until(pilot, lambda: "cancelled" in state_cell(app, tid(19)))
         assert "cancelling" in state_cell(app, tid(18))
         assert table(app).selected == {tid(16)}
@@ -199,7 +218,7 @@ async def test_cancel_tree(fake: FakeSource, make_app: Callable[..., BanyanApp])
         move_cursor_to(app, tid(1))
         await pilot.press("C")
         await wait_until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
-        question = str(app.screen.query_one("#confirm-question", Static).render())
+        question = text_of(app.screen.query_one("#confirm-question", Static))
         assert "4 unfinished" in question
         await pilot.press("y")
         await wait_until(pilot, lambda: ("cancel_tree", tid(1)) in fake.calls)
@@ -244,13 +263,13 @@ async def test_detail_view_follows_log_and_rss(
         await wait_until(pilot, lambda: app.view == "detail")
         log = app.query_one(Log)
         await wait_until(pilot, lambda: "epoch 1" in "\n".join(log.lines))
-        history = str(app.query_one("#detail-history", Static).render())
+        history = text_of(app.query_one("#detail-history", Static))
         assert "failure (3)" in history and "running" in history
         fake.log_text[tid(0)] += "epoch 2\n"  # refreshed while it runs
         await wait_until(pilot, lambda: "epoch 2" in "\n".join(log.lines), timeout=5)
         fake.push("task.usage", {"_id": tid(0), "time": T0, "resident_memory_bytes": 3 * 2**20})
         label = app.query_one("#detail-rss-label", Static)
-        await wait_until(pilot, lambda: "peak 3 MiB" in str(label.render()))
+        await wait_until(pilot, lambda: "peak 3 MiB" in text_of(label))
         fake.push("task.progress", {"_id": tid(0), "percent": 75.0})
         await wait_until(pilot, lambda: "75%" in state_cell(app, tid(0)))
 
@@ -268,9 +287,9 @@ async def test_submit_form_validates_inline(
         screen.query_one("#f-priority", Input).value = "high"
         await pilot.press("enter")
         await pilot.pause()
-        assert "a command is required" in str(screen.query_one("#e-command", Static).render())
-        assert "invalid memory" in str(screen.query_one("#e-memory", Static).render())
-        assert "valid integer" in str(screen.query_one("#e-priority", Static).render())
+        assert "a command is required" in text_of(screen.query_one("#e-command", Static))
+        assert "invalid memory" in text_of(screen.query_one("#e-memory", Static))
+        assert "valid integer" in text_of(screen.query_one("#e-priority", Static))
         assert not [c for c in fake.calls if c[0] == "submit"]
         screen.query_one("#f-command", Input).value = "python train.py"
         screen.query_one("#f-name", Input).value = "from-the-form"
@@ -297,7 +316,7 @@ async def test_help_and_palette(make_app: Callable[..., BanyanApp]) -> None:
         await wait_until(pilot, lambda: not isinstance(app.screen, HelpScreen))
         await pilot.press("ctrl+p")
         await wait_until(pilot, lambda: app.screen.__class__.__name__ == "CommandPalette")
-        await pilot.press(*"workers")
+        await pilot.press(*"work")
         await pilot.pause(0.3)
         await pilot.press("enter")
         await wait_until(pilot, lambda: app.view == "workers")
@@ -321,7 +340,7 @@ async def test_read_only_hides_every_mutating_key(
             app.screen, SubmitScreen | ConfirmScreen
         )
         assert [c for c in fake.calls if c[0] != "snapshot" and c[0] != "logs"] == []
-        assert "read-only" in str(app.query_one("#status", Static).render())
+        assert "read-only" in text_of(app.query_one("#status", Static))
 
 
 async def test_reconnect_resumes_with_since_and_marks_stale(
@@ -335,14 +354,14 @@ async def test_reconnect_resumes_with_since_and_marks_stale(
         await wait_until(pilot, lambda: app.received_seq == fake.seq)
         seq = fake.seq
         status = app.query_one("#status", Static)
-        assert "● live" in str(status.render())
+        assert "● live" in text_of(status)
         fake.refuse_connections = True
         fake.disconnect()
         await wait_until(pilot, lambda: not app.link.live)
-        assert "reconnecting" in str(status.render())
+        assert "reconnecting" in text_of(status)
         assert app.query_one("#views").has_class("-stale")
         now[0] += 10
-        await wait_until(pilot, lambda: "stale since 12:00:00" in str(status.render()))
+        await wait_until(pilot, lambda: "stale since 12:00:00" in text_of(status))
         # what happened meanwhile arrives on reconnect, resumed from the last seq
         fake.push_state(tid(1), "terminated", exit_status="success")
         fake.refuse_connections = False
@@ -365,6 +384,15 @@ async def test_resync_reloads_the_snapshot(
         await wait_until(pilot, lambda: len([c for c in fake.calls if c[0] == "snapshot"]) == 2)
         await wait_until(pilot, lambda: "cancelled" in state_cell(app, tid(5)))
         assert app.link.live
+        # a server with a new database (its seq went back): everything reloads
+        fake.push_state(tid(0), "pending_cancellation")
+        await wait_until(pilot, lambda: app.received_seq == fake.seq)
+        fake.seq = 0
+        fake.docs[tid(0)]["state"] = "cancelled"
+        fake.disconnect()
+        await wait_until(pilot, lambda: len([c for c in fake.calls if c[0] == "snapshot"]) == 3)
+        await wait_until(pilot, lambda: "cancelled" in state_cell(app, tid(0)) and app.link.live)
+        assert app.received_seq == 0
 
 
 async def test_without_stats_endpoint_counts_from_tasks(
@@ -375,6 +403,35 @@ async def test_without_stats_endpoint_counts_from_tasks(
     async with app.run_test(size=SIZE) as pilot:
         await started(pilot)
         await pilot.press("1")
-        note = str(app.query_one("#queues-note", Static).render())
+        note = text_of(app.query_one("#queues-note", Static))
         assert "no /stats" in note
-        assert app.query_one("#queue-table").row_count == 3  # type: ignore[attr-defined]
+        assert app.query_one("#queue-table", DataTable).row_count == 3
+
+
+async def test_remove_rows_matches_remove_row() -> None:
+    """``TaskTable.remove_rows`` mirrors DataTable internals (Textual is pinned)."""
+    from textual.app import App, ComposeResult
+
+    class One(App[None]):
+        def compose(self) -> ComposeResult:
+            yield TaskTable()
+
+    app = One()
+    async with app.run_test(size=SIZE) as pilot:
+        t = app.query_one(TaskTable)
+        t.add_column("id", key="id")
+        for i in range(10):
+            t.add_row(str(i), key=f"k{i}")
+        t.move_cursor(row=8)
+        await pilot.pause()
+        t.remove_rows(["k1", "k4", "k5", "nope"])
+        await pilot.pause()
+        assert [str(r.key.value) for r in t.ordered_rows] == [
+            f"k{i}" for i in (0, 2, 3, 6, 7, 8, 9)
+        ]
+        assert t.get_row_index("k8") == 5 and t.row_count == 7
+        assert [str(c) for c in t.get_column("id")] == ["0", "2", "3", "6", "7", "8", "9"]
+        t.remove_rows(["k9"])  # one row: DataTable's own remove_row
+        t.remove_rows(["k0", "k2", "k3", "k6", "k7", "k8"])
+        await pilot.pause()
+        assert t.row_count == 0 and t.cursor_task_id() is None

@@ -10,7 +10,7 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import VerticalScroll
+from textual.containers import Vertical
 from textual.widgets import Log, ProgressBar, Sparkline, Static
 
 from banyan.cli_output import between, duration, memory, resources
@@ -26,9 +26,12 @@ def fields_table(task: Task, doc: Mapping[str, Any] | None, now: float) -> Table
     table.add_column(overflow="fold")
     glyph, label, style = look(task.status)
     status = Text(f"{glyph} {label}", style=style)
-    if task.exit_status and task.status != "success":
-        status.append(f" ({task.exit_status})")
     doc = doc or {}
+    code = (doc.get("execution") or {}).get("exit_code", task.exit_code)
+    if task.status == "failed" and task.exit_status == "failure" and code is not None:
+        status.append(f" (exit code {code})")
+    elif task.exit_status and task.status == "failed":
+        status.append(f" ({task.exit_status})")
     rows: list[tuple[str, Any]] = [
         ("id", task.id),
         ("name", task.name or "-"),
@@ -43,7 +46,8 @@ def fields_table(task: Task, doc: Mapping[str, Any] | None, now: float) -> Table
         ran = None
         if task.started is not None:
             ran = (task.ended or now) - task.started
-        rows.append(("attempt", f"{task.attempt} on {task.worker}, ran {duration(ran)}"))
+        ran_text = duration(round(ran)) if ran is not None else "-"
+        rows.append(("attempt", f"{task.attempt} on {task.worker}, ran {ran_text}"))
     if task.message:
         rows.append(("message", task.message))
     for key, value in rows:
@@ -73,7 +77,7 @@ def history_table(history: Sequence[Mapping[str, Any]]) -> Table | Text:
     return table
 
 
-class DetailView(VerticalScroll):
+class DetailView(Vertical):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.task_id: str | None = None
@@ -88,7 +92,7 @@ class DetailView(VerticalScroll):
         yield Static("", id="detail-rss-label", classes="note")
         yield Sparkline([], id="detail-rss")
         yield Static("", id="detail-history")
-        yield Static("log", classes="note")
+        yield Static("log (tail, refreshed while it runs)", classes="note")
         yield Log(id="detail-log", max_lines=LOG_LINES * 5, auto_scroll=True)
 
     def open(self, task_id: str) -> None:

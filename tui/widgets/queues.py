@@ -73,7 +73,7 @@ class QueuesView(Vertical):
             for (key, _, _), cell in zip(COLUMNS, cells, strict=True):
                 if table.get_cell(row.name, key) != cell:
                     table.update_cell(row.name, key, cell)
-        self.query_one("#queues-note", Static).update(_note(model, rows))
+        self.query_one("#queues-note", Static).update(_note(model, rows), layout=False)
 
 
 def _note(model: Model, rows: list[QueueRow]) -> str:

@@ -36,4 +36,4 @@ class StatusBar(Static):
         if error and link[0] != "● live":
             text.append(f"  {error}", style="red")
         text.truncate(max(10, self.size.width or 80), overflow="ellipsis")
-        self.update(text)
+        self.update(text, layout=False)

@@ -86,12 +86,15 @@ class TreeView(Vertical):
             self.members.add(node.id)
             if node.id == focus and target is None:
                 target = ui
-            for child in reversed(node.children):
-                branch = ui.add("", data=child.id, expand=True, allow_expand=bool(child.children))
-                stack.append((branch, child))
+            branches = [
+                (ui.add("", data=child.id, expand=True, allow_expand=bool(child.children)), child)
+                for child in node.children
+            ]
+            stack.extend(reversed(branches))  # depth first, in continuation order
         tree.root.expand()
         if target is not None:
-            tree.move_cursor(target)
+            # Node lines exist once the tree has been laid out.
+            self.call_after_refresh(tree.move_cursor, target)
         self._note(model)
 
     def refresh_labels(self, model: Model, changed: set[str]) -> None:
@@ -107,7 +110,7 @@ class TreeView(Vertical):
             return
         text = f"tree of {short_id(self.root_id)}: {len(self.members):,} tasks"
         text += f" · {subtree_summary(model.tasks, self.root_id)}"
-        self.query_one("#tree-note", Static).update(text)
+        self.query_one("#tree-note", Static).update(text, layout=False)
 
     def cursor_task_id(self) -> str | None:
         node = self.task_tree.cursor_node

@@ -89,8 +89,7 @@ class WorkersView(Vertical):
         yield table
         yield Static("", id="worker-running", classes="panel")
 
-    def _cells(self, worker: Worker, model: Model, now: float, interval_s: float) -> list[Any]:
-        running = len(model.running_on(worker.name)) or len(worker.running)
+    def _cells(self, worker: Worker, running: int, now: float, interval_s: float) -> list[Any]:
         level = heartbeat_level(worker, now, interval_s)
         age = None if worker.last_heartbeat is None else now - worker.last_heartbeat
         return [
@@ -107,10 +106,13 @@ class WorkersView(Vertical):
         self._model, self._now = model, now
         table = self.query_one(DataTable)
         names = sorted(model.workers)
+        running = model.running_by_worker()
         for key in [str(k.value) for k in table.rows if k.value not in model.workers]:
             table.remove_row(key)
         for name in names:
-            cells = self._cells(model.workers[name], model, now, interval_s)
+            worker = model.workers[name]
+            count = running.get(name, 0) or len(worker.running)
+            cells = self._cells(worker, count, now, interval_s)
             try:
                 table.get_row_index(name)
             except RowDoesNotExist:
@@ -121,7 +123,7 @@ class WorkersView(Vertical):
                     table.update_cell(name, key, cell)
         live = sum(1 for w in model.workers.values() if w.state in ("idle", "busy", "draining"))
         note = f"{live} live of {len(names)} worker{'s' if len(names) != 1 else ''}"
-        self.query_one("#workers-note", Static).update(note)
+        self.query_one("#workers-note", Static).update(note, layout=False)
         self._running_panel(model, now)
 
     def highlighted(self) -> str | None:
