@@ -173,8 +173,6 @@ def compile_order(
             raise ValueError(f"cannot order by {name!r} {direction!r}")
         terms.append(f"{column.sql} {'ASC' if direction == 1 else 'DESC'}")
     if not any(term.rsplit(" ", 1)[0] == tiebreak for term in terms):
-        # The tie-break follows the last key's direction, so that an index on that
-        # key (which ends in the primary key) serves the whole ORDER BY.
-        last = sort[-1][1] if sort else 1
-        terms.append(f"{tiebreak} {'ASC' if last == 1 else 'DESC'}")
+        # Ascending: FIFO among equals, as claims order (the indexes match it).
+        terms.append(f"{tiebreak} ASC")
     return ", ".join(terms)

@@ -218,10 +218,13 @@ MIGRATIONS: tuple[str, ...] = (
     END;
     CREATE INDEX attempts_terminated ON attempts (time_terminated);
     """,
-    # 4: "my tasks in state X" (the CLI's and TUI's common filter) from one index
+    # 4: "my tasks in state X" (the CLI's and TUI's common filter) from one
+    # index; "-priority" listings (ties by _id ascending) straight from one too.
     """
     CREATE INDEX tasks_owner_state ON tasks (owner, state);
     DROP INDEX tasks_owner;
+    CREATE INDEX tasks_priority_desc ON tasks (priority DESC, id);
+    DROP INDEX tasks_priority;
     """,
 )
 

@@ -386,7 +386,7 @@ def test_column_helpers_refuse_what_could_break_out_of_the_sql() -> None:
 
 def test_order_always_ends_with_the_tiebreak() -> None:
     assert compile_order((), COLUMNS) == "t.id ASC"
-    assert compile_order((("priority", -1),), COLUMNS) == "t.priority DESC, t.id DESC"
+    assert compile_order((("priority", -1),), COLUMNS) == "t.priority DESC, t.id ASC"
     assert compile_order((("priority", -1), ("_id", -1)), COLUMNS) == "t.priority DESC, t.id DESC"
     assert compile_order((("requested_resources.licenses", 1),), COLUMNS, tiebreak="t.created") == (
         "json_extract(t.requested_resources, '$.\"licenses\"') ASC, t.created ASC"
