@@ -108,7 +108,7 @@ async def test_kill_9_loses_nothing_acknowledged(server: ServerProcess) -> None:
                 ) as resp:
                     if resp.status == 201:
                         acknowledged.append((await resp.json())["_id"])
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 return
 
     async with aiohttp.ClientSession(headers=headers) as session:
