@@ -116,16 +116,20 @@ class Feed:
             await ws.close(code=CLOSE_SHUTDOWN, message=b"server shutting down")
 
     def _frame(self, event: Event) -> str:
-        return json.dumps(
-            {
-                "seq": event["seq"],
-                "time": format_date(event["time"], self._date_format),
-                "timestamp": event["time"],
-                "type": event["type"],
-                "data": event["data"],
-            },
-            separators=(",", ":"),
-        )
+        """The event's wire text, encoded once however many subscribers send it."""
+        text: str | None = event.get("_frame")
+        if text is None:
+            text = event["_frame"] = json.dumps(
+                {
+                    "seq": event["seq"],
+                    "time": format_date(event["time"], self._date_format),
+                    "timestamp": event["time"],
+                    "type": event["type"],
+                    "data": event["data"],
+                },
+                separators=(",", ":"),
+            )
+        return text
 
     async def handle(self, request: web.Request, since: int | None) -> web.WebSocketResponse:
         where = parse_where(request.rel_url.query.get("where"), EVENT_FIELDS)
@@ -194,7 +198,9 @@ class Feed:
             await ws.close(code=CLOSE_INTERNAL, message=b"internal error")
 
     async def _send(self, ws: web.WebSocketResponse, text: str) -> None:
-        await asyncio.wait_for(ws.send_str(text), timeout=self._send_timeout_s)
+        # asyncio.timeout, not wait_for: no extra task per frame.
+        async with asyncio.timeout(self._send_timeout_s):
+            await ws.send_str(text)
 
 
 def _types(text: str | None) -> frozenset[str] | None:
