@@ -56,8 +56,12 @@ class Sub:
 
 
 async def subscribe(
-    http: aiohttp.ClientSession, url: str, headers: dict[str, str], sub: Sub,
-    ready: asyncio.Event, stop_at: list[float],
+    http: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    sub: Sub,
+    ready: asyncio.Event,
+    stop_at: list[float],
 ) -> None:
     try:
         async with http.ws_connect(f"{url}/events", headers=headers, heartbeat=None) as ws:
@@ -83,12 +87,14 @@ async def subscribe(
                     else:
                         sub.other_frames += 1
                 elif msg.type in (
-                    aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                    aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR,
+                    aiohttp.WSMsgType.CLOSE,
+                    aiohttp.WSMsgType.CLOSED,
+                    aiohttp.WSMsgType.CLOSING,
+                    aiohttp.WSMsgType.ERROR,
                 ):
                     sub.close_code = ws.close_code
                     break
-    except Exception as exc:  # noqa: BLE001 - report, do not crash the bench
+    except Exception as exc:
         sub.error = f"{type(exc).__name__}: {exc}"
         ready.set()
 
@@ -109,7 +115,9 @@ async def generate(
             t0 = time.perf_counter()
             try:
                 async with http.post(
-                    f"{url}/tasks", data=body, headers=headers,
+                    f"{url}/tasks",
+                    data=body,
+                    headers=headers,
                     timeout=aiohttp.ClientTimeout(total=30),
                 ) as resp:
                     await resp.read()
@@ -188,9 +196,11 @@ async def run(duration_s: float) -> None:
         ("events generated (task.created)", created),
         ("generation rate (events/s)", created / gen_s if gen_s else float("nan")),
         ("failed POSTs", failed),
-        ("POST latency p50 / p99 (ms)",
-         f"{common.percentile(post_lat, 50) * 1000:.1f} / "
-         f"{common.percentile(post_lat, 99) * 1000:.1f}"),
+        (
+            "POST latency p50 / p99 (ms)",
+            f"{common.percentile(post_lat, 50) * 1000:.1f} / "
+            f"{common.percentile(post_lat, 99) * 1000:.1f}",
+        ),
         ("subscribers connected", f"{connected} / {SUBSCRIBERS}"),
         ("events delivered per subscriber min / max", f"{min(counts):,} / {max(counts):,}"),
         ("subscribers that got all events", sum(1 for c in counts if c >= created)),
@@ -207,14 +217,20 @@ async def run(duration_s: float) -> None:
         ("other processes CPU (% of one CPU)", 100 * load.other_cpu_s / wall),
         ("server exit code", rc if rc is not None else "-"),
     ]
-    print(f"== feed fan-out: {SUBSCRIBERS} subscribers, {BATCH} tasks every "
-          f"{PERIOD_S * 1000:.0f} ms for {duration_s:.0f} s")
+    print(
+        f"== feed fan-out: {SUBSCRIBERS} subscribers, {BATCH} tasks every "
+        f"{PERIOD_S * 1000:.0f} ms for {duration_s:.0f} s"
+    )
     common.print_table(["measure", "value"], rows)
-    print(f"note: the {SUBSCRIBERS} subscribers, the load generator (this process) and the "
-          f"server share {common.cpu_count()} CPU(s)")
+    print(
+        f"note: the {SUBSCRIBERS} subscribers, the load generator (this process) and the "
+        f"server share {common.cpu_count()} CPU(s)"
+    )
     verdict = "meets" if p99 <= TARGET_P99_MS else "misses"
-    print(f"target for context: p99 <= {TARGET_P99_MS} ms at 1,000 events/s "
-          f"(this run: p99 {p99:.1f} ms, {verdict} it)")
+    print(
+        f"target for context: p99 <= {TARGET_P99_MS} ms at 1,000 events/s "
+        f"(this run: p99 {p99:.1f} ms, {verdict} it)"
+    )
     for s in (closed_other + errors)[:5]:
         print(f"  subscriber {s.index}: close code {s.close_code}, error {s.error}")
 

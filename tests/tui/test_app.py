@@ -231,6 +231,7 @@ async def test_tree_view(fake: FakeSource, make_app: Callable[..., BanyanApp]) -
         await started(pilot)
         move_cursor_to(app, tid(7))  # in the middle of the tree: shown from its root
         await pilot.press("4")
+        await wait_until(pilot, lambda: bool(app.query("#task-tree")))  # mounted, even under load
         tree = app.query_one("#task-tree", Tree)
         assert tree.root.data == tid(1)
         assert "0/4 done" in str(tree.root.label)
