@@ -198,9 +198,7 @@ class Feed:
             await ws.close(code=CLOSE_INTERNAL, message=b"internal error")
 
     async def _send(self, ws: web.WebSocketResponse, text: str) -> None:
-        # asyncio.timeout, not wait_for: no extra task per frame.
-        async with asyncio.timeout(self._send_timeout_s):
-            await ws.send_str(text)
+        await asyncio.wait_for(ws.send_str(text), timeout=self._send_timeout_s)
 
 
 def _types(text: str | None) -> frozenset[str] | None:
