@@ -70,6 +70,15 @@ def body_kind(data: Any) -> str:
     )
 
 
+def expect_kind(data: Any, kind: str) -> None:
+    """422 unless the body is a JSON ``kind`` (``"object"`` or ``"list"``)."""
+    if body_kind(data) != kind:
+        article = "an" if kind == "object" else "a"
+        raise InvalidInput(
+            f"the body must be a JSON {kind}", issues={"body": f"expected {article} {kind}"}
+        )
+
+
 def validate(adapter: TypeAdapter[T], data: Any, *, what: str, prefix: str = "") -> T:
     # Validating a large bulk body allocates ~10 objects per item; the cyclic
     # GC would rescan them over and over (about 40% of the time at 100k items).

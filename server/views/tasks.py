@@ -20,6 +20,7 @@ from server.views.common import (
     body_kind,
     check_bulk_size,
     collection_query,
+    expect_kind,
     item_projection,
     json_response,
     settings,
@@ -96,8 +97,7 @@ async def update(request: web.Request) -> web.Response:
     caller = await require(request, PROVIDERS)
     the_id = task_id(request)
     data = await body(request)
-    if body_kind(data) != "object":
-        return _not_an_object()
+    expect_kind(data, "object")
     patch = validate(_PATCH, data, what="update")
     doc = await request.app[STORE].update_task(
         the_id, patch, caller, if_match=request.headers.get("If-Match")
@@ -111,8 +111,7 @@ async def update(request: web.Request) -> web.Response:
 async def update_many(request: web.Request) -> web.Response:
     caller = await require(request, PROVIDERS)
     data = await body(request)
-    if body_kind(data) != "list":
-        return _not_a_list()
+    expect_kind(data, "list")
     items = validate(_BULK_PATCH, data, what="updates")
     check_bulk_size(len(items), request)
     results = await request.app[STORE].update_tasks(items, caller)
@@ -135,8 +134,7 @@ async def update_many(request: web.Request) -> web.Response:
 async def _edit(request: web.Request, *, add: bool) -> web.Response:
     caller = await require(request, PROVIDERS)
     data = await body(request)
-    if body_kind(data) != "list":
-        return _not_a_list()
+    expect_kind(data, "list")
     edits = validate(_EDITS, data, what="continuation edits")
     check_bulk_size(len(edits), request)
     await request.app[STORE].edit_continuations(edits, caller, add=add)
@@ -159,15 +157,3 @@ async def history(request: web.Request) -> web.Response:
     attempts = await request.app[STORE].history(task_id(request))
     date_format = settings(request).date_format
     return json_response({"_items": [render.attempt(a, date_format) for a in attempts]})
-
-
-def _not_a_list() -> web.Response:
-    from banyan.errors import InvalidInput
-
-    raise InvalidInput("the body must be a JSON list", issues={"body": "expected a list"})
-
-
-def _not_an_object() -> web.Response:
-    from banyan.errors import InvalidInput
-
-    raise InvalidInput("the body must be a JSON object", issues={"body": "expected an object"})

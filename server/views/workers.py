@@ -20,7 +20,7 @@ from server.gateway import Gateway
 from server.keys import GATEWAY, STORE
 from server.views.common import (
     body,
-    body_kind,
+    expect_kind,
     json_response,
     settings,
     single_arg,
@@ -45,7 +45,7 @@ routes = web.RouteTableDef()
 async def register(request: web.Request) -> web.Response:
     await require(request, PROVIDERS)
     data = await body(request)
-    body_kind(data)
+    expect_kind(data, "object")
     registration = validate(_REGISTRATION, data, what="worker")
     token = await request.app[STORE].create_token(registration.name, Role.WORKER)
     return json_response(
@@ -157,8 +157,7 @@ async def update_execution_data(request: web.Request) -> web.Response:
     caller = await require(request, WORKERS)
     the_id = task_id(request)
     data = await body(request)
-    if body_kind(data) != "object":
-        raise BadRequest("the body must be a JSON object")
+    expect_kind(data, "object")
     update = validate(_EXECUTION, data, what="execution update")
     store = request.app[STORE]
     if update.percent is not None or update.message is not None:

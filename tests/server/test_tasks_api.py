@@ -190,3 +190,14 @@ async def test_queues_and_priorities(api: Api) -> None:
 async def test_health_needs_no_token(api: Api) -> None:
     health = await api.get("/health", as_=None)
     assert health.status == 200 and health.body["status"] == "ok"
+
+
+async def test_worker_endpoints_refuse_wrongly_shaped_bodies(api: Api) -> None:
+    task_id = await api.submit(command="x")
+    for path, body, who in [
+        (f"/tasks/{task_id}/update_execution_data", [1], "worker"),
+        ("/workers", ["w"], "admin"),
+    ]:
+        resp = await api.post(path, body, as_=who)
+        assert resp.status == 422, (path, resp)
+        assert resp.body["_issues"] == {"body": "expected an object"}
