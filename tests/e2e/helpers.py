@@ -353,3 +353,18 @@ def read_marks(path: Path) -> list[list[str]]:
     if not path.exists():
         return []
     return [line.split() for line in path.read_text().splitlines() if line.strip()]
+
+
+def processes_with_env(name: str, value: str) -> list[int]:
+    """PIDs of live (non-zombie) processes of this user whose environment has
+    ``name=value`` (what every process a task starts inherits)."""
+    found = []
+    for process in psutil.process_iter(["pid", "status"]):
+        if process.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            if process.environ().get(name) == value:
+                found.append(int(process.info["pid"]))
+        except psutil.Error:
+            continue  # gone meanwhile, or not ours
+    return found
