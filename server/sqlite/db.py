@@ -7,6 +7,13 @@ savepoint per operation, and commits once, so concurrent requests share one
 fsync, and a whole batch crosses to the database thread in one hop. An
 operation that raises is rolled back to its savepoint alone; the others commit.
 Reads use a separate connection (WAL lets them run beside the writer).
+
+When SQLite itself fails (the disk is full, a write or fsync fails, the file is
+locked), the whole transaction is rolled back, every operation of the batch
+gets the same client-facing error (507 for a full or failing disk, 503 for a
+locked file), no commit listener runs (so no event is announced), and the loop
+goes on: the next batch is a fresh transaction, so writes succeed again as soon
+as space returns, with no restart. Reads keep working meanwhile.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,16 +37,40 @@ T = TypeVar("T")
 Op = Callable[[sqlite3.Connection], Any]
 
 
-def map_sqlite_error(exc: sqlite3.Error) -> BanyanError:
+# Primary result codes (the low byte of an extended code such as SQLITE_IOERR_WRITE).
+_STORAGE = {sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR}
+_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+# Errors after which SQLite may have rolled the whole transaction back itself
+# (https://sqlite.org/lang_transaction.html, "Response To Errors Within A Transaction").
+_FATAL = _STORAGE | _BUSY | {sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CORRUPT}
+DISK_FULL = "the server's disk is full; the write was not applied"
+DISK_FAILED = "the server could not write to its disk (full or failing); the write was not applied"
+
+
+def _primary_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def map_sqlite_error(exc: sqlite3.Error, *, writing: bool = True) -> BanyanError:
     """The client-facing error for a failure of SQLite itself."""
-    text = str(exc).lower()
-    if isinstance(exc, sqlite3.OperationalError) and ("full" in text or "disk i/o" in text):
-        return InsufficientStorage(
-            "the server's disk is full: writes are refused until space returns"
-        )
-    if isinstance(exc, sqlite3.OperationalError) and "locked" in text:
+    code = _primary_code(exc)
+    if code == sqlite3.SQLITE_FULL:
+        return InsufficientStorage(DISK_FULL if writing else "the server's disk is full")
+    if code == sqlite3.SQLITE_IOERR:
+        if writing:
+            return InsufficientStorage(DISK_FAILED)
+        return Unavailable("the server could not read its database (disk I/O error); try again")
+    if code in _BUSY:
         return Unavailable("the database is busy; try again")
+    if code == sqlite3.SQLITE_READONLY:
+        return Unavailable("the database is read-only at the moment; the write was not applied")
     return BanyanError(f"database error: {exc}")
+
+
+def is_fatal(exc: BaseException) -> bool:
+    """An error that dooms the whole transaction, not just one operation."""
+    return isinstance(exc, sqlite3.Error) and _primary_code(exc) in _FATAL
 
 
 async def _call(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
@@ -70,6 +102,8 @@ class Database:
         self.on_commit: list[Callable[[], None]] = []
         self.batches = 0  # committed transactions, for benchmarks
         self.ops = 0  # operations in them
+        self.failed_batches = 0  # transactions rolled back by a failure of SQLite itself
+        self.failing_since: float | None = None  # monotonic time writes began to fail
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -128,7 +162,7 @@ class Database:
         try:
             return await _call(self._reader, _in_read_transaction, op)
         except sqlite3.Error as exc:
-            raise map_sqlite_error(exc) from exc
+            raise map_sqlite_error(exc, writing=False) from exc
 
     async def _writer_loop(self) -> None:
         assert self._writer is not None
@@ -141,13 +175,18 @@ class Database:
                 ops = [op for op, _ in batch]
                 try:
                     results = await _call(self._writer, _apply_batch, ops)
-                except Exception as exc:  # the commit itself failed: nothing was written
-                    error = map_sqlite_error(exc) if isinstance(exc, sqlite3.Error) else exc
-                    log.warning("write batch of %d failed: %s", len(ops), exc)
+                except Exception as exc:  # rolled back as a whole: nothing was written
+                    self._failed(exc, len(ops))
                     for _, future in batch:
                         if not future.done():
-                            future.set_exception(error)
+                            future.set_exception(_client_error(exc))
                     continue
+                if self.failing_since is not None:
+                    log.warning(
+                        "writes succeed again after %.1f s of failures",
+                        time.monotonic() - self.failing_since,
+                    )
+                    self.failing_since = None
                 self.batches += 1
                 self.ops += len(ops)
                 for (_, future), (ok, value) in zip(batch, results, strict=True):
@@ -160,6 +199,23 @@ class Database:
                 for callback in self.on_commit:
                     callback()
 
+    def _failed(self, exc: Exception, count: int) -> None:
+        """Log a failed batch: a warning when failures start, debug while they go on."""
+        self.failed_batches += 1
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+            log.warning(
+                "write batch of %d rolled back: %s; refusing writes until it clears", count, exc
+            )
+        else:
+            log.debug("write batch of %d rolled back: %s", count, exc)
+
+
+def _client_error(exc: Exception) -> Exception:
+    # A fresh exception per waiting request: one instance raised in many tasks
+    # would collect all their tracebacks.
+    return map_sqlite_error(exc) if isinstance(exc, sqlite3.Error) else exc
+
 
 def _in_read_transaction(conn: sqlite3.Connection, op: Op) -> Any:
     conn.execute("BEGIN")
@@ -170,7 +226,15 @@ def _in_read_transaction(conn: sqlite3.Connection, op: Op) -> Any:
 
 
 def _apply_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]]:
-    """One transaction for the lot; each op in its own savepoint."""
+    """One transaction for the lot; each op in its own savepoint.
+
+    A fatal SQLite error (disk full, I/O error, busy) raises out of here after
+    a full rollback: SQLite may already have rolled the transaction back
+    itself, and running the remaining ops outside it would commit them one by
+    one while earlier ones were silently undone.
+    """
+    if conn.in_transaction:  # left over by a rollback that failed: start clean
+        _rollback(conn)
     results: list[tuple[bool, Any]] = []
     conn.execute("BEGIN IMMEDIATE")
     try:
@@ -179,11 +243,11 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, An
             try:
                 value = op(conn)
             except Exception as exc:
+                if is_fatal(exc) or not conn.in_transaction:
+                    raise
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
                 if isinstance(exc, sqlite3.Error):
-                    if _is_fatal(exc):
-                        raise
                     exc = map_sqlite_error(exc)
                 results.append((False, exc))
             else:
@@ -191,13 +255,15 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, An
                 results.append((True, value))
         conn.execute("COMMIT")
     except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
+        _rollback(conn)
         raise
     return results
 
 
-def _is_fatal(exc: sqlite3.Error) -> bool:
-    """Errors that doom the whole transaction, not just one operation."""
-    text = str(exc).lower()
-    return "full" in text or "disk i/o" in text or "locked" in text or "readonly" in text
+def _rollback(conn: sqlite3.Connection) -> None:
+    if not conn.in_transaction:  # SQLite rolled it back already
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except sqlite3.Error as exc:  # the next batch tries again before it begins
+        log.warning("rollback failed: %s", exc)
