@@ -15,6 +15,7 @@ from pydantic import (
     StringConstraints,
     field_validator,
 )
+from pydantic.json_schema import JsonSchemaValue
 
 from banyan import constants as c
 from banyan.dates import parse_date
@@ -92,10 +93,46 @@ class TaskCreate(BaseModel):
         return _dedupe(value)
 
 
+# PATCH fields without a "none" value: leaving them out keeps them, and an
+# explicit null is a 422 (as Eve refuses null for a non-nullable field), never
+# a NULL reaching a NOT NULL column.
+NOT_NULL_PATCH_FIELDS = (
+    "state",
+    "continuations",
+    "requested_resources",
+    "queue",
+    "priority",
+    "max_retry_count",
+    "max_termination_time",
+    "add_continuations",
+    "remove_continuations",
+)
+
+
+def _not_null_in_schema(schema: JsonSchemaValue) -> None:
+    """Drop the ``null`` branch pydantic writes for ``X | None`` from the fields
+    above, so ``/openapi.json`` documents what is accepted."""
+    for name in NOT_NULL_PATCH_FIELDS:
+        prop = schema.get("properties", {}).get(name)
+        if prop is None or "anyOf" not in prop:
+            continue
+        branches = [b for b in prop.pop("anyOf") if b != {"type": "null"}]
+        prop.pop("default", None)
+        if len(branches) == 1:
+            prop.update(branches[0])
+        else:
+            prop["anyOf"] = branches
+
+
 class TaskPatch(BaseModel):
     """Changes sent with ``PATCH /tasks/{id}``: any subset of the user fields."""
 
-    model_config = _STRICT
+    model_config = ConfigDict(
+        extra="forbid",
+        str_strip_whitespace=False,
+        populate_by_name=True,
+        json_schema_extra=_not_null_in_schema,
+    )
 
     name: Name | None = None
     command: Command | None = None
@@ -113,6 +150,14 @@ class TaskPatch(BaseModel):
     cwd: Cwd | None = None
     add_continuations: IdList | None = None
     remove_continuations: IdList | None = None
+
+    @field_validator(*NOT_NULL_PATCH_FIELDS)
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        # Runs only for a value that was sent: an absent field keeps its default.
+        if value is None:
+            raise ValueError("may not be null: leave the field out to keep it")
+        return value
 
     @field_validator("continuations", "add_continuations", "remove_continuations")
     @classmethod

@@ -147,7 +147,14 @@ def document() -> dict[str, Any]:
     created = {
         "oneOf": [
             {"$ref": _REF.format(model="Meta")},
-            {"type": "object", "properties": {"_items": {"type": "array"}}},
+            {
+                "type": "object",
+                "required": ["_items", "_status"],
+                "properties": {
+                    "_status": {"type": "string"},
+                    "_items": {"type": "array", "items": {"$ref": _REF.format(model="Meta")}},
+                },
+            },
         ]
     }
     memory_body = {
@@ -368,7 +375,9 @@ def document() -> dict[str, Any]:
         },
     }
     return {
-        "openapi": "3.0.3",
+        # 3.1: its schemas are JSON Schema 2020-12, which is what pydantic writes
+        # (numeric exclusiveMinimum, "type": "null", const, propertyNames).
+        "openapi": "3.1.0",
         "info": {
             "title": "Banyan",
             "version": "0.1.0",

@@ -17,6 +17,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from conftest import Api, Response
 
+from banyan.models import NOT_NULL_PATCH_FIELDS
 from banyan.resources import Resources
 from banyan.settings import Settings
 from banyan.tokens import Role
@@ -327,6 +328,41 @@ async def test_patch_cannot_change_the_id(api: Api, task_id: str) -> None:
     issues = assert_eve_error(await api.patch(f"/tasks/{task_id}", {"_id": UNKNOWN_ID}), 422)
     assert "_id" in issues, issues
     await before.check()
+
+
+# Found by schemathesis (tests/fuzz): null for a field stored NOT NULL (queue,
+# priority, max_retry_count, max_termination_time) was a 500 "NOT NULL constraint
+# failed", and null continuations a TypeError. Leaving a field out keeps it; null is 422.
+@pytest.mark.parametrize("field", NOT_NULL_PATCH_FIELDS)
+async def test_null_for_a_non_nullable_field_on_patch_is_422(
+    api: Api, task_id: str, field: str
+) -> None:
+    before = await Snapshot.take(api)
+    issues = assert_eve_error(await api.patch(f"/tasks/{task_id}", {field: None}), 422)
+    assert issues.get(field, "").startswith("may not be null"), issues
+    await before.check()
+
+
+@pytest.mark.parametrize("field", NOT_NULL_PATCH_FIELDS)
+async def test_null_for_a_non_nullable_field_on_bulk_patch_is_422(
+    api: Api, task_id: str, field: str
+) -> None:
+    before = await Snapshot.take(api)
+    body = [{"_id": task_id, "priority": 1}, {"_id": task_id, field: None}]
+    issues = assert_eve_error(await api.patch("/tasks", body), 422)
+    assert f"1.{field}" in issues, issues
+    await before.check()
+
+
+async def test_null_clears_a_nullable_field_on_patch(api: Api) -> None:
+    the_id = await api.submit(
+        as_="alice", name="n", command="true", cwd="/tmp", env={"A": "1"}, estimated_runtime=5
+    )
+    changes = {"name": None, "cwd": None, "env": None, "estimated_runtime": None, "command": None}
+    resp = await api.patch(f"/tasks/{the_id}", changes, as_="alice")
+    assert resp.status == 200, resp
+    doc = await api.task(the_id)
+    assert all(doc.get(field) is None for field in changes), doc
 
 
 # --- units, negative amounts, lengths, list sizes ----------------------------------------------

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from aiohttp import web
 
+from banyan.models import NOT_NULL_PATCH_FIELDS
 from tests.conftest import Api
 
 
@@ -46,3 +48,34 @@ async def test_schemas_resolve_and_name_the_models(api: Api) -> None:
 
 async def test_openapi_needs_a_token(api: Api) -> None:
     assert (await api.get("/openapi.json", as_=None)).status == 401
+
+
+# Found by schemathesis (tests/fuzz): the document said OpenAPI 3.0.3 while its
+# schemas are JSON Schema 2020-12 as pydantic writes them (numeric
+# exclusiveMinimum, "type": "null"), which 3.0 tools read as invalid draft 4.
+async def test_openapi_version_matches_the_json_schema_dialect(api: Api) -> None:
+    doc = (await api.get("/openapi.json")).body
+    assert doc["openapi"].startswith("3.1."), doc["openapi"]
+    text = json.dumps(doc)
+    assert '"exclusiveMinimum": 0' in text and '{"type": "null"}' in text
+
+
+# Found by schemathesis: a single POST /tasks answer matched both branches of
+# the 201 oneOf (the bulk branch required nothing).
+async def test_created_response_branches_are_exclusive(api: Api) -> None:
+    doc = (await api.get("/openapi.json")).body
+    created = doc["paths"]["/tasks"]["post"]["responses"]["201"]["content"]["application/json"]
+    single, bulk = created["schema"]["oneOf"]
+    assert single == {"$ref": "#/components/schemas/Meta"}
+    assert set(bulk["required"]) == {"_items", "_status"}
+    assert "_id" in doc["components"]["schemas"]["Meta"]["required"]
+
+
+async def test_patch_documents_which_fields_take_null(api: Api) -> None:
+    schemas = (await api.get("/openapi.json")).body["components"]["schemas"]
+    for model in ("TaskPatch", "BulkPatchItem"):
+        props = schemas[model]["properties"]
+        for field in NOT_NULL_PATCH_FIELDS:
+            assert '"null"' not in json.dumps(props[field]), (model, field, props[field])
+        for field in ("name", "command", "estimated_runtime", "env", "cwd"):
+            assert '"null"' in json.dumps(props[field]), (model, field)
