@@ -118,6 +118,21 @@ class Settings(BaseSettings):
     event_send_timeout_s: float = Field(
         10.0, gt=0, description="a feed subscriber that takes no data for this long is dropped"
     )
+    keepalive_timeout_s: float = Field(
+        75.0,
+        gt=0,
+        description="a connection idle between requests, or still sending a request's "
+        "headers, is closed after this long",
+    )
+    body_timeout_s: float = Field(
+        120.0, gt=0, description="a request body that takes longer than this to arrive gets 408"
+    )
+    hello_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="a worker gateway connection that sends no hello frame within this long "
+        "is closed",
+    )
     tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS/WSS")
     tls_key: Path | None = Field(None, description="PEM private key for `tls_cert`")
     log_level: str = Field("INFO", description="Python logging level of the server")

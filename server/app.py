@@ -20,9 +20,21 @@ from server.sqlite.store import SqliteStore
 from server.store import Store
 from server.views import misc, openapi, stats, tasks, workers
 
+# aiohttp's HTTP parser limits, named here on purpose (they are its defaults): a
+# request line or a header over 8190 bytes, or over 128 headers, is refused
+# before any view runs (400 or 431, from aiohttp, in plain text).
+HTTP_LIMITS = {"max_line_size": 8190, "max_field_size": 8190, "max_headers": 128}
+
 
 def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
-    app = web.Application(middlewares=[eve_errors], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[eve_errors],
+        client_max_size=settings.max_body_bytes,
+        # Per connection, whoever runs the app (run_app, a test server): an idle
+        # connection, or one still trickling a request's headers, is closed
+        # after keepalive_timeout_s.
+        handler_args={"keepalive_timeout": settings.keepalive_timeout_s, **HTTP_LIMITS},
+    )
     app[SETTINGS] = settings
     the_store = store or SqliteStore(
         settings.db,

@@ -1,7 +1,10 @@
 """One middleware turns every failure into Eve's error shape with the right
-status: our ``BanyanError`` tree, aiohttp's own HTTP errors (unknown route,
-wrong method, body too large), and, as a last resort, anything unexpected
-(logged with its traceback here, never shown to the client).
+status: our ``BanyanError`` tree (507 when the disk is full, 503 when the
+database is busy), aiohttp's own HTTP errors (unknown route, wrong method,
+body too large, body too slow), and, as a last resort, anything unexpected
+(logged with its traceback here, never shown to the client). Errors of
+aiohttp's HTTP parser (request line or headers too long, too many headers)
+happen before any middleware and stay aiohttp's plain-text 400.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ async def eve_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         headers = {"WWW-Authenticate": 'Basic realm="banyan"'} if exc.status == 401 else None
         return error_response(exc.status, exc.message, exc.issues, headers=headers)
     except web.HTTPRequestEntityTooLarge:
-        return error_response(413, "request body is too large")
+        limit = request.client_max_size
+        return error_response(413, f"the request body is over the limit of {limit} bytes")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

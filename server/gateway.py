@@ -15,8 +15,9 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 
@@ -31,7 +32,14 @@ from server.hub import Event, EventHub
 from server.store import Store
 
 log = logging.getLogger(__name__)
-HELLO_TIMEOUT_S = 10.0
+T = TypeVar("T")
+# While the store refuses writes for lack of space (507) or is busy (503), a
+# claim or a final report is tried again after these pauses (doubling), for as
+# long as the worker stays connected; the worker just waits for the answer.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 5.0
+TRANSIENT = (503, 507)
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the join could not be recorded
 
 
 @dataclass
@@ -99,7 +107,12 @@ class Gateway:
         except BanyanError as exc:
             await ws.close(code=p.CLOSE_BAD_FRAME, message=exc.message[:120].encode())
             return ws
-        session = await self._join(ws, caller, hello)
+        try:
+            session = await self._join(ws, caller, hello)
+        except BanyanError as exc:  # e.g. the disk is full: the worker connects again later
+            log.warning("worker %s: join refused: %s", hello.name, exc.message)
+            await ws.close(code=CLOSE_TRY_AGAIN, message=exc.message[:120].encode())
+            return ws
         clean = False
         try:
             clean = await self._serve(session)
@@ -111,14 +124,17 @@ class Gateway:
                 del self.sessions[session.name]
                 if clean:
                     self.last_seen.pop(session.name, None)
-                    await self._store.leave_worker(session.name, lost=False)
+                    try:
+                        await self._store.leave_worker(session.name, lost=False)
+                    except BanyanError:  # not recorded: let the monitor retire it
+                        self.last_seen[session.name] = time.monotonic()
                 else:  # a dropped connection: lost only if it stays silent
                     self.last_seen[session.name] = time.monotonic()
         return ws
 
     async def _hello(self, ws: web.WebSocketResponse) -> p.Hello:
         try:
-            msg = await ws.receive(timeout=HELLO_TIMEOUT_S)
+            msg = await ws.receive(timeout=self._settings.hello_timeout_s)
         except TimeoutError as exc:
             raise BanyanError("no hello frame") from exc
         if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -221,12 +237,15 @@ class Gateway:
         if session.draining:
             attempts: list[dict[str, Any]] = []
         else:
-            attempts = await self._store.claim(
-                worker=session.name,
-                token=session.caller.name,
-                free=frame.free,
-                queues=session.queues,
-                limit=frame.limit,
+            attempts = await self._retrying(
+                session,
+                lambda: self._store.claim(
+                    worker=session.name,
+                    token=session.caller.name,
+                    free=frame.free,
+                    queues=session.queues,
+                    limit=frame.limit,
+                ),
             )
         for attempt in attempts:
             session.held[attempt["task"]] = attempt["execution_key"]
@@ -243,14 +262,18 @@ class Gateway:
                     f"{session.name} (superseded or unknown); the report is refused"
                 )
             if isinstance(frame, p.Finished):
-                await self._store.finish(
-                    task,
-                    key,
-                    exit_status=frame.exit_status,
-                    exit_code=frame.exit_code,
-                    usage=frame.usage,
-                    caller=session.caller,
-                    worker=session.name,
+                # Not refused for lack of space: the worker would drop the result.
+                await self._retrying(
+                    session,
+                    lambda: self._store.finish(
+                        task,
+                        key,
+                        exit_status=frame.exit_status,
+                        exit_code=frame.exit_code,
+                        usage=frame.usage,
+                        caller=session.caller,
+                        worker=session.name,
+                    ),
                 )
                 session.held.pop(task, None)
                 await session.send(p.Accepted(task=task, execution_key=key))
@@ -273,6 +296,22 @@ class Gateway:
             await session.send(
                 p.Refused(task=task, execution_key=key, code=code, message=exc.message)
             )
+
+    async def _retrying(self, session: Session, call: Callable[[], Awaitable[T]]) -> T:
+        """``call()``; again after a pause while it fails for a transient reason
+        (a full disk, a busy database) and the worker is still connected. A
+        failed write left nothing behind (its transaction was rolled back), so
+        trying it again is safe."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                return await call()
+            except BanyanError as exc:
+                if exc.status not in TRANSIENT or session.ws.closed:
+                    raise
+                log.warning("worker %s: %s; trying again in %.1f s", session.name, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
 
     # --- pushes ----------------------------------------------------------------
 
@@ -323,7 +362,8 @@ class Gateway:
                     await session.ws.close(code=p.CLOSE_LOST, message=b"silent too long: lost")
                 try:
                     abandoned = await self._store.leave_worker(name, lost=True)
-                except BanyanError:
+                except BanyanError:  # e.g. the disk is full: try again next round
+                    self.last_seen.setdefault(name, seen)
                     continue
                 log.warning("worker %s lost; attempts abandoned: %s", name, abandoned)
             if now - touched >= self._settings.heartbeat_interval_s and self.sessions:

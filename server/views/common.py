@@ -3,6 +3,7 @@ collection query arguments, and writing JSON."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import io
 import json
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import TypeAdapter, ValidationError
 
-from banyan.errors import BadRequest, InvalidInput, NotFound
+from banyan.errors import BadRequest, InvalidInput, NotFound, PayloadTooLarge
 from banyan.ids import is_id
 from banyan.projection import (
     Projection,
@@ -47,8 +48,24 @@ def _reject_constant(name: str) -> Any:
 
 
 async def body(request: web.Request) -> Any:
-    """The request's JSON body, parsed strictly (no NaN/Infinity, valid UTF-8): 400 if not."""
-    raw = await request.read()
+    """The request's JSON body, parsed strictly (no NaN/Infinity, valid UTF-8): 400 if not.
+
+    413 at once when ``Content-Length`` is over ``max_body_bytes`` (aiohttp alone
+    would buffer that much first); 408 when the body takes over ``body_timeout_s``.
+    """
+    conf = settings(request)
+    if request.content_length is not None and request.content_length > conf.max_body_bytes:
+        raise PayloadTooLarge(
+            f"the request body is {request.content_length} bytes; "
+            f"at most {conf.max_body_bytes} are accepted"
+        )
+    try:
+        async with asyncio.timeout(conf.body_timeout_s):
+            raw = await request.read()
+    except TimeoutError as exc:
+        raise web.HTTPRequestTimeout(
+            reason=f"the request body did not arrive within {conf.body_timeout_s:g} s"
+        ) from exc
     if not raw.strip():
         raise BadRequest("the request needs a JSON body")
     try:
