@@ -12,7 +12,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
+)
 
 from banyan.errors import InvalidInput
 from banyan.resources import Resources
@@ -29,6 +37,12 @@ CLOSE_UNAUTHORIZED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_DUPLICATE = 4409  # another connection took over this worker name
 CLOSE_LOST = 4408  # the server declared this worker lost (it was silent too long)
+
+# The websocket subprotocol a worker offers to say it numbers its heartbeats
+# and wants each answered with ``heartbeat_ack`` (worker/lease.py). A server
+# that selects it acks; an older one ignores the offer, and the worker then
+# runs without a lease. Workers that do not offer it are served as before.
+LEASE_PROTOCOL = "banyan.lease.1"
 
 _FRAME = ConfigDict(extra="forbid")
 Key = Annotated[str, Field(min_length=8, max_length=128)]
@@ -60,6 +74,16 @@ class Heartbeat(BaseModel):
     model_config = _FRAME
     type: Literal["heartbeat"] = "heartbeat"
     draining: bool = False  # the worker is finishing what it runs and claims nothing more
+    seq: Annotated[int, Field(ge=0)] | None = None  # set: answer with heartbeat_ack
+
+    @model_serializer(mode="wrap")
+    def _without_null_seq(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # An unnumbered heartbeat is the version-1 frame exactly: older servers
+        # forbid unknown fields.
+        data: dict[str, Any] = handler(self)
+        if data.get("seq") is None:
+            data.pop("seq", None)
+        return data
 
 
 class Claim(BaseModel):
@@ -129,6 +153,14 @@ class Welcome(BaseModel):
     dropped: list[str] = []  # held attempts the server no longer knows: stop them
 
 
+class HeartbeatAck(BaseModel):
+    """The server handled heartbeat ``seq`` (its silence clock for the worker was reset)."""
+
+    model_config = _FRAME
+    type: Literal["heartbeat_ack"] = "heartbeat_ack"
+    seq: int
+
+
 class AssignedAttempt(BaseModel):
     model_config = _FRAME
     task: str
@@ -185,7 +217,7 @@ WorkerFrame = Annotated[
     Field(discriminator="type"),
 ]
 ServerFrame = Annotated[
-    Welcome | Assigned | WorkAvailable | Cancel | Accepted | Refused,
+    Welcome | Assigned | WorkAvailable | Cancel | Accepted | Refused | HeartbeatAck,
     Field(discriminator="type"),
 ]
 _WORKER = TypeAdapter(WorkerFrame)

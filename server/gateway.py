@@ -100,7 +100,9 @@ class Gateway:
             ) from exc
         if caller.role not in WORKERS:
             raise web.HTTPForbidden(reason="the worker gateway needs a worker or admin token")
-        ws = web.WebSocketResponse(max_msg_size=p.MAX_FRAME_BYTES, heartbeat=None)
+        ws = web.WebSocketResponse(
+            max_msg_size=p.MAX_FRAME_BYTES, heartbeat=None, protocols=(p.LEASE_PROTOCOL,)
+        )
         await ws.prepare(request)
         try:
             hello = await self._hello(ws)
@@ -226,6 +228,8 @@ class Gateway:
     async def _apply(self, session: Session, frame: Any) -> None:
         if isinstance(frame, p.Heartbeat):
             session.draining = frame.draining
+            if frame.seq is not None:  # last_seen was reset when it was read: say so
+                await session.send(p.HeartbeatAck(seq=frame.seq))
         elif isinstance(frame, p.Hello):
             await session.ws.close(code=p.CLOSE_BAD_FRAME, message=b"hello sent twice")
         elif isinstance(frame, p.Claim):

@@ -7,6 +7,15 @@ sets the stop flag. While the server is unreachable the tasks keep running
 and their end reports wait in memory (the task cache); past
 ``server_timeout_s`` the agent assumes its attempts were abandoned, kills them
 and drops the cache.
+
+Fencing (worker/lease.py): the agent holds a lease that only answers from the
+server renew (a ``heartbeat_ack``, ``welcome``, ``assigned``, ``accepted`` or
+``refused``, each by the send time of the frame it answers). When it lapses,
+the reaper sidecar (which runs even while this process is frozen) and the
+agent (alive but cut off) stop every task, so that nothing is still running
+when the server hands the task to another worker; their reports say
+``abandoned (worker stopped)``, and on reconnect the server either applies
+them or refuses them (409, superseded).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from banyan.discovery import Connection
 from banyan.resources import Resources
 from banyan.tokens import basic_auth_header
 from worker import runner
+from worker.lease import Beats, Lease, Terms, terms
 from worker.progress import ENV_SOCKET, ProgressListener
 from worker.reaper import Reaper
 
@@ -37,6 +47,9 @@ log = logging.getLogger(__name__)
 STOPPED = "abandoned (worker stopped)"  # follows the retry rule, like a lost worker
 RECONNECT_MAX_S = 2.0
 OUTPUT_FLUSH_S = 0.1
+CONNECT_TIMEOUT_S = 15.0  # TCP connect, and the upgrade's response: a cut network must not hang it
+FENCED = "the worker's lease lapsed (no word from the server): stopped"
+NOT_STARTED = "not started: the worker's lease had lapsed"
 
 
 def _path_with_banyan() -> str:
@@ -73,6 +86,8 @@ class Job:
         default_factory=lambda: {"stdout": bytearray(), "stderr": bytearray()}
     )
     flush_scheduled: bool = False
+    fenced: bool = False  # stopped because the lease lapsed
+    forgotten: bool = False  # dropped with the task cache: nothing is reported
 
 
 class Agent:
@@ -95,6 +110,15 @@ class Agent:
         self._task_env = {ENV_SOCKET: str(self._progress.path), "PATH": _path_with_banyan()}
         self.ran = 0  # attempts finished, for tests and logs
         self._queue_empty = False  # the last claim found nothing (for burst mode)
+        # The lease; None while the server does not answer numbered heartbeats.
+        self._lease: Lease | None = None
+        self._beats = Beats()
+        self._beat_s = HEARTBEAT_INTERVAL_S
+        self._claim_sent_at: float | None = None
+        self._report_sent_at: dict[str, float] = {}
+        self._lease_timer: asyncio.TimerHandle | None = None
+        self._sidecar_deadline: float | None = None
+        self.fenced = 0  # attempts stopped by the lease, for tests and logs
 
     # --- lifetime --------------------------------------------------------------
 
@@ -120,11 +144,17 @@ class Agent:
         headers = {"Authorization": basic_auth_header(self.config.connection.token)}
         url = self.config.connection.ws_base + "/workers/connect"
         try:
-            async with aiohttp.ClientSession(headers=headers) as http:
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=CONNECT_TIMEOUT_S, sock_read=CONNECT_TIMEOUT_S
+            )
+            async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
                 while not self._finished():
                     try:
                         async with http.ws_connect(
-                            url, heartbeat=self._heartbeat_s, max_msg_size=p.MAX_FRAME_BYTES
+                            url,
+                            heartbeat=self._heartbeat_s,
+                            max_msg_size=p.MAX_FRAME_BYTES,
+                            protocols=(p.LEASE_PROTOCOL,),
                         ) as ws:
                             self._ws = ws
                             await self._session(ws)
@@ -142,6 +172,8 @@ class Agent:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            if self._lease_timer is not None:
+                self._lease_timer.cancel()
             for job in self.jobs.values():
                 if job.task is not None:
                     job.task.kill()
@@ -161,7 +193,7 @@ class Agent:
         elif now - self._unreachable_since > self._server_timeout_s:
             log.error("server unreachable for %.0f s: stopping every task", self._server_timeout_s)
             for job in list(self.jobs.values()):
-                job.stopped = True
+                job.stopped = job.forgotten = True
                 if job.task is not None:
                     job.task.kill()
             self.unreported.clear()
@@ -179,6 +211,7 @@ class Agent:
             host=socket.gethostname(),
             pid=os.getpid(),
         )
+        hello_sent = time.monotonic()
         await ws.send_str(p.encode(hello))
         first = await ws.receive(timeout=30)
         if first.type != aiohttp.WSMsgType.TEXT:
@@ -190,13 +223,14 @@ class Agent:
         self._unreachable_since = None
         self._heartbeat_s = welcome.heartbeat_interval_s
         self._server_timeout_s = welcome.server_timeout_s
+        self._start_lease(ws.protocol == p.LEASE_PROTOCOL, welcome, hello_sent)
         for task_id in welcome.dropped:  # the server no longer counts these as ours
             job = self.jobs.get(task_id)
             if job is not None and job.task is not None:
                 job.stopped = True
                 job.task.kill()
         for report in list(self.unreported.values()):
-            await self._send(report)
+            await self._send_report(report)
         heartbeat = asyncio.create_task(self._heartbeats(), name="heartbeat")
         try:
             self._claiming = False
@@ -233,16 +267,113 @@ class Agent:
                 return False
         return True
 
+    async def _send_report(self, report: p.Finished) -> None:
+        self._report_sent_at[report.task] = time.monotonic()
+        await self._send(report)
+
     async def _heartbeats(self) -> None:
         while True:
-            await asyncio.sleep(self._heartbeat_s)
+            await asyncio.sleep(self._beat_s)
             await self._heartbeat_once()
 
     async def _heartbeat_once(self) -> None:
-        await self._send(p.Heartbeat(draining=self._stopping.is_set()))
+        # Numbered (and so answered) only when the server takes part in the lease.
+        seq = None if self._lease is None else self._beats.sent(time.monotonic())
+        await self._send(p.Heartbeat(draining=self._stopping.is_set(), seq=seq))
+
+    # --- the lease ---------------------------------------------------------------
+
+    def _start_lease(self, supported: bool, welcome: p.Welcome, hello_sent: float) -> None:
+        """A welcome: the server heard the hello sent at ``hello_sent``."""
+        self._beats.clear()  # answers to the old connection's heartbeats cannot come
+        self._report_sent_at.clear()
+        self._claim_sent_at = None
+        new_terms = terms(welcome.worker_timeout_s, welcome.heartbeat_interval_s)
+        self._beat_s = new_terms.heartbeat_s
+        if not supported:
+            if self._lease is not None or self._sidecar_deadline is None:
+                log.warning("the server does not answer heartbeats: running without a lease")
+            self._lease = None
+            self._sidecar_deadline = None
+            if self._reaper is not None:
+                self._reaper.set_lease(None)
+            return
+        if self._lease is None or self._lease.terms != new_terms:
+            self._lease = Lease(new_terms)
+            self._sidecar_deadline = None  # the new terms may end it sooner: tell the sidecar
+            log.info(
+                "lease: %.2f s from each answered frame (SIGTERM), SIGKILL %.2f s later; "
+                "heartbeat every %.2f s",
+                new_terms.length_s,
+                new_terms.grace_s,
+                new_terms.heartbeat_s,
+            )
+        self._renew(hello_sent)
+
+    def _renew(self, sent_at: float | None) -> None:
+        """The server answered a frame sent at ``sent_at``."""
+        lease = self._lease
+        if lease is None or sent_at is None or not lease.renew(sent_at):
+            return
+        self._tell_sidecar(lease)
+        if self._lease_timer is None:
+            self._arm_lease_timer(lease)
+
+    def _tell_sidecar(self, lease: Lease) -> None:
+        deadline = lease.deadline
+        assert deadline is not None
+        # Not on every answer (a busy worker gets hundreds a second): the sidecar's
+        # deadline may lag by a quarter heartbeat, which only makes it stricter.
+        last = self._sidecar_deadline
+        if last is not None and deadline - last < lease.terms.heartbeat_s / 4:
+            return
+        self._sidecar_deadline = deadline
+        if self._reaper is not None:
+            self._reaper.set_lease(deadline, lease.kill_at)
+
+    def _arm_lease_timer(self, lease: Lease) -> None:
+        assert lease.deadline is not None
+        delay = max(0.0, lease.deadline - time.monotonic())
+        self._lease_timer = asyncio.get_running_loop().call_later(delay, self._on_lease_timer)
+
+    def _on_lease_timer(self) -> None:
+        self._lease_timer = None
+        lease = self._lease
+        if lease is None or lease.deadline is None:
+            return
+        now = time.monotonic()
+        if not lease.lapsed(now):  # renewed since the timer was set
+            self._arm_lease_timer(lease)
+            return
+        self._fence(lease, now)  # the next renewal arms the timer again
+
+    def _fence(self, lease: Lease, now: float) -> None:
+        """The lease lapsed: stop every task before the server gives it to another."""
+        jobs = [job for job in self.jobs.values() if not job.fenced]
+        if not jobs:
+            return  # nothing runs: nothing to fence
+        assert lease.deadline is not None and lease.kill_at is not None
+        log.error(
+            "lease lapsed %.2f s ago (no answer from the server for %.2f s): stopping %s",
+            now - lease.deadline,
+            now - lease.deadline + lease.terms.length_s,
+            ", ".join(job.attempt.task for job in jobs),
+        )
+        grace = max(0.0, lease.kill_at - now)
+        for job in jobs:
+            job.fenced = job.stopped = True
+            self.fenced += 1
+            self._spawn(self._terminate(job, grace))
+
+    def lease_terms(self) -> Terms | None:
+        return None if self._lease is None else self._lease.terms
 
     async def _handle(self, frame: Any) -> None:
-        if isinstance(frame, p.Assigned):
+        if isinstance(frame, p.HeartbeatAck):
+            self._renew(self._beats.acked(frame.seq))
+        elif isinstance(frame, p.Assigned):
+            self._renew(self._claim_sent_at)
+            self._claim_sent_at = None
             self._queue_empty = not frame.attempts and not self.jobs
             for attempt in frame.attempts:
                 await self._start(attempt)
@@ -259,8 +390,10 @@ class Agent:
                 job.cancelled = True
                 self._spawn(self._terminate(job))
         elif isinstance(frame, p.Accepted):
+            self._renew(self._report_sent_at.pop(frame.task, None))
             self.unreported.pop(frame.task, None)
         elif isinstance(frame, p.Refused):
+            self._renew(self._report_sent_at.pop(frame.task, None))
             log.warning("server refused a report on %s: %s", frame.task, frame.message)
             self.unreported.pop(frame.task, None)
             job = self.jobs.get(frame.task)
@@ -296,10 +429,23 @@ class Agent:
         if free.cores <= 1e-9 and self.jobs:  # full: the next finished job claims again
             return
         self._claiming = True
+        self._claim_sent_at = time.monotonic()
         if not await self._send(p.Claim(free=free, limit=self.config.claim_limit)):
             self._claiming = False
 
     async def _start(self, attempt: p.AssignedAttempt) -> None:
+        if self._lease is not None and self._lease.lapsed(time.monotonic()):
+            # The server may already count it as abandoned: never start it then.
+            log.error("task %s not started: the lease has lapsed", attempt.task)
+            report = p.Finished(
+                task=attempt.task,
+                execution_key=attempt.execution_key,
+                exit_status=STOPPED,
+                usage={"error": NOT_STARTED},
+            )
+            self.unreported[attempt.task] = report
+            await self._send_report(report)
+            return
         request = Resources.model_validate(attempt.requested_resources)
         gpus = self._free_gpus[: request.gpu_count]
         del self._free_gpus[: request.gpu_count]
@@ -350,6 +496,8 @@ class Agent:
         usage: dict[str, Any] = dict(result.usage)
         if result.error:
             usage["error"] = result.error
+        elif job.fenced:
+            usage["error"] = FENCED
         report = p.Finished(
             task=job.attempt.task,
             execution_key=job.attempt.execution_key,
@@ -360,9 +508,9 @@ class Agent:
         self.jobs.pop(job.attempt.task, None)
         self._free_gpus.extend(job.gpus)
         self.ran += 1
-        if self._unreachable_since is None or not job.stopped:
+        if not job.forgotten:  # kept until the server accepts or refuses it
             self.unreported[job.attempt.task] = report
-            await self._send(report)
+            await self._send_report(report)
         if not await self._maybe_leave():
             await self._claim()
 
@@ -375,9 +523,10 @@ class Agent:
         await ws.close()
         return True
 
-    async def _terminate(self, job: Job) -> None:
+    async def _terminate(self, job: Job, grace_s: float | None = None) -> None:
         if job.task is not None:
-            await job.task.terminate(job.attempt.max_termination_time)
+            grace = job.attempt.max_termination_time if grace_s is None else grace_s
+            await job.task.terminate(grace)
 
     # --- output and progress ---------------------------------------------------
 

@@ -18,6 +18,18 @@ leader is still an unreaped zombie, which keeps the number from being reused,
 and the sidecar handles lines in order before it handles EOF, so it never
 signals a number that has since gone to someone else.
 
+It is also the enforcer of the worker's lease (:mod:`worker.lease`), because
+it keeps running when the worker is frozen (SIGSTOP, a stalled VM, swapping):
+the worker sends ``@TERM_AT KILL_AT`` (CLOCK_MONOTONIC seconds) whenever its
+lease grows, and ``@-`` to drop it. Once ``TERM_AT`` has passed un-renewed
+the sidecar sends SIGTERM (and SIGCONT) to every registered group, and
+SIGKILL once ``KILL_AT`` has passed; a group registered after that is killed
+at once. The groups stay registered (a frozen worker cannot reap them, and an
+unreaped leader keeps the pgid from being reused) until the worker
+unregisters them. Before it signals, the sidecar has read everything already
+in the pipe, so an unregistration written before a reap is always seen first.
+Without a lease (``@-``, or never sent) nothing is killed before EOF.
+
 This module imports only the standard library so that ``python -m
 worker.reaper`` starts fast and cannot fail on the worker's dependencies.
 """
@@ -31,6 +43,8 @@ import select
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -38,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 READY_LINE = b"ready\n"
 START_TIMEOUT_S = 30.0
+READS_BEFORE_ENFORCING = 64  # bounded, so a chatty worker cannot starve the fence
 
 
 class ReaperError(RuntimeError):
@@ -107,6 +122,16 @@ class Reaper:
         self._registered.discard(pgid)
         self._send(b"-%d\n" % pgid)
 
+    def set_lease(self, term_at: float | None, kill_at: float | None = None) -> None:
+        """SIGTERM every registered group at ``term_at`` and SIGKILL it at
+        ``kill_at`` (``time.monotonic()`` values) unless renewed first; ``None``:
+        no lease, nothing is killed before the worker exits."""
+        if term_at is None:
+            self._send(b"@-\n")
+        else:
+            kill = term_at if kill_at is None else max(term_at, kill_at)
+            self._send(b"@%.6f %.6f\n" % (term_at, kill))
+
     def _send(self, line: bytes) -> None:
         if self._fd is None:
             return
@@ -145,34 +170,123 @@ class Reaper:
 
 
 def _kill_groups(pgids: set[int]) -> None:
+    _signal_groups(pgids, signal.SIGKILL)
+
+
+def _signal_groups(pgids: set[int] | list[int], signum: int) -> None:
     for pgid in pgids:
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signal.SIGKILL)
+            os.killpg(pgid, signum)
 
 
-def serve(fd: int) -> set[int]:
-    """Read ``+PGID``/``-PGID`` lines from ``fd`` until EOF; return what is left."""
-    registered: set[int] = set()
+class Fence:
+    """The sidecar's state: registered groups and the lease's two deadlines."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self.registered: set[int] = set()
+        self.term_at: float | None = None
+        self.kill_at: float | None = None
+        self._termed: set[int] = set()  # signalled under the current lease
+        self._killed: set[int] = set()
+
+    def line(self, line: bytes) -> None:
+        """One line of the worker's; anything malformed is ignored."""
+        head, rest = line[:1], line[1:]
+        if head in (b"+", b"-") and rest.isdigit():
+            pgid = int(rest)
+            if head == b"+":
+                self.registered.add(pgid)
+            else:
+                self.registered.discard(pgid)
+                self._termed.discard(pgid)
+                self._killed.discard(pgid)
+        elif head == b"@":
+            self._lease(rest)
+
+    def _lease(self, rest: bytes) -> None:
+        if rest == b"-":
+            self.term_at = self.kill_at = None
+            return
+        try:
+            term_at, kill_at = (float(x) for x in rest.split())
+        except ValueError:
+            return
+        if term_at != term_at or kill_at != kill_at:  # NaN
+            return
+        self.term_at, self.kill_at = term_at, max(term_at, kill_at)
+        if term_at > self.clock():  # renewed in time: a later lapse signals again
+            self._termed.clear()
+            self._killed.clear()
+
+    def timeout(self) -> float | None:
+        """Seconds until something is due (0: now), None when nothing ever is."""
+        due = []
+        if self.term_at is not None and self.registered - self._termed:
+            due.append(self.term_at)
+        if self.kill_at is not None and self.registered - self._killed:
+            due.append(self.kill_at)
+        return max(0.0, min(due) - self.clock()) if due else None
+
+    def enforce(self) -> None:
+        """Signal what the lease says is due."""
+        now = self.clock()
+        if self.term_at is not None and now >= self.term_at:
+            groups = sorted(self.registered - self._termed)
+            if groups:
+                logger.error(
+                    "lease lapsed at %.3f (now %.3f): SIGTERM to task groups %s",
+                    self.term_at,
+                    now,
+                    groups,
+                )
+                _signal_groups(groups, signal.SIGTERM)
+                _signal_groups(groups, signal.SIGCONT)  # a stopped group acts on it only then
+                self._termed.update(groups)
+        if self.kill_at is not None and now >= self.kill_at:
+            groups = sorted(self.registered - self._killed)
+            if groups:
+                logger.error(
+                    "lease lapsed at %.3f (now %.3f): SIGKILL to task groups %s",
+                    self.term_at,
+                    now,
+                    groups,
+                )
+                _signal_groups(groups, signal.SIGKILL)
+                self._killed.update(groups)
+                self._termed.update(groups)
+
+
+def serve(fd: int, fence: Fence | None = None) -> set[int]:
+    """Read ``+PGID``/``-PGID``/``@...`` lines from ``fd`` until EOF, enforcing
+    the lease meanwhile; return the groups still registered."""
+    fence = Fence() if fence is None else fence
     pending = b""
     while True:
         try:
-            data = os.read(fd, 65536)
+            readable, _, _ = select.select([fd], [], [], fence.timeout())
         except InterruptedError:
             continue
-        if not data:
-            return registered
-        lines = (pending + data).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            if line[:1] not in (b"+", b"-") or not line[1:].isdigit():
-                continue  # not ours: never let a bad line take the guard down
-            if line[:1] == b"+":
-                registered.add(int(line[1:]))
-            else:
-                registered.discard(int(line[1:]))
+        for _ in range(READS_BEFORE_ENFORCING if readable else 0):
+            try:
+                data = os.read(fd, 65536)
+            except InterruptedError:
+                continue
+            if not data:
+                return fence.registered
+            lines = (pending + data).split(b"\n")
+            pending = lines.pop()
+            for line in lines:
+                fence.line(line)
+            if not select.select([fd], [], [], 0)[0]:
+                break  # the pipe is empty: everything written so far is applied
+        fence.enforce()
 
 
 def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s worker.reaper: %(message)s"
+    )
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     os.write(sys.stdout.fileno(), READY_LINE)
