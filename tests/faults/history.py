@@ -233,7 +233,7 @@ def feed_violations(feed: Feed, reference: Sequence[int]) -> dict[str, list[int]
     last = max(reference) if reference else feed.since
     gaps = [s for s in reference if feed.since < s <= last and s not in seen]
     duplicates = sorted(s for s, n in seen.items() if n > 1)
-    disorder = [b for a, b in zip(feed.seqs, feed.seqs[1:], strict=False) if b <= a]
+    disorder = [b for a, b in zip(feed.seqs, feed.seqs[1:], strict=False) if b < a]
     return {"gaps": gaps, "duplicates": duplicates, "out_of_order": disorder}
 
 
