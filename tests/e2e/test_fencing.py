@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -95,11 +95,8 @@ class ThreadedProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
-        self.proxy: Proxy = self._call(Proxy.start(upstream_port))
-
-    def _call(self, coro: object) -> Proxy:
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
-        return future.result(timeout=30)  # type: ignore[no-any-return]
+        start = asyncio.run_coroutine_threadsafe(Proxy.start(upstream_port), self._loop)
+        self.proxy = start.result(timeout=30)
 
     @property
     def url(self) -> str:
@@ -143,18 +140,23 @@ def fence_lines(proc: Proc) -> list[tuple[float, float, str]]:
 
 
 def run_the_fence(
-    cluster: Cluster, w1: Proc, task_id: str, marks: Path, fault_on: object, fault_off: object
+    cluster: Cluster,
+    w1: Proc,
+    task_id: str,
+    marks: Path,
+    fault_on: Callable[[], None],
+    fault_off: Callable[[], None],
 ) -> dict[str, float]:
     """Attempt 1 runs on w1; w2 waits, idle. ``fault_on()``; attempt 1's group
     must be gone before attempt 2 starts on w2; ``fault_off()``. Returns times."""
     cluster.http.wait_state(task_id, "running", timeout=20)
     first = wait_for(lambda: starts(marks).get(1), 20, "attempt 1 to start")
+    assert first is not None
     pgid = int(first[2])
     cluster.start_worker("w2")
     cluster.wait_connected("w2")
     assert cluster.http.task(task_id)["execution"]["worker"] == "w1"
 
-    assert callable(fault_on) and callable(fault_off)
     fault_on()
     fault_at = time.monotonic()
     try:
@@ -163,6 +165,7 @@ def run_the_fence(
         second = wait_for(lambda: starts(marks).get(2), 30, "attempt 2 to start on w2")
     finally:
         fault_off()
+    assert second is not None
     start2 = float(second[3])
     assert int(second[4]) == 0, f"attempt 1's group still had {second[4]} live processes"
     assert last_tick(marks, 1) < start2, "attempt 1 still ticked after attempt 2 started"
@@ -183,9 +186,7 @@ def after_the_fault(cluster: Cluster, w1: Proc, task_id: str) -> None:
     """w1 reconnects, its stale report is refused, the rerun stands, and w1
     goes on claiming new work."""
     wait_for(
-        lambda: any(
-            task_id in line and "refused" in line for line in w1.log_text().splitlines()
-        ),
+        lambda: any(task_id in line and "refused" in line for line in w1.log_text().splitlines()),
         30,
         "w1's stale report to be refused",
     )
