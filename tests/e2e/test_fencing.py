@@ -22,8 +22,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
+from banyan import protocol as p
+from banyan.tokens import basic_auth_header
 from tests.e2e.helpers import Cluster, Proc, read_marks, wait_for
 from tests.faults.proxy import Proxy
 from worker.usage import live_group_members
@@ -305,3 +308,45 @@ def test_a_healthy_busy_worker_keeps_its_lease(cluster: Cluster, tmp_path: Path)
     assert "lease: " in log  # it did run under a lease
     assert cluster.http.workers()["w1"]["state"] in ("idle", "busy")
     print(f"healthy: {len(ids)} short tasks and one of 20 s, no fence")
+
+
+# --- 4. the gateway's side, and older workers --------------------------------------------
+
+
+def test_the_gateway_acks_numbered_heartbeats_only(cluster: Cluster) -> None:
+    cluster.start_server()
+    url = cluster.url.replace("http", "ws", 1) + "/workers/connect"
+    headers = {"Authorization": basic_auth_header(cluster.token)}
+
+    async def next_frame(ws: aiohttp.ClientWebSocketResponse) -> dict[str, object]:
+        msg = await ws.receive(timeout=30)
+        assert msg.type == aiohttp.WSMsgType.TEXT, msg
+        frame: dict[str, object] = msg.json()
+        return frame
+
+    async def join(ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
+        await ws.send_json({"type": "hello", "name": name, "capacity": {"cores": 1}})
+        assert (await next_frame(ws))["type"] == "welcome"
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(headers=headers) as http:
+            async with http.ws_connect(url, protocols=(p.LEASE_PROTOCOL,)) as ws:
+                assert ws.protocol == p.LEASE_PROTOCOL  # the server takes part in the lease
+                await join(ws, "new")
+                await ws.send_json({"type": "heartbeat", "seq": 7})
+                assert await next_frame(ws) == {"type": "heartbeat_ack", "seq": 7}
+                await ws.send_json({"type": "heartbeat"})  # unnumbered: no answer
+                await ws.send_json({"type": "heartbeat", "seq": 8, "draining": False})
+                assert await next_frame(ws) == {"type": "heartbeat_ack", "seq": 8}
+                await ws.send_json({"type": "heartbeat", "seq": -1})
+                msg = await ws.receive(timeout=30)
+                assert msg.type == aiohttp.WSMsgType.CLOSE and ws.close_code == p.CLOSE_BAD_FRAME
+            # A worker of protocol version 1 without the subprotocol: served as before.
+            async with http.ws_connect(url) as ws:
+                assert ws.protocol is None
+                await join(ws, "old")
+                await ws.send_json({"type": "heartbeat", "draining": False})
+                await ws.send_json({"type": "claim", "free": {"cores": 1}, "limit": 1})
+                assert await next_frame(ws) == {"type": "assigned", "attempts": []}
+
+    asyncio.run(main())

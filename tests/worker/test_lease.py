@@ -332,3 +332,10 @@ def test_the_sidecar_fences_while_the_worker_is_frozen(
             holder.wait(timeout=WAIT_S)
         holder.stdin.close()
         holder.stdout.close()
+
+
+def test_an_unnumbered_heartbeat_is_the_version_1_frame() -> None:
+    from banyan import protocol as p
+
+    assert p.encode(p.Heartbeat()) == '{"type":"heartbeat","draining":false}'  # older servers
+    assert '"seq":3' in p.encode(p.Heartbeat(seq=3))
