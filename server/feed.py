@@ -43,6 +43,8 @@ CLOSE_TOO_SLOW = 4429
 CLOSE_SHUTDOWN = 1001
 CLOSE_INTERNAL = 1011
 _READ_BATCH = 1000
+# Subscribers only listen: a larger frame from one closes its socket (1009).
+SUBSCRIBER_MAX_FRAME_BYTES = 64 * 1024
 EVENT_TYPES = frozenset(
     {
         "task.created",
@@ -134,7 +136,7 @@ class Feed:
     async def handle(self, request: web.Request, since: int | None) -> web.WebSocketResponse:
         where = parse_where(request.rel_url.query.get("where"), EVENT_FIELDS)
         types = _types(request.rel_url.query.get("types"))
-        ws = web.WebSocketResponse(heartbeat=30)
+        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=SUBSCRIBER_MAX_FRAME_BYTES)
         await ws.prepare(request)
         self.sockets.add(ws)
         listener = asyncio.create_task(self._follow(ws, since, where, types))

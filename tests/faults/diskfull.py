@@ -97,7 +97,7 @@ def run(
         cluster.db = disk / "b.db"
         try:
             cluster.start_server()
-            space = _Space(fault, disk, cluster, headroom_bytes)
+            space = Space(fault, disk, cluster, headroom_bytes)
             result = asyncio.run(_scenario(cluster, space, tasks))
             # Durability of what was acknowledged, across a kill -9.
             cluster.kill_server()
@@ -155,7 +155,7 @@ def _write_until_full(out: Any) -> None:
             pass
 
 
-class _Space:
+class Space:
     """Takes the free space away and gives it back, for one fault kind."""
 
     def __init__(self, fault: str, disk: Path, cluster: Cluster, headroom_bytes: int) -> None:
@@ -275,7 +275,7 @@ async def _until(condition: Any, timeout: float) -> bool:
     return True
 
 
-async def _scenario(cluster: Cluster, space: _Space, tasks: int) -> dict[str, object]:
+async def _scenario(cluster: Cluster, space: Space, tasks: int) -> dict[str, object]:
     started = time.monotonic()
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(timeout=timeout) as session:
