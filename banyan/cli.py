@@ -56,7 +56,9 @@ examples:
 
 The server and token come from --server/--token, else $BANYAN_SERVER /
 $BANYAN_TOKEN, else the file a local banyan-server writes
-($BANYAN_CLIENT_FILE or ~/.local/share/banyan/client.json).
+($BANYAN_CLIENT_FILE or ~/.local/share/banyan/client.json). For an https://
+server, --ca-cert or $BANYAN_CA_CERT names the CA to trust (default: the
+system's trust store).
 Every command takes --json for machine-readable output.
 
 exit status: 0 ok; 1 a task failed or was cancelled, unknown id, refused
@@ -83,6 +85,13 @@ def _connection_options(parser: argparse.ArgumentParser, *, default: object) -> 
         "--server", default=default, metavar="URL", help="server URL (default: discovered)"
     )
     parser.add_argument("--token", default=default, help="API token (default: discovered)")
+    parser.add_argument(
+        "--ca-cert",
+        default=default,
+        metavar="PATH",
+        help="PEM file of the CA (or self-signed certificate) to trust for an https:// "
+        "server (default: $BANYAN_CA_CERT, else the system's trust store)",
+    )
     parser.add_argument(
         "--json", action="store_true", default=default, help="machine-readable JSON output"
     )

@@ -1,6 +1,6 @@
 """What every ``banyan`` command gets: the parsed arguments, where to write,
 and a client connected the way discovery says (flags, then ``BANYAN_SERVER``
-/ ``BANYAN_TOKEN``, then the local server's client file).
+/ ``BANYAN_TOKEN`` / ``BANYAN_CA_CERT``, then the local server's client file).
 
 Also the pieces several commands share: id checking, chunked lookups and the
 walk over a continuation tree.
@@ -39,7 +39,9 @@ class Context:
     def connection(self) -> Connection:
         if self._connection is None:
             self._connection = discover(
-                getattr(self.args, "server", None), getattr(self.args, "token", None)
+                getattr(self.args, "server", None),
+                getattr(self.args, "token", None),
+                getattr(self.args, "ca_cert", None),
             )
         return self._connection
 

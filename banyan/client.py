@@ -8,7 +8,8 @@ TUI and any other program::
 
 Errors come back as the same ``BanyanError`` subclasses the server raised
 (``NotFound``, ``Conflict``, …); a server that cannot be reached raises
-``ServerUnreachable``. ``events()`` reconnects by itself and resumes from the
+``ServerUnreachable`` (for a certificate that does not verify, one that
+says to pass ``--ca-cert``). ``events()`` reconnects by itself and resumes from the
 last ``seq`` it yielded, so a caller sees every event once, in order.
 """
 
@@ -25,6 +26,7 @@ import aiohttp
 
 from banyan.discovery import Connection
 from banyan.errors import BanyanError, ServerUnreachable
+from banyan.tls import unreachable
 from banyan.tokens import basic_auth_header
 
 RECONNECT_MAX_S = 5.0
@@ -41,7 +43,7 @@ class Client:
     ) -> None:
         self.connection = connection
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        self.ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else connection.ssl
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Client:
@@ -79,14 +81,12 @@ class Client:
         url = self.connection.server + path
         try:
             async with self.session.request(
-                method, url, json=json_body, params=params, headers=headers, ssl=self._ssl
+                method, url, json=json_body, params=params, headers=headers, ssl=self.ssl
             ) as resp:
                 text = await resp.text()
                 status = resp.status
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise ServerUnreachable(
-                f"cannot reach the Banyan server at {self.connection.server}: {exc}"
-            ) from exc
+            raise unreachable(self.connection.server, exc) from exc
         try:
             body = json.loads(text) if text else None
         except ValueError:
@@ -199,7 +199,7 @@ class Client:
             if types:
                 params["types"] = ",".join(types)
             try:
-                async with self.session.ws_connect(url, params=params, ssl=self._ssl) as ws:
+                async with self.session.ws_connect(url, params=params, ssl=self.ssl) as ws:
                     delay = 0.1
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
@@ -218,6 +218,8 @@ class Client:
                 raise BanyanError.from_eve(
                     exc.status, {"_error": {"message": exc.message}}
                 ) from exc
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise unreachable(url, exc) from exc  # retrying will not help
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 if not reconnect:
                     raise ServerUnreachable(f"event feed lost: {exc}") from exc
@@ -225,3 +227,23 @@ class Client:
                 return
             await asyncio.sleep(delay)
             delay = min(RECONNECT_MAX_S, delay * 2)
+
+
+async def check_tls(connection: Connection, *, timeout_s: float = 10.0) -> None:
+    """Fail fast on what retrying cannot fix: for an https:// server, a
+    certificate that does not verify or a server that does not speak TLS
+    (``ServerUnreachable``). Any other outcome, a server that is down
+    included, passes: long-running clients wait for the server."""
+    if not connection.server.startswith("https://"):
+        return
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(connection.server + "/health", ssl=connection.ssl),
+        ):
+            pass
+    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError) as exc:
+        raise unreachable(connection.server, exc) from exc
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        pass

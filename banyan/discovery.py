@@ -1,24 +1,34 @@
-"""Where the server is and which token to use, for every client (CLI,
-worker, TUI): flags, then ``BANYAN_SERVER``/``BANYAN_TOKEN``, then the client
-file the local server writes (``$BANYAN_CLIENT_FILE`` or
-``<user data dir>/banyan/client.json``), then ``http://127.0.0.1:5100``."""
+"""Where the server is, which token to use and which certificates to trust,
+for every client (CLI, worker, TUI): flags, then ``BANYAN_SERVER`` /
+``BANYAN_TOKEN`` / ``BANYAN_CA_CERT``, then the client file the local server
+writes (``$BANYAN_CLIENT_FILE`` or ``<user data dir>/banyan/client.json``),
+then ``http://127.0.0.1:5100`` and the system's trust store.
+
+The client file's ``ca_cert`` is for the server that file names: it is not
+used when the URL comes from a flag or ``BANYAN_SERVER`` and names another."""
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from banyan.constants import CLIENT_FILE_NAME, DEFAULT_HOST, DEFAULT_PORT
 from banyan.errors import Unauthorized
 from banyan.settings import data_dir
+from banyan.tls import client_context
+
+CA_CERT_ENV = "BANYAN_CA_CERT"
 
 
 @dataclass(frozen=True)
 class Connection:
     server: str
     token: str
+    ca_cert: Path | None = None
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
 
     @property
     def ws_base(self) -> str:
@@ -26,13 +36,26 @@ class Connection:
             return "wss://" + self.server.removeprefix("https://")
         return "ws://" + self.server.removeprefix("http://")
 
+    @property
+    def ssl(self) -> ssl.SSLContext | bool:
+        """For aiohttp's ``ssl=``: the ``--ca-cert`` context, else ``True``
+        (verify against the system's trust store)."""
+        return self.ssl_context if self.ssl_context is not None else True
+
 
 def client_file() -> Path:
     env = os.environ.get("BANYAN_CLIENT_FILE")
     return Path(env) if env else data_dir() / CLIENT_FILE_NAME
 
 
-def discover(server: str | None = None, token: str | None = None) -> Connection:
+def _normal(url: str) -> str:
+    url = url.rstrip("/")
+    return url if "://" in url else "http://" + url
+
+
+def discover(
+    server: str | None = None, token: str | None = None, ca_cert: str | Path | None = None
+) -> Connection:
     saved: dict[str, str] = {}
     path = client_file()
     try:
@@ -42,13 +65,24 @@ def discover(server: str | None = None, token: str | None = None) -> Connection:
     except (OSError, ValueError):
         pass
     url = server or os.environ.get("BANYAN_SERVER") or saved.get("server")
-    url = (url or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}").rstrip("/")
-    if "://" not in url:
-        url = "http://" + url
+    url = _normal(url or f"http://{DEFAULT_HOST}:{DEFAULT_PORT}")
     secret = token or os.environ.get("BANYAN_TOKEN") or saved.get("token")
     if not secret:
         raise Unauthorized(
             f"no token: pass --token, set BANYAN_TOKEN, or run banyan-server on this "
             f"machine (it writes {path})"
         )
-    return Connection(server=url, token=secret)
+    if ca_cert:
+        trust, source = Path(ca_cert), "--ca-cert"
+    elif os.environ.get(CA_CERT_ENV):
+        trust, source = Path(os.environ[CA_CERT_ENV]), CA_CERT_ENV
+    elif saved.get("ca_cert") and _normal(saved.get("server", "")) == url:
+        trust, source = Path(saved["ca_cert"]), f"ca_cert in {path}"
+    else:
+        return Connection(server=url, token=secret)
+    return Connection(
+        server=url,
+        token=secret,
+        ca_cert=trust,
+        ssl_context=client_context(trust, source=source),
+    )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import ssl
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -20,9 +19,10 @@ from aiohttp import web
 
 from banyan.errors import BanyanError
 from banyan.settings import Settings, Synchronous
+from banyan.tls import server_context
 from banyan.tokens import Role
 from server.app import create_app
-from server.bootstrap import ensure_local_admin
+from server.bootstrap import ensure_local_admin, local_url
 from server.keys import STORE
 from server.sqlite.store import SqliteStore
 
@@ -30,6 +30,7 @@ EPILOG = """\
 examples:
   banyan-server                          # 127.0.0.1:5100, database under the user data dir
   banyan-server --port 5200 --db /srv/banyan/banyan.db
+  banyan-server --host 0.0.0.0 --tls-cert cert.pem --tls-key key.pem   # HTTPS
   banyan-server token create --role provider --name alice
   banyan-server token list
   banyan-server token revoke alice
@@ -55,8 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(parser)
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to listen on (default 5100)")
-    parser.add_argument("--tls-cert", type=Path, help="PEM certificate: serve HTTPS")
-    parser.add_argument("--tls-key", type=Path, help="PEM private key of --tls-cert")
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PATH",
+        help="PEM certificate (chain): serve HTTPS and WSS; needs --tls-key",
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="PATH", help="PEM private key of --tls-cert"
+    )
     parser.add_argument(
         "--synchronous", choices=[s.value for s in Synchronous], help="SQLite durability"
     )
@@ -114,16 +122,11 @@ def serve(settings: Settings) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    ssl_context = None
-    if settings.tls_cert or settings.tls_key:
-        if not (settings.tls_cert and settings.tls_key):
-            raise BanyanError("--tls-cert and --tls-key go together")
-        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        ssl_context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    ssl_context = server_context(settings.tls_cert, settings.tls_key)
     app = create_app(settings)
 
     async def announce(app: web.Application) -> None:
-        path = await ensure_local_admin(app[STORE], settings, url=settings.base_url)
+        path = await ensure_local_admin(app[STORE], settings, url=local_url(settings))
         print(
             f"banyan-server listening on {settings.base_url} (database {settings.db}; "
             f"local admin token in {path})",

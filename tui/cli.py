@@ -1,9 +1,10 @@
 """``banyan-tui``: watch and steer a Banyan server in the terminal.
 
-banyan-tui [--server URL] [--token T] [--read-only]
+banyan-tui [--server URL] [--token T] [--ca-cert PATH] [--read-only]
 
-It finds the server and token as every Banyan command does (flags, then
-``BANYAN_SERVER``/``BANYAN_TOKEN``, then the local server's client file).
+It finds the server, token and CA as every Banyan command does (flags, then
+``BANYAN_SERVER``/``BANYAN_TOKEN``/``BANYAN_CA_CERT``, then the local
+server's client file).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from banyan import constants as c
+from banyan.client import check_tls
 from banyan.discovery import Connection, discover
 from banyan.errors import BanyanError
 
@@ -31,8 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--server", help="server URL (default: $BANYAN_SERVER or the local one)")
+    parser.add_argument(
+        "--server", metavar="URL", help="server URL (default: $BANYAN_SERVER or the local one)"
+    )
     parser.add_argument("--token", help="token (default: $BANYAN_TOKEN or the local one)")
+    parser.add_argument(
+        "--ca-cert",
+        metavar="PATH",
+        help="PEM file of the CA to trust for an https:// server "
+        "(default: $BANYAN_CA_CERT, else the system's trust store)",
+    )
     parser.add_argument(
         "--read-only", action="store_true", help="hide every key that submits, cancels or retries"
     )
@@ -72,7 +82,8 @@ async def run(connection: Connection, args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        connection = discover(args.server, args.token)
+        connection = discover(args.server, args.token, args.ca_cert)
+        asyncio.run(check_tls(connection))
     except BanyanError as exc:
         print(f"banyan-tui: {exc.message}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ from banyan.cli_submit import link_after
 from banyan.client import Client
 from banyan.discovery import Connection
 from banyan.errors import BanyanError, NotFound, ServerUnreachable
+from banyan.tls import unreachable
 
 RECENT_TASKS = 10_000  # the snapshot's most recent tasks, whatever their state
 MAX_OPEN_TASKS = 100_000  # and every task not yet ended, up to this many
@@ -157,7 +158,7 @@ class LiveSource:
         url = self.connection.ws_base + "/events"
         try:
             async with self.client.session.ws_connect(
-                url, params=params, heartbeat=FEED_HEARTBEAT_S
+                url, params=params, heartbeat=FEED_HEARTBEAT_S, ssl=self.client.ssl
             ) as ws:
                 async for msg in ws:
                     if msg.type != aiohttp.WSMsgType.TEXT:
@@ -165,6 +166,8 @@ class LiveSource:
                     yield json.loads(msg.data)
         except aiohttp.WSServerHandshakeError as exc:
             raise BanyanError.from_eve(exc.status, {"_error": {"message": exc.message}}) from exc
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise unreachable(url, exc) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ServerUnreachable(f"event feed lost: {exc}") from exc
 

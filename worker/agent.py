@@ -155,6 +155,7 @@ class Agent:
                             heartbeat=self._heartbeat_s,
                             max_msg_size=p.MAX_FRAME_BYTES,
                             protocols=(p.LEASE_PROTOCOL,),
+                            ssl=self.config.connection.ssl,
                         ) as ws:
                             self._ws = ws
                             await self._session(ws)

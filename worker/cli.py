@@ -1,6 +1,6 @@
 """``banyan-worker``: run tasks from a Banyan server on this machine.
 
-banyan-worker [--server URL --token T] [--name N] [--cores C] [--memory M]
+banyan-worker [--server URL --token T] [--ca-cert PATH] [--name N] [--cores C] [--memory M]
               [--gpus G] [--resource k=v]... [--queue Q]... [--drain] [--burst]
 """
 
@@ -14,6 +14,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from banyan.client import check_tls
 from banyan.discovery import discover
 from banyan.errors import BanyanError
 from banyan.units import parse_cores, parse_memory
@@ -24,6 +25,7 @@ EPILOG = """\
 examples:
   banyan-worker                               # finds the local server and its token
   banyan-worker --server http://head:5100 --token byn_... --queue gpu --gpus 2
+  banyan-worker --server https://head:5100 --ca-cert ca.pem  # HTTPS, a private CA
   banyan-worker --cores 4 --memory "16 GiB" --resource licences=2
   banyan-worker --drain                       # on SIGTERM, finish running tasks first
 
@@ -63,8 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--server", help="server URL (default: $BANYAN_SERVER or the local one)")
+    parser.add_argument(
+        "--server", metavar="URL", help="server URL (default: $BANYAN_SERVER or the local one)"
+    )
     parser.add_argument("--token", help="worker or admin token (default: $BANYAN_TOKEN or local)")
+    parser.add_argument(
+        "--ca-cert",
+        metavar="PATH",
+        help="PEM file of the CA to trust for an https:// server "
+        "(default: $BANYAN_CA_CERT, else the system's trust store)",
+    )
     parser.add_argument("--name", help="worker name (default: hostname:pid)")
     parser.add_argument("--cores", type=_cores, help="cores to offer (default: CPU affinity)")
     parser.add_argument("--memory", type=_memory, help='memory to offer, e.g. "16 GiB"')
@@ -104,7 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        connection = discover(args.server, args.token)
+        connection = discover(args.server, args.token, args.ca_cert)
+        asyncio.run(check_tls(connection))
         capacity, gpu_indices = detect(
             cores=args.cores, memory=args.memory, gpus=args.gpus, custom=dict(args.resource)
         )
