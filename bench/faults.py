@@ -101,7 +101,7 @@ def disk_full(workdir: Path, quick: bool) -> tuple[list[Any], dict[str, Any]] | 
     dash = "-"
     cells = [
         "disk full",
-        tasks,
+        found.get("acknowledged", tasks),
         dash,
         found.get("acknowledged_lost", dash),
         *([dash] * (len(ZERO_FIGURES) - 1)),

@@ -25,6 +25,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,7 @@ class Scene:
         if feeds:
             head = await feed_head(api)
             for sub in feeds:
-                await wait_until(
-                    lambda s=sub: _ready(s.last >= head), 60, "a subscriber to catch up"
-                )
+                await wait_true(partial(_caught_up, sub, head), 60, "a subscriber to catch up")
                 await sub.stop()
                 h.feeds.append(sub.feed)
             h.reference_seqs = reference_seqs(
@@ -128,8 +127,8 @@ async def _all_finished(api: Api, ids: set[str]) -> bool:
     return waiting == 0
 
 
-async def _ready(value: bool) -> bool:
-    return value
+def _caught_up(sub: Subscriber, head: int) -> bool:
+    return sub.last >= head
 
 
 def stop_workers(workers: Iterable[Proc], timeout_s: float = 30) -> None:
@@ -156,6 +155,16 @@ async def leftover(marker: str, grace_s: float = 10) -> list[int]:
         if not found or time.monotonic() > deadline:
             return found
         await asyncio.sleep(0.2)
+
+
+async def wait_true(
+    condition: Callable[[], bool], timeout_s: float, what: str, interval: float = 0.05
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 def server_attempts(db: Path) -> list[ServerAttempt]:

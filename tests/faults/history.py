@@ -285,7 +285,7 @@ class FaultResult:
     """One row of the scorecard."""
 
     fault: str
-    tasks: int = 0
+    tasks: int = 0  # acknowledged (unanswered submits are in details)
     faults_injected: int = 0
     acknowledged_lost: int = 0
     unexpected_executions: int = 0
@@ -319,7 +319,7 @@ def check(
     feeds = [feed_violations(f, history.reference_seqs) for f in history.feeds]
     result = FaultResult(
         fault=fault,
-        tasks=len(requested_ids(history)),
+        tasks=len({t for s in history.submits if s.acked for t in s.ids}),
         acknowledged_lost=len(lost),
         unexpected_executions=len(unexpected),
         duplicate_concurrent=len(duplicates),

@@ -84,7 +84,7 @@ class Proxy:
         self._writers.add(writer)
         task = asyncio.current_task()
         assert task is not None
-        self._tasks.add(task)  # type: ignore[arg-type]
+        self._tasks.add(task)
         upstream_writer: asyncio.StreamWriter | None = None
         try:
             if self.mode == "drop":
@@ -105,7 +105,7 @@ class Proxy:
                 if w is not None:
                     self._writers.discard(w)
                     _reset(w)
-            self._tasks.discard(task)  # type: ignore[arg-type]
+            self._tasks.discard(task)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

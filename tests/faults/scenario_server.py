@@ -52,7 +52,7 @@ async def _run(workdir: Path, scale: int, *, reps: int, rate: float, seed: int) 
                 if await api.submit(scene.history, batch):
                     state["acked"] += n
                 else:
-                    await asyncio.sleep(0.05)  # the server is down: a client would back off
+                    await asyncio.sleep(0.2)  # the server is down: a client would back off
                 ahead = state["requested"] / rate - (time.monotonic() - began)
                 if ahead > 0:
                     await asyncio.sleep(ahead)

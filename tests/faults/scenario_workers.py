@@ -15,14 +15,16 @@ worker replaces a killed one; a stopped one is continued; the cut is healed).
 from __future__ import annotations
 
 import asyncio
+import operator
 import os
 import random
 import signal
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
-from tests.faults.harness import Api, Scene, Subscriber, open_attempts, server_attempts, wait_until
+from tests.faults.harness import Api, Scene, Subscriber, open_attempts, server_attempts, wait_true
 from tests.faults.history import ABANDONED, FaultResult, Probe, check, percentiles
 from tests.faults.proxy import Proxy
 
@@ -107,9 +109,7 @@ async def _run(workdir: Path, scale: int, *, kind: Kind, faults: int, seed: int)
                 os.kill(proc.pid, signal.SIGSTOP)
             else:
                 proxies[victim].cut("silent")
-            await wait_until(
-                lambda v=victim: _true(v in lost_at), 60, f"{victim} to be declared lost"
-            )
+            await wait_true(partial(operator.contains, lost_at, victim), 60, f"{victim} lost")
             detections.append(lost_at[victim] - hit)
             abandoned = [
                 a
@@ -161,19 +161,18 @@ async def _run(workdir: Path, scale: int, *, kind: Kind, faults: int, seed: int)
         await asyncio.to_thread(scene.close)
 
 
-async def _true(value: bool) -> bool:
-    return value
-
-
 async def _victim(scene: Scene, live: list[str], long_ids: set[str]) -> str | None:
-    """A live worker running a long task (waits up to 30 s for one), else any busy one."""
+    """A live worker whose long task started less than a second ago, so that
+    without a fence it would still be running when its task is rerun
+    elsewhere (waits up to 30 s for one), else any busy one."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
+        now = time.time()
         for name in live:
             held = open_attempts(scene.cluster.db, name)
-            if any(a.task in long_ids for a in held) and len(held) >= 2:
+            if any(a.task in long_ids and now - a.started < 1.0 for a in held):
                 return name
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.05)
     for name in live:
         if open_attempts(scene.cluster.db, name):
             return name
