@@ -165,7 +165,19 @@ def close_codes() -> list[tuple[int, str, str]]:
     missing = sorted(set(found) - set(CLOSE_MEANINGS))
     if missing:
         raise KeyError(f"close codes without a meaning in docs/_ext: {', '.join(missing)}")
-    return sorted((value, name, CLOSE_MEANINGS[name]) for name, value in found.items())
+    codes = [(value, f"`{name}`", CLOSE_MEANINGS[name]) for name, value in found.items()]
+    # aiohttp's own "message too big", at each socket's max_msg_size.
+    limits = [
+        f"{getattr(module, attr) // 1024:,} KiB from {who}"
+        for module, attr, who in (
+            (feed, "SUBSCRIBER_MAX_FRAME_BYTES", "a feed subscriber"),
+            (protocol, "MAX_FRAME_BYTES", "a worker"),
+        )
+        if isinstance(getattr(module, attr, None), int)
+    ]
+    if limits:
+        codes.append((1009, "aiohttp", "a frame over the socket's limit: " + ", ".join(limits)))
+    return sorted(codes)
 
 
 # --- the CLI parsers, with their --help epilogs made reStructuredText --------------------
@@ -312,10 +324,10 @@ class FramesTable(SphinxDirective):
 
 
 class CloseCodesTable(_Table):
-    header = ("code", "name in the code", "meaning")
+    header = ("code", "sent as", "meaning")
 
     def rows(self) -> list[list[str]]:
-        return [[f"`{code}`", f"`{name}`", meaning] for code, name, meaning in close_codes()]
+        return [[f"`{code}`", name, meaning] for code, name, meaning in close_codes()]
 
 
 class EventTypesList(SphinxDirective):
