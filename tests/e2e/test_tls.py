@@ -24,6 +24,8 @@ import trustme
 from banyan.client import Client
 from banyan.discovery import discover
 from banyan.errors import ServerUnreachable
+from banyan.settings import Settings
+from server.bootstrap import local_url
 from tests.e2e.helpers import BIN, SERVER, Cluster, Proc, clean_env, free_port, wait_for
 from tui.source import LiveSource
 
@@ -155,6 +157,23 @@ def test_client_file_records_the_https_url_and_the_certificate(cluster: TlsClust
     )
     assert result.code == 0, result
     assert isinstance(json.loads(result.out), list)
+
+
+@pytest.mark.parametrize(
+    ("host", "tls", "url"),
+    [
+        ("0.0.0.0", True, "https://127.0.0.1:5300"),
+        ("::", True, "https://[::1]:5300"),
+        ("127.0.0.1", False, "http://127.0.0.1:5300"),
+        ("head.example.org", True, "https://head.example.org:5300"),
+    ],
+)
+def test_local_url_replaces_a_wildcard_address(
+    pki: Pki, tmp_path: Path, host: str, tls: bool, url: str
+) -> None:
+    tls_files = {"tls_cert": pki.cert, "tls_key": pki.key} if tls else {}
+    settings = Settings(host=host, port=5300, db=tmp_path / "b.db", **tls_files)
+    assert local_url(settings) == url
 
 
 @pytest.mark.parametrize(
