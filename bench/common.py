@@ -1,6 +1,7 @@
 """What the benchmarks share: start and stop a real ``banyan-server``
 subprocess on a private database, the auth header, the machine description,
-percentiles and aligned tables.
+percentiles, aligned tables, and the figures each benchmark hands to
+``bench/all.py`` (``--json PATH``: a :class:`Report`).
 
 Every server listens on 127.0.0.1 on a free port, keeps its database, client
 file and log inside the caller's temporary directory, and is stopped by its
@@ -13,6 +14,7 @@ import base64
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import socket
@@ -112,17 +114,26 @@ class Server:
 
     def stop(self) -> int | None:
         """SIGTERM, wait up to 10 s, then SIGKILL; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None
-        return self.proc.returncode
+        code = stop_process(self.proc, self._log_handle, grace_s=10)
+        self._log_handle = None
+        return code
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes], log_handle: Any = None, *, grace_s: float
+) -> int | None:
+    """SIGTERM the process this bench started, wait up to ``grace_s``, then
+    SIGKILL; close its log file; returns the exit code."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    if log_handle is not None:
+        log_handle.close()
+    return proc.returncode
 
 
 def start_server(
@@ -132,6 +143,7 @@ def start_server(
     synchronous: str | None = None,
     counting: bool = False,
     timeout_s: float = 30.0,
+    env_extra: dict[str, str] | None = None,
 ) -> Server:
     """A fresh ``banyan-server`` on ``<tmp>/<name>.db``, ready (``/health`` is 200).
 
@@ -150,6 +162,7 @@ def start_server(
     env["BANYAN_CLIENT_FILE"] = str(client_file)
     if synchronous:
         env["BANYAN_SYNCHRONOUS"] = synchronous
+    env.update(env_extra or {})
     counters_file = None
     if counting:
         counters_file = tmp / f"{name}-counters.json"
@@ -360,3 +373,131 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     print("  ".join("-" * w for w in widths))
     for row in cells:
         print(line(row))
+
+
+# --- figures for bench/all.py ------------------------------------------------------
+
+
+@dataclass
+class Figure:
+    """One headline number, with its target when the issues set one."""
+
+    name: str
+    value: float | None
+    unit: str
+    at_least: float | None = None
+    at_most: float | None = None
+    note: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        """None when there is no target (or no value)."""
+        if self.value is None or self.value != self.value:
+            return None if self.at_least is None and self.at_most is None else False
+        if self.at_least is not None:
+            return self.value >= self.at_least
+        if self.at_most is not None:
+            return self.value <= self.at_most
+        return None
+
+    @property
+    def target(self) -> str:
+        if self.at_least is not None:
+            return f">= {fmt(float(self.at_least))} {self.unit}"
+        if self.at_most is not None:
+            return f"<= {fmt(float(self.at_most))} {self.unit}"
+        return ""
+
+
+@dataclass
+class Report:
+    """The figures of one benchmark run, written as JSON for ``bench/all.py``."""
+
+    benchmark: str
+    quick: bool = False
+    figures: list[Figure] = field(default_factory=list)
+
+    def add(
+        self,
+        name: str,
+        value: float | None,
+        unit: str,
+        *,
+        at_least: float | None = None,
+        at_most: float | None = None,
+        note: str = "",
+    ) -> None:
+        number = None if value is None else float(value)
+        self.figures.append(Figure(name, number, unit, at_least, at_most, note))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "benchmark": self.benchmark,
+            "quick": self.quick,
+            "machine": dict(machine()),
+            "figures": [
+                {
+                    "name": f.name,
+                    "value": None if f.value is None or f.value != f.value else f.value,
+                    "unit": f.unit,
+                    "at_least": f.at_least,
+                    "at_most": f.at_most,
+                    "met": f.met,
+                    "note": f.note,
+                }
+                for f in self.figures
+            ],
+        }
+
+    def write(self, path: Path | None) -> None:
+        """Write the figures to ``path`` (``--json``); nothing when it is None."""
+        if path is not None:
+            Path(path).write_text(json.dumps(self.as_dict(), indent=2) + "\n")
+
+
+def add_json_option(parser: Any) -> None:
+    """``--json PATH``: where the benchmark writes its headline figures."""
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="also write the headline figures (with targets) to PATH as JSON (bench/all.py)",
+    )
+
+
+# --- profiling a server -------------------------------------------------------------
+
+
+def start_py_spy(
+    pid: int, out: Path, *, duration_s: float, rate_hz: int = 200
+) -> subprocess.Popen[bytes]:
+    """``py-spy record`` on ``pid`` (a server this bench started) for
+    ``duration_s``, writing collapsed stacks to ``out`` (read them with
+    :func:`top_frames`); py-spy stops by itself after the duration."""
+    spy = Path(sys.executable).parent / "py-spy"
+    cmd = [str(spy) if spy.exists() else "py-spy", "record", "--pid", str(pid)]
+    cmd += ["--duration", str(max(1, round(duration_s))), "--rate", str(rate_hz)]
+    cmd += ["--format", "raw", "--output", str(out), "--nonblocking"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def top_frames(raw: Path, *, top: int = 25, own: bool = True) -> list[tuple[str, float]]:
+    """From py-spy's collapsed stacks: the functions with the most samples,
+    as (function, % of samples); ``own`` = the innermost frame only, else any
+    frame on the stack (cumulative)."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in Path(raw).read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        frames = stack.split(";")
+        total += int(n)
+        chosen = frames[-1:] if own else set(frames)
+        for frame in chosen:
+            name = re.sub(r":\d+\)$", ")", frame)  # per function, not per line
+            name = re.sub(r" \(/\S*/(site-packages|python3\.\d+|main)/", " (", name)
+            counts[name] = counts.get(name, 0) + int(n)
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+    return [(name, 100 * n / total) for name, n in ranked] if total else []

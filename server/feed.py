@@ -9,6 +9,14 @@ grow with the number of slow subscribers, and nobody waits for anybody: a
 subscriber whose socket takes no data for ``event_send_timeout_s`` is closed
 with ``CLOSE_TOO_SLOW`` and may resume with ``?since=``.
 
+Fan-out is cheap per subscriber: each event is encoded once, as a complete
+websocket frame, for everybody; a subscriber gets all the frames it is due
+from one commit in one socket write (not one write, and one wakeup, per
+event), and waits only while its socket holds more unsent bytes than the
+transport's high-water mark (asyncio's flow control, as aiohttp's own
+sends). The feed never compresses (one encoding cannot serve per-connection
+deflate contexts); frames are still one JSON object per text message.
+
 Frames (version 1), one JSON object per text message:
 
 - ``{"type": "feed.hello", "version": 1, "seq": <last seq now>, "oldest_seq": n}`` first;
@@ -28,6 +36,7 @@ import collections
 import contextlib
 import json
 import logging
+import struct
 
 from aiohttp import WSMsgType, web
 
@@ -43,6 +52,7 @@ CLOSE_TOO_SLOW = 4429
 CLOSE_SHUTDOWN = 1001
 CLOSE_INTERNAL = 1011
 _READ_BATCH = 1000
+_WS_TEXT_FIN = 0x81  # FIN + opcode 1 (text); a server never masks (RFC 6455 5.1)
 # Subscribers only listen: a larger frame from one closes its socket (1009).
 SUBSCRIBER_MAX_FRAME_BYTES = 64 * 1024
 EVENT_TYPES = frozenset(
@@ -117,11 +127,11 @@ class Feed:
         for ws in list(self.sockets):
             await ws.close(code=CLOSE_SHUTDOWN, message=b"server shutting down")
 
-    def _frame(self, event: Event) -> str:
-        """The event's wire text, encoded once however many subscribers send it."""
-        text: str | None = event.get("_frame")
-        if text is None:
-            text = event["_frame"] = json.dumps(
+    def _frame(self, event: Event) -> bytes:
+        """The event's websocket frame, encoded once however many subscribers send it."""
+        wire: bytes | None = event.get("_frame")
+        if wire is None:
+            text = json.dumps(
                 {
                     "seq": event["seq"],
                     "time": format_date(event["time"], self._date_format),
@@ -131,15 +141,20 @@ class Feed:
                 },
                 separators=(",", ":"),
             )
-        return text
+            wire = event["_frame"] = text_frame(text)
+        return wire
 
     async def handle(self, request: web.Request, since: int | None) -> web.WebSocketResponse:
         where = parse_where(request.rel_url.query.get("where"), EVENT_FIELDS)
         types = _types(request.rel_url.query.get("types"))
-        ws = web.WebSocketResponse(heartbeat=30, max_msg_size=SUBSCRIBER_MAX_FRAME_BYTES)
+        ws = web.WebSocketResponse(
+            heartbeat=30, max_msg_size=SUBSCRIBER_MAX_FRAME_BYTES, compress=False
+        )
         await ws.prepare(request)
         self.sockets.add(ws)
-        listener = asyncio.create_task(self._follow(ws, since, where, types))
+        transport = request.transport
+        assert transport is not None  # prepared: the connection is open
+        listener = asyncio.create_task(self._follow(ws, transport, since, where, types))
         try:
             async for msg in ws:  # subscribers only listen; this notices a close
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
@@ -159,6 +174,7 @@ class Feed:
     async def _follow(
         self,
         ws: web.WebSocketResponse,
+        transport: asyncio.Transport,
         since: int | None,
         where: Node | None,
         types: frozenset[str] | None,
@@ -172,10 +188,11 @@ class Feed:
                 "seq": head,
                 "oldest_seq": oldest,
             }
-            await self._send(ws, json.dumps(hello))
+            await self._write(ws, transport, [text_frame(json.dumps(hello))])
             sent = head if since is None else min(since, head)
             if since is not None and oldest > 0 and since < oldest - 1:
-                await self._send(ws, json.dumps({"type": "feed.resync", "oldest_seq": oldest}))
+                resync = {"type": "feed.resync", "oldest_seq": oldest}
+                await self._write(ws, transport, [text_frame(json.dumps(resync))])
                 sent = oldest - 1
             while not ws.closed:
                 waiter = self._new
@@ -185,12 +202,14 @@ class Feed:
                 if not batch:
                     await waiter.wait()
                     continue
-                for event in batch:
-                    if (types is None or event["type"] in types) and (
-                        where is None or matches(where, event["data"])
-                    ):
-                        await self._send(ws, self._frame(event))
-                    sent = event["seq"]
+                frames = [
+                    self._frame(event)
+                    for event in batch
+                    if (types is None or event["type"] in types)
+                    and (where is None or matches(where, event["data"]))
+                ]
+                await self._write(ws, transport, frames)
+                sent = batch[-1]["seq"]
         except TimeoutError:
             await ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; resume with since")
         except (ConnectionResetError, RuntimeError):
@@ -199,8 +218,50 @@ class Feed:
             log.exception("event feed subscriber failed")
             await ws.close(code=CLOSE_INTERNAL, message=b"internal error")
 
-    async def _send(self, ws: web.WebSocketResponse, text: str) -> None:
-        await asyncio.wait_for(ws.send_str(text), timeout=self._send_timeout_s)
+    async def _write(
+        self, ws: web.WebSocketResponse, transport: asyncio.Transport, frames: list[bytes]
+    ) -> None:
+        """Send ``frames`` in one socket write, then wait while the socket holds
+        more unsent bytes than the transport's high-water mark; TimeoutError
+        when it takes none of them for ``send_timeout_s``. (aiohttp writes a frame per call; its
+        pings and the close frame still go through it, each one whole write,
+        so they never land inside ours.)"""
+        if not frames:
+            return
+        if ws.closed or transport.is_closing():
+            raise ConnectionResetError("the subscriber is gone")
+        transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        unsent = transport.get_write_buffer_size()
+        high_water = transport.get_write_buffer_limits()[1]
+        if unsent <= high_water:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._send_timeout_s
+        pause_s = 0.002
+        while unsent > high_water:
+            if transport.is_closing():
+                raise ConnectionResetError("the subscriber is gone")
+            if loop.time() >= deadline:
+                raise TimeoutError
+            await asyncio.sleep(pause_s)
+            pause_s = min(pause_s * 2, 0.05)
+            now_unsent = transport.get_write_buffer_size()
+            if now_unsent < unsent:  # it is taking data: the timeout starts again
+                deadline = loop.time() + self._send_timeout_s
+            unsent = now_unsent
+
+
+def text_frame(text: str) -> bytes:
+    """One complete, unmasked websocket text frame (RFC 6455 5.2) carrying ``text``."""
+    payload = text.encode()
+    n = len(payload)
+    if n < 126:
+        header = struct.pack("!BB", _WS_TEXT_FIN, n)
+    elif n < 65536:
+        header = struct.pack("!BBH", _WS_TEXT_FIN, 126, n)
+    else:
+        header = struct.pack("!BBQ", _WS_TEXT_FIN, 127, n)
+    return header + payload
 
 
 def _types(text: str | None) -> frozenset[str] | None:

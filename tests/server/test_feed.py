@@ -14,7 +14,7 @@ from aiohttp.test_utils import TestClient
 from banyan.settings import Settings
 from banyan.tokens import Role, basic_auth_header
 from server.app import create_app
-from server.feed import CLOSE_TOO_SLOW
+from server.feed import CLOSE_TOO_SLOW, text_frame
 from server.keys import STORE
 from tests.conftest import Api
 
@@ -122,3 +122,55 @@ async def test_slow_subscriber_is_dropped_others_keep_receiving(
     assert msg.type == WSMsgType.CLOSE and msg.data == CLOSE_TOO_SLOW
     assert "since" in msg.extra
     await fast.close()
+
+
+async def test_one_commit_of_many_events_arrives_as_one_message_each_in_order(api: Api) -> None:
+    # 2,500 events in one commit: written to the socket in batches (up to
+    # 1,000 per read of the ring), still one text message per event.
+    ws = await connect(api, types="task.created")
+    await frames(ws, lambda g: len(g) == 1)
+    resp = await api.post("/tasks", [{"command": f"c{i}", "name": f"n{i}"} for i in range(2500)])
+    assert resp.status == 201
+    got = await frames(ws, lambda g: len(g) == 2500)
+    assert [f["data"]["name"] for f in got] == [f"n{i}" for i in range(2500)]
+    seqs = [f["seq"] for f in got]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 2500
+    await ws.close()
+
+
+async def test_frames_of_both_short_length_forms_decode(api: Api) -> None:
+    # A frame under 126 bytes has a 1-byte length, up to 65,535 a 2-byte one;
+    # "\U0001f333" is escaped to 12 bytes of JSON, so 1,000 of them make ~12 KB.
+    ws = await connect(api, types="task.created")
+    hello = await frames(ws, lambda g: len(g) == 1)
+    assert len(json.dumps(hello[0], separators=(",", ":"))) < 126
+    names = ["", "x" * 100, "x" * 126, "\U0001f333" * 1000]
+    for name in names:
+        await api.submit(command="true", name=name)
+    got = await frames(ws, lambda g: len(g) == len(names))
+    assert [f["data"]["name"] for f in got] == names
+    await ws.close()
+
+
+def test_text_frame_headers() -> None:
+    """RFC 6455 5.2: FIN + text opcode, no mask, 7-bit / 16-bit / 64-bit length."""
+    for size, header in (
+        (0, b"\x81\x00"),
+        (125, b"\x81\x7d"),
+        (126, b"\x81\x7e\x00\x7e"),
+        (65535, b"\x81\x7e\xff\xff"),
+        (65536, b"\x81\x7f\x00\x00\x00\x00\x00\x01\x00\x00"),
+    ):
+        frame = text_frame("a" * size)
+        assert frame[: len(header)] == header and len(frame) == len(header) + size, size
+
+
+async def test_the_feed_never_negotiates_compression(api: Api) -> None:
+    headers = {"Authorization": basic_auth_header(api.tokens["alice"])}
+    ws = await api.client.ws_connect("/events", headers=headers, compress=15)
+    assert ws.compress == 0
+    await frames(ws, lambda g: len(g) == 1)
+    task = await api.submit(command="true")
+    got = await frames(ws, lambda g: any(f["data"].get("_id") == task for f in g))
+    assert got[-1]["type"] == "task.created"
+    await ws.close()
