@@ -217,9 +217,11 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100,000 rows, fewer repetitions")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per query (50)")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary directory")
+    common.add_json_option(parser)
     args = parser.parse_args()
     rows = args.rows or (100_000 if args.quick else 1_000_000)
     reps = args.reps or (20 if args.quick else 50)
+    report = common.Report("query", quick=args.quick)
 
     common.print_machine("banyan query benchmark" + (" (--quick)" if args.quick else ""))
     with tempfile.TemporaryDirectory(prefix="banyan-bench-", dir=args.dir) as tmp_name:
@@ -314,6 +316,16 @@ async def main() -> None:
         print(f"  COUNT:  {r['count_sql']}")
         for line in r["count_plan"]:
             print(f"    plan: {line}")
+    report.add(f"bulk fill of {rows:,} tasks", rows / filled["wall_s"], "tasks/s")
+    for r in results:
+        report.add(
+            f"GET /tasks on {rows:,}: {r['label']} (p50)",
+            r["p50_ms"],
+            "ms",
+            at_most=SLOW_MS,
+            note=f"_meta.total {r['total']:,}" if r["total"] is not None else "",
+        )
+    report.write(args.json)
     print(
         f"\nbackground load at the end: {common.background_cores():.2f} CPUs busy "
         "with other processes"

@@ -66,6 +66,7 @@ INSERT = (
 )
 QUEUES = ["default"] * 6 + ["gpu"] * 2 + ["io"] + [f"batch-{i}" for i in range(10)]
 TASK = {"command": "true", "requested_resources": {"memory": "1 GiB"}}
+TARGET_MS = 50.0  # a statistics read at 1 M tasks
 
 
 def open_db(
@@ -393,8 +394,10 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="tasks in the database (1,000,000)")
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--dir", type=Path, default=None, help="where the temporary files go")
+    common.add_json_option(parser)
     args = parser.parse_args()
     rows = args.rows or (100_000 if args.quick else 1_000_000)
+    report = common.Report("stats", quick=args.quick)
     writes = 10_000 if args.quick else 100_000
     requests = 50 if args.quick else 200
     repeats = 1 if args.quick else 3
@@ -456,6 +459,11 @@ async def main() -> None:
                 reads.append([label, statistics.median(ms), common.percentile(ms, 95), max(ms)])
                 checks.append(body)
             common.print_table(["request", "median ms", "p95 ms", "max ms"], reads)
+            for label, median_ms, *_ in reads:
+                report.add(
+                    f"{label} on {info['rows']:,} tasks (p50)", median_ms, "ms", at_most=TARGET_MS
+                )
+            report.write(args.json)
             overview, tree, reason = checks
             print(
                 f"check: /stats total {overview['tasks']['total']:,} (expected {info['rows']:,}), "

@@ -36,6 +36,8 @@ TASK = {"command": "true", "requested_resources": {"memory": "1 GiB"}}
 TASK_BODY = json.dumps(TASK).encode()
 LOOP_MAX_S = 180.0  # every load loop also stops after this long
 WARMUP_REQUESTS = 200
+TARGET_SINGLE = 3_000  # tasks/s, single POSTs
+TARGET_BULK = 50_000  # tasks/s, bulk POSTs
 
 
 @dataclass
@@ -184,6 +186,7 @@ async def main() -> None:
         default=None,
         help="where the temporary directory (database) goes; default: the system temp dir",
     )
+    common.add_json_option(parser)
     args = parser.parse_args()
     many = 2_000 if args.quick else 20_000
     one = 300 if args.quick else 2_000
@@ -352,6 +355,25 @@ async def main() -> None:
             "the last response (e.g. the event hub), not in tasks/s"
         )
         print()
+        report = common.Report("submit", quick=args.quick)
+        full_many, full_one = runs[0], runs[1]
+        report.add(
+            "single POST /tasks, 64 clients, FULL",
+            full_many.rate,
+            "tasks/s",
+            at_least=TARGET_SINGLE,
+            note=f"p50 {common.percentile(full_many.latencies, 50) * 1000:.1f} ms, "
+            f"p99 {common.percentile(full_many.latencies, 99) * 1000:.1f} ms",
+        )
+        report.add("single POST /tasks, 1 client, FULL", full_one.rate, "tasks/s")
+        for b in bulk:
+            report.add(
+                f"bulk POST /tasks, {b.label}, FULL",
+                b.rate,
+                "tasks/s",
+                at_least=TARGET_BULK,
+            )
+        report.write(args.json)
         fsync_after = (
             common.fsync_latency(tmp, overwrite=False),
             common.fsync_latency(tmp, overwrite=True),

@@ -133,17 +133,9 @@ class Worker:
     def stop(self) -> int | None:
         """SIGTERM (the worker leaves cleanly; a profiled one writes its profile),
         wait up to 15 s, then SIGKILL."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None
-        return self.proc.returncode
+        code = common.stop_process(self.proc, self._log_handle, grace_s=15)
+        self._log_handle = None
+        return code
 
 
 def worker_command(name: str, profile: Path | None) -> list[str]:
@@ -572,8 +564,10 @@ async def main() -> None:
         help="also profile bw1 and the server in extra runs of (a)",
     )
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary directory")
+    common.add_json_option(parser)
     args = parser.parse_args()
     n_latency = 50 if args.quick else 200
+    report = common.Report("throughput", quick=args.quick)
 
     common.print_machine(
         "banyan end-to-end throughput / latency" + (" (--quick)" if args.quick else "")
@@ -735,6 +729,20 @@ async def main() -> None:
             ],
         )
         print()
+        report.add(
+            f"shell tasks e2e, 2 workers, {runs[0].label}",
+            runs[0].rate,
+            "tasks/s",
+            at_least=TARGET_RATE,
+        )
+        report.add(f"shell tasks e2e, 2 workers, {runs[1].label}", runs[1].rate, "tasks/s")
+        report.add(
+            "submit->start p50, idle worker", common.percentile(ms, 50), "ms", at_most=TARGET_P50_MS
+        )
+        report.add(
+            "submit->start p99, idle worker", common.percentile(ms, 99), "ms", at_most=TARGET_P99_MS
+        )
+        report.write(args.json)
 
         if args.profile:
             await profiles(tmp)

@@ -277,6 +277,15 @@ async def bench(args: argparse.Namespace) -> None:
             ["CPU during the stream (% of one core)", cpu_pct],
         ],
     )
+    report = common.Report("tui", quick=args.quick)
+    report.add(
+        f"TUI event -> table p99, {args.tasks:,} tasks, {args.rate:,} ev/s",
+        p(ms, 99),
+        "ms",
+        note=f"p50 {p(ms, 50):.0f} ms",
+    )
+    report.add("TUI key -> cursor moved p50", p(key_ms, 50), "ms")
+    report.write(args.json)
 
 
 def main() -> None:
@@ -285,7 +294,12 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1000, help="events per second")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rows", type=int, default=1000, help="the table's row limit")
-    asyncio.run(bench(parser.parse_args()))
+    parser.add_argument("--quick", action="store_true", help="20,000 tasks for 3 s")
+    common.add_json_option(parser)
+    args = parser.parse_args()
+    if args.quick:
+        args.tasks, args.seconds = min(args.tasks, 20_000), min(args.seconds, 3.0)
+    asyncio.run(bench(args))
 
 
 if __name__ == "__main__":
