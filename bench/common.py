@@ -10,6 +10,7 @@ own ``Popen`` (SIGTERM, then SIGKILL after 10 s).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -373,6 +374,49 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
     print("  ".join("-" * w for w in widths))
     for row in cells:
         print(line(row))
+
+
+# --- client processes -------------------------------------------------------------
+
+
+async def start_child(script: str, *args: str) -> asyncio.subprocess.Process:
+    """``python SCRIPT ARGS`` (a bench's own ``--child`` mode) with pipes: it
+    answers in JSON lines on stdout and takes commands on stdin."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        script,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        limit=2**28,  # one line may carry every latency sample
+    )
+
+
+async def read_json_line(proc: asyncio.subprocess.Process, timeout_s: float) -> dict[str, Any]:
+    """The child's next JSON line, waiting at most ``timeout_s``."""
+    assert proc.stdout is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
+    if not line:
+        raise RuntimeError(f"child process {proc.pid} exited with {await proc.wait()}")
+    result: dict[str, Any] = json.loads(line)
+    return result
+
+
+async def tell(proc: asyncio.subprocess.Process, line: str) -> None:
+    assert proc.stdin is not None
+    proc.stdin.write(line.encode() + b"\n")
+    await proc.stdin.drain()
+
+
+async def reap(children: Sequence[asyncio.subprocess.Process], timeout_s: float = 10.0) -> None:
+    """Wait for the children this bench started; SIGKILL one still running after ``timeout_s``."""
+    for child in children:
+        if child.returncode is None:
+            try:
+                await asyncio.wait_for(child.wait(), timeout_s)
+            except TimeoutError:
+                child.kill()
+                await child.wait()
 
 
 # --- figures for bench/all.py ------------------------------------------------------

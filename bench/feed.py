@@ -190,15 +190,6 @@ async def generate(
     return created, failed, post_lat
 
 
-async def read_line(proc: asyncio.subprocess.Process, timeout_s: float) -> dict[str, Any]:
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
-    if not line:
-        raise RuntimeError(f"subscriber process {proc.pid} exited with {await proc.wait()}")
-    result: dict[str, Any] = json.loads(line)
-    return result
-
-
 async def run(
     duration_s: float,
     subscribers: int,
@@ -220,21 +211,12 @@ async def run(
             first = 0
             for n in share:
                 children.append(
-                    await asyncio.create_subprocess_exec(
-                        sys.executable,
-                        __file__,
-                        "--child",
-                        server.url,
-                        server.token,
-                        str(first),
-                        str(n),
-                        stdin=asyncio.subprocess.PIPE,
-                        stdout=asyncio.subprocess.PIPE,
-                        limit=2**28,  # one line carries every latency
+                    await common.start_child(
+                        __file__, "--child", server.url, server.token, str(first), str(n)
                     )
                 )
                 first += n
-            ready = [await read_line(c, CONNECT_MAX_S + 10) for c in children]
+            ready = [await common.read_json_line(c, CONNECT_MAX_S + 10) for c in children]
             connected = sum(r["ready"] for r in ready)
             conn = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT + 10)
             async with aiohttp.ClientSession(connector=conn) as http:
@@ -248,22 +230,14 @@ async def run(
                     )
                     gen_s = time.perf_counter() - t0
                     for c in children:
-                        assert c.stdin is not None
-                        c.stdin.write(f"expect {created}\n".encode())
-                        await c.stdin.drain()
-                    results = [await read_line(c, DRAIN_MAX_S + 30) for c in children]
+                        await common.tell(c, f"expect {created}")
+                    results = [await common.read_json_line(c, DRAIN_MAX_S + 30) for c in children]
                     drain_s = time.perf_counter() - t0 - gen_s
                     subs_cpu_s = sum(r["cpu_s"] for r in results)
                 if spy is not None:
                     common.stop_process(spy, grace_s=30)
         finally:
-            for c in children:
-                if c.returncode is None:
-                    try:
-                        await asyncio.wait_for(c.wait(), 10)
-                    except TimeoutError:
-                        c.kill()
-                        await c.wait()
+            await common.reap(children)
             rc = server.stop()
     subs = [s for r in results for s in r["subs"]]
     return {
