@@ -110,6 +110,11 @@ class Agent:
         self._task_env = {ENV_SOCKET: str(self._progress.path), "PATH": _path_with_banyan()}
         self.ran = 0  # attempts finished, for tests and logs
         self._queue_empty = False  # the last claim found nothing (for burst mode)
+        # Whether the claim in flight was sent with nothing running or unreported: only
+        # then does an empty answer mean the queue is empty. The server applies a
+        # worker's frames concurrently, so a claim sent beside a final report may be
+        # answered before that report's continuations become available.
+        self._claim_settled = False
         # The lease; None while the server does not answer numbered heartbeats.
         self._lease: Lease | None = None
         self._beats = Beats()
@@ -184,7 +189,8 @@ class Agent:
         return 0
 
     def _finished(self) -> bool:
-        idle = not self.jobs and not self.unreported
+        # Never while a claim is in flight: its answer may hand this worker tasks.
+        idle = not self.jobs and not self.unreported and not self._claiming
         return idle and (self._stopping.is_set() or (self.config.burst and self._queue_empty))
 
     def _note_unreachable(self) -> None:
@@ -246,6 +252,7 @@ class Agent:
                 if await self._maybe_leave():
                     break
         finally:
+            self._claiming = False  # a claim unanswered on a closed socket is void
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
@@ -375,7 +382,7 @@ class Agent:
         elif isinstance(frame, p.Assigned):
             self._renew(self._claim_sent_at)
             self._claim_sent_at = None
-            self._queue_empty = not frame.attempts and not self.jobs
+            self._queue_empty = not frame.attempts and not self.jobs and self._claim_settled
             for attempt in frame.attempts:
                 await self._start(attempt)
             self._claiming = False
@@ -393,6 +400,8 @@ class Agent:
         elif isinstance(frame, p.Accepted):
             self._renew(self._report_sent_at.pop(frame.task, None))
             self.unreported.pop(frame.task, None)
+            if self.config.burst and not self.jobs and not self.unreported:
+                await self._claim()  # everything is on record: is anything left?
         elif isinstance(frame, p.Refused):
             self._renew(self._report_sent_at.pop(frame.task, None))
             log.warning("server refused a report on %s: %s", frame.task, frame.message)
@@ -401,6 +410,8 @@ class Agent:
             if job is not None and frame.code == 409 and job.task is not None:
                 job.stopped = True  # superseded: the server gave this task to someone else
                 job.task.kill()
+            if self.config.burst and not self.jobs and not self.unreported:
+                await self._claim()
 
     # --- claims and jobs -------------------------------------------------------
 
@@ -430,6 +441,7 @@ class Agent:
         if free.cores <= 1e-9 and self.jobs:  # full: the next finished job claims again
             return
         self._claiming = True
+        self._claim_settled = not self.jobs and not self.unreported
         self._claim_sent_at = time.monotonic()
         if not await self._send(p.Claim(free=free, limit=self.config.claim_limit)):
             self._claiming = False

@@ -71,7 +71,12 @@ def intervals(log: Path) -> dict[str, tuple[float, float]]:
 # --- 1. continuations ------------------------------------------------------------
 
 
-def test_diamond_of_continuations_runs_in_order(cluster: Cluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", [(), ("--burst",)], ids=["serving", "burst"])
+def test_diamond_of_continuations_runs_in_order(
+    cluster: Cluster, tmp_path: Path, mode: tuple[str, ...]
+) -> None:
+    """Also with --burst: the worker must not leave while the join task's parents'
+    reports are still being applied (it once said bye and abandoned D)."""
     cluster.start_server()
     log = tmp_path / "order.log"
     a, b, c, d = (new_id() for _ in range(4))
@@ -97,9 +102,10 @@ def test_diamond_of_continuations_runs_in_order(cluster: Cluster, tmp_path: Path
     assert before[d]["pending_dependency_count"] == 2
     assert before[b]["pending_dependency_count"] == 1
 
-    cluster.start_worker("w1", cores=2)
+    cluster.start_worker("w1", *mode, cores=2)
     done = cluster.http.wait_state(d, "terminated", timeout=20)
-    assert done["execution"]["exit_status"] == "success"
+    assert done["execution"]["exit_status"] == "success", done
+    assert len(cluster.http.history(d)) == 1
     for t in (a, b, c):
         task = cluster.http.task(t)
         assert task["state"] == "terminated", task

@@ -195,7 +195,7 @@ def test_the_fence_is_due_only_with_a_lease_and_a_group() -> None:
 def test_the_fence_terms_then_kills_each_group_once(
     group: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
-    clock = Clock(time.monotonic())
+    clock = Clock(float(int(time.monotonic())))  # whole seconds: exact in the "%f" lease lines
     fence = Fence(clock)
     stubborn = group(ignore_term=True)
     plain = group()
@@ -229,7 +229,7 @@ def test_the_fence_terms_then_kills_each_group_once(
 def test_a_renewed_lease_fences_again_when_it_lapses_again(
     group: Callable[..., subprocess.Popen[bytes]],
 ) -> None:
-    clock = Clock(time.monotonic())
+    clock = Clock(float(int(time.monotonic())))  # whole seconds: exact in the "%f" lease lines
     fence = Fence(clock)
     first = group()
     fence.line(b"+%d" % first.pid)
