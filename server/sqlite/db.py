@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -106,7 +107,11 @@ class Database:
         self.failing_since: float | None = None  # monotonic time writes began to fail
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Task commands, environments and logs are private: a new database is
+        # created owner-only, and SQLite gives its -wal/-shm files the same mode.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         self._writer = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             await _call(self._writer, self._setup_writer)

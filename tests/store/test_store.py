@@ -4,6 +4,9 @@ runs the same suite."""
 
 from __future__ import annotations
 
+import os
+import stat
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,7 @@ from banyan.models import BulkPatchItem, ContinuationEdit, TaskCreate, TaskPatch
 from banyan.resources import Resources
 from banyan.states import ABANDONED, FAILURE, SUCCESS
 from banyan.tokens import Caller, Role
+from server.sqlite.store import SqliteStore
 from server.store import Query, Store
 
 ADMIN = Caller("admin", Role.ADMIN)
@@ -341,3 +345,22 @@ async def test_failed_operation_leaves_nothing_behind(store: Store, monkeypatch:
     assert await store.last_seq() == before
     await patch(store, parent, state="cancelled")
     assert await state(store, child) == "cancelled"
+
+
+async def test_a_new_database_and_its_wal_are_owner_only(tmp_path: Path) -> None:
+    """Task commands, environments and logs are private, whatever the umask."""
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "fresh" / "banyan.db"
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            await store.create_token("alice", Role.PROVIDER)  # a write: the WAL exists
+            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
+        finally:
+            await store.close()
+    finally:
+        os.umask(old)
+    assert modes["banyan.db"] == 0o600
+    assert all(mode == 0o600 for mode in modes.values()), modes
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
