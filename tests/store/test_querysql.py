@@ -18,7 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from banyan.query import Field, FieldKind, Node, matches, parse_where
+from banyan.errors import BadRequest
+from banyan.projection import parse_projection, parse_sort
+from banyan.query import Field, FieldKind, Node, Op, matches, parse_where, top_level_names
 from server.sqlite.querysql import (
     Column,
     ColumnKind,
@@ -405,3 +407,193 @@ def test_pages_are_stable_and_follow_the_sort(db: sqlite3.Connection) -> None:
         seen.extend(row[0] for row in rows)
     expected = sorted(DOCS, key=lambda d: (-d["priority"], d["queue"], d["_id"]))
     assert seen == [doc["_id"] for doc in expected]
+
+
+# --- hostile documents: a clean 400, or the same answer as matches() -----------------------
+#
+# The where documents above are valid by construction. These are not: random JSON in the
+# shape of a query (field names, operators allowed and forbidden, values of every JSON type,
+# numbers beyond 64 bits, NaN, dates, nesting), and random sort and projection texts. Each
+# must either be refused with BadRequest (the 400 the views send) or be answered exactly as
+# the pure-Python evaluation answers it; any other exception would be a 500.
+
+HOSTILE_NAMES = [
+    *QUERY_NAMES,
+    "nope",
+    "",
+    "requested_resources",
+    "execution",
+    "continuations.x",
+    "requested_resources.a b",
+    "name.$eq",
+    "_id.x",
+]
+HOSTILE_OPS = [op.value for op in Op] + ["$where", "$regex", "$not", "$elemMatch", "$", "eq"]
+HOSTILE_LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 12),
+    st.sampled_from([2**63, -(2**63) - 1, 2**64, 10**30, -(10**30)]),
+    st.floats(),  # NaN and infinities too: json.dumps writes NaN, Infinity
+    st.text(max_size=6),
+    st.sampled_from(["Mon, 01 Dec 2025 09:50:00 GMT", "2025-12-01T09:38:27Z", "2025-13-45", EVIL]),
+    st.sampled_from([*IDS[:3], IDS[0].upper(), "g" * 24]),
+)
+hostile_values = st.recursive(
+    HOSTILE_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3)
+        | st.dictionaries(st.sampled_from(HOSTILE_NAMES + HOSTILE_OPS), inner, max_size=3)
+    ),
+    max_leaves=10,
+)
+
+
+def _paths(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON document a value sits (the document itself included)."""
+    out = [path]
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else []
+    )
+    for key, inner in items:
+        out += _paths(inner, (*path, key))
+    return out
+
+
+@st.composite
+def _mutated_where(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid where document with one value replaced, or one key added, by hostile input."""
+    document = draw(where_documents())
+    path = draw(st.sampled_from(_paths(document)[1:]))
+    parent = document
+    for key in path[:-1]:
+        parent = parent[key]
+    if draw(st.booleans()) or not isinstance(parent, dict):
+        parent[path[-1]] = draw(HOSTILE_LEAVES | hostile_values)
+    else:
+        parent[draw(st.sampled_from(HOSTILE_NAMES + HOSTILE_OPS))] = draw(HOSTILE_LEAVES)
+    return document
+
+
+hostile_where = (
+    st.dictionaries(st.sampled_from(HOSTILE_NAMES + HOSTILE_OPS), hostile_values, max_size=3)
+    | _mutated_where()
+    | _mutated_where()
+)
+
+
+def parsed_or_refused(parse: Any, *args: Any, **kwargs: Any) -> Any:
+    """``parse(...)``, or ``None`` when it refused with a 400 that says why."""
+    try:
+        return parse(*args, **kwargs)
+    except BadRequest as exc:
+        assert exc.status == 400 and str(exc), exc
+        return None
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(hostile_where)
+def test_hostile_where_is_a_400_or_agrees_with_matches(
+    db: sqlite3.Connection, document: dict[str, Any]
+) -> None:
+    text = json.dumps(document)
+    node = parsed_or_refused(parse_where, text, FIELDS)
+    if node is not None:
+        assert select(db, node) == accepted(node), text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40) | hostile_where.map(lambda d: json.dumps(d)[: len(json.dumps(d)) // 2]))
+def test_where_text_that_is_not_json_is_a_400(db: sqlite3.Connection, text: str) -> None:
+    node = parsed_or_refused(parse_where, text, FIELDS)
+    if node is not None:
+        assert select(db, node) == accepted(node), text
+
+
+SORT_NAMES = [n for n in HOSTILE_NAMES if n not in ("name.$eq",)] + ["-priority", " name"]
+sort_items = st.tuples(
+    st.sampled_from(SORT_NAMES), st.sampled_from([1, -1, 1, -1, 0, 2, True, 1.0, "1"])
+)
+
+
+@st.composite
+def sort_texts(draw: st.DrawFn) -> str:
+    items = draw(st.lists(sort_items, max_size=4))
+    form = draw(st.sampled_from(["tuples", "lists", "comma", "text"]))
+    if form == "tuples":
+        return repr(items)
+    if form == "lists":
+        return json.dumps([list(item) for item in items])
+    if form == "comma":
+        return ",".join(("-" if d == -1 else "") + name for name, d in items)
+    return draw(st.text(alphabet="[]()\"', -_aeimnoprty1", max_size=30))
+
+
+def _sort_value(doc: dict[str, Any], name: str) -> Any:
+    head, _, rest = name.partition(".")
+    return doc.get(name) if not rest else (doc.get(head) or {}).get(rest)
+
+
+def python_order(keys: tuple[tuple[str, int], ...]) -> list[str]:
+    """SQLite's order, computed in Python: NULL below every value, ties by ``_id``."""
+    docs = sorted(DOCS, key=lambda d: d["_id"])
+    for name, direction in reversed(keys):
+        docs.sort(
+            key=lambda d, n=name: (_sort_value(d, n) is not None, _sort_value(d, n) or 0),
+            reverse=direction == -1,
+        )
+    return [d["_id"] for d in docs]
+
+
+@settings(max_examples=300, deadline=None)
+@given(sort_texts(), st.integers(1, 7), st.integers(1, 8))
+def test_sort_is_a_400_or_the_order_python_computes(
+    db: sqlite3.Connection, text: str, page: int, per_page: int
+) -> None:
+    keys = parsed_or_refused(parse_sort, text, FIELDS)
+    if keys is None:
+        return
+    order = compile_order(keys, COLUMNS)  # parse_sort accepted it: compiling may not fail
+    rows = db.execute(
+        f"SELECT t.id FROM tasks t ORDER BY {order} LIMIT ? OFFSET ?",
+        [per_page, (page - 1) * per_page],
+    )
+    expected = python_order(keys)
+    assert [r[0] for r in rows] == expected[(page - 1) * per_page : page * per_page], (text, keys)
+
+
+PROJECTION_NAMES = [*sorted(top_level_names(FIELDS)), "nope", "execution.worker", "", "_etag"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(PROJECTION_NAMES),
+        st.sampled_from([0, 1, 1, 0, True, False, 1.0, "1", None, 2, -1]),
+        max_size=4,
+    )
+)
+def test_projection_is_a_400_or_exactly_what_it_names(document: dict[str, Any]) -> None:
+    projection = parsed_or_refused(parse_projection, json.dumps(document), FIELDS)
+    valid_names = top_level_names(FIELDS) | {"_id"}
+    flags = {k: v for k, v in document.items() if k != "_id"}
+    well_formed = all(k in valid_names for k in document) and all(
+        type(v) in (int, bool) and v in (0, 1) for v in document.values()
+    )
+    mixed = {bool(v) for v in flags.values()} == {True, False}
+    assert (projection is not None) == (well_formed and not mixed), document
+    if projection is None:
+        return
+    for doc in DOCS:
+        shown = projection.apply(doc)
+        included = {k for k, v in flags.items() if v}
+        excluded = {k for k, v in flags.items() if not v}
+        if included:
+            assert set(shown) == {"_id"} | (included & set(doc)), document
+        else:
+            assert set(shown) == {"_id"} | (set(doc) - excluded), document
+        assert all(shown[k] == doc[k] for k in shown)
