@@ -9,7 +9,8 @@ server recorded, every event each subscriber got) and checks it:
 
     acknowledged-then-lost, unexpected executions, duplicate concurrent
     executions, stale-attempt writes accepted, orphan processes, event-feed
-    gaps: each must be 0 (and no task may be left unfinished: "stuck")
+    gaps: each must be 0; and no acknowledged task may be left unfinished
+    ("stuck") or end ``terminated`` without ever having run ("never ran")
 
 and measures worker-loss detection and recovery, cancel latency and the
 server's restart-to-serving time (p50 / p99, seconds). The disk-full row
@@ -58,6 +59,7 @@ HEADERS = [
     "orphans",
     "feed gaps",
     "stuck",
+    "never ran",
     "loss detect p50/p99 s",
     "recovery p50/p99 s",
     "cancel p50/p99 s",
@@ -75,12 +77,16 @@ def pair(values: tuple[float, float]) -> str:
 
 
 def row(r: FaultResult) -> list[Any]:
+    zeros: list[Any] = [getattr(r, name) for name in ZERO_FIGURES]
+    if not r.stale_checked:  # this fault supersedes no attempt: nothing to refuse
+        zeros[ZERO_FIGURES.index("stale_writes_accepted")] = "-"
     return [
         r.fault,
         r.tasks,
         r.faults_injected,
-        *(getattr(r, name) for name in ZERO_FIGURES),
+        *zeros,
         r.stuck,
+        r.never_ran,
         pair(r.loss_detect_s),
         pair(r.recovery_s),
         pair(r.cancel_latency_s),
@@ -105,6 +111,7 @@ def disk_full(workdir: Path, quick: bool) -> tuple[list[Any], dict[str, Any]] | 
         dash,
         found.get("acknowledged_lost", dash),
         *([dash] * (len(ZERO_FIGURES) - 1)),
+        dash,
         dash,
         dash,
         dash,
@@ -173,9 +180,10 @@ def main() -> int:
     common.print_table(HEADERS, rows)
     print()
     print(
-        "zero figures: ack lost, unexpected, dup concurrent, stale accepted, orphans, feed "
-        "gaps, stuck. Times in seconds: loss detect = fault -> worker.lost event; recovery = "
-        "fault -> the last abandoned task started again; cancel = request -> cancelled event; "
+        "zero figures: ack lost, unexpected, dup concurrent, stale accepted (- = no attempt "
+        "was superseded), orphans, feed gaps, stuck, never ran. Times in seconds: "
+        "loss detect = fault -> worker.lost event; recovery = fault -> the last abandoned "
+        "task started again; cancel = request -> cancelled event; "
         "restart = kill -9 -> /health 200 (polled every 50 ms)."
     )
     if args.json is not None:

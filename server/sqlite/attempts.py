@@ -17,6 +17,7 @@ from banyan.states import (
     ABANDONED,
     ACTIVE_STATES,
     Actor,
+    Outcome,
     State,
     after_attempt,
     transition,
@@ -187,9 +188,15 @@ def finish(
     now: float,
     actor: Actor = Actor.WORKER,
     worker: str | None = None,
+    undelivered: bool = False,
 ) -> bool:
     """The attempt ended. Returns False when this exact report was already
-    applied (a repeated report is harmless), True otherwise."""
+    applied (a repeated report is harmless), True otherwise.
+
+    ``undelivered``: the worker never got the attempt (the server died, or
+    the connection broke, between committing the claim and the worker
+    receiving it), so nothing ran: a running task goes back to available
+    without counting a retry."""
     row = _current_attempt(conn, task_id, execution_key, caller, worker)
     state, attempt, retry_count, max_retry, name, queue, _, _, ended, recorded = row
     if ended is not None:
@@ -202,6 +209,8 @@ def finish(
         retry_count=retry_count,
         max_retry_count=max_retry,
     )
+    if undelivered and State(state) is State.RUNNING:
+        outcome = Outcome(State.AVAILABLE, retry=False, release=False, cascade_cancel=False)
     transition(State(state), outcome.state, actor)
     conn.execute(
         "UPDATE attempts SET time_terminated = ?, exit_status = ?, exit_code = ?, usage = ? "
@@ -245,7 +254,13 @@ _SYSTEM = Caller(name="server", role=Role.ADMIN)
 
 
 def finish_as_system(
-    conn: sqlite3.Connection, task_id: str, key: str, exit_status: str, now: float
+    conn: sqlite3.Connection,
+    task_id: str,
+    key: str,
+    exit_status: str,
+    now: float,
+    *,
+    undelivered: bool = False,
 ) -> None:
     """End an attempt on the server's own authority (a lost worker, a dropped attempt)."""
     finish(
@@ -258,6 +273,7 @@ def finish_as_system(
         caller=_SYSTEM,
         now=now,
         actor=Actor.MONITOR,
+        undelivered=undelivered,
     )
 
 

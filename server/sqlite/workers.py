@@ -31,7 +31,9 @@ def join(
     """Record the worker as connected; returns ``(resumed, dropped)``: which of
     the attempts it says it still runs are still its own, and which are not
     (superseded, abandoned, or never known) so that it stops them."""
-    previous = conn.execute("SELECT state FROM workers WHERE name = ?", (name,)).fetchone()
+    previous = conn.execute(
+        "SELECT state, host, pid FROM workers WHERE name = ?", (name,)
+    ).fetchone()
     conn.execute(
         "INSERT INTO workers (name, token, state, capacity, queues, host, pid, connected, "
         "last_seen) VALUES (?, ?, 'connected', ?, ?, ?, ?, ?, ?) "
@@ -52,10 +54,17 @@ def join(
         ).fetchone()
         (resumed if row is not None and row[0] in ACTIVE_STATES else dropped).append(task_id)
     # Attempts the server thinks this worker holds but it did not mention are gone.
+    # The same process names every attempt it runs or has not had acknowledged, so
+    # one it does not name almost always never reached it (the claim was committed,
+    # then the server died or the connection broke before `assigned` arrived): the
+    # task goes back to the queue without counting a retry. (The other case: the
+    # worker was cut off long enough to fence and forget its tasks; they were killed,
+    # and are rerun uncounted too.) A new process (restart) follows the retry rule.
+    same_process = previous is not None and (previous[1], previous[2]) == (host, pid)
     mentioned = {task_id for task_id, _ in held}
     for task_id, key in open_attempts(conn, name):
         if task_id not in mentioned:
-            attempts.finish_as_system(conn, task_id, key, ABANDONED, now)
+            attempts.finish_as_system(conn, task_id, key, ABANDONED, now, undelivered=same_process)
     kind = "worker.joined"
     emit(
         conn,

@@ -253,6 +253,14 @@ def stuck_tasks(history: History, *, finished: Iterable[str]) -> list[str]:
     return sorted(t for t in acked if history.final_states.get(t) not in done)
 
 
+def never_ran(history: History) -> list[str]:
+    """Acknowledged tasks the server says ended (``terminated``) that never
+    executed at all: their work was dropped, not done."""
+    ran = {e.task for e in history.executions}
+    acked = {task for submit in history.submits if submit.acked for task in submit.ids}
+    return sorted(t for t in acked if history.final_states.get(t) == "terminated" and t not in ran)
+
+
 def percentiles(values: Sequence[float]) -> tuple[float, float]:
     """(p50, p99) by linear interpolation; NaNs when there is nothing."""
     if not values:
@@ -291,9 +299,11 @@ class FaultResult:
     unexpected_executions: int = 0
     duplicate_concurrent: int = 0
     stale_writes_accepted: int = 0
+    stale_checked: int = 0  # probes sent + abandoned attempts watched (0: not exercised)
     orphans: int = 0
     feed_gaps: int = 0
-    stuck: int = 0
+    stuck: int = 0  # acknowledged, and not ended when the run was over
+    never_ran: int = 0  # acknowledged, ended ``terminated``, never executed
     loss_detect_s: tuple[float, float] = (math.nan, math.nan)
     recovery_s: tuple[float, float] = (math.nan, math.nan)
     cancel_latency_s: tuple[float, float] = (math.nan, math.nan)
@@ -303,7 +313,8 @@ class FaultResult:
 
     def violations(self) -> dict[str, int]:
         """The figures that must be zero and are not (``stuck`` included)."""
-        figures = {name: int(getattr(self, name)) for name in (*ZERO_FIGURES, "stuck")}
+        names = (*ZERO_FIGURES, "stuck", "never_ran")
+        figures = {name: int(getattr(self, name)) for name in names}
         return {k: v for k, v in figures.items() if v}
 
 
@@ -316,6 +327,7 @@ def check(
     duplicates = duplicate_concurrent(history)
     stale = stale_writes_accepted(history)
     stuck = stuck_tasks(history, finished=finished)
+    unrun = never_ran(history)
     feeds = [feed_violations(f, history.reference_seqs) for f in history.feeds]
     result = FaultResult(
         fault=fault,
@@ -324,9 +336,11 @@ def check(
         unexpected_executions=len(unexpected),
         duplicate_concurrent=len(duplicates),
         stale_writes_accepted=len(stale),
+        stale_checked=len(history.probes) + len(history.abandoned),
         orphans=len(history.orphans),
         feed_gaps=feed_gaps(history),
         stuck=len(stuck),
+        never_ran=len(unrun),
     )
     examples: dict[str, Any] = {
         "acknowledged_lost": lost[:5],
@@ -338,6 +352,9 @@ def check(
         "orphans": history.orphans[:5],
         "feed": [{k: v[:5] for k, v in f.items() if v} for f in feeds if any(f.values())][:5],
         "stuck": [(t, history.final_states.get(t)) for t in stuck[:5]],
+        "never_ran": [
+            (t, [a.exit_status for a in history.attempts if a.task == t]) for t in unrun[:5]
+        ],
     }
     result.details = {k: v for k, v in examples.items() if v}
     return result

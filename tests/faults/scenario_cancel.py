@@ -88,6 +88,11 @@ class Canceller:
         while self.tasks:
             await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
+    async def abort(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
 
 def run_cancel_race(workdir: Path, scale: int = 10_000, *, seed: int = 3) -> FaultResult:
     return asyncio.run(_race(workdir, scale, seed))
@@ -131,7 +136,7 @@ async def _race(workdir: Path, scale: int, seed: int) -> FaultResult:
                 tasks.append(child)
         for start in range(0, len(tasks), 500):
             batch = tasks[start : start + 500]
-            assert await api.submit(scene.history, batch)
+            await api.submit_all(scene.history, batch)
             # Some are cancelled while they still wait in the queue.
             for task in rng.sample(batch, max(1, len(batch) // 20)):
                 canceller.later(rng.uniform(0, 0.5), task["_id"])
@@ -142,6 +147,7 @@ async def _race(workdir: Path, scale: int, seed: int) -> FaultResult:
         return _result("cancel racing completion", scene, canceller)
     finally:
         await feed.stop()
+        await canceller.abort()
         await api.close()
         await asyncio.to_thread(scene.close)
 
@@ -196,7 +202,7 @@ async def _trees(workdir: Path, scale: int, fanout: int, leaves: int, seed: int)
             canceller.trees[root["_id"]] = ids
             for kid in kids:
                 tree_of[kid["_id"]] = ids
-            assert await api.submit(scene.history, body)
+            await api.submit_all(scene.history, body)
             await asyncio.sleep(size / 300)
         await asyncio.sleep(1)
         await scene.finish(api, timeout_s=120 + scale / 20, feeds=[feed])
@@ -204,6 +210,7 @@ async def _trees(workdir: Path, scale: int, fanout: int, leaves: int, seed: int)
         return _result("cancel of a whole tree", scene, canceller)
     finally:
         await feed.stop()
+        await canceller.abort()
         await api.close()
         await asyncio.to_thread(scene.close)
 

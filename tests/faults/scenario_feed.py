@@ -61,7 +61,7 @@ async def _run(workdir: Path, scale: int, subscribers: int, seed: int) -> FaultR
         submitted = 0
         while submitted < scale:
             batch = [scene.task(":", cores=0.1) for _ in range(min(250, scale - submitted))]
-            assert await api.submit(scene.history, batch)
+            await api.submit_all(scene.history, batch)
             submitted += len(batch)
             await asyncio.sleep(len(batch) / 500)  # events keep coming while they are cut
         await scene.finish(api, timeout_s=120 + scale / 20)

@@ -84,15 +84,16 @@ async def _run(workdir: Path, scale: int, *, kind: Kind, faults: int, seed: int)
         await asyncio.to_thread(cluster.wait_connected, *live)
         long_ids: set[str] = set()
         tasks = []
+        every = 40 if scale >= 2000 else 10  # small runs need long tasks more often
         for i in range(scale):
-            long = i % 40 == 7
+            long = i % every == 7
             body = f"sleep {LONG_S}" if long else f"sleep 0.{rng.randint(3, 20):02d}"
             task = scene.task(body, cores=0.25, max_retry_count=10)
             tasks.append(task)
             if long:
                 long_ids.add(task["_id"])
         for start in range(0, len(tasks), 1000):
-            assert await api.submit(scene.history, tasks[start : start + 1000])
+            await api.submit_all(scene.history, tasks[start : start + 1000])
 
         for _ in range(faults):
             if await api.count({"state": {"$nin": ["terminated", "cancelled"]}}) == 0:
