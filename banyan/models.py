@@ -183,6 +183,11 @@ class ContinuationEdit(BaseModel):
     values: Annotated[list[TaskId], Field(min_length=1, max_length=c.MAX_CONTINUATIONS)]
 
 
+# Epoch seconds of 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z, the dates Python can show.
+FIRST_DATE_S = -62_135_596_800
+LAST_DATE_S = 253_402_300_799
+
+
 class MemoryUsage(BaseModel):
     """A memory sample of a running task, as in the original usage notes."""
 
@@ -197,7 +202,11 @@ class MemoryUsage(BaseModel):
     def _date(cls, value: Any) -> float:
         if not isinstance(value, str | int | float):
             raise ValueError("expected a date string")
-        return parse_date(value)
+        epoch = parse_date(value)
+        # Stored samples are shown as dates: one no date can show would break every listing.
+        if not FIRST_DATE_S <= epoch <= LAST_DATE_S:  # NaN fails this too
+            raise ValueError("date out of range: years 1 to 9999")
+        return epoch
 
 
 def _dedupe(ids: list[str]) -> list[str]:

@@ -35,7 +35,11 @@ TASK_QUERY_COLUMNS: ColumnMap = {
     "requested_resources.gpus": scalar("t.gpus"),
     "requested_resources.*": json_object("t.requested_resources"),
     "continuations": link("continuations", owner="parent", element="child"),
-    "execution.attempt": scalar("nullif(t.attempt, 0)"),
+    # As rendered (rows.row_to_doc): a group task that ended has an execution with
+    # attempt 0; a task that never ran has none.
+    "execution.attempt": scalar(
+        "CASE WHEN t.attempt > 0 OR t.exit_status IS NOT NULL THEN t.attempt END"
+    ),
     "execution.worker": scalar("t.worker"),
     "execution.exit_status": scalar("t.exit_status"),
     "execution.exit_code": scalar("t.exit_code"),

@@ -1033,3 +1033,32 @@ async def test_overlong_url_is_a_client_error_not_a_crash(api: Api) -> None:
     resp = await api.get("/tasks", params={"where": '{"name": "' + "n" * 20_000 + '"}'})
     assert 400 <= resp.status < 500, resp
     assert "Traceback" not in json.dumps(resp.body), resp
+
+
+# Found by `make fuzz` (schemathesis, worker token): a sample with a time no date can
+# show (1e20 s, far before year 1) was stored, and from then on every GET /memory_usage
+# was a 500 when rendering it. Such times are 422 and nothing is stored.
+@pytest.mark.parametrize("time", [1e20, -1e20, 253402300800, -62135596801, "1e400"])
+async def test_memory_usage_time_out_of_the_calendar_is_422(
+    api: Api, running_id: str, time: Any
+) -> None:
+    raw = json.dumps({"task": running_id, "resident_memory_bytes": 1}).replace(
+        "}", f', "time": {time}}}'
+    )
+    issues = assert_eve_error(
+        await api.request("POST", "/memory_usage", raw=raw, as_="worker"), 422
+    )
+    assert "time" in issues, issues
+    samples = await api.get("/memory_usage")
+    assert samples.status == 200 and samples.body["_meta"]["total"] == 0, samples
+
+
+async def test_memory_usage_time_at_the_calendar_edges_is_stored(api: Api, running_id: str) -> None:
+    for time in (253402300799, -62135596800, 0):
+        body = {"task": running_id, "time": time, "resident_memory_bytes": 1}
+        assert (await api.post("/memory_usage", body, as_="worker")).status == 201
+    samples = await api.get("/memory_usage", params={"sort": "time"})
+    assert samples.status == 200, samples
+    times = [s["time"] for s in samples.body["_items"]]
+    assert times[0].endswith(" Jan 1 00:00:00 GMT") or times[0].endswith(" Jan 0001 00:00:00 GMT")
+    assert times[1:] == ["Thu, 01 Jan 1970 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT"]

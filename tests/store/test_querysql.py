@@ -7,6 +7,7 @@ the JSON-like documents the event feed filters; for random valid ``where`` docum
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import sqlite3
@@ -19,8 +20,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from banyan.errors import BadRequest
+from banyan.fields import TASK_FIELDS
+from banyan.models import TaskCreate
 from banyan.projection import parse_projection, parse_sort
-from banyan.query import Field, FieldKind, Node, Op, matches, parse_where, top_level_names
+from banyan.query import (
+    Field,
+    FieldKind,
+    Node,
+    Op,
+    lookup,
+    matches,
+    parse_where,
+    top_level_names,
+)
+from banyan.resources import Resources
+from banyan.states import FAILURE, SUCCESS
+from banyan.tokens import Caller, Role
 from server.sqlite.querysql import (
     Column,
     ColumnKind,
@@ -32,6 +47,8 @@ from server.sqlite.querysql import (
     resolve_column,
     scalar,
 )
+from server.sqlite.store import SqliteStore
+from server.store import Query
 
 K = FieldKind
 FIELDS: dict[str, Field] = {
@@ -590,10 +607,161 @@ def test_projection_is_a_400_or_exactly_what_it_names(document: dict[str, Any]) 
         return
     for doc in DOCS:
         shown = projection.apply(doc)
-        included = {k for k, v in flags.items() if v}
+        included = {k for k, v in document.items() if v}  # {"_id": 1} alone: only _id
         excluded = {k for k, v in flags.items() if not v}
         if included:
             assert set(shown) == {"_id"} | (included & set(doc)), document
         else:
             assert set(shown) == {"_id"} | (set(doc) - excluded), document
         assert all(shown[k] == doc[k] for k in shown)
+
+
+# --- the production column map, on the real store ------------------------------------------
+#
+# The tests above use this file's own table. This one runs random where/sort/page queries
+# through SqliteStore.find_tasks (the real schema and server/sqlite/sqlquery.py's column map,
+# TASK_FIELDS' whitelist) and compares with matches() over the documents get_task returns.
+
+
+def _store_tasks() -> list[TaskCreate]:
+    rng = random.Random(6)
+    out = []
+    for i in range(24):
+        resources: dict[str, Any] = {"cores": rng.choice([0.5, 1, 2])}
+        if rng.random() < 0.5:
+            resources["memory"] = rng.choice(["1 GiB", 1024, 0])
+        if rng.random() < 0.3:
+            resources["gpus"] = rng.choice([1, [{"memory": "8 GiB"}], [{}, {}]])
+        if rng.random() < 0.4:
+            resources[rng.choice(["licenses", "scratch.gb"])] = rng.choice([1, 2.5])
+        out.append(
+            TaskCreate.model_validate(
+                {
+                    "name": rng.choice([None, "task 1", "build", "é", EVIL]),
+                    "command": rng.choice([None, "true", "true"]),
+                    "state": rng.choice(["inactive", "available", "available"]),
+                    "queue": rng.choice(["default", "gpu"]),
+                    "priority": rng.choice([-1, 0, 3]),
+                    "max_retry_count": rng.randint(0, 2),
+                    "estimated_runtime": rng.choice([None, 10, "2 minutes"]),
+                    "env": rng.choice([None, {"A": "1"}, {"A": "2", "B": ""}]),
+                    "cwd": rng.choice([None, "/tmp"]),
+                    "requested_resources": resources,
+                    "_id": f"{i + 1:024x}",
+                    "continuations": [
+                        f"{j:024x}" for j in (i + 2, i + 3) if j <= 24 and i % 4 == 0
+                    ],
+                }
+            )
+        )
+    return out
+
+
+def _as_queried(doc: dict[str, Any]) -> dict[str, Any]:
+    """The document as where sees it: ``requested_resources.gpus`` (an INT field) is the
+    GPU count also when the task asked for a list of GPU specs."""
+    gpus = doc["requested_resources"].get("gpus")
+    if isinstance(gpus, list):
+        doc["requested_resources"] = {**doc["requested_resources"], "gpus": len(gpus)}
+    return doc
+
+
+@pytest.fixture(scope="module")
+def real_store(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Any, list[dict[str, Any]]]]:
+    loop = asyncio.new_event_loop()
+    store = SqliteStore(tmp_path_factory.mktemp("query") / "store.db")
+
+    async def populate() -> list[dict[str, Any]]:
+        await store.open()
+        await store.create_tasks(_store_tasks(), Caller("alice", Role.PROVIDER))
+        big = Resources(cores=64, memory=2**40, gpus=8)
+        claimed = await store.claim(
+            worker="w1", token="w1", free=big, queues=["default", "gpu"], limit=6
+        )
+        for attempt, status in zip(claimed, [SUCCESS, FAILURE, SUCCESS, FAILURE], strict=False):
+            await store.finish(
+                attempt["task"],
+                attempt["execution_key"],
+                exit_status=status,
+                exit_code=0 if status == SUCCESS else 1,
+                usage=None,
+                caller=Caller("w1", Role.WORKER),
+            )
+        page = await store.find_tasks(Query(max_results=1000))
+        return [_as_queried(await store.get_task(doc["_id"])) for doc in page.items]
+
+    docs = loop.run_until_complete(populate())
+    yield loop, store, docs
+    loop.run_until_complete(store.close())
+    loop.close()
+
+
+def _doc_values(docs: list[dict[str, Any]], name: str) -> list[Any]:
+    values = []
+    for doc in docs:
+        value = lookup(doc, name)
+        values.extend(value if isinstance(value, list) else [value])
+    return sorted({json.dumps(v) for v in values if v is not None and not isinstance(v, dict)})
+
+
+@st.composite
+def store_where(draw: st.DrawFn, docs: list[dict[str, Any]]) -> dict[str, Any]:
+    names = [n for n in TASK_FIELDS if not n.endswith("*")]
+    names += ["requested_resources.licenses", "requested_resources.scratch.gb", "env.A", "env.B"]
+    document: dict[str, Any] = {}
+    for _ in range(draw(st.integers(1, 3))):
+        name = draw(st.sampled_from(names))
+        pool = [json.loads(v) for v in _doc_values(docs, name)]
+        values = st.sampled_from(pool) if pool else HOSTILE_LEAVES
+        value = draw(HOSTILE_LEAVES if draw(st.integers(0, 9)) == 0 else values)
+        op = draw(st.sampled_from(["$eq", "$ne", "$lt", "$gte", "$in", "$nin", "$exists", None]))
+        if op is None:
+            document[name] = value
+        elif op in ("$in", "$nin"):
+            document[name] = {op: [value, draw(values)]}
+        else:
+            document[name] = {op: draw(st.booleans()) if op == "$exists" else value}
+    if draw(st.booleans()):
+        return {"$or": [document, draw(store_where(docs))]} if len(document) < 3 else document
+    return document
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_real_store_queries_agree_with_matches(
+    real_store: tuple[Any, Any, list[dict[str, Any]]], data: st.DataObject
+) -> None:
+    loop, store, docs = real_store
+    document = data.draw(store_where(docs))
+    node = parsed_or_refused(parse_where, json.dumps(document), TASK_FIELDS)
+    if node is None and document:
+        return
+    sort = parsed_or_refused(parse_sort, data.draw(sort_texts()), TASK_FIELDS) or ()
+    page = loop.run_until_complete(store.find_tasks(Query(where=node, sort=sort, max_results=1000)))
+    wanted = {doc["_id"] for doc in docs if matches(node, doc)}
+    assert {doc["_id"] for doc in page.items} == wanted, (document, sort)
+    assert page.total == len(wanted)
+
+
+# Found by test_real_store_queries_agree_with_matches: a group task that succeeded is
+# shown with execution.attempt 0, but the column was nullif(attempt, 0), so
+# {"execution.attempt": null} found it and {"execution.attempt": 0} did not.
+async def test_execution_attempt_queries_what_the_document_shows(store: SqliteStore) -> None:
+    alice = Caller("alice", Role.PROVIDER)
+    group, waiting = (f"{i:024x}" for i in (1, 2))
+    await store.create_tasks(
+        [TaskCreate.model_validate({"_id": group, "state": "available"})], alice
+    )
+    await store.create_tasks([TaskCreate.model_validate({"_id": waiting, "command": "x"})], alice)
+    assert (await store.get_task(group))["execution"]["attempt"] == 0
+    assert (await store.get_task(waiting))["execution"] is None
+
+    async def ids(where: dict[str, Any]) -> list[str]:
+        node = parse_where(where, TASK_FIELDS)
+        return [d["_id"] for d in (await store.find_tasks(Query(where=node))).items]
+
+    assert await ids({"execution.attempt": 0}) == [group]
+    assert await ids({"execution.attempt": None}) == [waiting]
+    assert await ids({"execution.attempt": {"$exists": True}}) == [group]
