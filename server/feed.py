@@ -223,9 +223,9 @@ class Feed:
     ) -> None:
         """Send ``frames`` in one socket write, then wait while the socket holds
         more unsent bytes than the transport's high-water mark; TimeoutError
-        when it takes none of them for ``send_timeout_s``. (aiohttp writes a frame per call; its
-        pings and the close frame still go through it, each one whole write,
-        so they never land inside ours.)"""
+        when it takes none of them for ``send_timeout_s``. (aiohttp's pings and
+        the close frame still go through aiohttp, each one whole write, so they
+        never land inside ours.)"""
         if not frames:
             return
         if ws.closed or transport.is_closing():
