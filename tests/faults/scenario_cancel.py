@@ -122,20 +122,24 @@ async def _race(workdir: Path, scale: int, seed: int) -> FaultResult:
             cluster.start_worker(name, cores=4)
         await asyncio.to_thread(cluster.wait_connected, "w1", "w2")
         feed.start()
-        tasks: list[dict[str, Any]] = []
-        while len(tasks) < scale:
+        batches: list[list[dict[str, Any]]] = [[]]
+        made = 0
+        while made < scale:
             run_s = rng.uniform(0.05, 0.5)
             parent = scene.task(f"sleep {run_s:.3f}")
             durations[parent["_id"]] = run_s
-            tasks.append(parent)
+            group = [parent]
             if rng.random() < 0.2:  # a continuation: it must never run if the parent is cancelled
                 child = scene.task("sleep 0.05")
                 parent["continuations"] = [child["_id"]]
                 scene.history.parents[child["_id"]] = [parent["_id"]]
                 durations[child["_id"]] = 0.05
-                tasks.append(child)
-        for start in range(0, len(tasks), 500):
-            batch = tasks[start : start + 500]
+                group.append(child)
+            if len(batches[-1]) + len(group) > 500:  # a parent and its child go together
+                batches.append([])
+            batches[-1] += group
+            made += len(group)
+        for batch in batches:
             await api.submit_all(scene.history, batch)
             # Some are cancelled while they still wait in the queue.
             for task in rng.sample(batch, max(1, len(batch) // 20)):

@@ -72,8 +72,17 @@ async def _run(workdir: Path, scale: int, *, reps: int, rate: float, seed: int) 
         unacked = [t for s in scene.history.submits if not s.acked for t in s.ids]
         result.details["unacknowledged"] = len(unacked)
         result.details["unacknowledged_present"] = len(set(unacked) & scene.history.present)
-        # Every attempt must have succeeded: none abandoned across the restarts.
+        # Every acknowledged task must have succeeded (its last attempt); attempts that
+        # never reached a worker (claimed just before a kill) are requeued, not failed.
+        last: dict[str, tuple[int, str | None]] = {}
+        for a in scene.history.attempts:
+            if a.task not in last or a.attempt > last[a.task][0]:
+                last[a.task] = (a.attempt, a.exit_status)
+        acked = {t for s in scene.history.submits if s.acked for t in s.ids}
         result.details["not_success"] = sum(
+            1 for t in acked if last.get(t, (0, None))[1] != "success"
+        )
+        result.details["requeued_attempts"] = sum(
             1 for a in scene.history.attempts if a.exit_status != "success"
         )
         result.wall_s = time.monotonic() - scene.started
