@@ -168,6 +168,19 @@ def test_orphans_and_stuck_tasks_are_counted() -> None:
     assert result.violations() == {"orphans": 1, "stuck": 1}
 
 
+def test_a_task_that_ended_without_ever_running_is_counted() -> None:
+    h = clean()
+    h.executions = [e for e in h.executions if e.task != B]  # B's attempt never started
+    h.attempts[1] = attempt(B, 1, ABANDONED)
+    h.parents = {}
+    result = check("dropped", h)
+    assert result.never_ran == 1
+    assert result.violations() == {"never_ran": 1}
+    assert result.details["never_ran"] == [(B, [ABANDONED])]
+    h.final_states[B] = "cancelled"  # cancelled before it ran: fine
+    assert check("cancelled", h).violations() == {}
+
+
 def test_marks_pair_start_end_and_overlap_by_shell() -> None:
     lines = [
         [A, "1", "100", "start", "2.0"],
