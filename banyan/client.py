@@ -206,8 +206,12 @@ class Client:
                             break
                         frame = json.loads(msg.data)
                         if frame.get("type") == "feed.hello":
-                            if last is None:
-                                last = int(frame["seq"])
+                            head = int(frame["seq"])
+                            if last is None or head < last:
+                                # None: start from now. Behind what we saw: the
+                                # database was restored or replaced, its seqs
+                                # start over; the server follows with feed.resync.
+                                last = head
                             continue
                         if "seq" in frame:
                             if last is not None and frame["seq"] <= last:

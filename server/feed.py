@@ -25,7 +25,8 @@ Frames (version 1), one JSON object per text message:
   "worker.joined" | "worker.heartbeat" | "worker.lost" | "worker.left",
   "data": {...}}``;
 - ``{"type": "feed.resync", "oldest_seq": n}`` when ``since`` is older than
-  what is retained: refetch a snapshot; the events after it follow.
+  what is retained, or ahead of the last seq (the database was restored from
+  a backup or replaced): refetch a snapshot; the events after it follow.
 """
 
 from __future__ import annotations
@@ -190,10 +191,14 @@ class Feed:
             }
             await self._write(ws, transport, [text_frame(json.dumps(hello))])
             sent = head if since is None else min(since, head)
-            if since is not None and oldest > 0 and since < oldest - 1:
+            # Older than what is kept, or ahead of the feed (the database was
+            # restored or replaced, its seqs start over): either way the
+            # subscriber's picture is stale.
+            behind = since is not None and oldest > 0 and since < oldest - 1
+            if behind or (since is not None and since > head):
                 resync = {"type": "feed.resync", "oldest_seq": oldest}
                 await self._write(ws, transport, [text_frame(json.dumps(resync))])
-                sent = oldest - 1
+                sent = oldest - 1 if behind else head
             while not ws.closed:
                 waiter = self._new
                 batch = self._after(sent)

@@ -15,7 +15,7 @@ from banyan.settings import Settings
 from banyan.tokens import Role, basic_auth_header
 from server.app import create_app
 from server.feed import CLOSE_TOO_SLOW, text_frame
-from server.keys import STORE
+from server.keys import FEED, STORE
 from tests.conftest import Api
 
 
@@ -94,6 +94,41 @@ async def test_resync_when_since_is_too_old(api: Api) -> None:
     await ws.close()
 
 
+async def test_resync_when_since_is_ahead_of_the_feed(api: Api) -> None:
+    """A subscriber that saw seqs a restored (or replaced) database never
+    reached is told to refetch, then gets the new events, none skipped."""
+    first = await api.submit(command="t0")
+    ws = await connect(api, since="1000")
+    got = await frames(ws, lambda g: len(g) == 2)
+    assert got[0]["type"] == "feed.hello" and got[0]["seq"] < 1000
+    assert got[1]["type"] == "feed.resync"
+    later = await api.submit(command="t1")
+    created = await frames(ws, lambda g: any(f.get("type") == "task.created" for f in g))
+    assert [f["data"]["_id"] for f in created if f["type"] == "task.created"] == [later]
+    assert first != later
+    await ws.close()
+
+
+async def test_client_events_follow_a_feed_that_went_back(api: Api) -> None:
+    """banyan.client: resuming with a since beyond the feed's head yields the
+    resync and then every new event (it once dropped them as already seen)."""
+    from banyan.client import Client
+    from banyan.discovery import Connection
+
+    server = str(api.client.make_url("")).rstrip("/")
+    token = api.tokens["admin"]
+    async with Client(Connection(server=server, token=token)) as client:
+        stream = client.events(since=1000, reconnect=False)
+        first = await anext(stream)
+        assert first["type"] == "feed.resync"
+        wanted = await api.submit(command="after the restore")
+        async for frame in stream:
+            if frame.get("type") == "task.created":
+                assert frame["data"]["_id"] == wanted
+                break
+        await stream.aclose()
+
+
 async def test_slow_subscriber_is_dropped_others_keep_receiving(
     aiohttp_client: Callable[..., Any], settings: Settings
 ) -> None:
@@ -108,12 +143,18 @@ async def test_slow_subscriber_is_dropped_others_keep_receiving(
     # Pause the slow reader's transport so its socket buffers fill up.
     slow._response.connection.transport.pause_reading()
     body = [{"command": f"c{i}", "name": "x" * 250} for i in range(3000)]
-    for _ in range(4):
+    feed = app[FEED]
+    # Loopback sockets may buffer tens of MB (net.ipv4.tcp_rmem), so post until
+    # the server has dropped the stalled subscriber (bounded: ~50 MB of frames).
+    for _ in range(40):
         async with client.post("/tasks", json=body, headers=headers) as resp:
             assert resp.status == 201
         for _ in range(3000):  # the fast one gets every event while the slow one stalls
             msg = await asyncio.wait_for(fast.receive(), timeout=20)
             assert msg.type == WSMsgType.TEXT
+        if len(feed.sockets) < 2 or any(ws.closed for ws in feed.sockets):
+            break  # the server is closing the slow one
+        await asyncio.sleep(0.6)  # > event_send_timeout_s: the stall is noticed
     slow._response.connection.transport.resume_reading()
     while True:  # it reads what was sent before the stall, then the close frame
         msg = await asyncio.wait_for(slow.receive(), timeout=20)
