@@ -42,7 +42,7 @@ import struct
 from aiohttp import WSMsgType, web
 
 from banyan.dates import format_date
-from banyan.errors import BadRequest
+from banyan.errors import BadRequest, BanyanError
 from banyan.query import Field, FieldKind, Node, matches, parse_where
 from server.hub import Event, EventHub
 from server.store import Store
@@ -121,7 +121,10 @@ class Feed:
     async def prune(self, *, keep: int, period_s: float = 60.0) -> None:
         """Keep the newest ``keep`` events in the table (a background loop)."""
         while True:
-            await self._store.prune_events(keep=keep)
+            try:
+                await self._store.prune_events(keep=keep)
+            except BanyanError as exc:  # e.g. the disk is full: try again next period
+                log.warning("pruning old events failed: %s", exc)
             await asyncio.sleep(period_s)
 
     async def close_all(self) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import Api, Response
+from tests.conftest import Api, Response
 
 from banyan.resources import Resources
 from banyan.settings import Settings

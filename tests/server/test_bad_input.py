@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from conftest import Api, Response
+from tests.conftest import Api, Response
 
 from banyan.models import NOT_NULL_PATCH_FIELDS
 from banyan.resources import Resources

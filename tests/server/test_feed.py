@@ -4,13 +4,16 @@ duplicate; filters; resync; a slow subscriber is dropped, others go on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
+from banyan.errors import InsufficientStorage
 from banyan.settings import Settings
 from banyan.tokens import Role, basic_auth_header
 from server.app import create_app
@@ -215,3 +218,34 @@ async def test_the_feed_never_negotiates_compression(api: Api) -> None:
     got = await frames(ws, lambda g: any(f["data"].get("_id") == task for f in g))
     assert got[-1]["type"] == "task.created"
     await ws.close()
+
+
+async def test_pruning_goes_on_after_a_failed_round(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk once made the pruning loop stop for good."""
+    store = api.client.app[STORE]
+    real = store.prune_events
+    calls: list[str] = []
+
+    async def flaky(*, keep: int) -> int:
+        calls.append("called")
+        if len(calls) == 1:
+            raise InsufficientStorage("the server's disk is full; the write was not applied")
+        return await real(keep=keep)
+
+    monkeypatch.setattr(store, "prune_events", flaky)
+    for i in range(3):
+        await api.submit(command=f"t{i}")
+    pruner = asyncio.create_task(api.client.app[FEED].prune(keep=1, period_s=0.01))
+    try:
+        for _ in range(500):
+            if len(calls) >= 2:
+                break
+            await asyncio.sleep(0.01)
+    finally:
+        pruner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pruner
+    assert len(calls) >= 2
+    assert await store.oldest_seq() > 1  # the second round did prune
