@@ -20,13 +20,13 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from tests.conftest import Api, Response
 
 from banyan.resources import Resources
 from banyan.settings import Settings
 from banyan.tokens import Role, hash_token
 from server.app import create_app
 from server.keys import STORE
+from tests.conftest import Api, Response
 
 BIG = Resources(cores=64, memory=2**40)
 

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
-from tests.conftest import Api, Response
 
 from banyan.models import NOT_NULL_PATCH_FIELDS
 from banyan.resources import Resources
@@ -23,6 +22,7 @@ from banyan.settings import Settings
 from banyan.tokens import Role
 from server.app import create_app
 from server.keys import STORE
+from tests.conftest import Api, Response
 
 BIG = Resources(cores=64, memory=2**40)
 UNKNOWN_ID = "0123456789abcdef01234567"
