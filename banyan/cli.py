@@ -28,6 +28,7 @@ from banyan import cli_cluster, cli_submit, cli_tasks, cli_wait
 from banyan.cli_common import Context
 from banyan.cli_output import Output, warn
 from banyan.constants import PROGRESS_SOCKET_ENV
+from banyan.discovery import add_connection_options
 from banyan.errors import (
     BadRequest,
     BanyanError,
@@ -81,17 +82,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def _connection_options(parser: argparse.ArgumentParser, *, default: object) -> None:
-    parser.add_argument(
-        "--server", default=default, metavar="URL", help="server URL (default: discovered)"
-    )
-    parser.add_argument("--token", default=default, help="API token (default: discovered)")
-    parser.add_argument(
-        "--ca-cert",
-        default=default,
-        metavar="PATH",
-        help="PEM file of the CA (or self-signed certificate) to trust for an https:// "
-        "server (default: $BANYAN_CA_CERT, else the system's trust store)",
-    )
+    add_connection_options(parser, default=default)
     parser.add_argument(
         "--json", action="store_true", default=default, help="machine-readable JSON output"
     )

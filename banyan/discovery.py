@@ -9,6 +9,7 @@ used when the URL comes from a flag or ``BANYAN_SERVER`` and names another."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import ssl
@@ -85,4 +86,28 @@ def discover(
         token=secret,
         ca_cert=trust,
         ssl_context=client_context(trust, source=source),
+    )
+
+
+def add_connection_options(
+    parser: argparse.ArgumentParser,
+    *,
+    token_help: str = "token (default: $BANYAN_TOKEN or the local one)",
+    default: object = None,
+) -> None:
+    """``--server``, ``--token`` and ``--ca-cert``, the flags every client reads
+    before the environment and the client file (see ``discover``)."""
+    parser.add_argument(
+        "--server",
+        default=default,
+        metavar="URL",
+        help="server URL (default: $BANYAN_SERVER or the local one)",
+    )
+    parser.add_argument("--token", default=default, help=token_help)
+    parser.add_argument(
+        "--ca-cert",
+        default=default,
+        metavar="PATH",
+        help="PEM file of the CA (or self-signed certificate) to trust for an https:// "
+        "server (default: $BANYAN_CA_CERT, else the system's trust store)",
     )

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from banyan import constants as c
 from banyan.client import check_tls
-from banyan.discovery import Connection, discover
+from banyan.discovery import Connection, add_connection_options, discover
 from banyan.errors import BanyanError
 
 EPILOG = """\
@@ -33,16 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--server", metavar="URL", help="server URL (default: $BANYAN_SERVER or the local one)"
-    )
-    parser.add_argument("--token", help="token (default: $BANYAN_TOKEN or the local one)")
-    parser.add_argument(
-        "--ca-cert",
-        metavar="PATH",
-        help="PEM file of the CA to trust for an https:// server "
-        "(default: $BANYAN_CA_CERT, else the system's trust store)",
-    )
+    add_connection_options(parser)
     parser.add_argument(
         "--read-only", action="store_true", help="hide every key that submits, cancels or retries"
     )

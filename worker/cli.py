@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from banyan.client import check_tls
-from banyan.discovery import discover
+from banyan.discovery import add_connection_options, discover
 from banyan.errors import BanyanError
 from banyan.units import parse_cores, parse_memory
 from worker.agent import Agent, WorkerConfig
@@ -65,15 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--server", metavar="URL", help="server URL (default: $BANYAN_SERVER or the local one)"
-    )
-    parser.add_argument("--token", help="worker or admin token (default: $BANYAN_TOKEN or local)")
-    parser.add_argument(
-        "--ca-cert",
-        metavar="PATH",
-        help="PEM file of the CA to trust for an https:// server "
-        "(default: $BANYAN_CA_CERT, else the system's trust store)",
+    add_connection_options(
+        parser, token_help="worker or admin token (default: $BANYAN_TOKEN or local)"
     )
     parser.add_argument("--name", help="worker name (default: hostname:pid)")
     parser.add_argument("--cores", type=_cores, help="cores to offer (default: CPU affinity)")
