@@ -392,6 +392,26 @@ async def start_child(script: str, *args: str) -> asyncio.subprocess.Process:
     )
 
 
+async def start_children(
+    children: list[asyncio.subprocess.Process],
+    script: str,
+    url: str,
+    token: str,
+    *,
+    total: int,
+    processes: int,
+) -> None:
+    """Spread ``total`` clients (subscribers, simulated workers) over
+    ``processes`` children ``python SCRIPT --child URL TOKEN FIRST COUNT``,
+    appending each to ``children`` as it starts, so that the caller's cleanup
+    reaps the ones started before a failure."""
+    first = 0
+    for i in range(processes):
+        count = total // processes + (i < total % processes)
+        children.append(await start_child(script, "--child", url, token, str(first), str(count)))
+        first += count
+
+
 async def read_json_line(proc: asyncio.subprocess.Process, timeout_s: float) -> dict[str, Any]:
     """The child's next JSON line, waiting at most ``timeout_s``."""
     assert proc.stdout is not None

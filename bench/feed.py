@@ -205,17 +205,14 @@ async def run(
         try:
             headers = {"Authorization": basic_auth_header(server.token)}
             post_headers = {**headers, "Content-Type": "application/json"}
-            share = [
-                subscribers // processes + (i < subscribers % processes) for i in range(processes)
-            ]
-            first = 0
-            for n in share:
-                children.append(
-                    await common.start_child(
-                        __file__, "--child", server.url, server.token, str(first), str(n)
-                    )
-                )
-                first += n
+            await common.start_children(
+                children,
+                __file__,
+                server.url,
+                server.token,
+                total=subscribers,
+                processes=processes,
+            )
             ready = [await common.read_json_line(c, CONNECT_MAX_S + 10) for c in children]
             connected = sum(r["ready"] for r in ready)
             conn = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT + 10)

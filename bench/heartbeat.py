@@ -193,19 +193,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             out["idle_cpu_pct"] = 100 * (cpu_s(proc) - c0) / (time.perf_counter() - t0)
             out["rss_idle_mib"] = rss_mib(proc)
 
-            share = [
-                args.workers // processes + (i < args.workers % processes) for i in range(processes)
-            ]
-            first = 0
             t_connect = time.perf_counter()
             c_connect = cpu_s(proc)
-            for n in share:
-                children.append(
-                    await common.start_child(
-                        __file__, "--child", server.url, server.token, str(first), str(n)
-                    )
-                )
-                first += n
+            await common.start_children(
+                children,
+                __file__,
+                server.url,
+                server.token,
+                total=args.workers,
+                processes=processes,
+            )
             ready = [await common.read_json_line(c, CONNECT_MAX_S + 30) for c in children]
             out["connected"] = sum(r["ready"] for r in ready)
             async with aiohttp.ClientSession() as http:
