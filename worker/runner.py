@@ -51,7 +51,13 @@ from collections.abc import Callable
 
 from worker.reaper import Reaper
 from worker.spec import Result, Tail, TaskSpec, child_env, exit_status_of, signal_name
-from worker.usage import Sample, TreeSampler, empty_sample, live_group_members
+from worker.usage import (
+    Sample,
+    TreeSampler,
+    empty_sample,
+    live_group_members,
+    own_peak_rss_bytes,
+)
 
 __all__ = [
     "Result",
@@ -116,6 +122,7 @@ class RunningTask:
         self._popen: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
         self._sampler: TreeSampler | None = None
+        self._first_peak_rss_bytes = 0  # the shell's, just after its exec
         self._leader_exited = False
         self._leader_exit_waiter: asyncio.Future[None] | None = None
         self._reaped = False
@@ -153,6 +160,9 @@ class RunningTask:
             os.close(out_w)
             os.close(err_w)
         self.pid = self.pgid = self._popen.pid
+        # One /proc read (~10 µs), so a task too short for any sample still
+        # gets a true figure: the shell's own, after exec.
+        self._first_peak_rss_bytes = own_peak_rss_bytes(self.pid)
         if self._reaper is not None:
             self._reaper.register(self.pgid)
         self._fds = [out_r, err_r]
@@ -290,21 +300,17 @@ class RunningTask:
 
     def _usage(self) -> dict[str, float]:
         wall_s = (self._ended_monotonic or time.monotonic()) - self._started_monotonic
+        # Not rusage's ru_maxrss: the shell is vforked, and the pages of the
+        # worker it borrowed until exec count in its high-water mark (a
+        # 3 MiB task showed the worker's 49 MiB). The samples see the tree.
         sampled_peak = self._sampler.peak_rss_bytes if self._sampler else 0
+        peak_rss_bytes = max(self._first_peak_rss_bytes, sampled_peak)
         rusage = self._rusage
-        if rusage is None:
-            return {
-                "peak_rss_bytes": sampled_peak,
-                "cpu_user_s": 0.0,
-                "cpu_system_s": 0.0,
-                "wall_s": wall_s,
-            }
         return {
-            # Linux reports ru_maxrss in KiB, over the shell and every child it
-            # waited for; the sampler also saw children that were never waited for.
-            "peak_rss_bytes": max(rusage.ru_maxrss * 1024, sampled_peak),
-            "cpu_user_s": rusage.ru_utime,
-            "cpu_system_s": rusage.ru_stime,
+            "peak_rss_bytes": peak_rss_bytes,
+            # CPU times are the shell's and those of every child it waited for.
+            "cpu_user_s": 0.0 if rusage is None else rusage.ru_utime,
+            "cpu_system_s": 0.0 if rusage is None else rusage.ru_stime,
             "wall_s": wall_s,
         }
 
