@@ -188,6 +188,11 @@ class Agent:
                 self._reaper.close()
         return 0
 
+    @property
+    def reaper(self) -> Reaper | None:
+        """The sidecar that kills this worker's tasks if it dies or its lease lapses."""
+        return self._reaper
+
     def _finished(self) -> bool:
         # Never while a claim is in flight: its answer may hand this worker tasks.
         idle = not self.jobs and not self.unreported and not self._claiming
@@ -501,6 +506,8 @@ class Agent:
             )
         result = waiter.result()
         await self._flush(job)
+        if self._fenced_by_sidecar(job, result.exit_status):
+            job.fenced = job.stopped = True
         status = result.exit_status
         if job.stopped:
             status = STOPPED
@@ -526,6 +533,23 @@ class Agent:
             await self._send_report(report)
         if not await self._maybe_leave():
             await self._claim()
+
+    def _fenced_by_sidecar(self, job: Job, exit_status: str) -> bool:
+        """Whether the sidecar stopped this task for a lapsed lease. Its deadline
+        can come before this process's own lease timer (it is told only of
+        renewals a quarter heartbeat apart, and it keeps running while this
+        process is frozen), so the task may end before :meth:`_fence` marks it;
+        the sidecar's notice, written before its signal, is already there.
+        A task that still succeeded keeps its success."""
+        if job.fenced or self._reaper is None or job.task is None or job.task.pgid is None:
+            return False
+        fenced = self._reaper.fenced(job.task.pgid)
+        if fenced and exit_status != "success":
+            log.error(
+                "task %s was stopped by the reaper sidecar: the lease lapsed", job.attempt.task
+            )
+            return True
+        return False
 
     async def _maybe_leave(self) -> bool:
         """Say bye and close once there is nothing left to run or report."""
