@@ -50,6 +50,14 @@ OUTPUT_FLUSH_S = 0.1
 CONNECT_TIMEOUT_S = 15.0  # TCP connect, and the upgrade's response: a cut network must not hang it
 FENCED = "the worker's lease lapsed (no word from the server): stopped"
 NOT_STARTED = "not started: the worker's lease had lapsed"
+# Exit codes of banyan-worker (listed in its --help).
+EXIT_OK = 0
+EXIT_TOKEN_REFUSED = 77  # sysexits' EX_NOPERM: 401/403 at connect, retrying cannot help
+TOKEN_REFUSED = {
+    401: "the server refused the token (401): it is unknown or revoked",
+    403: "the server refused the token (403): its role cannot run a worker; "
+    "use a worker or admin token (banyan-server token create --role worker)",
+}
 
 
 def _path_with_banyan() -> str:
@@ -124,6 +132,7 @@ class Agent:
         self._lease_timer: asyncio.TimerHandle | None = None
         self._sidecar_deadline: float | None = None
         self.fenced = 0  # attempts stopped by the lease, for tests and logs
+        self.exit_code = EXIT_OK
 
     # --- lifetime --------------------------------------------------------------
 
@@ -164,6 +173,13 @@ class Agent:
                         ) as ws:
                             self._ws = ws
                             await self._session(ws)
+                    except aiohttp.WSServerHandshakeError as exc:
+                        if exc.status not in TOKEN_REFUSED:
+                            log.warning("cannot reach %s: %s", url, exc)
+                        else:  # not a network problem: trying again cannot help
+                            log.error("%s: exiting", TOKEN_REFUSED[exc.status])
+                            self.exit_code = EXIT_TOKEN_REFUSED
+                            break
                     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                         log.warning("cannot reach %s: %s", url, exc)
                     finally:
@@ -186,7 +202,7 @@ class Agent:
             await self._progress.stop()
             if self._reaper is not None:
                 self._reaper.close()
-        return 0
+        return self.exit_code
 
     @property
     def reaper(self) -> Reaper | None:

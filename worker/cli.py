@@ -31,6 +31,13 @@ examples:
 
 Without --drain, SIGTERM/SIGINT stop the running tasks (they go back to the
 queue under the retry rule) and the worker exits 0 after reporting them.
+
+exit codes:
+  0   stopped by SIGTERM/SIGINT, or --burst and nothing is left to run
+  2   bad arguments or settings, or the server's TLS cannot be verified
+  77  the server refused the token: 401 (unknown or revoked) or 403 (a
+      provider token: the worker needs a worker or admin token)
+An unreachable server is not an exit: the worker retries every 2 s.
 """
 
 
