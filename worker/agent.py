@@ -80,6 +80,7 @@ class WorkerConfig:
     max_log_bytes: int = 1 << 20
     claim_limit: int = 32
     burst: bool = False  # exit once nothing is left to claim or run (tests, batch use)
+    log_format: str = "text"  # also for the reaper sidecar's lines
 
 
 @dataclass
@@ -133,15 +134,18 @@ class Agent:
         self._sidecar_deadline: float | None = None
         self.fenced = 0  # attempts stopped by the lease, for tests and logs
         self.exit_code = EXIT_OK
+        self._connected = False
+        self.exit_reason = "nothing left to run (--burst)"  # unless something else ends it
 
     # --- lifetime --------------------------------------------------------------
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "asked to stop") -> None:
         """From a signal handler: stop claiming, then drain or stop the tasks."""
         if self._stopping.is_set():
             return
         self._stopping.set()
-        log.info("stopping (%s)", "draining" if self.config.drain else "stopping tasks")
+        self.exit_reason = reason
+        log.info("%s: stopping (%s)", reason, "draining" if self.config.drain else "stopping tasks")
         self._spawn(self._heartbeat_once())
         self._spawn(self._maybe_leave())
         if not self.config.drain:
@@ -152,8 +156,8 @@ class Agent:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
-        self._reaper = Reaper.start()
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        self._reaper = Reaper.start(log_format=self.config.log_format)
         await self._progress.start()
         headers = {"Authorization": basic_auth_header(self.config.connection.token)}
         url = self.config.connection.ws_base + "/workers/connect"
@@ -177,12 +181,21 @@ class Agent:
                         if exc.status not in TOKEN_REFUSED:
                             log.warning("cannot reach %s: %s", url, exc)
                         else:  # not a network problem: trying again cannot help
-                            log.error("%s: exiting", TOKEN_REFUSED[exc.status])
+                            log.error("%s", TOKEN_REFUSED[exc.status])
                             self.exit_code = EXIT_TOKEN_REFUSED
+                            self.exit_reason = f"token refused ({exc.status})"
                             break
                     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                         log.warning("cannot reach %s: %s", url, exc)
                     finally:
+                        if self._connected:
+                            self._connected = False
+                            code = None if self._ws is None else self._ws.close_code
+                            log.info(
+                                "disconnected from %s (close code %s)",
+                                self.config.connection.server,
+                                code,
+                            )
                         self._ws = None
                     if self._finished():
                         break
@@ -202,6 +215,7 @@ class Agent:
             await self._progress.stop()
             if self._reaper is not None:
                 self._reaper.close()
+        log.info("exiting (code %d): %s", self.exit_code, self.exit_reason)
         return self.exit_code
 
     @property
@@ -249,6 +263,15 @@ class Agent:
         if not isinstance(welcome, p.Welcome):
             return
         self._unreachable_since = None
+        self._connected = True
+        log.info(
+            "connected to %s as %s (heartbeat %.1f s; %d attempts resumed, %d dropped)",
+            self.config.connection.server,
+            welcome.worker,
+            welcome.heartbeat_interval_s,
+            len(welcome.resumed),
+            len(welcome.dropped),
+        )
         self._heartbeat_s = welcome.heartbeat_interval_s
         self._server_timeout_s = welcome.server_timeout_s
         self._start_lease(ws.protocol == p.LEASE_PROTOCOL, welcome, hello_sent)
@@ -480,6 +503,7 @@ class Agent:
             self.unreported[attempt.task] = report
             await self._send_report(report)
             return
+        log.debug("claimed task %s (attempt %d)", attempt.task, attempt.attempt)
         request = Resources.model_validate(attempt.requested_resources)
         gpus = self._free_gpus[: request.gpu_count]
         del self._free_gpus[: request.gpu_count]
@@ -534,6 +558,7 @@ class Agent:
             usage["error"] = result.error
         elif job.fenced:
             usage["error"] = FENCED
+        log.debug("task %s ended: %s", job.attempt.task, status)
         report = p.Finished(
             task=job.attempt.task,
             execution_key=job.attempt.execution_key,

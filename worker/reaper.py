@@ -83,15 +83,16 @@ class Reaper:
         self._pending = b""
 
     @classmethod
-    def start(cls) -> Reaper:
-        """Spawn ``python -m worker.reaper`` and wait until it is reading."""
+    def start(cls, *, log_format: str = "text") -> Reaper:
+        """Spawn ``python -m worker.reaper`` and wait until it is reading; it
+        logs to the worker's stderr in ``log_format`` (``text`` or ``json``)."""
         package_root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker.reaper"],
+            [sys.executable, "-m", "worker.reaper", log_format],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -360,9 +361,14 @@ def _notifier(fd: int) -> Callable[[list[int]], None]:
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s worker.reaper: %(message)s"
-    )
+    if sys.argv[1:] == ["json"]:
+        from banyan.logs import setup_logging  # stdlib only, like this module
+
+        setup_logging(log_format="json")
+    else:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s worker.reaper: %(message)s"
+        )
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
     out = sys.stdout.fileno()
