@@ -997,7 +997,7 @@ async def test_memory_usage_for_an_unknown_task_is_404(api: Api) -> None:
         ("GET", "/nope"),
         ("GET", "/tasks/0123456789abcdef01234567/nope"),
         ("POST", "/tasks/0123456789abcdef01234567/history/x"),
-        ("GET", "/"),
+        ("GET", "/home"),  # "/" is the home (its links), not unknown
         ("GET", "/%2e%2e/etc/passwd"),
     ],
 )
