@@ -177,6 +177,7 @@ async def _tokens(args: argparse.Namespace, settings: Settings) -> int:
             print(f"created {args.role} token {args.name!r} (shown once; keep it safe):")
             print(token)
         elif args.action == "list":
+            print("NAME\tROLE\tCREATED (UTC)\tSTATUS")
             for info in await store.list_tokens():
                 created = datetime.fromtimestamp(info.created, UTC).strftime("%Y-%m-%d %H:%M")
                 status = "revoked" if info.revoked else "active"
