@@ -161,7 +161,7 @@ class RunningTask:
             os.close(err_w)
         self.pid = self.pgid = self._popen.pid
         # One /proc read (~10 µs), so a task too short for any sample still
-        # gets a true figure: the shell's own, after exec.
+        # gets a true figure: the shell's own, after exec (0 if it is gone).
         self._first_peak_rss_bytes = own_peak_rss_bytes(self.pid)
         if self._reaper is not None:
             self._reaper.register(self.pgid)
@@ -299,20 +299,24 @@ class RunningTask:
         self._done.set_result(Result(exit_status, exit_code, self._usage(), error))
 
     def _usage(self) -> dict[str, float]:
+        """``peak_rss_bytes`` (absent when the task ended before anything could
+        be measured), ``cpu_user_s``, ``cpu_system_s``, ``wall_s``."""
         wall_s = (self._ended_monotonic or time.monotonic()) - self._started_monotonic
-        # Not rusage's ru_maxrss: the shell is vforked, and the pages of the
-        # worker it borrowed until exec count in its high-water mark (a
-        # 3 MiB task showed the worker's 49 MiB). The samples see the tree.
-        sampled_peak = self._sampler.peak_rss_bytes if self._sampler else 0
-        peak_rss_bytes = max(self._first_peak_rss_bytes, sampled_peak)
         rusage = self._rusage
-        return {
-            "peak_rss_bytes": peak_rss_bytes,
+        usage: dict[str, float] = {
             # CPU times are the shell's and those of every child it waited for.
             "cpu_user_s": 0.0 if rusage is None else rusage.ru_utime,
             "cpu_system_s": 0.0 if rusage is None else rusage.ru_stime,
             "wall_s": wall_s,
         }
+        # Not rusage's ru_maxrss: the shell is vforked, and the pages of the
+        # worker it borrowed until exec count in its high-water mark (a
+        # 3 MiB task showed the worker's 49 MiB). The samples see the tree.
+        sampled_peak = self._sampler.peak_rss_bytes if self._sampler else 0
+        peak_rss_bytes = max(self._first_peak_rss_bytes, sampled_peak)
+        if peak_rss_bytes > 0:
+            usage["peak_rss_bytes"] = peak_rss_bytes
+        return usage
 
     # --- the agent's interface ------------------------------------------------------
 

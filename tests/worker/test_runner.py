@@ -117,7 +117,9 @@ async def result_of(task: RunningTask) -> Result:
 async def test_success(run: Run) -> None:
     result = await result_of(await run(spec("true")))
     assert (result.exit_status, result.exit_code, result.error) == ("success", 0, None)
-    assert set(result.usage) == {"peak_rss_bytes", "cpu_user_s", "cpu_system_s", "wall_s"}
+    # peak_rss_bytes only when the shell could be measured before it ended
+    assert {"cpu_user_s", "cpu_system_s", "wall_s"} <= set(result.usage)
+    assert set(result.usage) <= {"peak_rss_bytes", "cpu_user_s", "cpu_system_s", "wall_s"}
     assert 0 < result.usage["wall_s"] < WAIT_S
 
 
@@ -412,7 +414,10 @@ async def test_peak_rss_of_a_small_task_is_not_the_workers(run: Run, command: st
         task.sample()
     result = await result_of(task)
     assert result.exit_status == "success"
-    assert 0 < result.usage["peak_rss_bytes"] < 16_000_000 < own_rss_bytes()
+    # `echo` may end before even the first look: then there is no figure at all.
+    peak = result.usage["peak_rss_bytes"] if command.startswith("sleep") else None
+    assert result.usage.get("peak_rss_bytes", 1) < 16_000_000 < own_rss_bytes()
+    assert peak is None or peak > 0
     del ballast
 
 
