@@ -55,7 +55,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("worker.reaper")  # also when run as __main__
 
 READY_LINE = b"ready\n"
 START_TIMEOUT_S = 30.0
