@@ -309,14 +309,27 @@ class RunningTask:
             "cpu_system_s": 0.0 if rusage is None else rusage.ru_stime,
             "wall_s": wall_s,
         }
-        # Not rusage's ru_maxrss: the shell is vforked, and the pages of the
-        # worker it borrowed until exec count in its high-water mark (a
-        # 3 MiB task showed the worker's 49 MiB). The samples see the tree.
         sampled_peak = self._sampler.peak_rss_bytes if self._sampler else 0
-        peak_rss_bytes = max(self._first_peak_rss_bytes, sampled_peak)
+        peak_rss_bytes = max(self._first_peak_rss_bytes, sampled_peak, self._rusage_peak())
         if peak_rss_bytes > 0:
             usage["peak_rss_bytes"] = peak_rss_bytes
         return usage
+
+    def _rusage_peak(self) -> int:
+        """The tree's peak from rusage, when rusage can tell it; else 0.
+
+        The shell is vforked: until its exec it runs on the worker's memory,
+        and exec folds that memory's high-water mark into the shell's
+        ``ru_maxrss`` (a 3 MiB task showed the worker's 49 MiB). So
+        ``ru_maxrss`` is the larger of the worker's own peak and the task's:
+        above the worker's peak it is the task's, exactly, sampled or not;
+        at or below it, it says nothing and the samples must do.
+        """
+        if self._rusage is None:
+            return 0
+        task_or_worker = self._rusage.ru_maxrss * 1024  # Linux: KiB
+        worker = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return task_or_worker if task_or_worker > worker else 0
 
     # --- the agent's interface ------------------------------------------------------
 

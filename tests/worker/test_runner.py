@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -447,6 +448,15 @@ async def test_peak_rss_between_samples_counts_a_processes_own_peak(
     result = await result_of(task)
     assert result.exit_status == "success"
     assert result.usage["peak_rss_bytes"] >= 200_000_000  # ...but it peaked at 200 MB
+
+
+async def test_peak_rss_of_a_big_task_without_any_sample(run: Run) -> None:
+    # Bigger than this process (the worker): rusage tells the task's peak.
+    worker_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    n_bytes = worker_peak + 100_000_000
+    result = await result_of(await run(spec(f"{sys.executable} -c \"x = b'x' * {n_bytes}\"")))
+    assert result.exit_status == "success"
+    assert result.usage["peak_rss_bytes"] >= n_bytes
 
 
 async def test_cpu_percent_of_a_busy_tree(run: Run) -> None:
