@@ -192,9 +192,9 @@ class Agent:
                             self._connected = False
                             code = None if self._ws is None else self._ws.close_code
                             log.info(
-                                "disconnected from %s (close code %s)",
+                                "disconnected from %s%s",
                                 self.config.connection.server,
-                                code,
+                                "" if code is None else f" (close code {code})",
                             )
                         self._ws = None
                     if self._finished():
