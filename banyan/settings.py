@@ -24,6 +24,7 @@ from pydantic_settings import (
 
 from banyan import constants as c
 from banyan.errors import InvalidInput
+from banyan.logs import LogFormat
 
 
 def data_dir() -> Path:
@@ -136,6 +137,12 @@ class Settings(BaseSettings):
     tls_cert: Path | None = Field(None, description="PEM certificate: serve HTTPS/WSS")
     tls_key: Path | None = Field(None, description="PEM private key for `tls_cert`")
     log_level: str = Field("INFO", description="Python logging level of the server")
+    log_format: LogFormat = Field(
+        "text", description="`text`, or `json`: one JSON object per line (`--log-format`)"
+    )
+    access_log: bool = Field(
+        True, description="log every request (aiohttp's access log, one compact line each)"
+    )
 
     @classmethod
     def settings_customise_sources(

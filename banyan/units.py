@@ -75,13 +75,17 @@ def parse_memory(value: int | float | str) -> int:
     if isinstance(value, str):
         match = _MEMORY_RE.match(value) if len(value) <= MAX_QUANTITY_CHARS else None
         if match is None:
+            positive = value.strip().removeprefix("-")
+            negative = positive != value.strip() and len(value) <= MAX_QUANTITY_CHARS
+            if negative and _MEMORY_RE.match(positive):  # a quantity, only negative
+                raise ValueError(f"invalid memory {_show(value)}: must be ≥ 0")
             raise ValueError(f"invalid memory {_show(value)}: {_MEMORY_HINT}")
         number, unit = match.group(1), (match.group(2) or "").lower()
         exact = Fraction(number) * _MEMORY_MULTIPLIERS[unit]
         n_bytes = math.floor(exact + Fraction(1, 2))
     elif _is_number(value):
         if not _is_finite(value) or value < 0:
-            raise ValueError(f"invalid memory {_show(value)}: must be a number >= 0")
+            raise ValueError(f"invalid memory {_show(value)}: must be a number ≥ 0")
         if isinstance(value, float) and not value.is_integer():
             raise ValueError(f"invalid memory {_show(value)}: a byte count is a whole number")
         n_bytes = int(value)

@@ -53,10 +53,15 @@ class Authenticator:
 AUTH = web.AppKey("auth", Authenticator)
 
 
+def _a(word: str) -> str:
+    """``"an admin"``, ``"a worker"``: the article English wants before ``word``."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
 async def require(request: web.Request, roles: Collection[Role]) -> Caller:
     """The caller, if its role is one of ``roles``; else 401/403."""
     caller = await request.app[AUTH].caller(request)
     if caller.role not in roles:
         allowed = " or ".join(sorted(r.value for r in roles))
-        raise Forbidden(f"this needs a {allowed} token; yours is a {caller.role.value} token")
+        raise Forbidden(f"this needs {_a(allowed)} token; yours is {_a(caller.role.value)} token")
     return caller

@@ -18,6 +18,7 @@ from pathlib import Path
 from aiohttp import web
 
 from banyan.errors import BanyanError
+from banyan.logs import LOG_FORMATS, setup_logging, version
 from banyan.settings import Settings, Synchronous
 from banyan.tls import server_context
 from banyan.tokens import Role
@@ -25,6 +26,10 @@ from server.app import create_app
 from server.bootstrap import ensure_local_admin, local_url
 from server.keys import STORE
 from server.sqlite.store import SqliteStore
+
+log = logging.getLogger("server")
+# Compact: client, request line, status, response bytes, seconds taken.
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
 
 EPILOG = """\
 examples:
@@ -68,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--synchronous", choices=[s.value for s in Synchronous], help="SQLite durability"
     )
+    parser.add_argument(
+        "--log-format", choices=LOG_FORMATS, help="text (default) or json: one object a line"
+    )
     sub = parser.add_subparsers(dest="command", metavar="{token}")
     token = sub.add_parser("token", help="create, list or revoke tokens")
     token_sub = token.add_subparsers(dest="action", required=True, metavar="{create,list,revoke}")
@@ -100,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "tls_cert": args.tls_cert,
                     "tls_key": args.tls_key,
                     "synchronous": args.synchronous,
+                    "log_format": args.log_format,
                 }
             ),
         )
@@ -119,9 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def serve(settings: Settings) -> None:
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(level=settings.log_level, log_format=settings.log_format)
     ssl_context = server_context(settings.tls_cert, settings.tls_key)
     app = create_app(settings)
 
@@ -132,15 +139,31 @@ def serve(settings: Settings) -> None:
             f"local admin token in {path})",
             flush=True,
         )
+        log.info(
+            "banyan-server %s listening on %s (database %s)",
+            version(),
+            settings.base_url,
+            settings.db,
+            extra={"address": settings.base_url, "db": str(settings.db), "version": version()},
+        )
+
+    async def stopping(app: web.Application) -> None:
+        log.info("stopping: closing worker and feed connections")
+
+    async def stopped(app: web.Application) -> None:
+        log.info("stopped (database closed)")
 
     app.on_startup.append(announce)
+    app.on_shutdown.insert(0, stopping)
+    app.on_cleanup.append(stopped)  # after the store's cleanup context
     web.run_app(
         app,
         host=settings.host,
         port=settings.port,
         ssl_context=ssl_context,
         print=None,
-        access_log=None,
+        access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
+        access_log_format=ACCESS_LOG_FORMAT,
         shutdown_timeout=10,
     )
 
@@ -154,6 +177,7 @@ async def _tokens(args: argparse.Namespace, settings: Settings) -> int:
             print(f"created {args.role} token {args.name!r} (shown once; keep it safe):")
             print(token)
         elif args.action == "list":
+            print("NAME\tROLE\tCREATED (UTC)\tSTATUS")
             for info in await store.list_tokens():
                 created = datetime.fromtimestamp(info.created, UTC).strftime("%Y-%m-%d %H:%M")
                 status = "revoked" if info.revoked else "active"

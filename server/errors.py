@@ -49,6 +49,11 @@ async def eve_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason, headers=_passthrough(exc))
+    except ConnectionError as exc:  # the client went away (e.g. during a websocket upgrade)
+        log.warning(
+            "%s %s from %s: connection lost: %s", request.method, request.path, request.remote, exc
+        )
+        return error_response(400, "the connection was lost")  # nobody will read it
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return error_response(500, "internal server error; the server log has the details")

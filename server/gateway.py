@@ -104,6 +104,7 @@ class Gateway:
             max_msg_size=p.MAX_FRAME_BYTES, heartbeat=None, protocols=(p.LEASE_PROTOCOL,)
         )
         await ws.prepare(request)
+        log.info("worker connection from %s (token %s)", request.remote, caller.name)
         try:
             hello = await self._hello(ws)
         except BanyanError as exc:
@@ -125,12 +126,18 @@ class Gateway:
             if self.sessions.get(session.name) is session:
                 del self.sessions[session.name]
                 if clean:
+                    log.info("worker %s left", session.name)
                     self.last_seen.pop(session.name, None)
                     try:
                         await self._store.leave_worker(session.name, lost=False)
                     except BanyanError:  # not recorded: let the monitor retire it
                         self.last_seen[session.name] = time.monotonic()
                 else:  # a dropped connection: lost only if it stays silent
+                    log.info(
+                        "worker %s disconnected; lost unless it is back within %.0f s",
+                        session.name,
+                        self._settings.worker_timeout_s,
+                    )
                     self.last_seen[session.name] = time.monotonic()
         return ws
 
@@ -167,6 +174,16 @@ class Gateway:
         session.held = {task: keys[task] for task in resumed}
         self.sessions[hello.name] = session
         self.last_seen[hello.name] = time.monotonic()
+        log.info(
+            "worker %s joined (host %s, pid %d, queues %s; resumed %d, dropped %d attempts)",
+            hello.name,
+            hello.host,
+            hello.pid,
+            ",".join(hello.queues),
+            len(resumed),
+            len(dropped),
+            extra={"worker": hello.name},
+        )
         s = self._settings
         await session.send(
             p.Welcome(

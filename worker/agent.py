@@ -50,6 +50,14 @@ OUTPUT_FLUSH_S = 0.1
 CONNECT_TIMEOUT_S = 15.0  # TCP connect, and the upgrade's response: a cut network must not hang it
 FENCED = "the worker's lease lapsed (no word from the server): stopped"
 NOT_STARTED = "not started: the worker's lease had lapsed"
+# Exit codes of banyan-worker (listed in its --help).
+EXIT_OK = 0
+EXIT_TOKEN_REFUSED = 77  # sysexits' EX_NOPERM: 401/403 at connect, retrying cannot help
+TOKEN_REFUSED = {
+    401: "the server refused the token (401): it is unknown or revoked",
+    403: "the server refused the token (403): its role cannot run a worker; "
+    "use a worker or admin token (banyan-server token create --role worker)",
+}
 
 
 def _path_with_banyan() -> str:
@@ -72,6 +80,7 @@ class WorkerConfig:
     max_log_bytes: int = 1 << 20
     claim_limit: int = 32
     burst: bool = False  # exit once nothing is left to claim or run (tests, batch use)
+    log_format: str = "text"  # also for the reaper sidecar's lines
 
 
 @dataclass
@@ -124,15 +133,19 @@ class Agent:
         self._lease_timer: asyncio.TimerHandle | None = None
         self._sidecar_deadline: float | None = None
         self.fenced = 0  # attempts stopped by the lease, for tests and logs
+        self.exit_code = EXIT_OK
+        self._connected = False
+        self.exit_reason = "nothing left to run (--burst)"  # unless something else ends it
 
     # --- lifetime --------------------------------------------------------------
 
-    def request_stop(self) -> None:
+    def request_stop(self, reason: str = "asked to stop") -> None:
         """From a signal handler: stop claiming, then drain or stop the tasks."""
         if self._stopping.is_set():
             return
         self._stopping.set()
-        log.info("stopping (%s)", "draining" if self.config.drain else "stopping tasks")
+        self.exit_reason = reason
+        log.info("%s: stopping (%s)", reason, "draining" if self.config.drain else "stopping tasks")
         self._spawn(self._heartbeat_once())
         self._spawn(self._maybe_leave())
         if not self.config.drain:
@@ -143,8 +156,8 @@ class Agent:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop)
-        self._reaper = Reaper.start()
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        self._reaper = Reaper.start(log_format=self.config.log_format)
         await self._progress.start()
         headers = {"Authorization": basic_auth_header(self.config.connection.token)}
         url = self.config.connection.ws_base + "/workers/connect"
@@ -164,9 +177,25 @@ class Agent:
                         ) as ws:
                             self._ws = ws
                             await self._session(ws)
+                    except aiohttp.WSServerHandshakeError as exc:
+                        if exc.status not in TOKEN_REFUSED:
+                            log.warning("cannot reach %s: %s", url, exc)
+                        else:  # not a network problem: trying again cannot help
+                            log.error("%s", TOKEN_REFUSED[exc.status])
+                            self.exit_code = EXIT_TOKEN_REFUSED
+                            self.exit_reason = f"token refused ({exc.status})"
+                            break
                     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                         log.warning("cannot reach %s: %s", url, exc)
                     finally:
+                        if self._connected:
+                            self._connected = False
+                            code = None if self._ws is None else self._ws.close_code
+                            log.info(
+                                "disconnected from %s%s",
+                                self.config.connection.server,
+                                "" if code is None else f" (close code {code})",
+                            )
                         self._ws = None
                     if self._finished():
                         break
@@ -186,7 +215,13 @@ class Agent:
             await self._progress.stop()
             if self._reaper is not None:
                 self._reaper.close()
-        return 0
+        log.info("exiting (code %d): %s", self.exit_code, self.exit_reason)
+        return self.exit_code
+
+    @property
+    def reaper(self) -> Reaper | None:
+        """The sidecar that kills this worker's tasks if it dies or its lease lapses."""
+        return self._reaper
 
     def _finished(self) -> bool:
         # Never while a claim is in flight: its answer may hand this worker tasks.
@@ -228,6 +263,15 @@ class Agent:
         if not isinstance(welcome, p.Welcome):
             return
         self._unreachable_since = None
+        self._connected = True
+        log.info(
+            "connected to %s as %s (heartbeat %.1f s; %d attempts resumed, %d dropped)",
+            self.config.connection.server,
+            welcome.worker,
+            welcome.heartbeat_interval_s,
+            len(welcome.resumed),
+            len(welcome.dropped),
+        )
         self._heartbeat_s = welcome.heartbeat_interval_s
         self._server_timeout_s = welcome.server_timeout_s
         self._start_lease(ws.protocol == p.LEASE_PROTOCOL, welcome, hello_sent)
@@ -459,6 +503,7 @@ class Agent:
             self.unreported[attempt.task] = report
             await self._send_report(report)
             return
+        log.debug("claimed task %s (attempt %d)", attempt.task, attempt.attempt)
         request = Resources.model_validate(attempt.requested_resources)
         gpus = self._free_gpus[: request.gpu_count]
         del self._free_gpus[: request.gpu_count]
@@ -501,6 +546,8 @@ class Agent:
             )
         result = waiter.result()
         await self._flush(job)
+        if self._fenced_by_sidecar(job, result.exit_status):
+            job.fenced = job.stopped = True
         status = result.exit_status
         if job.stopped:
             status = STOPPED
@@ -511,6 +558,7 @@ class Agent:
             usage["error"] = result.error
         elif job.fenced:
             usage["error"] = FENCED
+        log.debug("task %s ended: %s", job.attempt.task, status)
         report = p.Finished(
             task=job.attempt.task,
             execution_key=job.attempt.execution_key,
@@ -526,6 +574,23 @@ class Agent:
             await self._send_report(report)
         if not await self._maybe_leave():
             await self._claim()
+
+    def _fenced_by_sidecar(self, job: Job, exit_status: str) -> bool:
+        """Whether the sidecar stopped this task for a lapsed lease. Its deadline
+        can come before this process's own lease timer (it is told only of
+        renewals a quarter heartbeat apart, and it keeps running while this
+        process is frozen), so the task may end before :meth:`_fence` marks it;
+        the sidecar's notice, written before its signal, is already there.
+        A task that still succeeded keeps its success."""
+        if job.fenced or self._reaper is None or job.task is None or job.task.pgid is None:
+            return False
+        fenced = self._reaper.fenced(job.task.pgid)
+        if fenced and exit_status != "success":
+            log.error(
+                "task %s was stopped by the reaper sidecar: the lease lapsed", job.attempt.task
+            )
+            return True
+        return False
 
     async def _maybe_leave(self) -> bool:
         """Say bye and close once there is nothing left to run or report."""

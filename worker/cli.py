@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from banyan.client import check_tls
 from banyan.discovery import add_connection_options, discover
 from banyan.errors import BanyanError
+from banyan.logs import LOG_FORMATS, setup_logging
 from banyan.units import parse_cores, parse_memory
 from worker.agent import Agent, WorkerConfig
 from worker.capacity import detect
@@ -31,6 +32,13 @@ examples:
 
 Without --drain, SIGTERM/SIGINT stop the running tasks (they go back to the
 queue under the retry rule) and the worker exits 0 after reporting them.
+
+exit codes:
+  0   stopped by SIGTERM/SIGINT, or --burst and nothing is left to run
+  2   bad arguments or settings, or the server's TLS cannot be verified
+  77  the server refused the token: 401 (unknown or revoked) or 403 (a
+      provider token: the worker needs a worker or admin token)
+An unreachable server is not an exit: the worker retries every 2 s.
 """
 
 
@@ -97,16 +105,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="how often to sample memory and CPU of each task (default 2)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default=os.environ.get("BANYAN_LOG_FORMAT", "text"),
+        help="text, or json: one object a line (default: $BANYAN_LOG_FORMAT or text)",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
+        setup_logging(
+            level=logging.DEBUG if args.verbose else logging.INFO, log_format=args.log_format
+        )
         connection = discover(args.server, args.token, args.ca_cert)
         asyncio.run(check_tls(connection))
         capacity, gpu_indices = detect(
@@ -127,6 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         drain=args.drain,
         burst=args.burst,
         usage_interval_s=args.usage_interval,
+        log_format=args.log_format,
     )
     return asyncio.run(Agent(config).run())
 

@@ -30,6 +30,13 @@ unregisters them. Before it signals, the sidecar has read everything already
 in the pipe, so an unregistration written before a reap is always seen first.
 Without a lease (``@-``, or never sent) nothing is killed before EOF.
 
+The sidecar tells the worker which groups it fenced, on its stdout, one
+``!PGID`` line per group *before* it signals them: so once the worker sees a
+task end, the line is already in the pipe, and :meth:`Reaper.fenced` says for
+sure whether the lease stopped it. Without this the worker, whose own lease
+timer may fire a little later than the sidecar's deadline, reported a task
+the sidecar had killed as ``failure (SIGTERM)``, a failure of its own.
+
 This module imports only the standard library so that ``python -m
 worker.reaper`` starts fast and cannot fail on the worker's dependencies.
 """
@@ -48,7 +55,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("worker.reaper")  # also when run as __main__
 
 READY_LINE = b"ready\n"
 START_TIMEOUT_S = 30.0
@@ -67,17 +74,25 @@ class Reaper:
         self._process = process
         self._fd: int | None = process.stdin.fileno()
         self._registered: set[int] = set()
+        # The sidecar's "!PGID" lines: groups it signalled because the lease lapsed.
+        self._notices: int | None = None
+        if process.stdout is not None:
+            self._notices = process.stdout.fileno()
+            os.set_blocking(self._notices, False)
+        self._fenced: set[int] = set()
+        self._pending = b""
 
     @classmethod
-    def start(cls) -> Reaper:
-        """Spawn ``python -m worker.reaper`` and wait until it is reading."""
+    def start(cls, *, log_format: str = "text") -> Reaper:
+        """Spawn ``python -m worker.reaper`` and wait until it is reading; it
+        logs to the worker's stderr in ``log_format`` (``text`` or ``json``)."""
         package_root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker.reaper"],
+            [sys.executable, "-m", "worker.reaper", log_format],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -90,9 +105,10 @@ class Reaper:
         # A bounded wait: a sidecar that cannot even import must fail the
         # worker's start, not hang it.
         readable, _, _ = select.select([process.stdout], [], [], START_TIMEOUT_S)
-        ready = process.stdout.readline() if readable else b""
-        process.stdout.close()
+        # One raw read: the sidecar writes nothing else until a group is fenced.
+        ready = os.read(process.stdout.fileno(), len(READY_LINE)) if readable else b""
         if ready != READY_LINE:
+            process.stdout.close()
             process.kill()
             process.wait(timeout=START_TIMEOUT_S)
             assert process.stdin is not None
@@ -114,8 +130,38 @@ class Reaper:
 
     def register(self, pgid: int) -> None:
         """Kill group ``pgid`` if the worker dies before :meth:`unregister`."""
+        self._read_notices()
+        self._fenced.discard(pgid)  # a notice about an earlier group of that number
         self._registered.add(pgid)
         self._send(b"+%d\n" % pgid)
+
+    def fenced(self, pgid: int) -> bool:
+        """Whether the sidecar has signalled group ``pgid`` for a lapsed lease
+        (asked once per group, after its leader ended: the answer is final)."""
+        self._read_notices()
+        if pgid in self._fenced:
+            self._fenced.discard(pgid)
+            return True
+        return False
+
+    def _read_notices(self) -> None:
+        if self._notices is None:
+            return
+        for _ in range(64):  # bounded; 64 KiB a read
+            try:
+                data = os.read(self._notices, 65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # the sidecar has gone
+                self._notices = None
+                return
+            lines = (self._pending + data).split(b"\n")
+            self._pending = lines.pop()
+            for line in lines:
+                if line[:1] == b"!" and line[1:].isdigit():
+                    self._fenced.add(int(line[1:]))
 
     def unregister(self, pgid: int) -> None:
         """Forget ``pgid``; call while the group's leader is still unreaped."""
@@ -147,7 +193,9 @@ class Reaper:
         """Stop the sidecar; it kills any group still registered (normally none)."""
         if self._process.stdin is not None:
             self._process.stdin.close()
-        self._fd = None
+        if self._process.stdout is not None:
+            self._process.stdout.close()
+        self._fd = self._notices = None
         try:
             self._process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -179,11 +227,24 @@ def _signal_groups(pgids: set[int] | list[int], signum: int) -> None:
             os.killpg(pgid, signum)
 
 
-class Fence:
-    """The sidecar's state: registered groups and the lease's two deadlines."""
+def _no_notice(pgids: list[int]) -> None:
+    pass
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+
+class Fence:
+    """The sidecar's state: registered groups and the lease's two deadlines.
+
+    ``notify(pgids)`` is called just before the first signal to each group
+    under a lapsed lease (the sidecar writes ``!PGID`` lines to the worker).
+    """
+
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        notify: Callable[[list[int]], None] = _no_notice,
+    ) -> None:
         self.clock = clock
+        self.notify = notify
         self.registered: set[int] = set()
         self.term_at: float | None = None
         self.kill_at: float | None = None
@@ -240,6 +301,7 @@ class Fence:
                     now,
                     groups,
                 )
+                self.notify(groups)
                 _signal_groups(groups, signal.SIGTERM)
                 _signal_groups(groups, signal.SIGCONT)  # a stopped group acts on it only then
                 self._termed.update(groups)
@@ -252,6 +314,7 @@ class Fence:
                     now,
                     groups,
                 )
+                self.notify([g for g in groups if g not in self._termed])
                 _signal_groups(groups, signal.SIGKILL)
                 self._killed.update(groups)
                 self._termed.update(groups)
@@ -283,19 +346,35 @@ def serve(fd: int, fence: Fence | None = None) -> set[int]:
         fence.enforce()
 
 
+def _notifier(fd: int) -> Callable[[list[int]], None]:
+    """Write ``!PGID`` lines to the worker, never blocking: a frozen worker
+    does not read, and the fence must go on (a full pipe drops the notice)."""
+    os.set_blocking(fd, False)
+
+    def notify(pgids: list[int]) -> None:
+        if not pgids:
+            return
+        with contextlib.suppress(OSError):  # full (EAGAIN), or the worker has gone
+            os.write(fd, b"".join(b"!%d\n" % pgid for pgid in pgids))
+
+    return notify
+
+
 def main() -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s worker.reaper: %(message)s"
-    )
+    if sys.argv[1:] == ["json"]:
+        from banyan.logs import setup_logging  # stdlib only, like this module
+
+        setup_logging(log_format="json")
+    else:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s worker.reaper: %(message)s"
+        )
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    os.write(sys.stdout.fileno(), READY_LINE)
-    # Nobody reads fd 1 after "ready": point it at /dev/null rather than
-    # closing it under Python's own sys.stdout.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
-    _kill_groups(serve(sys.stdin.fileno()))
+    out = sys.stdout.fileno()
+    os.write(out, READY_LINE)
+    # fd 1 is now the notice channel, written with os.write only.
+    _kill_groups(serve(sys.stdin.fileno(), Fence(notify=_notifier(out))))
     return 0
 
 

@@ -51,7 +51,13 @@ from collections.abc import Callable
 
 from worker.reaper import Reaper
 from worker.spec import Result, Tail, TaskSpec, child_env, exit_status_of, signal_name
-from worker.usage import Sample, TreeSampler, empty_sample, live_group_members
+from worker.usage import (
+    Sample,
+    TreeSampler,
+    empty_sample,
+    live_group_members,
+    own_peak_rss_bytes,
+)
 
 __all__ = [
     "Result",
@@ -116,6 +122,7 @@ class RunningTask:
         self._popen: subprocess.Popen[bytes] | None = None
         self._pidfd: int | None = None
         self._sampler: TreeSampler | None = None
+        self._first_peak_rss_bytes = 0  # the shell's, just after its exec
         self._leader_exited = False
         self._leader_exit_waiter: asyncio.Future[None] | None = None
         self._reaped = False
@@ -153,6 +160,9 @@ class RunningTask:
             os.close(out_w)
             os.close(err_w)
         self.pid = self.pgid = self._popen.pid
+        # One /proc read (~10 µs), so a task too short for any sample still
+        # gets a true figure: the shell's own, after exec (0 if it is gone).
+        self._first_peak_rss_bytes = own_peak_rss_bytes(self.pid)
         if self._reaper is not None:
             self._reaper.register(self.pgid)
         self._fds = [out_r, err_r]
@@ -289,24 +299,37 @@ class RunningTask:
         self._done.set_result(Result(exit_status, exit_code, self._usage(), error))
 
     def _usage(self) -> dict[str, float]:
+        """``peak_rss_bytes`` (absent when the task ended before anything could
+        be measured), ``cpu_user_s``, ``cpu_system_s``, ``wall_s``."""
         wall_s = (self._ended_monotonic or time.monotonic()) - self._started_monotonic
-        sampled_peak = self._sampler.peak_rss_bytes if self._sampler else 0
         rusage = self._rusage
-        if rusage is None:
-            return {
-                "peak_rss_bytes": sampled_peak,
-                "cpu_user_s": 0.0,
-                "cpu_system_s": 0.0,
-                "wall_s": wall_s,
-            }
-        return {
-            # Linux reports ru_maxrss in KiB, over the shell and every child it
-            # waited for; the sampler also saw children that were never waited for.
-            "peak_rss_bytes": max(rusage.ru_maxrss * 1024, sampled_peak),
-            "cpu_user_s": rusage.ru_utime,
-            "cpu_system_s": rusage.ru_stime,
+        usage: dict[str, float] = {
+            # CPU times are the shell's and those of every child it waited for.
+            "cpu_user_s": 0.0 if rusage is None else rusage.ru_utime,
+            "cpu_system_s": 0.0 if rusage is None else rusage.ru_stime,
             "wall_s": wall_s,
         }
+        sampled_peak = self._sampler.peak_rss_bytes if self._sampler else 0
+        peak_rss_bytes = max(self._first_peak_rss_bytes, sampled_peak, self._rusage_peak())
+        if peak_rss_bytes > 0:
+            usage["peak_rss_bytes"] = peak_rss_bytes
+        return usage
+
+    def _rusage_peak(self) -> int:
+        """The tree's peak from rusage, when rusage can tell it; else 0.
+
+        The shell is vforked: until its exec it runs on the worker's memory,
+        and exec folds that memory's high-water mark into the shell's
+        ``ru_maxrss`` (a 3 MiB task showed the worker's 49 MiB). So
+        ``ru_maxrss`` is the larger of the worker's own peak and the task's:
+        above the worker's peak it is the task's, exactly, sampled or not;
+        at or below it, it says nothing and the samples must do.
+        """
+        if self._rusage is None:
+            return 0
+        task_or_worker = self._rusage.ru_maxrss * 1024  # Linux: KiB
+        worker = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return task_or_worker if task_or_worker > worker else 0
 
     # --- the agent's interface ------------------------------------------------------
 

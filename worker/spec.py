@@ -30,7 +30,8 @@ class Result:
 
     exit_status: str
     exit_code: int | None  # the exit code when the shell exited; None when signalled
-    usage: dict[str, float]  # peak_rss_bytes, cpu_user_s, cpu_system_s, wall_s
+    # cpu_user_s, cpu_system_s, wall_s, and peak_rss_bytes once anything was measured
+    usage: dict[str, float]
     error: str | None = None  # why the command could not start
 
 

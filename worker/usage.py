@@ -25,8 +25,29 @@ class Sample:
     process_count: int
 
 
+def own_peak_rss_bytes(pid: int) -> int:
+    """``VmHWM`` of ``pid``: the most memory it has held resident since its
+    last exec (0 when it is gone or has no memory, e.g. a zombie)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status_file:
+            for line in status_file:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024  # always in kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
 class TreeSampler:
     """Samples the process tree rooted at ``pid`` (the task's shell).
+
+    The peak is the largest, over the samples, of the sum of each live
+    process's own high-water mark (``VmHWM``): a spike between two samples
+    still counts, as long as the process that had it is alive at the next
+    sample. Summing per-process peaks can overstate a tree whose processes
+    peaked at different times; it never understates what was sampled, which
+    is what someone sizing a memory request needs. A process that came and
+    went between two samples is missed.
 
     CPU time of the tree is the sum over live processes of their own time plus
     the time of the children they have reaped (``children_user`` and
@@ -46,6 +67,7 @@ class TreeSampler:
         now_epoch = time.time()
         now = time.monotonic()
         rss_bytes = 0
+        peak_bytes = 0
         cpu_s = 0.0
         count = 0
         for proc in self._tree():
@@ -56,6 +78,7 @@ class TreeSampler:
             except psutil.Error:  # gone (or a zombie) since the tree was listed
                 continue
             rss_bytes += rss
+            peak_bytes += max(rss, own_peak_rss_bytes(proc.pid))
             cpu_s += times.user + times.system + times.children_user + times.children_system
             count += 1
         elapsed_s = now - self._previous_monotonic
@@ -65,7 +88,7 @@ class TreeSampler:
         cpu_percent = 100.0 * busy_s / elapsed_s if elapsed_s > 0 else 0.0
         self._previous_cpu_s = cpu_s
         self._previous_monotonic = now
-        self.peak_rss_bytes = max(self.peak_rss_bytes, rss_bytes)
+        self.peak_rss_bytes = max(self.peak_rss_bytes, peak_bytes)
         return Sample(
             time=now_epoch, rss_bytes=rss_bytes, cpu_percent=cpu_percent, process_count=count
         )

@@ -1,4 +1,5 @@
-"""``/health`` (no token), ``/memory_usage`` (workers write, anyone reads)."""
+"""``/`` (the home: links to the resources, as Eve's home endpoint), ``/health``
+(no token), ``/memory_usage`` (workers write, anyone reads)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,15 @@ _ONE = TypeAdapter(MemoryUsage)
 _MANY = TypeAdapter(list[MemoryUsage])
 
 routes = web.RouteTableDef()
+
+# What the home lists: every response links "/" as its parent.
+HOME_CHILDREN = ("tasks", "workers", "memory_usage", "stats")
+
+
+@routes.get("/")
+async def home(request: web.Request) -> web.Response:
+    await require(request, ANY_ROLE)
+    return json_response({"_links": {"child": [{"href": r, "title": r} for r in HOME_CHILDREN]}})
 
 
 @routes.get("/health")

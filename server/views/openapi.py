@@ -363,6 +363,12 @@ def document() -> dict[str, Any]:
                 ),
             },
         },
+        "/": {
+            "get": {
+                "summary": "Home: links to the resources (as Eve's home endpoint)",
+                "responses": _responses(200, {"type": "object"}),
+            }
+        },
         "/health": {
             "get": {
                 "summary": "Liveness (no token)",

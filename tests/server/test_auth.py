@@ -252,6 +252,15 @@ async def test_a_403_has_no_www_authenticate(world: World) -> None:
     assert "WWW-Authenticate" not in resp.headers
 
 
+async def test_a_403_says_which_roles_in_english(world: World) -> None:
+    resp = await world.api.post("/memory_usage", {}, as_="alice")
+    assert resp.status == 403, resp
+    message = resp.body["_error"]["message"]
+    assert message == "this needs an admin or worker token; yours is a provider token"
+    resp = await world.api.post("/tasks", {"command": "x"}, as_="worker")
+    assert resp.body["_error"]["message"].startswith("this needs an admin or provider token")
+
+
 @pytest.mark.parametrize("scheme", ["bearer", "BEARER", "Bearer", "basic", "BASIC"])
 async def test_scheme_names_are_case_insensitive(world: World, scheme: str) -> None:
     token = world.api.tokens["alice"]
@@ -445,6 +454,13 @@ def test_token_list_shows_name_and_role_but_never_the_token(cli: Cli) -> None:
     assert "active" in line
     assert token not in done.stdout + done.stderr
     assert hash_token(token) not in done.stdout + done.stderr
+
+
+def test_token_list_starts_with_a_header_row(cli: Cli) -> None:
+    cli.run("create", "--role", "provider", "--name", "carol")
+    rows = [line.split("\t") for line in cli.run("list").stdout.splitlines()]
+    assert rows[0] == ["NAME", "ROLE", "CREATED (UTC)", "STATUS"]
+    assert [row[0] for row in rows[1:]] == ["carol"] and len(rows[1]) == len(rows[0])
 
 
 def test_token_revoke_marks_the_token_revoked(cli: Cli) -> None:

@@ -997,7 +997,7 @@ async def test_memory_usage_for_an_unknown_task_is_404(api: Api) -> None:
         ("GET", "/nope"),
         ("GET", "/tasks/0123456789abcdef01234567/nope"),
         ("POST", "/tasks/0123456789abcdef01234567/history/x"),
-        ("GET", "/"),
+        ("GET", "/home"),  # "/" is the home (its links), not unknown
         ("GET", "/%2e%2e/etc/passwd"),
     ],
 )
@@ -1062,3 +1062,9 @@ async def test_memory_usage_time_at_the_calendar_edges_is_stored(api: Api, runni
     times = [s["time"] for s in samples.body["_items"]]
     assert times[0].endswith(" Jan 1 00:00:00 GMT") or times[0].endswith(" Jan 0001 00:00:00 GMT")
     assert times[1:] == ["Thu, 01 Jan 1970 00:00:00 GMT", "Fri, 31 Dec 9999 23:59:59 GMT"]
+
+
+async def test_a_negative_memory_request_is_422_must_be_at_least_zero(api: Api) -> None:
+    body = {"command": "x", "requested_resources": {"memory": "-1 GiB"}}
+    issues = assert_eve_error(await api.post("/tasks", body), 422)
+    assert "must be ≥ 0" in issues["requested_resources.memory"], issues

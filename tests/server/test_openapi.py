@@ -79,3 +79,16 @@ async def test_patch_documents_which_fields_take_null(api: Api) -> None:
             assert '"null"' not in json.dumps(props[field]), (model, field, props[field])
         for field in ("name", "command", "estimated_runtime", "env", "cwd"):
             assert '"null"' in json.dumps(props[field]), (model, field)
+
+
+async def test_the_home_every_parent_link_points_to_lists_the_resources(api: Api) -> None:
+    parent = (await api.get("/tasks")).body["_links"]["parent"]["href"]
+    home = await api.get(parent)
+    assert home.status == 200, home
+    children = home.body["_links"]["child"]
+    assert {"href": "tasks", "title": "tasks"} in children
+    for child in children:  # each one is served
+        assert (await api.get("/" + child["href"])).status == 200, child
+    assert (await api.get("/", as_=None)).status == 401
+    doc = (await api.get("/openapi.json")).body
+    assert "get" in doc["paths"]["/"]

@@ -544,3 +544,15 @@ def test_published_patterns_do_not_backtrack_catastrophically(pattern: str, text
     # Clients check these patterns without our length cap; an ambiguous pattern
     # would hang here (and hit the test timeout) instead of failing at once.
     assert re.match(pattern, text) is None
+
+
+@pytest.mark.parametrize("value", ["-1", "-1 GiB", " -512MiB", "-2 GB", -1, -0.5])
+def test_a_negative_memory_says_it_must_be_at_least_zero(value: object) -> None:
+    with pytest.raises(ValueError, match=r"must be (a number )?≥ 0"):
+        parse_memory(value)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["1-GiB", "--1", "-", "- GiB", "-abc"])
+def test_a_minus_that_is_not_a_sign_is_not_called_negative(value: str) -> None:
+    with pytest.raises(ValueError, match="expected bytes or a number with a unit"):
+        parse_memory(value)

@@ -248,6 +248,51 @@ def test_a_renewed_lease_fences_again_when_it_lapses_again(
     wait_until(lambda: not running(second), "the second group to die")
 
 
+def test_the_fence_announces_each_group_once_before_it_signals(
+    group: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    clock = Clock(float(int(time.monotonic())))
+    notices: list[tuple[int, bool]] = []  # (pgid, still running when announced)
+
+    def notify(pgids: list[int]) -> None:
+        notices.extend((pgid, running_pid(pgid)) for pgid in pgids)
+
+    fence = Fence(clock, notify=notify)
+    plain, stubborn = group(), group(ignore_term=True)
+    fence.line(b"+%d" % plain.pid)
+    fence.line(b"+%d" % stubborn.pid)
+    fence.line(b"@%f %f" % (clock.now - 1, clock.now + 1))
+    fence.enforce()
+    assert sorted(notices) == sorted([(plain.pid, True), (stubborn.pid, True)])
+    clock.now += 2
+    fence.enforce()  # the SIGKILL: already announced
+    assert len(notices) == 2
+    late = group()
+    fence.line(b"+%d" % late.pid)  # registered after the lapse: announced, then killed
+    fence.enforce()
+    assert notices[2:] == [(late.pid, True)]
+
+
+def running_pid(pid: int) -> bool:
+    return bool(live_group_members(pid))
+
+
+def test_the_sidecar_tells_the_worker_which_groups_it_fenced(
+    group: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    with Reaper.start() as reaper:
+        fenced, spared = group(), group()
+        reaper.register(fenced.pid)
+        reaper.set_lease(time.monotonic() - 1, time.monotonic() + 60)
+        wait_until(lambda: not running(fenced), "the sidecar to fence the group")
+        reaper.unregister(fenced.pid)
+        reaper.set_lease(time.monotonic() + 60, time.monotonic() + 61)
+        reaper.register(spared.pid)
+        assert reaper.fenced(fenced.pid)  # its notice came before its signal
+        assert not reaper.fenced(fenced.pid)  # asked once
+        assert not reaper.fenced(spared.pid)
+
+
 def test_serve_still_returns_what_is_registered_at_eof() -> None:
     read_end, write_end = os.pipe()
     os.write(write_end, b"+5\n@%f %f\n-5\n+7\n@-\n" % (time.monotonic() + 60, time.monotonic()))
