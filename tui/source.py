@@ -23,12 +23,10 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from banyan.cli_common import descendants, walk_tree
-from banyan.cli_submit import link_after
-from banyan.client import Client
-from banyan.discovery import Connection
+from banyan.client import Client, Connection, link_after, walk_tree
+from banyan.client.tls import unreachable
+from banyan.client.trees import descendants, doc_continuations
 from banyan.errors import BanyanError, NotFound, ServerUnreachable
-from banyan.tls import unreachable
 
 RECENT_TASKS = 10_000  # the snapshot's most recent tasks, whatever their state
 MAX_OPEN_TASKS = 100_000  # and every task not yet ended, up to this many
@@ -221,7 +219,7 @@ class LiveSource:
 
     async def cancel_tree(self, task_id: str) -> dict[str, str]:
         tasks = await walk_tree(self.client, await self.client.task(task_id))
-        targets = [task_id, *descendants(tasks, task_id)]
+        targets = [task_id, *descendants(tasks, task_id, doc_continuations)]
         live = [t for t in targets if tasks[t]["state"] not in ("terminated", "cancelled")]
         done: dict[str, str] = {}
         for target in live:

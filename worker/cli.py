@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from banyan.client import check_tls
-from banyan.discovery import add_connection_options, discover
+from banyan.client.discovery import add_connection_options, discover
 from banyan.errors import BanyanError
 from banyan.units import parse_cores, parse_memory
 from worker.agent import Agent, WorkerConfig

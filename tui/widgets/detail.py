@@ -13,7 +13,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Log, ProgressBar, Sparkline, Static
 
-from banyan.cli_output import between, duration, memory, resources
+from banyan.client.format import between, duration, memory, resources
 from banyan.units import format_memory
 from tui.state import Model, Task, look, parse_time, short_age
 

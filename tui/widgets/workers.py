@@ -15,7 +15,7 @@ from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
-from banyan.cli_output import gpu_count
+from banyan.client.format import gpu_count
 from banyan.units import format_memory
 from tui.state import Model, Worker, bar, heartbeat_level, load_style, look, short_age, short_id
 

@@ -24,9 +24,9 @@ from typing import Any
 
 import aiohttp
 
-from banyan.discovery import Connection
+from banyan.client.discovery import Connection
+from banyan.client.tls import unreachable
 from banyan.errors import BanyanError, ServerUnreachable
-from banyan.tls import unreachable
 from banyan.tokens import basic_auth_header
 
 RECONNECT_MAX_S = 5.0
