@@ -64,8 +64,8 @@ async def run_show(ctx: Context) -> int:
         rows.append(("estimated", duration(task["estimated_runtime"])))
     if task.get("cwd"):
         rows.append(("cwd", task["cwd"]))
-    if task.get("env"):
-        rows.append(("env", " ".join(f"{k}={v}" for k, v in sorted(task["env"].items()))))
+    if env := task.get("env"):
+        rows.append(("env", " ".join(f"{k}={v}" for k, v in sorted(env.items()))))
     if parents["_items"]:
         rows.append(("after", ", ".join(_label(p) for p in parents["_items"])))
     if task.get("pending_dependency_count"):
@@ -86,10 +86,10 @@ async def run_show(ctx: Context) -> int:
             ("started", execution.get("time_started") or "-"),
             ("ended", execution.get("time_terminated") or "-"),
         ]
-        if execution.get("exit_status"):
+        if exit_status := execution.get("exit_status"):
             code = execution.get("exit_code")
             extra = f" (exit code {code})" if code not in (None, 0) else ""
-            exec_rows.append(("exit status", execution["exit_status"] + extra))
+            exec_rows.append(("exit status", exit_status + extra))
         if progress:
             percent = progress.get("percent")
             text = f"{percent:g}%" if isinstance(percent, int | float) else ""

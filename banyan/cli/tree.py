@@ -4,6 +4,7 @@ and a summary of each subtree."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from typing import Any
 
 from rich.text import Text
@@ -14,6 +15,7 @@ from banyan.cli.output import state_text
 from banyan.client import trees
 from banyan.client.format import outcome
 from banyan.client.trees import walk_tree
+from banyan.documents import TaskDoc
 
 # Above this many tasks a tree shows the summary of its root only (each costs a walk).
 MAX_SUMMARIZED = 2000
@@ -43,7 +45,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run_tree)
 
 
-def _status(task: dict[str, Any] | None) -> str:
+def _status(task: TaskDoc | None) -> str:
     """A task's status for a summary, from its outcome (a task the walk did not
     reach is not counted: ``descendants`` leaves it out)."""
     if task is None:
@@ -54,12 +56,12 @@ def _status(task: dict[str, Any] | None) -> str:
     return "running" if task.get("state") in ("running", "pending_cancellation") else "pending"
 
 
-def subtree_summary(tasks: dict[str, dict[str, Any]], root_id: str) -> str:
+def subtree_summary(tasks: Mapping[str, TaskDoc], root_id: str) -> str:
     """``"3/5 done, 1 failed"`` over ``root_id`` and everything after it."""
     return trees.subtree_summary(tasks, root_id, trees.doc_continuations, _status)
 
 
-def _node_label(tasks: dict[str, dict[str, Any]], task_id: str, *, summary: bool) -> Text:
+def _node_label(tasks: Mapping[str, TaskDoc], task_id: str, *, summary: bool) -> Text:
     task = tasks[task_id]
     execution = task.get("execution") or {}
     label = Text(task_id, style="bold")
@@ -72,7 +74,7 @@ def _node_label(tasks: dict[str, dict[str, Any]], task_id: str, *, summary: bool
     return label
 
 
-def build_tree(tasks: dict[str, dict[str, Any]], root_id: str) -> Tree:
+def build_tree(tasks: Mapping[str, TaskDoc], root_id: str) -> Tree:
     """The rich tree under ``root_id``; a task already shown (several parents)
     appears again without its subtree."""
     summaries = len(tasks) <= MAX_SUMMARIZED

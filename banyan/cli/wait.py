@@ -30,6 +30,7 @@ from banyan.client.format import (
 )
 from banyan.client.http import Client
 from banyan.client.trees import IDS_PER_QUERY, fetch_many
+from banyan.documents import ExecutionDoc, TaskDoc
 from banyan.errors import BanyanError, NotFound
 from banyan.units import parse_duration
 
@@ -105,7 +106,7 @@ def closable(events: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[dict[str, 
     return cast(AsyncGenerator[dict[str, Any], None], events)
 
 
-def _apply(tasks: dict[str, dict[str, Any]], data: dict[str, Any], stale: set[str]) -> None:
+def _apply(tasks: dict[str, TaskDoc], data: dict[str, Any], stale: set[str]) -> None:
     """Update a task from its event; ``stale`` collects the ids whose other
     fields (exit code...) are now older than their state."""
     task = tasks.get(data["_id"])
@@ -113,9 +114,9 @@ def _apply(tasks: dict[str, dict[str, Any]], data: dict[str, Any], stale: set[st
         return
     stale.add(data["_id"])
     task["state"] = data["state"]
-    execution = dict(task.get("execution") or {})
+    execution: ExecutionDoc = {**(task.get("execution") or {})}
     if data["state"] == "running":
-        execution.update(exit_status=None, exit_code=None, worker=data.get("worker"))
+        execution.update({"exit_status": None, "exit_code": None, "worker": data.get("worker")})
     if "exit_status" in data:
         execution["exit_status"] = data["exit_status"]
     task["execution"] = execution
@@ -139,7 +140,7 @@ def _progress(ctx: Context, total: int) -> Iterator[Progress | None]:
         yield bar
 
 
-def _describe(tasks: dict[str, dict[str, Any]]) -> str:
+def _describe(tasks: dict[str, TaskDoc]) -> str:
     counts: dict[str, int] = {}
     for task in tasks.values():
         key = outcome(task) if task["state"] in FINAL else task["state"]
@@ -211,7 +212,7 @@ async def wait_for_tasks(ctx: Context, ids: list[str], *, timeout: str | float |
 def _report(
     ctx: Context,
     ids: list[str],
-    tasks: dict[str, dict[str, Any]],
+    tasks: dict[str, TaskDoc],
     *,
     timed_out: bool,
     timeout_s: float | None,

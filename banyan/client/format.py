@@ -101,14 +101,15 @@ def outcome(task: Mapping[str, Any]) -> str:
     return "pending"
 
 
+# A task's status: its state, with a terminated task split by its exit status.
+STATUSES = ("running", "cancelling", "available", "inactive", "failed", "cancelled", "success")
+
+
 def status_of(state: str, exit_status: str | None = None) -> str:
-    """``running``, ``cancelling``, ``available``, ``inactive``, ``success``,
-    ``failed`` or ``cancelled``: the state, with a terminated task split by its
-    exit status (a terminated task without one counts as a success)."""
+    """One of ``STATUSES`` (a terminated task without an exit status counts as
+    a success; an unknown state as inactive)."""
     if state == "terminated":
         return "success" if exit_status in (None, "success") else "failed"
     if state == "pending_cancellation":
         return "cancelling"
-    if state in ("inactive", "available", "running", "cancelled"):
-        return state
-    return "inactive"
+    return state if state in STATUSES else "inactive"

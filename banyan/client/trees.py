@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from banyan.client.http import Client
+from banyan.documents import TaskDoc
 
 # Ids per ``where={"_id": {"$in": [...]}}`` query: keeps the URL well under
 # the server's request-line limit (8 KiB).
@@ -31,9 +32,9 @@ def chunked(items: Sequence[str], size: int = IDS_PER_QUERY) -> Iterator[list[st
 
 async def fetch_many(
     client: Client, ids: Sequence[str], *, projection: dict[str, int] | None = None
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, TaskDoc]:
     """The tasks with these ids, by id (unknown ids are simply absent)."""
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, TaskDoc] = {}
     for part in chunked(ids):
         page = await client.find(
             {"_id": {"$in": part}}, projection=projection, max_results=len(part)
@@ -43,8 +44,8 @@ async def fetch_many(
 
 
 async def walk_tree(
-    client: Client, root: dict[str, Any], *, max_tasks: int = 100_000
-) -> dict[str, dict[str, Any]]:
+    client: Client, root: TaskDoc, *, max_tasks: int = 100_000
+) -> dict[str, TaskDoc]:
     """Every task reachable from ``root`` through ``continuations``, by id, level
     by level (one query per hundred ids). A task with several parents appears once."""
     tasks = {root["_id"]: root}
@@ -60,7 +61,7 @@ async def walk_tree(
     return tasks
 
 
-def doc_continuations(doc: Mapping[str, Any]) -> list[str]:
+def doc_continuations(doc: TaskDoc) -> list[str]:
     """A task document's continuations (``[]`` when absent or projected away)."""
     return list(doc.get("continuations") or [])
 
