@@ -136,6 +136,7 @@ class Model:
 
     def apply(self, frames: Iterable[Mapping[str, Any]]) -> Changes:
         """Apply event feed frames (``tui.state.feed`` says what each type does)."""
+        # Imported here: the reducer's functions take a Model, so feed imports this module.
         from tui.state.feed import HANDLERS
 
         changes = Changes()
