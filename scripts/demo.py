@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from banyan.client import Client
-from banyan.discovery import client_file, discover
+from banyan.client.discovery import client_file, discover
 from banyan.errors import BanyanError
 
 BIN = Path(sys.executable).parent

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from banyan import constants as c
 from banyan.client import check_tls
-from banyan.discovery import Connection, add_connection_options, discover
+from banyan.client.discovery import Connection, add_connection_options, discover
 from banyan.errors import BanyanError
 
 EPILOG = """\

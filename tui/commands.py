@@ -1,6 +1,6 @@
 """The command palette's Banyan commands (``ctrl+p``): the views, common
 filters and sorts, and (unless read-only) submit, cancel and retry. Each runs
-the same action as its key."""
+the same action as its key. The views come from the view registry."""
 
 from __future__ import annotations
 
@@ -8,13 +8,9 @@ from functools import partial
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
-VIEW_COMMANDS = (
-    ("Queues", "per-queue counts, throughput, oldest waiting", "view('queues')"),
-    ("Workers", "load, running tasks, heartbeats", "view('workers')"),
-    ("Tasks", "the task table", "view('tasks')"),
-    ("Tree", "the selected task's continuation tree", "view('tree')"),
-    ("Detail", "the selected task's attempts, RSS and log", "view('detail')"),
-)
+from tui.views import VIEWS
+
+VIEW_COMMANDS = tuple((spec.label, spec.about, f"view('{spec.name}')") for spec in VIEWS)
 FILTER_COMMANDS = (
     ("Filter: running tasks", "state:running", "set_filter('state:active')"),
     ("Filter: failed tasks", "state:failed", "set_filter('state:failed')"),

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from typing import Any
 
 from banyan.dates import format_date
+from banyan.documents import ExecutionDoc, RunningDoc, TaskDoc, WorkerDoc, task_document
 from banyan.errors import Conflict, NotFound, ServerUnreachable
 from tui.source import Snapshot
 
@@ -40,10 +41,10 @@ def task_doc(
     command: str | None = "true",
     priority: int = 0,
     percent: float | None = None,
-) -> dict[str, Any]:
-    """A task document as ``GET /tasks`` returns it."""
+) -> TaskDoc:
+    """A task document as ``GET /tasks`` returns it (``banyan.documents``)."""
     when = float(created if created is not None else int(task_id[:8], 16))
-    execution = None
+    execution: ExecutionDoc | None = None
     if worker is not None or exit_status is not None:
         execution = {
             "attempt": 1,
@@ -54,23 +55,19 @@ def task_doc(
             "time_terminated": format_date(when + 5) if exit_status else None,
             "progress": None if percent is None else {"percent": percent},
         }
-    return {
-        "_id": task_id,
-        "name": name,
-        "command": command,
-        "state": state,
-        "continuations": list(continuations),
-        "requested_resources": {"cores": 1, "memory": 0},
-        "queue": queue,
-        "priority": priority,
-        "max_retry_count": 0,
-        "retry_count": 0,
-        "pending_dependency_count": 0,
-        "owner": "admin",
-        "execution": execution,
-        "_created": format_date(when),
-        "_updated": format_date(when),
-    }
+    return task_document(
+        task_id,
+        created=format_date(when) or "",
+        name=name,
+        command=command,
+        state=state,
+        continuations=list(continuations),
+        requested_resources={"cores": 1, "memory": 0},
+        queue=queue,
+        priority=priority,
+        owner="admin",
+        execution=execution,
+    )
 
 
 def worker_doc(
@@ -83,10 +80,10 @@ def worker_doc(
     used_cores: float = 0,
     used_memory: int = 0,
     used_gpus: int = 0,
-    running: Sequence[dict[str, Any]] = (),
+    running: Sequence[RunningDoc] = (),
     age_s: float = 1.0,
     queues: Sequence[str] = ("default",),
-) -> dict[str, Any]:
+) -> WorkerDoc:
     """A worker as ``GET /workers`` returns it."""
     return {
         "_id": name,
@@ -109,16 +106,16 @@ def worker_doc(
 class FakeSource:
     def __init__(
         self,
-        tasks: Iterable[dict[str, Any]] = (),
-        workers: Iterable[dict[str, Any]] = (),
+        tasks: Iterable[TaskDoc] = (),
+        workers: Iterable[WorkerDoc] = (),
         *,
         server: str = "http://fake:5100",
         stats_supported: bool = True,
         clock: Callable[[], float] | None = None,
     ) -> None:
         self._server = server
-        self.docs: dict[str, dict[str, Any]] = {t["_id"]: t for t in tasks}
-        self.worker_docs: list[dict[str, Any]] = list(workers)
+        self.docs: dict[str, TaskDoc] = {t["_id"]: t for t in tasks}
+        self.worker_docs: list[WorkerDoc] = list(workers)
         self.stats_supported = stats_supported
         self.clock = clock or (lambda: 1_800_000_000.0)
         self.seq = 0
@@ -201,7 +198,9 @@ class FakeSource:
         data = frame["data"]
         if frame["type"] == "task.created":
             self.docs.setdefault(data["_id"], task_doc(data["_id"], name=data.get("name")))
-            self.docs[data["_id"]].update(state=data["state"], queue=data.get("queue", "default"))
+            self.docs[data["_id"]].update(
+                {"state": data["state"], "queue": data.get("queue", "default")}
+            )
         elif frame["type"] == "task.state" and data["_id"] in self.docs:
             doc = self.docs[data["_id"]]
             doc["state"] = data["state"]
@@ -245,10 +244,10 @@ class FakeSource:
             "throughput": {"1m": 0, "5m": 0, "15m": 0},
         }
 
-    async def workers(self) -> list[dict[str, Any]]:
+    async def workers(self) -> list[WorkerDoc]:
         return copy.deepcopy(self.worker_docs)
 
-    async def task(self, task_id: str) -> dict[str, Any]:
+    async def task(self, task_id: str) -> TaskDoc:
         if task_id not in self.docs:
             raise NotFound(f"no task with id {task_id}")
         return copy.deepcopy(self.docs[task_id])
@@ -264,8 +263,8 @@ class FakeSource:
     async def memory_usage(self, task_id: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.usage_docs.get(task_id, []))
 
-    async def tree(self, task_id: str) -> dict[str, dict[str, Any]]:
-        found: dict[str, dict[str, Any]] = {}
+    async def tree(self, task_id: str) -> dict[str, TaskDoc]:
+        found: dict[str, TaskDoc] = {}
         stack = [task_id]
         while stack:
             current = stack.pop()
@@ -281,8 +280,9 @@ class FakeSource:
         self.calls.append(("submit", task, tuple(after)))
         seconds = int(self.clock())
         task_id = make_id(seconds, next(self._ids))
-        doc = task_doc(task_id, name=task.get("name"), command=task.get("command"))
-        doc.update(queue=task.get("queue", "default"), state="inactive")
+        queue = task.get("queue", "default")
+        doc = task_doc(task_id, name=task.get("name"), command=task.get("command"), queue=queue)
+        doc["state"] = "inactive"
         self.docs[task_id] = doc
         state = "inactive" if after else task.get("state", "inactive")
         data = {"_id": task_id, "name": task.get("name"), "state": state}

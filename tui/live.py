@@ -22,6 +22,7 @@ from typing import Any
 from textual import work
 from textual.app import App
 
+from banyan.documents import TaskDoc
 from banyan.errors import BanyanError
 from tui.messages import (
     FeedConnected,
@@ -241,7 +242,7 @@ class LiveApp(App[None]):
     def on_second(self, now: float) -> None:
         """Once a second: ages, rates, staleness."""
 
-    def merge_tasks(self, docs: Mapping[str, Mapping[str, Any]]) -> set[str]:
+    def merge_tasks(self, docs: Mapping[str, TaskDoc]) -> set[str]:
         if self.model is None:
             return set()
         return self.model.merge_docs(docs.values())

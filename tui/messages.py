@@ -8,6 +8,7 @@ from typing import Any
 
 from textual.message import Message
 
+from banyan.documents import TaskDoc, WorkerDoc
 from tui.source import Snapshot
 
 
@@ -41,7 +42,7 @@ class SnapshotFailed(Message):
 
 @dataclass
 class WorkersLoaded(Message):
-    workers: list[dict[str, Any]]
+    workers: list[WorkerDoc]
 
 
 @dataclass
@@ -52,14 +53,14 @@ class StatsLoaded(Message):
 @dataclass
 class TreeLoaded(Message):
     root: str
-    tasks: dict[str, dict[str, Any]]
+    tasks: dict[str, TaskDoc]
     error: str | None = None
 
 
 @dataclass
 class DetailLoaded(Message):
     task_id: str
-    task: dict[str, Any] | None
+    task: TaskDoc | None
     history: list[dict[str, Any]]
     usage: list[dict[str, Any]]
     error: str | None = None

@@ -23,12 +23,11 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from banyan.cli_common import descendants, walk_tree
-from banyan.cli_submit import link_after
-from banyan.client import Client
-from banyan.discovery import Connection
+from banyan.client import Client, Connection, link_after, walk_tree
+from banyan.client.tls import unreachable
+from banyan.client.trees import descendants, doc_continuations
+from banyan.documents import TaskDoc, WorkerDoc
 from banyan.errors import BanyanError, NotFound, ServerUnreachable
-from banyan.tls import unreachable
 
 RECENT_TASKS = 10_000  # the snapshot's most recent tasks, whatever their state
 MAX_OPEN_TASKS = 100_000  # and every task not yet ended, up to this many
@@ -42,8 +41,8 @@ FEED_HEARTBEAT_S = 10.0  # ping the feed: a dead connection is noticed within ~2
 
 @dataclass
 class Snapshot:
-    tasks: list[dict[str, Any]]
-    workers: list[dict[str, Any]]
+    tasks: list[TaskDoc]
+    workers: list[WorkerDoc]
     stats: dict[str, Any] | None  # None: the server has no /stats
     total_tasks: int | None = None  # on the server, when known
     truncated: bool = False  # more open tasks than MAX_OPEN_TASKS
@@ -68,7 +67,7 @@ class DataSource(Protocol):
 
     async def retry(self, ids: Sequence[str]) -> dict[str, str]: ...
 
-    async def task(self, task_id: str) -> dict[str, Any]: ...
+    async def task(self, task_id: str) -> TaskDoc: ...
 
     async def history(self, task_id: str) -> list[dict[str, Any]]: ...
 
@@ -76,9 +75,9 @@ class DataSource(Protocol):
 
     async def memory_usage(self, task_id: str) -> list[dict[str, Any]]: ...
 
-    async def tree(self, task_id: str) -> dict[str, dict[str, Any]]: ...
+    async def tree(self, task_id: str) -> dict[str, TaskDoc]: ...
 
-    async def workers(self) -> list[dict[str, Any]]: ...
+    async def workers(self) -> list[WorkerDoc]: ...
 
     async def stats(self) -> dict[str, Any] | None: ...
 
@@ -114,10 +113,10 @@ class LiveSource:
 
     # --- reading ----------------------------------------------------------------
 
-    async def _newest(self, where: dict[str, Any], limit: int) -> tuple[list[dict[str, Any]], bool]:
+    async def _newest(self, where: dict[str, Any], limit: int) -> tuple[list[TaskDoc], bool]:
         """Up to ``limit`` matching tasks, newest first, paged by ``_id`` (keyset:
         stable while tasks are added). Also whether there were more."""
-        items: list[dict[str, Any]] = []
+        items: list[TaskDoc] = []
         below: str | None = None
         while len(items) < limit:
             wanted = min(PAGE, limit - len(items))
@@ -171,7 +170,7 @@ class LiveSource:
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
             raise ServerUnreachable(f"event feed lost: {exc}") from exc
 
-    async def task(self, task_id: str) -> dict[str, Any]:
+    async def task(self, task_id: str) -> TaskDoc:
         return await self.client.task(task_id)
 
     async def history(self, task_id: str) -> list[dict[str, Any]]:
@@ -186,10 +185,10 @@ class LiveSource:
         found = await self.client.request("GET", "/memory_usage", params=params)
         return list(reversed(found.get("_items", [])))
 
-    async def tree(self, task_id: str) -> dict[str, dict[str, Any]]:
+    async def tree(self, task_id: str) -> dict[str, TaskDoc]:
         return await walk_tree(self.client, await self.client.task(task_id), max_tasks=5_000)
 
-    async def workers(self) -> list[dict[str, Any]]:
+    async def workers(self) -> list[WorkerDoc]:
         return await self.client.workers()
 
     async def stats(self) -> dict[str, Any] | None:
@@ -221,7 +220,7 @@ class LiveSource:
 
     async def cancel_tree(self, task_id: str) -> dict[str, str]:
         tasks = await walk_tree(self.client, await self.client.task(task_id))
-        targets = [task_id, *descendants(tasks, task_id)]
+        targets = [task_id, *descendants(tasks, task_id, doc_continuations)]
         live = [t for t in targets if tasks[t]["state"] not in ("terminated", "cancelled")]
         done: dict[str, str] = {}
         for target in live:

@@ -34,8 +34,8 @@ from typing import Any
 import aiohttp
 
 from banyan import protocol as p
+from banyan.client.discovery import Connection
 from banyan.constants import HEARTBEAT_INTERVAL_S, SERVER_TIMEOUT_S
-from banyan.discovery import Connection
 from banyan.resources import Resources
 from banyan.tokens import basic_auth_header
 from worker import runner

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from banyan.client import check_tls
-from banyan.discovery import add_connection_options, discover
+from banyan.client.discovery import add_connection_options, discover
 from banyan.errors import BanyanError
 from banyan.logs import LOG_FORMATS, setup_logging
 from banyan.units import parse_cores, parse_memory

@@ -10,10 +10,11 @@ import pytest
 from rich.console import Console
 
 from banyan.cli import build_parser, main
-from banyan.cli_cluster import render_stats
-from banyan.cli_common import UsageError
-from banyan.cli_submit import build_tasks, command_text, parse_array
-from banyan.cli_tasks import build_tree, ls_query, subtree_summary
+from banyan.cli.context import UsageError
+from banyan.cli.ls import ls_query
+from banyan.cli.stats import render_stats
+from banyan.cli.submit import build_tasks, command_text, parse_array
+from banyan.cli.tree import build_tree, subtree_summary
 from banyan.errors import InvalidInput
 
 COMMANDS = [

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from banyan.client import Client
-from banyan.discovery import Connection
+from banyan.client.discovery import Connection
 from tests.e2e.test_server_process import ServerProcess, server  # noqa: F401
 
 pytestmark = pytest.mark.slow

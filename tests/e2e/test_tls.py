@@ -22,7 +22,7 @@ import pytest
 import trustme
 
 from banyan.client import Client
-from banyan.discovery import discover
+from banyan.client.discovery import discover
 from banyan.errors import ServerUnreachable
 from banyan.settings import Settings
 from server.bootstrap import local_url

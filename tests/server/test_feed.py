@@ -116,7 +116,7 @@ async def test_client_events_follow_a_feed_that_went_back(api: Api) -> None:
     """banyan.client: resuming with a since beyond the feed's head yields the
     resync and then every new event (it once dropped them as already seen)."""
     from banyan.client import Client
-    from banyan.discovery import Connection
+    from banyan.client.discovery import Connection
 
     server = str(api.client.make_url("")).rstrip("/")
     token = api.tokens["admin"]

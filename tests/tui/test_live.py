@@ -15,7 +15,7 @@ import psutil
 import pytest
 from textual.widgets import DataTable, Input, Log
 
-from banyan.discovery import Connection
+from banyan.client.discovery import Connection
 from tests.conftest import Api
 from tests.tui.helpers import wait_until
 from tui.app import BanyanApp

@@ -38,6 +38,7 @@ from tui.state import (
     subtree_summary,
     tree_root,
 )
+from tui.views import VIEW_COMMANDS
 
 
 def model(n: int = 24, stats: dict[str, Any] | None = None) -> Model:
@@ -397,13 +398,16 @@ def test_rate_meter() -> None:
 
 
 def test_parse_command() -> None:
-    assert parse_command(":tasks") == ("tasks", "")
-    assert parse_command("wk") == ("workers", "")
-    assert parse_command(":sort -priority") == ("sort", "-priority")
-    assert parse_command(":filter state:running queue:gpu") == ("filter", "state:running queue:gpu")
-    assert parse_command(":q") == ("quit", "")
+    assert parse_command(":tasks", VIEW_COMMANDS) == ("tasks", "")
+    assert parse_command("wk", VIEW_COMMANDS) == ("workers", "")
+    assert parse_command(":sort -priority", VIEW_COMMANDS) == ("sort", "-priority")
+    assert parse_command(":filter state:running queue:gpu", VIEW_COMMANDS) == (
+        "filter",
+        "state:running queue:gpu",
+    )
+    assert parse_command(":q", VIEW_COMMANDS) == ("quit", "")
     with pytest.raises(FilterError, match="unknown command 'pods'"):
-        parse_command(":pods")
+        parse_command(":pods", VIEW_COMMANDS)
 
 
 # --- the submit form --------------------------------------------------------------

@@ -15,7 +15,9 @@ FORBIDDEN = {
     "banyan": {"server", "worker", "tui", "textual", "aiohttp.web"},
     "server": {"worker", "tui", "textual"},
     "worker": {"server", "tui", "textual"},
-    "tui": {"server", "worker"},
+    "tui": {"server", "worker", "banyan.cli"},
+    # The client library is what the CLI and the TUI are built on, not the reverse.
+    "banyan/client": {"banyan.cli", "textual"},
 }
 
 

@@ -1,4 +1,5 @@
-"""``?``: every key, what it does, and the filter language."""
+"""``?``: every key, what it does, and the filter language (the views from
+the view registry)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui.views import VIEWS
+
 KEYS = (
-    ("1 2 3 4 5", "Queues, Workers, Tasks, Tree, Detail"),
-    (":", "command line: :queues :workers :tasks :tree :detail :sort KEY :filter … :quit"),
+    (" ".join(v.key for v in VIEWS), ", ".join(v.label for v in VIEWS)),
+    (":", f"command line: {' '.join(':' + v.name for v in VIEWS)} :sort KEY :filter … :quit"),
     ("/", "filter tasks: state:running queue:gpu name~train -state:success"),
     ("s / S", "sort by the next column / reverse the order"),
     ("space", "select or unselect the task (several for c)"),

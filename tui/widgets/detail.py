@@ -10,12 +10,13 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import Log, ProgressBar, Sparkline, Static
 
-from banyan.cli_output import between, duration, memory, resources
+from banyan.client.format import between, duration, memory, resources
+from banyan.documents import TaskDoc
 from banyan.units import format_memory
 from tui.state import Model, Task, look, parse_time, short_age
+from tui.widgets.base import Navigator, View, ViewOptions
 
 LOG_LINES = 200
 
@@ -77,11 +78,13 @@ def history_table(history: Sequence[Mapping[str, Any]]) -> Table | Text:
     return table
 
 
-class DetailView(Vertical):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+class DetailView(View):
+    FOCUS = "#detail-log"
+
+    def __init__(self, options: ViewOptions, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
         self.task_id: str | None = None
-        self.doc: dict[str, Any] | None = None
+        self.doc: TaskDoc | None = None
         self.history: list[dict[str, Any]] = []
         self.stored_usage: list[tuple[float, int]] = []
         self.log_text = ""
@@ -104,7 +107,7 @@ class DetailView(Vertical):
 
     def set_loaded(
         self,
-        doc: dict[str, Any] | None,
+        doc: TaskDoc | None,
         history: list[dict[str, Any]],
         usage: list[dict[str, Any]],
     ) -> None:
@@ -161,3 +164,10 @@ class DetailView(Vertical):
 
     def set_error(self, message: str) -> None:
         self.query_one("#detail-fields", Static).update(Text(message, style="red"))
+
+    def entered(self, app: Navigator, focus_id: str | None) -> None:
+        if focus_id is not None and focus_id != self.task_id:
+            app.open_detail(focus_id)
+
+    def cursor_task_id(self) -> str | None:
+        return self.task_id

@@ -8,11 +8,11 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from tui.state import Model, QueueRow, look, queue_rows, short_age
+from tui.widgets.base import View
 
 COLUMNS = (
     ("queue", "QUEUE", 14),
@@ -49,13 +49,18 @@ def _cells(row: QueueRow) -> list[Any]:
     ]
 
 
-class QueuesView(Vertical):
+class QueuesView(View):
+    FOCUS = "#queue-table"
+
     def compose(self) -> ComposeResult:
         yield Static("", id="queues-note", classes="note")
         table: DataTable[Any] = DataTable(id="queue-table", cursor_type="row")
         for key, label, width in COLUMNS:
             table.add_column(label, key=key, width=width)
         yield table
+
+    def redraw(self, model: Model, now: float) -> None:
+        self.refresh_from(model, now)
 
     def refresh_from(self, model: Model, now: float) -> None:
         table = self.query_one(DataTable)

@@ -7,27 +7,19 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-VIEW_TITLES = {
-    "queues": "1 Queues",
-    "workers": "2 Workers",
-    "tasks": "3 Tasks",
-    "tree": "4 Tree",
-    "detail": "5 Detail",
-}
-
 
 class StatusBar(Static):
     def show(
         self,
         *,
-        view: str,
+        title: str,
         server: str,
         link: tuple[str, str],
         rate: str,
         error: str | None,
         read_only: bool,
     ) -> None:
-        text = Text(f" {VIEW_TITLES.get(view, view)} ", style="bold reverse")
+        text = Text(f" {title} ", style="bold reverse")
         text.append(f" {server.removeprefix('http://')} ", style="bold")
         text.append(link[0], style=link[1])
         text.append(f"  {rate}", style="dim")

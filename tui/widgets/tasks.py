@@ -15,13 +15,13 @@ from typing import Any
 from rich.text import Text
 from textual._two_way_dict import TwoWayDict
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import CellDoesNotExist, CellKey, RowDoesNotExist, RowKey
 
 from tui.messages import OpenDetail, SelectionChanged
 from tui.state import Model, RowPlan, Task, TaskView, look, short_age, short_id
+from tui.widgets.base import View, ViewOptions
 
 FIXED = {"mark": 1, "id": 8, "state": 12, "queue": 8, "age": 4}
 EXTRA = {"prio": 4, "worker": 12}  # shown when the terminal is wide enough
@@ -250,12 +250,14 @@ class TaskTable(DataTable[Any]):
         self.post_message(SelectionChanged())
 
 
-class TasksView(Vertical):
+class TasksView(View):
     """The table, the filter line and the "N of M" note."""
 
-    def __init__(self, *, limit: int, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.view = TaskView(limit=limit)
+    FOCUS = "#task-table"
+
+    def __init__(self, options: ViewOptions, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
+        self.view = TaskView(limit=options.row_limit)
         self._model: Model | None = None
         self._now = 0.0
 
@@ -321,3 +323,6 @@ class TasksView(Vertical):
         if self.table.selected:
             parts.append(f"{len(self.table.selected)} selected")
         self.query_one("#tasks-note", Static).update(" · ".join(parts), layout=False)
+
+    def cursor_task_id(self) -> str | None:
+        return self.table.cursor_task_id()

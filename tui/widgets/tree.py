@@ -9,12 +9,12 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.widgets import Static, Tree
 from textual.widgets.tree import TreeNode as UiNode
 
 from tui.messages import OpenDetail, SelectionChanged
 from tui.state import Model, TreeNode, build_tree, look, short_id, subtree_summary
+from tui.widgets.base import Navigator, View, ViewOptions
 
 SUMMARY_NODES = 2_000  # larger trees: summaries on the root only
 
@@ -46,9 +46,11 @@ class TaskTree(Tree[str]):
             self.post_message(OpenDetail(event.node.data))
 
 
-class TreeView(Vertical):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+class TreeView(View):
+    FOCUS = "#task-tree"
+
+    def __init__(self, options: ViewOptions, **kwargs: Any) -> None:
+        super().__init__(options, **kwargs)
         self.root_id: str | None = None
         self.focus_id: str | None = None
         self.members: set[str] = set()
@@ -115,3 +117,7 @@ class TreeView(Vertical):
     def cursor_task_id(self) -> str | None:
         node = self.task_tree.cursor_node
         return node.data if node is not None else None
+
+    def entered(self, app: Navigator, focus_id: str | None) -> None:
+        if focus_id is not None:
+            app.show_tree(focus_id)

@@ -10,14 +10,14 @@ from typing import Any
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import Vertical
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
-from banyan.cli_output import gpu_count
+from banyan.client.format import gpu_count
 from banyan.units import format_memory
 from tui.state import Model, Worker, bar, heartbeat_level, load_style, look, short_age, short_id
+from tui.widgets.base import View
 
 COLUMNS = (
     ("name", "WORKER", 14),
@@ -77,7 +77,8 @@ def load_cell(worker: Worker, key: str, width: int = BAR) -> Text:
     return text
 
 
-class WorkersView(Vertical):
+class WorkersView(View):
+    FOCUS = "#worker-table"
     _model: Model | None = None
     _now = 0.0
 
@@ -101,6 +102,9 @@ class WorkersView(Vertical):
             Text(str(running), justify="right"),
             Text(short_age(age), style=LEVEL_STYLES[level], justify="right"),
         ]
+
+    def redraw(self, model: Model, now: float) -> None:
+        self.refresh_from(model, now, self.options.heartbeat_interval_s)
 
     def refresh_from(self, model: Model, now: float, interval_s: float) -> None:
         self._model, self._now = model, now

@@ -16,10 +16,10 @@ import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from banyan.client.tls import client_context
 from banyan.constants import CLIENT_FILE_NAME, DEFAULT_HOST, DEFAULT_PORT
 from banyan.errors import Unauthorized
 from banyan.settings import data_dir
-from banyan.tls import client_context
 
 CA_CERT_ENV = "BANYAN_CA_CERT"
 

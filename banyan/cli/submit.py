@@ -25,16 +25,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from banyan import constants as c
-from banyan.cli_common import Context, UsageError, check_ids, fetch_many
-from banyan.cli_output import outcome
-from banyan.client import Client
-from banyan.errors import BanyanError, Conflict, NotFound
+from banyan.cli.context import Context, UsageError, check_ids
+from banyan.client.format import outcome
+from banyan.client.linking import check_parent, link_after
+from banyan.client.trees import fetch_many
+from banyan.errors import BanyanError, NotFound
 from banyan.models import TaskCreate
 from banyan.validation import from_validation
 
 INDEX_ENV = "BANYAN_TASK_INDEX"
 ENTRY_ENV = "BANYAN_ENTRY"
-LINK_ATTEMPTS = 3
 
 EPILOG = """\
 examples:
@@ -243,40 +243,6 @@ def validate(task: dict[str, Any], *, what: str) -> dict[str, Any]:
 # --- sending -------------------------------------------------------------------
 
 
-def _check_parent(parent: str, result: str) -> None:
-    if result in ("failed", "cancelled"):
-        ended = "failed" if result == "failed" else "was cancelled"
-        raise Conflict(f"task {parent} {ended}: a task submitted after it would never run")
-
-
-async def link_after(client: Client, parents: list[str], children: list[str]) -> None:
-    """Make ``children`` (created inactive) continuations of ``parents``."""
-    for attempt in range(LINK_ATTEMPTS):
-        found = await fetch_many(client, parents, projection={"state": 1, "execution": 1})
-        live = []
-        for parent in parents:
-            if parent not in found:
-                raise NotFound(f"no task with id {parent}")
-            result = outcome(found[parent])
-            _check_parent(parent, result)
-            if result == "pending":
-                live.append(parent)
-        if not live:  # every parent has already succeeded
-            await client.update_many([{"_id": i, "state": "available"} for i in children])
-            return
-        try:
-            await client.request(
-                "POST",
-                "/tasks/add_continuations",
-                json_body=[{"targets": live, "values": children}],
-            )
-            return
-        except Conflict:
-            # A parent ended meanwhile: look again (it may have succeeded).
-            if attempt == LINK_ATTEMPTS - 1:
-                raise
-
-
 async def run(ctx: Context) -> int:
     args = ctx.args
     tasks = build_tasks(args)
@@ -288,7 +254,7 @@ async def run(ctx: Context) -> int:
             for parent in parents:
                 if parent not in known:
                     raise NotFound(f"no task with id {parent}")
-                _check_parent(parent, outcome(known[parent]))
+                check_parent(parent, outcome(known[parent]))
         bulk = args.array is not None or args.each_line is not None
         response = await client.submit(tasks if bulk else tasks[0])
         ids = [i["_id"] for i in response["_items"]] if bulk else [response["_id"]]
@@ -306,7 +272,7 @@ async def run(ctx: Context) -> int:
         for task_id in ids:
             ctx.out.line(task_id)
     if args.wait:
-        from banyan.cli_wait import wait_for_tasks
+        from banyan.cli.wait import wait_for_tasks
 
         return await wait_for_tasks(ctx, ids, timeout=args.timeout)
     return 0

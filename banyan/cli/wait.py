@@ -1,9 +1,8 @@
-"""Commands that follow tasks as they run: ``banyan wait``, ``banyan logs``
-(``-f``) and ``banyan events``.
+"""``banyan wait``: wait until tasks end; the exit status says how they ended.
 
-``wait`` listens to the event feed for the tasks' state changes and also
+It listens to the event feed for the tasks' state changes and also
 re-reads the unfinished ones every ``POLL_S`` seconds, so an event missed
-while the feed connects (or while it reconnects) costs at most that delay.
+while the feed connects (or while it reconnects) costs at most that del
 """
 
 from __future__ import annotations
@@ -24,18 +23,29 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
-from banyan.cli_common import IDS_PER_QUERY, Context, UsageError, check_ids, fetch_many, parse_where
-from banyan.cli_output import outcome, warn
-from banyan.client import Client
+from banyan.cli.context import Context, UsageError, check_ids
+from banyan.cli.output import warn
+from banyan.client.format import (
+    outcome,
+)
+from banyan.client.http import Client
+from banyan.client.trees import IDS_PER_QUERY, fetch_many
+from banyan.documents import ExecutionDoc, TaskDoc
 from banyan.errors import BanyanError, NotFound
 from banyan.units import parse_duration
 
 POLL_S = 2.0
+
+
 FIRST_POLL_S = 0.5
-LOG_POLL_S = 0.5
-FINAL = frozenset({"terminated", "cancelled"})
+
+
 EXIT_OK, EXIT_FAILED, EXIT_ERROR, EXIT_TIMEOUT = 0, 1, 2, 3
+FINAL = frozenset({"terminated", "cancelled"})
+
+
 _PROJECTION = {"name": 1, "state": 1, "execution": 1, "pending_dependency_count": 1}
+
 
 WAIT_EPILOG = """\
 examples:
@@ -50,25 +60,8 @@ exit status:
   3  --timeout passed before every task ended
 """
 
-LOGS_EPILOG = """\
-examples:
-  banyan logs 6650f0c2a1b2c3d4e5f60718            # stdout of the current attempt
-  banyan logs 6650f0c2a1b2c3d4e5f60718 --stderr --tail 20
-  banyan logs -f 6650f0c2a1b2c3d4e5f60718         # follow until the task ends
-"""
 
-EVENTS_EPILOG = """\
-examples:
-  banyan events                                   # new events, until Ctrl-C
-  banyan events --since 0 --count 10              # replay the first ten
-  banyan events --types task.state --where '{"queue": "gpu"}'
-  banyan events --types 'worker.*'
-
-One JSON object per line: {"seq", "time", "timestamp", "type", "data"}.
-"""
-
-
-def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     raw = argparse.RawDescriptionHelpFormatter
     p = sub.add_parser(
         "wait",
@@ -81,37 +74,6 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("ids", nargs="+", metavar="ID")
     p.add_argument("--timeout", metavar="S", help='give up after this long: seconds or "10m"')
     p.set_defaults(handler=run_wait)
-
-    p = sub.add_parser(
-        "logs",
-        parents=parents,
-        help="print a task's output",
-        description="Print the captured stdout (or stderr) of a task's current attempt.",
-        epilog=LOGS_EPILOG,
-        formatter_class=raw,
-    )
-    p.add_argument("id", metavar="ID")
-    p.add_argument("-f", "--follow", action="store_true", help="follow until the task ends")
-    p.add_argument("--stderr", action="store_true", help="stderr instead of stdout")
-    p.add_argument("--tail", type=int, metavar="N", help="only the last N lines")
-    p.set_defaults(handler=run_logs)
-
-    p = sub.add_parser(
-        "events",
-        parents=parents,
-        help="print the event feed as JSON lines",
-        description="Follow the event feed (until Ctrl-C or --count events).",
-        epilog=EVENTS_EPILOG,
-        formatter_class=raw,
-    )
-    p.add_argument("--since", type=int, metavar="SEQ", help="replay the events after this seq")
-    p.add_argument("--where", metavar="JSON", help="filter on the event data, as in 'ls'")
-    p.add_argument("--types", metavar="T[,T]", help="event types, e.g. task.state,worker.*")
-    p.add_argument("--count", type=int, metavar="N", help="stop after N events")
-    p.set_defaults(handler=run_events)
-
-
-# --- wait ----------------------------------------------------------------------
 
 
 def _timeout_s(value: str | float | None) -> float | None:
@@ -131,7 +93,7 @@ async def _follow_feed(
     wanted = set(ids)
     where = {"_id": {"$in": ids}} if len(ids) <= IDS_PER_QUERY else None
     with contextlib.suppress(BanyanError):
-        events = _closable(client.events(where=where, types=["task.state"]))
+        events = closable(client.events(where=where, types=["task.state"]))
         async with contextlib.aclosing(events) as feed:
             async for frame in feed:
                 data = frame.get("data") or {}
@@ -139,12 +101,12 @@ async def _follow_feed(
                     queue.put_nowait(data)
 
 
-def _closable(events: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[dict[str, Any], None]:
+def closable(events: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[dict[str, Any], None]:
     """``Client.events`` is an async generator: close it (and its websocket) when done."""
     return cast(AsyncGenerator[dict[str, Any], None], events)
 
 
-def _apply(tasks: dict[str, dict[str, Any]], data: dict[str, Any], stale: set[str]) -> None:
+def _apply(tasks: dict[str, TaskDoc], data: dict[str, Any], stale: set[str]) -> None:
     """Update a task from its event; ``stale`` collects the ids whose other
     fields (exit code...) are now older than their state."""
     task = tasks.get(data["_id"])
@@ -152,9 +114,9 @@ def _apply(tasks: dict[str, dict[str, Any]], data: dict[str, Any], stale: set[st
         return
     stale.add(data["_id"])
     task["state"] = data["state"]
-    execution = dict(task.get("execution") or {})
+    execution: ExecutionDoc = {**(task.get("execution") or {})}
     if data["state"] == "running":
-        execution.update(exit_status=None, exit_code=None, worker=data.get("worker"))
+        execution.update({"exit_status": None, "exit_code": None, "worker": data.get("worker")})
     if "exit_status" in data:
         execution["exit_status"] = data["exit_status"]
     task["execution"] = execution
@@ -178,7 +140,7 @@ def _progress(ctx: Context, total: int) -> Iterator[Progress | None]:
         yield bar
 
 
-def _describe(tasks: dict[str, dict[str, Any]]) -> str:
+def _describe(tasks: dict[str, TaskDoc]) -> str:
     counts: dict[str, int] = {}
     for task in tasks.values():
         key = outcome(task) if task["state"] in FINAL else task["state"]
@@ -250,7 +212,7 @@ async def wait_for_tasks(ctx: Context, ids: list[str], *, timeout: str | float |
 def _report(
     ctx: Context,
     ids: list[str],
-    tasks: dict[str, dict[str, Any]],
+    tasks: dict[str, TaskDoc],
     *,
     timed_out: bool,
     timeout_s: float | None,
@@ -302,87 +264,3 @@ def _report(
 
 async def run_wait(ctx: Context) -> int:
     return await wait_for_tasks(ctx, check_ids(ctx.args.ids), timeout=ctx.args.timeout)
-
-
-# --- logs ----------------------------------------------------------------------
-
-
-def _tail_start(text: str, lines: int) -> int:
-    """Where the last ``lines`` lines of ``text`` begin."""
-    if lines <= 0:
-        return len(text)
-    kept = text.splitlines(keepends=True)[-lines:]
-    return len(text) - sum(len(line) for line in kept)
-
-
-async def run_logs(ctx: Context) -> int:
-    args = ctx.args
-    (task_id,) = check_ids([args.id])
-    stream = "stderr" if args.stderr else "stdout"
-    if args.tail is not None and args.tail < 0:
-        raise UsageError("--tail must be 0 or more")
-    out = ctx.out
-    async with ctx.client() as client:
-        if not args.follow:
-            logs = await client.logs(task_id, stream=stream, tail=args.tail)
-            if out.json_mode:
-                out.json(logs)
-            else:
-                out.file.write(logs.get(stream) or "")
-                out.file.flush()
-            return 0
-        shown_attempt: Any = None
-        offset = 0
-        first = True
-        while True:
-            # The state is read before the logs: once it is final, the logs
-            # read after it are complete (a worker sends output before its report).
-            state = (await client.task(task_id))["state"]
-            logs = await client.logs(task_id, stream=stream)
-            text = logs.get(stream) or ""
-            if logs.get("attempt") != shown_attempt:
-                if shown_attempt is not None:
-                    warn(f"task {task_id}: attempt {logs.get('attempt')} started")
-                shown_attempt, offset = logs.get("attempt"), 0
-            if first and args.tail is not None:
-                offset = _tail_start(text, args.tail)
-            first = False
-            offset = min(offset, len(text))
-            if len(text) > offset:
-                if out.json_mode:
-                    out.json_line(
-                        {"attempt": shown_attempt, "stream": stream, "data": text[offset:]}
-                    )
-                else:
-                    out.file.write(text[offset:])
-                    out.file.flush()
-                offset = len(text)
-            if state in FINAL:
-                return 0
-            await asyncio.sleep(LOG_POLL_S)
-
-
-# --- events --------------------------------------------------------------------
-
-
-async def run_events(ctx: Context) -> int:
-    args = ctx.args
-    where = parse_where(args.where)
-    types = [t.strip() for t in args.types.split(",") if t.strip()] if args.types else None
-    if args.since is not None and args.since < 0:
-        raise UsageError("--since must be 0 or more")
-    if args.count is not None and args.count < 1:
-        raise UsageError("--count must be 1 or more")
-    seen = 0
-    async with ctx.client() as client:
-        # The feed reconnects by itself; make sure the server is there at all.
-        await client.request("GET", "/health")
-        events = _closable(client.events(since=args.since, where=where, types=types))
-        async with contextlib.aclosing(events) as feed:
-            async for frame in feed:
-                ctx.out.json_line(frame)
-                if "seq" in frame:
-                    seen += 1
-                    if args.count is not None and seen >= args.count:
-                        break
-    return 0

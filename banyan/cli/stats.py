@@ -1,4 +1,4 @@
-"""Commands about the whole cluster: ``banyan workers`` and ``banyan stats``."""
+"""``banyan stats``: counts by state and queue, throughput, wait and run times, worker load."""
 
 from __future__ import annotations
 
@@ -9,25 +9,17 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from banyan.cli_common import Context
-from banyan.cli_output import STATE_STYLES, duration, gpu_count, key_value_table, memory, number
+from banyan.cli.context import Context
+from banyan.cli.output import STATE_STYLES, key_value_table
+from banyan.client.format import (
+    duration,
+    gpu_count,
+    memory,
+    number,
+)
 from banyan.errors import NotFound
 from banyan.states import State
 
-WORKER_STYLES = {
-    "idle": "cyan",
-    "busy": "bold yellow",
-    "draining": "magenta",
-    "disconnected": "red",
-    "lost": "bold red",
-    "left": "dim",
-}
-
-WORKERS_EPILOG = """\
-examples:
-  banyan workers
-  banyan workers --json | jq '.[] | select(.state == "idle") | .name'
-"""
 STATS_EPILOG = """\
 examples:
   banyan stats
@@ -35,17 +27,8 @@ examples:
 """
 
 
-def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     raw = argparse.RawDescriptionHelpFormatter
-    p = sub.add_parser(
-        "workers",
-        parents=parents,
-        help="list workers and their load",
-        description="List the workers: state, used/total cores, memory and GPUs, running tasks.",
-        epilog=WORKERS_EPILOG,
-        formatter_class=raw,
-    )
-    p.set_defaults(handler=run_workers)
     p = sub.add_parser(
         "stats",
         parents=parents,
@@ -55,58 +38,6 @@ def add_parsers(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         formatter_class=raw,
     )
     p.set_defaults(handler=run_stats)
-
-
-# --- workers ---------------------------------------------------------------------
-
-
-def _used(capacity: Mapping[str, Any], free: Mapping[str, Any], key: str) -> tuple[float, float]:
-    total = capacity.get(key, 0)
-    total_n = float(gpu_count(total)) if key == "gpus" else float(total or 0)
-    free_n = float(free.get(key, total_n) or 0)
-    return max(0.0, total_n - free_n), total_n
-
-
-def _ratio(used: float, total: float, *, as_memory: bool = False) -> str:
-    if as_memory:
-        return f"{memory(int(used))} / {memory(int(total))}"
-    return f"{number(used)}/{number(total)}"
-
-
-async def run_workers(ctx: Context) -> int:
-    async with ctx.client() as client:
-        workers = await client.workers()
-    if ctx.out.json_mode:
-        ctx.out.json(workers)
-        return 0
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for header in ("NAME", "STATE", "CORES", "MEMORY", "GPUS", "RUNNING", "HEARTBEAT", "QUEUES"):
-        table.add_column(header, no_wrap=True)
-    for worker in workers:
-        capacity = worker.get("capacity") or {}
-        free = worker.get("free") or {}
-        cores = _used(capacity, free, "cores")
-        mem = _used(capacity, free, "memory")
-        gpus = _used(capacity, free, "gpus")
-        age = worker.get("last_heartbeat_age_s")
-        state = worker.get("state") or "-"
-        table.add_row(
-            worker.get("name") or worker.get("_id") or "-",
-            Text(state, style=WORKER_STYLES.get(state, "")),
-            _ratio(*cores),
-            _ratio(*mem, as_memory=True),
-            _ratio(*gpus),
-            str(len(worker.get("running") or [])),
-            duration(round(float(age), 1)) + " ago" if isinstance(age, int | float) else "-",
-            ",".join(worker.get("queues") or []),
-        )
-    ctx.out.show(table)
-    if not workers:
-        ctx.out.show(Text("no workers have connected yet", style="dim"))
-    return 0
-
-
-# --- stats -----------------------------------------------------------------------
 
 
 def _resources_line(values: Mapping[str, Any] | None) -> str:

@@ -1,11 +1,13 @@
 """``banyan``: the command line for people and scripts.
 
-Commands: ``submit``, ``ls``, ``show``, ``tree``, ``cancel``, ``retry``,
-``wait``, ``logs``, ``workers``, ``stats``, ``events`` (each in a
-``banyan/cli_*.py`` module) and ``progress`` (here: used from inside a
-running task, it talks to the worker, not the server).
+Each command is a module of ``banyan.cli`` named after it, with an
+``add_parser(sub, parents)`` that registers its options and handler:
+``submit``, ``ls``, ``show``, ``tree``, ``cancel``, ``retry``, ``wait``,
+``logs``, ``events``, ``workers``, ``stats`` and ``progress`` (used from
+inside a running task: it talks to the worker, not the server). A new
+command is a new module plus one entry in ``COMMANDS``.
 
-This module builds the parser, runs the chosen command on one event loop and
+This module composes the parser, runs the chosen command on one event loop and
 turns every error into one line on stderr and an exit status:
 
 - 0 success; 1 a task failed, an id is unknown, a change was refused (409);
@@ -17,18 +19,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import socket
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 from typing import NoReturn
 
-from banyan import cli_cluster, cli_submit, cli_tasks, cli_wait
-from banyan.cli_common import Context
-from banyan.cli_output import Output, warn
-from banyan.constants import PROGRESS_SOCKET_ENV
-from banyan.discovery import add_connection_options
+from banyan.cli import (
+    cancel,
+    events,
+    logs,
+    ls,
+    progress,
+    retry,
+    show,
+    stats,
+    submit,
+    tree,
+    wait,
+    workers,
+)
+from banyan.cli.context import Context
+from banyan.cli.output import Output, warn
+from banyan.client.discovery import add_connection_options
 from banyan.errors import (
     BadRequest,
     BanyanError,
@@ -43,6 +56,22 @@ EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 # Statuses that mean "cannot talk to the server as this user" or "bad input": 2.
 _EXIT_2 = (ServerUnreachable, Unauthorized, Forbidden, InvalidInput, BadRequest, Unavailable)
+
+# The commands in the order ``banyan --help`` lists them.
+COMMANDS: tuple[ModuleType, ...] = (
+    submit,
+    ls,
+    show,
+    tree,
+    cancel,
+    retry,
+    wait,
+    logs,
+    events,
+    workers,
+    stats,
+    progress,
+)
 
 EPILOG = """\
 examples:
@@ -65,12 +94,6 @@ Every command takes --json for machine-readable output.
 exit status: 0 ok; 1 a task failed or was cancelled, unknown id, refused
 change; 2 server unreachable, bad token, invalid input; 3 wait timed out;
 130 interrupted.
-"""
-
-PROGRESS_EPILOG = """\
-examples (inside a task started by banyan-worker):
-  banyan progress 40 "loading data"
-  banyan progress 100
 """
 
 
@@ -103,48 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     _connection_options(common, default=argparse.SUPPRESS)
     parents: list[argparse.ArgumentParser] = [common]
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    cli_submit.add_parser(sub, parents)
-    cli_tasks.add_parsers(sub, parents)
-    cli_wait.add_parsers(sub, parents)
-    cli_cluster.add_parsers(sub, parents)
-    progress = sub.add_parser(
-        "progress",
-        help="report the running task's progress (inside a task)",
-        description="Report the progress of the task this runs in (to its worker).",
-        epilog=PROGRESS_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    progress.add_argument("percent", type=float, help="0 to 100")
-    progress.add_argument("message", nargs="?", help="what the task is doing")
-    progress.set_defaults(handler=None)
+    for command in COMMANDS:
+        command.add_parser(sub, parents)
     return parser
-
-
-def report_progress(percent: float, message: str | None) -> None:
-    """Send one progress line to the worker that runs this task."""
-    path = os.environ.get(PROGRESS_SOCKET_ENV)
-    task = os.environ.get("BANYAN_TASK_ID")
-    if not path or not task:
-        raise RuntimeError("not inside a Banyan task (BANYAN_PROGRESS_SOCKET is not set)")
-    if not 0 <= percent <= 100:
-        raise ValueError(f"percent must be between 0 and 100, got {percent:g}")
-    line = json.dumps({"task": task, "percent": percent, "message": message}) + "\n"
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(path)
-        sock.sendall(line.encode())
-        answer = sock.recv(64)
-    if answer.strip() != b"ok":
-        raise RuntimeError("the worker did not accept the progress report")
-
-
-def _progress(args: argparse.Namespace) -> int:
-    try:
-        report_progress(args.percent, args.message)
-    except (RuntimeError, ValueError, OSError) as exc:
-        print(f"banyan progress: {exc}", file=sys.stderr)
-        return 2
-    return 0
 
 
 def error_message(exc: BanyanError, ctx: Context) -> str:
@@ -164,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 0
     if args.handler is None:
-        return _progress(args)
+        return progress.run(args)
     ctx = Context(args, Output(json_mode=bool(args.json)))
     try:
         return int(asyncio.run(args.handler(ctx)))

@@ -24,9 +24,10 @@ from typing import Any
 
 import aiohttp
 
-from banyan.discovery import Connection
+from banyan.client.discovery import Connection
+from banyan.client.tls import unreachable
+from banyan.documents import TaskDoc, WorkerDoc
 from banyan.errors import BanyanError, ServerUnreachable
-from banyan.tls import unreachable
 from banyan.tokens import basic_auth_header
 
 RECONNECT_MAX_S = 5.0
@@ -101,8 +102,8 @@ class Client:
         """One task (returns its meta) or a list (returns ``{"_items": [...]}``)."""
         return await self.request("POST", "/tasks", json_body=task)
 
-    async def task(self, task_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self.request("GET", f"/tasks/{task_id}")
+    async def task(self, task_id: str) -> TaskDoc:
+        result: TaskDoc = await self.request("GET", f"/tasks/{task_id}")
         return result
 
     async def find(
@@ -130,9 +131,9 @@ class Client:
 
     async def find_all(
         self, where: Mapping[str, Any] | None = None, *, sort: str | None = None, limit: int = 10**6
-    ) -> list[dict[str, Any]]:
+    ) -> list[TaskDoc]:
         """Every matching task, following the pages (up to ``limit``)."""
-        items: list[dict[str, Any]] = []
+        items: list[TaskDoc] = []
         page = 1
         while len(items) < limit:
             found = await self.find(where, sort=sort, max_results=1000, page=page)
@@ -171,7 +172,7 @@ class Client:
         result: dict[str, Any] = await self.request("GET", f"/tasks/{task_id}/logs", params=params)
         return result
 
-    async def workers(self) -> list[dict[str, Any]]:
+    async def workers(self) -> list[WorkerDoc]:
         result = await self.request("GET", "/workers")
         return list(result["_items"])
 

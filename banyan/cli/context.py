@@ -1,0 +1,74 @@
+"""What every ``banyan`` command gets: the parsed arguments, where to write,
+and a client connected the way discovery says (flags, then ``BANYAN_SERVER``
+/ ``BANYAN_TOKEN`` / ``BANYAN_CA_CERT``, then the local server's client file),
+and the input checks several commands share (ids, ``--where``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from banyan.cli.output import Output
+from banyan.client.discovery import Connection, discover
+from banyan.client.http import Client
+from banyan.errors import InvalidInput, NotFound
+from banyan.ids import is_id
+
+
+class UsageError(InvalidInput):
+    """Input the CLI refuses before sending anything (exit status 2)."""
+
+
+@dataclass
+class Context:
+    args: argparse.Namespace
+    out: Output
+    _connection: Connection | None = field(default=None, init=False)
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            self._connection = discover(
+                getattr(self.args, "server", None),
+                getattr(self.args, "token", None),
+                getattr(self.args, "ca_cert", None),
+            )
+        return self._connection
+
+    @property
+    def server_url(self) -> str | None:
+        """The server's URL once discovery has run (for error messages)."""
+        return None if self._connection is None else self._connection.server
+
+    def client(self) -> Client:
+        return Client(self.connection)
+
+
+Handler = Callable[[Context], Awaitable[int]]
+
+
+def check_ids(ids: Iterable[str]) -> list[str]:
+    """Lower-cased ids, refusing anything that is not 24 hex digits (as the server would)."""
+    checked = []
+    for task_id in ids:
+        lowered = task_id.strip().lower()
+        if not is_id(lowered):
+            raise NotFound(f"no task with id {task_id} (ids are 24 hex digits)")
+        checked.append(lowered)
+    return list(dict.fromkeys(checked))
+
+
+def parse_where(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        where = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--where is not valid JSON: {exc}") from exc
+    if not isinstance(where, dict):
+        raise UsageError('--where must be a JSON object, e.g. \'{"queue": "gpu"}\'')
+    return where

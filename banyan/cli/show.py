@@ -1,0 +1,129 @@
+"""``banyan show``: one task's fields, its current execution and every attempt."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from banyan.cli.context import Context, check_ids
+from banyan.cli.output import key_value_table, state_text
+from banyan.client.format import (
+    between,
+    duration,
+    memory,
+    resources,
+)
+
+SHOW_EPILOG = """\
+examples:
+  banyan show 6650f0c2a1b2c3d4e5f60718
+  banyan show 6650f0c2a1b2c3d4e5f60718 --json
+"""
+
+
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    raw = argparse.RawDescriptionHelpFormatter
+    p = sub.add_parser(
+        "show",
+        parents=parents,
+        help="show one task: fields, execution, attempts",
+        description="Show a task: its fields, its current execution and every attempt.",
+        epilog=SHOW_EPILOG,
+        formatter_class=raw,
+    )
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(handler=run_show)
+
+
+async def run_show(ctx: Context) -> int:
+    (task_id,) = check_ids([ctx.args.id])
+    async with ctx.client() as client:
+        task = await client.task(task_id)
+        history = await client.history(task_id)
+        parents = await client.find(
+            {"continuations": task_id}, projection={"name": 1, "state": 1}, max_results=100
+        )
+    if ctx.out.json_mode:
+        ctx.out.json({"task": task, "history": history, "parents": parents["_items"]})
+        return 0
+    execution = task.get("execution") or {}
+    rows: list[tuple[str, Any]] = [
+        ("id", task["_id"]),
+        ("name", task.get("name") or "-"),
+        ("state", state_text(task.get("state"), execution.get("exit_status"))),
+        ("command", task.get("command") or "(group task)"),
+        ("queue", f"{task.get('queue')}   priority {task.get('priority', 0)}"),
+        ("resources", resources(task.get("requested_resources"))),
+        ("retries", f"{task.get('retry_count', 0)} of {task.get('max_retry_count', 0)}"),
+        ("termination", "grace " + duration(task.get("max_termination_time"))),
+    ]
+    if task.get("estimated_runtime") is not None:
+        rows.append(("estimated", duration(task["estimated_runtime"])))
+    if task.get("cwd"):
+        rows.append(("cwd", task["cwd"]))
+    if env := task.get("env"):
+        rows.append(("env", " ".join(f"{k}={v}" for k, v in sorted(env.items()))))
+    if parents["_items"]:
+        rows.append(("after", ", ".join(_label(p) for p in parents["_items"])))
+    if task.get("pending_dependency_count"):
+        rows.append(("waiting on", f"{task['pending_dependency_count']} parent(s)"))
+    if task.get("continuations"):
+        rows.append(("continuations", ", ".join(task["continuations"])))
+    rows += [
+        ("owner", task.get("owner") or "-"),
+        ("created", task.get("_created") or "-"),
+        ("updated", task.get("_updated") or "-"),
+    ]
+    ctx.out.show(key_value_table(rows, title="[bold]Task[/bold]"))
+    if execution:
+        progress = execution.get("progress") or {}
+        exec_rows: list[tuple[str, Any]] = [
+            ("attempt", str(execution.get("attempt", "-"))),
+            ("worker", execution.get("worker") or "-"),
+            ("started", execution.get("time_started") or "-"),
+            ("ended", execution.get("time_terminated") or "-"),
+        ]
+        if exit_status := execution.get("exit_status"):
+            code = execution.get("exit_code")
+            extra = f" (exit code {code})" if code not in (None, 0) else ""
+            exec_rows.append(("exit status", exit_status + extra))
+        if progress:
+            percent = progress.get("percent")
+            text = f"{percent:g}%" if isinstance(percent, int | float) else ""
+            exec_rows.append(("progress", f"{text} {progress.get('message') or ''}".strip()))
+        ctx.out.show(Text(""), key_value_table(exec_rows, title="[bold]Execution[/bold]"))
+    if history:
+        ctx.out.show(Text(""), _history_table(history))
+    return 0
+
+
+def _label(task: dict[str, Any]) -> str:
+    name = task.get("name")
+    return f"{task['_id']} ({name}, {task.get('state')})" if name else f"{task['_id']}"
+
+
+def _history_table(history: list[dict[str, Any]]) -> Table:
+    table = Table(title="[bold]Attempts[/bold]", title_justify="left", box=None, pad_edge=False)
+    for header in ("#", "WORKER", "STARTED", "RAN", "EXIT", "PEAK RSS", "CPU"):
+        table.add_column(header, header_style="bold")
+    for attempt in history:
+        usage = attempt.get("usage") or {}
+        cpu = None
+        if "cpu_user_s" in usage or "cpu_system_s" in usage:
+            cpu = float(usage.get("cpu_user_s") or 0) + float(usage.get("cpu_system_s") or 0)
+        status = attempt.get("exit_status") or "running"
+        if attempt.get("exit_code") not in (None, 0):
+            status += f" ({attempt['exit_code']})"
+        table.add_row(
+            str(attempt.get("attempt", "")),
+            attempt.get("worker") or "-",
+            attempt.get("time_started") or "-",
+            duration(between(attempt.get("time_started"), attempt.get("time_terminated"))),
+            Text(status, style="green" if status == "success" else ""),
+            memory(usage.get("peak_rss_bytes")),
+            duration(cpu),
+        )
+    return table

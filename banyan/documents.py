@@ -1,0 +1,120 @@
+"""The documents the API returns, typed once: a task as ``GET /tasks`` and
+``GET /tasks/{id}`` return it, and a worker as ``GET /workers`` does.
+
+They are ``TypedDict``\\ s, not models: what comes off the wire stays a plain
+dict (cheap for a hundred thousand tasks in the TUI), and every key is
+optional (``total=False``) because ``projection`` may leave any of them out.
+The server's rows (``server/sqlite/rows.py`` ``row_to_doc``, rendered by
+``server/render.py``) have exactly these keys.
+
+``task_document`` builds a whole task document with the defaults of
+``banyan.models.TaskCreate``, so a fake server (the TUI's ``FakeSource``,
+tests) never spells a task out by hand: a new field with a default appears
+in every fake document by itself.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict, cast
+
+from banyan.models import TaskCreate
+
+
+class ProgressDoc(TypedDict, total=False):
+    """What ``banyan progress`` last reported from inside the task."""
+
+    percent: float
+    message: str | None
+
+
+class ExecutionDoc(TypedDict, total=False):
+    """A task's current attempt (``None`` before its first)."""
+
+    attempt: int
+    worker: str | None
+    exit_status: str | None
+    exit_code: int | None
+    time_started: str | None
+    time_terminated: str | None
+    progress: ProgressDoc | None
+
+
+class TaskDoc(TypedDict, total=False):
+    """A task (SPEC §3). Dates are strings in the server's ``date_format``."""
+
+    _id: str
+    name: str | None
+    command: str | None  # None: a group task
+    state: str
+    continuations: list[str]
+    requested_resources: dict[str, Any]
+    queue: str
+    priority: int
+    max_retry_count: int
+    retry_count: int
+    pending_dependency_count: int
+    max_termination_time: float
+    estimated_runtime: float | None
+    env: dict[str, str] | None
+    cwd: str | None
+    owner: str | None
+    execution: ExecutionDoc | None
+    _created: str
+    _updated: str
+    _etag: str
+    _links: dict[str, Any]
+
+
+class RunningDoc(TypedDict, total=False):
+    """One attempt a worker runs, in ``WorkerDoc.running``."""
+
+    task: str
+    name: str | None
+    state: str
+    requested_resources: dict[str, Any]
+    attempt: int
+    time_started: str | None
+
+
+class WorkerDoc(TypedDict, total=False):
+    """A worker (SPEC §7): its capacity, what is free, what it runs."""
+
+    _id: str
+    name: str
+    state: str  # idle, busy, draining, disconnected, lost, left
+    host: str | None
+    pid: int | None
+    queues: list[str]
+    capacity: dict[str, Any]
+    free: dict[str, Any]
+    running: list[RunningDoc]
+    last_heartbeat: str | None
+    last_heartbeat_age_s: float
+    connected: str | None
+    left: str | None
+
+
+TASK_KEYS: tuple[str, ...] = tuple(TaskDoc.__annotations__)
+WORKER_KEYS: tuple[str, ...] = tuple(WorkerDoc.__annotations__)
+
+
+def task_document(
+    task_id: str, *, created: str, updated: str | None = None, **fields: Any
+) -> TaskDoc:
+    """A whole task document: ``TaskCreate``'s defaults, the server-managed
+    fields of a new task, then ``fields`` (which may set any key of ``TaskDoc``)."""
+    doc: dict[str, Any] = {"_id": task_id}
+    doc.update(TaskCreate.model_construct().model_dump(mode="json", exclude={"id"}))
+    doc.update(
+        retry_count=0,
+        pending_dependency_count=0,
+        owner=None,
+        execution=None,
+        _created=created,
+        _updated=updated if updated is not None else created,
+    )
+    unknown = set(fields) - set(TASK_KEYS)
+    if unknown:
+        raise TypeError(f"not a task field: {', '.join(sorted(unknown))}")
+    doc.update(fields)
+    return cast(TaskDoc, doc)

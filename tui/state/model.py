@@ -1,0 +1,187 @@
+"""The TUI's model: what it knows about tasks, workers and queues, loaded from
+a snapshot and kept live by the event feed (``Model.apply``, with the reducer
+in ``tui.state.feed``), with the figures derived from it."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from banyan.documents import TaskDoc, WorkerDoc
+from tui.state.records import (
+    ACTIVE_STATES,
+    FINAL_STATES,
+    Task,
+    Worker,
+    parse_time,
+    task_from_doc,
+    worker_from_doc,
+)
+
+__all__ = ["ACTIVE_STATES", "FINAL_STATES"]
+
+USAGE_POINTS = 120  # RSS samples kept per task for the sparkline
+USAGE_TASKS = 2_000  # tasks whose samples are kept (the most recently sampled)
+RATE_WINDOW_S = 60  # "done/1m" per queue, from the feed
+
+
+@dataclass
+class Changes:
+    """What one batch of frames touched."""
+
+    tasks: set[str] = field(default_factory=set)
+    workers: set[str] = field(default_factory=set)
+    queues: bool = False
+    usage: set[str] = field(default_factory=set)
+    workers_stale: bool = False  # loads changed: refetch /workers
+    applied: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.tasks or self.workers or self.queues or self.usage)
+
+
+@dataclass
+class Model:
+    tasks: dict[str, Task] = field(default_factory=dict)
+    workers: dict[str, Worker] = field(default_factory=dict)
+    parents: dict[str, set[str]] = field(default_factory=dict)
+    queue_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    counts_from_server: bool = False
+    oldest_available: dict[str, float] = field(default_factory=dict)
+    throughput: dict[str, int] | None = None
+    server_total: int | None = None
+    usage: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+    done: dict[str, deque[tuple[int, int]]] = field(default_factory=dict)
+    active: set[str] = field(default_factory=set)  # running or being cancelled
+    seq: int = 0
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        tasks: Iterable[TaskDoc],
+        workers: Iterable[WorkerDoc],
+        stats: Mapping[str, Any] | None,
+        *,
+        now: float,
+        server_total: int | None = None,
+    ) -> Model:
+        model = cls(server_total=server_total)
+        for doc in tasks:
+            model.add_task(task_from_doc(doc))
+        for worker_doc in workers:
+            worker = worker_from_doc(worker_doc, now=now)
+            model.workers[worker.name] = worker
+        model.set_stats(stats)
+        return model
+
+    def add_task(self, task: Task) -> None:
+        self.tasks[task.id] = task
+        self.track(task)
+        for child in task.continuations:
+            self.parents.setdefault(child, set()).add(task.id)
+
+    def track(self, task: Task) -> None:
+        if task.state in ACTIVE_STATES:
+            self.active.add(task.id)
+        else:
+            self.active.discard(task.id)
+
+    def merge_docs(self, docs: Iterable[TaskDoc]) -> set[str]:
+        """Tasks fetched on the side (a tree): added, or refreshed if newer."""
+        touched = set()
+        for doc in docs:
+            task = task_from_doc(doc)
+            known = self.tasks.get(task.id)
+            if known is None or task.updated >= known.updated:
+                self.add_task(task)
+                touched.add(task.id)
+        return touched
+
+    def set_stats(self, stats: Mapping[str, Any] | None) -> None:
+        """Counts from ``GET /stats``; without it, counted from the loaded tasks."""
+        if stats is None:
+            self.counts_from_server = False
+            self.queue_counts = counts_from_tasks(self.tasks.values())
+            self.oldest_available = {}
+            self.throughput = None
+            return
+        figures = stats.get("tasks") or {}
+        self.counts_from_server = True
+        self.queue_counts = {
+            str(q): {str(s): int(n) for s, n in counts.items()}
+            for q, counts in (figures.get("by_queue") or {}).items()
+        }
+        self.oldest_available = {
+            str(q): t
+            for q, v in (figures.get("oldest_available") or {}).items()
+            if (t := parse_time(v)) is not None
+        }
+        if isinstance(figures.get("total"), int):
+            self.server_total = int(figures["total"])
+        throughput = stats.get("throughput")
+        self.throughput = dict(throughput) if isinstance(throughput, Mapping) else None
+
+    def set_workers(self, docs: Iterable[WorkerDoc], *, now: float) -> None:
+        fresh = {}
+        for doc in docs:
+            worker = worker_from_doc(doc, now=now)
+            known = self.workers.get(worker.name)
+            # A heartbeat event newer than the listing wins.
+            if known and known.last_heartbeat and worker.last_heartbeat:
+                worker.last_heartbeat = max(known.last_heartbeat, worker.last_heartbeat)
+            fresh[worker.name] = worker
+        self.workers = fresh
+
+    def apply(self, frames: Iterable[Mapping[str, Any]]) -> Changes:
+        """Apply event feed frames (``tui.state.feed`` says what each type does)."""
+        # Imported here: the reducer's functions take a Model, so feed imports this module.
+        from tui.state.feed import HANDLERS
+
+        changes = Changes()
+        for frame in frames:
+            seq = frame.get("seq")
+            if isinstance(seq, int):
+                self.seq = max(self.seq, seq)
+            handler = HANDLERS.get(str(frame.get("type")))
+            if handler is None:
+                continue
+            data = frame.get("data") or {}
+            ts = frame.get("timestamp")
+            try:
+                handler(self, data, float(ts) if isinstance(ts, int | float) else 0.0, changes)
+            except (KeyError, TypeError, ValueError):
+                continue  # a frame we cannot read (a newer server?) is skipped
+            changes.applied += 1
+        return changes
+
+    # --- derived ----------------------------------------------------------------
+
+    def done_last_minute(self, queue: str, now: float) -> int:
+        buckets = self.done.get(queue)
+        if not buckets:
+            return 0
+        start = int(now) - RATE_WINDOW_S
+        return sum(n for second, n in buckets if second > start)
+
+    def running_by_worker(self) -> dict[str, int]:
+        """How many tasks each worker runs, by our model (one pass)."""
+        counts: dict[str, int] = {}
+        for task_id in self.active:
+            worker = self.tasks[task_id].worker
+            if worker is not None:
+                counts[worker] = counts.get(worker, 0) + 1
+        return counts
+
+    def running_on(self, worker: str) -> list[Task]:
+        found = [t for t in self.tasks.values() if t.state in ACTIVE_STATES and t.worker == worker]
+        return sorted(found, key=lambda t: t.started or 0.0)
+
+
+def counts_from_tasks(tasks: Iterable[Task]) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = {}
+    for task in tasks:
+        by_state = counts.setdefault(task.queue, {})
+        by_state[task.state] = by_state.get(task.state, 0) + 1
+    return counts
