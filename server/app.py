@@ -51,6 +51,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         hub,
         date_format=settings.date_format,
         buffer=settings.event_buffer,
+        buffer_bytes=settings.event_buffer_bytes,
         send_timeout_s=settings.event_send_timeout_s,
     )
 
