@@ -53,6 +53,12 @@ CLOSE_TOO_SLOW = 4429
 CLOSE_SHUTDOWN = 1001
 CLOSE_INTERNAL = 1011
 _READ_BATCH = 1000
+# After CLOSE_TOO_SLOW is queued, how long the socket may take to send it
+# before the connection is aborted (a subscriber that does not read would
+# otherwise hold the socket and its kernel buffers for as long as it likes).
+DROP_GRACE_S = 1.0
+# Shutdown closes every subscriber at once, each bounded by this.
+SHUTDOWN_CLOSE_S = 0.5
 _WS_TEXT_FIN = 0x81  # FIN + opcode 1 (text); a server never masks (RFC 6455 5.1)
 # Subscribers only listen: a larger frame from one closes its socket (1009).
 SUBSCRIBER_MAX_FRAME_BYTES = 64 * 1024
@@ -102,6 +108,7 @@ class Feed:
         self._ring = Ring(max_events=buffer, max_bytes=buffer_bytes)
         self._new = asyncio.Event()
         self.sockets: set[web.WebSocketResponse] = set()
+        self._dropping: set[web.WebSocketResponse] = set()  # being closed by their listener
         hub.subscribe(self._on_events)
 
     def _on_events(self, events: list[Event]) -> None:
@@ -126,8 +133,17 @@ class Feed:
             await asyncio.sleep(period_s)
 
     async def close_all(self) -> None:
-        for ws in list(self.sockets):
-            await ws.close(code=CLOSE_SHUTDOWN, message=b"server shutting down")
+        """Close every subscriber (server shutdown), all at once and bounded:
+        one whose socket takes nothing is aborted, not waited for."""
+
+        async def close(ws: web.WebSocketResponse) -> None:
+            with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+                await asyncio.wait_for(
+                    ws.close(code=CLOSE_SHUTDOWN, message=b"server shutting down"),
+                    timeout=SHUTDOWN_CLOSE_S,
+                )
+
+        await asyncio.gather(*(close(ws) for ws in list(self.sockets)))
 
     def _encode(self, event: Event) -> bytes:
         """The event's websocket frame, encoded once however many subscribers send it."""
@@ -167,15 +183,18 @@ class Feed:
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                     break
         finally:
-            # Let a closing listener finish its close handshake (so a slow
-            # subscriber receives CLOSE_TOO_SLOW); stop a live one now.
-            if not ws.closed:
+            # Let a listener that is dropping its subscriber finish (it aborts
+            # the connection within DROP_GRACE_S); stop any other one now: it
+            # may be waiting for the next event, which could be a long way off.
+            if ws not in self._dropping:
                 listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(listener, timeout=self._send_timeout_s + 5)
+                await asyncio.wait_for(listener, timeout=DROP_GRACE_S + 5)
             self.sockets.discard(ws)
+            self._dropping.discard(ws)
             if not ws.closed:
-                await ws.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ws.close(), timeout=SHUTDOWN_CLOSE_S)
         return ws
 
     async def _follow(
@@ -220,12 +239,29 @@ class Feed:
                 await self._write(ws, transport, frames)
                 sent = batch[-1].seq
         except TimeoutError:
-            await ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; resume with since")
+            await self._drop(ws, transport)
         except (ConnectionResetError, RuntimeError):
             pass
         except Exception:  # the handshake is done: no HTTP error response can follow
             log.exception("event feed subscriber failed")
             await ws.close(code=CLOSE_INTERNAL, message=b"internal error")
+
+    async def _drop(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
+        """Drop a subscriber that took no data for ``send_timeout_s``: queue
+        CLOSE_TOO_SLOW behind what it has not read, close the connection once
+        that is sent, and abort it when it is not sent within DROP_GRACE_S
+        (it does not read: no close handshake could finish)."""
+        self._dropping.add(ws)
+        transport.write(close_frame(CLOSE_TOO_SLOW, b"too slow; resume with since"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DROP_GRACE_S
+        while transport.get_write_buffer_size() > 0 and not transport.is_closing():
+            if loop.time() >= deadline:
+                log.debug("aborting a feed subscriber that does not read")
+                transport.abort()
+                return
+            await asyncio.sleep(0.02)
+        transport.close()
 
     async def _write(
         self, ws: web.WebSocketResponse, transport: asyncio.Transport, frames: list[bytes]
@@ -271,6 +307,12 @@ def text_frame(text: str) -> bytes:
     else:
         header = struct.pack("!BBQ", _WS_TEXT_FIN, 127, n)
     return header + payload
+
+
+def close_frame(code: int, reason: bytes) -> bytes:
+    """One complete, unmasked websocket close frame (RFC 6455 5.5.1)."""
+    payload = struct.pack("!H", code) + reason[:123]
+    return struct.pack("!BB", 0x88, len(payload)) + payload
 
 
 def _types(text: str | None) -> frozenset[str] | None:
