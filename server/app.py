@@ -16,6 +16,7 @@ from server.feed import Feed
 from server.gateway import Gateway
 from server.hub import EventHub
 from server.keys import FEED, GATEWAY, HUB, SETTINGS, STORE
+from server.netlog import quiet_network_errors
 from server.sqlite.store import SqliteStore
 from server.store import Store
 from server.views import misc, openapi, stats, tasks, workers
@@ -76,6 +77,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
 
     app.on_shutdown.append(close_worker_sockets)
 
+    app.cleanup_ctx.append(quiet_network_errors)
     app.cleanup_ctx.append(store_lifetime)
     app.add_routes(tasks.routes)
     app.add_routes(misc.routes)
