@@ -30,7 +30,7 @@ MAX_ENV_ENTRIES: Final = 1024
 MAX_ENV_NAME_CHARS: Final = 256
 MAX_ENV_VALUE_CHARS: Final = 32 * 1024
 # All of a task's env, keys and values: Linux refuses to exec much more (E2BIG).
-MAX_ENV_TOTAL_CHARS: Final = 256 * 1024
+MAX_ENV_TOTAL_CHARS: Final = 1024 * 1024
 MAX_CONTINUATIONS: Final = 10_000
 MAX_PRIORITY: Final = 2**31 - 1
 MAX_RETRY_COUNT: Final = 10_000

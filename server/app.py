@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from banyan.settings import Settings
+from server import dbwatch
 from server.auth import AUTH, Authenticator
 from server.errors import eve_errors
 from server.feed import Feed
@@ -79,6 +80,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
 
     app.cleanup_ctx.append(quiet_network_errors)
     app.cleanup_ctx.append(store_lifetime)
+    dbwatch.install(app, the_store)
     app.add_routes(tasks.routes)
     app.add_routes(misc.routes)
     app.add_routes(openapi.routes)
