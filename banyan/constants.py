@@ -27,7 +27,10 @@ MAX_COMMAND_CHARS: Final = 128 * 1024
 MAX_QUEUE_CHARS: Final = 128
 MAX_CWD_CHARS: Final = 4096
 MAX_ENV_ENTRIES: Final = 1024
+MAX_ENV_NAME_CHARS: Final = 256
 MAX_ENV_VALUE_CHARS: Final = 32 * 1024
+# All of a task's env, keys and values: Linux refuses to exec much more (E2BIG).
+MAX_ENV_TOTAL_CHARS: Final = 1024 * 1024
 MAX_CONTINUATIONS: Final = 10_000
 MAX_PRIORITY: Final = 2**31 - 1
 MAX_RETRY_COUNT: Final = 10_000

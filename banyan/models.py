@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -24,19 +25,51 @@ from banyan.resources import Resources
 from banyan.states import CREATE_STATES, State
 from banyan.units import Duration
 
+
+def _no_nul(value: str) -> str:
+    # A NUL cannot reach a process (argv, env and paths are C strings): refuse
+    # it here rather than store what no worker can run.
+    if "\x00" in value:
+        raise ValueError("may not contain a NUL character (\\u0000)")
+    return value
+
+
+NoNul = AfterValidator(_no_nul)
 TaskId = Annotated[str, StringConstraints(pattern=ID_PATTERN, min_length=24, max_length=24)]
-Name = Annotated[str, StringConstraints(max_length=c.MAX_NAME_CHARS)]
-Command = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_COMMAND_CHARS)]
+Name = Annotated[str, StringConstraints(max_length=c.MAX_NAME_CHARS), NoNul]
+Command = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_COMMAND_CHARS), NoNul]
 QueueName = Annotated[
     str,
     StringConstraints(min_length=1, max_length=c.MAX_QUEUE_CHARS, pattern=r"^[A-Za-z0-9_.:@/-]+$"),
 ]
 Priority = Annotated[int, Field(ge=-c.MAX_PRIORITY, le=c.MAX_PRIORITY)]
 RetryCount = Annotated[int, Field(ge=0, le=c.MAX_RETRY_COUNT)]
-Cwd = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_CWD_CHARS)]
-EnvName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=r"^[^=\x00]+$")]
-EnvValue = Annotated[str, StringConstraints(max_length=c.MAX_ENV_VALUE_CHARS)]
-Env = Annotated[dict[EnvName, EnvValue], Field(max_length=c.MAX_ENV_ENTRIES)]
+Cwd = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_CWD_CHARS), NoNul]
+
+
+def _env_name(value: str) -> str:
+    if "=" in value:
+        raise ValueError("an environment variable name may not contain '='")
+    return _no_nul(value)
+
+
+def _env_total(value: dict[str, str]) -> dict[str, str]:
+    total = sum(len(k) + len(v) for k, v in value.items())
+    if total > c.MAX_ENV_TOTAL_CHARS:
+        raise ValueError(
+            f"the environment holds {total} characters (names and values); "
+            f"at most {c.MAX_ENV_TOTAL_CHARS} are allowed"
+        )
+    return value
+
+
+EnvName = Annotated[
+    str, StringConstraints(min_length=1, max_length=c.MAX_ENV_NAME_CHARS), AfterValidator(_env_name)
+]
+EnvValue = Annotated[str, StringConstraints(max_length=c.MAX_ENV_VALUE_CHARS), NoNul]
+Env = Annotated[
+    dict[EnvName, EnvValue], Field(max_length=c.MAX_ENV_ENTRIES), AfterValidator(_env_total)
+]
 IdList = Annotated[list[TaskId], Field(max_length=c.MAX_CONTINUATIONS)]
 
 _STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False, populate_by_name=True)

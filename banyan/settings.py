@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     event_buffer: int = Field(
         100_000, ge=1000, description="recent events kept in memory for feed subscribers"
     )
+    event_buffer_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024 * 1024,
+        description="most bytes of encoded events kept in memory for feed subscribers "
+        "(the ring holds at most `event_buffer` events and at most this many bytes; older "
+        "events are read from the database)",
+    )
     event_send_timeout_s: float = Field(
         10.0, gt=0, description="a feed subscriber that takes no data for this long is dropped"
     )

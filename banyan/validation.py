@@ -25,8 +25,14 @@ def from_validation(exc: ValidationError, *, prefix: str = "", what: str = "inpu
             return BadRequest(f"malformed JSON: {error['msg'].removeprefix('Invalid JSON: ')}")
         # Union branches add their type names to the location; keep the path only.
         loc = [str(p) for p in error["loc"] if not _TYPE_TAG.match(str(p))]
-        field = ".".join(loc)
         message = error["msg"].removeprefix("Value error, ")
+        if len(loc) >= 2 and loc[-1] == "[key]":
+            # A bad mapping key (an env name): report it at the mapping, with
+            # the key shortened and escaped, since it may be long or hold a NUL.
+            bad = loc[-2]
+            shown = repr(bad if len(bad) <= 40 else bad[:40] + "…")
+            loc, message = loc[:-2], f"key {shown}: {message}"
+        field = ".".join(loc)
         if error["type"] == "extra_forbidden":
             name = loc[-1] if loc else field
             message = "read-only field" if name in READ_ONLY_FIELDS else "unknown field"

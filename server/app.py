@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 
 from banyan.settings import Settings
+from server import dbwatch
 from server.auth import AUTH, Authenticator
 from server.errors import eve_errors
 from server.feed import Feed
 from server.gateway import Gateway
 from server.hub import EventHub
 from server.keys import FEED, GATEWAY, HUB, SETTINGS, STORE
+from server.netlog import quiet_network_errors
 from server.sqlite.store import SqliteStore
 from server.store import Store
 from server.views import misc, openapi, stats, tasks, workers
@@ -51,6 +53,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         hub,
         date_format=settings.date_format,
         buffer=settings.event_buffer,
+        buffer_bytes=settings.event_buffer_bytes,
         send_timeout_s=settings.event_send_timeout_s,
     )
 
@@ -75,7 +78,9 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
 
     app.on_shutdown.append(close_worker_sockets)
 
+    app.cleanup_ctx.append(quiet_network_errors)
     app.cleanup_ctx.append(store_lifetime)
+    dbwatch.install(app, the_store)
     app.add_routes(tasks.routes)
     app.add_routes(misc.routes)
     app.add_routes(openapi.routes)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sqlite3
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from banyan.errors import BanyanError
 from banyan.logs import LOG_FORMATS, setup_logging, version
@@ -118,13 +120,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BanyanError as exc:
         print(f"banyan-server: {exc.message}", file=sys.stderr)
         return 2
-    except ValueError as exc:  # pydantic's ValidationError is one
-        print(f"banyan-server: invalid settings: {exc}", file=sys.stderr)
+    except ValidationError as exc:
+        print(f"banyan-server: invalid settings: {_first_issue(exc)}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"banyan-server: invalid settings: {_one_line(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
-        print(f"banyan-server: {exc}", file=sys.stderr)
+        print(f"banyan-server: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:
+        # Start-up errors are one line (the traceback helps nobody who runs
+        # the server); most often the directory is read-only: SQLite must
+        # create the -wal and -shm files beside the database.
+        print(
+            f"banyan-server: cannot open the database {settings.db}: {_one_line(exc)} "
+            "(its directory must be writable: SQLite keeps -wal and -shm files beside it)",
+            file=sys.stderr,
+        )
         return 1
     return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+def _first_issue(exc: ValidationError) -> str:
+    errors = exc.errors(include_url=False)
+    first = errors[0]
+    where = ".".join(str(p) for p in first["loc"]) or "settings"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{where}: {_one_line(Exception(first['msg']))}{more}"
 
 
 def serve(settings: Settings) -> None:
@@ -132,11 +159,17 @@ def serve(settings: Settings) -> None:
     ssl_context = server_context(settings.tls_cert, settings.tls_key)
     app = create_app(settings)
 
-    async def announce(app: web.Application) -> None:
-        path = await ensure_local_admin(app[STORE], settings, url=local_url(settings))
+    client_file: list[Path] = []
+
+    async def local_admin(app: web.Application) -> None:
+        client_file.append(await ensure_local_admin(app[STORE], settings, url=local_url(settings)))
+
+    def announce(*_: object) -> None:
+        # run_app calls this once it listens (not before: a port in use must
+        # not be announced as listening).
         print(
             f"banyan-server listening on {settings.base_url} (database {settings.db}; "
-            f"local admin token in {path})",
+            f"local admin token in {client_file[0]})",
             flush=True,
         )
         log.info(
@@ -153,7 +186,7 @@ def serve(settings: Settings) -> None:
     async def stopped(app: web.Application) -> None:
         log.info("stopped (database closed)")
 
-    app.on_startup.append(announce)
+    app.on_startup.append(local_admin)
     app.on_shutdown.insert(0, stopping)
     app.on_cleanup.append(stopped)  # after the store's cleanup context
     web.run_app(
@@ -161,7 +194,7 @@ def serve(settings: Settings) -> None:
         host=settings.host,
         port=settings.port,
         ssl_context=ssl_context,
-        print=None,
+        print=announce,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,
         access_log_format=ACCESS_LOG_FORMAT,
         shutdown_timeout=10,

@@ -2,9 +2,11 @@
 status: our ``BanyanError`` tree (507 when the disk is full, 503 when the
 database is busy), aiohttp's own HTTP errors (unknown route, wrong method,
 body too large, body too slow), and, as a last resort, anything unexpected
-(logged with its traceback here, never shown to the client). Errors of
-aiohttp's HTTP parser (request line or headers too long, too many headers)
-happen before any middleware and stay aiohttp's plain-text 400.
+(logged with its traceback here, never shown to the client). A client that
+resets its connection is expected, not unexpected: one rate-limited WARNING
+line (``server.netlog``). Errors of aiohttp's HTTP parser (request line or
+headers too long, too many headers) happen before any middleware and stay
+aiohttp's plain-text 400.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 from aiohttp import web
 
 from banyan.errors import BanyanError
+from server import netlog
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +52,12 @@ async def eve_errors(request: web.Request, handler: Handler) -> web.StreamRespon
         if exc.status < 400:
             raise
         return error_response(exc.status, exc.reason, headers=_passthrough(exc))
-    except ConnectionError as exc:  # the client went away (e.g. during a websocket upgrade)
-        log.warning(
-            "%s %s from %s: connection lost: %s", request.method, request.path, request.remote, exc
-        )
-        return error_response(400, "the connection was lost")  # nobody will read it
+    except ConnectionError as exc:
+        # The client went away (aiohttp's own reset errors subclass this; also a
+        # broken pipe during a websocket upgrade):
+        # expected on a network, one rate-limited line, no traceback.
+        netlog.connection_reset(request, exc)
+        return error_response(400, "the client closed the connection")
     except Exception:
         log.exception("unexpected error in %s %s", request.method, request.path)
         return error_response(500, "internal server error; the server log has the details")

@@ -2,8 +2,9 @@
 ``seq`` order, to any number of subscribers.
 
 Subscribers pull: each keeps a cursor (the last ``seq`` it sent) and reads
-from a ring of recent events in memory, falling back to the events table when
-it has fallen behind the ring (a replay with ``?since=`` is the same path). So
+from a ring of recent events in memory (``server.feedring``: encoded frames,
+bounded in events and in bytes), falling back to the events table when it has
+fallen behind the ring (a replay with ``?since=`` is the same path). So
 replay and live are one loop with no gap and no duplicate, memory does not
 grow with the number of slow subscribers, and nobody waits for anybody: a
 subscriber whose socket takes no data for ``event_send_timeout_s`` is closed
@@ -32,8 +33,6 @@ Frames (version 1), one JSON object per text message:
 from __future__ import annotations
 
 import asyncio
-import bisect
-import collections
 import contextlib
 import json
 import logging
@@ -44,6 +43,7 @@ from aiohttp import WSMsgType, web
 from banyan.dates import format_date
 from banyan.errors import BadRequest, BanyanError
 from banyan.query import Field, FieldKind, Node, matches, parse_where
+from server.feedring import Frame, Ring
 from server.hub import Event, EventHub
 from server.store import Store
 
@@ -53,6 +53,12 @@ CLOSE_TOO_SLOW = 4429
 CLOSE_SHUTDOWN = 1001
 CLOSE_INTERNAL = 1011
 _READ_BATCH = 1000
+# After CLOSE_TOO_SLOW is queued, how long the socket may take to send it
+# before the connection is aborted (a subscriber that does not read would
+# otherwise hold the socket and its kernel buffers for as long as it likes).
+DROP_GRACE_S = 1.0
+# Shutdown closes every subscriber at once, each bounded by this.
+SHUTDOWN_CLOSE_S = 0.5
 _WS_TEXT_FIN = 0x81  # FIN + opcode 1 (text); a server never masks (RFC 6455 5.1)
 # Subscribers only listen: a larger frame from one closes its socket (1009).
 SUBSCRIBER_MAX_FRAME_BYTES = 64 * 1024
@@ -92,31 +98,30 @@ class Feed:
         *,
         date_format: str,
         buffer: int = 100_000,
+        buffer_bytes: int = 64 * 1024 * 1024,
         send_timeout_s: float = 10.0,
     ) -> None:
         self._store = store
         self._hub = hub
         self._date_format = date_format
         self._send_timeout_s = send_timeout_s
-        self._ring: collections.deque[Event] = collections.deque(maxlen=buffer)
+        self._ring = Ring(max_events=buffer, max_bytes=buffer_bytes)
         self._new = asyncio.Event()
         self.sockets: set[web.WebSocketResponse] = set()
+        self._dropping: set[web.WebSocketResponse] = set()  # being closed by their listener
         hub.subscribe(self._on_events)
 
     def _on_events(self, events: list[Event]) -> None:
-        self._ring.extend(events)
+        if not self.sockets:
+            # Nobody to send them to: encoding them would cost time for a
+            # ring that a later subscriber's cursor may never reach (the store
+            # serves it those).
+            self._ring.skip(events[-1]["seq"])
+        else:
+            for event in events:
+                self._ring.add(event["seq"], event["type"], self._encode(event))
         self._new.set()
         self._new = asyncio.Event()  # the next waiters wait for the next batch
-
-    def _after(self, seq: int) -> list[Event] | None:
-        """Events after ``seq`` from the ring; None when the ring no longer reaches back."""
-        ring = self._ring
-        if not ring or ring[-1]["seq"] <= seq:
-            return []
-        if ring[0]["seq"] > seq + 1:
-            return None
-        start = bisect.bisect_right(ring, seq, key=lambda e: e["seq"])
-        return [ring[i] for i in range(start, min(len(ring), start + _READ_BATCH))]
 
     async def prune(self, *, keep: int, period_s: float = 60.0) -> None:
         """Keep the newest ``keep`` events in the table (a background loop)."""
@@ -128,25 +133,39 @@ class Feed:
             await asyncio.sleep(period_s)
 
     async def close_all(self) -> None:
-        for ws in list(self.sockets):
-            await ws.close(code=CLOSE_SHUTDOWN, message=b"server shutting down")
+        """Close every subscriber (server shutdown), all at once and bounded:
+        one whose socket takes nothing is aborted, not waited for."""
 
-    def _frame(self, event: Event) -> bytes:
+        async def close(ws: web.WebSocketResponse) -> None:
+            with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+                await asyncio.wait_for(
+                    ws.close(code=CLOSE_SHUTDOWN, message=b"server shutting down"),
+                    timeout=SHUTDOWN_CLOSE_S,
+                )
+
+        await asyncio.gather(*(close(ws) for ws in list(self.sockets)))
+
+    def _encode(self, event: Event) -> bytes:
         """The event's websocket frame, encoded once however many subscribers send it."""
-        wire: bytes | None = event.get("_frame")
-        if wire is None:
-            text = json.dumps(
-                {
-                    "seq": event["seq"],
-                    "time": format_date(event["time"], self._date_format),
-                    "timestamp": event["time"],
-                    "type": event["type"],
-                    "data": event["data"],
-                },
-                separators=(",", ":"),
-            )
-            wire = event["_frame"] = text_frame(text)
-        return wire
+        text = json.dumps(
+            {
+                "seq": event["seq"],
+                "time": format_date(event["time"], self._date_format),
+                "timestamp": event["time"],
+                "type": event["type"],
+                "data": event["data"],
+            },
+            separators=(",", ":"),
+        )
+        return text_frame(text)
+
+    async def _next_frames(self, seq: int) -> list[Frame]:
+        """Frames after ``seq``: from the ring, else (fallen behind it) from the store."""
+        frames = self._ring.after(seq, limit=_READ_BATCH)
+        if frames is not None:
+            return frames
+        events = await self._store.events_since(seq, limit=_READ_BATCH)
+        return [Frame(e["seq"], e["type"], self._encode(e)) for e in events]
 
     async def handle(self, request: web.Request, since: int | None) -> web.WebSocketResponse:
         where = parse_where(request.rel_url.query.get("where"), EVENT_FIELDS)
@@ -164,15 +183,18 @@ class Feed:
                 if msg.type in (WSMsgType.CLOSE, WSMsgType.ERROR):
                     break
         finally:
-            # Let a closing listener finish its close handshake (so a slow
-            # subscriber receives CLOSE_TOO_SLOW); stop a live one now.
-            if not ws.closed:
+            # Let a listener that is dropping its subscriber finish (it aborts
+            # the connection within DROP_GRACE_S); stop any other one now: it
+            # may be waiting for the next event, which could be a long way off.
+            if ws not in self._dropping:
                 listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(listener, timeout=self._send_timeout_s + 5)
+                await asyncio.wait_for(listener, timeout=DROP_GRACE_S + 5)
             self.sockets.discard(ws)
+            self._dropping.discard(ws)
             if not ws.closed:
-                await ws.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(ws.close(), timeout=SHUTDOWN_CLOSE_S)
         return ws
 
     async def _follow(
@@ -204,27 +226,42 @@ class Feed:
                 sent = oldest - 1 if behind else head
             while not ws.closed:
                 waiter = self._new
-                batch = self._after(sent)
-                if batch is None:  # behind the ring: read from the table
-                    batch = await self._store.events_since(sent, limit=_READ_BATCH)
+                batch = await self._next_frames(sent)
                 if not batch:
                     await waiter.wait()
                     continue
                 frames = [
-                    self._frame(event)
-                    for event in batch
-                    if (types is None or event["type"] in types)
-                    and (where is None or matches(where, event["data"]))
+                    frame.wire
+                    for frame in batch
+                    if (types is None or frame.type in types)
+                    and (where is None or matches(where, frame.data()))
                 ]
                 await self._write(ws, transport, frames)
-                sent = batch[-1]["seq"]
+                sent = batch[-1].seq
         except TimeoutError:
-            await ws.close(code=CLOSE_TOO_SLOW, message=b"too slow; resume with since")
+            await self._drop(ws, transport)
         except (ConnectionResetError, RuntimeError):
             pass
         except Exception:  # the handshake is done: no HTTP error response can follow
             log.exception("event feed subscriber failed")
             await ws.close(code=CLOSE_INTERNAL, message=b"internal error")
+
+    async def _drop(self, ws: web.WebSocketResponse, transport: asyncio.Transport) -> None:
+        """Drop a subscriber that took no data for ``send_timeout_s``: queue
+        CLOSE_TOO_SLOW behind what it has not read, close the connection once
+        that is sent, and abort it when it is not sent within DROP_GRACE_S
+        (it does not read: no close handshake could finish)."""
+        self._dropping.add(ws)
+        transport.write(close_frame(CLOSE_TOO_SLOW, b"too slow; resume with since"))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DROP_GRACE_S
+        while transport.get_write_buffer_size() > 0 and not transport.is_closing():
+            if loop.time() >= deadline:
+                log.debug("aborting a feed subscriber that does not read")
+                transport.abort()
+                return
+            await asyncio.sleep(0.02)
+        transport.close()
 
     async def _write(
         self, ws: web.WebSocketResponse, transport: asyncio.Transport, frames: list[bytes]
@@ -270,6 +307,12 @@ def text_frame(text: str) -> bytes:
     else:
         header = struct.pack("!BBQ", _WS_TEXT_FIN, 127, n)
     return header + payload
+
+
+def close_frame(code: int, reason: bytes) -> bytes:
+    """One complete, unmasked websocket close frame (RFC 6455 5.5.1)."""
+    payload = struct.pack("!H", code) + reason[:123]
+    return struct.pack("!BB", 0x88, len(payload)) + payload
 
 
 def _types(text: str | None) -> frozenset[str] | None:

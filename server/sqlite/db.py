@@ -105,6 +105,7 @@ class Database:
         self.ops = 0  # operations in them
         self.failed_batches = 0  # transactions rolled back by a failure of SQLite itself
         self.failing_since: float | None = None  # monotonic time writes began to fail
+        self.writes_refused: str | None = None  # why, once refuse_writes was called
 
     async def open(self) -> None:
         self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -156,10 +157,22 @@ class Database:
         """Run ``op`` inside a (shared) write transaction; its result once committed."""
         if self._closing:
             raise Unavailable("the server is shutting down")
+        if self.writes_refused is not None:
+            raise Unavailable(self.writes_refused)
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._pending.append((op, future))
         self._wakeup.set()
         return await future
+
+    async def refuse_writes(self, reason: str) -> None:
+        """Refuse every write from now on (503 with ``reason``): the files under
+        the connections are no longer the ones at ``path`` (server.dbwatch),
+        so a write could be acknowledged and then lost. What the WAL holds is
+        checkpointed into the database file first, while it still can be."""
+        self.writes_refused = reason
+        if self._writer is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await self._writer.execute("PRAGMA wal_checkpoint(FULL)")
 
     async def read(self, op: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``op`` on the read connection in one hop (a consistent snapshot)."""

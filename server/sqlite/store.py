@@ -353,8 +353,9 @@ class SqliteStore(Store):
         def run(conn: sqlite3.Connection) -> None:
             found = conn.execute("SELECT revoked FROM tokens WHERE name = ?", (name,)).fetchone()
             if found is not None and found[0] is None:
-                raise Conflict(f"a token named {name!r} already exists; revoke it first")
-            conn.execute("DELETE FROM tokens WHERE name = ?", (name,))
+                raise Conflict(f"a token named {name!r} already exists")
+            if found is not None:  # tasks and history name it: never a new holder
+                raise Conflict(f"a token named {name!r} was revoked; its name is not given again")
             conn.execute(
                 "INSERT INTO tokens (name, role, hash, created) VALUES (?, ?, ?, ?)",
                 (name, role.value, hash_token(token), now),

@@ -6,10 +6,12 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import TypeAdapter
 
+from banyan.errors import BanyanError
 from banyan.fields import MEMORY_USAGE_FIELDS
 from banyan.models import MemoryUsage
 from server import render
 from server.auth import ANY_ROLE, WORKERS, require
+from server.dbwatch import WATCH
 from server.feed import parse_since
 from server.keys import FEED, STORE
 from server.views.common import (
@@ -40,15 +42,19 @@ async def home(request: web.Request) -> web.Response:
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
-    state = await request.app[STORE].health()
-    return json_response(
-        {
-            "status": "ok" if state.ok else "error",
-            "schema_version": state.schema_version,
-            **state.details,
-        },
-        status=200 if state.ok else 503,
-    )
+    """``ok`` (200); ``degraded`` (503) with ``reasons`` while writes fail or
+    cannot be kept (``server.dbwatch``); ``error`` (503) when the store fails."""
+    try:
+        state = await request.app[STORE].health()
+    except BanyanError as exc:
+        return json_response({"status": "error", "reasons": [exc.message]}, status=503)
+    watch = request.app.get(WATCH)
+    reasons = await watch.check() if watch is not None else []
+    status = "error" if not state.ok else "degraded" if reasons else "ok"
+    body = {"status": status, "schema_version": state.schema_version, **state.details}
+    if reasons:
+        body["reasons"] = reasons
+    return json_response(body, status=200 if status == "ok" else 503)
 
 
 @routes.get("/events")

@@ -10,7 +10,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from banyan.dates import format_date
-from banyan.errors import BadRequest, NotFound
+from banyan.errors import BadRequest, InvalidInput, NotFound
 from banyan.models import ExecutionUpdate
 from banyan.resources import Resources
 from banyan.tokens import Role
@@ -28,12 +28,14 @@ from server.views.common import (
     validate,
 )
 
+_NAME_MAX = 128  # a token name's limit
+
 
 class WorkerRegistration(BaseModel):
     """``POST /workers``: a name for the worker; the answer carries its token."""
 
     model_config = ConfigDict(extra="forbid")
-    name: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]
+    name: Annotated[str, Field(min_length=1, max_length=_NAME_MAX, pattern=r"^[^\x00-\x1f]+$")]
 
 
 _REGISTRATION = TypeAdapter(WorkerRegistration)
@@ -43,14 +45,33 @@ routes = web.RouteTableDef()
 
 @routes.post("/workers")
 async def register(request: web.Request) -> web.Response:
-    await require(request, PROVIDERS)
+    """A new worker token. An admin names it as it likes (409 for a name in use
+    or revoked: admins can list tokens anyway). A provider's worker tokens are
+    named ``<provider>:<name>``, so a provider can only ever collide with the
+    names it registered itself: its answer never tells whether another
+    provider's or an admin's token of some name exists."""
+    caller = await require(request, PROVIDERS)
     data = await body(request)
     expect_kind(data, "object")
     registration = validate(_REGISTRATION, data, what="worker")
-    token = await request.app[STORE].create_token(registration.name, Role.WORKER)
+    name = registration.name
+    if not caller.is_admin:
+        if ":" in name:
+            raise InvalidInput(
+                "invalid worker: name: may not contain ':' (the server names a provider's "
+                f"workers '{caller.name}:<name>')",
+                issues={"name": "may not contain ':'"},
+            )
+        name = f"{caller.name}:{name}"
+        if len(name) > _NAME_MAX:
+            raise InvalidInput(
+                f"invalid worker: name: '{caller.name}:' and the name are over {_NAME_MAX} "
+                "characters",
+                issues={"name": f"at most {_NAME_MAX - len(caller.name) - 1} characters"},
+            )
+    token = await request.app[STORE].create_token(name, Role.WORKER)
     return json_response(
-        {"_status": "OK", "name": registration.name, "token": token, "role": "worker"},
-        status=201,
+        {"_status": "OK", "name": name, "token": token, "role": "worker"}, status=201
     )
 
 

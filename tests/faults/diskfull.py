@@ -240,7 +240,7 @@ class _Client:
 
     async def reads_ok(self) -> bool:
         task = random.choice(self.acked) if self.acked else None
-        checks = [("GET", "/health", {}), ("GET", "/stats", {})]
+        checks = [("GET", "/stats", {})]
         checks.append(("GET", "/tasks", {"where": '{"state": "available"}', "max_results": "5"}))
         if task is not None:
             checks.append(("GET", f"/tasks/{task}", {}))
@@ -248,7 +248,13 @@ class _Client:
             status, _ = await self.request(method, path, **params)
             if status != 200:
                 return False
-        return True
+        # /health answers too: 200 "ok", or 503 "degraded" while writes fail.
+        status, body = await self.request("GET", "/health")
+        return (status, body.get("status")) in ((200, "ok"), (503, "degraded"))
+
+    async def health(self) -> tuple[int, str, list[str]]:
+        status, body = await self.request("GET", "/health")
+        return int(status), str(body.get("status")), list(body.get("reasons", []))
 
 
 async def _feed(
@@ -293,6 +299,7 @@ async def _scenario(cluster: Cluster, space: Space, tasks: int) -> dict[str, obj
         space.seal()
         full_at = len(client.acked)
         reads = await client.reads_ok()
+        health_while_full = await client.health()
         before = dict(await _one_task(client))
         patch_status = None
         if before:
@@ -315,6 +322,7 @@ async def _scenario(cluster: Cluster, space: Space, tasks: int) -> dict[str, obj
             patched, _ = await client.request("PATCH", f"/tasks/{before['_id']}", {"priority": 8})
         recovered = all(s == 201 for s in recovery) and patched in (None, 200)
         recovered = recovered and await client.reads_ok()
+        health_after = await client.health()
         # Every acknowledged task was announced on the feed, and nothing else was.
         acked = set(client.acked)
         await _until(lambda: acked <= seen or feed.done(), 30)
@@ -329,6 +337,8 @@ async def _scenario(cluster: Cluster, space: Space, tasks: int) -> dict[str, obj
         "refused_message": (client.refused_body or {}).get("_error", {}).get("message"),
         "refused_body": client.refused_body,
         "reads_served": reads,
+        "health_while_full": health_while_full,
+        "health_after": health_after,
         "recovered": recovered,
         "patch_status_while_full": patch_status,
         "refused_patch_left_no_trace": refused_left_no_trace,

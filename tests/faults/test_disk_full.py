@@ -48,6 +48,13 @@ def test_disk_full_scenario(tmp_path: Path, fault: str) -> None:
     assert result["acknowledged_lost"] == 0, result
     assert result["unacknowledged_found"] == 0, result
     assert result["reads_served"] is True, result
+    # /health is honest: degraded (503) while writes fail, naming why; ok after.
+    status, health, reasons = result["health_while_full"]  # type: ignore[misc]
+    assert (status, health) == (503, "degraded"), result
+    assert any("full" in r or "failing" in r for r in reasons), result
+    if fault == "tmpfs":
+        assert any("is full" in r for r in reasons), result
+    assert result["health_after"] == (200, "ok", []), result
     assert result["recovered"] is True, result
     assert result["integrity"] == "ok", result
     assert result["patch_status_while_full"] == 507, result
@@ -102,11 +109,15 @@ async def test_a_full_disk_refuses_writes_with_507_and_keeps_serving_reads(api: 
     task = await api.task(kept)
     assert task["name"] == "before" and not task.get("env")
     assert (await api.get("/stats")).status == 200
-    assert (await api.get("/health")).status == 200
+    health = await api.get("/health")  # answered, and honest about the writes
+    assert health.status == 503 and health.body["status"] == "degraded", health
+    assert any("writes have been failing" in r for r in health.body["reasons"]), health
     # Space returns: the next write succeeds, no restart.
     await cap_pages(api, None)
     await api.submit(command="true", name="after")
     assert await total(api) == 2
+    health = await api.get("/health")
+    assert (health.status, health.body["status"]) == (200, "ok"), health
 
 
 async def test_a_batch_that_does_not_fit_is_refused_whole_and_the_next_one_commits(

@@ -484,13 +484,17 @@ def test_token_create_with_an_active_name_fails_clearly(cli: Cli) -> None:
     assert "provider" in line and "active" in line
 
 
-def test_a_revoked_name_may_be_given_a_new_token(cli: Cli) -> None:
+def test_a_revoked_name_is_never_given_a_new_token(cli: Cli) -> None:
+    # Tasks and history name the revoked token: a new holder of the name
+    # would inherit them (and its tasks would look like the old one's).
     cli.run("create", "--role", "provider", "--name", "carol")
     cli.run("revoke", "carol")
     again = cli.run("create", "--role", "worker", "--name", "carol")
-    assert again.returncode == 0, again.stderr
+    assert again.returncode != 0
+    assert "carol" in again.stderr and "revoked" in again.stderr, again.stderr
+    assert not again.stdout.strip()
     (line,) = [line for line in cli.run("list").stdout.splitlines() if "carol" in line]
-    assert "worker" in line and "active" in line
+    assert "provider" in line and "revoked" in line
 
 
 def test_token_revoke_of_an_unknown_name_fails_clearly(cli: Cli) -> None:

@@ -8,6 +8,7 @@ change.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -15,11 +16,12 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from multidict import CIMultiDict
 
 from banyan.models import NOT_NULL_PATCH_FIELDS
 from banyan.resources import Resources
 from banyan.settings import Settings
-from banyan.tokens import Role
+from banyan.tokens import Role, basic_auth_header
 from server.app import create_app
 from server.keys import STORE
 from tests.conftest import Api, Response
@@ -426,8 +428,9 @@ async def test_bad_unit_on_patch_is_422_at_the_dotted_path(
         ({"command": "c" * (128 * 1024 + 1)}, "command"),
         ({"cwd": "/" + "d" * 4096}, "cwd"),
         ({"env": {"A": "v" * (32 * 1024 + 1)}}, "env.A"),
+        ({"env": {"K" * 257: "v"}}, "env"),
     ],
-    ids=["name", "queue", "command", "cwd", "env-value"],
+    ids=["name", "queue", "command", "cwd", "env-value", "env-key"],
 )
 async def test_too_long_string_is_422(
     api: Api, task_id: str, fields: dict[str, Any], key: str
@@ -436,6 +439,53 @@ async def test_too_long_string_is_422(
     issues = assert_eve_error(await api.post("/tasks", {"command": "x", **fields}), 422)
     assert key in issues, issues
     await before.check()
+
+
+NUL_FIELDS = [
+    ({"name": "a\x00b"}, "name"),
+    ({"command": "echo a\x00b"}, "command"),
+    ({"cwd": "/tmp\x00/x"}, "cwd"),
+    ({"queue": "q\x00"}, "queue"),
+    ({"env": {"A": "a\x00b"}}, "env.A"),
+    ({"env": {"A\x00B": "v"}}, "env"),
+]
+NUL_IDS = ["name", "command", "cwd", "queue", "env-value", "env-key"]
+
+
+@pytest.mark.parametrize(("fields", "key"), NUL_FIELDS, ids=NUL_IDS)
+async def test_nul_is_422_naming_the_field(
+    api: Api, task_id: str, fields: dict[str, Any], key: str
+) -> None:
+    # A NUL cannot reach a process (argv, env and paths are C strings).
+    before = await Snapshot.take(api)
+    for body in ({"command": "x", **fields}, [{"command": "x"}, {"command": "x", **fields}]):
+        issues = assert_eve_error(await api.post("/tasks", body), 422)
+        prefix = "1." if isinstance(body, list) else ""
+        assert any(k.startswith(prefix + key) for k in issues), issues
+    issues = assert_eve_error(await api.patch(f"/tasks/{task_id}", fields), 422)
+    assert any(k.startswith(key) for k in issues), issues
+    await before.check()
+
+
+async def test_env_over_its_total_is_422(api: Api, task_id: str) -> None:
+    before = await Snapshot.take(api)
+    env = {f"V{i}": "v" * 32_000 for i in range(33)}  # 1,056,099 characters
+    body = json.dumps({"command": "x", "env": env}).encode()
+    headers = {"Authorization": basic_auth_header(api.tokens["alice"])}
+    headers["Content-Type"] = "application/json"
+    async with api.client.post("/tasks", data=io.BytesIO(body), headers=headers) as resp:
+        parsed = Response(resp.status, await resp.json(), CIMultiDict(resp.headers))
+    issues = assert_eve_error(parsed, 422)
+    assert "1048576" in issues["env"], issues
+    await before.check()
+
+
+async def test_env_at_its_limits_is_accepted(api: Api) -> None:
+    # A 256-character name, 32 KiB values, just under 1 MiB in all.
+    env = {"K" * 256: "v"} | {f"V{i}": "v" * (32 * 1024) for i in range(30)}
+    assert sum(len(k) + len(v) for k, v in env.items()) <= 1024 * 1024
+    task = await api.task(await api.submit(command="x", env=env))
+    assert task["env"] == env
 
 
 async def test_strings_at_the_limit_are_accepted(api: Api) -> None:

@@ -33,4 +33,6 @@ async def test_a_connection_reset_is_one_warning_line(
     assert len(mine) == 1, [r.getMessage() for r in mine]
     assert mine[0].levelno == logging.WARNING and mine[0].exc_info is None
     assert "GET /reset-probe" in mine[0].getMessage()
-    assert "connection lost: Cannot write to closing transport" in mine[0].getMessage()
+    assert "went away during GET /reset-probe: Cannot write to closing transport" in (
+        mine[0].getMessage()
+    )
