@@ -57,9 +57,13 @@ from typing import Any
 import aiohttp
 
 try:
-    from bench import common
-except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[no-redef,import-not-found]
+    from bench import measure, printing, servers
+except ImportError:  # run as a script: put the repository root (bench/, testbed/) on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import measure, printing, servers
+
+import testbed
+from testbed import Proc
 
 ROOT = Path(__file__).resolve().parents[1]
 BULK_TASKS = 1_000
@@ -69,7 +73,7 @@ LATENCY_TASK_MAX_S = 10.0  # one latency sample gives up after this long
 LATENCY_LOOP_MAX_S = 180.0  # the whole latency loop stops after this long
 IDLE_SETTLE_S = 0.05  # after a latency task ends, let the worker's re-claim round trip finish
 WORKERS = ("bw1", "bw2")
-WORKER_CORES = "2"
+WORKER_CORES = 2
 TARGET_RATE = 1_600
 TARGET_P50_MS = 10
 TARGET_P99_MS = 50
@@ -85,8 +89,8 @@ FAILED = json.dumps({"execution.exit_status": {"$ne": "success"}})
 def proc_cpu(pid: int) -> tuple[float, float]:
     """(own user+sys, reaped children's user+sys) CPU seconds of ``pid``."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    own = (int(fields[11]) + int(fields[12])) / common.CLK_TCK
-    children = (int(fields[13]) + int(fields[14])) / common.CLK_TCK
+    own = (int(fields[11]) + int(fields[12])) / measure.CLK_TCK
+    children = (int(fields[13]) + int(fields[14])) / measure.CLK_TCK
     return own, children
 
 
@@ -107,12 +111,15 @@ def child_pids(pid: int) -> list[int]:
 
 @dataclass
 class Worker:
-    name: str
-    proc: subprocess.Popen[bytes]
-    log: Path
+    """A worker process of the harness and the CPU it and its children used."""
+
+    proc: Proc
     profile: Path | None = None
     sidecars: list[int] = field(default_factory=list)  # its reaper, found once it is idle
-    _log_handle: Any = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.proc.name
 
     def find_sidecars(self) -> None:
         """While idle, the worker's only live child is its reaper sidecar."""
@@ -130,42 +137,17 @@ class Worker:
                 side += proc_cpu(pid)[0]
         return own, children, side
 
-    def stop(self) -> int | None:
-        """SIGTERM (the worker leaves cleanly; a profiled one writes its profile),
-        wait up to 15 s, then SIGKILL."""
-        code = common.stop_process(self.proc, self._log_handle, grace_s=15)
-        self._log_handle = None
-        return code
 
-
-def worker_command(name: str, profile: Path | None) -> list[str]:
-    args = ["--name", name, "--cores", WORKER_CORES]
+def worker_command(profile: Path | None) -> list[str] | None:
+    """None: the console script; else ``worker.cli`` under cProfile, writing ``profile``."""
     if profile is None:
-        script = Path(sys.executable).parent / "banyan-worker"
-        if script.exists():
-            return [str(script), *args]
-        return [sys.executable, "-m", "worker.cli", *args]
-    return [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "worker.cli", *args]
-
-
-def start_worker(tmp: Path, server_name: str, name: str, profile: Path | None = None) -> Worker:
-    """``banyan-worker --name NAME --cores 2`` finding the server through the
-    client file ``common.start_server(tmp, name=server_name)`` wrote."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BANYAN_")}
-    env["BANYAN_CLIENT_FILE"] = str(tmp / f"{server_name}-client.json")
-    env["BANYAN_CONFIG"] = str(tmp / "empty-config.toml")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    log = tmp / f"{server_name}-{name}-worker.log"
-    handle = open(log, "wb")  # noqa: SIM115 - closed by Worker.stop
-    proc = subprocess.Popen(
-        worker_command(name, profile), stdout=handle, stderr=subprocess.STDOUT, env=env, cwd=tmp
-    )
-    return Worker(name, proc, log, profile, _log_handle=handle)
+        return None
+    return [sys.executable, "-m", "cProfile", "-o", str(profile), "-m", "worker.cli"]
 
 
 async def wait_idle(
     http: aiohttp.ClientSession,
-    server: common.Server,
+    server: servers.BenchServer,
     workers: list[Worker],
     timeout_s: float = 30.0,
 ) -> None:
@@ -175,8 +157,8 @@ async def wait_idle(
     states: dict[str, str] = {}
     while time.monotonic() < deadline:
         for w in workers:
-            if w.proc.poll() is not None:
-                raise RuntimeError(f"worker {w.name} exited: {w.log.read_text()[-2000:]}")
+            if w.proc.popen.poll() is not None:
+                raise RuntimeError(f"worker {w.name} exited: {w.proc.log_text(2000)}")
         async with http.get(f"{server.url}/workers", headers=server.headers) as resp:
             data = await resp.json()
         states = {w["name"]: w["state"] for w in data["_items"]}
@@ -224,60 +206,56 @@ sys.exit(code)
 """
 
 
-def start_profiled_server(tmp: Path, name: str) -> common.Server:
-    """``common.start_server`` with the command swapped for the profiling launcher."""
+def profiled_server(tmp: Path, name: str) -> servers.BenchServer:
+    """A bench server run by the profiling launcher (not started yet)."""
     launcher = tmp / "profiled_server.py"
     launcher.write_text(PROFILED_SERVER)
     out = tmp / f"{name}-server.prof"
-    original = common.server_command
-    common.server_command = lambda: [sys.executable, str(launcher), str(out)]
-    try:
-        return common.start_server(tmp, name=name, synchronous="FULL")
-    finally:
-        common.server_command = original
+    command = [sys.executable, str(launcher), str(out)]
+    return servers.bench_server(tmp, name=name, synchronous="FULL", command=command)
 
 
-class Cluster:
-    """A fresh server (synchronous FULL) + the two workers, stopped on exit."""
+class Cluster(testbed.Cluster):
+    """A fresh server (synchronous FULL) + the two workers, stopped on exit
+    (SIGTERM first: a profiled worker or server writes its profile)."""
 
     def __init__(
         self, tmp: Path, name: str, profile_bw1: bool = False, profile_server: bool = False
     ) -> None:
-        self.tmp, self.name, self.profile_bw1, self.profile_server = (
-            tmp,
-            name,
-            profile_bw1,
-            profile_server,
-        )
-        self.server: common.Server | None = None
-        self.workers: list[Worker] = []
+        if profile_server:
+            server = profiled_server(tmp, name)
+        else:  # counting: the group-commit counters, read by SIGUSR1 (no other change)
+            server = servers.bench_server(tmp, name=name, synchronous="FULL", counting=True)
+        super().__init__(tmp, name=name, settings={}, server=server)
+        self.bench_server = server
+        self.profile_bw1 = profile_bw1
+        self.bench_workers: list[Worker] = []
 
     def __enter__(self) -> Cluster:
         try:
-            if self.profile_server:
-                self.server = start_profiled_server(self.tmp, self.name)
-            else:  # counting: the group-commit counters, read by SIGUSR1 (no other change)
-                self.server = common.start_server(
-                    self.tmp, name=self.name, synchronous="FULL", counting=True
-                )
+            self.server.start()
             for w in WORKERS:
                 prof = (
                     self.tmp / f"{self.name}-{w}.prof" if self.profile_bw1 and w == "bw1" else None
                 )
-                self.workers.append(start_worker(self.tmp, self.name, w, prof))
+                proc = self.start_worker(
+                    w,
+                    cores=WORKER_CORES,
+                    memory=None,
+                    command=worker_command(prof),
+                    env={"PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")},
+                )
+                self.bench_workers.append(Worker(proc, prof))
         except BaseException:
-            self.__exit__()
+            self.close(grace_s=15)
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for w in self.workers:
-            w.stop()
-        if self.server is not None:
-            self.server.stop()
+        self.close(grace_s=15)
 
 
-async def count(http: aiohttp.ClientSession, server: common.Server, where: str) -> int:
+async def count(http: aiohttp.ClientSession, server: servers.BenchServer, where: str) -> int:
     params = {"where": where, "max_results": "1"}
     async with http.get(f"{server.url}/tasks", params=params, headers=server.headers) as resp:
         data = await resp.json()
@@ -344,19 +322,18 @@ async def throughput(
     body = json.dumps([task] * BULK_TASKS).encode()
     timeout = aiohttp.ClientTimeout(total=60)
     with Cluster(tmp, name, profile_bw1=profile_bw1, profile_server=profile_server) as cluster:
-        server = cluster.server
-        assert server is not None
+        server = cluster.bench_server
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            await wait_idle(http, server, cluster.workers)
-            for w in cluster.workers:
+            await wait_idle(http, server, cluster.bench_workers)
+            for w in cluster.bench_workers:
                 w.find_sidecars()
             counted = server.counters_file is not None
             k0 = server.counters() if counted else {}
-            cpu0 = [w.cpu() for w in cluster.workers]
+            cpu0 = [w.cpu() for w in cluster.bench_workers]
             s0, c0, b0 = (
                 server.cpu_seconds(),
-                common.client_cpu_seconds(),
-                common.busy_cpu_seconds(),
+                measure.client_cpu_seconds(),
+                measure.busy_cpu_seconds(),
             )
             t0 = time.perf_counter()
             async with http.post(f"{server.url}/tasks", data=body, headers=server.headers) as resp:
@@ -377,9 +354,9 @@ async def throughput(
                 peak = max(peak, await count(http, server, RUNNING))
             wall = time.perf_counter() - t0
             server_cpu = server.cpu_seconds() - s0
-            client_cpu = common.client_cpu_seconds() - c0
-            machine_cpu = common.busy_cpu_seconds() - b0
-            cpu1 = [w.cpu() for w in cluster.workers]
+            client_cpu = measure.client_cpu_seconds() - c0
+            machine_cpu = measure.busy_cpu_seconds() - b0
+            cpu1 = [w.cpu() for w in cluster.bench_workers]
             k1 = server.counters() if counted else {}
             failures = await count(http, server, FAILED)
     nan = float("nan")
@@ -421,10 +398,9 @@ async def latency(tmp: Path, name: str, n: int) -> Latency:
     lost = 0
     timeout = aiohttp.ClientTimeout(total=30)
     with Cluster(tmp, name) as cluster:
-        server = cluster.server
-        assert server is not None
+        server = cluster.bench_server
         async with aiohttp.ClientSession(timeout=timeout) as http:
-            await wait_idle(http, server, cluster.workers)
+            await wait_idle(http, server, cluster.bench_workers)
             loop_deadline = time.monotonic() + LATENCY_LOOP_MAX_S
             for i in range(n + 3):  # the first 3 warm the path up and are not counted
                 if time.monotonic() > loop_deadline:
@@ -564,24 +540,24 @@ async def main() -> None:
         help="also profile bw1 and the server in extra runs of (a)",
     )
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary directory")
-    common.add_json_option(parser)
+    printing.add_json_option(parser)
     args = parser.parse_args()
     n_latency = 50 if args.quick else 200
-    report = common.Report("throughput", quick=args.quick)
+    report = printing.Report("throughput", quick=args.quick)
 
-    common.print_machine(
+    printing.print_machine(
         "banyan end-to-end throughput / latency" + (" (--quick)" if args.quick else "")
     )
     print(
         f"note: the server, the 2 workers (bw1, bw2: --cores {WORKER_CORES} each, so 4 'cores' "
         f"offered), their task processes and this load generator all share the same "
-        f"{common.cpu_count()} CPU(s)"
+        f"{printing.cpu_count()} CPU(s)"
     )
     print()
     with tempfile.TemporaryDirectory(prefix="banyan-tp-", dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
-        fsync_append = common.fsync_latency(tmp, overwrite=False) * 1000
-        fsync_overwrite = common.fsync_latency(tmp, overwrite=True) * 1000
+        fsync_append = measure.fsync_latency(tmp, overwrite=False) * 1000
+        fsync_overwrite = measure.fsync_latency(tmp, overwrite=True) * 1000
         print(
             f"disk: 4 KiB write + fdatasync in {tmp}: median {fsync_append:.2f} ms appending, "
             f"{fsync_overwrite:.2f} ms overwriting (the least one commit at FULL costs)"
@@ -596,7 +572,7 @@ async def main() -> None:
             f"wall = before the POST until none is left un-terminated (polled every "
             f"{POLL_S * 1000:.0f} ms, so +-{POLL_S * 1000:.0f} ms)"
         )
-        common.print_table(
+        printing.print_table(
             [
                 "request",
                 "tasks",
@@ -630,8 +606,8 @@ async def main() -> None:
             ],
         )
         print()
-        ncpu = common.cpu_count()
-        common.print_table(
+        ncpu = printing.cpu_count()
+        printing.print_table(
             [
                 "request",
                 "srv cpu s",
@@ -687,30 +663,30 @@ async def main() -> None:
             f"(b) submit->start latency, idle workers, {len(ms)} samples (+3 warm-up), "
             f"{lat.lost} lost; start = `date +%s.%N` written by the task"
         )
-        common.print_table(
+        printing.print_table(
             ["measure", "n", "p50 ms", "p99 ms", "max ms", "mean ms"],
             [
                 [
                     "POST -> task started",
                     len(ms),
-                    common.percentile(ms, 50),
-                    common.percentile(ms, 99),
+                    measure.percentile(ms, 50),
+                    measure.percentile(ms, 99),
                     max(ms, default=float("nan")),
                     statistics.fmean(ms) if ms else float("nan"),
                 ],
                 [
                     "  of which POST round trip",
                     len(rtt),
-                    common.percentile(rtt, 50),
-                    common.percentile(rtt, 99),
+                    measure.percentile(rtt, 50),
+                    measure.percentile(rtt, 99),
                     max(rtt, default=float("nan")),
                     statistics.fmean(rtt) if rtt else float("nan"),
                 ],
                 [
                     "spawn floor (subprocess.run)",
                     len(fl),
-                    common.percentile(fl, 50),
-                    common.percentile(fl, 99),
+                    measure.percentile(fl, 50),
+                    measure.percentile(fl, 99),
                     max(fl, default=float("nan")),
                     statistics.fmean(fl) if fl else float("nan"),
                 ],
@@ -719,13 +695,13 @@ async def main() -> None:
         print()
 
         print("summary vs targets (context only, not assertions)")
-        common.print_table(
+        printing.print_table(
             ["figure", "measured", "target"],
             [
                 [f"tasks/s, {runs[0].label}", runs[0].rate, f">= {TARGET_RATE:,}"],
                 [f"tasks/s, {runs[1].label}", runs[1].rate, f">= {TARGET_RATE:,}"],
-                ["submit->start p50 ms", common.percentile(ms, 50), f"<= {TARGET_P50_MS}"],
-                ["submit->start p99 ms", common.percentile(ms, 99), f"<= {TARGET_P99_MS}"],
+                ["submit->start p50 ms", measure.percentile(ms, 50), f"<= {TARGET_P50_MS}"],
+                ["submit->start p99 ms", measure.percentile(ms, 99), f"<= {TARGET_P99_MS}"],
             ],
         )
         print()
@@ -737,10 +713,16 @@ async def main() -> None:
         )
         report.add(f"shell tasks e2e, 2 workers, {runs[1].label}", runs[1].rate, "tasks/s")
         report.add(
-            "submit->start p50, idle worker", common.percentile(ms, 50), "ms", at_most=TARGET_P50_MS
+            "submit->start p50, idle worker",
+            measure.percentile(ms, 50),
+            "ms",
+            at_most=TARGET_P50_MS,
         )
         report.add(
-            "submit->start p99, idle worker", common.percentile(ms, 99), "ms", at_most=TARGET_P99_MS
+            "submit->start p99, idle worker",
+            measure.percentile(ms, 99),
+            "ms",
+            at_most=TARGET_P99_MS,
         )
         report.write(args.json)
 

@@ -27,7 +27,8 @@ import pytest
 
 from banyan import protocol as p
 from banyan.tokens import basic_auth_header
-from tests.e2e.helpers import Cluster, Proc, read_marks, wait_for
+from testbed import Cluster, Proc, wait_for
+from tests.e2e.helpers import read_marks
 from tests.faults.proxy import Proxy
 from worker.usage import live_group_members
 

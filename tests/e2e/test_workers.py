@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from banyan.ids import new_id
-from tests.e2e.helpers import BIN, Cluster, processes_with, read_marks, wait_for
+from testbed import BIN, Cluster, wait_for
+from tests.e2e.helpers import processes_with, read_marks
 
 pytestmark = pytest.mark.slow
 

@@ -49,7 +49,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from banyan.tokens import basic_auth_header
-from tests.e2e.helpers import SERVER, Cluster, Http
+from testbed import SERVER, Cluster, Http
 
 pytestmark = pytest.mark.slow
 

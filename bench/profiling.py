@@ -1,0 +1,43 @@
+"""Profiling a server a benchmark started: ``py-spy record`` on its PID and
+the functions with the most samples in what it wrote."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+
+def start_py_spy(
+    pid: int, out: Path, *, duration_s: float, rate_hz: int = 200
+) -> subprocess.Popen[bytes]:
+    """``py-spy record`` on ``pid`` (a server this bench started) for
+    ``duration_s``, writing collapsed stacks to ``out`` (read them with
+    :func:`top_frames`); py-spy stops by itself after the duration."""
+    spy = Path(sys.executable).parent / "py-spy"
+    cmd = [str(spy) if spy.exists() else "py-spy", "record", "--pid", str(pid)]
+    cmd += ["--duration", str(max(1, round(duration_s))), "--rate", str(rate_hz)]
+    cmd += ["--format", "raw", "--output", str(out), "--nonblocking"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def top_frames(raw: Path, *, top: int = 25, own: bool = True) -> list[tuple[str, float]]:
+    """From py-spy's collapsed stacks: the functions with the most samples,
+    as (function, % of samples); ``own`` = the innermost frame only, else any
+    frame on the stack (cumulative)."""
+    counts: dict[str, int] = {}
+    total = 0
+    for line in Path(raw).read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        if not stack or not n.isdigit():
+            continue
+        frames = stack.split(";")
+        total += int(n)
+        chosen = frames[-1:] if own else set(frames)
+        for frame in chosen:
+            name = re.sub(r":\d+\)$", ")", frame)  # per function, not per line
+            name = re.sub(r" \(/\S*/(site-packages|python3\.\d+|main)/", " (", name)
+            counts[name] = counts.get(name, 0) + int(n)
+    ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+    return [(name, 100 * n / total) for name, n in ranked] if total else []
