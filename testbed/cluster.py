@@ -9,7 +9,7 @@ from pathlib import Path
 from types import TracebackType
 
 from testbed.http import Http
-from testbed.procs import BIN, Proc, clean_env, launch, wait_for
+from testbed.procs import BIN, Proc, clean_env, launch, stop_all, wait_for
 from testbed.server import Server
 
 WORKER = BIN / "banyan-worker"
@@ -163,6 +163,9 @@ class Cluster:
     def close(self, *, grace_s: float = 0) -> None:
         """End the workers, then the server (SIGKILL at once by default; with
         ``grace_s``, SIGTERM first), then whatever they left behind."""
-        for proc in self.workers.values():
-            proc.stop(grace_s=grace_s)
-        self.server.stop(grace_s=grace_s)
+        server = [self.server.proc] if self.server.proc is not None else []
+        if grace_s > 0:  # the workers leave while the server still listens
+            stop_all(list(self.workers.values()), grace_s=grace_s)
+            stop_all(server, grace_s=grace_s)
+        else:
+            stop_all([*self.workers.values(), *server], grace_s=0)

@@ -97,26 +97,51 @@ class Proc:
         """SIGTERM, wait up to ``grace_s``, then SIGKILL (``grace_s`` 0: SIGKILL
         at once, which also ends a SIGSTOPped process); then whatever it left
         behind. Returns the exit code."""
-        if self.popen.poll() is None:
-            self.remember_descendants()
-            if grace_s > 0:
-                self.popen.send_signal(signal.SIGTERM)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    self.popen.wait(timeout=grace_s)
-            if self.popen.poll() is None:
-                self.popen.kill()
-        code = self.popen.wait(timeout=20)
-        self.end_leftovers()
-        return code
+        return stop_all([self], grace_s=grace_s)[0]
 
     def end_leftovers(self) -> None:
-        """End the descendants noted earlier, by PID, and only if each is still
-        the process that was seen (psutil checks its creation time)."""
-        for process in self.descendants.values():
-            try:
-                if not process.is_running() or process.status() == psutil.STATUS_ZOMBIE:
-                    continue  # gone, or its PID now belongs to another process
-                process.kill()
-                process.wait(timeout=5)
-            except (psutil.Error, psutil.TimeoutExpired):
-                pass
+        """End the descendants noted earlier (see :func:`end_leftovers`)."""
+        end_leftovers([self])
+
+
+def stop_all(procs: list[Proc], *, grace_s: float) -> list[int]:
+    """:meth:`Proc.stop` for several processes at once: signal them all, then
+    wait, so their shutdowns overlap; returns their exit codes."""
+    running = [proc for proc in procs if proc.popen.poll() is None]
+    for proc in running:
+        proc.remember_descendants()
+        proc.popen.send_signal(signal.SIGTERM if grace_s > 0 else signal.SIGKILL)
+    deadline = time.monotonic() + grace_s
+    for proc in running:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        if proc.popen.poll() is None:
+            proc.popen.kill()
+    codes = [proc.popen.wait(timeout=20) for proc in procs]
+    end_leftovers(procs)
+    return codes
+
+
+def end_leftovers(procs: list[Proc], *, timeout_s: float = 5.0) -> None:
+    """Kill the descendants the processes were seen with, by PID, and only if
+    each is still the process that was seen (psutil checks its creation time);
+    then wait until they are gone or zombies (whose parent reaps them)."""
+    killed = []
+    for proc in procs:
+        for process in proc.descendants.values():
+            if _alive(process):
+                with contextlib.suppress(psutil.Error):
+                    process.kill()
+                    killed.append(process)
+    deadline = time.monotonic() + timeout_s
+    while killed and time.monotonic() < deadline:
+        killed = [process for process in killed if _alive(process)]
+        if killed:
+            time.sleep(0.01)
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False

@@ -508,13 +508,15 @@ def _has_progress_command() -> bool:
     return "progress" in result.stdout
 
 
-def test_task_reports_progress(cluster: Cluster) -> None:
+def test_task_reports_progress(cluster: Cluster, tmp_path: Path) -> None:
     if not _has_progress_command():
         pytest.skip("`banyan progress` does not exist yet (not in `banyan --help`)")
     cluster.start_server()
     banyan = shlex.quote(str(BIN / "banyan"))
+    release = tmp_path / "release"  # the task runs on until the test has seen its progress
+    wait = f"for i in $(seq 400); do test -f {shlex.quote(str(release))} && break; sleep 0.05; done"
     (task_id,) = cluster.http.submit(
-        [{"command": f'{banyan} progress 40 "loading"; sleep 3', "state": "available"}]
+        [{"command": f'{banyan} progress 40 "loading"; {wait}', "state": "available"}]
     )
     cluster.start_worker("w1")
 
@@ -528,5 +530,6 @@ def test_task_reports_progress(cluster: Cluster) -> None:
     assert task["state"] == "running"
     assert task["execution"]["progress"]["percent"] == 40
     assert task["execution"]["progress"]["message"] == "loading"
-    done = cluster.http.wait_state(task_id, "terminated", timeout=10)
+    release.touch()
+    done = cluster.http.wait_state(task_id, "terminated", timeout=30)
     assert done["execution"]["exit_status"] == "success"
