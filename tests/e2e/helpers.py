@@ -5,6 +5,7 @@ marks a test's commands wrote."""
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import psutil
@@ -42,3 +43,12 @@ def processes_with_env(name: str, value: str) -> list[int]:
         except psutil.Error:
             continue  # gone meanwhile, or not ours
     return found
+
+
+def until_file(path: Path, max_s: float = 30) -> str:
+    """A shell snippet that waits until ``path`` exists (polled every 50 ms, at
+    most ``max_s``): a task that runs exactly as long as the test needs it to,
+    instead of a ``sleep`` long enough on a slow machine."""
+    rounds = int(max_s / 0.05)
+    quoted = shlex.quote(str(path))
+    return f"for i in $(seq {rounds}); do test -f {quoted} && break; sleep 0.05; done"
