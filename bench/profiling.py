@@ -1,12 +1,17 @@
 """Profiling a server a benchmark started: ``py-spy record`` on its PID and
-the functions with the most samples in what it wrote."""
+the functions with the most samples in what it wrote; the top functions of a
+cProfile file."""
 
 from __future__ import annotations
 
+import io
+import pstats
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def start_py_spy(
@@ -41,3 +46,32 @@ def top_frames(raw: Path, *, top: int = 25, own: bool = True) -> list[tuple[str,
             counts[name] = counts.get(name, 0) + int(n)
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
     return [(name, 100 * n / total) for name, n in ranked] if total else []
+
+
+_PATH_NOISE = re.compile(r"\S*/(?:site-packages|python3\.\d+)/|" + re.escape(str(ROOT)) + "/")
+PROJECT_CODE = r"/(?:worker|server|banyan)/"  # pstats restriction: the project's own functions
+
+
+def print_profile(path: Path, title: str, top: int = 15) -> None:
+    """Top ``top`` by cumulative time among the project's functions (the whole
+    list starts with runpy/asyncio frames that say nothing), then top ``top``
+    by own time among all functions."""
+    if not path.exists():
+        print(f"  (no profile written at {path})")
+        return
+    for key, restriction, scope in (
+        ("cumulative", PROJECT_CODE, "project code"),
+        ("tottime", None, "all functions"),
+    ):
+        buf = io.StringIO()
+        stats = pstats.Stats(str(path), stream=buf).sort_stats(key)
+        if restriction:
+            stats.print_stats(restriction, top)
+        else:
+            stats.print_stats(top)
+        text = buf.getvalue()
+        start = text.find("   ncalls")
+        head = [ln for ln in text[:start].splitlines() if "function calls" in ln]
+        print(f"-- {title}, top {top} by {key} ({scope}); {head[0].strip() if head else ''}")
+        print(_PATH_NOISE.sub("", text[start:].rstrip()))
+        print()
