@@ -120,6 +120,21 @@ class Server:
 
     # --- talking to it ------------------------------------------------------------
 
+    def create_token(self, role: str, name: str) -> str:
+        """``banyan-server token create`` on this server's database (the real
+        command, a subprocess); returns the token, printed on its last line."""
+        done = subprocess.run(
+            [str(SERVER), "token", "create", "--role", role, "--name", name, "--db", str(self.db)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(BANYAN_CONFIG=str(self.config)),
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"token create failed ({done.returncode}): {done.stderr}")
+        return done.stdout.rstrip("\n").splitlines()[-1]
+
     @property
     def token(self) -> str:
         """The local admin token from the client file the server wrote."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from testbed import Cluster, Server, free_port, wait_for
+from testbed import Cluster, Http, Server, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +34,14 @@ def test_close_ends_the_server_the_workers_and_their_tasks(tmp_path: Path) -> No
         server_pid = cluster.server.pid
     for pid in [server_pid, worker.pid, *task_pids]:
         wait_for(lambda pid=pid: gone(pid), 10, f"process {pid} to be gone")
+
+
+def test_a_created_token_is_accepted_by_the_running_server(tmp_path: Path) -> None:
+    with Cluster(tmp_path) as cluster:
+        cluster.start_server()
+        token = cluster.server.create_token("provider", "alice")
+        assert Http(cluster.url, token).get("/tasks").status == 200
+        assert Http(cluster.url, token + "x").get("/tasks").status == 401
 
 
 def test_a_server_that_exits_at_start_raises_with_its_log(tmp_path: Path) -> None:
