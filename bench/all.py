@@ -5,7 +5,7 @@
 
 (``make bench`` runs it.) Each benchmark runs as its own subprocess,
 ``bench/NAME.py [--quick] --json DIR/NAME.json``, its full output going to
-``DIR/NAME.log``; the figures come from that JSON (``bench/common.Report``),
+``DIR/NAME.log``; the figures come from that JSON (``bench/printing.Report``),
 not from its text. A benchmark that fails or overruns its time limit is
 stopped (its process group, which this script started) and shown as such;
 the others still run. The table (benchmark, figure, value, target, met?)
@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 try:
-    from bench import common
-except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[no-redef,import-not-found]
+    from bench import printing
+except ImportError:  # run as a script: put the repository root (bench/, testbed/) on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import printing
 
 HERE = Path(__file__).resolve().parent
 
@@ -129,15 +130,15 @@ def value_text(figure: dict[str, Any]) -> str:
     value = figure.get("value")
     if value is None:
         return "-"
-    return f"{common.fmt(float(value))} {figure.get('unit', '')}".rstrip()
+    return f"{printing.fmt(float(value))} {figure.get('unit', '')}".rstrip()
 
 
 def target_text(figure: dict[str, Any]) -> str:
     unit = figure.get("unit", "")
     if figure.get("at_least") is not None:
-        return f">= {common.fmt(float(figure['at_least']))} {unit}".rstrip()
+        return f">= {printing.fmt(float(figure['at_least']))} {unit}".rstrip()
     if figure.get("at_most") is not None:
-        return f"<= {common.fmt(float(figure['at_most']))} {unit}".rstrip()
+        return f"<= {printing.fmt(float(figure['at_most']))} {unit}".rstrip()
     return ""
 
 
@@ -206,9 +207,9 @@ def main() -> int:
         print(f"{outcome.status} in {outcome.seconds:.0f} s", flush=True)
     total_s = time.monotonic() - started
     print()
-    common.print_machine("banyan benchmarks" + (" (--quick)" if args.quick else ""))
+    printing.print_machine("banyan benchmarks" + (" (--quick)" if args.quick else ""))
     table = rows(outcomes)
-    common.print_table(["benchmark", "figure", "value", "target", "met?"], table)
+    printing.print_table(["benchmark", "figure", "value", "target", "met?"], table)
     missed = sum(1 for o in outcomes for f in o.figures if f.get("met") is False)
     print(
         f"\n{sum(o.status == 'ok' for o in outcomes)}/{len(outcomes)} benchmarks ran, "
@@ -221,7 +222,7 @@ def main() -> int:
         print(markdown(table))
     summary = {
         "quick": args.quick,
-        "machine": dict(common.machine()),
+        "machine": dict(printing.machine()),
         "seconds": total_s,
         "benchmarks": [
             {

@@ -40,11 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # run as a script: the tests.faults package is at the root
 
-try:
-    from bench import common
-except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[no-redef,import-not-found]
-
+from bench import printing  # noqa: E402
 from tests.faults.history import ZERO_FIGURES, FaultResult  # noqa: E402
 from tests.faults.scenarios import BY_NAME, FAULTS  # noqa: E402
 
@@ -138,7 +134,7 @@ def main() -> int:
     args = parser.parse_args()
     chosen = set(args.only or [*BY_NAME, DISK_FULL])
 
-    common.print_machine("banyan reliability scorecard" + (" (--quick)" if args.quick else ""))
+    printing.print_machine("banyan reliability scorecard" + (" (--quick)" if args.quick else ""))
     rows: list[list[Any]] = []
     results: list[dict[str, Any]] = []
     failed = False
@@ -177,7 +173,7 @@ def main() -> int:
                 lost = figures.get("acknowledged_lost")
                 failed |= isinstance(lost, int) and lost != 0
     print()
-    common.print_table(HEADERS, rows)
+    printing.print_table(HEADERS, rows)
     print()
     print(
         "zero figures: ack lost, unexpected, dup concurrent, stale accepted (- = no attempt "

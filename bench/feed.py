@@ -32,9 +32,10 @@ from typing import Any
 import aiohttp
 
 try:
-    from bench import common
-except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[no-redef,import-not-found]
+    from bench import clients, measure, printing, profiling, servers
+except ImportError:  # run as a script: put the repository root (bench/, testbed/) on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import clients, measure, printing, profiling, servers
 
 from banyan.tokens import basic_auth_header
 
@@ -119,7 +120,7 @@ async def child(url: str, token: str, first_index: int, count: int) -> None:
         ]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), CONNECT_MAX_S)
         print(json.dumps({"ready": sum(s.hello_seq is not None for s in subs)}), flush=True)
-        cpu0 = common.client_cpu_seconds()
+        cpu0 = measure.client_cpu_seconds()
         line = await asyncio.wait_for(asyncio.to_thread(sys.stdin.readline), CHILD_MAX_S)
         expected = int(line.split()[1]) if line.startswith("expect") else 0
         deadline = min(time.monotonic() + DRAIN_MAX_S, give_up)
@@ -142,7 +143,7 @@ async def child(url: str, token: str, first_index: int, count: int) -> None:
         }
         for s in subs
     ]
-    print(json.dumps({"subs": results, "cpu_s": common.client_cpu_seconds() - cpu0}), flush=True)
+    print(json.dumps({"subs": results, "cpu_s": measure.client_cpu_seconds() - cpu0}), flush=True)
 
 
 # --- the load and the report -----------------------------------------------------------
@@ -199,13 +200,13 @@ async def run(
 ) -> dict[str, Any]:
     processes = max(1, min(processes, subscribers))
     with tempfile.TemporaryDirectory(prefix="banyan-feed-") as tmpdir:
-        server = common.start_server(Path(tmpdir), name="feed", env_extra=extra_env)
+        server = servers.start_server(Path(tmpdir), name="feed", env_extra=extra_env)
         children: list[asyncio.subprocess.Process] = []
         print(f"server pid {server.proc.pid} at {server.url}", flush=True)
         try:
             headers = {"Authorization": basic_auth_header(server.token)}
             post_headers = {**headers, "Content-Type": "application/json"}
-            await common.start_children(
+            await clients.start_children(
                 children,
                 __file__,
                 server.url,
@@ -213,28 +214,28 @@ async def run(
                 total=subscribers,
                 processes=processes,
             )
-            ready = [await common.read_json_line(c, CONNECT_MAX_S + 10) for c in children]
+            ready = [await clients.read_json_line(c, CONNECT_MAX_S + 10) for c in children]
             connected = sum(r["ready"] for r in ready)
             conn = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT + 10)
             async with aiohttp.ClientSession(connector=conn) as http:
                 spy = None
                 if profile is not None:
-                    spy = common.start_py_spy(server.proc.pid, profile, duration_s=duration_s)
-                with common.Meter(server) as load:
+                    spy = profiling.start_py_spy(server.proc.pid, profile, duration_s=duration_s)
+                with measure.Meter(server) as load:
                     t0 = time.perf_counter()
                     created, failed, post_lat = await generate(
                         http, server.url, post_headers, duration_s
                     )
                     gen_s = time.perf_counter() - t0
                     for c in children:
-                        await common.tell(c, f"expect {created}")
-                    results = [await common.read_json_line(c, DRAIN_MAX_S + 30) for c in children]
+                        await clients.tell(c, f"expect {created}")
+                    results = [await clients.read_json_line(c, DRAIN_MAX_S + 30) for c in children]
                     drain_s = time.perf_counter() - t0 - gen_s
                     subs_cpu_s = sum(r["cpu_s"] for r in results)
                 if spy is not None:
-                    common.stop_process(spy, grace_s=30)
+                    clients.stop_process(spy, grace_s=30)
         finally:
-            await common.reap(children)
+            await clients.reap(children)
             rc = server.stop()
     subs = [s for r in results for s in r["subs"]]
     return {
@@ -252,7 +253,7 @@ async def run(
     }
 
 
-def report(r: dict[str, Any], duration_s: float, subscribers: int, out: common.Report) -> None:
+def report(r: dict[str, Any], duration_s: float, subscribers: int, out: printing.Report) -> None:
     subs, created, load = r["subs"], r["created"], r["load"]
     counts = [s["count"] for s in subs]
     ms = [x for s in subs for x in s["latencies"]]
@@ -261,7 +262,7 @@ def report(r: dict[str, Any], duration_s: float, subscribers: int, out: common.R
     errors = [s for s in subs if s["error"]]
     total = sum(counts)
     wall = load.wall_s
-    p50, p99 = common.percentile(ms, 50), common.percentile(ms, 99)
+    p50, p99 = measure.percentile(ms, 50), measure.percentile(ms, 99)
     got_all = sum(1 for c in counts if c >= created)
     post_lat = r["post_lat"]
     rows = [
@@ -271,8 +272,8 @@ def report(r: dict[str, Any], duration_s: float, subscribers: int, out: common.R
         ("failed POSTs", r["failed"]),
         (
             "POST latency p50 / p99 (ms)",
-            f"{common.percentile(post_lat, 50) * 1000:.1f} / "
-            f"{common.percentile(post_lat, 99) * 1000:.1f}",
+            f"{measure.percentile(post_lat, 50) * 1000:.1f} / "
+            f"{measure.percentile(post_lat, 99) * 1000:.1f}",
         ),
         ("subscribers connected", f"{r['connected']} / {subscribers} in {r['processes']} procs"),
         ("events delivered per subscriber min / max", f"{min(counts):,} / {max(counts):,}"),
@@ -300,10 +301,10 @@ def report(r: dict[str, Any], duration_s: float, subscribers: int, out: common.R
         f"== feed fan-out: {subscribers} subscribers, {BATCH} tasks every "
         f"{PERIOD_S * 1000:.0f} ms for {duration_s:.0f} s"
     )
-    common.print_table(["measure", "value"], rows)
+    printing.print_table(["measure", "value"], rows)
     print(
         f"note: the subscriber processes, the load generator (this process) and the "
-        f"server share {common.cpu_count()} CPU(s)"
+        f"server share {printing.cpu_count()} CPU(s)"
     )
     verdict = "meets" if p99 <= TARGET_P99_MS else "misses"
     print(
@@ -347,7 +348,7 @@ def main() -> None:
         help="py-spy the server during the load; collapsed stacks to RAW, top functions printed",
     )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
-    common.add_json_option(parser)
+    printing.add_json_option(parser)
     args = parser.parse_args()
     if args.child:
         url, token, first, count = args.child
@@ -356,18 +357,18 @@ def main() -> None:
     extra_env = dict(kv.split("=", 1) for kv in args.server_env)
     if args.profile:
         args.profile = args.profile.resolve()
-    common.print_machine("bench/feed.py" + (" (--quick)" if args.quick else ""))
+    printing.print_machine("bench/feed.py" + (" (--quick)" if args.quick else ""))
     duration_s = 5.0 if args.quick else 10.0
     result = asyncio.run(run(duration_s, args.subscribers, args.processes, extra_env, args.profile))
-    out = common.Report("feed", quick=args.quick)
+    out = printing.Report("feed", quick=args.quick)
     report(result, duration_s, args.subscribers, out)
     out.write(args.json)
     if args.profile is not None and args.profile.exists():
         print(f"\nserver profile during the load (py-spy, raw stacks in {args.profile})")
         for own in (True, False):
             print("by own samples" if own else "by samples anywhere on the stack")
-            rows = [[name, pct] for name, pct in common.top_frames(args.profile, own=own)]
-            common.print_table(["function", "% samples"], rows)
+            rows = [[name, pct] for name, pct in profiling.top_frames(args.profile, own=own)]
+            printing.print_table(["function", "% samples"], rows)
 
 
 if __name__ == "__main__":

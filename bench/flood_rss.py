@@ -27,14 +27,15 @@ import aiohttp
 import psutil
 
 try:
-    from bench import common
-except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[no-redef,import-not-found]
+    from bench import printing, servers
+except ImportError:  # run as a script: put the repository root (bench/, testbed/) on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import printing, servers
 
 NAME = "\N{MUSICAL SYMBOL G CLEF}" * 1024  # 4 bytes each in UTF-8
 
 
-async def flood(server: common.Server, tasks: int, batch: int, max_s: float) -> int:
+async def flood(server: servers.BenchServer, tasks: int, batch: int, max_s: float) -> int:
     """Post ``tasks`` tasks while one subscriber reads the feed; returns events seen."""
     seen = 0
     async with aiohttp.ClientSession(headers=server.headers) as session:
@@ -73,9 +74,9 @@ def main() -> int:
     args = parser.parse_args()
     tasks = 5_000 if args.quick else args.tasks
     with tempfile.TemporaryDirectory(prefix="banyan-flood-") as tmp:
-        server = common.start_server(Path(tmp), name="flood")
+        server = servers.start_server(Path(tmp), name="flood")
         try:
-            proc = psutil.Process(server.proc.pid)
+            proc = psutil.Process(server.pid)
             before = proc.memory_info().rss
             seen = asyncio.run(flood(server, tasks, args.batch, args.max_s))
             server.wait_idle()
@@ -83,7 +84,7 @@ def main() -> int:
         finally:
             server.stop()
     mib = 1024 * 1024
-    common.print_table(
+    printing.print_table(
         ["tasks (4 KB names)", "events received", "RSS before", "RSS after", "growth"],
         [
             [

@@ -38,9 +38,10 @@ import aiohttp
 import psutil
 
 try:
-    from bench import common
-except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[no-redef,import-not-found]
+    from bench import clients, measure, printing, servers
+except ImportError:  # run as a script: put the repository root (bench/, testbed/) on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import clients, measure, printing, servers
 
 from banyan import protocol as p
 from banyan.resources import Resources
@@ -139,9 +140,9 @@ async def child(url: str, token: str, first: int, count: int) -> None:
         ]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), CONNECT_MAX_S)
         print(json.dumps({"ready": sum(w.connected for w in sims)}), flush=True)
-        cpu0 = common.client_cpu_seconds()
+        cpu0 = measure.client_cpu_seconds()
         await asyncio.wait_for(asyncio.to_thread(sys.stdin.readline), CHILD_MAX_S)
-        cpu_s = common.client_cpu_seconds() - cpu0
+        cpu_s = measure.client_cpu_seconds() - cpu0
         await asyncio.wait_for(asyncio.gather(*(w.close() for w in sims)), 30)
         await asyncio.wait(tasks, timeout=5)
         for t in tasks:
@@ -170,7 +171,9 @@ def rss_mib(proc: psutil.Process) -> float:
     return float(proc.memory_info().rss) / 2**20
 
 
-async def idle_workers(http: aiohttp.ClientSession, server: common.Server) -> tuple[int, float]:
+async def idle_workers(
+    http: aiohttp.ClientSession, server: servers.BenchServer
+) -> tuple[int, float]:
     """(workers ``GET /workers`` shows idle, that request's seconds)."""
     t0 = time.perf_counter()
     async with http.get(f"{server.url}/workers", headers=server.headers) as resp:
@@ -184,7 +187,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     processes = max(1, min(args.processes, args.workers))
     out: dict[str, Any] = {"workers": args.workers, "processes": processes}
     with tempfile.TemporaryDirectory(prefix="banyan-hb-") as tmpdir:
-        server = common.start_server(Path(tmpdir), name="hb", env_extra=env)
+        server = servers.start_server(Path(tmpdir), name="hb", env_extra=env)
         children: list[asyncio.subprocess.Process] = []
         try:
             proc = psutil.Process(server.proc.pid)
@@ -195,7 +198,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             t_connect = time.perf_counter()
             c_connect = cpu_s(proc)
-            await common.start_children(
+            await clients.start_children(
                 children,
                 __file__,
                 server.url,
@@ -203,7 +206,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 total=args.workers,
                 processes=processes,
             )
-            ready = [await common.read_json_line(c, CONNECT_MAX_S + 30) for c in children]
+            ready = [await clients.read_json_line(c, CONNECT_MAX_S + 30) for c in children]
             out["connected"] = sum(r["ready"] for r in ready)
             async with aiohttp.ClientSession() as http:
                 deadline = time.monotonic() + CONNECT_MAX_S
@@ -218,7 +221,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 out["idle_listed"] = idle
                 interval = args.interval or 5.0
                 await asyncio.sleep(interval)  # warm-up: every worker has beaten once
-                with common.Meter(server) as window:
+                with measure.Meter(server) as window:
                     c0, t0 = cpu_s(proc), time.perf_counter()
                     rss_samples = []
                     while time.perf_counter() - t0 < args.window:
@@ -233,15 +236,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 listing = [(await idle_workers(http, server))[1] for _ in range(10)]
                 out["list_ms"] = statistics.median(listing) * 1000
             for c in children:
-                await common.tell(c, "stop")
-            results = [await common.read_json_line(c, 60) for c in children]
+                await clients.tell(c, "stop")
+            results = [await clients.read_json_line(c, 60) for c in children]
             out["beats"] = sum(r["beats"] for r in results)
             out["errors"] = sum(r["errors"] for r in results)
             out["first_error"] = next((r["first_error"] for r in results if r["first_error"]), None)
             clients_cpu = sum(r["cpu_s"] for r in results)
             out["clients_cpu_pct"] = 100 * clients_cpu / max(window.wall_s, 1e-9)
         finally:
-            await common.reap(children)
+            await clients.reap(children)
             out["server_rc"] = server.stop()
     return out
 
@@ -256,7 +259,7 @@ def main() -> None:
         "--interval", type=float, default=None, help="the server's heartbeat_interval_s (5)"
     )
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
-    common.add_json_option(parser)
+    printing.add_json_option(parser)
     args = parser.parse_args()
     if args.child:
         url, token, first, count = args.child
@@ -264,7 +267,7 @@ def main() -> None:
         return
     if args.window is None:
         args.window = 15.0 if args.quick else 60.0
-    common.print_machine("bench/heartbeat.py" + (" (--quick)" if args.quick else ""))
+    printing.print_machine("bench/heartbeat.py" + (" (--quick)" if args.quick else ""))
     r = asyncio.run(run(args))
     interval = args.interval or 5.0
     rate = r["workers"] / interval
@@ -272,7 +275,7 @@ def main() -> None:
         f"== {r['workers']:,} simulated workers in {r['processes']} client processes, "
         f"a heartbeat each every {interval:g} s (~{rate:,.0f} frames/s)"
     )
-    common.print_table(
+    printing.print_table(
         ["measure", "value"],
         [
             ("server CPU idle, no workers (% of one CPU)", r["idle_cpu_pct"]),
@@ -293,7 +296,7 @@ def main() -> None:
     )
     if r["first_error"]:
         print(f"first worker error: {r['first_error']}")
-    report = common.Report("heartbeat", quick=args.quick)
+    report = printing.Report("heartbeat", quick=args.quick)
     report.add(
         f"{r['workers']:,} workers heartbeating every {interval:g} s: server CPU",
         r["cpu_pct"],

@@ -19,14 +19,16 @@ import io
 import json
 import pstats
 import sqlite3
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 try:
-    from bench import common
-except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[import-not-found, no-redef]
+    from bench import printing
+except ImportError:  # run as a script: put the repository root (bench/, testbed/) on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import printing
 
 from pydantic import TypeAdapter
 
@@ -50,7 +52,7 @@ def main() -> None:
     body = json.dumps([TASK] * n).encode()
     caller = Caller(name="local-admin", role=Role.ADMIN)
     adapter = TypeAdapter(list[TaskCreate])
-    common.print_machine(f"bulk POST of {n:,} tasks, phase by phase, in-process")
+    printing.print_machine(f"bulk POST of {n:,} tasks, phase by phase, in-process")
 
     with tempfile.TemporaryDirectory(prefix="banyan-bench-") as tmp:
         conn = sqlite3.connect(Path(tmp) / "p.db", isolation_level=None)
@@ -91,7 +93,7 @@ def main() -> None:
             [name, s * 1000, s / n * 1e6, s / total * 100] for name, s in phases
         ]
         print_rows.append(["total", total * 1000, total / n * 1e6, 100.0])
-        common.print_table(["phase", "ms", "us/task", "%"], print_rows)
+        printing.print_table(["phase", "ms", "us/task", "%"], print_rows)
         print(
             f"=> at most {n / total:,.0f} tasks/s from these phases alone on one core "
             f"(response {len(payload) / 2**20:.1f} MiB)"

@@ -29,9 +29,10 @@ from typing import Any
 import aiohttp
 
 try:
-    from bench import common
-except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[import-not-found, no-redef]
+    from bench import measure, printing, servers
+except ImportError:  # run as a script: put the repository root (bench/, testbed/) on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import measure, printing, servers
 
 CHUNK = 50_000
 FILL_MAX_S = 420.0  # the fill stops after this long, whatever --rows says
@@ -80,13 +81,13 @@ def url_text(params: dict[str, str]) -> str:
     return "/tasks?" + "&".join(f"{k}={v}" for k, v in params.items())
 
 
-async def fill(server: common.Server, rows: int) -> dict[str, Any]:
+async def fill(server: servers.BenchServer, rows: int) -> dict[str, Any]:
     rng = random.Random(20240601)
     timeout = aiohttp.ClientTimeout(total=600)
     post_s = 0.0
     done = 0
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        with common.Meter(server) as m:
+        with measure.Meter(server) as m:
             start = time.perf_counter()
             while done < rows:
                 if time.perf_counter() - start > FILL_MAX_S:
@@ -116,7 +117,7 @@ async def fill(server: common.Server, rows: int) -> dict[str, Any]:
     }
 
 
-async def time_queries(server: common.Server, rows: int, reps: int) -> list[dict[str, Any]]:
+async def time_queries(server: servers.BenchServer, rows: int, reps: int) -> list[dict[str, Any]]:
     out = []
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         for label, params in queries(rows):
@@ -146,8 +147,8 @@ async def time_queries(server: common.Server, rows: int, reps: int) -> list[dict
                     "label": label,
                     "params": params,
                     "reps": len(latencies),
-                    "p50_ms": common.percentile(latencies, 50) * 1000,
-                    "p95_ms": common.percentile(latencies, 95) * 1000,
+                    "p50_ms": measure.percentile(latencies, 50) * 1000,
+                    "p95_ms": measure.percentile(latencies, 95) * 1000,
                     "items": len(first.get("_items", [])),
                     "total": first.get("_meta", {}).get("total"),
                     "bytes": size,
@@ -188,7 +189,7 @@ def time_sql(conn: sqlite3.Connection, sql: str, params: list[Any]) -> float:
         t0 = time.perf_counter()
         conn.execute(sql, params).fetchall()
         times.append(time.perf_counter() - t0)
-    return common.percentile(times, 50) * 1000
+    return measure.percentile(times, 50) * 1000
 
 
 def plan(conn: sqlite3.Connection, sql: str, params: list[Any]) -> list[str]:
@@ -217,17 +218,17 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100,000 rows, fewer repetitions")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per query (50)")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary directory")
-    common.add_json_option(parser)
+    printing.add_json_option(parser)
     args = parser.parse_args()
     rows = args.rows or (100_000 if args.quick else 1_000_000)
     reps = args.reps or (20 if args.quick else 50)
-    report = common.Report("query", quick=args.quick)
+    report = printing.Report("query", quick=args.quick)
 
-    common.print_machine("banyan query benchmark" + (" (--quick)" if args.quick else ""))
+    printing.print_machine("banyan query benchmark" + (" (--quick)" if args.quick else ""))
     with tempfile.TemporaryDirectory(prefix="banyan-bench-", dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
         print(f"database directory: {tmp}")
-        server = common.start_server(tmp, name="query", synchronous="FULL")
+        server = servers.start_server(tmp, name="query", synchronous="FULL")
         try:
             filled = await fill(server, rows)
             rows = filled["rows"]
@@ -241,7 +242,7 @@ async def main() -> None:
         analyse(server.db, results)
 
     print(f"fill: {rows:,} tasks in bulk POSTs of {CHUNK:,}, synchronous=FULL, one after another")
-    common.print_table(
+    printing.print_table(
         [
             "rows",
             "wall s",
@@ -279,7 +280,7 @@ async def main() -> None:
         f"GET /tasks on {rows:,} rows: HTTP median/p95 over the repetitions (after {WARMUP} "
         "warm-ups); then the server's own SQL run on the file directly (median of 5)"
     )
-    common.print_table(
+    printing.print_table(
         [
             "query",
             "reps",
@@ -327,7 +328,7 @@ async def main() -> None:
         )
     report.write(args.json)
     print(
-        f"\nbackground load at the end: {common.background_cores():.2f} CPUs busy "
+        f"\nbackground load at the end: {measure.background_cores():.2f} CPUs busy "
         "with other processes"
     )
 

@@ -35,9 +35,10 @@ import aiohttp
 import psutil
 
 try:
-    from bench import common
-except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[no-redef,import-not-found]
+    from bench import clients, measure, printing, servers
+except ImportError:  # run as a script: put the repository root (bench/, testbed/) on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import clients, measure, printing, servers
 
 from banyan import protocol as p
 from banyan.resources import Resources
@@ -175,7 +176,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"tasks": args.tasks}
     processes = max(1, min(PROCESSES, args.workers))
     with tempfile.TemporaryDirectory(prefix="banyan-rss-", dir=args.dir) as tmpdir:
-        server = common.start_server(Path(tmpdir), name="rss", synchronous="FULL")
+        server = servers.start_server(Path(tmpdir), name="rss", synchronous="FULL")
         children: list[asyncio.subprocess.Process] = []
         done = [0] * processes
         errors: list[str] = []
@@ -189,7 +190,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             first = 0
             for n in share:
                 children.append(
-                    await common.start_child(
+                    await clients.start_child(
                         __file__,
                         "--child",
                         server.url,
@@ -203,7 +204,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
             async def follow(i: int, c: asyncio.subprocess.Process) -> None:
                 while True:
-                    line = await common.read_json_line(c, args.max_s + 120)
+                    line = await clients.read_json_line(c, args.max_s + 120)
                     if "final" in line:
                         out.setdefault("refused", 0)
                         out["refused"] += line["final"]["refused"]
@@ -218,7 +219,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             body = json.dumps([TASK] * CHUNK).encode()
             timeout = aiohttp.ClientTimeout(total=300)
             async with aiohttp.ClientSession(timeout=timeout) as http:
-                with common.Meter(server) as m:
+                with measure.Meter(server) as m:
                     t0 = time.perf_counter()
                     next_sample = t0
                     while sum(done) < args.tasks and time.perf_counter() - t0 < args.max_s:
@@ -254,14 +255,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             out["rss_after"] = rss_mib(proc)
             out["rss_peak"] = max(peak, out["rss_after"])
             for c in children:
-                await common.tell(c, "stop")
+                await clients.tell(c, "stop")
             await asyncio.wait_for(asyncio.gather(*followers), 60)
             out["completed"] = sum(done)
             out["settle_s"] = server.wait_idle(max_s=120)
             out["rss_idle"] = rss_mib(proc)
             out["db_mib"] = sum(f.stat().st_size for f in Path(tmpdir).glob("rss.db*")) / 2**20
         finally:
-            await common.reap(children)
+            await clients.reap(children)
             out["server_rc"] = server.stop()
     return out
 
@@ -275,7 +276,7 @@ def main() -> None:
     parser.add_argument("--progress", action="store_true", help="a line every second")
     parser.add_argument("--dir", type=Path, default=None, help="parent of the temporary directory")
     parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)
-    common.add_json_option(parser)
+    printing.add_json_option(parser)
     args = parser.parse_args()
     if args.child:
         url, token, first, count, max_s = args.child
@@ -283,14 +284,14 @@ def main() -> None:
         return
     if args.tasks is None:
         args.tasks = QUICK_TASKS if args.quick else TASKS
-    common.print_machine("bench/rss.py" + (" (--quick)" if args.quick else ""))
+    printing.print_machine("bench/rss.py" + (" (--quick)" if args.quick else ""))
     r = asyncio.run(run(args))
     rate = r["completed"] / r["wall_s"] if r["wall_s"] else float("nan")
     print(
         f"== {r['completed']:,} of {r['tasks']:,} tasks completed by {args.workers} simulated "
         "workers over the gateway (no subprocesses), synchronous=FULL"
     )
-    common.print_table(
+    printing.print_table(
         ["measure", "value"],
         [
             ("RSS before (MiB)", r["rss_before"]),
@@ -305,7 +306,7 @@ def main() -> None:
             ("other processes CPU (% of one CPU)", 100 * r["other_cpu_s"] / r["wall_s"]),
         ],
     )
-    report = common.Report("rss", quick=args.quick)
+    report = printing.Report("rss", quick=args.quick)
     report.add("server RSS before any task", r["rss_before"], "MiB")
     report.add(
         f"server RSS after {r['completed']:,} completed tasks",

@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench import common as bench_common
+from bench import printing
 from worker.runner import TaskSpec, start
 
 SH_TRUE = ["/bin/sh", "-c", "true"]
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="500 spawns, 1 round")
     parser.add_argument("--child", nargs=2, metavar=("SPAWNER", "ARGV"), help=argparse.SUPPRESS)
-    bench_common.add_json_option(parser)
+    printing.add_json_option(parser)
     args = parser.parse_args()
     spawns = 500 if args.quick else args.spawns
     if args.quick:
@@ -287,7 +287,7 @@ def main() -> None:
     for label, _, command in parallel_cases:
         t = totals[label]
         print(f"{label:<28}{command:<22}{max(t):>8.0f} /{median(t):>6.0f}")
-    report = bench_common.Report("spawn", quick=args.quick)
+    report = printing.Report("spawn", quick=args.quick)
     report.add(
         "runner.start() of `true`, 1 process (best round)", max(rates["runner", "true"]), "spawns/s"
     )

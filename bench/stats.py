@@ -31,6 +31,7 @@ import json
 import random
 import sqlite3
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -40,9 +41,10 @@ from typing import Any
 import aiohttp
 
 try:
-    from bench import common
-except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[no-redef]
+    from bench import measure, printing, servers
+except ImportError:  # run as a script: put the repository root (bench/, testbed/) on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import measure, printing, servers
 
 from banyan.ids import new_ids
 from server.sqlite import schema
@@ -174,7 +176,7 @@ async def http_bulk_rate(
 ) -> float:
     name = f"bulk-{int(statistics)}-{run}"
     open_db(tmp / f"{name}.db", statistics=statistics).close()
-    server = common.start_server(tmp, name=name)
+    server = servers.start_server(tmp, name=name)
     try:
         body = json.dumps([TASK] * per_list).encode()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
@@ -343,7 +345,7 @@ def batches(items: list[Any], size: int) -> Iterator[list[Any]]:
 # --- (c) reads ---------------------------------------------------------------
 
 
-async def latencies(server: common.Server, path: str, count: int) -> tuple[list[float], Any]:
+async def latencies(server: servers.BenchServer, path: str, count: int) -> tuple[list[float], Any]:
     async with aiohttp.ClientSession() as session:
         body: Any = None
         for _ in range(5):  # warm: connection, page cache
@@ -394,15 +396,15 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="tasks in the database (1,000,000)")
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke run)")
     parser.add_argument("--dir", type=Path, default=None, help="where the temporary files go")
-    common.add_json_option(parser)
+    printing.add_json_option(parser)
     args = parser.parse_args()
     rows = args.rows or (100_000 if args.quick else 1_000_000)
-    report = common.Report("stats", quick=args.quick)
+    report = printing.Report("stats", quick=args.quick)
     writes = 10_000 if args.quick else 100_000
     requests = 50 if args.quick else 200
     repeats = 1 if args.quick else 3
 
-    common.print_machine("banyan statistics benchmark" + (" (--quick)" if args.quick else ""))
+    printing.print_machine("banyan statistics benchmark" + (" (--quick)" if args.quick else ""))
     with tempfile.TemporaryDirectory(prefix="banyan-bench-", dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
         print(f"== (a) write cost of the statistics triggers ({writes:,} rows, best of {repeats})")
@@ -428,7 +430,7 @@ async def main() -> None:
                 http[with_stats] = max(http[with_stats], rate)
         table.append([f"bulk POST /tasks ({lists} x {per_list:,})", http[False], http[True],
                       (http[True] / http[False] - 1) * 100])  # fmt: skip
-        common.print_table(["rows/s", "without", "with triggers", "change %"], table)
+        printing.print_table(["rows/s", "without", "with triggers", "change %"], table)
         print()
 
         print(f"== (b) fill: {rows:,} tasks")
@@ -443,7 +445,7 @@ async def main() -> None:
         print()
 
         print(f"== (c) reads through a real server ({requests} sequential requests each)")
-        server = common.start_server(tmp, name="big")
+        server = servers.start_server(tmp, name="big")
         try:
             server.wait_idle(max_s=30)
             reads = []
@@ -456,9 +458,9 @@ async def main() -> None:
             ):
                 times, body = await latencies(server, path, requests)
                 ms = [t * 1000 for t in times]
-                reads.append([label, statistics.median(ms), common.percentile(ms, 95), max(ms)])
+                reads.append([label, statistics.median(ms), measure.percentile(ms, 95), max(ms)])
                 checks.append(body)
-            common.print_table(["request", "median ms", "p95 ms", "max ms"], reads)
+            printing.print_table(["request", "median ms", "p95 ms", "max ms"], reads)
             for label, median_ms, *_ in reads:
                 report.add(
                     f"{label} on {info['rows']:,} tasks (p50)", median_ms, "ms", at_most=TARGET_MS
@@ -474,7 +476,7 @@ async def main() -> None:
             )
             print()
             print("== what the triggers replace, timed on the same file (median of 3)")
-            common.print_table(["plain query", "ms"], baseline(db, time.time()))
+            printing.print_table(["plain query", "ms"], baseline(db, time.time()))
         finally:
             server.stop()
 

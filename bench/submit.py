@@ -28,9 +28,10 @@ from pathlib import Path
 import aiohttp
 
 try:
-    from bench import common
-except ImportError:  # run as a script: bench/ is on sys.path
-    import common  # type: ignore[import-not-found, no-redef]
+    from bench import measure, printing, servers
+except ImportError:  # run as a script: put the repository root (bench/, testbed/) on sys.path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from bench import measure, printing, servers
 
 TASK = {"command": "true", "requested_resources": {"memory": "1 GiB"}}
 TASK_BODY = json.dumps(TASK).encode()
@@ -57,7 +58,7 @@ class Run:
 
 
 async def post_load(
-    server: common.Server, *, total: int, concurrency: int, label: str, warmup: int = 0
+    server: servers.BenchServer, *, total: int, concurrency: int, label: str, warmup: int = 0
 ) -> Run:
     """``total`` single POSTs from ``concurrency`` loops sharing one session."""
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -88,7 +89,7 @@ async def post_load(
             await asyncio.gather(
                 *(loop(tickets, warmup, deadline, False) for _ in range(concurrency))
             )
-        with common.Meter(server) as m:
+        with measure.Meter(server) as m:
             tickets = itertools.count()
             deadline = time.perf_counter() + LOOP_MAX_S
             await asyncio.gather(
@@ -106,7 +107,9 @@ async def post_load(
     )
 
 
-async def bulk_load(server: common.Server, *, per_request: int, requests: int, label: str) -> Run:
+async def bulk_load(
+    server: servers.BenchServer, *, per_request: int, requests: int, label: str
+) -> Run:
     """``requests`` sequential bulk POSTs of ``per_request`` tasks each; the body
     is serialised before the clock starts."""
     body = json.dumps([TASK] * per_request).encode()
@@ -114,7 +117,7 @@ async def bulk_load(server: common.Server, *, per_request: int, requests: int, l
     latencies: list[float] = []
     errors = 0
     async with aiohttp.ClientSession(timeout=timeout) as session:
-        with common.Meter(server) as m:
+        with measure.Meter(server) as m:
             t0 = time.perf_counter()
             for _ in range(requests):
                 if time.perf_counter() - t0 > LOOP_MAX_S:
@@ -149,8 +152,8 @@ def single_rows(runs: list[Run]) -> list[list[object]]:
             r.errors,
             r.wall_s,
             r.rate,
-            common.percentile(r.latencies, 50) * 1000,
-            common.percentile(r.latencies, 99) * 1000,
+            measure.percentile(r.latencies, 50) * 1000,
+            measure.percentile(r.latencies, 99) * 1000,
             r.server_cpu_s / r.requests * 1000,
             r.client_cpu_s / r.requests * 1000,
             r.server_cpu_s / r.wall_s * 100,
@@ -186,7 +189,7 @@ async def main() -> None:
         default=None,
         help="where the temporary directory (database) goes; default: the system temp dir",
     )
-    common.add_json_option(parser)
+    printing.add_json_option(parser)
     args = parser.parse_args()
     many = 2_000 if args.quick else 20_000
     one = 300 if args.quick else 2_000
@@ -194,19 +197,19 @@ async def main() -> None:
     count_one = 200 if args.quick else 1_000
     bulk_total = 10_000 if args.quick else 100_000
 
-    common.print_machine("banyan submit benchmark" + (" (--quick)" if args.quick else ""))
+    printing.print_machine("banyan submit benchmark" + (" (--quick)" if args.quick else ""))
     with tempfile.TemporaryDirectory(prefix="banyan-bench-", dir=args.dir) as tmp_name:
         tmp = Path(tmp_name)
         print(f"database directory: {tmp} ({filesystem(tmp)})")
         fsync_before = (
-            common.fsync_latency(tmp, overwrite=False),
-            common.fsync_latency(tmp, overwrite=True),
+            measure.fsync_latency(tmp, overwrite=False),
+            measure.fsync_latency(tmp, overwrite=True),
         )
 
         # (a) single POSTs
         runs: list[Run] = []
         for sync in ("FULL", "NORMAL"):
-            server = common.start_server(tmp, name=f"single-{sync.lower()}", synchronous=sync)
+            server = servers.start_server(tmp, name=f"single-{sync.lower()}", synchronous=sync)
             try:
                 runs.append(
                     await post_load(
@@ -229,7 +232,7 @@ async def main() -> None:
             f"(warm-up of {WARMUP_REQUESTS} / 50 requests not counted; latency = client-side, "
             "incl. client event-loop queueing)"
         )
-        common.print_table(
+        printing.print_table(
             [
                 "sync / load",
                 "requests",
@@ -254,7 +257,7 @@ async def main() -> None:
         # group commit: the same loads, counting committed transactions
         counted: list[list[object]] = []
         for sync in ("FULL", "NORMAL"):
-            server = common.start_server(
+            server = servers.start_server(
                 tmp, name=f"count-{sync.lower()}", synchronous=sync, counting=True
             )
             try:
@@ -280,7 +283,7 @@ async def main() -> None:
                 server.stop()
         print("group commit: write operations per committed transaction (one fsync each at FULL),")
         print("counted by the server's own Database.batches/ops via bench/_counting_server.py")
-        common.print_table(
+        printing.print_table(
             [
                 "sync / load",
                 "requests",
@@ -295,7 +298,7 @@ async def main() -> None:
         print()
 
         # (b) bulk POSTs
-        server = common.start_server(tmp, name="bulk", synchronous="FULL")
+        server = servers.start_server(tmp, name="bulk", synchronous="FULL")
         try:
             await post_load(server, total=50, concurrency=4, label="warm-up")
             bulk = []
@@ -316,7 +319,7 @@ async def main() -> None:
         finally:
             server.stop()
         print("(b) bulk POST /tasks (a JSON list), synchronous=FULL, requests one after another")
-        common.print_table(
+        printing.print_table(
             [
                 "requests",
                 "tasks",
@@ -355,15 +358,15 @@ async def main() -> None:
             "the last response (e.g. the event hub), not in tasks/s"
         )
         print()
-        report = common.Report("submit", quick=args.quick)
+        report = printing.Report("submit", quick=args.quick)
         full_many, full_one = runs[0], runs[1]
         report.add(
             "single POST /tasks, 64 clients, FULL",
             full_many.rate,
             "tasks/s",
             at_least=TARGET_SINGLE,
-            note=f"p50 {common.percentile(full_many.latencies, 50) * 1000:.1f} ms, "
-            f"p99 {common.percentile(full_many.latencies, 99) * 1000:.1f} ms",
+            note=f"p50 {measure.percentile(full_many.latencies, 50) * 1000:.1f} ms, "
+            f"p99 {measure.percentile(full_many.latencies, 99) * 1000:.1f} ms",
         )
         report.add("single POST /tasks, 1 client, FULL", full_one.rate, "tasks/s")
         for b in bulk:
@@ -375,8 +378,8 @@ async def main() -> None:
             )
         report.write(args.json)
         fsync_after = (
-            common.fsync_latency(tmp, overwrite=False),
-            common.fsync_latency(tmp, overwrite=True),
+            measure.fsync_latency(tmp, overwrite=False),
+            measure.fsync_latency(tmp, overwrite=True),
         )
         print(
             "disk: median 4 KiB write+fdatasync in the temp dir, append / overwrite: "

@@ -38,7 +38,7 @@ if sys.path and Path(sys.path[0]).resolve() == HERE:
 import psutil  # noqa: E402
 from textual import events  # noqa: E402
 
-from bench import common  # noqa: E402
+from bench import measure, printing  # noqa: E402
 from tui.app import BanyanApp  # noqa: E402
 from tui.fake import FakeSource, make_id, task_doc, worker_doc  # noqa: E402
 from tui.state import Changes, Model  # noqa: E402
@@ -215,17 +215,17 @@ async def bench(args: argparse.Namespace) -> None:
         loaded = len(app.model.tasks) if app.model else 0
         rss_end = rss_mb()
 
-    p = common.percentile
+    p = measure.percentile
     ms = [x * 1000 for x in latencies]
     lag_ms = [x * 1000 for x in lags]
     key_ms = [x * 1000 for x in keys]
-    common.print_machine("bench/tui.py: banyan-tui headless, 80x24")
+    printing.print_machine("bench/tui.py: banyan-tui headless, 80x24")
     print(
         f"{args.tasks:,} tasks loaded ({loaded:,} in the model, {rows:,} table rows), "
         f"{stream.count:,} events at {args.rate:,}/s for {args.seconds:g} s"
     )
     print()
-    common.print_table(
+    printing.print_table(
         ["measure", "p50", "p90", "p99", "max", "n"],
         [
             ["event → table (ms)", p(ms, 50), p(ms, 90), p(ms, 99), max(ms, default=0), len(ms)],
@@ -264,7 +264,7 @@ async def bench(args: argparse.Namespace) -> None:
         ],
     )
     print()
-    common.print_table(
+    printing.print_table(
         ["", "value"],
         [
             ["start to live (s)", start_s],
@@ -277,7 +277,7 @@ async def bench(args: argparse.Namespace) -> None:
             ["CPU during the stream (% of one core)", cpu_pct],
         ],
     )
-    report = common.Report("tui", quick=args.quick)
+    report = printing.Report("tui", quick=args.quick)
     report.add(
         f"TUI event -> table p99, {args.tasks:,} tasks, {args.rate:,} ev/s",
         p(ms, 99),
@@ -295,7 +295,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rows", type=int, default=1000, help="the table's row limit")
     parser.add_argument("--quick", action="store_true", help="20,000 tasks for 3 s")
-    common.add_json_option(parser)
+    printing.add_json_option(parser)
     args = parser.parse_args()
     if args.quick:
         args.tasks, args.seconds = min(args.tasks, 20_000), min(args.seconds, 3.0)

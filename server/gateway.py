@@ -26,6 +26,7 @@ from banyan.errors import BanyanError, Unauthorized
 from banyan.models import MemoryUsage
 from banyan.settings import Settings
 from banyan.states import State
+from banyan.supervise import SideTasks
 from banyan.tokens import Caller
 from server.auth import AUTH, WORKERS
 from server.hub import Event, EventHub
@@ -68,8 +69,9 @@ class Gateway:
         self._settings = settings
         self.sessions: dict[str, Session] = {}
         self.last_seen: dict[str, float] = {}  # monotonic; also for workers not connected now
-        self._monitor: asyncio.Task[None] | None = None
-        self._background: set[asyncio.Task[Any]] = set()
+        self._monitor: asyncio.Task[Any] | None = None
+        # Fire-and-forget sends and the silence monitor: a failure stops the server.
+        self._side = SideTasks("gateway")
         hub.subscribe(self._on_events)
 
     # --- lifetime --------------------------------------------------------------
@@ -79,7 +81,7 @@ class Gateway:
         now = time.monotonic()
         for name in await self._store.connected_workers():
             self.last_seen.setdefault(name, now)
-        self._monitor = asyncio.create_task(self._watch_silences(), name="worker-monitor")
+        self._monitor = self._side.spawn(self._watch_silences(), name="worker-monitor")
 
     async def stop(self) -> None:
         if self._monitor is not None:
@@ -361,9 +363,7 @@ class Gateway:
                 self._spawn(session.send(frame))
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._side.spawn(coro)
 
     # --- liveness --------------------------------------------------------------
 

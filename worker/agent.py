@@ -37,6 +37,7 @@ from banyan import protocol as p
 from banyan.client.discovery import Connection
 from banyan.constants import HEARTBEAT_INTERVAL_S, SERVER_TIMEOUT_S
 from banyan.resources import Resources
+from banyan.supervise import SideTasks
 from banyan.tokens import basic_auth_header
 from worker import runner
 from worker.lease import Beats, Lease, Terms, terms
@@ -114,7 +115,8 @@ class Agent:
         self._unreachable_since: float | None = None
         self._reaper: Reaper | None = None
         self._progress = ProgressListener(self._on_progress)
-        self._background: set[asyncio.Task[Any]] = set()
+        # Follow, flush, send and terminate tasks: a failure stops the worker (non-zero).
+        self._background = SideTasks("worker")
         self._free_gpus = list(config.gpu_indices)
         self._task_env = {ENV_SOCKET: str(self._progress.path), "PATH": _path_with_banyan()}
         self.ran = 0  # attempts finished, for tests and logs
@@ -282,7 +284,7 @@ class Agent:
                 job.task.kill()
         for report in list(self.unreported.values()):
             await self._send_report(report)
-        heartbeat = asyncio.create_task(self._heartbeats(), name="heartbeat")
+        heartbeat = self._background.spawn(self._heartbeats(), name="heartbeat")
         try:
             self._claiming = False
             await self._claim()
@@ -647,6 +649,4 @@ class Agent:
             )
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._background.spawn(coro)

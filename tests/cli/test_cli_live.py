@@ -17,25 +17,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import psutil
 import pytest
 
 from banyan.cli import main
-from tests.e2e.helpers import Http, clean_env, free_port, wait_for
-from tests.e2e.test_server_process import ServerProcess
+from testbed import Cluster, free_port
 
 pytestmark = pytest.mark.slow
 BANYAN = Path(sys.executable).parent / "banyan"
-WORKER = Path(sys.executable).parent / "banyan-worker"
 WORKER_NAME = "t1"
-
-
-@dataclass
-class Cluster:
-    server: ServerProcess
-    worker: subprocess.Popen[bytes]
-    http: Http
-    tmp: Path
 
 
 @dataclass
@@ -45,57 +34,13 @@ class Result:
     err: str
 
 
-def _end(popen: subprocess.Popen[bytes], *, grace_s: float) -> None:
-    """End one process we started, by PID: SIGTERM, then SIGKILL; then whatever
-    it left behind (its task processes), found by PID before it went."""
-    try:
-        kids = psutil.Process(popen.pid).children(recursive=True)
-    except psutil.Error:
-        kids = []
-    if popen.poll() is None:
-        popen.send_signal(signal.SIGTERM)
-        try:
-            popen.wait(timeout=grace_s)
-        except subprocess.TimeoutExpired:
-            popen.kill()
-            popen.wait(timeout=10)
-    for kid in kids:
-        try:
-            if kid.is_running() and kid.status() != psutil.STATUS_ZOMBIE:
-                kid.kill()
-                kid.wait(timeout=5)
-        except (psutil.Error, psutil.TimeoutExpired):
-            pass
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    tmp = tmp_path_factory.mktemp("cli")
-    server = ServerProcess(tmp)
-    server.start()
-    assert server.proc is not None
-    log = (tmp / "worker.log").open("ab")
-    worker = subprocess.Popen(
-        [str(WORKER), "--name", WORKER_NAME, "--cores", "2"],
-        env=clean_env(BANYAN_CLIENT_FILE=str(server.client_file)),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=tmp,
-    )
-    try:
-        http = Http(server.url, server.token)
-
-        def connected() -> bool:
-            assert worker.poll() is None, (tmp / "worker.log").read_text()
-            found = http.workers().get(WORKER_NAME)
-            return found is not None and found["state"] in ("idle", "busy")
-
-        wait_for(connected, 20, "the worker to connect")
-        yield Cluster(server, worker, http, tmp)
-    finally:
-        _end(worker, grace_s=10)
-        log.close()
-        _end(server.proc, grace_s=10)
+    with Cluster(tmp_path_factory.mktemp("cli")) as the_cluster:
+        the_cluster.start_server()
+        the_cluster.start_worker(WORKER_NAME, cores=2, memory=None)
+        the_cluster.wait_connected(WORKER_NAME, timeout=20)
+        yield the_cluster
 
 
 @pytest.fixture
@@ -104,7 +49,7 @@ def discovery(cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("BANYAN_"):
             monkeypatch.delenv(name)
-    monkeypatch.setenv("BANYAN_CLIENT_FILE", str(cluster.server.client_file))
+    monkeypatch.setenv("BANYAN_CLIENT_FILE", str(cluster.client_file))
 
 
 @pytest.fixture
@@ -119,7 +64,6 @@ def cli(capsys: pytest.CaptureFixture[str], discovery: None) -> Callable[..., Re
 
 
 Cli = Callable[..., Result]
-BANYAN = Path(sys.executable).parent / "banyan"
 
 
 def submit(cli: Cli, *argv: str) -> list[str]:
@@ -411,7 +355,7 @@ def test_cancel_tree_stops_the_running_descendants(cli: Cli, cluster: Cluster) -
 def test_interrupt_exits_130_quietly(cluster: Cluster, tmp_path: Path) -> None:
     held = cluster.http.submit([{"command": "true"}])[0]
     env = {k: v for k, v in os.environ.items() if not k.startswith("BANYAN_")}
-    env["BANYAN_CLIENT_FILE"] = str(cluster.server.client_file)
+    env["BANYAN_CLIENT_FILE"] = str(cluster.client_file)
     proc = subprocess.Popen(
         [str(BANYAN), "wait", held],
         env=env,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Cluster, Http, clean_env, wait_for
+from testbed import Cluster, Http, clean_env, wait_for
 
 pytestmark = [
     pytest.mark.slow,

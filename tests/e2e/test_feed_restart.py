@@ -13,12 +13,13 @@ import pytest
 
 from banyan.client import Client
 from banyan.client.discovery import Connection
-from tests.e2e.test_server_process import ServerProcess, server  # noqa: F401
+from testbed import Server
+from tests.e2e.test_server_process import server  # noqa: F401
 
 pytestmark = pytest.mark.slow
 
 
-async def test_follow_across_a_server_restart(server: ServerProcess) -> None:  # noqa: F811
+async def test_follow_across_a_server_restart(server: Server) -> None:  # noqa: F811
     server.start()
     connection = Connection(server=server.url, token=server.token)
     seen: list[dict[str, Any]] = []
@@ -33,9 +34,8 @@ async def test_follow_across_a_server_restart(server: ServerProcess) -> None:  #
         for i in range(10):
             submitted.append((await client.submit({"name": f"before {i}"}))["_id"])
         await wait_until(lambda: len(seen) >= 10)
-        assert server.proc is not None
-        os.kill(server.proc.pid, signal.SIGKILL)
-        server.proc.wait()
+        os.kill(server.popen.pid, signal.SIGKILL)
+        server.popen.wait()
         server.start()
         # A fresh session for the submissions: the old one's pooled connection died with
         # the server. The follower keeps its client: its reconnect is what is tested.

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from banyan.discovery import Connection
+from banyan.client.discovery import Connection
 
 from banyan.resources import Resources
 from tests.e2e.helpers import Cluster, wait_for

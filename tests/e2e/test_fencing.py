@@ -27,7 +27,8 @@ import pytest
 
 from banyan import protocol as p
 from banyan.tokens import basic_auth_header
-from tests.e2e.helpers import Cluster, Proc, read_marks, wait_for
+from testbed import Cluster, Proc, wait_for
+from tests.e2e.helpers import read_marks
 from tests.faults.proxy import Proxy
 from worker.usage import live_group_members
 
@@ -270,17 +271,21 @@ def test_a_partitioned_worker_is_fenced(cluster: Cluster, tmp_path: Path) -> Non
 
 # --- 3. a healthy, busy worker -----------------------------------------------------------
 
+# Under load for this long: with worker_timeout_s=3 the lease is renewed some
+# twenty times (every heartbeat) and would lapse within 3 s of one lost renewal.
+HEALTHY_S = 10
+
 
 def test_a_healthy_busy_worker_keeps_its_lease(cluster: Cluster, tmp_path: Path) -> None:
     cluster.start_server(worker_timeout_s=3, server_timeout_s=60)
     w1 = cluster.start_worker("w1", cores=4)
     cluster.wait_connected("w1")
     (long_id,) = cluster.http.submit(
-        [{"command": "sleep 20", "state": "available", "max_retry_count": 0}]
+        [{"command": f"sleep {HEALTHY_S}", "state": "available", "max_retry_count": 0}]
     )
     cluster.http.wait_state(long_id, "running", timeout=20)
     ids: list[str] = []
-    end = time.monotonic() + 20
+    end = time.monotonic() + HEALTHY_S
     while time.monotonic() < end:  # a steady stream of short tasks, ~40 a second
         batch = [
             {
@@ -307,7 +312,7 @@ def test_a_healthy_busy_worker_keeps_its_lease(cluster: Cluster, tmp_path: Path)
     assert "lease lapsed" not in w1.log.read_text(errors="replace"), log
     assert "lease: " in log  # it did run under a lease
     assert cluster.http.workers()["w1"]["state"] in ("idle", "busy")
-    print(f"healthy: {len(ids)} short tasks and one of 20 s, no fence")
+    print(f"healthy: {len(ids)} short tasks and one of {HEALTHY_S} s, no fence")
 
 
 # --- 4. the gateway's side, and older workers --------------------------------------------

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from banyan.tokens import basic_auth_header
-from tests.e2e.helpers import Cluster
+from testbed import Cluster
 
 pytestmark = pytest.mark.slow
 SOCKETS = 1000

@@ -8,11 +8,7 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import stat
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,67 +16,19 @@ import aiohttp
 import pytest
 
 from banyan.tokens import basic_auth_header
+from testbed import Server
 
 pytestmark = pytest.mark.slow
-SERVER = Path(sys.executable).parent / "banyan-server"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class ServerProcess:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.client_file = tmp / "client.json"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "BANYAN_CLIENT_FILE": str(self.client_file)}
-        self.log = self.tmp / "server.log"
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [str(SERVER), "--db", str(self.tmp / "b.db"), "--port", str(self.port)],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, self.log.read_text()
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    if self.client_file.exists():
-                        return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("server did not start")
-
-    @property
-    def token(self) -> str:
-        return str(json.loads(self.client_file.read_text())["token"])
-
-    def signal(self, sig: int) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(sig)
-        return self.proc.wait(timeout=20)
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(tmp_path)
+def server(tmp_path: Path) -> Iterator[Server]:
+    process = Server(tmp_path)
     yield process
-    if process.proc is not None and process.proc.poll() is None:
-        process.proc.kill()
-        process.proc.wait()
+    process.stop(grace_s=0)
 
 
-def test_zero_config_client_file_and_restart(server: ServerProcess) -> None:
+def test_zero_config_client_file_and_restart(server: Server) -> None:
     server.start()
     mode = stat.S_IMODE(server.client_file.stat().st_mode)
     assert mode == 0o600
@@ -95,7 +43,7 @@ def test_zero_config_client_file_and_restart(server: ServerProcess) -> None:
     assert server.token == first_token  # the same local admin token is reused
 
 
-async def test_kill_9_loses_nothing_acknowledged(server: ServerProcess) -> None:
+async def test_kill_9_loses_nothing_acknowledged(server: Server) -> None:
     server.start()
     headers = {"Authorization": basic_auth_header(server.token)}
     acknowledged: list[str] = []
@@ -115,10 +63,9 @@ async def test_kill_9_loses_nothing_acknowledged(server: ServerProcess) -> None:
         workers = [asyncio.create_task(submitter(session, n)) for n in range(16)]
         while len(acknowledged) < 300:
             await asyncio.sleep(0.01)
-        assert server.proc is not None
-        os.kill(server.proc.pid, signal.SIGKILL)
+        os.kill(server.popen.pid, signal.SIGKILL)
         await asyncio.gather(*workers)
-    server.proc.wait()
+    server.popen.wait()
     server.start()
     async with aiohttp.ClientSession(headers=headers) as session:
         async with session.get(f"{server.url}/tasks", params={"max_results": "1"}) as resp:

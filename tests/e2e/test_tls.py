@@ -26,7 +26,7 @@ from banyan.client.discovery import discover
 from banyan.errors import ServerUnreachable
 from banyan.settings import Settings
 from server.bootstrap import local_url
-from tests.e2e.helpers import BIN, SERVER, Cluster, Proc, clean_env, free_port, wait_for
+from testbed import BIN, Cluster, clean_env, free_port
 from tui.source import LiveSource
 
 pytestmark = pytest.mark.slow
@@ -53,32 +53,10 @@ class TlsCluster(Cluster):
     """``Cluster`` with the server on HTTPS, started with the TLS flags."""
 
     def __init__(self, tmp: Path, pki: Pki) -> None:
-        super().__init__(tmp)
+        tls = ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
+        super().__init__(tmp, server_args=tls, scheme="https")
         self.pki = pki
-        self.url = f"https://127.0.0.1:{self.port}"
         self.other_url = f"https://localhost:{self.port}"  # not the client file's URL
-
-    def _launch_server(self) -> None:
-        log = self.tmp / "server.log"
-        argv = [str(SERVER), "--db", str(self.db), "--port", str(self.port)]
-        argv += ["--tls-cert", str(self.pki.cert), "--tls-key", str(self.pki.key)]
-        with log.open("ab") as out:
-            popen = subprocess.Popen(
-                argv, env=self._server_env, stdout=out, stderr=subprocess.STDOUT
-            )
-        self.server = Proc(popen, log, "server")
-
-        def up() -> bool:
-            assert popen.poll() is None, self.server.log_text() if self.server else ""
-            if not self.client_file.exists():
-                return False
-            try:
-                with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
-                    return bool(resp.status == 200)
-            except OSError:
-                return False
-
-        wait_for(up, 30, "the HTTPS server to answer /health")
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,8 @@ from typing import Any
 import pytest
 
 from banyan.ids import new_id
-from tests.e2e.helpers import BIN, Cluster, processes_with, read_marks, wait_for
+from testbed import BIN, Cluster, wait_for
+from tests.e2e.helpers import processes_with, read_marks, until_file
 
 pytestmark = pytest.mark.slow
 
@@ -436,16 +437,19 @@ def test_sigterm_without_drain_stops_the_task_and_requeues_it(cluster: Cluster) 
 def test_sigterm_with_drain_finishes_the_task(cluster: Cluster, tmp_path: Path) -> None:
     cluster.start_server()
     log = tmp_path / "drain.log"
+    release = tmp_path / "release"
     (task_id,) = cluster.http.submit(
-        [{"command": stamped(log, "t", "sleep 1.5"), "state": "available"}]
+        [{"command": stamped(log, "t", until_file(release)), "state": "available"}]
     )
     w1 = cluster.start_worker("w1", "--drain")
     cluster.http.wait_state(task_id, "running", timeout=15)
     wait_for(lambda: read_marks(log), 10, "the task to start")
 
     w1.popen.send_signal(signal.SIGTERM)
+    wait_for(lambda: cluster.http.workers()["w1"]["state"] == "draining", 10, "w1 to drain")
     # A draining worker claims nothing more.
     (later,) = cluster.http.submit([{"command": "true", "state": "available"}])
+    release.touch()  # the running task ends by itself
     assert w1.popen.wait(timeout=15) == 0
     task = cluster.http.task(task_id)
     assert task["state"] == "terminated", task
@@ -460,13 +464,19 @@ def test_sigterm_with_drain_finishes_the_task(cluster: Cluster, tmp_path: Path) 
 # --- 10. logs ----------------------------------------------------------------------------------
 
 
-def test_logs_capture_both_streams_and_are_readable_while_running(cluster: Cluster) -> None:
+def test_logs_capture_both_streams_and_are_readable_while_running(
+    cluster: Cluster, tmp_path: Path
+) -> None:
     cluster.start_server()
     tag = uuid.uuid4().hex[:8]
+    release = tmp_path / "release"
     both, live = cluster.http.submit(
         [
             {"command": f"echo out-{tag}; echo err-{tag} >&2", "state": "available"},
-            {"command": f"echo start-{tag}; sleep 3; echo end-{tag}", "state": "available"},
+            {
+                "command": f"echo start-{tag}; {until_file(release)}; echo end-{tag}",
+                "state": "available",
+            },
         ]
     )
     cluster.start_worker("w1")
@@ -488,6 +498,7 @@ def test_logs_capture_both_streams_and_are_readable_while_running(cluster: Clust
         f"err-{tag}\n"
     )
 
+    release.touch()
     cluster.http.wait_state(live, "terminated", timeout=10)
     final = cluster.http.logs(live)
     assert final["stdout"] == f"start-{tag}\nend-{tag}\n"
@@ -507,13 +518,19 @@ def _has_progress_command() -> bool:
     return "progress" in result.stdout
 
 
-def test_task_reports_progress(cluster: Cluster) -> None:
+def test_task_reports_progress(cluster: Cluster, tmp_path: Path) -> None:
     if not _has_progress_command():
         pytest.skip("`banyan progress` does not exist yet (not in `banyan --help`)")
     cluster.start_server()
     banyan = shlex.quote(str(BIN / "banyan"))
+    release = tmp_path / "release"  # the task runs on until the test has seen its progress
     (task_id,) = cluster.http.submit(
-        [{"command": f'{banyan} progress 40 "loading"; sleep 3', "state": "available"}]
+        [
+            {
+                "command": f'{banyan} progress 40 "loading"; {until_file(release)}',
+                "state": "available",
+            }
+        ]
     )
     cluster.start_worker("w1")
 
@@ -527,5 +544,6 @@ def test_task_reports_progress(cluster: Cluster) -> None:
     assert task["state"] == "running"
     assert task["execution"]["progress"]["percent"] == 40
     assert task["execution"]["progress"]["message"] == "loading"
-    done = cluster.http.wait_state(task_id, "terminated", timeout=10)
+    release.touch()
+    done = cluster.http.wait_state(task_id, "terminated", timeout=30)
     assert done["execution"]["exit_status"] == "success"

@@ -39,7 +39,7 @@ from typing import Any
 import aiohttp
 
 from banyan.tokens import basic_auth_header
-from tests.e2e.helpers import Cluster
+from testbed import Cluster
 
 FAULTS = ("tmpfs", "fsize")
 TMPFS_BYTES = 32 * 1024 * 1024

@@ -1,5 +1,5 @@
 """What every fault scenario shares: a :class:`Scene` (a real ``banyan-server``
-and ``banyan-worker`` processes from ``tests/e2e/helpers.Cluster``, the marks
+and ``banyan-worker`` processes from ``testbed.Cluster``, the marks
 file and lock directory the tasks write to, the history being recorded), an
 async JSON client that records instead of raising, raw event-feed
 subscribers, and the end of a run (wait, stop the workers, look for orphans,
@@ -33,7 +33,8 @@ import aiohttp
 
 from banyan.ids import new_id
 from banyan.tokens import basic_auth_header
-from tests.e2e.helpers import Cluster, Proc, processes_with_env
+from testbed import Cluster, Proc
+from tests.e2e.helpers import processes_with_env
 from tests.faults.history import (
     Execution,
     Feed,

@@ -20,6 +20,8 @@ from tests.faults.harness import Api, Scene, Subscriber
 from tests.faults.history import FaultResult, check
 from tests.faults.proxy import Proxy
 
+RESUME_MAX_S = 60.0  # the stream goes on at most this long for a subscriber not yet resumed
+
 
 def run_feed_resume(
     workdir: Path, scale: int = 10_000, *, subscribers: int = 4, seed: int = 5
@@ -59,8 +61,16 @@ async def _run(workdir: Path, scale: int, subscribers: int, seed: int) -> FaultR
             subs.append(sub)
         disrupters = [asyncio.create_task(disrupt(p)) for p in proxies]
         submitted = 0
-        while submitted < scale:
-            batch = [scene.task(":", cores=0.1) for _ in range(min(250, scale - submitted))]
+        # Past ``scale``, go on (bounded) until every subscriber has been cut and
+        # has resumed at least once: on a fast run the stream may otherwise end
+        # before a proxy's first random cut.
+        resumed_by = time.monotonic() + RESUME_MAX_S
+        while submitted < scale or (
+            any(s.feed.connections < 2 for s in subs) and time.monotonic() < resumed_by
+        ):
+            batch = [
+                scene.task(":", cores=0.1) for _ in range(max(50, min(250, scale - submitted)))
+            ]
             await api.submit_all(scene.history, batch)
             submitted += len(batch)
             await asyncio.sleep(len(batch) / 500)  # events keep coming while they are cut

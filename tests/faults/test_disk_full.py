@@ -25,8 +25,8 @@ from banyan.tokens import basic_auth_header
 from server.keys import STORE
 from server.sqlite.db import DISK_FULL, Database, map_sqlite_error
 from server.sqlite.store import SqliteStore
+from testbed import Cluster, wait_for
 from tests.conftest import Api
-from tests.e2e.helpers import Cluster, wait_for
 from tests.faults import diskfull
 
 # --- the scenario of tests/faults/diskfull.py, small ------------------------------------

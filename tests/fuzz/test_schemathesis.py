@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import re
-import subprocess
 import zlib
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -49,7 +48,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from banyan.tokens import basic_auth_header
-from tests.e2e.helpers import SERVER, Cluster, Http
+from testbed import Cluster, Http
 
 pytestmark = pytest.mark.slow
 
@@ -99,15 +98,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 
 @pytest.fixture(scope="module")
 def tokens(cluster: Cluster) -> dict[str, str]:
-    create = ["token", "create", "--role", "provider", "--name", "fuzz-provider"]
-    done = subprocess.run(
-        [str(SERVER), *create, "--db", str(cluster.db)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    provider = done.stdout.rstrip("\n").splitlines()[-1]
+    provider = cluster.server.create_token("provider", "fuzz-provider")
     worker = Http(cluster.url, provider).ok("POST", "/workers", {"name": WORKER_NAME})["token"]
     return {"provider": provider, "worker": worker}
 

@@ -137,7 +137,10 @@ async def test_client_events_follow_a_feed_that_went_back(api: Api) -> None:
 async def test_slow_subscriber_is_dropped_others_keep_receiving(
     aiohttp_client: Callable[..., Any], settings: Settings
 ) -> None:
-    app: web.Application = create_app(settings.model_copy(update={"event_send_timeout_s": 0.5}))
+    send_timeout_s = 0.2
+    app: web.Application = create_app(
+        settings.model_copy(update={"event_send_timeout_s": send_timeout_s})
+    )
     client: TestClient = await aiohttp_client(app)
     token = await app[STORE].create_token("p", Role.PROVIDER)
     headers = {"Authorization": basic_auth_header(token)}
@@ -149,6 +152,10 @@ async def test_slow_subscriber_is_dropped_others_keep_receiving(
     slow._response.connection.transport.pause_reading()
     body = [{"command": f"c{i}", "name": "x" * 250} for i in range(3000)]
     feed = app[FEED]
+
+    def dropped() -> bool:  # the server is closing the slow one
+        return len(feed.sockets) < 2 or any(ws.closed for ws in feed.sockets)
+
     # Loopback sockets may buffer tens of MB (net.ipv4.tcp_rmem), so post until
     # the server has dropped the stalled subscriber (bounded: ~50 MB of frames).
     for _ in range(40):
@@ -157,9 +164,13 @@ async def test_slow_subscriber_is_dropped_others_keep_receiving(
         for _ in range(3000):  # the fast one gets every event while the slow one stalls
             msg = await asyncio.wait_for(fast.receive(), timeout=20)
             assert msg.type == WSMsgType.TEXT
-        if len(feed.sockets) < 2 or any(ws.closed for ws in feed.sockets):
-            break  # the server is closing the slow one
-        await asyncio.sleep(0.6)  # > event_send_timeout_s: the stall is noticed
+        # A send blocked for event_send_timeout_s drops the subscriber: wait that
+        # long (and a little more) for it, else post more to fill the buffers.
+        deadline = asyncio.get_running_loop().time() + send_timeout_s * 1.5
+        while not dropped() and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.02)
+        if dropped():
+            break
     # It did not read within the grace after CLOSE_TOO_SLOW was queued behind
     # its unread data: the connection was aborted, not left open waiting for
     # a close handshake it would never answer.
