@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from banyan.client.discovery import Connection
 
+from banyan.client.discovery import Connection
 from banyan.resources import Resources
 from tests.e2e.helpers import Cluster, wait_for
 from worker.agent import STOPPED, Agent, WorkerConfig
