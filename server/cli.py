@@ -164,7 +164,10 @@ def serve(settings: Settings) -> None:
     async def local_admin(app: web.Application) -> None:
         client_file.append(await ensure_local_admin(app[STORE], settings, url=local_url(settings)))
 
+    listening: list[bool] = []  # set once it listens: a failed start says one line, no "stopped"
+
     def announce(*_: object) -> None:
+        listening.append(True)
         # run_app calls this once it listens (not before: a port in use must
         # not be announced as listening).
         print(
@@ -181,10 +184,12 @@ def serve(settings: Settings) -> None:
         )
 
     async def stopping(app: web.Application) -> None:
-        log.info("stopping: closing worker and feed connections")
+        if listening:
+            log.info("stopping: closing worker and feed connections")
 
     async def stopped(app: web.Application) -> None:
-        log.info("stopped (database closed)")
+        if listening:
+            log.info("stopped (database closed)")
 
     app.on_startup.append(local_admin)
     app.on_shutdown.insert(0, stopping)

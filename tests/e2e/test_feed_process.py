@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from banyan.tokens import basic_auth_header
-from tests.e2e.helpers import Cluster, wait_for
+from testbed import Cluster, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -22,7 +22,7 @@ import pytest
 
 from banyan.client.discovery import Connection
 from banyan.resources import Resources
-from tests.e2e.helpers import Cluster, wait_for
+from testbed import Cluster, wait_for
 from worker.agent import STOPPED, Agent, WorkerConfig
 
 pytestmark = pytest.mark.slow

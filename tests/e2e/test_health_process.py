@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import Cluster, wait_for
+from testbed import Cluster, wait_for
 from tests.faults import diskfull
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def test_a_lost_wal_file_is_degraded_refuses_writes_and_loses_nothing(
     body = wait_for(lambda: degraded(cluster, f"{wal} was {how}"), 10, "health to degrade")
     print(body)
     submit_refused(cluster, f"{wal} was {how}")
-    log = (cluster.tmp / "server.log").read_text()
+    log = cluster.server.log.read_text()
     assert "refusing writes" in log and "Traceback" not in log
     # The WAL's content was checkpointed into the database file when the
     # loss was noticed: a kill -9 now loses none of it.

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import Cluster, wait_for
+from testbed import Cluster, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +29,7 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
 
 def server_log(cluster: Cluster) -> str:
-    return (cluster.tmp / "server.log").read_text(errors="replace")
+    return cluster.server.log.read_text(errors="replace")
 
 
 def lines_with(cluster: Cluster, text: str) -> list[str]:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.helpers import FAST, SERVER, WORKER, Http, clean_env, free_port, wait_for
+from testbed import FAST, SERVER, WORKER, Http, clean_env, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 WAIT_S = 30

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import SERVER, clean_env
+from testbed import SERVER, clean_env
 from tests.faults import diskfull
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import SERVER, Cluster, clean_env
+from testbed import SERVER, Cluster, clean_env
 
 pytestmark = pytest.mark.slow
 EXIT_TOKEN_REFUSED = 77
