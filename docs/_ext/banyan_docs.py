@@ -6,7 +6,7 @@ build time, so the docs cannot drift from what the programs do:
   server's OpenAPI document (``server.views.openapi.document``);
 - ``banyan-frames worker|server`` and ``banyan-close-codes``: the worker
   gateway's frames (``banyan.protocol``) and websocket close codes;
-- ``banyan-event-types``: the event feed's event types (``server.feed``);
+- ``banyan-event-types``: the event feed's event types (``banyan.events``);
 - ``banyan-tui-keys`` and ``banyan-tui-filters``: the TUI's help tables;
 - ``banyan-schema-version``: the database schema version this code writes;
 - ``banyan-readme-table KEY``: a Markdown table taken from README.md between
@@ -332,7 +332,7 @@ class CloseCodesTable(_Table):
 
 class EventTypesList(SphinxDirective):
     def run(self) -> list[nodes.Node]:
-        from server.feed import EVENT_TYPES
+        from banyan.events import EVENT_TYPES
 
         items = nodes.bullet_list()
         for kind in sorted(EVENT_TYPES):

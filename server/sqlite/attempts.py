@@ -23,8 +23,9 @@ from banyan.states import (
     transition,
 )
 from banyan.tokens import Caller, Role
+from server.domain import events as E
 from server.sqlite import graph
-from server.sqlite.rows import NEW_ETAG_SQL, dumps, emit_many, loads, placeholders, state_event
+from server.sqlite.rows import NEW_ETAG_SQL, dumps, loads, placeholders, store_events
 
 # How many candidates one claim looks at per task it may hand out: enough to
 # skip over tasks that do not fit without scanning the whole queue.
@@ -89,12 +90,11 @@ def claim(
             "VALUES (?, ?, ?, ?, ?, ?)",
             (task_id, attempt, key, worker, token, now),
         )
-        emit_many(
+        store_events(
             conn,
             now,
-            "task.state",
             [
-                state_event(
+                E.task_state(
                     task_id,
                     "running",
                     "available",
@@ -168,11 +168,10 @@ def report_progress(
     conn.execute(
         "UPDATE tasks SET progress = ?, updated = ? WHERE id = ?", (dumps(progress), now, task_id)
     )
-    emit_many(
+    store_events(
         conn,
         now,
-        "task.progress",
-        [(task_id, {"_id": task_id, "name": name, "queue": queue, "attempt": attempt, **progress})],
+        [E.task_progress(task_id, name=name, queue=queue, attempt=attempt, progress=progress)],
     )
 
 
@@ -222,12 +221,11 @@ def finish(
         f"retry_count = retry_count + ?, updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
         (outcome.state, exit_status, exit_code, now, int(outcome.retry), now, task_id),
     )
-    emit_many(
+    store_events(
         conn,
         now,
-        "task.state",
         [
-            state_event(
+            E.task_state(
                 task_id,
                 outcome.state,
                 state,
@@ -316,21 +314,6 @@ def add_memory_usage(
             "VALUES (?, ?, ?, ?)",
             (task_id, attempt, time, rss),
         )
-        emit_many(
-            conn,
-            now,
-            "task.usage",
-            [
-                (
-                    task_id,
-                    {
-                        "_id": task_id,
-                        "attempt": attempt,
-                        "time": time,
-                        "resident_memory_bytes": rss,
-                    },
-                )
-            ],
-        )
+        store_events(conn, now, [E.task_usage(task_id, attempt=attempt, time=time, rss=rss)])
         stored += 1
     return stored

@@ -14,7 +14,8 @@ from collections.abc import Iterable, Sequence
 from banyan.errors import Conflict, Forbidden, InvalidInput
 from banyan.states import FINAL_STATES, SUCCESS, State
 from banyan.tokens import Caller
-from server.sqlite.rows import NEW_ETAG_SQL, chunks, emit_many, placeholders, state_event
+from server.domain import events as E
+from server.sqlite.rows import NEW_ETAG_SQL, chunks, placeholders, store_events
 
 _DESCENDANTS = """
     WITH RECURSIVE d(id) AS (
@@ -42,12 +43,11 @@ def make_ready(conn: sqlite3.Connection, ids: Iterable[str], now: float) -> None
                 f"etag = {NEW_ETAG_SQL} WHERE id = ?",
                 (SUCCESS, now, now, now, task_id),
             )
-            emit_many(
+            store_events(
                 conn,
                 now,
-                "task.state",
                 [
-                    state_event(
+                    E.task_state(
                         task_id, "terminated", state, name=name, queue=queue, exit_status=SUCCESS
                     )
                 ],
@@ -59,11 +59,8 @@ def make_ready(conn: sqlite3.Connection, ids: Iterable[str], now: float) -> None
                 "WHERE id = ?",
                 (now, task_id),
             )
-            emit_many(
-                conn,
-                now,
-                "task.state",
-                [state_event(task_id, "available", state, name=name, queue=queue)],
+            store_events(
+                conn, now, [E.task_state(task_id, "available", state, name=name, queue=queue)]
             )
 
 
@@ -115,13 +112,12 @@ def cancel_tree(
         f"etag = {NEW_ETAG_SQL} WHERE id = ?",
         [(origin, now, i) for i, *_ in running],
     )
-    emit_many(
+    store_events(
         conn,
         now,
-        "task.state",
-        [state_event(i, "cancelled", s, name=n, queue=q, cause=origin) for i, s, n, q in waiting]
+        [E.task_state(i, "cancelled", s, name=n, queue=q, cause=origin) for i, s, n, q in waiting]
         + [
-            state_event(i, "pending_cancellation", s, name=n, queue=q, cause=origin)
+            E.task_state(i, "pending_cancellation", s, name=n, queue=q, cause=origin)
             for i, s, n, q in running
         ],
     )
@@ -143,11 +139,10 @@ def revive(conn: sqlite3.Connection, root: str, now: float) -> None:
         f"etag = {NEW_ETAG_SQL} WHERE id = ?",
         [(now, i) for i, *_ in rows],
     )
-    emit_many(
+    store_events(
         conn,
         now,
-        "task.state",
-        [state_event(i, "inactive", "cancelled", name=n, queue=q) for i, n, q, _ in rows],
+        [E.task_state(i, "inactive", "cancelled", name=n, queue=q) for i, n, q, _ in rows],
     )
     make_ready(conn, [i for i, _n, _q, pending in rows if pending == 0], now)
 
@@ -202,11 +197,10 @@ def add_edges(
             (now, child),
         ).fetchone()
         if c_state == State.AVAILABLE:
-            emit_many(
+            store_events(
                 conn,
                 now,
-                "task.state",
-                [state_event(child, "inactive", "available", name=name, queue=queue)],
+                [E.task_state(child, "inactive", "available", name=name, queue=queue)],
             )
             info[child] = (State.INACTIVE, c_owner, None)
 

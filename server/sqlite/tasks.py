@@ -27,17 +27,17 @@ from banyan.resources import Resources, merge_resources
 from banyan.states import ACTIVE_STATES, SUCCESS, Actor, Effect, State, transition
 from banyan.tokens import Caller
 from banyan.validation import from_validation
+from server.domain import events as E
 from server.sqlite import graph
 from server.sqlite.rows import (
     NEW_ETAG_SQL,
     TASK_COLUMNS,
     chunks,
     dumps,
-    emit_many,
     get_doc,
     new_etag,
     placeholders,
-    state_event,
+    store_events,
 )
 
 _INSERT = (
@@ -162,22 +162,18 @@ def create_tasks(
             for position, child in enumerate(item.continuations)
         ],
     )
-    emit_many(
+    store_events(
         conn,
         now,
-        "task.created",
         (
-            (
+            E.task_created(
                 task_id,
-                {
-                    "_id": task_id,
-                    "name": item.name,
-                    "state": state.value,
-                    "queue": item.queue,
-                    "priority": item.priority,
-                    "owner": caller.name,
-                    "group": item.command is None,
-                },
+                name=item.name,
+                state=state.value,
+                queue=item.queue,
+                priority=item.priority,
+                owner=caller.name,
+                group=item.command is None,
             )
             for task_id, item, state in zip(ids, items, states, strict=True)
         ),
@@ -252,11 +248,10 @@ def _wait_on(conn: sqlite3.Connection, child: str, parents: int, now: float) -> 
         (parents, now, child),
     )
     if previous != State.INACTIVE:
-        emit_many(
+        store_events(
             conn,
             now,
-            "task.state",
-            [state_event(child, "inactive", previous, name=name, queue=queue)],
+            [E.task_state(child, "inactive", previous, name=name, queue=queue)],
         )
 
 
@@ -393,11 +388,10 @@ def change_state_by_user(conn: sqlite3.Connection, task_id: str, target: State, 
             f"etag = {NEW_ETAG_SQL} WHERE id = ?",
             (task_id, now, task_id),
         )
-        emit_many(
+        store_events(
             conn,
             now,
-            "task.state",
-            [state_event(task_id, "pending_cancellation", state, name=name, queue=queue)],
+            [E.task_state(task_id, "pending_cancellation", state, name=name, queue=queue)],
         )
     elif step.effect is Effect.RETRY:
         if exit_status == SUCCESS:

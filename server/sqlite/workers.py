@@ -10,8 +10,9 @@ from typing import Any
 
 from banyan.errors import Conflict, NotFound
 from banyan.states import ABANDONED, ACTIVE_STATES
+from server.domain import events as E
 from server.sqlite import attempts
-from server.sqlite.rows import dumps, emit, loads, placeholders
+from server.sqlite.rows import dumps, loads, placeholders, store_events
 
 WORKER_COLUMNS = "name, token, state, capacity, queues, host, pid, connected, last_seen, left"
 
@@ -65,21 +66,15 @@ def join(
     for task_id, key in open_attempts(conn, name):
         if task_id not in mentioned:
             attempts.finish_as_system(conn, task_id, key, ABANDONED, now, undelivered=same_process)
-    kind = "worker.joined"
-    emit(
-        conn,
-        now,
-        kind,
-        None,
-        {
-            "name": name,
-            "host": host,
-            "capacity": capacity,
-            "queues": queues,
-            "rejoined": previous is not None,
-            "resumed": resumed,
-        },
+    joined = E.worker_joined(
+        name,
+        host=host,
+        capacity=capacity,
+        queues=queues,
+        rejoined=previous is not None,
+        resumed=resumed,
     )
+    store_events(conn, now, [joined])
     return resumed, dropped
 
 
@@ -104,13 +99,7 @@ def leave(conn: sqlite3.Connection, name: str, *, lost: bool, now: float) -> lis
         "UPDATE workers SET state = ?, left = ?, last_seen = max(last_seen, ?) WHERE name = ?",
         ("lost" if lost else "left", now, now, name),
     )
-    emit(
-        conn,
-        now,
-        "worker.lost" if lost else "worker.left",
-        None,
-        {"name": name, "abandoned": abandoned},
-    )
+    store_events(conn, now, [E.worker_gone(name, lost=lost, abandoned=abandoned)])
     return abandoned
 
 
@@ -121,8 +110,7 @@ def touch(conn: sqlite3.Connection, names: Sequence[str], now: float) -> None:
             f"UPDATE workers SET last_seen = ? WHERE name IN ({placeholders(len(names))})",
             (now, *names),
         )
-        for name in names:
-            emit(conn, now, "worker.heartbeat", None, {"name": name, "worker": name})
+        store_events(conn, now, (E.worker_heartbeat(name) for name in names))
 
 
 def connected_names(conn: sqlite3.Connection) -> list[str]:

@@ -144,8 +144,8 @@ def test_every_openapi_schema_and_path_is_on_the_rest_page() -> None:
 
 
 def test_generated_tables_follow_the_code() -> None:
+    from banyan.events import EVENT_TYPES
     from banyan.protocol import PROTOCOL_VERSION
-    from server.feed import EVENT_TYPES
 
     settings = {row[0].strip("`"): row for row in banyan_docs.settings_rows()}
     assert set(settings) == set(Settings.model_fields)
