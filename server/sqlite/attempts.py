@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from banyan.errors import Conflict, Forbidden, NotFound
-from banyan.resources import BUILTIN_RESOURCES, Resources
+from banyan.resources import BUILTIN_RESOURCES, Amounts, Resources
 from banyan.states import (
     ABANDONED,
     ACTIVE_STATES,
@@ -23,14 +23,11 @@ from banyan.states import (
     transition,
 )
 from banyan.tokens import Caller, Role
+from server.domain import claims
 from server.domain import events as E
 from server.sqlite import graph
+from server.sqlite import queries as Q
 from server.sqlite.rows import NEW_ETAG_SQL, dumps, loads, placeholders, store_events
-
-# How many candidates one claim looks at per task it may hand out: enough to
-# skip over tasks that do not fit without scanning the whole queue.
-_SCAN_FACTOR = 8
-_TOLERANCE = 1e-9  # freed fractional cores add up with rounding error
 
 
 def claim(
@@ -43,40 +40,22 @@ def claim(
     limit: int,
     now: float,
 ) -> list[dict[str, Any]]:
-    """Hand out up to ``limit`` available tasks that fit ``free``: highest
-    priority first, then oldest, skipping what does not fit."""
+    """Hand out what the claim policy (``server.domain.claims``) picks from the
+    available tasks in ``queues`` for the free share ``free``."""
     if limit <= 0 or not queues:
         return []
-    # The plain columns let SQLite skip what cannot fit even an empty worker
-    # share; the loop then packs greedily on plain numbers (no model per row).
-    free_cores, free_memory, free_gpus = free.cores, free.memory, free.gpu_count
-    free_custom = dict(free.custom)
+    share = Amounts.of(free)
+    # The plain columns let SQLite skip what cannot fit even the whole free
+    # share; the policy then packs on plain numbers (no model per row).
+    bound = claims.prefilter(share)
     rows = conn.execute(
-        "SELECT id, cores, memory, gpus, requested_resources, name, queue, command, env, cwd, "
-        "max_termination_time FROM tasks INDEXED BY tasks_claim "
-        f"WHERE state = 'available' AND queue IN ({placeholders(len(queues))}) "
-        "AND cores <= ? AND memory <= ? AND gpus <= ? "
-        "ORDER BY priority DESC, id LIMIT ?",
-        (*queues, free_cores + _TOLERANCE, free_memory, free_gpus, limit * _SCAN_FACTOR),
+        Q.CLAIM_CANDIDATES.format(queues=placeholders(len(queues)), order=claims.ORDER),
+        (*queues, bound.cores, bound.memory, bound.gpus, claims.scan_limit(limit)),
     ).fetchall()
-    chosen: list[tuple[Any, ...]] = []
-    for task_id, cores, memory, gpus, resources_json, *rest in rows:
-        if cores > free_cores + _TOLERANCE or memory > free_memory or gpus > free_gpus:
-            continue
-        request = loads(resources_json)
-        custom = {k: v for k, v in request.items() if k not in BUILTIN_RESOURCES}
-        if any(v > free_custom.get(k, 0.0) + _TOLERANCE for k, v in custom.items()):
-            continue
-        free_cores -= cores
-        free_memory -= memory
-        free_gpus -= gpus
-        for k, v in custom.items():
-            free_custom[k] = free_custom.get(k, 0.0) - v
-        chosen.append((task_id, request, *rest))
-        if len(chosen) == limit or free_cores <= _TOLERANCE:
-            break
+    candidates = [_candidate(row) for row in rows]
+    chosen = claims.pack(candidates, share, limit, lambda c: c[0])
     attempts = []
-    for task_id, request, name, queue, command, env, cwd, grace in chosen:
+    for _, request, (task_id, *_cmgr, name, queue, command, env, cwd, grace) in chosen:
         key = secrets.token_urlsafe(16)
         (attempt,) = conn.execute(
             "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = ?, "
@@ -119,6 +98,14 @@ def claim(
             }
         )
     return attempts
+
+
+def _candidate(row: Sequence[Any]) -> tuple[Amounts, dict[str, Any], Sequence[Any]]:
+    """A claim candidate row with its request, as stored and as plain numbers."""
+    _id, cores, memory, gpus, resources_json, *_ = row
+    request: dict[str, Any] = loads(resources_json)
+    custom = {k: v for k, v in request.items() if k not in BUILTIN_RESOURCES}
+    return Amounts(cores, memory, gpus, custom), request, row
 
 
 def _current_attempt(
