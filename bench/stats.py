@@ -45,7 +45,7 @@ except ImportError:  # run as a script: bench/ is on sys.path
     import common  # type: ignore[no-redef]
 
 from banyan.ids import new_ids
-from server.sqlite import schema
+from server.stores.sqlite import schema
 
 STATISTICS_OBJECTS = (
     ("TRIGGER", "task_counts_insert"),

@@ -46,7 +46,7 @@ from banyan.errors import BadRequest, BanyanError
 from banyan.events import EVENT_FIELDS, EVENT_TYPES
 from banyan.query import Node, matches, parse_where
 from server.hub import Event, EventHub
-from server.store import Store
+from server.stores.base import Store
 
 log = logging.getLogger(__name__)
 FEED_VERSION = 1

@@ -24,12 +24,12 @@ from aiohttp import WSMsgType, web
 from banyan import protocol as p
 from banyan.errors import BanyanError, Unauthorized
 from banyan.models import MemoryUsage
-from banyan.settings import Settings
 from banyan.states import State
 from banyan.tokens import Caller
 from server.auth import AUTH, WORKERS
 from server.hub import Event, EventHub
-from server.store import Store
+from server.settings import Settings
+from server.stores.base import Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

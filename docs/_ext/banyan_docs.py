@@ -94,7 +94,8 @@ FRAME_NOTES = {
 
 
 def settings_rows() -> list[list[str]]:
-    from banyan.settings import Settings, data_dir
+    from banyan.settings import data_dir
+    from server.settings import Settings
 
     rows = []
     for name, field in Settings.model_fields.items():
@@ -360,7 +361,7 @@ class TuiFiltersTable(_Table):
 
 class SchemaVersion(SphinxDirective):
     def run(self) -> list[nodes.Node]:
-        from server.sqlite.schema import SCHEMA_VERSION
+        from server.stores.sqlite.schema import SCHEMA_VERSION
 
         return [
             nodes.paragraph(

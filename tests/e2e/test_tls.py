@@ -24,8 +24,8 @@ import trustme
 from banyan.client import Client
 from banyan.discovery import discover
 from banyan.errors import ServerUnreachable
-from banyan.settings import Settings
 from server.bootstrap import local_url
+from server.settings import Settings
 from tests.e2e.helpers import BIN, SERVER, Cluster, Proc, clean_env, free_port, wait_for
 from tui.source import LiveSource
 

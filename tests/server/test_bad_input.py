@@ -18,10 +18,10 @@ from aiohttp.test_utils import TestClient
 
 from banyan.models import NOT_NULL_PATCH_FIELDS
 from banyan.resources import Resources
-from banyan.settings import Settings
 from banyan.tokens import Role
 from server.app import create_app
 from server.keys import STORE
+from server.settings import Settings
 from tests.conftest import Api, Response
 
 BIG = Resources(cores=64, memory=2**40)

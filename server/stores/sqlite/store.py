@@ -18,11 +18,11 @@ from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCrea
 from banyan.resources import Resources
 from banyan.states import Actor
 from banyan.tokens import Caller, Role, generate_token, hash_token, same_digest
-from server.sqlite import attempts, graph, schema, tasks, workers
-from server.sqlite.db import Database
-from server.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
-from server.sqlite.sqlquery import MEMORY_COLUMNS, TASK_QUERY_COLUMNS, page_sql
-from server.store import Health, ItemResult, Page, Query, Store, TokenInfo
+from server.stores.base import Health, ItemResult, Page, Query, Store, TokenInfo
+from server.stores.sqlite import attempts, graph, schema, tasks, workers
+from server.stores.sqlite.db import Database
+from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
+from server.stores.sqlite.sqlquery import MEMORY_COLUMNS, TASK_QUERY_COLUMNS, page_sql
 
 Clock = Callable[[], float]
 
@@ -30,7 +30,7 @@ Clock = Callable[[], float]
 class SqliteStore(Store):
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         *,
         synchronous: str = "FULL",
         batch_max_ops: int = 512,
@@ -41,7 +41,7 @@ class SqliteStore(Store):
     ) -> None:
         self.max_log_bytes = max_log_bytes
         self.db = Database(
-            path,
+            Path(path),
             synchronous=synchronous,
             busy_timeout_ms=busy_timeout_ms,
             batch_max_ops=batch_max_ops,
@@ -400,13 +400,13 @@ class SqliteStore(Store):
     # (``stats`` is imported here so that this block stands on its own.)
 
     async def statistics(self) -> dict[str, Any]:
-        from server.sqlite import stats
+        from server.stores.sqlite import stats
 
         now = self._clock()
         return await self.db.read(lambda conn: stats.overview(conn, now))
 
     async def tree_statistics(self, task_id: str) -> dict[str, Any]:
-        from server.sqlite import stats
+        from server.stores.sqlite import stats
 
         return await self.db.read(lambda conn: stats.tree(conn, task_id))
 

@@ -11,8 +11,8 @@ from typing import Any
 from banyan.errors import Conflict, NotFound
 from banyan.states import ABANDONED, ACTIVE_STATES
 from server.domain import events as E
-from server.sqlite import attempts
-from server.sqlite.rows import dumps, loads, placeholders, store_events
+from server.stores.sqlite import attempts
+from server.stores.sqlite.rows import dumps, loads, placeholders, store_events
 
 WORKER_COLUMNS = "name, token, state, capacity, queues, host, pid, connected, last_seen, left"
 

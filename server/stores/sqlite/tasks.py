@@ -28,8 +28,8 @@ from banyan.states import ACTIVE_STATES, SUCCESS, Actor, Effect, State, transiti
 from banyan.tokens import Caller
 from banyan.validation import from_validation
 from server.domain import events as E
-from server.sqlite import graph
-from server.sqlite.rows import (
+from server.stores.sqlite import graph
+from server.stores.sqlite.rows import (
     NEW_ETAG_SQL,
     TASK_COLUMNS,
     chunks,

@@ -25,9 +25,9 @@ from banyan.states import (
 from banyan.tokens import Caller, Role
 from server.domain import claims
 from server.domain import events as E
-from server.sqlite import graph
-from server.sqlite import queries as Q
-from server.sqlite.rows import NEW_ETAG_SQL, dumps, loads, placeholders, store_events
+from server.stores.sqlite import graph
+from server.stores.sqlite import queries as Q
+from server.stores.sqlite.rows import NEW_ETAG_SQL, dumps, loads, placeholders, store_events
 
 
 def claim(

@@ -15,7 +15,7 @@ from banyan.errors import Conflict, Forbidden, InvalidInput
 from banyan.states import FINAL_STATES, SUCCESS, State
 from banyan.tokens import Caller
 from server.domain import events as E
-from server.sqlite.rows import NEW_ETAG_SQL, chunks, placeholders, store_events
+from server.stores.sqlite.rows import NEW_ETAG_SQL, chunks, placeholders, store_events
 
 _DESCENDANTS = """
     WITH RECURSIVE d(id) AS (
