@@ -11,23 +11,21 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from banyan.errors import Conflict, Forbidden, NotFound
+from banyan.errors import Conflict, NotFound
 from banyan.resources import BUILTIN_RESOURCES, Amounts, Resources
 from banyan.states import (
     ABANDONED,
     ACTIVE_STATES,
     Actor,
-    Outcome,
     State,
-    after_attempt,
-    transition,
 )
 from banyan.tokens import Caller, Role
-from server.domain import claims
+from server.domain import access, claims
 from server.domain import events as E
+from server.domain import transitions as T
 from server.stores.sqlite import graph
 from server.stores.sqlite import queries as Q
-from server.stores.sqlite.rows import NEW_ETAG_SQL, dumps, loads, placeholders, store_events
+from server.stores.sqlite.rows import dumps, loads, placeholders, store_events
 
 
 def claim(
@@ -57,33 +55,10 @@ def claim(
     attempts = []
     for _, request, (task_id, *_cmgr, name, queue, command, env, cwd, grace) in chosen:
         key = secrets.token_urlsafe(16)
-        (attempt,) = conn.execute(
-            "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = ?, "
-            "exit_status = NULL, exit_code = NULL, time_started = ?, time_terminated = NULL, "
-            f"progress = NULL, updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ? "
-            "RETURNING attempt",
-            (worker, now, now, task_id),
-        ).fetchone()
-        conn.execute(
-            "INSERT INTO attempts (task_id, attempt, execution_key, worker, token, time_started) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (task_id, attempt, key, worker, token, now),
-        )
-        store_events(
-            conn,
-            now,
-            [
-                E.task_state(
-                    task_id,
-                    "running",
-                    "available",
-                    name=name,
-                    queue=queue,
-                    worker=worker,
-                    attempt=attempt,
-                )
-            ],
-        )
+        (attempt,) = conn.execute(Q.START_ATTEMPT, (worker, now, now, task_id)).fetchone()
+        conn.execute(Q.INSERT_ATTEMPT, (task_id, attempt, key, worker, token, now))
+        task = T.TaskRef(task_id, State.AVAILABLE, name, queue)
+        store_events(conn, now, [T.claimed(task, worker=worker, attempt=attempt)])
         attempts.append(
             {
                 "task": task_id,
@@ -116,28 +91,12 @@ def _current_attempt(
     worker: str | None = None,
 ) -> tuple[Any, ...]:
     """The task's current attempt, if ``execution_key`` names it and the caller
-    (and, from the gateway, the connected ``worker``) holds it."""
-    row = conn.execute(
-        "SELECT t.state, t.attempt, t.retry_count, t.max_retry_count, t.name, t.queue, "
-        "a.execution_key, a.token, a.time_terminated, a.exit_status, a.worker "
-        "FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt "
-        "WHERE t.id = ?",
-        (task_id,),
-    ).fetchone()
+    (and, from the gateway, the connected ``worker``) holds it (``access.check_report``)."""
+    row = conn.execute(Q.CURRENT_ATTEMPT, (task_id,)).fetchone()
     if row is None:
         raise NotFound(f"no task with id {task_id}")
-    key = row[6]
-    if key is None:
-        raise Conflict(f"task {task_id} has no attempt to report on")
-    if not secrets.compare_digest(key, execution_key):
-        raise Conflict(
-            f"the attempt of task {task_id} with this execution_key was superseded "
-            f"(the task is now on attempt {row[1]}); this report is refused"
-        )
-    if (caller.role is Role.WORKER and row[7] != caller.name) or (
-        worker is not None and row[10] != worker
-    ):
-        raise Forbidden(f"task {task_id}'s attempt is held by another worker")
+    current = access.CurrentAttempt(task_id, row[1], row[6], row[7], row[10])
+    access.check_report(current, execution_key, caller, worker)
     return tuple(row[:10])
 
 
@@ -189,48 +148,27 @@ def finish(
         if recorded == exit_status:
             return False
         raise Conflict(f"attempt {attempt} of task {task_id} already ended with '{recorded}'")
-    outcome = after_attempt(
-        current=State(state),
-        exit_status=exit_status,
+    end = T.end_attempt(
+        T.TaskRef(task_id, state, name, queue),
+        attempt=attempt,
         retry_count=retry_count,
         max_retry_count=max_retry,
+        exit_status=exit_status,
+        actor=actor,
+        undelivered=undelivered,
     )
-    if undelivered and State(state) is State.RUNNING:
-        outcome = Outcome(State.AVAILABLE, retry=False, release=False, cascade_cancel=False)
-    transition(State(state), outcome.state, actor)
+    outcome = end.outcome
+    usage_json = None if usage is None else dumps(usage)
+    conn.execute(Q.END_ATTEMPT, (now, exit_status, exit_code, usage_json, task_id, attempt))
     conn.execute(
-        "UPDATE attempts SET time_terminated = ?, exit_status = ?, exit_code = ?, usage = ? "
-        "WHERE task_id = ? AND attempt = ?",
-        (now, exit_status, exit_code, None if usage is None else dumps(usage), task_id, attempt),
-    )
-    conn.execute(
-        "UPDATE tasks SET state = ?, exit_status = ?, exit_code = ?, time_terminated = ?, "
-        f"retry_count = retry_count + ?, updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
+        Q.END_TASK_ATTEMPT,
         (outcome.state, exit_status, exit_code, now, int(outcome.retry), now, task_id),
     )
-    store_events(
-        conn,
-        now,
-        [
-            E.task_state(
-                task_id,
-                outcome.state,
-                state,
-                name=name,
-                queue=queue,
-                exit_status=exit_status,
-                attempt=attempt,
-                retry=outcome.retry or None,
-            )
-        ],
-    )
+    store_events(conn, now, [end.event])
     if outcome.release:
         graph.make_ready(conn, graph.release(conn, task_id, now), now)
     if outcome.cascade_cancel:
-        children = [
-            c
-            for (c,) in conn.execute("SELECT child FROM continuations WHERE parent = ?", (task_id,))
-        ]
+        children = [c for (c,) in conn.execute(Q.CHILDREN, (task_id,))]
         graph.cancel_tree(conn, children, origin=task_id, now=now, include_roots=True)
     return True
 
@@ -294,8 +232,7 @@ def add_memory_usage(
         if row is None:
             raise NotFound(f"no task with id {task_id}")
         state, attempt, token = row
-        if caller.role is Role.WORKER and (token != caller.name or state not in ACTIVE_STATES):
-            raise Forbidden(f"task {task_id} is not running on this worker")
+        access.check_usage_report(caller, task_id, state, token)
         conn.execute(
             "INSERT INTO memory_usage (task_id, attempt, time, resident_memory_bytes) "
             "VALUES (?, ?, ?, ?)",

@@ -11,70 +11,36 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-from banyan.errors import Conflict, Forbidden, InvalidInput
+from banyan.errors import Conflict, InvalidInput
 from banyan.states import FINAL_STATES, SUCCESS, State
 from banyan.tokens import Caller
-from server.domain import events as E
+from server.domain import access
+from server.domain import transitions as T
+from server.stores.sqlite import queries as Q
+from server.stores.sqlite.changes import apply_changes
 from server.stores.sqlite.rows import NEW_ETAG_SQL, chunks, placeholders, store_events
 
-_DESCENDANTS = """
-    WITH RECURSIVE d(id) AS (
-        SELECT child FROM continuations WHERE parent IN ({roots})
-        UNION
-        SELECT c.child FROM continuations c JOIN d ON c.parent = d.id
-    )
-"""
+_DESCENDANTS = Q.DESCENDANTS
 
 
 def make_ready(conn: sqlite3.Connection, ids: Iterable[str], now: float) -> None:
     """Tasks whose dependencies are all met become available; a group task
-    (no command) instead succeeds at once and releases its own continuations."""
+    (no command) instead succeeds at once and releases its own continuations
+    (``transitions.activate``)."""
     stack = list(ids)
     while stack:
         task_id = stack.pop()
-        row = conn.execute(
-            "SELECT command, state, name, queue FROM tasks WHERE id = ?", (task_id,)
-        ).fetchone()
-        command, state, name, queue = row
-        if command is None:
-            conn.execute(
-                "UPDATE tasks SET state = 'terminated', exit_status = ?, exit_code = NULL, "
-                "time_started = ?, time_terminated = ?, updated = ?, "
-                f"etag = {NEW_ETAG_SQL} WHERE id = ?",
-                (SUCCESS, now, now, now, task_id),
-            )
-            store_events(
-                conn,
-                now,
-                [
-                    E.task_state(
-                        task_id, "terminated", state, name=name, queue=queue, exit_status=SUCCESS
-                    )
-                ],
-            )
+        command, state, name, queue = conn.execute(Q.READY_ROW, (task_id,)).fetchone()
+        change = T.activate(T.TaskRef(task_id, state, name, queue), group=command is None)
+        apply_changes(conn, [change], now)
+        if change.releases:
             stack.extend(release(conn, task_id, now))
-        else:
-            conn.execute(
-                f"UPDATE tasks SET state = 'available', updated = ?, etag = {NEW_ETAG_SQL} "
-                "WHERE id = ?",
-                (now, task_id),
-            )
-            store_events(
-                conn, now, [E.task_state(task_id, "available", state, name=name, queue=queue)]
-            )
 
 
 def release(conn: sqlite3.Connection, parent: str, now: float) -> list[str]:
     """``parent`` succeeded: each continuation waits on one parent less.
     Returns the continuations now ready to run (still inactive, no parent left)."""
-    rows = conn.execute(
-        "UPDATE tasks SET pending_dependency_count = pending_dependency_count - 1, "
-        f"updated = ?, etag = {NEW_ETAG_SQL} "
-        "WHERE id IN (SELECT child FROM continuations WHERE parent = ?) "
-        "RETURNING id, pending_dependency_count, state",
-        (now, parent),
-    ).fetchall()
-    return [i for i, pending, state in rows if pending == 0 and state == State.INACTIVE]
+    return T.ready_after_release(conn.execute(Q.RELEASE, (now, parent)).fetchall())
 
 
 def cancel_tree(
@@ -86,10 +52,9 @@ def cancel_tree(
     include_roots: bool,
 ) -> list[str]:
     """Cancel ``roots`` (when ``include_roots``) and everything downstream of them
-    that has not started. A running task found downstream (possible only if the
-    graph was edited while it ran) is asked to stop instead. ``origin`` is kept
-    so that a retry of it can revive exactly this cascade. Returns the ids that
-    went to ``pending_cancellation``."""
+    (``transitions.cascade_cancel``). ``origin`` is kept so that a retry of it
+    can revive exactly this cascade. Returns the ids that went to
+    ``pending_cancellation``."""
     if not roots:
         return []
     found: list[tuple[str, str, str | None, str]] = []
@@ -100,51 +65,20 @@ def cancel_tree(
         found += conn.execute(sql, part).fetchall()
         if include_roots:
             found += conn.execute(select.format(ids=marks), part).fetchall()
-    waiting = [(i, s, n, q) for i, s, n, q in found if s in (State.INACTIVE, State.AVAILABLE)]
-    running = [(i, s, n, q) for i, s, n, q in found if s == State.RUNNING]
-    conn.executemany(
-        "UPDATE tasks SET state = 'cancelled', cancel_origin = ?, updated = ?, "
-        f"etag = {NEW_ETAG_SQL} WHERE id = ?",
-        [(origin, now, i) for i, *_ in waiting],
-    )
-    conn.executemany(
-        "UPDATE tasks SET state = 'pending_cancellation', cancel_origin = ?, updated = ?, "
-        f"etag = {NEW_ETAG_SQL} WHERE id = ?",
-        [(origin, now, i) for i, *_ in running],
-    )
-    store_events(
-        conn,
-        now,
-        [E.task_state(i, "cancelled", s, name=n, queue=q, cause=origin) for i, s, n, q in waiting]
-        + [
-            E.task_state(i, "pending_cancellation", s, name=n, queue=q, cause=origin)
-            for i, s, n, q in running
-        ],
-    )
-    return [i for i, *_ in running]
+    changes = T.cascade_cancel((T.TaskRef(*row) for row in found), origin=origin)
+    apply_changes(conn, changes, now)
+    return [c.task.id for c in changes if c.kind is T.Kind.STOPPING]
 
 
 def revive(conn: sqlite3.Connection, root: str, now: float) -> None:
     """Undo the cascade that ``root`` started: its cancelled continuations that
     never ran go back to waiting (inactive), and run when ``root`` succeeds."""
-    rows = conn.execute(
-        _DESCENDANTS.format(roots="?")
-        + "SELECT id, name, queue, pending_dependency_count FROM tasks "
-        "WHERE id IN (SELECT id FROM d) AND state = 'cancelled' AND cancel_origin = ? "
-        "AND attempt = 0",
-        (root, root),
-    ).fetchall()
-    conn.executemany(
-        "UPDATE tasks SET state = 'inactive', cancel_origin = NULL, updated = ?, "
-        f"etag = {NEW_ETAG_SQL} WHERE id = ?",
-        [(now, i) for i, *_ in rows],
+    rows = conn.execute(Q.REVIVABLE, (root, root)).fetchall()
+    changes, ready = T.revive(
+        (T.TaskRef(i, State.CANCELLED, n, q), pending) for i, n, q, pending in rows
     )
-    store_events(
-        conn,
-        now,
-        [E.task_state(i, "inactive", "cancelled", name=n, queue=q) for i, n, q, _ in rows],
-    )
-    make_ready(conn, [i for i, _n, _q, pending in rows if pending == 0], now)
+    apply_changes(conn, changes, now)
+    make_ready(conn, ready, now)
 
 
 def reaches(conn: sqlite3.Connection, start: str, goal: str) -> bool:
@@ -170,8 +104,7 @@ def add_edges(
     for parent, child in pairs:
         p_state, p_owner, _ = info[parent]
         c_state, c_owner, _ = info[child]
-        if not (caller.may_change(p_owner) and caller.may_change(c_owner)):
-            raise Forbidden("you may only link tasks you own")
+        access.check_may_edit_edge(caller, p_owner, c_owner, link=True)
         if p_state in FINAL_STATES:
             raise Conflict(f"task {parent} is {p_state}: continuations can no longer be added")
         if c_state not in (State.INACTIVE, State.AVAILABLE):
@@ -197,11 +130,7 @@ def add_edges(
             (now, child),
         ).fetchone()
         if c_state == State.AVAILABLE:
-            store_events(
-                conn,
-                now,
-                [E.task_state(child, "inactive", "available", name=name, queue=queue)],
-            )
+            store_events(conn, now, T.waits_again([T.TaskRef(child, c_state, name, queue)]))
             info[child] = (State.INACTIVE, c_owner, None)
 
 
@@ -218,8 +147,7 @@ def remove_edges(
     for parent, child in pairs:
         p_state, p_owner, p_exit = info[parent]
         c_state, c_owner, _ = info[child]
-        if not (caller.may_change(p_owner) and caller.may_change(c_owner)):
-            raise Forbidden("you may only unlink tasks you own")
+        access.check_may_edit_edge(caller, p_owner, c_owner, link=False)
         deleted = conn.execute(
             "DELETE FROM continuations WHERE parent = ? AND child = ? RETURNING 1", (parent, child)
         ).fetchone()

@@ -15,3 +15,75 @@ CLAIM_CANDIDATES: Final = (
     "AND cores <= ? AND memory <= ? AND gpus <= ? "
     "ORDER BY {order} LIMIT ?"
 )
+
+_ETAG: Final = "lower(hex(randomblob(10)))"  # a new _etag, made by SQLite
+
+# --- state changes (server.domain.transitions.Kind → its statement) -------------
+# Named parameters: :id, :now, :origin (the cancel origin), :exit_status.
+SET_STATE: Final = {
+    "available": f"UPDATE tasks SET state = 'available', updated = :now, etag = {_ETAG} "
+    "WHERE id = :id",
+    "group_succeeded": "UPDATE tasks SET state = 'terminated', exit_status = :exit_status, "
+    "exit_code = NULL, time_started = :now, time_terminated = :now, updated = :now, "
+    f"etag = {_ETAG} WHERE id = :id",
+    "cancelled": "UPDATE tasks SET state = 'cancelled', cancel_origin = :origin, "
+    f"updated = :now, etag = {_ETAG} WHERE id = :id",
+    "stopping": "UPDATE tasks SET state = 'pending_cancellation', cancel_origin = :origin, "
+    f"updated = :now, etag = {_ETAG} WHERE id = :id",
+    "revived": "UPDATE tasks SET state = 'inactive', cancel_origin = NULL, updated = :now, "
+    f"etag = {_ETAG} WHERE id = :id",
+}
+
+# What a state change needs of a task (server.domain.transitions.TaskRef) and
+# whether it is a group task.
+READY_ROW: Final = "SELECT command, state, name, queue FROM tasks WHERE id = ?"
+USER_CHANGE_ROW: Final = (
+    "SELECT state, pending_dependency_count, exit_status, name, queue FROM tasks WHERE id = ?"
+)
+# A parent succeeded: its continuations wait on one parent less.
+RELEASE: Final = (
+    "UPDATE tasks SET pending_dependency_count = pending_dependency_count - 1, "
+    f"updated = ?, etag = {_ETAG} "
+    "WHERE id IN (SELECT child FROM continuations WHERE parent = ?) "
+    "RETURNING id, pending_dependency_count, state"
+)
+# The tasks a cascade from :root cancelled that never ran (to revive).
+DESCENDANTS: Final = """
+    WITH RECURSIVE d(id) AS (
+        SELECT child FROM continuations WHERE parent IN ({roots})
+        UNION
+        SELECT c.child FROM continuations c JOIN d ON c.parent = d.id
+    )
+"""
+REVIVABLE: Final = (
+    DESCENDANTS.format(roots="?") + "SELECT id, name, queue, pending_dependency_count FROM tasks "
+    "WHERE id IN (SELECT id FROM d) AND state = 'cancelled' AND cancel_origin = ? "
+    "AND attempt = 0"
+)
+RESET_RETRIES: Final = "UPDATE tasks SET retry_count = 0, cancel_origin = NULL WHERE id = ?"
+# A task's current attempt, for a report on it.
+CURRENT_ATTEMPT: Final = (
+    "SELECT t.state, t.attempt, t.retry_count, t.max_retry_count, t.name, t.queue, "
+    "a.execution_key, a.token, a.time_terminated, a.exit_status, a.worker "
+    "FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt "
+    "WHERE t.id = ?"
+)
+END_ATTEMPT: Final = (
+    "UPDATE attempts SET time_terminated = ?, exit_status = ?, exit_code = ?, usage = ? "
+    "WHERE task_id = ? AND attempt = ?"
+)
+END_TASK_ATTEMPT: Final = (
+    "UPDATE tasks SET state = ?, exit_status = ?, exit_code = ?, time_terminated = ?, "
+    f"retry_count = retry_count + ?, updated = ?, etag = {_ETAG} WHERE id = ?"
+)
+START_ATTEMPT: Final = (
+    "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = ?, "
+    "exit_status = NULL, exit_code = NULL, time_started = ?, time_terminated = NULL, "
+    f"progress = NULL, updated = ?, etag = {_ETAG} WHERE id = ? "
+    "RETURNING attempt"
+)
+INSERT_ATTEMPT: Final = (
+    "INSERT INTO attempts (task_id, attempt, execution_key, worker, token, time_started) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+CHILDREN: Final = "SELECT child FROM continuations WHERE parent = ?"

@@ -15,20 +15,21 @@ from pydantic import ValidationError
 
 from banyan.errors import (
     Conflict,
-    Forbidden,
     InvalidInput,
     NotFound,
-    PreconditionFailed,
-    PreconditionRequired,
 )
 from banyan.ids import new_ids
 from banyan.models import TaskCreate, TaskPatch
 from banyan.resources import Resources, merge_resources
-from banyan.states import ACTIVE_STATES, SUCCESS, Actor, Effect, State, transition
+from banyan.states import ACTIVE_STATES, Effect, State
 from banyan.tokens import Caller
 from banyan.validation import from_validation
+from server.domain import access
 from server.domain import events as E
+from server.domain import transitions as T
 from server.stores.sqlite import graph
+from server.stores.sqlite import queries as Q
+from server.stores.sqlite.changes import apply_changes
 from server.stores.sqlite.rows import (
     NEW_ETAG_SQL,
     TASK_COLUMNS,
@@ -204,8 +205,7 @@ def _check_external_children(
                 issues={f"{item}.continuations": f"unknown task {child}"},
             )
         state, owner = found[child]
-        if not caller.may_change(owner):
-            raise Forbidden(f"task {child} belongs to {owner}: you may only link your own tasks")
+        access.check_may_link_child(caller, child, owner)
         if state not in (State.INACTIVE, State.AVAILABLE):
             raise Conflict(
                 f"task {child} is {state}: only a task that has not started can be a continuation"
@@ -247,12 +247,7 @@ def _wait_on(conn: sqlite3.Connection, child: str, parents: int, now: float) -> 
         f"state = 'inactive', updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
         (parents, now, child),
     )
-    if previous != State.INACTIVE:
-        store_events(
-            conn,
-            now,
-            [E.task_state(child, "inactive", previous, name=name, queue=queue)],
-        )
+    store_events(conn, now, T.waits_again([T.TaskRef(child, previous, name, queue)]))
 
 
 def _current_etags(conn: sqlite3.Connection, ids: list[str]) -> list[str]:
@@ -284,14 +279,8 @@ def update_task(
     if row is None:
         raise NotFound(f"no task with id {task_id}")
     state, owner, etag, resources_json = row
-    if not caller.may_change(owner):
-        raise Forbidden(f"task {task_id} belongs to {owner}: you may only change your own tasks")
-    if if_match is not None and if_match.strip('"') != etag:
-        raise PreconditionFailed(
-            f"task {task_id} has changed: its _etag is {etag}, If-Match was {if_match}"
-        )
-    if if_match is None and require_if_match:
-        raise PreconditionRequired("this server requires If-Match on every change")
+    access.check_may_change(caller, task_id, owner)
+    access.check_if_match(task_id, etag, if_match, required=require_if_match)
     changes = patch.model_dump(exclude_unset=True)
     frozen = sorted(_EXECUTION_FIELDS.intersection(changes))
     if frozen and state in ACTIVE_STATES:
@@ -365,43 +354,20 @@ def _update_fields(
 
 
 def change_state_by_user(conn: sqlite3.Connection, task_id: str, target: State, now: float) -> None:
-    """A state change asked for by a provider or admin (SPEC §4)."""
+    """A state change asked for by a provider or admin (``transitions.user_change``)."""
     state, pending, exit_status, name, queue = conn.execute(
-        "SELECT state, pending_dependency_count, exit_status, name, queue FROM tasks WHERE id = ?",
-        (task_id,),
+        Q.USER_CHANGE_ROW, (task_id,)
     ).fetchone()
-    step = transition(State(state), target, Actor.USER)
-    if step is None:
-        return
-    if step.effect in (Effect.ACTIVATE, Effect.RETRY) and pending > 0:
-        raise Conflict(
-            f"task {task_id} waits on {pending} parent task(s); it becomes available "
-            "when they succeed"
-        )
-    if step.effect is Effect.ACTIVATE:
+    task = T.TaskRef(task_id, state, name, queue)
+    plan = T.user_change(task, target, pending=pending, exit_status=exit_status)
+    if plan.effect is Effect.ACTIVATE:
         graph.make_ready(conn, [task_id], now)
-    elif step.effect is Effect.CANCEL:
+    elif plan.effect is Effect.CANCEL:
         graph.cancel_tree(conn, [task_id], origin=task_id, now=now, include_roots=True)
-    elif step.effect is Effect.REQUEST_CANCEL:
-        conn.execute(
-            "UPDATE tasks SET state = 'pending_cancellation', cancel_origin = ?, updated = ?, "
-            f"etag = {NEW_ETAG_SQL} WHERE id = ?",
-            (task_id, now, task_id),
-        )
-        store_events(
-            conn,
-            now,
-            [E.task_state(task_id, "pending_cancellation", state, name=name, queue=queue)],
-        )
-    elif step.effect is Effect.RETRY:
-        if exit_status == SUCCESS:
-            raise Conflict(
-                f"task {task_id} succeeded; its continuations have been released, "
-                "so it cannot be retried (submit a new task instead)"
-            )
-        conn.execute(
-            "UPDATE tasks SET retry_count = 0, cancel_origin = NULL WHERE id = ?", (task_id,)
-        )
+    elif plan.effect is Effect.REQUEST_CANCEL and plan.change is not None:
+        apply_changes(conn, [plan.change], now)
+    elif plan.effect is Effect.RETRY:
+        conn.execute(Q.RESET_RETRIES, (task_id,))
         graph.make_ready(conn, [task_id], now)
         graph.revive(conn, task_id, now)
 
