@@ -29,7 +29,7 @@ from banyan.tokens import Caller
 from server.auth import AUTH, WORKERS
 from server.hub import Event, EventHub
 from server.settings import Settings
-from server.stores.base import Store
+from server.stores.base import ClaimedAttempt, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -239,7 +239,7 @@ class Gateway:
 
     async def _claim(self, session: Session, frame: p.Claim) -> None:
         if session.draining:
-            attempts: list[dict[str, Any]] = []
+            attempts: list[ClaimedAttempt] = []
         else:
             attempts = await self._retrying(
                 session,

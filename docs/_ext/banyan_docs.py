@@ -1,7 +1,7 @@
 """Sphinx directives that render Banyan's reference tables from the code at
 build time, so the docs cannot drift from what the programs do:
 
-- ``banyan-settings``: every field of ``banyan.settings.Settings``;
+- ``banyan-settings``: every field of ``server.settings.Settings``;
 - ``banyan-endpoints`` and ``banyan-schema NAME``: the REST API from the
   server's OpenAPI document (``server.views.openapi.document``);
 - ``banyan-frames worker|server`` and ``banyan-close-codes``: the worker

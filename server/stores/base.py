@@ -1,9 +1,19 @@
-"""The narrow async interface the server talks to. SQL lives behind it (see
-``server/sqlite``); a second backend is a new implementation of this class.
+"""The narrow async persistence interface the server talks to. A backend
+(``server/stores/<name>/``) loads and saves; the rules it applies inside a
+change (who may, what a transition does, which tasks a claim gets, what each
+event carries) are ``server.domain``'s, so every backend agrees.
 
-Documents come back as plain dicts with times as epoch seconds; the views
-format them. Every method that changes something appends its events in the
-same transaction.
+Contract shared by every method:
+
+- Documents come back as plain dicts shaped as the API returns them, times
+  as epoch seconds (the views format them); ``execution`` never carries the
+  execution key.
+- A method that changes something is atomic: all of it commits, with the
+  events that describe it (built by ``server.domain.events``), or none of it
+  does; ``add_commit_listener`` callbacks run after each commit.
+- Errors are ``banyan.errors`` (``NotFound``, ``Conflict``, ``Forbidden``,
+  ``InvalidInput``, ``PreconditionFailed``…), never a backend's own.
+- The behaviour suite in ``tests/store/`` runs against every backend.
 """
 
 from __future__ import annotations
@@ -11,7 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple, TypedDict
 
 from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
 from banyan.query import Node
@@ -45,6 +55,35 @@ class ItemResult:
     error: Exception | None = None
 
 
+class CreatedTask(TypedDict):
+    """What a create returns per task (the view adds ``_status`` and formats the time)."""
+
+    _id: str
+    _etag: str
+    _created: float
+
+
+class ClaimedAttempt(TypedDict):
+    """An attempt a claim hands out (``banyan.protocol.AssignedAttempt``'s fields)."""
+
+    task: str
+    attempt: int
+    execution_key: str
+    requested_resources: dict[str, Any]
+    name: str | None
+    command: str | None
+    env: dict[str, str] | None
+    cwd: str | None
+    max_termination_time: int
+
+
+class Joined(NamedTuple):
+    """A worker's join: the attempts it named that go on, and those dropped."""
+
+    resumed: list[str]
+    dropped: list[str]
+
+
 @dataclass(frozen=True)
 class TokenInfo:
     name: str
@@ -61,50 +100,82 @@ class Health:
 
 
 class Store(ABC):
-    @abstractmethod
-    async def open(self) -> None: ...
+    """Persistence for tasks, attempts, workers, logs, tokens and events."""
+
+    # --- lifetime -----------------------------------------------------------------
 
     @abstractmethod
-    async def close(self) -> None: ...
+    async def open(self) -> None:
+        """Connect, create or migrate the schema; before any other call."""
 
     @abstractmethod
-    async def health(self) -> Health: ...
-
-    # tasks
-    @abstractmethod
-    async def create_tasks(
-        self, items: Sequence[TaskCreate], caller: Caller
-    ) -> list[dict[str, Any]]: ...
+    async def close(self) -> None:
+        """Finish pending writes and disconnect; the store is unusable after."""
 
     @abstractmethod
-    async def get_task(self, task_id: str) -> dict[str, Any]: ...
+    async def health(self) -> Health:
+        """Whether the store answers, its schema version and backend details."""
+
+    # --- tasks --------------------------------------------------------------------
 
     @abstractmethod
-    async def find_tasks(self, query: Query) -> Page: ...
+    async def create_tasks(self, items: Sequence[TaskCreate], caller: Caller) -> list[CreatedTask]:
+        """Create ``items`` all or nothing, owned by ``caller``; a task with
+        every parent known and ``state`` available becomes available (a group
+        task succeeds at once). Continuations may name other items by their
+        client ``_id`` or existing tasks the caller may change. Returns
+        ``_id``/``_etag``/``_created`` per item, in order; ``InvalidInput``
+        (with the item's index in ``issues``) for a cycle or unknown id."""
+
+    @abstractmethod
+    async def get_task(self, task_id: str) -> dict[str, Any]:
+        """The task document; ``NotFound``."""
+
+    @abstractmethod
+    async def find_tasks(self, query: Query) -> Page:
+        """One page of task documents matching ``query`` (already parsed and
+        checked against the public fields), and the total count."""
 
     @abstractmethod
     async def update_task(
         self, task_id: str, patch: TaskPatch, caller: Caller, *, if_match: str | None = None
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        """Apply ``patch`` (fields, continuation edits, a state change through
+        ``transitions.user_change``) if ``caller`` may change the task and
+        ``if_match`` names its current ``_etag``; returns the new document.
+        ``NotFound``, ``Forbidden``, ``PreconditionFailed``/``Required``,
+        ``Conflict`` (a transition the table refuses, a running task's
+        execution fields)."""
 
     @abstractmethod
     async def update_tasks(
         self, items: Sequence[BulkPatchItem], caller: Caller
-    ) -> list[ItemResult]: ...
+    ) -> list[ItemResult]:
+        """Bulk PATCH: each item is applied on its own (its own all or nothing);
+        one result per item, in order, with the document or the error."""
 
     @abstractmethod
     async def edit_continuations(
         self, edits: Sequence[ContinuationEdit], caller: Caller, *, add: bool
-    ) -> None: ...
+    ) -> None:
+        """Add (``add``) or remove parent → child edges, all or nothing, with
+        the same checks as a PATCH of ``continuations``."""
 
     @abstractmethod
-    async def history(self, task_id: str) -> list[dict[str, Any]]: ...
+    async def history(self, task_id: str) -> list[dict[str, Any]]:
+        """The task's attempts, oldest first: attempt, worker, times, exit
+        status and code, usage; ``NotFound``."""
 
-    # attempts (the worker gateway drives these)
+    # --- attempts (the worker gateway drives these) ---------------------------------
+
     @abstractmethod
     async def claim(
         self, *, worker: str, token: str, free: Resources, queues: Sequence[str], limit: int
-    ) -> list[dict[str, Any]]: ...
+    ) -> list[ClaimedAttempt]:
+        """Start an attempt for each task ``server.domain.claims.pack`` picks
+        from the available tasks in ``queues`` (loaded in ``claims.ORDER``, at
+        most ``claims.scan_limit(limit)``) for the free share ``free``; each
+        gets a new random execution key. Nothing fits: ``[]``."""
 
     @abstractmethod
     async def finish(
@@ -118,29 +189,45 @@ class Store(ABC):
         caller: Caller,
         actor: Actor = Actor.WORKER,
         worker: str | None = None,
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        """End the attempt ``execution_key`` names (``transitions.end_attempt``:
+        release, retry or cascade) and return the task document. A repeat of
+        the report already applied changes nothing; a stale key or another
+        status is ``Conflict``; another worker's attempt ``Forbidden``."""
 
     @abstractmethod
     async def report_progress(
         self, task_id: str, execution_key: str, progress: dict[str, Any], caller: Caller
-    ) -> None: ...
+    ) -> None:
+        """Record the running attempt's progress (``percent``, ``message``) and
+        emit ``task.progress``; ``Conflict`` once the attempt has ended."""
 
     @abstractmethod
-    async def abandon_worker(self, worker: str) -> list[str]: ...
+    async def abandon_worker(self, worker: str) -> list[str]:
+        """End every open attempt of ``worker`` as abandoned (the retry rule);
+        returns the task ids."""
 
-    # memory usage
-    @abstractmethod
-    async def add_memory_usage(self, records: Sequence[MemoryUsage], caller: Caller) -> int: ...
-
-    @abstractmethod
-    async def find_memory_usage(self, query: Query) -> Page: ...
-
-    # events
-    @abstractmethod
-    async def events_since(self, seq: int, *, limit: int = 1000) -> list[dict[str, Any]]: ...
+    # --- memory usage ---------------------------------------------------------------
 
     @abstractmethod
-    async def last_seq(self) -> int: ...
+    async def add_memory_usage(self, records: Sequence[MemoryUsage], caller: Caller) -> int:
+        """Store memory samples, each for the task's current attempt (a worker
+        only for attempts it holds); returns how many; emits ``task.usage``."""
+
+    @abstractmethod
+    async def find_memory_usage(self, query: Query) -> Page:
+        """One page of memory samples matching ``query``."""
+
+    # --- events ---------------------------------------------------------------------
+
+    @abstractmethod
+    async def events_since(self, seq: int, *, limit: int = 1000) -> list[dict[str, Any]]:
+        """Up to ``limit`` stored events after ``seq``, in ``seq`` order, each
+        ``{"seq", "time" (epoch s), "type", "data"}``."""
+
+    @abstractmethod
+    async def last_seq(self) -> int:
+        """The newest event's seq (0 when there are none)."""
 
     @abstractmethod
     async def oldest_seq(self) -> int:
@@ -154,7 +241,8 @@ class Store(ABC):
     def add_commit_listener(self, callback: Callable[[], None]) -> None:
         """``callback`` runs after every commit (the event hub reads from there)."""
 
-    # workers and their output
+    # --- workers and their output -----------------------------------------------------
+
     @abstractmethod
     async def join_worker(
         self,
@@ -166,44 +254,64 @@ class Store(ABC):
         host: str,
         pid: int,
         held: Sequence[tuple[str, str]],
-    ) -> tuple[list[str], list[str]]: ...
+    ) -> Joined:
+        """Record the worker as connected. Of the attempts it says it holds
+        (``held``: task id, execution key), those still current are resumed,
+        the others dropped; open attempts it did not name end abandoned
+        (uncounted if the same process never got them). Emits ``worker.joined``."""
 
     @abstractmethod
-    async def leave_worker(self, name: str, *, lost: bool) -> list[str]: ...
+    async def leave_worker(self, name: str, *, lost: bool) -> list[str]:
+        """The worker left (or was ``lost``): its open attempts end abandoned;
+        returns their task ids; emits ``worker.left``/``worker.lost``.
+        ``NotFound`` for an unknown worker."""
 
     @abstractmethod
-    async def touch_workers(self, names: Sequence[str]) -> None: ...
+    async def touch_workers(self, names: Sequence[str]) -> None:
+        """The workers were heard from now: one ``worker.heartbeat`` each."""
 
     @abstractmethod
-    async def connected_workers(self) -> list[str]: ...
+    async def connected_workers(self) -> list[str]:
+        """Names of the workers recorded as connected."""
 
     @abstractmethod
-    async def list_workers(self, name: str | None = None) -> list[dict[str, Any]]: ...
+    async def list_workers(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Worker documents (all, or the one named) with what each runs."""
 
     @abstractmethod
     async def append_log(
         self, task_id: str, execution_key: str, stream: str, data: bytes, *, worker: str
-    ) -> None: ...
+    ) -> None:
+        """Append output of the current attempt (kept up to a byte bound per
+        attempt, oldest dropped); refused like a report on a stale attempt."""
 
     @abstractmethod
     async def read_logs(
         self, task_id: str, *, attempt: int | None = None, stream: str | None = None
-    ) -> dict[str, Any]: ...
+    ) -> dict[str, Any]:
+        """The kept output of an attempt (the latest by default), by stream."""
 
-    # tokens
-    @abstractmethod
-    async def create_token(self, name: str, role: Role) -> str: ...
-
-    @abstractmethod
-    async def list_tokens(self) -> list[TokenInfo]: ...
+    # --- tokens -----------------------------------------------------------------------
 
     @abstractmethod
-    async def revoke_token(self, name: str) -> None: ...
+    async def create_token(self, name: str, role: Role) -> str:
+        """A new token for ``name`` (only its hash is kept); ``Conflict`` if
+        the name is taken."""
 
     @abstractmethod
-    async def verify_token(self, token: str) -> Caller | None: ...
+    async def list_tokens(self) -> list[TokenInfo]:
+        """Every token's name, role and dates (never the secret)."""
 
-    # --- statistics ---
+    @abstractmethod
+    async def revoke_token(self, name: str) -> None:
+        """Revoke the token; ``NotFound`` for an unknown name."""
+
+    @abstractmethod
+    async def verify_token(self, token: str) -> Caller | None:
+        """The caller a live token stands for, or None."""
+
+    # --- statistics -----------------------------------------------------------------
+
     @abstractmethod
     async def statistics(self) -> dict[str, Any]:
         """``GET /stats`` but the workers: ``{"tasks": {"total", "by_state",

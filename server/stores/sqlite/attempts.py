@@ -23,6 +23,7 @@ from banyan.tokens import Caller, Role
 from server.domain import access, claims
 from server.domain import events as E
 from server.domain import transitions as T
+from server.stores.base import ClaimedAttempt
 from server.stores.sqlite import graph
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.rows import dumps, loads, placeholders, store_events
@@ -37,7 +38,7 @@ def claim(
     queues: Sequence[str],
     limit: int,
     now: float,
-) -> list[dict[str, Any]]:
+) -> list[ClaimedAttempt]:
     """Hand out what the claim policy (``server.domain.claims``) picks from the
     available tasks in ``queues`` for the free share ``free``."""
     if limit <= 0 or not queues:
@@ -60,17 +61,17 @@ def claim(
         task = T.TaskRef(task_id, State.AVAILABLE, name, queue)
         store_events(conn, now, [T.claimed(task, worker=worker, attempt=attempt)])
         attempts.append(
-            {
-                "task": task_id,
-                "attempt": attempt,
-                "execution_key": key,
-                "requested_resources": request,
-                "name": name,
-                "command": command,
-                "env": loads(env),
-                "cwd": cwd,
-                "max_termination_time": grace,
-            }
+            ClaimedAttempt(
+                task=task_id,
+                attempt=attempt,
+                execution_key=key,
+                requested_resources=request,
+                name=name,
+                command=command,
+                env=loads(env),
+                cwd=cwd,
+                max_termination_time=grace,
+            )
         )
     return attempts
 

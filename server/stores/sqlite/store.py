@@ -18,7 +18,17 @@ from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCrea
 from banyan.resources import Resources
 from banyan.states import Actor
 from banyan.tokens import Caller, Role, generate_token, hash_token, same_digest
-from server.stores.base import Health, ItemResult, Page, Query, Store, TokenInfo
+from server.stores.base import (
+    ClaimedAttempt,
+    CreatedTask,
+    Health,
+    ItemResult,
+    Joined,
+    Page,
+    Query,
+    Store,
+    TokenInfo,
+)
 from server.stores.sqlite import attempts, graph, schema, tasks, workers
 from server.stores.sqlite.db import Database
 from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
@@ -65,9 +75,7 @@ class SqliteStore(Store):
 
     # --- tasks -----------------------------------------------------------------
 
-    async def create_tasks(
-        self, items: Sequence[TaskCreate], caller: Caller
-    ) -> list[dict[str, Any]]:
+    async def create_tasks(self, items: Sequence[TaskCreate], caller: Caller) -> list[CreatedTask]:
         now = self._clock()
         return await self.db.write(lambda conn: tasks.create_tasks(conn, items, caller, now))
 
@@ -160,7 +168,7 @@ class SqliteStore(Store):
 
     async def claim(
         self, *, worker: str, token: str, free: Resources, queues: Sequence[str], limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[ClaimedAttempt]:
         now = self._clock()
         return await self.db.write(
             lambda conn: attempts.claim(
@@ -273,7 +281,7 @@ class SqliteStore(Store):
         host: str,
         pid: int,
         held: Sequence[tuple[str, str]],
-    ) -> tuple[list[str], list[str]]:
+    ) -> Joined:
         now = self._clock()
         return await self.db.write(
             lambda conn: workers.join(

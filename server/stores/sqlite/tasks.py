@@ -27,6 +27,7 @@ from banyan.validation import from_validation
 from server.domain import access
 from server.domain import events as E
 from server.domain import transitions as T
+from server.stores.base import CreatedTask
 from server.stores.sqlite import graph
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.changes import apply_changes
@@ -69,7 +70,7 @@ def _resource_columns(resources: Resources) -> tuple[str, float, int, int]:
 
 def create_tasks(
     conn: sqlite3.Connection, items: Sequence[TaskCreate], caller: Caller, now: float
-) -> list[dict[str, Any]]:
+) -> list[CreatedTask]:
     """Insert ``items`` all or nothing; returns ``[{"_id", "_etag", "_created"}]``.
 
     Continuations may point at existing tasks or at other items of the same
@@ -184,7 +185,7 @@ def create_tasks(
     if ready:
         graph.make_ready(conn, ready, now)
         etags = _current_etags(conn, ids)
-    return [{"_id": i, "_etag": e, "_created": now} for i, e in zip(ids, etags, strict=True)]
+    return [CreatedTask(_id=i, _etag=e, _created=now) for i, e in zip(ids, etags, strict=True)]
 
 
 def _check_external_children(

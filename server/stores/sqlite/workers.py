@@ -11,6 +11,7 @@ from typing import Any
 from banyan.errors import Conflict, NotFound
 from banyan.states import ABANDONED, ACTIVE_STATES
 from server.domain import events as E
+from server.stores.base import Joined
 from server.stores.sqlite import attempts
 from server.stores.sqlite.rows import dumps, loads, placeholders, store_events
 
@@ -28,7 +29,7 @@ def join(
     pid: int,
     held: Sequence[tuple[str, str]],
     now: float,
-) -> tuple[list[str], list[str]]:
+) -> Joined:
     """Record the worker as connected; returns ``(resumed, dropped)``: which of
     the attempts it says it still runs are still its own, and which are not
     (superseded, abandoned, or never known) so that it stops them."""
@@ -75,7 +76,7 @@ def join(
         resumed=resumed,
     )
     store_events(conn, now, [joined])
-    return resumed, dropped
+    return Joined(resumed, dropped)
 
 
 def open_attempts(conn: sqlite3.Connection, name: str) -> list[tuple[str, str]]:
