@@ -18,7 +18,7 @@ they are ``None``.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, ClassVar, Final, Literal, TypeAlias, get_args
+from typing import Annotated, Any, Final, Literal, TypeAlias, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -44,20 +44,14 @@ class EventData(BaseModel):
     """Base of every event's ``data``: unknown keys are kept (newer servers)."""
 
     model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
-    _required: ClassVar[frozenset[str]] = frozenset()
-
-    @classmethod
-    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
-        super().__pydantic_init_subclass__(**kwargs)
-        cls._required = frozenset(
-            (f.alias or name) for name, f in cls.model_fields.items() if f.is_required()
-        )
 
     def dump(self) -> dict[str, Any]:
         """The wire form: aliases, required fields always, optional ones when set."""
-        raw = self.model_dump(by_alias=True)
-        required = self._required
-        return {k: v for k, v in raw.items() if v is not None or k in required}
+        return self.model_dump(by_alias=True, exclude_defaults=True)
+
+    def dump_json(self) -> str:
+        """``dump`` as compact JSON (UTF-8 kept), as the events table stores it."""
+        return self.model_dump_json(by_alias=True, exclude_defaults=True)
 
 
 # --- task events ---------------------------------------------------------------
@@ -253,7 +247,7 @@ EVENT_FIELDS: Final = _filterable()
 def encode_data(event: _EventBase) -> str:
     """An event's ``data`` as stored (compact JSON, UTF-8 kept): serialised once."""
     data: EventData = event.data  # type: ignore[attr-defined]
-    return json.dumps(data.dump(), separators=(",", ":"), ensure_ascii=False)
+    return data.dump_json()
 
 
 def encode(event: _EventBase) -> str:

@@ -19,10 +19,10 @@ def task_created(
     owner: str,
     group: bool,
 ) -> ev.TaskCreated:
-    data = ev.TaskCreatedData.model_construct(
+    data = ev.TaskCreatedData(
         id=task_id, name=name, state=state, queue=queue, priority=priority, owner=owner, group=group
     )
-    return ev.TaskCreated.model_construct(data=data)
+    return ev.TaskCreated(data=data)
 
 
 def task_state(
@@ -39,7 +39,7 @@ def task_state(
     cause: str | None = None,
 ) -> ev.TaskState:
     """A task changed state (``cause``: the task whose cancellation cascaded here)."""
-    data = ev.TaskStateData.model_construct(
+    data = ev.TaskStateData(
         id=task_id,
         state=str(state),
         previous=str(previous),
@@ -51,23 +51,19 @@ def task_state(
         retry=retry or None,
         cause=cause,
     )
-    return ev.TaskState.model_construct(data=data)
+    return ev.TaskState(data=data)
 
 
 def task_progress(
     task_id: str, *, name: str | None, queue: str, attempt: int, progress: dict[str, Any]
 ) -> ev.TaskProgress:
-    data = ev.TaskProgressData.model_validate(
-        {"_id": task_id, "name": name, "queue": queue, "attempt": attempt, **progress}
-    )
-    return ev.TaskProgress.model_construct(data=data)
+    data = ev.TaskProgressData(id=task_id, name=name, queue=queue, attempt=attempt, **progress)
+    return ev.TaskProgress(data=data)
 
 
 def task_usage(task_id: str, *, attempt: int, time: float, rss: int) -> ev.TaskUsage:
-    data = ev.TaskUsageData.model_construct(
-        id=task_id, attempt=attempt, time=time, resident_memory_bytes=rss
-    )
-    return ev.TaskUsage.model_construct(data=data)
+    data = ev.TaskUsageData(id=task_id, attempt=attempt, time=time, resident_memory_bytes=rss)
+    return ev.TaskUsage(data=data)
 
 
 def worker_joined(
@@ -79,24 +75,24 @@ def worker_joined(
     rejoined: bool,
     resumed: list[str],
 ) -> ev.WorkerJoined:
-    data = ev.WorkerJoinedData.model_construct(
+    data = ev.WorkerJoinedData(
         name=name, host=host, capacity=capacity, queues=queues, rejoined=rejoined, resumed=resumed
     )
-    return ev.WorkerJoined.model_construct(data=data)
+    return ev.WorkerJoined(data=data)
 
 
 def worker_heartbeat(name: str) -> ev.WorkerHeartbeat:
-    data = ev.WorkerHeartbeatData.model_construct(name=name, worker=name)
-    return ev.WorkerHeartbeat.model_construct(data=data)
+    data = ev.WorkerHeartbeatData(name=name, worker=name)
+    return ev.WorkerHeartbeat(data=data)
 
 
 def worker_gone(
     name: str, *, lost: bool, abandoned: Sequence[str]
 ) -> ev.WorkerLost | ev.WorkerLeft:
-    data = ev.WorkerGoneData.model_construct(name=name, abandoned=list(abandoned))
+    data = ev.WorkerGoneData(name=name, abandoned=list(abandoned))
     if lost:
-        return ev.WorkerLost.model_construct(data=data)
-    return ev.WorkerLeft.model_construct(data=data)
+        return ev.WorkerLost(data=data)
+    return ev.WorkerLeft(data=data)
 
 
 def task_id_of(event: ev.Event) -> str | None:

@@ -51,7 +51,7 @@ def claim(
         Q.CLAIM_CANDIDATES.format(queues=placeholders(len(queues)), order=claims.ORDER),
         (*queues, bound.cores, bound.memory, bound.gpus, claims.scan_limit(limit)),
     ).fetchall()
-    candidates = [_candidate(row) for row in rows]
+    candidates = (_candidate(row) for row in rows)  # lazily: pack stops at the limit
     chosen = claims.pack(candidates, share, limit, lambda c: c[0])
     attempts = []
     for _, request, (task_id, *_cmgr, name, queue, command, env, cwd, grace) in chosen:
