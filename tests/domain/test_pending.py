@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from banyan.resources import Resources
+from banyan.resources import Amounts, Resources, free_share
 from banyan.states import State
+from server.domain import claims
 from server.domain import pending as p
 
 
@@ -84,3 +87,33 @@ def test_custom_resources_in_use_make_a_worker_busy() -> None:
     wanted = task(request=res(cores=1, licences=1))
     held = worker(capacity=res(cores=8, licences=1), running=[res(cores=1, licences=1)])
     assert p.pending_reason(wanted, [held])[0] == p.BUSY
+
+
+amounts = st.floats(min_value=0, max_value=8, allow_nan=False).map(lambda x: round(x, 2))
+
+
+@given(
+    want=st.tuples(amounts, st.integers(0, 64), amounts),
+    capacity=st.tuples(amounts, st.integers(0, 64), amounts),
+    running=st.lists(st.tuples(amounts, st.integers(0, 16), amounts), max_size=4),
+)
+def test_queued_exactly_when_the_claim_policy_would_hand_it_out(
+    want: tuple[float, int, float],
+    capacity: tuple[float, int, float],
+    running: list[tuple[float, int, float]],
+) -> None:
+    """By construction: the reason says "queued" iff a claim with the worker's
+    free share would pick the task (when the worker could run it at all)."""
+
+    def r(cores: float, memory: int, licences: float) -> Resources:
+        return res(cores=cores, memory=memory, licences=licences)
+
+    the_worker = worker(capacity=r(*capacity), running=[r(*x) for x in running])
+    code, _ = p.pending_reason(task(request=r(*want)), [the_worker])
+    free = free_share(the_worker.capacity, the_worker.running)
+    request = Amounts.of(r(*want))
+    picked = claims.pack([request], free, 1, lambda a: a)
+    if code in (p.QUEUED, p.BUSY):
+        assert (code == p.QUEUED) == bool(picked)
+    else:
+        assert code == p.INSUFFICIENT_RESOURCES and not picked
