@@ -112,9 +112,7 @@ def report_progress(
     state, attempt, _, _, name, queue, *_ = _current_attempt(conn, task_id, execution_key, caller)
     if state not in ACTIVE_STATES:
         raise Conflict(f"task {task_id} is {state}: the attempt has ended")
-    conn.execute(
-        "UPDATE tasks SET progress = ?, updated = ? WHERE id = ?", (dumps(progress), now, task_id)
-    )
+    conn.execute(Q.SET_PROGRESS, (dumps(progress), now, task_id))
     store_events(
         conn,
         now,
@@ -204,12 +202,7 @@ def finish_as_system(
 def abandon_worker(conn: sqlite3.Connection, worker: str, now: float) -> list[str]:
     """A worker was lost: each attempt it held ends ``abandoned`` and follows the
     retry rule. Returns the task ids affected."""
-    rows = conn.execute(
-        "SELECT a.task_id, a.execution_key FROM attempts a JOIN tasks t "
-        "ON t.id = a.task_id AND t.attempt = a.attempt "
-        "WHERE a.worker = ? AND a.time_terminated IS NULL",
-        (worker,),
-    ).fetchall()
+    rows = conn.execute(Q.OPEN_ATTEMPTS, (worker,)).fetchall()
     for task_id, key in rows:
         finish_as_system(conn, task_id, key, ABANDONED, now)
     return [task_id for task_id, _ in rows]
@@ -225,20 +218,12 @@ def add_memory_usage(
     report on tasks whose current attempt it holds."""
     stored = 0
     for task_id, time, rss in records:
-        row = conn.execute(
-            "SELECT t.state, t.attempt, a.token FROM tasks t LEFT JOIN attempts a "
-            "ON a.task_id = t.id AND a.attempt = t.attempt WHERE t.id = ?",
-            (task_id,),
-        ).fetchone()
+        row = conn.execute(Q.USAGE_ROW, (task_id,)).fetchone()
         if row is None:
             raise NotFound(f"no task with id {task_id}")
         state, attempt, token = row
         access.check_usage_report(caller, task_id, state, token)
-        conn.execute(
-            "INSERT INTO memory_usage (task_id, attempt, time, resident_memory_bytes) "
-            "VALUES (?, ?, ?, ?)",
-            (task_id, attempt, time, rss),
-        )
+        conn.execute(Q.INSERT_USAGE, (task_id, attempt, time, rss))
         store_events(conn, now, [E.task_usage(task_id, attempt=attempt, time=time, rss=rss)])
         stored += 1
     return stored

@@ -11,14 +11,14 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable, Sequence
 
-from banyan.errors import Conflict, InvalidInput
-from banyan.states import FINAL_STATES, SUCCESS, State
+from banyan.errors import InvalidInput
+from banyan.states import State
 from banyan.tokens import Caller
-from server.domain import access
+from server.domain import graph as rules
 from server.domain import transitions as T
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.changes import apply_changes
-from server.stores.sqlite.rows import NEW_ETAG_SQL, chunks, placeholders, store_events
+from server.stores.sqlite.rows import chunks, placeholders, store_events
 
 _DESCENDANTS = Q.DESCENDANTS
 
@@ -85,9 +85,7 @@ def reaches(conn: sqlite3.Connection, start: str, goal: str) -> bool:
     """Is ``goal`` downstream of (or equal to) ``start``?"""
     if start == goal:
         return True
-    row = conn.execute(
-        _DESCENDANTS.format(roots="?") + "SELECT 1 FROM d WHERE id = ? LIMIT 1", (start, goal)
-    ).fetchone()
+    row = conn.execute(Q.REACHES, (start, goal)).fetchone()
     return row is not None
 
 
@@ -102,33 +100,17 @@ def add_edges(
     """Make each child a continuation of its parent."""
     info = _load(conn, {i for pair in pairs for i in pair}, issue_key)
     for parent, child in pairs:
-        p_state, p_owner, _ = info[parent]
         c_state, c_owner, _ = info[child]
-        access.check_may_edit_edge(caller, p_owner, c_owner, link=True)
-        if p_state in FINAL_STATES:
-            raise Conflict(f"task {parent} is {p_state}: continuations can no longer be added")
-        if c_state not in (State.INACTIVE, State.AVAILABLE):
-            raise Conflict(f"task {child} is {c_state}: only a task that has not started can wait")
-        if conn.execute(
-            "SELECT 1 FROM continuations WHERE parent = ? AND child = ?", (parent, child)
-        ).fetchone():
+        rules.check_link(rules.End(parent, *info[parent]), rules.End(child, *info[child]), caller)
+        if conn.execute(Q.EDGE_EXISTS, (parent, child)).fetchone():
             continue
         if reaches(conn, child, parent):
             raise InvalidInput(
                 f"making {child} a continuation of {parent} would create a cycle",
                 issues={issue_key: "continuations must not form a cycle"},
             )
-        conn.execute(
-            "INSERT INTO continuations (parent, child, position) VALUES (?, ?, "
-            "(SELECT coalesce(max(position), -1) + 1 FROM continuations WHERE parent = ?))",
-            (parent, child, parent),
-        )
-        (name, queue) = conn.execute(
-            "UPDATE tasks SET pending_dependency_count = pending_dependency_count + 1, "
-            f"state = 'inactive', updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ? "
-            "RETURNING name, queue",
-            (now, child),
-        ).fetchone()
+        conn.execute(Q.INSERT_EDGE, (parent, child, parent))
+        (name, queue) = conn.execute(Q.WAIT_ON_ONE_MORE, (now, child)).fetchone()
         if c_state == State.AVAILABLE:
             store_events(conn, now, T.waits_again([T.TaskRef(child, c_state, name, queue)]))
             info[child] = (State.INACTIVE, c_owner, None)
@@ -144,24 +126,15 @@ def remove_edges(
 ) -> None:
     """Stop each child waiting on its parent (only while the child is inactive)."""
     info = _load(conn, {i for pair in pairs for i in pair}, issue_key)
-    for parent, child in pairs:
-        p_state, p_owner, p_exit = info[parent]
-        c_state, c_owner, _ = info[child]
-        access.check_may_edit_edge(caller, p_owner, c_owner, link=False)
-        deleted = conn.execute(
-            "DELETE FROM continuations WHERE parent = ? AND child = ? RETURNING 1", (parent, child)
-        ).fetchone()
-        if deleted is None:
+    for parent_id, child_id in pairs:
+        parent = rules.End(parent_id, *info[parent_id])
+        child = rules.End(child_id, *info[child_id])
+        rules.check_unlink(parent, child, caller)
+        if conn.execute(Q.DELETE_EDGE, (parent_id, child_id)).fetchone() is None:
             continue
-        if c_state != State.INACTIVE:
-            raise Conflict(f"task {child} is {c_state}: continuations are removed while inactive")
-        # An edge whose parent already succeeded was counted down then; do not count it twice.
-        if not (p_state == State.TERMINATED and p_exit == SUCCESS):
-            conn.execute(
-                "UPDATE tasks SET pending_dependency_count = pending_dependency_count - 1, "
-                f"updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
-                (now, child),
-            )
+        rules.check_unlinked_child(child)
+        if rules.unlink_counts_down(parent):
+            conn.execute(Q.WAIT_ON_ONE_LESS, (now, child_id))
 
 
 def _load(
@@ -171,9 +144,7 @@ def _load(
     info: dict[str, tuple[str, str, str | None]] = {}
     for part in chunks(ordered):
         for task_id, state, owner, exit_status in conn.execute(
-            f"SELECT id, state, owner, exit_status FROM tasks WHERE id IN "
-            f"({placeholders(len(part))})",
-            part,
+            Q.EDGE_ENDS.format(ids=placeholders(len(part))), part
         ):
             info[task_id] = (state, owner, exit_status)
     missing = [i for i in ordered if i not in info]

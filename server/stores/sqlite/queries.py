@@ -87,3 +87,37 @@ INSERT_ATTEMPT: Final = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 CHILDREN: Final = "SELECT child FROM continuations WHERE parent = ?"
+
+# --- the continuation graph -------------------------------------------------------
+REACHES: Final = DESCENDANTS.format(roots="?") + "SELECT 1 FROM d WHERE id = ? LIMIT 1"
+EDGE_ENDS: Final = "SELECT id, state, owner, exit_status FROM tasks WHERE id IN ({ids})"
+EDGE_EXISTS: Final = "SELECT 1 FROM continuations WHERE parent = ? AND child = ?"
+INSERT_EDGE: Final = (
+    "INSERT INTO continuations (parent, child, position) VALUES (?, ?, "
+    "(SELECT coalesce(max(position), -1) + 1 FROM continuations WHERE parent = ?))"
+)
+DELETE_EDGE: Final = "DELETE FROM continuations WHERE parent = ? AND child = ? RETURNING 1"
+WAIT_ON_ONE_MORE: Final = (
+    "UPDATE tasks SET pending_dependency_count = pending_dependency_count + 1, "
+    f"state = 'inactive', updated = ?, etag = {_ETAG} WHERE id = ? "
+    "RETURNING name, queue"
+)
+WAIT_ON_ONE_LESS: Final = (
+    "UPDATE tasks SET pending_dependency_count = pending_dependency_count - 1, "
+    f"updated = ?, etag = {_ETAG} WHERE id = ?"
+)
+
+# --- attempts: progress, abandonment, memory usage ------------------------------------
+SET_PROGRESS: Final = "UPDATE tasks SET progress = ?, updated = ? WHERE id = ?"
+OPEN_ATTEMPTS: Final = (
+    "SELECT a.task_id, a.execution_key FROM attempts a JOIN tasks t "
+    "ON t.id = a.task_id AND t.attempt = a.attempt "
+    "WHERE a.worker = ? AND a.time_terminated IS NULL"
+)
+USAGE_ROW: Final = (
+    "SELECT t.state, t.attempt, a.token FROM tasks t LEFT JOIN attempts a "
+    "ON a.task_id = t.id AND a.attempt = t.attempt WHERE t.id = ?"
+)
+INSERT_USAGE: Final = (
+    "INSERT INTO memory_usage (task_id, attempt, time, resident_memory_bytes) VALUES (?, ?, ?, ?)"
+)

@@ -13,6 +13,7 @@ from banyan.states import ABANDONED, ACTIVE_STATES
 from server.domain import events as E
 from server.stores.base import Joined
 from server.stores.sqlite import attempts
+from server.stores.sqlite import queries as Q
 from server.stores.sqlite.rows import dumps, loads, placeholders, store_events
 
 WORKER_COLUMNS = "name, token, state, capacity, queues, host, pid, connected, last_seen, left"
@@ -80,12 +81,7 @@ def join(
 
 
 def open_attempts(conn: sqlite3.Connection, name: str) -> list[tuple[str, str]]:
-    rows = conn.execute(
-        "SELECT a.task_id, a.execution_key FROM attempts a JOIN tasks t "
-        "ON t.id = a.task_id AND t.attempt = a.attempt "
-        "WHERE a.worker = ? AND a.time_terminated IS NULL",
-        (name,),
-    ).fetchall()
+    rows = conn.execute(Q.OPEN_ATTEMPTS, (name,)).fetchall()
     return [(t, k) for t, k in rows]
 
 
