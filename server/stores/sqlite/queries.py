@@ -121,3 +121,12 @@ USAGE_ROW: Final = (
 INSERT_USAGE: Final = (
     "INSERT INTO memory_usage (task_id, attempt, time, resident_memory_bytes) VALUES (?, ?, ?, ?)"
 )
+
+# --- workers ---------------------------------------------------------------------------
+# The state of a task whose open attempt (this key, this worker) a rejoining
+# worker names; no row when that attempt is no longer its own.
+HELD_ATTEMPT_STATE: Final = (
+    "SELECT t.state FROM tasks t JOIN attempts a ON a.task_id = t.id "
+    "AND a.attempt = t.attempt WHERE t.id = ? AND a.execution_key = ? AND a.worker = ? "
+    "AND a.time_terminated IS NULL"
+)

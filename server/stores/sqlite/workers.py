@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from banyan.errors import Conflict, NotFound
-from banyan.states import ABANDONED, ACTIVE_STATES
+from banyan.states import ABANDONED
 from server.domain import events as E
+from server.domain import workers as rules
 from server.stores.base import Joined
 from server.stores.sqlite import attempts
 from server.stores.sqlite import queries as Q
@@ -46,28 +47,20 @@ def join(
         "left = NULL",
         (name, token, dumps(capacity), dumps(queues), host, pid, now, now),
     )
-    resumed: list[str] = []
-    dropped: list[str] = []
+    current: dict[str, str | None] = {}
     for task_id, key in held:
-        row = conn.execute(
-            "SELECT t.state FROM tasks t JOIN attempts a ON a.task_id = t.id "
-            "AND a.attempt = t.attempt WHERE t.id = ? AND a.execution_key = ? AND a.worker = ? "
-            "AND a.time_terminated IS NULL",
-            (task_id, key, name),
-        ).fetchone()
-        (resumed if row is not None and row[0] in ACTIVE_STATES else dropped).append(task_id)
-    # Attempts the server thinks this worker holds but it did not mention are gone.
-    # The same process names every attempt it runs or has not had acknowledged, so
-    # one it does not name almost always never reached it (the claim was committed,
-    # then the server died or the connection broke before `assigned` arrived): the
-    # task goes back to the queue without counting a retry. (The other case: the
-    # worker was cut off long enough to fence and forget its tasks; they were killed,
-    # and are rerun uncounted too.) A new process (restart) follows the retry rule.
+        row = conn.execute(Q.HELD_ATTEMPT_STATE, (task_id, key, name)).fetchone()
+        current[task_id] = None if row is None else row[0]
     same_process = previous is not None and (previous[1], previous[2]) == (host, pid)
-    mentioned = {task_id for task_id, _ in held}
-    for task_id, key in open_attempts(conn, name):
-        if task_id not in mentioned:
-            attempts.finish_as_system(conn, task_id, key, ABANDONED, now, undelivered=same_process)
+    plan = rules.rejoin(
+        held=held,
+        current=current,
+        open_attempts=open_attempts(conn, name),
+        same_process=same_process,
+    )
+    for task_id, key in plan.unnamed:
+        attempts.finish_as_system(conn, task_id, key, ABANDONED, now, undelivered=plan.undelivered)
+    resumed, dropped = plan.resumed, plan.dropped
     joined = E.worker_joined(
         name,
         host=host,
