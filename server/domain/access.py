@@ -5,7 +5,9 @@ role; ``server.auth`` checks the role a route needs)."""
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Final
 
 from banyan.errors import Conflict, Forbidden, PreconditionFailed, PreconditionRequired
 from banyan.states import ACTIVE_STATES
@@ -39,6 +41,22 @@ def check_if_match(task_id: str, etag: str, if_match: str | None, *, required: b
         )
     if if_match is None and required:
         raise PreconditionRequired("this server requires If-Match on every change")
+
+
+# What an attempt runs with: fixed while it runs.
+EXECUTION_FIELDS: Final = frozenset(
+    {"command", "requested_resources", "queue", "env", "cwd", "max_termination_time"}
+)
+
+
+def check_editable(task_id: str, state: str, changes: Iterable[str]) -> None:
+    """A running (or stopping) task's execution fields cannot change."""
+    frozen = sorted(EXECUTION_FIELDS.intersection(changes))
+    if frozen and state in ACTIVE_STATES:
+        raise Conflict(
+            f"task {task_id} is {state}: {', '.join(frozen)} cannot change while it runs",
+            issues={f: f"cannot change while the task is {state}" for f in frozen},
+        )
 
 
 @dataclass(frozen=True, slots=True)

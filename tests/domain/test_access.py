@@ -61,3 +61,11 @@ def test_usage_only_from_the_worker_running_it() -> None:
         access.check_usage_report(W1, "t", "terminated", "w1")
     with pytest.raises(Forbidden):
         access.check_usage_report(W1, "t", "running", "w2")
+
+
+def test_execution_fields_are_frozen_while_the_task_runs() -> None:
+    access.check_editable("t", "running", ["priority", "name"])
+    access.check_editable("t", "inactive", ["command", "queue"])
+    with pytest.raises(Conflict, match="command, queue cannot change") as caught:
+        access.check_editable("t", "pending_cancellation", ["queue", "command", "priority"])
+    assert set(caught.value.issues) == {"command", "queue"}

@@ -21,7 +21,7 @@ from banyan.errors import (
 from banyan.ids import new_ids
 from banyan.models import TaskCreate, TaskPatch
 from banyan.resources import Resources, merge_resources
-from banyan.states import ACTIVE_STATES, Effect, State
+from banyan.states import Effect, State
 from banyan.tokens import Caller
 from banyan.validation import from_validation
 from server.domain import access
@@ -49,9 +49,6 @@ _INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # Fields that shape how the next attempt runs: frozen while one is running.
-_EXECUTION_FIELDS = frozenset(
-    {"command", "requested_resources", "queue", "env", "cwd", "max_termination_time"}
-)
 _PLAIN_FIELDS = (
     "name",
     "command",
@@ -283,12 +280,7 @@ def update_task(
     access.check_may_change(caller, task_id, owner)
     access.check_if_match(task_id, etag, if_match, required=require_if_match)
     changes = patch.model_dump(exclude_unset=True)
-    frozen = sorted(_EXECUTION_FIELDS.intersection(changes))
-    if frozen and state in ACTIVE_STATES:
-        raise Conflict(
-            f"task {task_id} is {state}: {', '.join(frozen)} cannot change while it runs",
-            issues={f: f"cannot change while the task is {state}" for f in frozen},
-        )
+    access.check_editable(task_id, state, changes)
     _update_fields(conn, task_id, changes, resources_json, now)
     if "continuations" in changes:
         current = [
