@@ -130,3 +130,17 @@ HELD_ATTEMPT_STATE: Final = (
     "AND a.attempt = t.attempt WHERE t.id = ? AND a.execution_key = ? AND a.worker = ? "
     "AND a.time_terminated IS NULL"
 )
+
+# --- events ----------------------------------------------------------------------------
+EVENTS_SINCE: Final = "SELECT seq, time, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+LAST_SEQ: Final = "SELECT coalesce(max(seq), 0) FROM events"
+OLDEST_SEQ: Final = "SELECT coalesce(min(seq), 0) FROM events"
+PRUNE_EVENTS: Final = "DELETE FROM events WHERE seq <= ?"
+
+# --- tokens (only hashes are stored) ------------------------------------------------------
+TOKEN_REVOKED: Final = "SELECT revoked FROM tokens WHERE name = ?"
+DELETE_TOKEN: Final = "DELETE FROM tokens WHERE name = ?"
+INSERT_TOKEN: Final = "INSERT INTO tokens (name, role, hash, created) VALUES (?, ?, ?, ?)"
+LIST_TOKENS: Final = "SELECT name, role, created, revoked FROM tokens ORDER BY name"
+REVOKE_TOKEN: Final = "UPDATE tokens SET revoked = ? WHERE name = ? AND revoked IS NULL RETURNING 1"
+VERIFY_TOKEN: Final = "SELECT name, role, hash FROM tokens WHERE hash = ? AND revoked IS NULL"

@@ -30,6 +30,7 @@ from server.stores.base import (
     TokenInfo,
 )
 from server.stores.sqlite import attempts, graph, schema, tasks, workers
+from server.stores.sqlite import queries as Q
 from server.stores.sqlite.db import Database
 from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
 from server.stores.sqlite.sqlquery import MEMORY_COLUMNS, TASK_QUERY_COLUMNS, page_sql
@@ -251,17 +252,14 @@ class SqliteStore(Store):
 
     async def events_since(self, seq: int, *, limit: int = 1000) -> list[dict[str, Any]]:
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = conn.execute(
-                "SELECT seq, time, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, limit),
-            ).fetchall()
+            rows = conn.execute(Q.EVENTS_SINCE, (seq, limit)).fetchall()
             return [{"seq": s, "time": t, "type": k, "data": loads(d)} for s, t, k, d in rows]
 
         return await self.db.read(run)
 
     async def last_seq(self) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            (seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            (seq,) = conn.execute(Q.LAST_SEQ).fetchone()
             return int(seq)
 
         return await self.db.read(run)
@@ -335,15 +333,15 @@ class SqliteStore(Store):
 
     async def oldest_seq(self) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            (seq,) = conn.execute("SELECT coalesce(min(seq), 0) FROM events").fetchone()
+            (seq,) = conn.execute(Q.OLDEST_SEQ).fetchone()
             return int(seq)
 
         return await self.db.read(run)
 
     async def prune_events(self, *, keep: int) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
-            cursor = conn.execute("DELETE FROM events WHERE seq <= ?", (last - keep,))
+            (last,) = conn.execute(Q.LAST_SEQ).fetchone()
+            cursor = conn.execute(Q.PRUNE_EVENTS, (last - keep,))
             return int(cursor.rowcount)
 
         return await self.db.write(run)
@@ -359,21 +357,18 @@ class SqliteStore(Store):
         now = self._clock()
 
         def run(conn: sqlite3.Connection) -> None:
-            found = conn.execute("SELECT revoked FROM tokens WHERE name = ?", (name,)).fetchone()
+            found = conn.execute(Q.TOKEN_REVOKED, (name,)).fetchone()
             if found is not None and found[0] is None:
                 raise Conflict(f"a token named {name!r} already exists; revoke it first")
-            conn.execute("DELETE FROM tokens WHERE name = ?", (name,))
-            conn.execute(
-                "INSERT INTO tokens (name, role, hash, created) VALUES (?, ?, ?, ?)",
-                (name, role.value, hash_token(token), now),
-            )
+            conn.execute(Q.DELETE_TOKEN, (name,))
+            conn.execute(Q.INSERT_TOKEN, (name, role.value, hash_token(token), now))
 
         await self.db.write(run)
         return token
 
     async def list_tokens(self) -> list[TokenInfo]:
         def run(conn: sqlite3.Connection) -> list[TokenInfo]:
-            rows = conn.execute("SELECT name, role, created, revoked FROM tokens ORDER BY name")
+            rows = conn.execute(Q.LIST_TOKENS)
             return [TokenInfo(name=n, role=Role(r), created=c, revoked=v) for n, r, c, v in rows]
 
         return await self.db.read(run)
@@ -382,10 +377,7 @@ class SqliteStore(Store):
         now = self._clock()
 
         def run(conn: sqlite3.Connection) -> None:
-            changed = conn.execute(
-                "UPDATE tokens SET revoked = ? WHERE name = ? AND revoked IS NULL RETURNING 1",
-                (now, name),
-            ).fetchone()
+            changed = conn.execute(Q.REVOKE_TOKEN, (now, name)).fetchone()
             if changed is None:
                 raise NotFound(f"no active token named {name!r}")
 
@@ -395,9 +387,7 @@ class SqliteStore(Store):
         digest = hash_token(token)
 
         def run(conn: sqlite3.Connection) -> Caller | None:
-            row = conn.execute(
-                "SELECT name, role, hash FROM tokens WHERE hash = ? AND revoked IS NULL", (digest,)
-            ).fetchone()
+            row = conn.execute(Q.VERIFY_TOKEN, (digest,)).fetchone()
             if row is None or not same_digest(row[2], digest):
                 return None
             return Caller(name=row[0], role=Role(row[1]))
