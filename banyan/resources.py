@@ -10,7 +10,8 @@ Errors are reported at the offending key (``memory``, ``gpus.0.memory``,
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Final
 
 from pydantic import (
@@ -243,20 +244,74 @@ def _at_most(wanted: float, available: float) -> bool:
     return wanted <= available + _REL_TOLERANCE * max(1.0, abs(available))
 
 
+@dataclass(frozen=True, slots=True)
+class Amounts:
+    """A ``Resources`` as plain numbers (GPU specs reduced to a count): what
+    packing adds up and compares, cheaply, with no model per candidate.
+
+    The one fit rule lives here (``fits_in``), used by the server's claim
+    policy, its pending reasons and the worker's free share alike."""
+
+    cores: float = 0.0
+    memory: int = 0
+    gpus: int = 0
+    custom: Mapping[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, resources: Resources) -> Amounts:
+        return cls(resources.cores, resources.memory, resources.gpu_count, resources.custom)
+
+    def fits_in(self, free: Amounts) -> bool:
+        """Cores, memory, GPU count and every custom resource asked for (a custom
+        resource ``free`` lacks counts as 0); fractional amounts allow rounding."""
+        free_custom = free.custom
+        return (
+            _at_most(self.cores, free.cores)
+            and self.memory <= free.memory
+            and self.gpus <= free.gpus
+            and all(_at_most(v, free_custom.get(k, 0.0)) for k, v in self.custom.items())
+        )
+
+    def minus(self, used: Amounts) -> Amounts:
+        """What is left once ``used`` is taken (never below zero)."""
+        custom = dict(self.custom)
+        for name, amount in used.custom.items():
+            custom[name] = max(0.0, custom.get(name, 0.0) - amount)
+        return Amounts(
+            max(0.0, self.cores - used.cores),
+            max(0, self.memory - used.memory),
+            max(0, self.gpus - used.gpus),
+            custom,
+        )
+
+    @property
+    def no_cores_left(self) -> bool:
+        return self.cores <= _REL_TOLERANCE
+
+    def as_resources(self) -> Resources:
+        return Resources.model_validate(
+            {"cores": self.cores, "memory": self.memory, "gpus": self.gpus, **self.custom}
+        )
+
+
+def free_share(
+    capacity: Resources, running: Iterable[Resources], *, gpus: int | None = None
+) -> Amounts:
+    """A worker's free share: its capacity less what its attempts hold (``gpus``:
+    the free GPU count when the caller tracks GPUs one by one, as the worker does)."""
+    free = Amounts.of(capacity)
+    for request in running:
+        free = free.minus(Amounts.of(request))
+    if gpus is not None:
+        free = Amounts(free.cores, free.memory, gpus, free.custom)
+    return free
+
+
 def fits(request: Resources, free: Resources) -> bool:
-    """Whether ``request`` fits in ``free``: cores, memory, GPU count and every custom
-    resource the request names (a custom resource ``free`` lacks counts as 0).
+    """Whether ``request`` fits in ``free`` (``Amounts.fits_in``).
 
     Only the number of GPUs is compared: matching each requested spec (memory,
     compute capability) to a physical GPU is the worker's job, as only it knows
     which of its GPUs are still free.
     """
-    free_custom = free.custom
-    return (
-        _at_most(request.cores, free.cores)
-        and request.memory <= free.memory
-        and request.gpu_count <= free.gpu_count
-        and all(
-            _at_most(amount, free_custom.get(name, 0.0)) for name, amount in request.custom.items()
-        )
-    )
+    return Amounts.of(request).fits_in(Amounts.of(free))

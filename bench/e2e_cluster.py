@@ -116,7 +116,7 @@ async def wait_idle(
 # written when the server exits on SIGTERM.
 PROFILED_SERVER = """\
 import cProfile, sys
-import server.sqlite.db as db
+import server.stores.sqlite.db as db
 from server.cli import main
 
 OUT = sys.argv.pop(1)

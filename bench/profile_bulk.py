@@ -36,7 +36,7 @@ from banyan.constants import DEFAULT_DATE_FORMAT
 from banyan.models import TaskCreate
 from banyan.tokens import Caller, Role
 from server import render
-from server.sqlite import schema, tasks
+from server.stores.sqlite import schema, tasks
 
 TASK = {"command": "true", "requested_resources": {"memory": "1 GiB"}}
 

@@ -7,7 +7,7 @@ through bulk POSTs of 50,000 (names "task i", 5 queues, priorities 0-9, about
 10% ``available``, the rest ``inactive``), then times common ``GET /tasks``
 queries (median and p95 over up to 50 repetitions after a warm-up). Each
 response carries ``_meta.total``, a COUNT(*) over the whole match; so after
-the server stops, the same SQL (``server.sqlite.sqlquery.page_sql``) is
+the server stops, the same SQL (``server.stores.sqlite.sqlquery.page_sql``) is
 timed on the file directly, SELECT and COUNT apart, with its EXPLAIN QUERY PLAN.
 
 Every loop is bounded in count and time; figures are printed, never asserted.
@@ -163,9 +163,9 @@ def sql_for(params: dict[str, str]) -> tuple[str, str, list[Any]]:
     from banyan.fields import TASK_FIELDS
     from banyan.projection import parse_max_results, parse_page, parse_sort
     from banyan.query import parse_where
-    from server.sqlite.rows import TASK_COLUMNS
-    from server.sqlite.sqlquery import TASK_QUERY_COLUMNS, page_sql
-    from server.store import Query
+    from server.stores.base import Query
+    from server.stores.sqlite.rows import TASK_COLUMNS
+    from server.stores.sqlite.sqlquery import TASK_QUERY_COLUMNS, page_sql
 
     query = Query(
         where=parse_where(params.get("where"), TASK_FIELDS),

@@ -47,7 +47,7 @@ except ImportError:  # run as a script: put the repository root (bench/, testbed
     from bench import measure, printing, servers
 
 from banyan.ids import new_ids
-from server.sqlite import schema
+from server.stores.sqlite import schema
 
 STATISTICS_OBJECTS = (
     ("TRIGGER", "task_counts_insert"),

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from banyan.settings import Settings
 from server import dbwatch
 from server.auth import AUTH, Authenticator
 from server.errors import eve_errors
@@ -18,8 +17,9 @@ from server.gateway import Gateway
 from server.hub import EventHub
 from server.keys import FEED, GATEWAY, HUB, SETTINGS, STORE
 from server.netlog import quiet_network_errors
-from server.sqlite.store import SqliteStore
-from server.store import Store
+from server.settings import Settings
+from server.stores import open_store
+from server.stores.base import Store
 from server.views import misc, openapi, stats, tasks, workers
 
 # aiohttp's HTTP parser limits, named here on purpose (they are its defaults): a
@@ -38,12 +38,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         handler_args={"keepalive_timeout": settings.keepalive_timeout_s, **HTTP_LIMITS},
     )
     app[SETTINGS] = settings
-    the_store = store or SqliteStore(
-        settings.db,
-        synchronous=settings.synchronous.value,
-        batch_max_ops=settings.commit_batch_max_ops,
-        require_if_match=settings.require_if_match,
-    )
+    the_store = store or open_store(settings)
     app[STORE] = the_store
     app[AUTH] = Authenticator(the_store, cache_s=settings.token_cache_s)
     hub = app[HUB] = EventHub(the_store)

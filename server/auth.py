@@ -12,7 +12,7 @@ from aiohttp import web
 
 from banyan.errors import Forbidden, Unauthorized
 from banyan.tokens import Caller, Role, hash_token, token_from_header
-from server.store import Store
+from server.stores.base import Store
 
 ANY_ROLE = frozenset(Role)
 PROVIDERS = frozenset({Role.PROVIDER, Role.ADMIN})

@@ -15,9 +15,9 @@ from pathlib import Path
 
 from banyan.constants import LOCAL_ADMIN_TOKEN_NAME
 from banyan.errors import NotFound
-from banyan.settings import Settings
 from banyan.tokens import Role
-from server.store import Store
+from server.settings import Settings
+from server.stores.base import Store
 
 
 def read_client_file(path: Path) -> dict[str, str]:

@@ -21,13 +21,13 @@ from pydantic import ValidationError
 
 from banyan.errors import BanyanError
 from banyan.logs import LOG_FORMATS, setup_logging, version
-from banyan.settings import Settings, Synchronous
 from banyan.tls import server_context
 from banyan.tokens import Role
 from server.app import create_app
 from server.bootstrap import ensure_local_admin, local_url
 from server.keys import STORE
-from server.sqlite.store import SqliteStore
+from server.settings import Settings, Synchronous
+from server.stores import open_store
 
 log = logging.getLogger("server")
 # Compact: client, request line, status, response bytes, seconds taken.
@@ -50,7 +50,7 @@ the README lists them all.
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="settings file (TOML)")
-    parser.add_argument("--db", type=Path, help="the SQLite database file")
+    parser.add_argument("--db", help="the SQLite database file (or sqlite:///PATH)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,7 +207,7 @@ def serve(settings: Settings) -> None:
 
 
 async def _tokens(args: argparse.Namespace, settings: Settings) -> int:
-    store = SqliteStore(settings.db, synchronous=settings.synchronous.value)
+    store = open_store(settings)
     await store.open()
     try:
         if args.action == "create":

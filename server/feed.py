@@ -24,7 +24,7 @@ Frames (version 1), one JSON object per text message:
 - then events ``{"seq": n, "time": "<date_format>", "timestamp": <epoch s>,
   "type": "task.created" | "task.state" | "task.progress" | "task.usage" |
   "worker.joined" | "worker.heartbeat" | "worker.lost" | "worker.left",
-  "data": {...}}``;
+  "data": {...}}`` (``banyan.events`` has one model per type);
 - ``{"type": "feed.resync", "oldest_seq": n}`` when ``since`` is older than
   what is retained, or ahead of the last seq (the database was restored from
   a backup or replaced): refetch a snapshot; the events after it follow.
@@ -42,10 +42,11 @@ from aiohttp import WSMsgType, web
 
 from banyan.dates import format_date
 from banyan.errors import BadRequest, BanyanError
-from banyan.query import Field, FieldKind, Node, matches, parse_where
+from banyan.events import EVENT_FIELDS, EVENT_TYPES
+from banyan.query import Node, matches, parse_where
 from server.feedring import Frame, Ring
 from server.hub import Event, EventHub
-from server.store import Store
+from server.stores.base import Store
 
 log = logging.getLogger(__name__)
 FEED_VERSION = 1
@@ -62,32 +63,6 @@ SHUTDOWN_CLOSE_S = 0.5
 _WS_TEXT_FIN = 0x81  # FIN + opcode 1 (text); a server never masks (RFC 6455 5.1)
 # Subscribers only listen: a larger frame from one closes its socket (1009).
 SUBSCRIBER_MAX_FRAME_BYTES = 64 * 1024
-EVENT_TYPES = frozenset(
-    {
-        "task.created",
-        "task.state",
-        "task.progress",
-        "task.usage",
-        "worker.joined",
-        "worker.heartbeat",
-        "worker.lost",
-        "worker.left",
-    }
-)
-_K = FieldKind
-EVENT_FIELDS = {
-    "_id": Field(_K.ID),
-    "name": Field(_K.STR),
-    "state": Field(_K.STR),
-    "previous": Field(_K.STR),
-    "queue": Field(_K.STR),
-    "owner": Field(_K.STR),
-    "worker": Field(_K.STR),
-    "exit_status": Field(_K.STR),
-    "attempt": Field(_K.INT),
-    "priority": Field(_K.INT),
-    "percent": Field(_K.NUMBER),
-}
 
 
 class Feed:

@@ -24,13 +24,13 @@ from aiohttp import WSMsgType, web
 from banyan import protocol as p
 from banyan.errors import BanyanError, Unauthorized
 from banyan.models import MemoryUsage
-from banyan.settings import Settings
 from banyan.states import State
 from banyan.supervise import SideTasks
 from banyan.tokens import Caller
 from server.auth import AUTH, WORKERS
 from server.hub import Event, EventHub
-from server.store import Store
+from server.settings import Settings
+from server.stores.base import ClaimedAttempt, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -258,7 +258,7 @@ class Gateway:
 
     async def _claim(self, session: Session, frame: p.Claim) -> None:
         if session.draining:
-            attempts: list[dict[str, Any]] = []
+            attempts: list[ClaimedAttempt] = []
         else:
             attempts = await self._retrying(
                 session,

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from server.store import Store
+from server.stores.base import Store
 
 log = logging.getLogger(__name__)
 Event = dict[str, Any]

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from banyan.settings import Settings
 from server.auth import AUTH
 from server.feed import Feed
 from server.gateway import Gateway
 from server.hub import EventHub
-from server.store import Store
+from server.settings import Settings
+from server.stores.base import Store
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)

@@ -4,6 +4,7 @@ projections, and the collection envelope."""
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -45,7 +46,7 @@ def memory_usage(doc: dict[str, Any], date_format: str) -> dict[str, Any]:
     return _dates(doc, ("time",), date_format)
 
 
-def meta(doc: dict[str, Any], date_format: str) -> dict[str, Any]:
+def meta(doc: Mapping[str, Any], date_format: str) -> dict[str, Any]:
     """What POST returns per item (Eve's bandwidth saver): ids, dates, etag, links."""
     created = _date_once(doc["_created"], date_format)
     return {

@@ -13,11 +13,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
-from banyan.settings import Settings
 from banyan.tokens import Role, basic_auth_header
 from server.app import create_app
 from server.keys import STORE
-from server.sqlite.store import SqliteStore
+from server.settings import Settings
+from server.stores.sqlite.store import SqliteStore
 
 
 @pytest.fixture

@@ -36,7 +36,7 @@ import aiohttp
 from banyan import protocol as p
 from banyan.client.discovery import Connection
 from banyan.constants import HEARTBEAT_INTERVAL_S, SERVER_TIMEOUT_S
-from banyan.resources import Resources
+from banyan.resources import Amounts, Resources, free_share
 from banyan.supervise import SideTasks
 from banyan.tokens import basic_auth_header
 from worker import runner
@@ -462,20 +462,10 @@ class Agent:
     # --- claims and jobs -------------------------------------------------------
 
     def free(self) -> Resources:
-        total = self.config.capacity
-        data: dict[str, Any] = {
-            "cores": total.cores,
-            "memory": total.memory,
-            "gpus": len(self._free_gpus),
-            **total.custom,
-        }
-        for job in self.jobs.values():
-            data["cores"] -= job.request.cores
-            data["memory"] -= job.request.memory
-            for key, amount in job.request.custom.items():
-                data[key] = data.get(key, 0) - amount
-        data = {k: max(0, v) for k, v in data.items()}
-        return Resources.model_validate(data)
+        """The free share a claim offers (``banyan.resources.free_share``)."""
+        running = [job.request for job in self.jobs.values()]
+        share = free_share(self.config.capacity, running, gpus=len(self._free_gpus))
+        return share.as_resources()
 
     async def _claim(self) -> None:
         if self._stopping.is_set():
@@ -484,7 +474,7 @@ class Agent:
             self._claim_again = True
             return
         free = self.free()
-        if free.cores <= 1e-9 and self.jobs:  # full: the next finished job claims again
+        if Amounts.of(free).no_cores_left and self.jobs:  # full: the next finished job claims again
             return
         self._claiming = True
         self._claim_settled = not self.jobs and not self.unreported

@@ -1,12 +1,12 @@
 """Sphinx directives that render Banyan's reference tables from the code at
 build time, so the docs cannot drift from what the programs do:
 
-- ``banyan-settings``: every field of ``banyan.settings.Settings``;
+- ``banyan-settings``: every field of ``server.settings.Settings``;
 - ``banyan-endpoints`` and ``banyan-schema NAME``: the REST API from the
   server's OpenAPI document (``server.views.openapi.document``);
 - ``banyan-frames worker|server`` and ``banyan-close-codes``: the worker
   gateway's frames (``banyan.protocol``) and websocket close codes;
-- ``banyan-event-types``: the event feed's event types (``server.feed``);
+- ``banyan-event-types``: the event feed's event types (``banyan.events``);
 - ``banyan-tui-keys`` and ``banyan-tui-filters``: the TUI's help tables;
 - ``banyan-schema-version``: the database schema version this code writes;
 - ``banyan-readme-table KEY``: a Markdown table taken from README.md between
@@ -94,7 +94,8 @@ FRAME_NOTES = {
 
 
 def settings_rows() -> list[list[str]]:
-    from banyan.settings import Settings, data_dir
+    from banyan.settings import data_dir
+    from server.settings import Settings
 
     rows = []
     for name, field in Settings.model_fields.items():
@@ -332,7 +333,7 @@ class CloseCodesTable(_Table):
 
 class EventTypesList(SphinxDirective):
     def run(self) -> list[nodes.Node]:
-        from server.feed import EVENT_TYPES
+        from banyan.events import EVENT_TYPES
 
         items = nodes.bullet_list()
         for kind in sorted(EVENT_TYPES):
@@ -360,7 +361,7 @@ class TuiFiltersTable(_Table):
 
 class SchemaVersion(SphinxDirective):
     def run(self) -> list[nodes.Node]:
-        from server.sqlite.schema import SCHEMA_VERSION
+        from server.stores.sqlite.schema import SCHEMA_VERSION
 
         return [
             nodes.paragraph(

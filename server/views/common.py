@@ -22,10 +22,10 @@ from banyan.projection import (
     parse_sort,
 )
 from banyan.query import Fields, parse_where
-from banyan.settings import Settings
 from banyan.validation import from_validation
 from server.keys import SETTINGS
-from server.store import Query
+from server.settings import Settings
+from server.stores.base import Query
 
 T = TypeVar("T")
 # As Eve, a projection never hides the id and the meta fields.

@@ -16,10 +16,11 @@ from typing import Any
 from aiohttp import web
 
 from banyan.dates import format_date
-from banyan.resources import Resources, fits
+from banyan.resources import Resources
 from banyan.states import State
-from banyan.units import format_memory
 from server.auth import ANY_ROLE, require
+from server.domain import pending as domain_pending
+from server.domain.pending import PendingTask, WorkerSeen
 from server.keys import GATEWAY, STORE
 from server.views.common import json_response, settings, task_id
 from server.views.workers import worker_state
@@ -28,13 +29,6 @@ routes = web.RouteTableDef()
 
 LIVE_STATES = ("idle", "busy", "draining")
 WORKER_STATES = (*LIVE_STATES, "disconnected", "lost", "left")
-NOT_PENDING = "not_pending"
-HELD = "held"
-WAITING_ON_PARENTS = "waiting_on_parents"
-NO_WORKER_FOR_QUEUE = "no_worker_for_queue"
-INSUFFICIENT_RESOURCES = "insufficient_resources"
-BUSY = "busy"
-QUEUED = "queued"
 
 
 @routes.get("/stats")
@@ -103,13 +97,6 @@ class _Load:
         }
 
 
-def _in_use(worker: dict[str, Any]) -> _Load:
-    load = _Load()
-    for attempt in worker["running"]:
-        load.add(Resources.model_validate(attempt["requested_resources"]))
-    return load
-
-
 def workers_summary(workers: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     """Counts by state; ``total``, ``capacity`` and ``in_use`` over the live
     workers (idle, busy, draining): what could run work right now."""
@@ -133,91 +120,25 @@ def workers_summary(workers: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, 
 
 
 def explain(task: dict[str, Any], workers: Sequence[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
-    """``(code, reason)``: why ``task`` is not running, given every worker
-    with its current state (as ``worker_state`` gives it)."""
-    state = task["state"]
+    """``(code, reason)`` for a task document, given every worker with its
+    current state (as ``worker_state`` gives it): ``server.domain.pending``."""
     execution = task.get("execution") or {}
-    if state == State.INACTIVE:
-        waiting = task["pending_dependency_count"]
-        if waiting:
-            return WAITING_ON_PARENTS, f"waiting on {waiting} parent task(s)"
-        return HELD, "held: make it available to run"
-    if state == State.RUNNING:
-        return NOT_PENDING, f"running on worker {execution.get('worker')!r}"
-    if state == State.PENDING_CANCELLATION:
-        return NOT_PENDING, f"being cancelled on worker {execution.get('worker')!r}"
-    if state == State.TERMINATED:
-        return NOT_PENDING, f"terminated: {execution.get('exit_status')}"
-    if state == State.CANCELLED:
-        return NOT_PENDING, "cancelled"
-    return _available(task, workers)
-
-
-def _available(
-    task: dict[str, Any], workers: Sequence[tuple[str, dict[str, Any]]]
-) -> tuple[str, str]:
-    queue = task["queue"]
-    serving = [w for s, w in workers if queue in w["queues"] and s in ("idle", "busy")]
-    if not serving:
-        draining = sum(1 for s, w in workers if queue in w["queues"] and s == "draining")
-        note = f" ({draining} draining worker(s) do)" if draining else ""
-        return NO_WORKER_FOR_QUEUE, f"no connected worker serves queue {queue!r}{note}"
-    request = Resources.model_validate(task["requested_resources"])
-    capacities = [Resources.model_validate(w["capacity"]) for w in serving]
-    able = [(w, c) for w, c in zip(serving, capacities, strict=True) if fits(request, c)]
-    if not able:
-        return INSUFFICIENT_RESOURCES, _shortfall(request, capacities, queue)
-    for worker, capacity in able:
-        if fits(request, _free(capacity, _in_use(worker))):
-            return QUEUED, (
-                f"worker {worker['name']!r} has room for it: it should start momentarily"
-            )
-    return BUSY, (
-        f"{len(able)} worker(s) serving {queue!r} could run it, but none has enough free right now"
+    pending = PendingTask(
+        state=State(task["state"]),
+        queue=task["queue"],
+        request=Resources.model_validate(task["requested_resources"]),
+        pending_dependency_count=task.get("pending_dependency_count", 0),
+        worker=execution.get("worker"),
+        exit_status=execution.get("exit_status"),
     )
-
-
-def _free(capacity: Resources, used: _Load) -> Resources:
-    data: dict[str, Any] = {
-        "cores": max(0.0, capacity.cores - used.cores),
-        "memory": max(0, capacity.memory - used.memory),
-        "gpus": max(0, capacity.gpu_count - used.gpus),
-    }
-    for name, amount in capacity.custom.items():
-        data[name] = max(0.0, amount - used.custom.get(name, 0.0))
-    return Resources.model_validate(data)
-
-
-def _number(value: float) -> str:
-    return f"{value:g}"
-
-
-def _shortfall(request: Resources, capacities: Sequence[Resources], queue: str) -> str:
-    """Which resource no worker serving ``queue`` has enough of, and the most one has."""
-    wants: list[tuple[str, float, float]] = [
-        ("cores", request.cores, max(c.cores for c in capacities)),
-        ("memory", request.memory, max(c.memory for c in capacities)),
-        ("GPUs", request.gpu_count, max(c.gpu_count for c in capacities)),
+    seen = [
+        WorkerSeen(
+            name=w["name"],
+            state=state,
+            queues=w["queues"],
+            capacity=Resources.model_validate(w["capacity"]),
+            running=[Resources.model_validate(a["requested_resources"]) for a in w["running"]],
+        )
+        for state, w in workers
     ]
-    for name, amount in request.custom.items():
-        wants.append((name, amount, max(c.custom.get(name, 0.0) for c in capacities)))
-    short = []
-    for label, wanted, most in wants:
-        if wanted > most:
-            if label == "memory":
-                short.append(
-                    f"needs {format_memory(int(wanted))} of memory; the largest worker serving "
-                    f"{queue!r} has {format_memory(int(most))}"
-                )
-            else:
-                short.append(
-                    f"needs {_number(wanted)} {label}; the largest worker serving {queue!r} "
-                    f"has {_number(most)}"
-                )
-    if short:
-        return "; ".join(short)
-    return (
-        f"no single worker serving {queue!r} has all it needs at once "
-        f"({_number(request.cores)} cores, {format_memory(request.memory)} of memory, "
-        f"{request.gpu_count} GPUs)"
-    )
+    return domain_pending.pending_reason(pending, seen)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from banyan.settings import Settings
+from server.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -148,8 +148,8 @@ def test_every_openapi_schema_and_path_is_on_the_rest_page() -> None:
 
 
 def test_generated_tables_follow_the_code() -> None:
+    from banyan.events import EVENT_TYPES
     from banyan.protocol import PROTOCOL_VERSION
-    from server.feed import EVENT_TYPES
 
     settings = {row[0].strip("`"): row for row in banyan_docs.settings_rows()}
     assert set(settings) == set(Settings.model_fields)
@@ -223,7 +223,7 @@ def test_production_settings_file_is_valid(monkeypatch: pytest.MonkeyPatch) -> N
         monkeypatch.delenv(key)
     settings = Settings.load(config=FILES / "config.toml")
     assert settings.host == "0.0.0.0" and settings.port == 5100
-    assert settings.db == Path("/var/lib/banyan/banyan.db")
+    assert settings.db == "/var/lib/banyan/banyan.db"
     assert settings.tls_cert is not None and settings.tls_key is not None
     assert settings.base_url.startswith("https://")
 

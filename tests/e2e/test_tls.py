@@ -24,8 +24,8 @@ import trustme
 from banyan.client import Client
 from banyan.client.discovery import discover
 from banyan.errors import ServerUnreachable
-from banyan.settings import Settings
 from server.bootstrap import local_url
+from server.settings import Settings
 from testbed import BIN, Cluster, clean_env, free_port
 from tui.source import LiveSource
 

@@ -23,8 +23,8 @@ import pytest
 from banyan.errors import InsufficientStorage, Unavailable
 from banyan.tokens import basic_auth_header
 from server.keys import STORE
-from server.sqlite.db import DISK_FULL, Database, map_sqlite_error
-from server.sqlite.store import SqliteStore
+from server.stores.sqlite.db import DISK_FULL, Database, map_sqlite_error
+from server.stores.sqlite.store import SqliteStore
 from testbed import Cluster, wait_for
 from tests.conftest import Api
 from tests.faults import diskfull

@@ -14,7 +14,7 @@ from typing import Any
 from banyan.models import TaskCreate
 from banyan.resources import Resources
 from banyan.tokens import Caller, Role
-from server.sqlite.store import SqliteStore
+from server.stores.sqlite.store import SqliteStore
 
 OWNER = Caller("alice", Role.PROVIDER)
 ABANDONED = "abandoned (worker unreachable)"

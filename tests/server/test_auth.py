@@ -22,10 +22,10 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from banyan.resources import Resources
-from banyan.settings import Settings
 from banyan.tokens import Role, hash_token
 from server.app import create_app
 from server.keys import STORE
+from server.settings import Settings
 from tests.conftest import Api, Response
 
 BIG = Resources(cores=64, memory=2**40)

@@ -20,10 +20,10 @@ from multidict import CIMultiDict
 
 from banyan.models import NOT_NULL_PATCH_FIELDS
 from banyan.resources import Resources
-from banyan.settings import Settings
 from banyan.tokens import Role, basic_auth_header
 from server.app import create_app
 from server.keys import STORE
+from server.settings import Settings
 from tests.conftest import Api, Response
 
 BIG = Resources(cores=64, memory=2**40)

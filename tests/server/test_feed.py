@@ -15,12 +15,12 @@ from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient
 
 from banyan.errors import InsufficientStorage
-from banyan.settings import Settings
 from banyan.tokens import Role, basic_auth_header
 from server.app import create_app
 from server.feed import CLOSE_TOO_SLOW, text_frame
 from server.feedring import Frame, Ring, entry_bytes
 from server.keys import FEED, STORE
+from server.settings import Settings
 from tests.conftest import Api
 
 

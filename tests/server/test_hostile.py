@@ -22,11 +22,11 @@ from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient
 
 from banyan import protocol as p
-from banyan.settings import Settings
 from banyan.tokens import Role, basic_auth_header
 from server.app import HTTP_LIMITS, create_app
 from server.feed import SUBSCRIBER_MAX_FRAME_BYTES
 from server.keys import STORE
+from server.settings import Settings
 from tests.conftest import Api, Response
 
 MakeApi = Callable[..., Awaitable[Api]]

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from banyan.settings import Settings
 from server.app import create_app
+from server.settings import Settings
 
 
 async def test_a_connection_reset_is_one_warning_line(

@@ -22,14 +22,14 @@ from aiohttp import WSMsgType
 from banyan.errors import BanyanError
 from banyan.models import ContinuationEdit, TaskCreate, TaskPatch
 from banyan.resources import Resources
-from banyan.settings import Settings
 from banyan.states import ABANDONED, FAILURE, SUCCESS, State
 from banyan.tokens import Caller, Role, basic_auth_header
 from server.app import create_app
 from server.keys import STORE
-from server.sqlite import schema
-from server.sqlite.stats import PERCENTILES, SLOT_S, WINDOWS_S
-from server.sqlite.store import SqliteStore
+from server.settings import Settings
+from server.stores.sqlite import schema
+from server.stores.sqlite.stats import PERCENTILES, SLOT_S, WINDOWS_S
+from server.stores.sqlite.store import SqliteStore
 from server.views.stats import explain
 from tests.conftest import Api
 
@@ -718,7 +718,7 @@ async def test_abandoned_attempts_are_counted(timed_api: Api, clock: Clock) -> N
 async def test_statistics_reads_keep_their_plans(store: SqliteStore) -> None:
     """What keeps the reads fast at a million tasks: the tree walk drives the
     task lookups, the window sums need no sort, nothing scans ``tasks``."""
-    from server.sqlite import stats as queries
+    from server.stores.sqlite import stats as queries
 
     def plans(conn: sqlite3.Connection) -> dict[str, str]:
         found = {}

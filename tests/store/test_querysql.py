@@ -36,7 +36,8 @@ from banyan.query import (
 from banyan.resources import Resources
 from banyan.states import FAILURE, SUCCESS
 from banyan.tokens import Caller, Role
-from server.sqlite.querysql import (
+from server.stores.base import Query
+from server.stores.sqlite.querysql import (
     Column,
     ColumnKind,
     compile_order,
@@ -47,8 +48,7 @@ from server.sqlite.querysql import (
     resolve_column,
     scalar,
 )
-from server.sqlite.store import SqliteStore
-from server.store import Query
+from server.stores.sqlite.store import SqliteStore
 
 K = FieldKind
 FIELDS: dict[str, Field] = {

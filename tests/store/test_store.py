@@ -1,12 +1,10 @@
-"""The Store's behaviour: the state machine applied to real transactions on a
-real SQLite file. Written against the ``Store`` interface, so a second backend
-runs the same suite."""
+"""The Store's behaviour, shared by every backend: the ``store`` fixture
+(``tests/store/conftest.py``) runs each test once per backend in
+``server.stores.BACKENDS``. Written against the ``Store`` interface only: no
+backend's internals (those tests live in ``test_sqlite_*.py``)."""
 
 from __future__ import annotations
 
-import os
-import stat
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +14,7 @@ from banyan.models import BulkPatchItem, ContinuationEdit, TaskCreate, TaskPatch
 from banyan.resources import Resources
 from banyan.states import ABANDONED, FAILURE, SUCCESS
 from banyan.tokens import Caller, Role
-from server.sqlite.store import SqliteStore
-from server.store import Query, Store
+from server.stores.base import Query, Store
 
 ADMIN = Caller("admin", Role.ADMIN)
 ALICE = Caller("alice", Role.PROVIDER)
@@ -323,44 +320,3 @@ async def test_every_change_appends_events_in_order(store: Store) -> None:
         ("task.state", "running"),
         ("task.state", "terminated"),
     ]
-
-
-async def test_failed_operation_leaves_nothing_behind(store: Store, monkeypatch: Any) -> None:
-    """An exception in the middle of a transition rolls back that operation
-    alone, holds no lock, and the next request succeeds."""
-    from server.sqlite import graph
-
-    child = await new(store, command="c")
-    parent = await new(store, command="p", continuations=[child], state="available")
-    before = await store.last_seq()
-
-    def explode(*args: Any, **kwargs: Any) -> None:
-        raise RuntimeError("injected failure")
-
-    monkeypatch.setattr(graph, "cancel_tree", explode)
-    with pytest.raises(RuntimeError, match="injected"):
-        await patch(store, parent, state="cancelled")
-    monkeypatch.undo()
-    assert await state(store, parent) == "available"
-    assert await store.last_seq() == before
-    await patch(store, parent, state="cancelled")
-    assert await state(store, child) == "cancelled"
-
-
-async def test_a_new_database_and_its_wal_are_owner_only(tmp_path: Path) -> None:
-    """Task commands, environments and logs are private, whatever the umask."""
-    old = os.umask(0o022)
-    try:
-        path = tmp_path / "fresh" / "banyan.db"
-        store = SqliteStore(path)
-        await store.open()
-        try:
-            await store.create_token("alice", Role.PROVIDER)  # a write: the WAL exists
-            modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in path.parent.iterdir()}
-        finally:
-            await store.close()
-    finally:
-        os.umask(old)
-    assert modes["banyan.db"] == 0o600
-    assert all(mode == 0o600 for mode in modes.values()), modes
-    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700

@@ -20,6 +20,16 @@ FORBIDDEN = {
     "tui": {"server", "worker", "banyan.cli", *NOT_SHIPPED},
     # The client library is what the CLI and the TUI are built on, not the reverse.
     "banyan/client": {"banyan.cli", "textual", *NOT_SHIPPED},
+    # the domain is pure (import-linter checks the packages; the standard
+    # library's sqlite3 and asyncio are only visible here)
+    "server/domain": {
+        "server.stores",
+        "server.views",
+        "aiohttp",
+        "sqlite3",
+        "aiosqlite",
+        "asyncio",
+    },
 }
 
 

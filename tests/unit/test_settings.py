@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from banyan.errors import InvalidInput
-from banyan.settings import Settings
+from server.settings import Settings
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -43,7 +43,8 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = Settings.load()
     assert (settings.host, settings.port) == ("127.0.0.1", 5100)
     assert settings.synchronous.value == "FULL"
-    assert settings.db.name == "banyan.db" and settings.db.parent.name == "banyan"
+    db = Path(settings.db)  # a path or a URL such as sqlite:///PATH, kept as text
+    assert db.name == "banyan.db" and db.parent.name == "banyan"
     assert settings.base_url == "http://127.0.0.1:5100"
 
 

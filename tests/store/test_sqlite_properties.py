@@ -1,6 +1,6 @@
 """The store under random operation sequences (issue 6): a hypothesis
 ``RuleBasedStateMachine`` drives the real SQLite store (a fresh file per
-run, through the ``server.store.Store`` interface) with submissions (trees
+run, through the ``server.stores.base.Store`` interface) with submissions (trees
 with continuations, group tasks), claims by two workers with finite
 capacity, progress reports, ends (success, failure, cancelled), state
 changes by users (every target state, legal or not), cancels of one task or a
@@ -47,7 +47,7 @@ from banyan.states import (
     transition,
 )
 from banyan.tokens import Caller, Role
-from server.sqlite.store import SqliteStore
+from server.stores.sqlite.store import SqliteStore
 
 T = TypeVar("T")
 OWNER = Caller("alice", Role.PROVIDER)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from server.sqlite.querysql import (
+from server.stores.base import Query
+from server.stores.sqlite.querysql import (
     ColumnMap,
     compile_order,
     compile_where,
@@ -13,7 +14,6 @@ from server.sqlite.querysql import (
     link,
     scalar,
 )
-from server.store import Query
 
 TASK_QUERY_COLUMNS: ColumnMap = {
     "_id": scalar("t.id"),

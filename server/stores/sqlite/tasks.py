@@ -15,29 +15,31 @@ from pydantic import ValidationError
 
 from banyan.errors import (
     Conflict,
-    Forbidden,
     InvalidInput,
     NotFound,
-    PreconditionFailed,
-    PreconditionRequired,
 )
 from banyan.ids import new_ids
 from banyan.models import TaskCreate, TaskPatch
 from banyan.resources import Resources, merge_resources
-from banyan.states import ACTIVE_STATES, SUCCESS, Actor, Effect, State, transition
+from banyan.states import Effect, State
 from banyan.tokens import Caller
 from banyan.validation import from_validation
-from server.sqlite import graph
-from server.sqlite.rows import (
+from server.domain import access
+from server.domain import events as E
+from server.domain import transitions as T
+from server.stores.base import CreatedTask
+from server.stores.sqlite import graph
+from server.stores.sqlite import queries as Q
+from server.stores.sqlite.changes import apply_changes
+from server.stores.sqlite.rows import (
     NEW_ETAG_SQL,
     TASK_COLUMNS,
     chunks,
     dumps,
-    emit_many,
     get_doc,
     new_etag,
     placeholders,
-    state_event,
+    store_events,
 )
 
 _INSERT = (
@@ -47,9 +49,6 @@ _INSERT = (
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # Fields that shape how the next attempt runs: frozen while one is running.
-_EXECUTION_FIELDS = frozenset(
-    {"command", "requested_resources", "queue", "env", "cwd", "max_termination_time"}
-)
 _PLAIN_FIELDS = (
     "name",
     "command",
@@ -68,7 +67,7 @@ def _resource_columns(resources: Resources) -> tuple[str, float, int, int]:
 
 def create_tasks(
     conn: sqlite3.Connection, items: Sequence[TaskCreate], caller: Caller, now: float
-) -> list[dict[str, Any]]:
+) -> list[CreatedTask]:
     """Insert ``items`` all or nothing; returns ``[{"_id", "_etag", "_created"}]``.
 
     Continuations may point at existing tasks or at other items of the same
@@ -162,22 +161,18 @@ def create_tasks(
             for position, child in enumerate(item.continuations)
         ],
     )
-    emit_many(
+    store_events(
         conn,
         now,
-        "task.created",
         (
-            (
+            E.task_created(
                 task_id,
-                {
-                    "_id": task_id,
-                    "name": item.name,
-                    "state": state.value,
-                    "queue": item.queue,
-                    "priority": item.priority,
-                    "owner": caller.name,
-                    "group": item.command is None,
-                },
+                name=item.name,
+                state=state.value,
+                queue=item.queue,
+                priority=item.priority,
+                owner=caller.name,
+                group=item.command is None,
             )
             for task_id, item, state in zip(ids, items, states, strict=True)
         ),
@@ -187,7 +182,7 @@ def create_tasks(
     if ready:
         graph.make_ready(conn, ready, now)
         etags = _current_etags(conn, ids)
-    return [{"_id": i, "_etag": e, "_created": now} for i, e in zip(ids, etags, strict=True)]
+    return [CreatedTask(_id=i, _etag=e, _created=now) for i, e in zip(ids, etags, strict=True)]
 
 
 def _check_external_children(
@@ -208,8 +203,7 @@ def _check_external_children(
                 issues={f"{item}.continuations": f"unknown task {child}"},
             )
         state, owner = found[child]
-        if not caller.may_change(owner):
-            raise Forbidden(f"task {child} belongs to {owner}: you may only link your own tasks")
+        access.check_may_link_child(caller, child, owner)
         if state not in (State.INACTIVE, State.AVAILABLE):
             raise Conflict(
                 f"task {child} is {state}: only a task that has not started can be a continuation"
@@ -251,13 +245,7 @@ def _wait_on(conn: sqlite3.Connection, child: str, parents: int, now: float) -> 
         f"state = 'inactive', updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
         (parents, now, child),
     )
-    if previous != State.INACTIVE:
-        emit_many(
-            conn,
-            now,
-            "task.state",
-            [state_event(child, "inactive", previous, name=name, queue=queue)],
-        )
+    store_events(conn, now, T.waits_again([T.TaskRef(child, previous, name, queue)]))
 
 
 def _current_etags(conn: sqlite3.Connection, ids: list[str]) -> list[str]:
@@ -289,21 +277,10 @@ def update_task(
     if row is None:
         raise NotFound(f"no task with id {task_id}")
     state, owner, etag, resources_json = row
-    if not caller.may_change(owner):
-        raise Forbidden(f"task {task_id} belongs to {owner}: you may only change your own tasks")
-    if if_match is not None and if_match.strip('"') != etag:
-        raise PreconditionFailed(
-            f"task {task_id} has changed: its _etag is {etag}, If-Match was {if_match}"
-        )
-    if if_match is None and require_if_match:
-        raise PreconditionRequired("this server requires If-Match on every change")
+    access.check_may_change(caller, task_id, owner)
+    access.check_if_match(task_id, etag, if_match, required=require_if_match)
     changes = patch.model_dump(exclude_unset=True)
-    frozen = sorted(_EXECUTION_FIELDS.intersection(changes))
-    if frozen and state in ACTIVE_STATES:
-        raise Conflict(
-            f"task {task_id} is {state}: {', '.join(frozen)} cannot change while it runs",
-            issues={f: f"cannot change while the task is {state}" for f in frozen},
-        )
+    access.check_editable(task_id, state, changes)
     _update_fields(conn, task_id, changes, resources_json, now)
     if "continuations" in changes:
         current = [
@@ -370,44 +347,20 @@ def _update_fields(
 
 
 def change_state_by_user(conn: sqlite3.Connection, task_id: str, target: State, now: float) -> None:
-    """A state change asked for by a provider or admin (SPEC §4)."""
+    """A state change asked for by a provider or admin (``transitions.user_change``)."""
     state, pending, exit_status, name, queue = conn.execute(
-        "SELECT state, pending_dependency_count, exit_status, name, queue FROM tasks WHERE id = ?",
-        (task_id,),
+        Q.USER_CHANGE_ROW, (task_id,)
     ).fetchone()
-    step = transition(State(state), target, Actor.USER)
-    if step is None:
-        return
-    if step.effect in (Effect.ACTIVATE, Effect.RETRY) and pending > 0:
-        raise Conflict(
-            f"task {task_id} waits on {pending} parent task(s); it becomes available "
-            "when they succeed"
-        )
-    if step.effect is Effect.ACTIVATE:
+    task = T.TaskRef(task_id, state, name, queue)
+    plan = T.user_change(task, target, pending=pending, exit_status=exit_status)
+    if plan.effect is Effect.ACTIVATE:
         graph.make_ready(conn, [task_id], now)
-    elif step.effect is Effect.CANCEL:
+    elif plan.effect is Effect.CANCEL:
         graph.cancel_tree(conn, [task_id], origin=task_id, now=now, include_roots=True)
-    elif step.effect is Effect.REQUEST_CANCEL:
-        conn.execute(
-            "UPDATE tasks SET state = 'pending_cancellation', cancel_origin = ?, updated = ?, "
-            f"etag = {NEW_ETAG_SQL} WHERE id = ?",
-            (task_id, now, task_id),
-        )
-        emit_many(
-            conn,
-            now,
-            "task.state",
-            [state_event(task_id, "pending_cancellation", state, name=name, queue=queue)],
-        )
-    elif step.effect is Effect.RETRY:
-        if exit_status == SUCCESS:
-            raise Conflict(
-                f"task {task_id} succeeded; its continuations have been released, "
-                "so it cannot be retried (submit a new task instead)"
-            )
-        conn.execute(
-            "UPDATE tasks SET retry_count = 0, cancel_origin = NULL WHERE id = ?", (task_id,)
-        )
+    elif plan.effect is Effect.REQUEST_CANCEL and plan.change is not None:
+        apply_changes(conn, [plan.change], now)
+    elif plan.effect is Effect.RETRY:
+        conn.execute(Q.RESET_RETRIES, (task_id,))
         graph.make_ready(conn, [task_id], now)
         graph.revive(conn, task_id, now)
 

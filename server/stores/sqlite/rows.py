@@ -14,6 +14,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from banyan.errors import NotFound
+from banyan.events import Event, encode_data
+from server.domain.events import task_id_of
 
 TASK_COLUMNS = (
     "id, name, command, state, queue, priority, max_retry_count, retry_count, "
@@ -134,28 +136,10 @@ def get_doc(conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:
     return row_to_doc(row, continuations_of(conn, [task_id])[task_id])
 
 
-def emit(
-    conn: sqlite3.Connection, now: float, kind: str, task_id: str | None, data: dict[str, Any]
-) -> None:
-    """Append one event; it commits (or not) with the change it describes."""
-    conn.execute(
-        "INSERT INTO events (time, type, task_id, data) VALUES (?, ?, ?, ?)",
-        (now, kind, task_id, dumps(data)),
-    )
-
-
-def emit_many(
-    conn: sqlite3.Connection, now: float, kind: str, items: Iterable[tuple[str, dict[str, Any]]]
-) -> None:
+def store_events(conn: sqlite3.Connection, now: float, events: Iterable[Event]) -> None:
+    """Append events built by ``server.domain.events``; they commit (or not)
+    with the change they describe. Each is serialised here, once."""
     conn.executemany(
         "INSERT INTO events (time, type, task_id, data) VALUES (?, ?, ?, ?)",
-        ((now, kind, task_id, dumps(data)) for task_id, data in items),
+        ((now, e.type, task_id_of(e), encode_data(e)) for e in events),
     )
-
-
-def state_event(
-    task_id: str, state: str, previous: str, *, name: str | None, queue: str, **extra: Any
-) -> tuple[str, dict[str, Any]]:
-    data = {"_id": task_id, "state": state, "previous": previous, "name": name, "queue": queue}
-    data.update({k: v for k, v in extra.items() if v is not None})
-    return task_id, data

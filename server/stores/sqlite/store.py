@@ -18,11 +18,22 @@ from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCrea
 from banyan.resources import Resources
 from banyan.states import Actor
 from banyan.tokens import Caller, Role, generate_token, hash_token, same_digest
-from server.sqlite import attempts, graph, schema, tasks, workers
-from server.sqlite.db import Database
-from server.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
-from server.sqlite.sqlquery import MEMORY_COLUMNS, TASK_QUERY_COLUMNS, page_sql
-from server.store import Health, ItemResult, Page, Query, Store, TokenInfo
+from server.stores.base import (
+    ClaimedAttempt,
+    CreatedTask,
+    Health,
+    ItemResult,
+    Joined,
+    Page,
+    Query,
+    Store,
+    TokenInfo,
+)
+from server.stores.sqlite import attempts, graph, schema, tasks, workers
+from server.stores.sqlite import queries as Q
+from server.stores.sqlite.db import Database
+from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
+from server.stores.sqlite.sqlquery import MEMORY_COLUMNS, TASK_QUERY_COLUMNS, page_sql
 
 Clock = Callable[[], float]
 
@@ -30,7 +41,7 @@ Clock = Callable[[], float]
 class SqliteStore(Store):
     def __init__(
         self,
-        path: Path,
+        path: Path | str,
         *,
         synchronous: str = "FULL",
         batch_max_ops: int = 512,
@@ -41,7 +52,7 @@ class SqliteStore(Store):
     ) -> None:
         self.max_log_bytes = max_log_bytes
         self.db = Database(
-            path,
+            Path(path),
             synchronous=synchronous,
             busy_timeout_ms=busy_timeout_ms,
             batch_max_ops=batch_max_ops,
@@ -65,9 +76,7 @@ class SqliteStore(Store):
 
     # --- tasks -----------------------------------------------------------------
 
-    async def create_tasks(
-        self, items: Sequence[TaskCreate], caller: Caller
-    ) -> list[dict[str, Any]]:
+    async def create_tasks(self, items: Sequence[TaskCreate], caller: Caller) -> list[CreatedTask]:
         now = self._clock()
         return await self.db.write(lambda conn: tasks.create_tasks(conn, items, caller, now))
 
@@ -160,7 +169,7 @@ class SqliteStore(Store):
 
     async def claim(
         self, *, worker: str, token: str, free: Resources, queues: Sequence[str], limit: int
-    ) -> list[dict[str, Any]]:
+    ) -> list[ClaimedAttempt]:
         now = self._clock()
         return await self.db.write(
             lambda conn: attempts.claim(
@@ -243,17 +252,14 @@ class SqliteStore(Store):
 
     async def events_since(self, seq: int, *, limit: int = 1000) -> list[dict[str, Any]]:
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = conn.execute(
-                "SELECT seq, time, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
-                (seq, limit),
-            ).fetchall()
+            rows = conn.execute(Q.EVENTS_SINCE, (seq, limit)).fetchall()
             return [{"seq": s, "time": t, "type": k, "data": loads(d)} for s, t, k, d in rows]
 
         return await self.db.read(run)
 
     async def last_seq(self) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            (seq,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
+            (seq,) = conn.execute(Q.LAST_SEQ).fetchone()
             return int(seq)
 
         return await self.db.read(run)
@@ -273,7 +279,7 @@ class SqliteStore(Store):
         host: str,
         pid: int,
         held: Sequence[tuple[str, str]],
-    ) -> tuple[list[str], list[str]]:
+    ) -> Joined:
         now = self._clock()
         return await self.db.write(
             lambda conn: workers.join(
@@ -327,15 +333,15 @@ class SqliteStore(Store):
 
     async def oldest_seq(self) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            (seq,) = conn.execute("SELECT coalesce(min(seq), 0) FROM events").fetchone()
+            (seq,) = conn.execute(Q.OLDEST_SEQ).fetchone()
             return int(seq)
 
         return await self.db.read(run)
 
     async def prune_events(self, *, keep: int) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            (last,) = conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()
-            cursor = conn.execute("DELETE FROM events WHERE seq <= ?", (last - keep,))
+            (last,) = conn.execute(Q.LAST_SEQ).fetchone()
+            cursor = conn.execute(Q.PRUNE_EVENTS, (last - keep,))
             return int(cursor.rowcount)
 
         return await self.db.write(run)
@@ -351,22 +357,19 @@ class SqliteStore(Store):
         now = self._clock()
 
         def run(conn: sqlite3.Connection) -> None:
-            found = conn.execute("SELECT revoked FROM tokens WHERE name = ?", (name,)).fetchone()
+            found = conn.execute(Q.TOKEN_REVOKED, (name,)).fetchone()
             if found is not None and found[0] is None:
                 raise Conflict(f"a token named {name!r} already exists")
             if found is not None:  # tasks and history name it: never a new holder
                 raise Conflict(f"a token named {name!r} was revoked; its name is not given again")
-            conn.execute(
-                "INSERT INTO tokens (name, role, hash, created) VALUES (?, ?, ?, ?)",
-                (name, role.value, hash_token(token), now),
-            )
+            conn.execute(Q.INSERT_TOKEN, (name, role.value, hash_token(token), now))
 
         await self.db.write(run)
         return token
 
     async def list_tokens(self) -> list[TokenInfo]:
         def run(conn: sqlite3.Connection) -> list[TokenInfo]:
-            rows = conn.execute("SELECT name, role, created, revoked FROM tokens ORDER BY name")
+            rows = conn.execute(Q.LIST_TOKENS)
             return [TokenInfo(name=n, role=Role(r), created=c, revoked=v) for n, r, c, v in rows]
 
         return await self.db.read(run)
@@ -375,10 +378,7 @@ class SqliteStore(Store):
         now = self._clock()
 
         def run(conn: sqlite3.Connection) -> None:
-            changed = conn.execute(
-                "UPDATE tokens SET revoked = ? WHERE name = ? AND revoked IS NULL RETURNING 1",
-                (now, name),
-            ).fetchone()
+            changed = conn.execute(Q.REVOKE_TOKEN, (now, name)).fetchone()
             if changed is None:
                 raise NotFound(f"no active token named {name!r}")
 
@@ -388,9 +388,7 @@ class SqliteStore(Store):
         digest = hash_token(token)
 
         def run(conn: sqlite3.Connection) -> Caller | None:
-            row = conn.execute(
-                "SELECT name, role, hash FROM tokens WHERE hash = ? AND revoked IS NULL", (digest,)
-            ).fetchone()
+            row = conn.execute(Q.VERIFY_TOKEN, (digest,)).fetchone()
             if row is None or not same_digest(row[2], digest):
                 return None
             return Caller(name=row[0], role=Role(row[1]))
@@ -401,13 +399,13 @@ class SqliteStore(Store):
     # (``stats`` is imported here so that this block stands on its own.)
 
     async def statistics(self) -> dict[str, Any]:
-        from server.sqlite import stats
+        from server.stores.sqlite import stats
 
         now = self._clock()
         return await self.db.read(lambda conn: stats.overview(conn, now))
 
     async def tree_statistics(self, task_id: str) -> dict[str, Any]:
-        from server.sqlite import stats
+        from server.stores.sqlite import stats
 
         return await self.db.read(lambda conn: stats.tree(conn, task_id))
 

@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import aiosqlite
 
 from banyan.errors import BanyanError, InsufficientStorage, Unavailable
-from server.sqlite import schema
+from server.stores.sqlite import schema
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -9,9 +9,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from banyan.errors import Conflict, NotFound
-from banyan.states import ABANDONED, ACTIVE_STATES
-from server.sqlite import attempts
-from server.sqlite.rows import dumps, emit, loads, placeholders
+from banyan.states import ABANDONED
+from server.domain import events as E
+from server.domain import workers as rules
+from server.stores.base import Joined
+from server.stores.sqlite import attempts
+from server.stores.sqlite import queries as Q
+from server.stores.sqlite.rows import dumps, loads, placeholders, store_events
 
 WORKER_COLUMNS = "name, token, state, capacity, queues, host, pid, connected, last_seen, left"
 
@@ -27,7 +31,7 @@ def join(
     pid: int,
     held: Sequence[tuple[str, str]],
     now: float,
-) -> tuple[list[str], list[str]]:
+) -> Joined:
     """Record the worker as connected; returns ``(resumed, dropped)``: which of
     the attempts it says it still runs are still its own, and which are not
     (superseded, abandoned, or never known) so that it stops them."""
@@ -43,53 +47,34 @@ def join(
         "left = NULL",
         (name, token, dumps(capacity), dumps(queues), host, pid, now, now),
     )
-    resumed: list[str] = []
-    dropped: list[str] = []
+    current: dict[str, str | None] = {}
     for task_id, key in held:
-        row = conn.execute(
-            "SELECT t.state FROM tasks t JOIN attempts a ON a.task_id = t.id "
-            "AND a.attempt = t.attempt WHERE t.id = ? AND a.execution_key = ? AND a.worker = ? "
-            "AND a.time_terminated IS NULL",
-            (task_id, key, name),
-        ).fetchone()
-        (resumed if row is not None and row[0] in ACTIVE_STATES else dropped).append(task_id)
-    # Attempts the server thinks this worker holds but it did not mention are gone.
-    # The same process names every attempt it runs or has not had acknowledged, so
-    # one it does not name almost always never reached it (the claim was committed,
-    # then the server died or the connection broke before `assigned` arrived): the
-    # task goes back to the queue without counting a retry. (The other case: the
-    # worker was cut off long enough to fence and forget its tasks; they were killed,
-    # and are rerun uncounted too.) A new process (restart) follows the retry rule.
+        row = conn.execute(Q.HELD_ATTEMPT_STATE, (task_id, key, name)).fetchone()
+        current[task_id] = None if row is None else row[0]
     same_process = previous is not None and (previous[1], previous[2]) == (host, pid)
-    mentioned = {task_id for task_id, _ in held}
-    for task_id, key in open_attempts(conn, name):
-        if task_id not in mentioned:
-            attempts.finish_as_system(conn, task_id, key, ABANDONED, now, undelivered=same_process)
-    kind = "worker.joined"
-    emit(
-        conn,
-        now,
-        kind,
-        None,
-        {
-            "name": name,
-            "host": host,
-            "capacity": capacity,
-            "queues": queues,
-            "rejoined": previous is not None,
-            "resumed": resumed,
-        },
+    plan = rules.rejoin(
+        held=held,
+        current=current,
+        open_attempts=open_attempts(conn, name),
+        same_process=same_process,
     )
-    return resumed, dropped
+    for task_id, key in plan.unnamed:
+        attempts.finish_as_system(conn, task_id, key, ABANDONED, now, undelivered=plan.undelivered)
+    resumed, dropped = plan.resumed, plan.dropped
+    joined = E.worker_joined(
+        name,
+        host=host,
+        capacity=capacity,
+        queues=queues,
+        rejoined=previous is not None,
+        resumed=resumed,
+    )
+    store_events(conn, now, [joined])
+    return Joined(resumed, dropped)
 
 
 def open_attempts(conn: sqlite3.Connection, name: str) -> list[tuple[str, str]]:
-    rows = conn.execute(
-        "SELECT a.task_id, a.execution_key FROM attempts a JOIN tasks t "
-        "ON t.id = a.task_id AND t.attempt = a.attempt "
-        "WHERE a.worker = ? AND a.time_terminated IS NULL",
-        (name,),
-    ).fetchall()
+    rows = conn.execute(Q.OPEN_ATTEMPTS, (name,)).fetchall()
     return [(t, k) for t, k in rows]
 
 
@@ -104,13 +89,7 @@ def leave(conn: sqlite3.Connection, name: str, *, lost: bool, now: float) -> lis
         "UPDATE workers SET state = ?, left = ?, last_seen = max(last_seen, ?) WHERE name = ?",
         ("lost" if lost else "left", now, now, name),
     )
-    emit(
-        conn,
-        now,
-        "worker.lost" if lost else "worker.left",
-        None,
-        {"name": name, "abandoned": abandoned},
-    )
+    store_events(conn, now, [E.worker_gone(name, lost=lost, abandoned=abandoned)])
     return abandoned
 
 
@@ -121,8 +100,7 @@ def touch(conn: sqlite3.Connection, names: Sequence[str], now: float) -> None:
             f"UPDATE workers SET last_seen = ? WHERE name IN ({placeholders(len(names))})",
             (now, *names),
         )
-        for name in names:
-            emit(conn, now, "worker.heartbeat", None, {"name": name, "worker": name})
+        store_events(conn, now, (E.worker_heartbeat(name) for name in names))
 
 
 def connected_names(conn: sqlite3.Connection) -> list[str]:

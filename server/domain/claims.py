@@ -1,0 +1,67 @@
+"""The claim policy: which available tasks a worker's free share gets, and in
+which order. One home for it: the stores ask ``pack`` which of the candidates
+they loaded to hand out, and the pending reasons (``server.domain.pending``)
+ask the same function whether a task would be handed out now.
+
+Order: highest ``priority`` first, then the oldest (task ids grow with
+creation time, so the id breaks ties). A store loads candidates in
+``ORDER``, from the claim's queues, at most ``scan_limit(limit)`` of them,
+and may leave out early any task whose cores, memory or GPU count exceed the
+whole free share (``prefilter``): ``pack`` then skips what does not fit and
+packs greedily, custom resources and fractional cores included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Final, TypeVar
+
+from banyan.resources import Amounts
+
+T = TypeVar("T")
+
+# How many candidates one claim looks at per task it may hand out: enough to
+# skip over tasks that do not fit without scanning the whole queue.
+SCAN_FACTOR: Final = 8
+# What ORDER means, for stores that sort in code: priority desc, then id asc.
+ORDER: Final = "priority DESC, id"
+
+
+def order_key(priority: int, task_id: str) -> tuple[int, str]:
+    """The sort key of ``ORDER`` (for a store that sorts in code)."""
+    return (-priority, task_id)
+
+
+def scan_limit(limit: int) -> int:
+    return max(0, limit) * SCAN_FACTOR
+
+
+def prefilter(free: Amounts) -> Amounts:
+    """Bounds a store may apply before loading: nothing larger than the whole
+    free share in cores (with rounding slack), memory or GPUs can fit."""
+    return Amounts(free.cores + 1e-9, free.memory, free.gpus)
+
+
+def pack(
+    candidates: Iterable[T], free: Amounts, limit: int, request_of: Callable[[T], Amounts]
+) -> list[T]:
+    """The candidates (already in ``ORDER``) to hand out: each that fits what is
+    still free is taken, until ``limit`` are or no core is left."""
+    chosen: list[T] = []
+    if limit <= 0:
+        return chosen
+    for candidate in candidates:
+        request = request_of(candidate)
+        if not request.fits_in(free):
+            continue
+        free = free.minus(request)
+        chosen.append(candidate)
+        if len(chosen) == limit or free.no_cores_left:
+            break
+    return chosen
+
+
+def would_claim(request: Amounts, free: Amounts) -> bool:
+    """Whether a claim with ``free`` would hand out a task asking ``request``
+    (were it first in line): the pending reason's test."""
+    return bool(pack([request], free, 1, lambda r: r))

@@ -1,0 +1,124 @@
+"""Why a task is not running yet (``/tasks/{id}/pending_reason``).
+
+Whether a worker has room for an available task is asked of the claim policy
+itself (``claims.would_claim``), so a reason of ``queued`` ("it should start
+momentarily") and the next claim agree by construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from banyan.resources import Amounts, Resources, free_share
+from banyan.states import State
+from banyan.units import format_memory
+from server.domain.claims import would_claim
+
+NOT_PENDING: Final = "not_pending"
+HELD: Final = "held"
+WAITING_ON_PARENTS: Final = "waiting_on_parents"
+NO_WORKER_FOR_QUEUE: Final = "no_worker_for_queue"
+INSUFFICIENT_RESOURCES: Final = "insufficient_resources"
+BUSY: Final = "busy"
+QUEUED: Final = "queued"
+# Worker states (as ``/workers`` shows them) that take claims.
+SERVING_STATES: Final = ("idle", "busy")
+
+
+@dataclass(frozen=True)
+class PendingTask:
+    """What the reason depends on, of a task."""
+
+    state: State
+    queue: str
+    request: Resources
+    pending_dependency_count: int = 0
+    worker: str | None = None
+    exit_status: str | None = None
+
+
+@dataclass(frozen=True)
+class WorkerSeen:
+    """A worker as the server sees it now: its state, what it offers and runs."""
+
+    name: str
+    state: str
+    queues: Sequence[str]
+    capacity: Resources
+    running: Sequence[Resources] = field(default_factory=tuple)
+
+
+def pending_reason(task: PendingTask, workers: Sequence[WorkerSeen]) -> tuple[str, str]:
+    """``(code, reason)``: why ``task`` is not running."""
+    state = task.state
+    if state is State.INACTIVE:
+        waiting = task.pending_dependency_count
+        if waiting:
+            return WAITING_ON_PARENTS, f"waiting on {waiting} parent task(s)"
+        return HELD, "held: make it available to run"
+    if state is State.RUNNING:
+        return NOT_PENDING, f"running on worker {task.worker!r}"
+    if state is State.PENDING_CANCELLATION:
+        return NOT_PENDING, f"being cancelled on worker {task.worker!r}"
+    if state is State.TERMINATED:
+        return NOT_PENDING, f"terminated: {task.exit_status}"
+    if state is State.CANCELLED:
+        return NOT_PENDING, "cancelled"
+    return _available(task, workers)
+
+
+def _available(task: PendingTask, workers: Sequence[WorkerSeen]) -> tuple[str, str]:
+    queue = task.queue
+    serving = [w for w in workers if queue in w.queues and w.state in SERVING_STATES]
+    if not serving:
+        draining = sum(1 for w in workers if queue in w.queues and w.state == "draining")
+        note = f" ({draining} draining worker(s) do)" if draining else ""
+        return NO_WORKER_FOR_QUEUE, f"no connected worker serves queue {queue!r}{note}"
+    request = Amounts.of(task.request)
+    able = [w for w in serving if would_claim(request, Amounts.of(w.capacity))]
+    if not able:
+        return INSUFFICIENT_RESOURCES, _shortfall(task.request, serving, queue)
+    for worker in able:
+        if would_claim(request, free_share(worker.capacity, worker.running)):
+            return QUEUED, f"worker {worker.name!r} has room for it: it should start momentarily"
+    return BUSY, (
+        f"{len(able)} worker(s) serving {queue!r} could run it, but none has enough free right now"
+    )
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def _shortfall(request: Resources, serving: Sequence[WorkerSeen], queue: str) -> str:
+    """Which resource no worker serving ``queue`` has enough of, and the most one has."""
+    capacities = [w.capacity for w in serving]
+    wants: list[tuple[str, float, float]] = [
+        ("cores", request.cores, max(c.cores for c in capacities)),
+        ("memory", request.memory, max(c.memory for c in capacities)),
+        ("GPUs", request.gpu_count, max(c.gpu_count for c in capacities)),
+    ]
+    for name, amount in request.custom.items():
+        wants.append((name, amount, max(c.custom.get(name, 0.0) for c in capacities)))
+    short = []
+    for label, wanted, most in wants:
+        if wanted > most:
+            if label == "memory":
+                short.append(
+                    f"needs {format_memory(int(wanted))} of memory; the largest worker serving "
+                    f"{queue!r} has {format_memory(int(most))}"
+                )
+            else:
+                short.append(
+                    f"needs {_number(wanted)} {label}; the largest worker serving {queue!r} "
+                    f"has {_number(most)}"
+                )
+    if short:
+        return "; ".join(short)
+    return (
+        f"no single worker serving {queue!r} has all it needs at once "
+        f"({_number(request.cores)} cores, {format_memory(request.memory)} of memory, "
+        f"{request.gpu_count} GPUs)"
+    )

@@ -1,0 +1,62 @@
+"""Persistence: the ``Store`` interface (``base``) and one folder per backend.
+
+``open_store`` picks the backend from the ``db`` setting: a plain path or
+``sqlite:///path`` is SQLite. A new backend is a new folder with a
+``from_settings(location, settings)`` plus one line in ``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Final
+
+from banyan.errors import InvalidInput
+from server.settings import Settings
+from server.stores.base import Store
+
+# URL scheme → the backend package (imported only when chosen).
+BACKENDS: Final = {
+    "sqlite": "server.stores.sqlite",
+}
+# Schemes a later release will serve: refused with a clear one-line message.
+NOT_YET: Final = {
+    "postgresql": "PostgreSQL",
+    "postgres": "PostgreSQL",
+}
+
+
+def parse_location(db: str | os.PathLike[str]) -> tuple[str, str]:
+    """``(scheme, location)`` of a ``db`` setting; a plain path is SQLite. As
+    SQLAlchemy spells it: ``sqlite:///b.db`` is the relative path ``b.db``,
+    ``sqlite:////var/b.db`` the absolute ``/var/b.db``."""
+    text = os.fspath(db)
+    scheme, sep, rest = text.partition("://")
+    if not sep or "/" in scheme or os.sep in scheme:
+        return "sqlite", text
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        return scheme, rest[1:] if rest.startswith("/") else rest
+    return scheme, rest
+
+
+def open_store(settings: Settings) -> Store:
+    """The store the ``db`` setting names (not opened yet); ``InvalidInput``
+    for a backend this server does not have."""
+    scheme, location = parse_location(settings.db)
+    if scheme in NOT_YET:
+        raise InvalidInput(
+            f"db: the {NOT_YET[scheme]} store is not available yet; "
+            "give a SQLite file path or sqlite:///PATH",
+            issues={"db": "unsupported backend"},
+        )
+    module = BACKENDS.get(scheme)
+    if module is None:
+        known = ", ".join(f"{s}://" for s in BACKENDS)
+        raise InvalidInput(
+            f"db: unknown database scheme {scheme}://; known: {known} (or a file path)",
+            issues={"db": "unknown scheme"},
+        )
+    backend = importlib.import_module(module)
+    store: Store = backend.from_settings(location, settings)
+    return store

@@ -1,0 +1,229 @@
+"""Attempts inside a transaction: claims (which tasks a worker gets), reports
+(progress, the end of an attempt), abandonment of a lost worker's attempts,
+and memory-usage samples. Every report names its attempt by the random
+``execution_key`` handed out with the claim; a stale key is refused.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from banyan.errors import Conflict, NotFound
+from banyan.resources import BUILTIN_RESOURCES, Amounts, Resources
+from banyan.states import (
+    ABANDONED,
+    ACTIVE_STATES,
+    Actor,
+    State,
+)
+from banyan.tokens import Caller, Role
+from server.domain import access, claims
+from server.domain import events as E
+from server.domain import transitions as T
+from server.stores.base import ClaimedAttempt
+from server.stores.sqlite import graph
+from server.stores.sqlite import queries as Q
+from server.stores.sqlite.rows import dumps, loads, placeholders, store_events
+
+
+def claim(
+    conn: sqlite3.Connection,
+    *,
+    worker: str,
+    token: str,
+    free: Resources,
+    queues: Sequence[str],
+    limit: int,
+    now: float,
+) -> list[ClaimedAttempt]:
+    """Hand out what the claim policy (``server.domain.claims``) picks from the
+    available tasks in ``queues`` for the free share ``free``."""
+    if limit <= 0 or not queues:
+        return []
+    share = Amounts.of(free)
+    # The plain columns let SQLite skip what cannot fit even the whole free
+    # share; the policy then packs on plain numbers (no model per row).
+    bound = claims.prefilter(share)
+    rows = conn.execute(
+        Q.CLAIM_CANDIDATES.format(queues=placeholders(len(queues)), order=claims.ORDER),
+        (*queues, bound.cores, bound.memory, bound.gpus, claims.scan_limit(limit)),
+    ).fetchall()
+    candidates = (_candidate(row) for row in rows)  # lazily: pack stops at the limit
+    chosen = claims.pack(candidates, share, limit, lambda c: c[0])
+    attempts = []
+    for _, request, (task_id, *_cmgr, name, queue, command, env, cwd, grace) in chosen:
+        key = secrets.token_urlsafe(16)
+        (attempt,) = conn.execute(Q.START_ATTEMPT, (worker, now, now, task_id)).fetchone()
+        conn.execute(Q.INSERT_ATTEMPT, (task_id, attempt, key, worker, token, now))
+        task = T.TaskRef(task_id, State.AVAILABLE, name, queue)
+        store_events(conn, now, [T.claimed(task, worker=worker, attempt=attempt)])
+        attempts.append(
+            ClaimedAttempt(
+                task=task_id,
+                attempt=attempt,
+                execution_key=key,
+                requested_resources=request,
+                name=name,
+                command=command,
+                env=loads(env),
+                cwd=cwd,
+                max_termination_time=grace,
+            )
+        )
+    return attempts
+
+
+def _candidate(row: Sequence[Any]) -> tuple[Amounts, dict[str, Any], Sequence[Any]]:
+    """A claim candidate row with its request, as stored and as plain numbers."""
+    _id, cores, memory, gpus, resources_json, *_ = row
+    request: dict[str, Any] = loads(resources_json)
+    custom = {k: v for k, v in request.items() if k not in BUILTIN_RESOURCES}
+    return Amounts(cores, memory, gpus, custom), request, row
+
+
+def _current_attempt(
+    conn: sqlite3.Connection,
+    task_id: str,
+    execution_key: str,
+    caller: Caller,
+    worker: str | None = None,
+) -> tuple[Any, ...]:
+    """The task's current attempt, if ``execution_key`` names it and the caller
+    (and, from the gateway, the connected ``worker``) holds it (``access.check_report``)."""
+    row = conn.execute(Q.CURRENT_ATTEMPT, (task_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"no task with id {task_id}")
+    current = access.CurrentAttempt(task_id, row[1], row[6], row[7], row[10])
+    access.check_report(current, execution_key, caller, worker)
+    return tuple(row[:10])
+
+
+def report_progress(
+    conn: sqlite3.Connection,
+    task_id: str,
+    execution_key: str,
+    progress: dict[str, Any],
+    caller: Caller,
+    now: float,
+) -> None:
+    state, attempt, _, _, name, queue, *_ = _current_attempt(conn, task_id, execution_key, caller)
+    if state not in ACTIVE_STATES:
+        raise Conflict(f"task {task_id} is {state}: the attempt has ended")
+    conn.execute(Q.SET_PROGRESS, (dumps(progress), now, task_id))
+    store_events(
+        conn,
+        now,
+        [E.task_progress(task_id, name=name, queue=queue, attempt=attempt, progress=progress)],
+    )
+
+
+def finish(
+    conn: sqlite3.Connection,
+    task_id: str,
+    execution_key: str,
+    *,
+    exit_status: str,
+    exit_code: int | None,
+    usage: dict[str, Any] | None,
+    caller: Caller,
+    now: float,
+    actor: Actor = Actor.WORKER,
+    worker: str | None = None,
+    undelivered: bool = False,
+) -> bool:
+    """The attempt ended. Returns False when this exact report was already
+    applied (a repeated report is harmless), True otherwise.
+
+    ``undelivered``: the worker never got the attempt (the server died, or
+    the connection broke, between committing the claim and the worker
+    receiving it), so nothing ran: a running task goes back to available
+    without counting a retry."""
+    row = _current_attempt(conn, task_id, execution_key, caller, worker)
+    state, attempt, retry_count, max_retry, name, queue, _, _, ended, recorded = row
+    if ended is not None:
+        if recorded == exit_status:
+            return False
+        raise Conflict(f"attempt {attempt} of task {task_id} already ended with '{recorded}'")
+    end = T.end_attempt(
+        T.TaskRef(task_id, state, name, queue),
+        attempt=attempt,
+        retry_count=retry_count,
+        max_retry_count=max_retry,
+        exit_status=exit_status,
+        actor=actor,
+        undelivered=undelivered,
+    )
+    outcome = end.outcome
+    usage_json = None if usage is None else dumps(usage)
+    conn.execute(Q.END_ATTEMPT, (now, exit_status, exit_code, usage_json, task_id, attempt))
+    conn.execute(
+        Q.END_TASK_ATTEMPT,
+        (outcome.state, exit_status, exit_code, now, int(outcome.retry), now, task_id),
+    )
+    store_events(conn, now, [end.event])
+    if outcome.release:
+        graph.make_ready(conn, graph.release(conn, task_id, now), now)
+    if outcome.cascade_cancel:
+        children = [c for (c,) in conn.execute(Q.CHILDREN, (task_id,))]
+        graph.cancel_tree(conn, children, origin=task_id, now=now, include_roots=True)
+    return True
+
+
+_SYSTEM = Caller(name="server", role=Role.ADMIN)
+
+
+def finish_as_system(
+    conn: sqlite3.Connection,
+    task_id: str,
+    key: str,
+    exit_status: str,
+    now: float,
+    *,
+    undelivered: bool = False,
+) -> None:
+    """End an attempt on the server's own authority (a lost worker, a dropped attempt)."""
+    finish(
+        conn,
+        task_id,
+        key,
+        exit_status=exit_status,
+        exit_code=None,
+        usage=None,
+        caller=_SYSTEM,
+        now=now,
+        actor=Actor.MONITOR,
+        undelivered=undelivered,
+    )
+
+
+def abandon_worker(conn: sqlite3.Connection, worker: str, now: float) -> list[str]:
+    """A worker was lost: each attempt it held ends ``abandoned`` and follows the
+    retry rule. Returns the task ids affected."""
+    rows = conn.execute(Q.OPEN_ATTEMPTS, (worker,)).fetchall()
+    for task_id, key in rows:
+        finish_as_system(conn, task_id, key, ABANDONED, now)
+    return [task_id for task_id, _ in rows]
+
+
+def add_memory_usage(
+    conn: sqlite3.Connection,
+    records: Sequence[tuple[str, float, int]],
+    caller: Caller,
+    now: float,
+) -> int:
+    """Store samples ``(task, time, resident_memory_bytes)``; a worker may only
+    report on tasks whose current attempt it holds."""
+    stored = 0
+    for task_id, time, rss in records:
+        row = conn.execute(Q.USAGE_ROW, (task_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no task with id {task_id}")
+        state, attempt, token = row
+        access.check_usage_report(caller, task_id, state, token)
+        conn.execute(Q.INSERT_USAGE, (task_id, attempt, time, rss))
+        store_events(conn, now, [E.task_usage(task_id, attempt=attempt, time=time, rss=rss)])
+        stored += 1
+    return stored
