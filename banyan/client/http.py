@@ -25,7 +25,7 @@ from typing import Any
 import aiohttp
 
 from banyan.client.discovery import Connection
-from banyan.client.tls import unreachable
+from banyan.client.tls import connect_reason, unreachable
 from banyan.documents import TaskDoc, WorkerDoc
 from banyan.errors import BanyanError, ServerUnreachable
 from banyan.tokens import basic_auth_header
@@ -227,7 +227,9 @@ class Client:
                 raise unreachable(url, exc) from exc  # retrying will not help
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 if not reconnect:
-                    raise ServerUnreachable(f"event feed lost: {exc}") from exc
+                    raise ServerUnreachable(
+                        f"event feed from {url} lost: {connect_reason(exc)}"
+                    ) from exc
             if not reconnect:
                 return
             await asyncio.sleep(delay)

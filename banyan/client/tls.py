@@ -5,6 +5,8 @@ does not verify, plain HTTP to an HTTPS port)."""
 
 from __future__ import annotations
 
+import os
+import socket
 import ssl
 from pathlib import Path
 
@@ -66,4 +68,21 @@ def unreachable(url: str, exc: BaseException) -> ServerUnreachable:
             f"cannot reach the Banyan server at {url}: it closed the connection "
             "(if it serves HTTPS, use an https:// URL)"
         )
-    return ServerUnreachable(f"cannot reach the Banyan server at {url}: {exc}")
+    return ServerUnreachable(f"cannot connect to {url}: {connect_reason(exc)}")
+
+
+def connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, in a few lower-case words ("connection refused",
+    "timed out"), without aiohttp's "Cannot connect to host … ssl:default [...]"."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
+    if isinstance(cause, OSError):
+        if isinstance(cause, socket.gaierror):
+            return f"unknown host ({cause.strerror or cause})".lower()
+        if cause.errno is not None:
+            return os.strerror(cause.errno).lower()
+        if cause.strerror:
+            return cause.strerror.lower()
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

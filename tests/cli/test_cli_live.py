@@ -186,6 +186,8 @@ def test_server_down_is_one_line_and_exit_2(cli: Cli, monkeypatch: pytest.Monkey
         assert result.err.count("\n") == 1 and result.err.startswith("banyan: "), result
         assert url in result.err
         assert "Traceback" not in result.err
+    # Issue 15 item 9: in our words, without aiohttp's "ssl:default [Connect call failed ...]".
+    assert cli("ls").err == f"banyan: cannot connect to {url}: connection refused\n"
 
 
 def test_bad_token_exits_2(cli: Cli) -> None:
