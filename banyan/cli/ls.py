@@ -95,7 +95,7 @@ async def run_ls(ctx: Context) -> int:
         while len(items) < args.limit:
             found = await client.find(
                 where,
-                sort="-_id",
+                sort="-_created,-_id",  # creation time: client-chosen ids sort anywhere
                 projection=LS_PROJECTION,
                 max_results=min(PAGE, args.limit - len(items)),
                 page=page,

@@ -353,6 +353,17 @@ def test_ls_hides_ended_tasks_unless_asked(cli: Cli) -> None:
     assert cli("ls", "--where", "{not json").code == 2
 
 
+def test_ls_newest_is_by_creation_time_not_id(cli: Cli, cluster: Cluster) -> None:
+    # A client-chosen id that sorts after every generated one, created first.
+    (chosen,) = cluster.http.submit([{"_id": "aa" * 12, "name": "ls-new", "state": "inactive"}])
+    (newest,) = submit(cli, "--hold", "--name", "ls-new", "--", "true")
+    mine = json.dumps({"name": "ls-new"})
+    result = cli("ls", "--all", "--limit", "1", "--where", mine, "--json")
+    assert [t["_id"] for t in json.loads(result.out)] == [newest], result
+    result = cli("ls", "--all", "--where", mine, "--json")
+    assert [t["_id"] for t in json.loads(result.out)] == [chosen, newest], result
+
+
 def test_show_fields_execution_and_attempts(cli: Cli) -> None:
     (task_id,) = submit(
         cli, "--wait", "--timeout", "20", "--name", "shown", "--memory", "1 MiB", "--", "true"
