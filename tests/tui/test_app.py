@@ -16,7 +16,7 @@ from tests.tui.helpers import (
     wait_until,
 )
 from tui.app import BanyanApp
-from tui.fake import FakeSource
+from tui.fake import FakeSource, task_doc
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.screens.submit import SubmitScreen
@@ -92,9 +92,20 @@ async def test_sort_keys(make_app: Callable[..., BanyanApp]) -> None:
         await wait_until(pilot, lambda: table(app).get_row_index(tid(0)) == 0)
         assert table(app).cursor_task_id() == tid(23)  # the cursor kept its task
         assert table(app).cursor_row == 23
-        await pilot.press("s")  # by name
+        await pilot.press("s", "s")  # by id, then by name
         assert app.tasks_view.view.sort.key == "name"
         assert table(app).get_row_index(tid(0)) == 0  # train-00 first
+
+
+async def test_newest_first_is_by_creation_time_not_id(fake: FakeSource) -> None:
+    # A client-chosen id sorts after every generated one; the task is the oldest.
+    chosen = "aa" * 12
+    fake.docs[chosen] = task_doc(chosen, name="chosen-id", created=T0 - 7200)
+    app = BanyanApp(fake, clock=lambda: float(T0), clock_format=lambda _: "12:00:00")
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        assert table(app).get_row_index(tid(23)) == 0  # the newest on top
+        assert table(app).get_row_index(chosen) == table(app).row_count - 1
 
 
 async def test_number_keys_and_command_line(make_app: Callable[..., BanyanApp]) -> None:

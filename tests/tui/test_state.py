@@ -170,13 +170,17 @@ def test_sorting() -> None:
         Task("000000000000000000000001", name="a", state="running", priority=5, updated=9),
         Task("000000000000000000000003", name="C", state="available", priority=1, updated=1),
     ]
+    for created, task in enumerate(tasks):
+        task.created = float(created)
 
     def order(sort: Sort) -> list[str]:
         ranked = sorted(tasks, key=sort_key(sort), reverse=sort.descending)
         return [t.name or "" for t in ranked]
 
     assert order(parse_sort("-id")) == ["C", "b", "a"]
-    assert order(parse_sort("age")) == ["C", "b", "a"]  # youngest first
+    assert order(parse_sort("-created")) == ["C", "a", "b"]
+    assert order(parse_sort("age")) == ["C", "a", "b"]  # youngest first: by creation time
+    assert Sort() == parse_sort("-created")  # "newest" is the default
     assert order(parse_sort("name")) == ["a", "b", "C"]
     assert order(parse_sort("state")) == ["a", "C", "b"]  # running, available, success
     assert order(parse_sort("-priority")) == ["a", "C", "b"]  # ties by id, descending
