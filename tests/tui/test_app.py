@@ -148,6 +148,25 @@ async def test_queues_view_counts(make_app: Callable[..., BanyanApp]) -> None:
     assert app.return_code == 0
 
 
+async def test_queues_header_agrees_with_the_done_column(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("1")
+        for i in (1, 5, 7):  # three tasks end in the last minute, in two queues
+            fake.push_state(tid(i), "terminated", exit_status="success")
+        queues = app.query_one("#queue-table", DataTable)
+
+        def column() -> int:
+            return sum(int(queues.get_cell(q, "done_1m").plain) for q in ("cpu", "gpu"))
+
+        await wait_until(pilot, lambda: column() == 3)
+        note = app.query_one("#queues-note", Static)
+        await wait_until(pilot, lambda: "finished 1m ≥3 " in text_of(note), what=text_of(note))
+
+
 async def test_workers_view_heartbeats_and_lost(
     fake: FakeSource, make_app: Callable[..., BanyanApp]
 ) -> None:

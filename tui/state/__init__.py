@@ -40,7 +40,7 @@ from tui.state.looks import (
     status_of,
 )
 from tui.state.model import Changes, Model, counts_from_tasks
-from tui.state.queues import QueueRow, queue_rows
+from tui.state.queues import QueueRow, finished_note, queue_rows
 from tui.state.records import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -98,6 +98,7 @@ __all__ = [
     "counts_from_tasks",
     "created_from_id",
     "descendants",
+    "finished_note",
     "heartbeat_level",
     "load_style",
     "look",
