@@ -385,6 +385,35 @@ def test_workers_table_and_json(cli: Cli) -> None:
     assert worker["capacity"]["cores"] == 2
 
 
+def test_workers_hides_those_that_left_unless_all(cli: Cli, cluster: Cluster) -> None:
+    log = (cluster.tmp / "leaver.log").open("ab")
+    leaver = subprocess.Popen(
+        [str(WORKER), "--name", "leaver", "--cores", "1"],
+        env=clean_env(BANYAN_CLIENT_FILE=str(cluster.server.client_file)),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=cluster.tmp,
+    )
+    try:
+        wait_for(lambda: "leaver" in cluster.http.workers(), 20, "the second worker to join")
+    finally:
+        _end(leaver, grace_s=10)  # SIGTERM: it leaves
+        log.close()
+    wait_for(lambda: cluster.http.workers()["leaver"]["state"] == "left", 20, "it to leave")
+
+    def names(*argv: str) -> dict[str, str]:
+        result = cli("workers", "--json", *argv)
+        assert result.code == 0, result
+        return {w["name"]: w["state"] for w in json.loads(result.out)}
+
+    assert "leaver" not in names() and WORKER_NAME in names()
+    assert names("--all")["leaver"] == "left"
+    table = cli("workers", "--all")
+    assert "leaver" in table.out and "left" in table.out
+    hidden = cli("workers")
+    assert "leaver" not in hidden.out and "1 left or lost (--all shows them)" in hidden.out
+
+
 def test_stats_renders_or_says_clearly_it_is_missing(cli: Cli) -> None:
     result = cli("stats")
     if result.code == 0:
