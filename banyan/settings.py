@@ -13,7 +13,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 from pydantic import Field
 from pydantic_settings import (
     BaseSettings,
@@ -25,15 +24,9 @@ from pydantic_settings import (
 from banyan import constants as c
 from banyan.errors import InvalidInput
 from banyan.logs import LogFormat
+from banyan.paths import config_dir, data_dir
 
-
-def data_dir() -> Path:
-    """``<user data dir>/banyan``: the database and the local client file live here."""
-    return Path(platformdirs.user_data_dir(c.APP_NAME, appauthor=False))
-
-
-def config_dir() -> Path:
-    return Path(platformdirs.user_config_dir(c.APP_NAME, appauthor=False))
+__all__ = ["Settings", "config_dir", "data_dir", "default_config_file"]
 
 
 def default_config_file() -> Path | None:

@@ -10,13 +10,15 @@ import argparse
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from banyan.cli.output import Output
 from banyan.client.discovery import Connection, discover
-from banyan.client.http import Client
 from banyan.errors import InvalidInput, NotFound
 from banyan.ids import is_id
+
+if TYPE_CHECKING:
+    from banyan.client.http import Client
 
 
 class UsageError(InvalidInput):
@@ -45,6 +47,10 @@ class Context:
         return None if self._connection is None else self._connection.server
 
     def client(self) -> Client:
+        # Imported here: aiohttp is most of the CLI's start time, and --help and
+        # usage errors never need it.
+        from banyan.client.http import Client
+
         return Client(self.connection)
 
 

@@ -9,9 +9,6 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from rich.table import Table
-from rich.text import Text
-
 from banyan.cli.context import Context
 from banyan.client.format import (
     duration,
@@ -71,6 +68,9 @@ def _ratio(used: float, total: float, *, as_memory: bool = False) -> str:
 
 
 async def run_workers(ctx: Context) -> int:
+    from rich.table import Table
+    from rich.text import Text
+
     async with ctx.client() as client:
         every = await client.workers()
     workers = every if ctx.args.all else [w for w in every if w.get("state") not in GONE_STATES]

@@ -10,8 +10,6 @@ import socket
 import ssl
 from pathlib import Path
 
-import aiohttp
-
 from banyan.errors import InvalidInput, ServerUnreachable
 from banyan.tls import ssl_reason
 
@@ -54,6 +52,8 @@ def client_context(ca_cert: Path | None, *, source: str = "--ca-cert") -> ssl.SS
 def unreachable(url: str, exc: BaseException) -> ServerUnreachable:
     """The error to raise when a request to ``url`` failed with ``exc``, in
     words that say what to do when TLS is the cause."""
+    import aiohttp  # here: finding the server and token should not load aiohttp
+
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         detail = getattr(exc.certificate_error, "verify_message", None) or ssl_reason(
             exc.certificate_error
@@ -76,6 +76,8 @@ def connect_reason(exc: BaseException) -> str:
     "timed out"), without aiohttp's "Cannot connect to host … ssl:default [...]"."""
     if isinstance(exc, TimeoutError):
         return "timed out"
+    import aiohttp
+
     cause = exc.os_error if isinstance(exc, aiohttp.ClientConnectorError) else exc
     if isinstance(cause, OSError):
         if isinstance(cause, socket.gaierror):
