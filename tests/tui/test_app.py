@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from textual import events
 from textual.widgets import ContentSwitcher, DataTable, Input, Log, Static, Tree
 
 from tests.tui.helpers import (
@@ -335,6 +336,33 @@ async def test_submit_form_validates_inline(
         assert body["requested_resources"]["memory"] == 2 * 2**30
         assert after == (tid(1),)
         await wait_until(pilot, lambda: table(app).row_count == 25)
+
+
+def type_fast(app: BanyanApp, text: str) -> None:
+    """Key events for ``text`` ("\t" is Tab) sent all at once, as a terminal delivers
+    fast typing or a paste, where ``pilot.press`` waits for the app between keys."""
+    driver = app._driver
+    assert driver is not None
+    for char in text:
+        key = {"\t": "tab", " ": "space"}.get(char, char)
+        event = events.Key(key, char)
+        event.set_sender(app)
+        driver.send_message(event)
+
+
+async def test_submit_form_keeps_fast_tabs(make_app: Callable[..., BanyanApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, SubmitScreen))
+        screen = app.screen
+        type_fast(app, "sleep 100\ttui job\t1\t1 GB")
+        fields = {k: screen.query_one(f"#f-{k}", Input) for k in ("command", "name", "memory")}
+        await wait_until(pilot, lambda: fields["memory"].value == "1 GB", what="all keys")
+        assert fields["command"].value == "sleep 100"
+        assert fields["name"].value == "tui job"
+        assert screen.query_one("#f-cores", Input).value == "1"
 
 
 async def test_help_and_palette(make_app: Callable[..., BanyanApp]) -> None:
