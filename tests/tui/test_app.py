@@ -109,6 +109,36 @@ async def test_newest_first_is_by_creation_time_not_id(fake: FakeSource) -> None
         assert table(app).get_row_index(chosen) == table(app).row_count - 1
 
 
+async def test_home_and_end_move_the_cursor_in_every_table(
+    make_app: Callable[..., BanyanApp],
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        for view, selector in (("3", "#task-table"), ("2", "#worker-table"), ("1", "#queue-table")):
+            await pilot.press(view)
+            grid = app.query_one(selector, DataTable)
+            await wait_until(pilot, lambda grid=grid: grid.row_count > 1)
+            await pilot.press("end")
+            assert grid.cursor_row == grid.row_count - 1, selector
+            await pilot.press("home")
+            assert grid.cursor_row == 0, selector
+
+
+async def test_tree_without_a_task_says_what_to_do(make_app: Callable[..., BanyanApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("1", "4")  # from the Queues view: no task under the cursor
+        assert app.view == "tree"
+        assert not app.query_one("#task-tree", Tree).display  # no empty tree
+        hint = text_of(app.query_one("#tree-note", Static))
+        assert "no task selected" in hint and "3" in hint and hint.count("\n") <= 1
+        await pilot.press("3", "4")  # with one, its tree
+        assert app.query_one("#task-tree", Tree).display
+        assert "tree of" in text_of(app.query_one("#tree-note", Static))
+
+
 async def test_number_keys_and_command_line(make_app: Callable[..., BanyanApp]) -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

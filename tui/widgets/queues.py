@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Static
 from textual.widgets.data_table import RowDoesNotExist
 
 from tui.state import Model, QueueRow, finished_note, look, queue_rows, short_age
-from tui.widgets.base import View
+from tui.widgets.base import RowTable, View
 
 COLUMNS = (
     ("queue", "QUEUE", 14),
@@ -55,7 +55,7 @@ class QueuesView(View):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="queues-note", classes="note")
-        table: DataTable[Any] = DataTable(id="queue-table", cursor_type="row")
+        table = RowTable(id="queue-table")
         for key, label, width in COLUMNS:
             table.add_column(label, key=key, width=width)
         yield table

@@ -21,7 +21,7 @@ from textual.widgets.data_table import CellDoesNotExist, CellKey, RowDoesNotExis
 
 from tui.messages import OpenDetail, SelectionChanged
 from tui.state import Model, RowPlan, Task, TaskView, look, short_age, short_id
-from tui.widgets.base import View, ViewOptions
+from tui.widgets.base import RowTable, View, ViewOptions
 
 FIXED = {"mark": 1, "id": 8, "state": 12, "queue": 8, "age": 4}
 EXTRA = {"prio": 4, "worker": 12}  # shown when the terminal is wide enough
@@ -46,11 +46,11 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
-class TaskTable(DataTable[Any]):
+class TaskTable(RowTable):
     """Rows are tasks; ``selected`` is the multi-selection (space)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        super().__init__(zebra_stripes=False, **kwargs)
         self.selected: set[str] = set()
         self.name_width = 34
         self.extras: tuple[str, ...] = ()

@@ -17,7 +17,7 @@ from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 from banyan.client.format import gpu_count
 from banyan.units import format_memory
 from tui.state import Model, Worker, bar, heartbeat_level, load_style, look, short_age, short_id
-from tui.widgets.base import View
+from tui.widgets.base import RowTable, View
 
 COLUMNS = (
     ("name", "WORKER", 14),
@@ -84,7 +84,7 @@ class WorkersView(View):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="workers-note", classes="note")
-        table: DataTable[Any] = DataTable(id="worker-table", cursor_type="row")
+        table = RowTable(id="worker-table")
         for key, label, width in COLUMNS:
             table.add_column(label, key=key, width=width)
         yield table
