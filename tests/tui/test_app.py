@@ -139,6 +139,27 @@ async def test_tree_without_a_task_says_what_to_do(make_app: Callable[..., Banya
         assert "tree of" in text_of(app.query_one("#tree-note", Static))
 
 
+async def test_the_sorted_column_is_marked(make_app: Callable[..., BanyanApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 24)) as pilot:
+        await started(pilot)
+
+        def labels() -> dict[str, str]:
+            return {str(k.value): c.label.plain for k, c in table(app).columns.items()}
+
+        assert labels()["age"] == "AGE▲"  # newest first: the youngest age on top
+        assert labels()["name"] == "NAME"
+        await pilot.press("s", "s")  # by id, then by name (ascending)
+        assert labels()["name"] == "NAME▲" and labels()["id"] == "ID"
+        assert labels()["age"] == "AGE"
+        await pilot.press("S")
+        assert labels()["name"] == "NAME▼"
+        await pilot.press("s", "s", "s", "s")  # state, queue, priority, updated
+        assert app.tasks_view.view.sort.text == "-updated"
+        assert not any(label.endswith(("▲", "▼")) for label in labels().values())
+        assert "sorted -updated" in text_of(app.query_one("#tasks-note", Static))
+
+
 async def test_number_keys_and_command_line(make_app: Callable[..., BanyanApp]) -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

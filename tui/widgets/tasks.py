@@ -20,11 +20,23 @@ from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import CellDoesNotExist, CellKey, RowDoesNotExist, RowKey
 
 from tui.messages import OpenDetail, SelectionChanged
-from tui.state import Model, RowPlan, Task, TaskView, look, short_age, short_id
+from tui.state import Model, RowPlan, Sort, Task, TaskView, look, short_age, short_id
 from tui.widgets.base import RowTable, View, ViewOptions
 
 FIXED = {"mark": 1, "id": 8, "state": 12, "queue": 8, "age": 4}
-EXTRA = {"prio": 4, "worker": 12}  # shown when the terminal is wide enough
+EXTRA = {"prio": 5, "worker": 12}  # shown when the terminal is wide enough
+TITLES = {"id": "ID", "name": "NAME", "state": "STATE", "queue": "QUEUE", "prio": "PRIO"}
+TITLES |= {"worker": "WORKER", "age": "AGE"}
+# The column each sort key orders by, and whether the column reads the other way
+# round (newest first is the youngest AGE first).
+SORT_COLUMNS = {
+    "created": ("age", True),
+    "id": ("id", False),
+    "name": ("name", False),
+    "state": ("state", False),
+    "queue": ("queue", False),
+    "priority": ("prio", False),
+}
 MIN_NAME = 12
 WIDE_NAME = 40
 Cells = tuple[str, ...]
@@ -83,6 +95,24 @@ class TaskTable(RowTable):
         if "worker" in self.extras:
             self.add_column("WORKER", key="worker", width=EXTRA["worker"])
         self.add_column(Text("AGE", justify="right"), key="age", width=FIXED["age"])
+        self._marked: Sort | None = None
+
+    def mark_sort(self, sort: Sort) -> bool:
+        """Put ▲ (ascending) or ▼ on the title of the column ``sort`` orders by; False
+        when no column shows that order (``updated``, or ``priority`` when narrow)."""
+        column, flipped = SORT_COLUMNS.get(sort.key, ("", False))
+        arrow = "▼" if sort.descending != flipped else "▲"
+        if sort != self._marked:
+            self._marked = sort
+            for key, col in self.columns.items():
+                title = TITLES.get(str(key.value))
+                if title is not None:
+                    justify = "right" if key.value == "age" else "left"
+                    text = title + arrow if key.value == column else title
+                    col.label = Text(text, justify=justify)
+            self._clear_caches()
+            self.refresh()
+        return column in {str(key.value) for key in self.columns}
 
     # --- cells ------------------------------------------------------------------
 
@@ -260,6 +290,7 @@ class TasksView(View):
         self.view = TaskView(limit=options.row_limit)
         self._model: Model | None = None
         self._now = 0.0
+        self._sort_shown = True  # the sorted column's title is marked
 
     def compose(self) -> ComposeResult:
         yield Static("", id="tasks-note", classes="note")
@@ -291,6 +322,7 @@ class TasksView(View):
             self.table.build_columns()
         self.table.selected &= set(model.tasks)
         self.table.apply(self.view.reset(model), model, now)
+        self._sort_shown = self.table.mark_sort(self.view.sort)
         self.update_note(model)
 
     def changed(self, model: Model, ids: Iterable[str], now: float) -> None:
@@ -316,6 +348,8 @@ class TasksView(View):
             parts.append(f"{shown:,} of {matching:,} tasks (sorted {view.sort.text}; / narrows)")
         else:
             parts.append(f"{matching:,} task{'s' if matching != 1 else ''}")
+            if not self._sort_shown:  # no column title carries the marker
+                parts.append(f"sorted {view.sort.text}")
         if view.filter:
             parts.append(f"filter: {view.filter.text}")
         if model.server_total is not None and model.server_total > len(model.tasks):
