@@ -160,6 +160,33 @@ async def test_the_sorted_column_is_marked(make_app: Callable[..., BanyanApp]) -
         assert "sorted -updated" in text_of(app.query_one("#tasks-note", Static))
 
 
+async def test_running_tasks_show_a_live_elapsed_time(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    now = [float(T0)]
+    app = make_app(clock=lambda: now[0])
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+
+        def ran(task_id: str) -> str:
+            return str(table(app).get_cell(task_id, "ran").plain)
+
+        assert ran(tid(18)) == "41:59"  # running: started at T0 - 2519 s
+        assert ran(tid(20)) == "0:04"  # ended: its run time, fixed
+        assert ran(tid(23)) == ""  # never ran
+        calls = len(fake.calls)
+        now[0] += 5
+        await wait_until(pilot, lambda: ran(tid(18)) == "42:04", what="the clock to tick")
+        assert ran(tid(20)) == "0:04"
+        assert fake.calls[calls:] == []  # the tick is the clock alone: no request
+        table(app).move_cursor(row=table(app).get_row_index(tid(18)))
+        await pilot.press("enter")  # the detail of the running task
+        fields = app.query_one("#detail-fields", Static)
+        await wait_until(pilot, lambda: "running for 42:04" in text_of(fields))
+        now[0] += 60
+        await wait_until(pilot, lambda: "running for 43:04" in text_of(fields))
+
+
 async def test_number_keys_and_command_line(make_app: Callable[..., BanyanApp]) -> None:
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

@@ -20,13 +20,24 @@ from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import CellDoesNotExist, CellKey, RowDoesNotExist, RowKey
 
 from tui.messages import OpenDetail, SelectionChanged
-from tui.state import Model, RowPlan, Sort, Task, TaskView, look, short_age, short_id
+from tui.state import (
+    Model,
+    RowPlan,
+    Sort,
+    Task,
+    TaskView,
+    clock_text,
+    look,
+    run_time,
+    short_age,
+    short_id,
+)
 from tui.widgets.base import RowTable, View, ViewOptions
 
-FIXED = {"mark": 1, "id": 8, "state": 12, "queue": 8, "age": 4}
+FIXED = {"mark": 1, "id": 8, "state": 12, "queue": 8, "ran": 5, "age": 4}
 EXTRA = {"prio": 5, "worker": 12}  # shown when the terminal is wide enough
 TITLES = {"id": "ID", "name": "NAME", "state": "STATE", "queue": "QUEUE", "prio": "PRIO"}
-TITLES |= {"worker": "WORKER", "age": "AGE"}
+TITLES |= {"worker": "WORKER", "ran": "RAN", "age": "AGE"}
 # The column each sort key orders by, and whether the column reads the other way
 # round (newest first is the youngest AGE first).
 SORT_COLUMNS = {
@@ -94,6 +105,9 @@ class TaskTable(RowTable):
             self.add_column("PRIO", key="prio", width=EXTRA["prio"])
         if "worker" in self.extras:
             self.add_column("WORKER", key="worker", width=EXTRA["worker"])
+        # How long the attempt has run: ticks once a second for a running task, from
+        # the clock alone (the rows on screen are redrawn each second, no request).
+        self.add_column(Text("RAN", justify="right"), key="ran", width=FIXED["ran"])
         self.add_column(Text("AGE", justify="right"), key="age", width=FIXED["age"])
         self._marked: Sort | None = None
 
@@ -107,7 +121,7 @@ class TaskTable(RowTable):
             for key, col in self.columns.items():
                 title = TITLES.get(str(key.value))
                 if title is not None:
-                    justify = "right" if key.value == "age" else "left"
+                    justify = "right" if key.value in ("age", "ran") else "left"
                     text = title + arrow if key.value == column else title
                     col.label = Text(text, justify=justify)
             self._clear_caches()
@@ -132,11 +146,12 @@ class TaskTable(RowTable):
             values.append(str(task.priority))
         if "worker" in self.extras:
             values.append(_fit(task.worker or "", EXTRA["worker"]))
+        values.append(clock_text(run_time(task, now)))
         values.append(short_age(now - task.created))
         return tuple(values)
 
     def _keys(self) -> list[str]:
-        return ["mark", "id", "name", "state", "queue", *self.extras, "age"]
+        return ["mark", "id", "name", "state", "queue", *self.extras, "ran", "age"]
 
     def _cell(self, key: str, value: str, task: Task) -> Any:
         if key == "mark":
@@ -145,7 +160,7 @@ class TaskTable(RowTable):
             return IdCell(value)
         if key == "state":
             return Text(value, style=look(task.status)[2], no_wrap=True)
-        if key == "age":
+        if key in ("age", "ran"):
             return Text(value, justify="right", no_wrap=True)
         return Text(value, no_wrap=True)
 
