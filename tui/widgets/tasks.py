@@ -121,9 +121,9 @@ class TaskTable(RowTable):
             for key, col in self.columns.items():
                 title = TITLES.get(str(key.value))
                 if title is not None:
-                    justify = "right" if key.value in ("age", "ran") else "left"
                     text = title + arrow if key.value == column else title
-                    col.label = Text(text, justify=justify)
+                    right = key.value in ("age", "ran")
+                    col.label = Text(text, justify="right" if right else "left")
             self._clear_caches()
             self.refresh()
         return column in {str(key.value) for key in self.columns}
