@@ -246,6 +246,27 @@ async def test_queues_header_agrees_with_the_done_column(
         await wait_until(pilot, lambda: "finished 1m ≥3 " in text_of(note), what=text_of(note))
 
 
+async def test_workers_view_shows_measured_cpu_and_memory(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("2")
+        workers = app.query_one("#worker-table", DataTable)
+        assert workers.get_cell("w1", "rss").plain == "-"  # no sample yet
+        for n, mib, cpu in ((0, 3, 150.0), (6, 5, 50.0)):  # two tasks running on w1
+            sample = {"_id": tid(n), "time": T0, "resident_memory_bytes": mib * 2**20}
+            fake.push("task.usage", {**sample, "cpu_percent": cpu})
+        await wait_until(pilot, lambda: workers.get_cell("w1", "rss").plain == "8M")
+        assert workers.get_cell("w1", "cpu").plain == "200"  # two cores' worth, as htop
+        assert workers.get_cell("w2", "rss").plain == "-"  # runs nothing
+        assert "measured" in text_of(app.query_one("#workers-note", Static))
+        fake.push_state(tid(6), "terminated", exit_status="success")
+        await wait_until(pilot, lambda: workers.get_cell("w1", "rss").plain == "3M")
+        assert workers.get_cell("w1", "cpu").plain == "150"
+
+
 async def test_workers_view_heartbeats_and_lost(
     fake: FakeSource, make_app: Callable[..., BanyanApp]
 ) -> None:

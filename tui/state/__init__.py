@@ -39,7 +39,7 @@ from tui.state.looks import (
     look,
     status_of,
 )
-from tui.state.model import Changes, Model, counts_from_tasks
+from tui.state.model import Changes, Model, WorkerUse, counts_from_tasks
 from tui.state.queues import QueueRow, finished_note, queue_rows
 from tui.state.records import (
     ACTIVE_STATES,
@@ -94,6 +94,7 @@ __all__ = [
     "Term",
     "TreeNode",
     "Worker",
+    "WorkerUse",
     "bar",
     "build_tree",
     "cancellable",

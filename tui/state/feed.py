@@ -122,8 +122,13 @@ def on_usage(model: Model, data: Mapping[str, Any], ts: float, changes: Changes)
     points = model.usage.pop(task_id, None) or deque(maxlen=USAGE_POINTS)
     points.append((when, rss))
     model.usage[task_id] = points  # re-inserted: most recently sampled last
+    cpu = data.get("cpu_percent")  # sent by the worker; a server may not pass it on
+    if isinstance(cpu, int | float) and not isinstance(cpu, bool):
+        model.cpu[task_id] = (when, float(cpu))
     if len(model.usage) > USAGE_TASKS:
-        del model.usage[next(iter(model.usage))]
+        oldest = next(iter(model.usage))
+        del model.usage[oldest]
+        model.cpu.pop(oldest, None)
     changes.usage.add(task_id)
 
 

@@ -45,6 +45,14 @@ class Changes:
         return bool(self.tasks or self.workers or self.queues or self.usage)
 
 
+@dataclass(frozen=True)
+class WorkerUse:
+    """A worker's measured use: resident bytes and CPU (100 = one core busy)."""
+
+    rss_bytes: int | None
+    cpu_percent: float | None
+
+
 @dataclass
 class Model:
     tasks: dict[str, Task] = field(default_factory=dict)
@@ -56,6 +64,8 @@ class Model:
     throughput: dict[str, int] | None = None
     server_total: int | None = None
     usage: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+    # The latest CPU sample per task, (time, percent of one core), when the feed has one.
+    cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
     done: dict[str, deque[tuple[int, int]]] = field(default_factory=dict)
     active: set[str] = field(default_factory=set)  # running or being cancelled
     seq: int = 0
@@ -175,6 +185,24 @@ class Model:
 
     def done_last_minute(self, queue: str, now: float) -> int:
         return self.finished(now, FINISHED_WINDOWS_S["1m"], queue)
+
+    def worker_use(self) -> dict[str, WorkerUse]:
+        """What each worker's running tasks use, measured (not reserved): the sum of their
+        latest ``task.usage`` samples, resident memory and CPU. A worker none of whose
+        running tasks has a sample yet is left out; CPU is None when no sample has it."""
+        rss: dict[str, int] = {}
+        cpu: dict[str, float] = {}
+        for task_id in self.active:
+            worker = self.tasks[task_id].worker
+            if worker is None:
+                continue
+            points = self.usage.get(task_id)
+            if points:
+                rss[worker] = rss.get(worker, 0) + points[-1][1]
+            sample = self.cpu.get(task_id)
+            if sample is not None:
+                cpu[worker] = cpu.get(worker, 0.0) + sample[1]
+        return {w: WorkerUse(rss.get(w), cpu.get(w)) for w in rss.keys() | cpu.keys()}
 
     def running_by_worker(self) -> dict[str, int]:
         """How many tasks each worker runs, by our model (one pass)."""
