@@ -107,6 +107,13 @@ async def test_newest_first_is_by_creation_time_not_id(fake: FakeSource) -> None
         await started(pilot)
         assert table(app).get_row_index(tid(23)) == 0  # the newest on top
         assert table(app).get_row_index(chosen) == table(app).row_count - 1
+        # One created now, live, with a chosen id: on top, and its age from the event.
+        late = "0000000a" + "0" * 16  # its id reads as 1970
+        fake.push("task.created", {"_id": late, "name": "late", "state": "available"})
+        await wait_until(pilot, lambda: late in table(app).rows)
+        assert table(app).get_row_index(late) == 0
+        assert table(app).get_cell(late, "age").plain == "0s"
+        assert table(app).get_row_index(tid(23)) == 1
 
 
 async def test_home_and_end_move_the_cursor_in_every_table(

@@ -17,7 +17,6 @@ from textual.widgets import DataTable, Static
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from banyan.client.format import gpu_count
-from banyan.units import format_memory
 from tui.state import (
     Model,
     Worker,
@@ -76,8 +75,21 @@ def _load(worker: Worker, key: str) -> tuple[float, float]:
 
 def _amount(key: str, value: float) -> str:
     if key == "memory":
-        return format_memory(int(value)).replace(" ", "").replace("iB", "")
+        return compact_memory(int(value))
     return f"{value:g}"
+
+
+def compact_memory(n_bytes: int) -> str:
+    """At most 4 characters, as htop's RES column: ``"173M"``, ``"1.2G"``, ``"900K"``."""
+    size = float(max(0, n_bytes))
+    for unit in ("B", "K", "M", "G", "T"):
+        if size < 999.5 or unit == "T":
+            break
+        size /= 1024
+    if unit == "B":
+        return f"{int(size)}B"
+    shown = f"{size:.1f}".removesuffix(".0") if size < 9.95 else f"{size:.0f}"
+    return shown + unit
 
 
 def load_cell(worker: Worker, key: str, width: int = BAR) -> Text:
