@@ -47,11 +47,11 @@ class Context:
         return None if self._connection is None else self._connection.server
 
     def client(self) -> Client:
-        # Imported here: aiohttp is most of the CLI's start time, and --help and
-        # usage errors never need it.
+        # http.client, not aiohttp, for the requests: aiohttp's import was most of a
+        # call's start time (the event feed still imports it, when used).
         from banyan.client.http import Client
 
-        return Client(self.connection)
+        return Client(self.connection, transport="stdlib")
 
 
 Handler = Callable[[Context], Awaitable[int]]

@@ -190,6 +190,19 @@ def test_server_down_is_one_line_and_exit_2(cli: Cli, monkeypatch: pytest.Monkey
     assert cli("ls").err == f"banyan: cannot connect to {url}: connection refused\n"
 
 
+def test_ls_needs_no_aiohttp(cluster: Cluster) -> None:
+    """The CLI's requests go through http.client: aiohttp's import was most of a call's
+    start time (issue 15 item 10). A real process, so nothing else imported it."""
+    code = (
+        "import sys; from banyan.cli import main; code = main(['ls', '--all']); "
+        "print(code, 'aiohttp' in sys.modules, file=sys.stderr)"
+    )
+    env = clean_env(BANYAN_CLIENT_FILE=str(cluster.server.client_file))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stderr.split() == ["0", "False"], done.stderr
+    assert "tasks" in done.stdout
+
+
 def test_bad_token_exits_2(cli: Cli) -> None:
     result = cli("--token", "byn_not_a_real_token", "ls")
     assert result.code == 2, result
