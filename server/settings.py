@@ -25,7 +25,7 @@ from pydantic_settings import (
 from banyan import constants as c
 from banyan.errors import InvalidInput
 from banyan.logs import LogFormat
-from banyan.settings import data_dir, default_config_file
+from banyan.paths import data_dir, default_config_file
 
 
 def _location(value: Any) -> Any:
