@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from banyan.client import check_tls
-from banyan.client.discovery import add_connection_options, discover
+from banyan.client.discovery import add_connection_options, client_file, discover
 from banyan.errors import BanyanError
 from banyan.logs import LOG_FORMATS, setup_logging
 from banyan.units import parse_cores, parse_memory
@@ -64,6 +64,24 @@ def _cores(text: str) -> float:
         return parse_cores(float(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def warn_if_tasks_can_read_admin_token(log: logging.Logger) -> bool:
+    """Tasks run as this worker's user: if that user can read the local
+    server's client file, any task can read the admin token in it (whatever
+    the environment says). Say so once; the cure is another user for workers."""
+    path = client_file()
+    try:
+        readable = path.is_file() and os.access(path, os.R_OK) and '"token"' in path.read_text()
+    except OSError:
+        return False
+    if readable:
+        log.warning(
+            "tasks run as this user and can read the admin token in %s; run workers as "
+            "another user to keep it from them (docs: guide/workers, 'What a task gets')",
+            path,
+        )
+    return readable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         usage_interval_s=args.usage_interval,
         log_format=args.log_format,
     )
+    warn_if_tasks_can_read_admin_token(logging.getLogger("worker"))
     return asyncio.run(Agent(config).run())
 
 
