@@ -38,7 +38,7 @@ from banyan.client.discovery import Connection
 from banyan.constants import HEARTBEAT_INTERVAL_S, SERVER_TIMEOUT_S
 from banyan.resources import Resources
 from banyan.tokens import basic_auth_header
-from worker import runner
+from worker import containment, runner
 from worker.lease import Beats, Lease, Terms, terms
 from worker.progress import ENV_SOCKET, ProgressListener
 from worker.reaper import Reaper
@@ -52,6 +52,7 @@ FENCED = "the worker's lease lapsed (no word from the server): stopped"
 NOT_STARTED = "not started: the worker's lease had lapsed"
 # Exit codes of banyan-worker (listed in its --help).
 EXIT_OK = 0
+EXIT_USAGE = 2  # as for bad arguments
 EXIT_TOKEN_REFUSED = 77  # sysexits' EX_NOPERM: 401/403 at connect, retrying cannot help
 TOKEN_REFUSED = {
     401: "the server refused the token (401): it is unknown or revoked",
@@ -81,6 +82,8 @@ class WorkerConfig:
     claim_limit: int = 32
     burst: bool = False  # exit once nothing is left to claim or run (tests, batch use)
     log_format: str = "text"  # also for the reaper sidecar's lines
+    enforce_memory: bool = False  # a task's memory request is its cgroup's memory.max
+    containment: str = "auto"  # or insist on "cgroup" / "subreaper"
 
 
 @dataclass
@@ -113,6 +116,7 @@ class Agent:
         self._server_timeout_s = SERVER_TIMEOUT_S
         self._unreachable_since: float | None = None
         self._reaper: Reaper | None = None
+        self.containment: containment.Containment | None = None
         self._progress = ProgressListener(self._on_progress)
         self._background: set[asyncio.Task[Any]] = set()
         self._free_gpus = list(config.gpu_indices)
@@ -154,10 +158,19 @@ class Agent:
                 self._spawn(self._terminate(job))
 
     async def run(self) -> int:
+        try:
+            self.containment = containment.detect(
+                enforce_memory=self.config.enforce_memory, kind=self.config.containment
+            )
+        except ValueError as exc:  # --containment cgroup where there is none
+            log.error("%s", exc)
+            return EXIT_USAGE
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
-        self._reaper = Reaper.start(log_format=self.config.log_format)
+        scope = getattr(self.containment, "scope", None)
+        self._reaper = Reaper.start(log_format=self.config.log_format, scope=scope)
+        containment.MANAGED_PIDS.add(self._reaper.pid)  # never taken for a task's orphan
         await self._progress.start()
         headers = {"Authorization": basic_auth_header(self.config.connection.token)}
         url = self.config.connection.ws_base + "/workers/connect"
@@ -215,6 +228,8 @@ class Agent:
             await self._progress.stop()
             if self._reaper is not None:
                 self._reaper.close()
+            if self.containment is not None:
+                self.containment.close()
         log.info("exiting (code %d): %s", self.exit_code, self.exit_reason)
         return self.exit_code
 
@@ -524,6 +539,8 @@ class Agent:
             on_output=lambda stream, chunk: self._on_output(job, stream, chunk),
             max_log_bytes=self.config.max_log_bytes,
             reaper=self._reaper,
+            containment=self.containment,
+            memory_limit_bytes=int(request.memory),
         )
         self._spawn(self._follow(job))
 

@@ -21,6 +21,7 @@ from banyan.logs import LOG_FORMATS, setup_logging
 from banyan.units import parse_cores, parse_memory
 from worker.agent import Agent, WorkerConfig
 from worker.capacity import detect
+from worker.containment import KINDS
 
 EPILOG = """\
 examples:
@@ -116,6 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--drain", action="store_true", help="on SIGTERM finish running tasks")
     parser.add_argument("--burst", action="store_true", help="exit when nothing is left to run")
     parser.add_argument(
+        "--enforce-memory",
+        action="store_true",
+        help="make each task's memory request its hard limit (cgroup v2 memory.max; "
+        "ignored with a warning where the memory controller is not available)",
+    )
+    parser.add_argument(
+        "--containment",
+        choices=KINDS,
+        default="auto",
+        help="how a task's escaped processes (setsid, daemons) are tracked: a cgroup v2 "
+        "per attempt where writable, else the worker as child subreaper (default auto)",
+    )
+    parser.add_argument(
         "--usage-interval",
         type=float,
         default=2.0,
@@ -159,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         burst=args.burst,
         usage_interval_s=args.usage_interval,
         log_format=args.log_format,
+        enforce_memory=args.enforce_memory,
+        containment=args.containment,
     )
     warn_if_tasks_can_read_admin_token(logging.getLogger("worker"))
     return asyncio.run(Agent(config).run())

@@ -37,6 +37,21 @@ sure whether the lease stopped it. Without this the worker, whose own lease
 timer may fire a little later than the sidecar's deadline, reported a task
 the sidecar had killed as ``failure (SIGTERM)``, a failure of its own.
 
+Escaped processes (``setsid``, double forks, daemons: see
+:mod:`worker.containment`). A registration may carry a tag after the pgid,
+``+PGID cg:PATH`` or ``+PGID env:ATTEMPT:TASK``, naming where the rest of the
+attempt is. Whenever the sidecar SIGKILLs a group (EOF, or the lease's kill
+deadline) it also kills the rest: ``cg:`` writes the attempt cgroup's
+``cgroup.kill``; ``env:`` scans ``/proc`` for processes whose environment
+carries ``BANYAN_TASK_ID=TASK`` and ``BANYAN_ATTEMPT=ATTEMPT`` (and so were
+started by that attempt) and SIGKILLs them, again until none is left (a
+bounded number of rounds, as they may fork meanwhile). Why not the worker's
+list of pids: after a ``kill -9`` of the worker its orphans are re-parented
+to PID 1 and the sidecar, a sibling, could never have been their subreaper;
+the list would be as old as the worker's last look, while a scan at the
+moment of death misses only a process that re-executed itself with an empty
+environment. With cgroups nothing escapes.
+
 This module imports only the standard library so that ``python -m
 worker.reaper`` starts fast and cannot fail on the worker's dependencies.
 """
@@ -83,16 +98,17 @@ class Reaper:
         self._pending = b""
 
     @classmethod
-    def start(cls, *, log_format: str = "text") -> Reaper:
+    def start(cls, *, log_format: str = "text", scope: Path | None = None) -> Reaper:
         """Spawn ``python -m worker.reaper`` and wait until it is reading; it
-        logs to the worker's stderr in ``log_format`` (``text`` or ``json``)."""
+        logs to the worker's stderr in ``log_format`` (``text`` or ``json``).
+        ``scope``: the worker's cgroup of attempt cgroups, removed when it dies."""
         package_root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker.reaper", log_format],
+            [sys.executable, "-m", "worker.reaper", log_format, *([str(scope)] if scope else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -128,12 +144,14 @@ class Reaper:
     def registered(self) -> frozenset[int]:
         return frozenset(self._registered)
 
-    def register(self, pgid: int) -> None:
-        """Kill group ``pgid`` if the worker dies before :meth:`unregister`."""
+    def register(self, pgid: int, tag: str = "") -> None:
+        """Kill group ``pgid`` (and what ``tag`` names: ``cg:PATH`` or
+        ``env:ATTEMPT:TASK``) if the worker dies before :meth:`unregister`."""
         self._read_notices()
         self._fenced.discard(pgid)  # a notice about an earlier group of that number
         self._registered.add(pgid)
-        self._send(b"+%d\n" % pgid)
+        extra = b" " + os.fsencode(tag) if tag and "\n" not in tag else b""
+        self._send(b"+%d%s\n" % (pgid, extra))
 
     def fenced(self, pgid: int) -> bool:
         """Whether the sidecar has signalled group ``pgid`` for a lapsed lease
@@ -217,8 +235,87 @@ class Reaper:
 # --- the sidecar itself -------------------------------------------------------------
 
 
-def _kill_groups(pgids: set[int]) -> None:
+ENV_KILL_ROUNDS = 5
+
+
+def _kill_groups(pgids: set[int], tags: dict[int, bytes] | None = None) -> None:
     _signal_groups(pgids, signal.SIGKILL)
+    _kill_tagged([tags[p] for p in pgids if tags and p in tags])
+
+
+def _kill_tagged(tags: list[bytes]) -> None:
+    """SIGKILL what the tags name: an attempt's cgroup, or its environment."""
+    markers = []
+    for tag in tags:
+        kind, _, rest = tag.partition(b":")
+        if kind == b"cg":
+            _kill_cgroup(rest)
+        elif kind == b"env":
+            attempt, _, task = rest.partition(b":")
+            markers.append((b"BANYAN_TASK_ID=" + task, b"BANYAN_ATTEMPT=" + attempt))
+    for _ in range(ENV_KILL_ROUNDS if markers else 0):
+        if not _kill_carriers(markers):
+            break
+
+
+def _kill_cgroup(path: bytes) -> None:
+    with (
+        contextlib.suppress(OSError),
+        open(os.path.join(path, b"cgroup.kill"), "wb", buffering=0) as kill_file,
+    ):
+        kill_file.write(b"1")
+        return
+    with (  # no cgroup.kill: one by one
+        contextlib.suppress(OSError),
+        open(os.path.join(path, b"cgroup.procs"), "rb") as procs,
+    ):
+        for pid in procs.read().split():
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
+
+
+SCOPE_REMOVE_TIMEOUT_S = 5.0
+
+
+def _remove_scope(scope: str) -> None:
+    """Kill and remove what is left of the worker's attempt cgroups, then the
+    scope itself; a cgroup can be removed only once its processes are gone."""
+    deadline = time.monotonic() + SCOPE_REMOVE_TIMEOUT_S
+    with contextlib.suppress(OSError):
+        children = [e.path for e in os.scandir(scope) if e.is_dir(follow_symlinks=False)]
+        for child in children:
+            _kill_cgroup(os.fsencode(child))
+        for child in children:
+            while True:
+                try:
+                    os.rmdir(child)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        break
+                    time.sleep(0.01)
+        os.rmdir(scope)
+
+
+def _kill_carriers(markers: list[tuple[bytes, bytes]]) -> int:
+    """SIGKILL every process whose environment has both entries of a marker."""
+    killed = 0
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                entries = set(environ.read().split(b"\0"))
+        except OSError:
+            continue
+        if any(task in entries and attempt in entries for task, attempt in markers):
+            with contextlib.suppress(OSError):
+                os.kill(int(name), signal.SIGKILL)
+                killed += 1
+    return killed
 
 
 def _signal_groups(pgids: set[int] | list[int], signum: int) -> None:
@@ -246,6 +343,7 @@ class Fence:
         self.clock = clock
         self.notify = notify
         self.registered: set[int] = set()
+        self.tags: dict[int, bytes] = {}  # pgid → where the rest of its attempt is
         self.term_at: float | None = None
         self.kill_at: float | None = None
         self._termed: set[int] = set()  # signalled under the current lease
@@ -254,12 +352,16 @@ class Fence:
     def line(self, line: bytes) -> None:
         """One line of the worker's; anything malformed is ignored."""
         head, rest = line[:1], line[1:]
-        if head in (b"+", b"-") and rest.isdigit():
-            pgid = int(rest)
+        number, _, tag = rest.partition(b" ")
+        if head in (b"+", b"-") and number.isdigit():
+            pgid = int(number)
             if head == b"+":
                 self.registered.add(pgid)
+                if tag:
+                    self.tags[pgid] = tag
             else:
                 self.registered.discard(pgid)
+                self.tags.pop(pgid, None)
                 self._termed.discard(pgid)
                 self._killed.discard(pgid)
         elif head == b"@":
@@ -315,7 +417,7 @@ class Fence:
                     groups,
                 )
                 self.notify([g for g in groups if g not in self._termed])
-                _signal_groups(groups, signal.SIGKILL)
+                _kill_groups(set(groups), self.tags)
                 self._killed.update(groups)
                 self._termed.update(groups)
 
@@ -361,7 +463,7 @@ def _notifier(fd: int) -> Callable[[list[int]], None]:
 
 
 def main() -> int:
-    if sys.argv[1:] == ["json"]:
+    if sys.argv[1:2] == ["json"]:
         from banyan.logs import setup_logging  # stdlib only, like this module
 
         setup_logging(log_format="json")
@@ -374,7 +476,11 @@ def main() -> int:
     out = sys.stdout.fileno()
     os.write(out, READY_LINE)
     # fd 1 is now the notice channel, written with os.write only.
-    _kill_groups(serve(sys.stdin.fileno(), Fence(notify=_notifier(out))))
+    fence = Fence(notify=_notifier(out))
+    _kill_groups(serve(sys.stdin.fileno(), fence), fence.tags)
+    if len(sys.argv) > 2:
+        _remove_scope(sys.argv[2])
+
     return 0
 
 
