@@ -342,6 +342,8 @@ class Agent:
         while True:
             await asyncio.sleep(self._beat_s)
             await self._heartbeat_once()
+            if self.containment is not None:
+                self.containment.sweep()  # what ended attempts left behind (subreaper)
 
     async def _heartbeat_once(self) -> None:
         # Numbered (and so answered) only when the server takes part in the lease.

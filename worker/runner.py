@@ -57,7 +57,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from worker.containment import Box, Containment
+from worker.box import Box, Containment
 from worker.reaper import Reaper
 from worker.spec import Result, Tail, TaskSpec, child_env, exit_status_of, signal_name
 from worker.usage import (

@@ -59,7 +59,7 @@ def read_pid(path: Path) -> int | None:
 
 def make(kind: str) -> Containment:
     if kind == "cgroup":
-        found = containment._try_cgroup(enforce_memory=False)
+        found = containment.try_cgroup(enforce_memory=False)
         if not isinstance(found, CgroupContainment):
             pytest.skip(f"no writable cgroup v2 here: {found}")
         return found
@@ -135,13 +135,20 @@ async def test_cancel_kills_escaped_processes_within_the_grace(
     assert (await asyncio.wait_for(task.wait(), WAIT_S)).exit_status == "cancelled"
 
 
+LEFT_SETSID = "setsid sleep 300 & echo $! > {pid}; echo done"
+# A daemon with an empty environment: in subreaper mode nothing ties it to
+# its attempt but being adopted while no running attempt claims it.
+LEFT_BARE_DAEMON = "env -i " + DAEMON.replace("; sleep 300", "; echo done").replace(
+    "{pid}; echo done", "{pid}; while [ ! -s {pid} ]; do sleep 0.01; done; echo done"
+)
+
+
+@pytest.mark.parametrize("command", [LEFT_SETSID, LEFT_BARE_DAEMON], ids=["setsid", "env-i"])
 async def test_leftovers_of_a_task_that_ended_are_killed(
-    kind: Containment, tmp_path: Path, strays: list[int]
+    kind: Containment, command: str, tmp_path: Path, strays: list[int]
 ) -> None:
     pid_file = tmp_path / "left.pid"
-    task = await start(
-        spec(f"setsid sleep 300 & echo $! > {pid_file}; echo done"), containment=kind
-    )
+    task = await start(spec(command.format(pid=pid_file)), containment=kind)
     result = await asyncio.wait_for(task.wait(), WAIT_S)
     assert result.exit_status == "success"
     escaped = read_pid(pid_file)
@@ -179,7 +186,7 @@ WORKER_LIKE = textwrap.dedent(
     async def main():
         kind, pid_file = sys.argv[1], sys.argv[2]
         if kind == "cgroup":
-            chosen = containment._try_cgroup(enforce_memory=False)
+            chosen = containment.try_cgroup(enforce_memory=False)
         else:
             assert containment.set_child_subreaper()
             chosen = containment.SubreaperContainment("test")
