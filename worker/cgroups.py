@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 CGROUP2 = "cgroup2"
 SCOPE_PREFIX = "banyan-worker-"
+MIN_MEMORY_LIMIT_BYTES = 16 << 20  # --enforce-memory never sets memory.max below this
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
@@ -82,6 +83,7 @@ class CgroupBox(Box):
     def __init__(self, owner: CgroupContainment, path: Path) -> None:
         self.owner = owner
         self.path = path
+        self._moved = False  # whether the shell was forked from inside the cgroup
 
     @contextlib.contextmanager
     def spawning(self) -> Iterator[None]:
@@ -92,13 +94,17 @@ class CgroupBox(Box):
             log.warning("cannot move the worker into %s (%s)", self.path, exc)
             yield
             return
+        self._moved = True
         try:
             yield
         finally:
-            _write(self.owner.home / "cgroup.procs", me)
+            try:
+                _write(self.owner.home / "cgroup.procs", me)
+            except OSError as exc:  # kill_cgroup never kills this process, at least
+                log.error("cannot move the worker back to %s: %s", self.owner.home, exc)
 
     def started(self, pid: int) -> None:
-        if pid not in cgroup_procs(self.path):
+        if not self._moved:
             with contextlib.suppress(OSError):
                 _write(self.path / "cgroup.procs", str(pid))
 
@@ -145,7 +151,10 @@ class CgroupContainment(Containment):
         path = self.scope / f"{_SAFE.sub('_', task_id)}-{attempt}-{next(self._serial)}"
         path.mkdir()
         if self.enforce_memory and memory_limit_bytes > 0:
-            _write(path / "memory.max", str(memory_limit_bytes))
+            # The worker itself passes through the cgroup at each spawn: a limit
+            # too small for that could make the worker the OOM killer's victim.
+            limit = max(memory_limit_bytes, MIN_MEMORY_LIMIT_BYTES)
+            _write(path / "memory.max", str(limit))
             with contextlib.suppress(OSError):  # no swap accounting: nothing to limit
                 _write(path / "memory.swap.max", "0")
         return CgroupBox(self, path)

@@ -378,8 +378,9 @@ class RunningTask:
             return empty_sample()
         if self._sampler is None:
             self._sampler = TreeSampler(self.pid, started_monotonic=self._started_monotonic)
-        self.box.members()  # the subreaper box remembers what it sees (pid + start time)
-        return self._sampler.sample()
+        # What left the tree (setsid, daemons) counts too; the subreaper box
+        # also remembers what it sees here (pid + start time).
+        return self._sampler.sample(extra_pids=self.box.members())
 
     def kill(self) -> None:
         """SIGKILL the whole group and box now; :meth:`wait` then reports the signal."""

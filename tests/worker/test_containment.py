@@ -233,3 +233,49 @@ def test_escaped_processes_die_with_a_killed_worker(
             worker.wait()
         if worker.stdout is not None:
             worker.stdout.close()
+
+
+async def test_samples_count_a_daemon_that_left_the_tree(
+    kind: Containment, tmp_path: Path, strays: list[int]
+) -> None:
+    pid_file = tmp_path / "daemon.pid"
+    task = await start(spec(DAEMON.format(pid=pid_file)), containment=kind)
+    daemon = await started(task, pid_file, strays)
+    assert daemon not in [p.pid for p in psutil.Process(task.pid or 0).children(recursive=True)]
+    # the shell, its sleep and the daemon's sleep (the daemon has exec'd once its pid is there)
+    await wait_until(lambda: task.sample().process_count >= 3, timeout_s=WAIT_S, what="3")
+    await asyncio.wait_for(task.terminate(1.0), WAIT_S)
+    await asyncio.wait_for(task.wait(), WAIT_S)
+
+
+def memory_cgroup(*, enforce_memory: bool) -> CgroupContainment:
+    found = containment.try_cgroup(enforce_memory=enforce_memory)
+    if not isinstance(found, CgroupContainment) or not found.memory:
+        if isinstance(found, CgroupContainment):
+            found.close()
+        pytest.skip("no cgroup v2 memory controller for the worker here")
+    return found
+
+
+async def test_enforce_memory_makes_the_request_a_hard_limit(strays: list[int]) -> None:
+    chosen = memory_cgroup(enforce_memory=True)
+    try:
+        grab = f"{sys.executable} -c \"x = b'x' * 400_000_000; print('survived')\""
+        task = await start(spec(grab), containment=chosen, memory_limit_bytes=100_000_000)
+        result = await asyncio.wait_for(task.wait(), WAIT_S)
+        assert result.exit_status == "failure (SIGKILL)", task.tail("stdout")
+        assert b"survived" not in task.tail("stdout")
+    finally:
+        chosen.close()
+
+
+async def test_the_peak_is_the_cgroups_memory_peak(strays: list[int]) -> None:
+    chosen = memory_cgroup(enforce_memory=False)
+    try:
+        grab = f"{sys.executable} -c \"x = b'x' * 150_000_000\""
+        task = await start(spec(grab), containment=chosen)
+        result = await asyncio.wait_for(task.wait(), WAIT_S)
+        assert result.exit_status == "success"
+        assert result.usage["peak_rss_bytes"] >= 150_000_000
+    finally:
+        chosen.close()
