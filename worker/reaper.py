@@ -50,7 +50,8 @@ list of pids: after a ``kill -9`` of the worker its orphans are re-parented
 to PID 1 and the sidecar, a sibling, could never have been their subreaper;
 the list would be as old as the worker's last look, while a scan at the
 moment of death misses only a process that re-executed itself with an empty
-environment. With cgroups nothing escapes.
+environment. With cgroups nothing escapes. (Those kills live in
+:mod:`worker.escapees`.)
 
 This module imports only the standard library so that ``python -m
 worker.reaper`` starts fast and cannot fail on the worker's dependencies.
@@ -69,6 +70,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+
+from worker.escapees import kill_tagged, remove_scope
 
 logger = logging.getLogger("worker.reaper")  # also when run as __main__
 
@@ -235,87 +238,9 @@ class Reaper:
 # --- the sidecar itself -------------------------------------------------------------
 
 
-ENV_KILL_ROUNDS = 5
-
-
 def _kill_groups(pgids: set[int], tags: dict[int, bytes] | None = None) -> None:
     _signal_groups(pgids, signal.SIGKILL)
-    _kill_tagged([tags[p] for p in pgids if tags and p in tags])
-
-
-def _kill_tagged(tags: list[bytes]) -> None:
-    """SIGKILL what the tags name: an attempt's cgroup, or its environment."""
-    markers = []
-    for tag in tags:
-        kind, _, rest = tag.partition(b":")
-        if kind == b"cg":
-            _kill_cgroup(rest)
-        elif kind == b"env":
-            attempt, _, task = rest.partition(b":")
-            markers.append((b"BANYAN_TASK_ID=" + task, b"BANYAN_ATTEMPT=" + attempt))
-    for _ in range(ENV_KILL_ROUNDS if markers else 0):
-        if not _kill_carriers(markers):
-            break
-
-
-def _kill_cgroup(path: bytes) -> None:
-    with (
-        contextlib.suppress(OSError),
-        open(os.path.join(path, b"cgroup.kill"), "wb", buffering=0) as kill_file,
-    ):
-        kill_file.write(b"1")
-        return
-    with (  # no cgroup.kill: one by one
-        contextlib.suppress(OSError),
-        open(os.path.join(path, b"cgroup.procs"), "rb") as procs,
-    ):
-        for pid in procs.read().split():
-            with contextlib.suppress(OSError):
-                os.kill(int(pid), signal.SIGKILL)
-
-
-SCOPE_REMOVE_TIMEOUT_S = 5.0
-
-
-def _remove_scope(scope: str) -> None:
-    """Kill and remove what is left of the worker's attempt cgroups, then the
-    scope itself; a cgroup can be removed only once its processes are gone."""
-    deadline = time.monotonic() + SCOPE_REMOVE_TIMEOUT_S
-    with contextlib.suppress(OSError):
-        children = [e.path for e in os.scandir(scope) if e.is_dir(follow_symlinks=False)]
-        for child in children:
-            _kill_cgroup(os.fsencode(child))
-        for child in children:
-            while True:
-                try:
-                    os.rmdir(child)
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        break
-                    time.sleep(0.01)
-        os.rmdir(scope)
-
-
-def _kill_carriers(markers: list[tuple[bytes, bytes]]) -> int:
-    """SIGKILL every process whose environment has both entries of a marker."""
-    killed = 0
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as environ:
-                entries = set(environ.read().split(b"\0"))
-        except OSError:
-            continue
-        if any(task in entries and attempt in entries for task, attempt in markers):
-            with contextlib.suppress(OSError):
-                os.kill(int(name), signal.SIGKILL)
-                killed += 1
-    return killed
+    kill_tagged([tags[p] for p in pgids if tags and p in tags])
 
 
 def _signal_groups(pgids: set[int] | list[int], signum: int) -> None:
@@ -479,7 +404,7 @@ def main() -> int:
     fence = Fence(notify=_notifier(out))
     _kill_groups(serve(sys.stdin.fileno(), fence), fence.tags)
     if len(sys.argv) > 2:
-        _remove_scope(sys.argv[2])
+        remove_scope(sys.argv[2])
 
     return 0
 
