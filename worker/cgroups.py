@@ -8,6 +8,7 @@ import itertools
 import logging
 import os
 import re
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -136,10 +137,10 @@ class CgroupBox(Box):
 class CgroupContainment(Containment):
     kind = "cgroup"
 
-    def __init__(self, scope: Path, home: Path, *, enforce_memory: bool) -> None:
+    def __init__(self, scope: Path, home: Path, *, memory: bool, enforce_memory: bool) -> None:
         self.scope = scope
         self.home = home  # the worker's own cgroup, which it returns to after each spawn
-        self.memory = "memory" in _controllers(scope)
+        self.memory = memory  # attempts have memory.peak and memory.max
         self.enforce_memory = enforce_memory and self.memory
         self._serial = itertools.count(1)
         self._leftovers: list[Path] = []
@@ -193,20 +194,21 @@ def _controllers(path: Path) -> set[str]:
 
 
 def _remove_stale_scopes(home: Path) -> None:
-    """Remove the (empty) cgroups of workers of this cgroup that have died: a
-    worker killed with ``kill -9`` cannot remove its own."""
+    """Remove the empty cgroups of workers of this cgroup that have died (a
+    worker killed with ``kill -9`` leaves them if its sidecar could not)."""
     try:
         scopes = [p for p in home.iterdir() if p.name.startswith(SCOPE_PREFIX)]
     except OSError:
         return
     for scope in scopes[:1000]:  # bounded
-        pid = scope.name.removeprefix(SCOPE_PREFIX)
+        pid = scope.name.removeprefix(SCOPE_PREFIX).split("-")[0]
         if not pid.isdigit() or psutil.pid_exists(int(pid)):
             continue
+        # Removal only, never a kill: a cgroup that still holds processes
+        # (another PID namespace's worker, say) cannot be removed and stays.
         with contextlib.suppress(OSError):
             for child in scope.iterdir():
                 if child.is_dir():
-                    kill_cgroup(child)  # normally empty: the sidecar killed them
                     with contextlib.suppress(OSError):
                         child.rmdir()
             scope.rmdir()
@@ -220,10 +222,12 @@ def try_cgroup(*, enforce_memory: bool) -> CgroupContainment | str:
     home = mount / own.lstrip("/")
     _remove_stale_scopes(home)
     scope = home / f"{SCOPE_PREFIX}{os.getpid()}"
+    if scope.exists():  # not ours: another PID namespace's worker of the same pid
+        scope = scope.with_name(f"{scope.name}-{secrets.token_hex(4)}")
     probe = scope / "probe"
     me = str(os.getpid())
     try:
-        scope.mkdir(exist_ok=True)
+        scope.mkdir()
         probe.mkdir(exist_ok=True)
         _write(probe / "cgroup.procs", me)  # exactly what each spawn does
         _write(home / "cgroup.procs", me)
@@ -235,9 +239,14 @@ def try_cgroup(*, enforce_memory: bool) -> CgroupContainment | str:
             with contextlib.suppress(OSError):
                 path.rmdir()
         return f"cgroup v2 at {mount} not writable here ({exc.strerror or exc})"
-    containment = CgroupContainment(scope, home, enforce_memory=enforce_memory)
-    if "memory" in _controllers(home) and not containment.memory:
-        with contextlib.suppress(OSError):  # our own subtree only; never a parent's
+    # Attempts get memory accounting when our cgroup hands the controller down
+    # to the scope (its subtree_control); we enable it in our own scope only,
+    # never in a parent's.
+    memory = False
+    if "memory" in _controllers(scope):
+        try:
             _write(scope / "cgroup.subtree_control", "+memory")
-            containment = CgroupContainment(scope, home, enforce_memory=enforce_memory)
-    return containment
+            memory = True
+        except OSError as exc:
+            log.warning("cannot enable the memory controller in %s: %s", scope, exc)
+    return CgroupContainment(scope, home, memory=memory, enforce_memory=enforce_memory)
