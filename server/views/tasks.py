@@ -4,6 +4,7 @@ render; the domain errors map to responses in ``server.errors``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -14,6 +15,7 @@ from banyan.fields import TASK_FIELDS
 from banyan.models import BulkPatchItem, ContinuationEdit, TaskCreate, TaskPatch
 from server import render
 from server.auth import ANY_ROLE, PROVIDERS, require
+from server.domain import secrets
 from server.keys import STORE
 from server.views.common import (
     body,
@@ -61,11 +63,13 @@ async def create(request: web.Request) -> web.Response:
 
 @routes.get("/tasks")
 async def find(request: web.Request) -> web.Response:
-    await require(request, ANY_ROLE)
+    caller = await require(request, ANY_ROLE)
     query, projection = collection_query(request, TASK_FIELDS)
+    # A where on env values must not probe other users' secrets.
+    query = replace(query, where=secrets.scope_where(query.where, caller))
     page = await request.app[STORE].find_tasks(query)
     date_format = settings(request).date_format
-    items = [render.task(doc, date_format, projection) for doc in page.items]
+    items = [render.task(doc, date_format, projection, viewer=caller) for doc in page.items]
     return json_response(
         render.collection(
             items,
@@ -81,13 +85,13 @@ async def find(request: web.Request) -> web.Response:
 
 @routes.get("/tasks/{task_id}")
 async def read(request: web.Request) -> web.Response:
-    await require(request, ANY_ROLE)
+    caller = await require(request, ANY_ROLE)
     projection = item_projection(request, TASK_FIELDS)
     doc = await request.app[STORE].get_task(task_id(request))
     if request.headers.get("If-None-Match", "").strip('"') == doc["_etag"]:
         return web.Response(status=304, headers={"ETag": f'"{doc["_etag"]}"'})
     return json_response(
-        render.task(doc, settings(request).date_format, projection),
+        render.task(doc, settings(request).date_format, projection, viewer=caller),
         headers={"ETag": f'"{doc["_etag"]}"'},
     )
 
@@ -102,7 +106,7 @@ async def update(request: web.Request) -> web.Response:
     doc = await request.app[STORE].update_task(
         the_id, patch, caller, if_match=request.headers.get("If-Match")
     )
-    out = render.task(doc, settings(request).date_format)
+    out = render.task(doc, settings(request).date_format, viewer=caller)
     out["_status"] = "OK"
     return json_response(out, headers={"ETag": f'"{doc["_etag"]}"'})
 
@@ -119,7 +123,7 @@ async def update_many(request: web.Request) -> web.Response:
     out: list[dict[str, Any]] = []
     for result in results:
         if result.doc is not None:
-            out.append({**render.task(result.doc, date_format), "_status": "OK"})
+            out.append({**render.task(result.doc, date_format, viewer=caller), "_status": "OK"})
         else:
             error = (
                 result.error
