@@ -11,6 +11,13 @@ Errors come back as the same ``BanyanError`` subclasses the server raised
 ``ServerUnreachable`` (for a certificate that does not verify, one that
 says to pass ``--ca-cert``). ``events()`` reconnects by itself and resumes from the
 last ``seq`` it yielded, so a caller sees every event once, in order.
+
+``submit()`` is safe to retry: it sends a fresh ``Idempotency-Key`` with each
+call and, when the connection fails (refused, reset, timed out), sends the
+same request with the same key again, up to ``submit_retries`` times with a
+doubling pause. A server that committed the tasks but died before it
+answered gives the original answer to the retry, and nothing is created
+twice.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -26,11 +34,18 @@ import aiohttp
 
 from banyan.client.discovery import Connection
 from banyan.client.tls import unreachable
+from banyan.constants import IDEMPOTENCY_HEADER
 from banyan.documents import TaskDoc, WorkerDoc
 from banyan.errors import BanyanError, ServerUnreachable
 from banyan.tokens import basic_auth_header
 
 RECONNECT_MAX_S = 5.0
+# A submit whose connection fails is sent again this many times, after
+# 0.25 s, 0.5 s, … (at most RETRY_MAX_S each): about 30 s in all, what a server
+# restart takes.
+SUBMIT_RETRIES = 8
+RETRY_FIRST_S = 0.25
+RETRY_MAX_S = 5.0
 Json = Any
 
 
@@ -41,8 +56,12 @@ class Client:
         *,
         timeout_s: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
+        submit_retries: int = SUBMIT_RETRIES,
+        retry_first_s: float = RETRY_FIRST_S,
     ) -> None:
         self.connection = connection
+        self.submit_retries = submit_retries
+        self.retry_first_s = retry_first_s
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else connection.ssl
         self._session: aiohttp.ClientSession | None = None
@@ -78,16 +97,28 @@ class Client:
         json_body: Json = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        retries: int = 0,
     ) -> Json:
+        """One request; a failed connection is tried ``retries`` more times
+        (only for requests that are safe to repeat, such as a keyed submit)."""
         url = self.connection.server + path
-        try:
-            async with self.session.request(
-                method, url, json=json_body, params=params, headers=headers, ssl=self.ssl
-            ) as resp:
-                text = await resp.text()
-                status = resp.status
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise unreachable(self.connection.server, exc) from exc
+        for attempt in range(retries + 1):
+            try:
+                async with self.session.request(
+                    method, url, json=json_body, params=params, headers=headers, ssl=self.ssl
+                ) as resp:
+                    text = await resp.text()
+                    status = resp.status
+                break
+            except (
+                aiohttp.ClientConnectorCertificateError,
+                aiohttp.ClientConnectorSSLError,
+            ) as exc:
+                raise unreachable(self.connection.server, exc) from exc  # retrying will not help
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                if attempt >= retries:
+                    raise unreachable(self.connection.server, exc) from exc
+                await asyncio.sleep(min(RETRY_MAX_S, self.retry_first_s * 2**attempt))
         try:
             body = json.loads(text) if text else None
         except ValueError:
@@ -98,9 +129,23 @@ class Client:
 
     # --- tasks -----------------------------------------------------------------
 
-    async def submit(self, task: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Json:
-        """One task (returns its meta) or a list (returns ``{"_items": [...]}``)."""
-        return await self.request("POST", "/tasks", json_body=task)
+    async def submit(
+        self,
+        task: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> Json:
+        """One task (returns its meta) or a list (returns ``{"_items": [...]}``),
+        under ``idempotency_key`` (a fresh one by default) and retried on a
+        failed connection: at most once created, whatever the network did."""
+        key = idempotency_key or uuid.uuid4().hex
+        return await self.request(
+            "POST",
+            "/tasks",
+            json_body=task,
+            headers={IDEMPOTENCY_HEADER: key},
+            retries=self.submit_retries,
+        )
 
     async def task(self, task_id: str) -> TaskDoc:
         result: TaskDoc = await self.request("GET", f"/tasks/{task_id}")

@@ -10,13 +10,15 @@ from typing import Any
 from aiohttp import web
 from pydantic import TypeAdapter
 
+from banyan.constants import IDEMPOTENCY_HEADER
 from banyan.errors import BanyanError
 from banyan.fields import TASK_FIELDS
 from banyan.models import BulkPatchItem, ContinuationEdit, TaskCreate, TaskPatch
 from server import render
 from server.auth import ANY_ROLE, PROVIDERS, require
-from server.domain import secrets
+from server.domain import idempotency, secrets
 from server.keys import STORE
+from server.stores.base import CreatedTask
 from server.views.common import (
     body,
     body_kind,
@@ -42,23 +44,39 @@ routes = web.RouteTableDef()
 @routes.post("/tasks")
 async def create(request: web.Request) -> web.Response:
     caller = await require(request, PROVIDERS)
+    key = idempotency.parse_key(request.headers.get(IDEMPOTENCY_HEADER))
     data = await body(request)
-    date_format = settings(request).date_format
-    if body_kind(data) == "object":
-        item = validate(_ONE, data, what="task")
-        try:
-            (created,) = await request.app[STORE].create_tasks([item], caller)
-        except BanyanError as exc:
+    conf = settings(request)
+    date_format = conf.date_format
+    single = body_kind(data) == "object"
+    if single:
+        items = [validate(_ONE, data, what="task")]
+    else:
+        items = validate(_MANY, data, what="tasks")
+        check_bulk_size(len(items), request)
+
+    def respond(created: list[CreatedTask]) -> tuple[int, Any]:
+        if single:
+            return 201, render.meta(created[0], date_format)
+        return 201, {"_status": "OK", "_items": [render.meta(c, date_format) for c in created]}
+
+    store = request.app[STORE]
+    try:
+        if key is None:
+            status, out = respond(await store.create_tasks(items, caller))
+            return json_response(out, status=status)
+        submission = idempotency.Submission(
+            key=key,
+            request_hash=idempotency.request_hash(data),
+            retention_s=conf.idempotency_retention_s,
+        )
+        answer = await store.create_tasks_once(items, caller, submission, respond)
+    except BanyanError as exc:
+        if single:  # issues name the fields of the one task, not "0.<field>"
             exc.issues = {k.removeprefix("0."): v for k, v in exc.issues.items()}
-            raise
-        return json_response(render.meta(created, date_format), status=201)
-    items = validate(_MANY, data, what="tasks")
-    check_bulk_size(len(items), request)
-    created_all = await request.app[STORE].create_tasks(items, caller)
-    return json_response(
-        {"_status": "OK", "_items": [render.meta(c, date_format) for c in created_all]},
-        status=201,
-    )
+        raise
+    headers = {idempotency.REPLAYED_HEADER: "true"} if answer.replayed else None
+    return json_response(answer.body, status=answer.status, headers=headers)
 
 
 @routes.get("/tasks")
