@@ -25,7 +25,7 @@ from typing import Any, NamedTuple, TypedDict
 
 from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
 from banyan.query import Node
-from banyan.resources import Resources
+from banyan.resources import Amounts, Resources
 from banyan.states import Actor
 from banyan.tokens import Caller, Role
 from server.domain.idempotency import Answer, Submission
@@ -288,6 +288,14 @@ class Store(ABC):
     @abstractmethod
     async def connected_workers(self) -> list[str]:
         """Names of the workers recorded as connected."""
+
+    @abstractmethod
+    async def tasks_ahead(
+        self, task_id: str, priority: int, queues: Sequence[str], limit: int
+    ) -> list[Amounts]:
+        """What the available tasks of ``queues`` that a claim would consider
+        before ``task_id`` (of ``priority``) ask for, in ``claims.ORDER``, at
+        most ``limit`` (the pending reason's replay of the claims)."""
 
     @abstractmethod
     async def list_workers(self, name: str | None = None) -> list[dict[str, Any]]:

@@ -155,3 +155,13 @@ IDEMPOTENCY_SAVE: Final = (
     "INSERT OR REPLACE INTO idempotency (caller, key, request_hash, status, response, created) "
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
+
+# The available tasks a claim from these queues would consider before a task
+# (pending reasons); formatted like CLAIM_CANDIDATES. Parameters: *queues,
+# the task's priority (twice), its id, how many.
+TASKS_AHEAD: Final = (
+    "SELECT id, cores, memory, gpus, requested_resources FROM tasks INDEXED BY tasks_claim "
+    "WHERE state = 'available' AND queue IN ({queues}) "
+    "AND (priority > ? OR (priority = ? AND id < ?)) "
+    "ORDER BY {order} LIMIT ?"
+)

@@ -15,7 +15,7 @@ from typing import Any
 
 from banyan.errors import BanyanError, Conflict, InvalidInput, NotFound
 from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
-from banyan.resources import Resources
+from banyan.resources import Amounts, Resources
 from banyan.states import Actor
 from banyan.tokens import Caller, Role, generate_token, hash_token, same_digest
 from server.domain.idempotency import Answer, Submission
@@ -93,6 +93,13 @@ class SqliteStore(Store):
             lambda conn: idempotency.create_tasks_once(
                 conn, items, caller, now, submission, respond
             )
+        )
+
+    async def tasks_ahead(
+        self, task_id: str, priority: int, queues: Sequence[str], limit: int
+    ) -> list[Amounts]:
+        return await self.db.read(
+            lambda conn: attempts.tasks_ahead(conn, task_id, priority, queues, limit)
         )
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
