@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     max_bulk_items: int = Field(
         c.MAX_BULK_ITEMS, ge=1, description="most items in one bulk POST or PATCH"
     )
+    idempotency_retention_s: float = Field(
+        c.IDEMPOTENCY_RETENTION_S,
+        gt=0,
+        description="how long a POST /tasks answer is kept for a retry with the same "
+        "Idempotency-Key (24 h)",
+    )
     commit_batch_max_ops: int = Field(
         c.COMMIT_BATCH_MAX_OPS,
         ge=1,

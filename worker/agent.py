@@ -449,7 +449,13 @@ class Agent:
             for attempt in frame.attempts:
                 await self._start(attempt)
             self._claiming = False
-            if self._claim_again:
+            # Claims fill the worker (issue 11): one answer stops at the claim's
+            # limit (or the server's scan window) even when cores are still free,
+            # so an answer that handed out anything is followed at once by
+            # another claim; ``_claim`` itself skips it when no core is left. An
+            # empty answer ends the round: nothing else fits now, and the next
+            # claim waits for a finished task or a work_available push.
+            if self._claim_again or frame.attempts:
                 self._claim_again = False
                 await self._claim()
         elif isinstance(frame, p.WorkAvailable):

@@ -15,6 +15,13 @@ last ``seq`` it yielded, so a caller sees every event once, in order.
 ``transport="stdlib"`` sends the REST requests with ``http.client``
 (``banyan.client.blocking``) instead of aiohttp, which is then imported only
 if the event feed is used: a short-lived program (the CLI) starts faster.
+
+``submit()`` is safe to retry: it sends a fresh ``Idempotency-Key`` with each
+call and, when the connection fails (refused, reset, timed out), sends the
+same request with the same key again, up to ``submit_retries`` times with a
+doubling pause. A server that committed the tasks but died before it
+answered gives the original answer to the retry, and nothing is created
+twice.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import asyncio
 import http.client
 import json
 import ssl
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
@@ -30,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from banyan.client.blocking import BlockingSender
 from banyan.client.discovery import Connection
 from banyan.client.tls import connect_reason, unreachable
+from banyan.constants import IDEMPOTENCY_HEADER
 from banyan.documents import TaskDoc, WorkerDoc
 from banyan.errors import BanyanError, ServerUnreachable
 from banyan.tokens import basic_auth_header
@@ -38,6 +47,12 @@ if TYPE_CHECKING:
     import aiohttp
 
 RECONNECT_MAX_S = 5.0
+# A submit whose connection fails is sent again this many times, after
+# 0.25 s, 0.5 s, … (at most RETRY_MAX_S each): about 30 s in all, what a server
+# restart takes.
+SUBMIT_RETRIES = 8
+RETRY_FIRST_S = 0.25
+RETRY_MAX_S = 5.0
 Json = Any
 Transport = Literal["aiohttp", "stdlib"]
 
@@ -50,9 +65,13 @@ class Client:
         timeout_s: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         transport: Transport = "aiohttp",
+        submit_retries: int = SUBMIT_RETRIES,
+        retry_first_s: float = RETRY_FIRST_S,
     ) -> None:
         self.connection = connection
         self._timeout_s = timeout_s
+        self.submit_retries = submit_retries
+        self.retry_first_s = retry_first_s
         self.ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else connection.ssl
         self.transport = transport
         self._session: aiohttp.ClientSession | None = None
@@ -114,27 +133,18 @@ class Client:
         json_body: Json = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        retries: int = 0,
     ) -> Json:
-        url = self.connection.server + path
-        if self._sender is not None:
-            payload = None if json_body is None else json.dumps(json_body).encode()
+        """One request; a failed connection is tried ``retries`` more times
+        (only for requests that are safe to repeat, such as a keyed submit)."""
+        for attempt in range(retries + 1):
             try:
-                status, text = await self._sender.send(
-                    method, path, body=payload, params=params, headers=headers
-                )
-            except (OSError, http.client.HTTPException) as exc:  # ssl errors are OSErrors
-                raise unreachable(self.connection.server, exc) from exc
-        else:
-            import aiohttp
-
-            try:
-                async with self.session.request(
-                    method, url, json=json_body, params=params, headers=headers, ssl=self.ssl
-                ) as resp:
-                    text = await resp.text()
-                    status = resp.status
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                raise unreachable(self.connection.server, exc) from exc
+                status, text = await self._send_once(method, path, json_body, params, headers)
+                break
+            except ServerUnreachable as exc:
+                if attempt >= retries or not _worth_retrying(exc.__cause__):
+                    raise
+                await asyncio.sleep(min(RETRY_MAX_S, self.retry_first_s * 2**attempt))
         try:
             body = json.loads(text) if text else None
         except ValueError:
@@ -143,11 +153,53 @@ class Client:
             raise BanyanError.from_eve(status, body if isinstance(body, dict) else {})
         return body
 
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        json_body: Json,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> tuple[int, str]:
+        """One try over the chosen transport; a failed connection is ServerUnreachable."""
+        if self._sender is not None:
+            payload = None if json_body is None else json.dumps(json_body).encode()
+            try:
+                return await self._sender.send(
+                    method, path, body=payload, params=params, headers=headers
+                )
+            except (OSError, http.client.HTTPException) as exc:  # ssl errors are OSErrors
+                raise unreachable(self.connection.server, exc) from exc
+        import aiohttp
+
+        url = self.connection.server + path
+        try:
+            async with self.session.request(
+                method, url, json=json_body, params=params, headers=headers, ssl=self.ssl
+            ) as resp:
+                return resp.status, await resp.text()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise unreachable(self.connection.server, exc) from exc
+
     # --- tasks -----------------------------------------------------------------
 
-    async def submit(self, task: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> Json:
-        """One task (returns its meta) or a list (returns ``{"_items": [...]}``)."""
-        return await self.request("POST", "/tasks", json_body=task)
+    async def submit(
+        self,
+        task: Mapping[str, Any] | Sequence[Mapping[str, Any]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> Json:
+        """One task (returns its meta) or a list (returns ``{"_items": [...]}``),
+        under ``idempotency_key`` (a fresh one by default) and retried on a
+        failed connection: at most once created, whatever the network did."""
+        key = idempotency_key or uuid.uuid4().hex
+        return await self.request(
+            "POST",
+            "/tasks",
+            json_body=task,
+            headers={IDEMPOTENCY_HEADER: key},
+            retries=self.submit_retries,
+        )
 
     async def task(self, task_id: str) -> TaskDoc:
         result: TaskDoc = await self.request("GET", f"/tasks/{task_id}")
@@ -305,3 +357,12 @@ async def check_tls(connection: Connection, *, timeout_s: float = 10.0) -> None:
         raise unreachable(connection.server, exc) from exc
     except (aiohttp.ClientError, OSError, TimeoutError):
         pass
+
+
+def _worth_retrying(cause: BaseException | None) -> bool:
+    """A refused, reset or timed-out connection may work next time; a failed
+    TLS verification or handshake will not."""
+    if isinstance(cause, ssl.SSLError):
+        return False
+    inner = getattr(cause, "certificate_error", None) or getattr(cause, "os_error", None)
+    return not isinstance(inner, ssl.SSLError)

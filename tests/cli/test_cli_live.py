@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -84,6 +85,21 @@ def test_submit_then_wait_succeeds(cli: Cli) -> None:
     result = cli("wait", task_id, "--timeout", "20")
     assert result.code == 0, result
     assert "1 success" in result.out
+
+
+def test_every_submit_carries_its_own_idempotency_key(cli: Cli, cluster: Cluster) -> None:
+    """Each ``banyan submit`` sends a fresh key (so a retried one is made once):
+    the server keeps one answer per submit, and two identical submits are two tasks."""
+
+    def keys() -> set[str]:
+        with sqlite3.connect(cluster.db) as conn:
+            return {key for (key,) in conn.execute("SELECT key FROM idempotency")}
+
+    before = keys()
+    first = submit(cli, "--name", "keyed", "--hold", "--", "true")
+    second = submit(cli, "--name", "keyed", "--hold", "--", "true")
+    assert first != second
+    assert len(keys() - before) == 2
 
 
 def test_submit_wait_flag_follows_the_task(cli: Cli) -> None:
