@@ -22,16 +22,22 @@ state in a temp dir, 127.0.0.1 only:
   (``hq``'s own wait returns on one-second ticks).
 - ``spawn``: the floor, 2 processes each running ``subprocess.run(["true"])``
   N/2 times.
+- ``banyan-post64`` against ``huey-enqueue`` (the submit figure): N single
+  ``POST /tasks`` (inactive ``true``) from 64 concurrent client loops, against
+  N ``huey`` enqueues from one client (each its own durable transaction),
+  with no worker or consumer running.
 
 The peers are installed on first use into ``bench/.peers-venv`` (``pip install
 huey hyperqueue``). Prints per contender the median rate and range, and per
-rep the ratios banyan/huey, banyan/hq and banyan-0.01/spawn, with their
-medians. N defaults to 1,000 (``--large``: 10,000); every wait is bounded.
+rep the ratios banyan/huey, banyan/hq, banyan-0.01/spawn and
+banyan-post64/huey-enqueue, with their medians. N defaults to 1,000
+(``--large``: 10,000); every wait is bounded.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import subprocess
@@ -47,6 +53,8 @@ try:
 except ImportError:  # run as a script: put the repository root (bench/, testbed/) on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench import printing
+
+import aiohttp
 
 from testbed import Cluster
 
@@ -70,7 +78,12 @@ HUEY_CHILD = textwrap.dedent(
         return i
 
     if __name__ == "__main__":
-        if sys.argv[3] == "consumer":
+        if sys.argv[3] == "enqueue":  # the submit figure: enqueue only, one client
+            t0 = time.perf_counter()
+            for i in range(n):
+                run(i)
+            print(json.dumps({"wall_s": time.perf_counter() - t0, "done": n}))
+        elif sys.argv[3] == "consumer":
             from huey.consumer import Consumer
             Consumer(
                 huey, workers=2, worker_type="process", periodic=False,
@@ -197,6 +210,48 @@ def run_huey(tmp: Path, n: int) -> tuple[float, int]:
     return float(out["wall_s"]), int(out["done"])
 
 
+def run_huey_enqueue(tmp: Path, n: int) -> tuple[float, int]:
+    script = tmp / "hueyrace.py"
+    script.write_text(HUEY_CHILD)
+    done = subprocess.run(
+        [str(PEERS_PY), str(script), str(tmp), str(n), "enqueue"],
+        cwd=tmp,
+        capture_output=True,
+        text=True,
+        timeout=RUN_MAX_S,
+        check=True,
+    )
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(out["wall_s"]), int(out["done"])
+
+
+def run_banyan_posts(tmp: Path, n: int, clients: int = 64) -> tuple[float, int]:
+    """n single ``POST /tasks`` (one inactive task each) from ``clients`` loops."""
+
+    async def go(url: str, headers: dict[str, str]) -> tuple[float, int]:
+        body = json.dumps({"command": "true"})
+        left = [n]
+        ok = [0]
+        connector = aiohttp.TCPConnector(limit=clients)
+        async with aiohttp.ClientSession(connector=connector, headers=headers) as http:
+
+            async def loop() -> None:
+                while left[0] > 0:
+                    left[0] -= 1
+                    async with http.post(f"{url}/tasks", data=body) as resp:
+                        await resp.read()
+                        ok[0] += resp.status == 201
+
+            t0 = time.perf_counter()
+            await asyncio.gather(*(loop() for _ in range(clients)))
+            return time.perf_counter() - t0, ok[0]
+
+    with Cluster(tmp, name="posts", settings={}) as cluster:
+        cluster.start_server()
+        server = cluster.server
+        return asyncio.run(asyncio.wait_for(go(server.url, server.headers), RUN_MAX_S))
+
+
 def run_hq(tmp: Path, n: int) -> tuple[float, int]:
     script = tmp / "hqrace.py"
     script.write_text(HQ_CHILD)
@@ -230,6 +285,8 @@ def contenders(n: int) -> dict[str, Callable[[Path], tuple[float, int]]]:
         "hq": lambda tmp: run_hq(tmp, n),
         "banyan-0.01": lambda tmp: run_banyan(tmp, n, 0.01),
         "spawn": lambda tmp: run_spawn(tmp, n),
+        "banyan-post64": lambda tmp: run_banyan_posts(tmp, n),
+        "huey-enqueue": lambda tmp: run_huey_enqueue(tmp, n),
     }
 
 
@@ -271,7 +328,12 @@ def main() -> int:
     printing.print_table(["contender", "median /s", "min /s", "max /s"], rows)
     report = printing.Report("peers", quick=args.quick)
     print()
-    pairs = [("banyan", "huey", 2.0), ("banyan", "hq", 2.0), ("banyan-0.01", "spawn", 0.55)]
+    pairs = [
+        ("banyan", "huey", 2.0),
+        ("banyan", "hq", 2.0),
+        ("banyan-0.01", "spawn", 0.55),
+        ("banyan-post64", "huey-enqueue", 1.5),
+    ]
     for mine, peer, target in pairs:
         if mine not in rates or peer not in rates:
             continue
