@@ -316,10 +316,14 @@ def main() -> int:
             with tempfile.TemporaryDirectory(prefix=f"banyan-peers-{name}-") as tmpdir:
                 wall, done = runs[name](Path(tmpdir))
             rate = done / wall if wall > 0 else float("nan")
-            if done != n:
+            note = ""
+            if done != n:  # stopped at RUN_MAX_S: no rate, so no ratio, for this rep
+                note = f" (stopped at the bound; {done / wall:.0f}/s until then)"
                 rate = float("nan")
             rates[name].append(rate)
-            print(f"rep {rep + 1} {name:12s} {done:>6} tasks in {wall:6.2f} s = {rate:7.0f}/s")
+            print(
+                f"rep {rep + 1} {name:13s} {done:>6} tasks in {wall:6.2f} s = {rate:7.0f}/s{note}"
+            )
     print()
     rows = []
     for name in names:
