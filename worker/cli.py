@@ -18,7 +18,7 @@ from banyan.client import check_tls
 from banyan.client.discovery import add_connection_options, discover
 from banyan.errors import BanyanError
 from banyan.logs import LOG_FORMATS, setup_logging
-from banyan.units import parse_cores, parse_memory
+from banyan.units import parse_cores, parse_duration, parse_memory
 from worker.agent import Agent, WorkerConfig
 from worker.capacity import detect
 
@@ -59,6 +59,13 @@ def _memory(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 def _cores(text: str) -> float:
     try:
         return parse_cores(float(text))
@@ -94,6 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="queues",
         metavar="QUEUE",
         help="queue to serve (repeatable; default: default)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=_duration,
+        metavar="DURATION",
+        help="this worker's lifetime from its start, as a batch allocation's (e.g. '2 hours'): "
+        "it is given only tasks whose time_limit fits in what is left, and stops at its end",
     )
     parser.add_argument("--drain", action="store_true", help="on SIGTERM finish running tasks")
     parser.add_argument("--burst", action="store_true", help="exit when nothing is left to run")
@@ -141,6 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         burst=args.burst,
         usage_interval_s=args.usage_interval,
         log_format=args.log_format,
+        time_limit_s=args.time_limit,
     )
     return asyncio.run(Agent(config).run())
 

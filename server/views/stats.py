@@ -9,6 +9,7 @@ from ``list_workers`` and ``worker_state`` (the same state ``/workers`` shows).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,7 @@ from server.domain import pending as domain_pending
 from server.domain.pending import PendingTask, WorkerSeen
 from server.keys import GATEWAY, STORE
 from server.views.common import json_response, settings, task_id
-from server.views.workers import worker_state
+from server.views.workers import remaining, worker_state
 
 routes = web.RouteTableDef()
 
@@ -65,7 +66,8 @@ async def pending_reason(request: web.Request) -> web.Response:
     doc = await store.get_task(task_id(request))
     gateway = request.app[GATEWAY]
     found = await store.list_workers() if doc["state"] == State.AVAILABLE else []
-    code, reason = explain(doc, [(worker_state(gateway, w), w) for w in found])
+    seen = [(worker_state(gateway, w), {**w, "remaining_s": remaining(gateway, w)}) for w in found]
+    code, reason = explain(doc, seen)
     return json_response({"_id": doc["_id"], "state": doc["state"], "code": code, "reason": reason})
 
 
@@ -130,6 +132,9 @@ def explain(task: dict[str, Any], workers: Sequence[tuple[str, dict[str, Any]]])
         pending_dependency_count=task.get("pending_dependency_count", 0),
         worker=execution.get("worker"),
         exit_status=execution.get("exit_status"),
+        time_limit=task.get("time_limit"),
+        not_before=task.get("not_before"),
+        now=time.time(),
     )
     seen = [
         WorkerSeen(
@@ -138,6 +143,7 @@ def explain(task: dict[str, Any], workers: Sequence[tuple[str, dict[str, Any]]])
             queues=w["queues"],
             capacity=Resources.model_validate(w["capacity"]),
             running=[Resources.model_validate(a["requested_resources"]) for a in w["running"]],
+            remaining_s=w.get("remaining_s"),
         )
         for state, w in workers
     ]

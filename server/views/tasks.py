@@ -28,6 +28,15 @@ from server.views.common import (
     validate,
 )
 
+
+def with_default_time_limit(item: TaskCreate, default_s: float | None) -> TaskCreate:
+    """The server's ``default_time_limit_s`` for a task that names no
+    ``time_limit`` (an explicit ``null`` means no limit)."""
+    if default_s is None or "time_limit" in item.model_fields_set:
+        return item
+    return item.model_copy(update={"time_limit": default_s})
+
+
 _ONE = TypeAdapter(TaskCreate)
 _MANY = TypeAdapter(list[TaskCreate])
 _PATCH = TypeAdapter(TaskPatch)
@@ -42,8 +51,9 @@ async def create(request: web.Request) -> web.Response:
     caller = await require(request, PROVIDERS)
     data = await body(request)
     date_format = settings(request).date_format
+    default_limit = settings(request).default_time_limit_s
     if body_kind(data) == "object":
-        item = validate(_ONE, data, what="task")
+        item = with_default_time_limit(validate(_ONE, data, what="task"), default_limit)
         try:
             (created,) = await request.app[STORE].create_tasks([item], caller)
         except BanyanError as exc:
@@ -52,6 +62,7 @@ async def create(request: web.Request) -> web.Response:
         return json_response(render.meta(created, date_format), status=201)
     items = validate(_MANY, data, what="tasks")
     check_bulk_size(len(items), request)
+    items = [with_default_time_limit(i, default_limit) for i in items]
     created_all = await request.app[STORE].create_tasks(items, caller)
     return json_response(
         {"_status": "OK", "_items": [render.meta(c, date_format) for c in created_all]},
