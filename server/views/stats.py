@@ -18,13 +18,13 @@ from aiohttp import web
 
 from banyan.dates import format_date
 from banyan.resources import Resources
-from banyan.states import State
+from banyan.states import ACTIVE_STATES, State
 from server.auth import ANY_ROLE, require
 from server.domain import pending as domain_pending
 from server.domain.pending import PendingTask, WorkerSeen
 from server.keys import GATEWAY, STORE
 from server.views.common import json_response, settings, task_id
-from server.views.workers import remaining, worker_state
+from server.views.workers import remaining, responsive, worker_state
 
 routes = web.RouteTableDef()
 
@@ -68,7 +68,19 @@ async def pending_reason(request: web.Request) -> web.Response:
     found = await store.list_workers() if doc["state"] == State.AVAILABLE else []
     seen = [(worker_state(gateway, w), {**w, "remaining_s": remaining(gateway, w)}) for w in found]
     code, reason = explain(doc, seen)
+    worker = (doc.get("execution") or {}).get("worker")
+    if doc["state"] in ACTIVE_STATES and worker is not None:
+        reason += await _quiet_note(request, worker)
     return json_response({"_id": doc["_id"], "state": doc["state"], "code": code, "reason": reason})
+
+
+async def _quiet_note(request: web.Request, name: str) -> str:
+    """``", which is unresponsive"`` for a task whose worker has gone quiet."""
+    found = await request.app[STORE].list_workers(name)
+    interval = settings(request).heartbeat_interval_s
+    if found and not responsive(request.app[GATEWAY], found[0], interval):
+        return " (unresponsive: not heard from for two heartbeats; not lost yet)"
+    return ""
 
 
 # --- workers -----------------------------------------------------------------

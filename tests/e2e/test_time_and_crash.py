@@ -183,6 +183,12 @@ def test_a_killed_worker_s_task_reruns_without_using_its_retries(
         "w1 to show as unresponsive",
     )
     assert quiet["state"] != "lost"
+    # Its running task says so too.
+    wait_for(
+        lambda: "unresponsive" in reason(cluster, task_id)["reason"],
+        5,
+        "the task's reason to name its unresponsive worker",
+    )
     cluster.start_worker("w2")
     task = cluster.http.wait_state(task_id, "terminated", timeout=30)
     assert task["execution"]["exit_status"] == "success"

@@ -16,12 +16,22 @@ from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from banyan.client.format import gpu_count
 from banyan.units import format_memory
-from tui.state import Model, Worker, bar, heartbeat_level, load_style, look, short_age, short_id
+from tui.state import (
+    Model,
+    Worker,
+    bar,
+    heartbeat_level,
+    load_style,
+    look,
+    short_age,
+    short_id,
+    unresponsive,
+)
 from tui.widgets.base import View
 
 COLUMNS = (
     ("name", "WORKER", 14),
-    ("state", "STATE", 8),
+    ("state", "STATE", 12),
     ("cores", "CORES", 11),
     ("memory", "MEMORY", 11),
     ("gpus", "GPUS", 6),
@@ -95,7 +105,9 @@ class WorkersView(View):
         age = None if worker.last_heartbeat is None else now - worker.last_heartbeat
         return [
             Text(worker.name, no_wrap=True),
-            Text(worker.state, style=STATE_STYLES.get(worker.state, "")),
+            Text("unresponsive", style="bold yellow")
+            if unresponsive(worker, now, interval_s)
+            else Text(worker.state, style=STATE_STYLES.get(worker.state, "")),
             load_cell(worker, "cores", 4),
             load_cell(worker, "memory", BAR),
             load_cell(worker, "gpus", 2),
