@@ -53,6 +53,10 @@ class TaskDoc(TypedDict, total=False):
     pending_dependency_count: int
     max_termination_time: float
     estimated_runtime: float | None
+    time_limit: float | None  # seconds an attempt may run; None: no limit
+    not_before: str | None  # a date: not claimed before then
+    max_abandon_count: int
+    abandon_count: int  # server-managed: attempts whose worker died or was stopped
     env: dict[str, str] | None
     cwd: str | None
     owner: str | None
@@ -90,6 +94,8 @@ class WorkerDoc(TypedDict, total=False):
     last_heartbeat_age_s: float
     connected: str | None
     left: str | None
+    responsive: bool  # False: not heard from for two heartbeat intervals (not lost yet)
+    remaining_s: float | None  # its remaining lifetime (--time-limit); None: none
 
 
 TASK_KEYS: tuple[str, ...] = tuple(TaskDoc.__annotations__)
@@ -107,6 +113,7 @@ def task_document(
     doc.update(TaskCreate.model_construct().model_dump(mode="json", exclude={"id"}))
     doc.update(
         retry_count=0,
+        abandon_count=0,
         pending_dependency_count=0,
         owner=None,
         execution=None,

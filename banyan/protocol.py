@@ -49,6 +49,15 @@ Key = Annotated[str, Field(min_length=8, max_length=128)]
 TaskRef = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
 
 
+def _drop_none(data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """Leave out optional fields added after version 1 while unset: a peer of
+    an older version forbids unknown fields."""
+    for key in keys:
+        if data.get(key) is None:
+            data.pop(key, None)
+    return data
+
+
 class Held(BaseModel):
     """An attempt a (re)connecting worker is still running."""
 
@@ -68,6 +77,12 @@ class Hello(BaseModel):
     running: Annotated[list[Held], Field(max_length=4096)] = []
     host: Annotated[str, Field(max_length=256)] = ""
     pid: int = 0
+    # Seconds the worker has left (``banyan-worker --time-limit``); None: no lifetime.
+    remaining_s: Annotated[float, Field(ge=0)] | None = None
+
+    @model_serializer(mode="wrap")
+    def _compat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _drop_none(handler(self), "remaining_s")
 
 
 class Heartbeat(BaseModel):
@@ -93,6 +108,12 @@ class Claim(BaseModel):
     type: Literal["claim"] = "claim"
     free: Resources
     limit: Annotated[int, Field(ge=1, le=MAX_CLAIM)] = 1
+    # The worker's remaining lifetime: only tasks whose time_limit fits are given.
+    remaining_s: Annotated[float, Field(ge=0)] | None = None
+
+    @model_serializer(mode="wrap")
+    def _compat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _drop_none(handler(self), "remaining_s")
 
 
 class Progress(BaseModel):
@@ -172,6 +193,11 @@ class AssignedAttempt(BaseModel):
     max_termination_time: float
     requested_resources: dict[str, Any]
     name: str | None = None
+    time_limit: float | None = None  # seconds the attempt may run; then "failure (time limit)"
+
+    @model_serializer(mode="wrap")
+    def _compat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _drop_none(handler(self), "time_limit")
 
 
 class Assigned(BaseModel):

@@ -28,6 +28,7 @@ from banyan.states import State
 from banyan.supervise import SideTasks
 from banyan.tokens import Caller
 from server.auth import AUTH, WORKERS
+from server.begins import BeginTimer
 from server.hub import Event, EventHub
 from server.settings import Settings
 from server.stores.base import ClaimedAttempt, Store
@@ -54,6 +55,14 @@ class Session:
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     inflight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(64))
     pending: set[asyncio.Task[None]] = field(default_factory=set)
+    # Monotonic time the worker's lifetime ends (``banyan-worker --time-limit``).
+    deadline: float | None = None
+
+    def remaining_s(self, now: float | None = None) -> float | None:
+        """The worker's remaining lifetime, as it last told it; None: no lifetime."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - (time.monotonic() if now is None else now))
 
     async def send(self, frame: Any) -> None:
         if self.ws.closed:
@@ -72,6 +81,8 @@ class Gateway:
         self._monitor: asyncio.Task[Any] | None = None
         # Fire-and-forget sends and the silence monitor: a failure stops the server.
         self._side = SideTasks("gateway")
+        self._begins = BeginTimer(store, self._push_work_to_all)
+        self._begin_task: asyncio.Task[Any] | None = None
         hub.subscribe(self._on_events)
 
     # --- lifetime --------------------------------------------------------------
@@ -82,12 +93,14 @@ class Gateway:
         for name in await self._store.connected_workers():
             self.last_seen.setdefault(name, now)
         self._monitor = self._side.spawn(self._watch_silences(), name="worker-monitor")
+        self._begin_task = self._side.spawn(self._begins.run(), name="begin-timer")
 
     async def stop(self) -> None:
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+        for side in (self._monitor, self._begin_task):
+            if side is not None:
+                side.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await side
         for session in list(self.sessions.values()):
             await session.ws.close(code=p.CLOSE_GOING_AWAY, message=b"server shutting down")
 
@@ -172,6 +185,8 @@ class Gateway:
             held=held,
         )
         session = Session(name=hello.name, ws=ws, caller=caller, queues=hello.queues)
+        if hello.remaining_s is not None:
+            session.deadline = time.monotonic() + hello.remaining_s
         keys = dict(held)
         session.held = {task: keys[task] for task in resumed}
         self.sessions[hello.name] = session
@@ -257,6 +272,8 @@ class Gateway:
             await self._report(session, frame)
 
     async def _claim(self, session: Session, frame: p.Claim) -> None:
+        if frame.remaining_s is not None:  # the worker's own count is the one to trust
+            session.deadline = time.monotonic() + frame.remaining_s
         if session.draining:
             attempts: list[ClaimedAttempt] = []
         else:
@@ -268,6 +285,7 @@ class Gateway:
                     free=frame.free,
                     queues=session.queues,
                     limit=frame.limit,
+                    remaining_s=frame.remaining_s,
                 ),
             )
         for attempt in attempts:
@@ -350,6 +368,8 @@ class Gateway:
                     cancels.append(data["_id"])
         if not queues and not cancels:
             return
+        if queues:
+            self._begins.poke()
         for session in list(self.sessions.values()):
             frames: list[Any] = []
             if queues.intersection(session.queues) and not session.draining:
@@ -361,6 +381,12 @@ class Gateway:
             ]
             for frame in frames:
                 self._spawn(session.send(frame))
+
+    def _push_work_to_all(self) -> None:
+        """A begin time came: every serving worker may claim again."""
+        for session in list(self.sessions.values()):
+            if not session.draining:
+                self._spawn(session.send(p.WorkAvailable()))
 
     def _spawn(self, coro: Any) -> None:
         self._side.spawn(coro)

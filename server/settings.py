@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         description="worker side: unreachable server for this long → kill tasks, drop cache",
     )
     date_format: str = Field(c.DEFAULT_DATE_FORMAT, description="as Eve's DATE_FORMAT")
+    default_time_limit_s: float | None = Field(
+        None,
+        gt=0,
+        description="wall-time limit of a task submitted without `time_limit` (off unless set)",
+    )
     default_max_results: int = Field(
         c.DEFAULT_MAX_RESULTS, ge=1, description="page size when `max_results` is absent"
     )

@@ -37,6 +37,7 @@ from banyan import protocol as p
 from banyan.client.discovery import Connection
 from banyan.constants import HEARTBEAT_INTERVAL_S, SERVER_TIMEOUT_S
 from banyan.resources import Amounts, Resources, free_share
+from banyan.states import SUCCESS, TIME_LIMIT_STATUS
 from banyan.supervise import SideTasks
 from banyan.tokens import basic_auth_header
 from worker import containment, runner
@@ -85,6 +86,9 @@ class WorkerConfig:
     log_format: str = "text"  # also for the reaper sidecar's lines
     enforce_memory: bool = False  # a task's memory request is its cgroup's memory.max
     containment: str = "auto"  # or insist on "cgroup" / "subreaper"
+    # The worker's lifetime from its start (--time-limit), as a batch allocation's:
+    # claims carry what is left, and the worker stops when it runs out.
+    time_limit_s: float | None = None
 
 
 @dataclass
@@ -101,6 +105,8 @@ class Job:
     flush_scheduled: bool = False
     fenced: bool = False  # stopped because the lease lapsed
     forgotten: bool = False  # dropped with the task cache: nothing is reported
+    timed_out: bool = False  # stopped at its time_limit: "failure (time limit)"
+    limit_timer: asyncio.TimerHandle | None = None
 
 
 class Agent:
@@ -142,6 +148,8 @@ class Agent:
         self.exit_code = EXIT_OK
         self._connected = False
         self.exit_reason = "nothing left to run (--burst)"  # unless something else ends it
+        limit = config.time_limit_s
+        self._deadline = None if limit is None else time.monotonic() + limit
 
     # --- lifetime --------------------------------------------------------------
 
@@ -170,6 +178,10 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
+        if self._deadline is not None:
+            loop.call_later(
+                self.remaining_s() or 0.0, self.request_stop, "its --time-limit was reached"
+            )
         scope = getattr(self.containment, "scope", None)
         self._reaper = Reaper.start(log_format=self.config.log_format, scope=scope)
         containment.MANAGED_PIDS.add(self._reaper.pid)  # never taken for a task's orphan
@@ -269,6 +281,7 @@ class Agent:
             running=self._held(),
             host=socket.gethostname(),
             pid=os.getpid(),
+            remaining_s=self.remaining_s(),
         )
         hello_sent = time.monotonic()
         await ws.send_str(p.encode(hello))
@@ -484,6 +497,12 @@ class Agent:
 
     # --- claims and jobs -------------------------------------------------------
 
+    def remaining_s(self) -> float | None:
+        """What is left of the worker's --time-limit; None: it has none."""
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - time.monotonic())
+
     def free(self) -> Resources:
         """The free share a claim offers (``banyan.resources.free_share``)."""
         running = [job.request for job in self.jobs.values()]
@@ -502,7 +521,8 @@ class Agent:
         self._claiming = True
         self._claim_settled = not self.jobs and not self.unreported
         self._claim_sent_at = time.monotonic()
-        if not await self._send(p.Claim(free=free, limit=self.config.claim_limit)):
+        claim = p.Claim(free=free, limit=self.config.claim_limit, remaining_s=self.remaining_s())
+        if not await self._send(claim):
             self._claiming = False
 
     async def _start(self, attempt: p.AssignedAttempt) -> None:
@@ -542,7 +562,25 @@ class Agent:
             containment=self.containment,
             memory_limit_bytes=int(request.memory),
         )
+        self._arm_time_limit(job)
         self._spawn(self._follow(job))
+
+    # --- wall-time limits (a path of its own beside cancel and stop) ------------
+
+    def _arm_time_limit(self, job: Job) -> None:
+        """Stop the task at its ``time_limit``, counted from its start."""
+        limit = job.attempt.time_limit
+        if limit is not None:
+            loop = asyncio.get_running_loop()
+            job.limit_timer = loop.call_later(limit, self._on_time_limit, job)
+
+    def _on_time_limit(self, job: Job) -> None:
+        job.limit_timer = None
+        if job.task is None or job.task.done or self.jobs.get(job.attempt.task) is not job:
+            return
+        log.info("task %s reached its time limit: stopping it", job.attempt.task)
+        job.timed_out = True
+        self._spawn(self._terminate(job))  # SIGTERM, then SIGKILL after max_termination_time
 
     async def _follow(self, job: Job) -> None:
         assert job.task is not None
@@ -562,6 +600,8 @@ class Agent:
                 )
             )
         result = waiter.result()
+        if job.limit_timer is not None:
+            job.limit_timer.cancel()
         await self._flush(job)
         if self._fenced_by_sidecar(job, result.exit_status):
             job.fenced = job.stopped = True
@@ -570,6 +610,8 @@ class Agent:
             status = STOPPED
         elif job.cancelled:
             status = "cancelled"
+        elif job.timed_out and status != SUCCESS:  # it may have ended on its own just then
+            status = TIME_LIMIT_STATUS
         usage: dict[str, Any] = dict(result.usage)
         if result.error:
             usage["error"] = result.error

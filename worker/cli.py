@@ -18,7 +18,7 @@ from banyan.client import check_tls
 from banyan.client.discovery import add_connection_options, client_file, discover
 from banyan.errors import BanyanError
 from banyan.logs import LOG_FORMATS, setup_logging
-from banyan.units import parse_cores, parse_memory
+from banyan.units import parse_cores, parse_duration, parse_memory
 from worker.agent import Agent, WorkerConfig
 from worker.capacity import detect
 from worker.containment import KINDS
@@ -56,6 +56,13 @@ def _resource(text: str) -> tuple[str, float]:
 def _memory(text: str) -> int:
     try:
         return parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
@@ -113,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="queues",
         metavar="QUEUE",
         help="queue to serve (repeatable; default: default)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=_duration,
+        metavar="DURATION",
+        help="this worker's lifetime from its start, as a batch allocation's (e.g. '2 hours'): "
+        "it is given only tasks whose time_limit fits in what is left, and stops at its end",
     )
     parser.add_argument("--drain", action="store_true", help="on SIGTERM finish running tasks")
     parser.add_argument("--burst", action="store_true", help="exit when nothing is left to run")
@@ -175,6 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=args.log_format,
         enforce_memory=args.enforce_memory,
         containment=args.containment,
+        time_limit_s=args.time_limit,
     )
     warn_if_tasks_can_read_admin_token(logging.getLogger("worker"))
     return asyncio.run(Agent(config).run())

@@ -89,9 +89,13 @@ async def run_workers(ctx: Context) -> int:
         gpus = _used(capacity, free, "gpus")
         age = worker.get("last_heartbeat_age_s")
         state = worker.get("state") or "-"
+        # Not heard from for two heartbeats: not lost yet, but its tasks may not run.
+        quiet = worker.get("responsive") is False
         table.add_row(
             worker.get("name") or worker.get("_id") or "-",
-            Text(state, style=WORKER_STYLES.get(state, "")),
+            Text(f"{state} (unresponsive)", style="bold yellow")
+            if quiet
+            else Text(state, style=WORKER_STYLES.get(state, "")),
             _ratio(*cores),
             _ratio(*mem, as_memory=True),
             _ratio(*gpus),

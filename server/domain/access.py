@@ -45,7 +45,7 @@ def check_if_match(task_id: str, etag: str, if_match: str | None, *, required: b
 
 # What an attempt runs with: fixed while it runs.
 EXECUTION_FIELDS: Final = frozenset(
-    {"command", "requested_resources", "queue", "env", "cwd", "max_termination_time"}
+    {"command", "requested_resources", "queue", "env", "cwd", "max_termination_time", "time_limit"}
 )
 
 

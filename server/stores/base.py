@@ -76,6 +76,7 @@ class ClaimedAttempt(TypedDict):
     env: dict[str, str] | None
     cwd: str | None
     max_termination_time: int
+    time_limit: float | None
 
 
 class Joined(NamedTuple):
@@ -185,12 +186,25 @@ class Store(ABC):
 
     @abstractmethod
     async def claim(
-        self, *, worker: str, token: str, free: Resources, queues: Sequence[str], limit: int
+        self,
+        *,
+        worker: str,
+        token: str,
+        free: Resources,
+        queues: Sequence[str],
+        limit: int,
+        remaining_s: float | None = None,
     ) -> list[ClaimedAttempt]:
         """Start an attempt for each task ``server.domain.claims.pack`` picks
         from the available tasks in ``queues`` (loaded in ``claims.ORDER``, at
         most ``claims.scan_limit(limit)``) for the free share ``free``; each
-        gets a new random execution key. Nothing fits: ``[]``."""
+        gets a new random execution key. Only tasks whose ``not_before`` has
+        come and whose ``time_limit`` fits the worker's remaining lifetime
+        ``remaining_s`` (``claims.time_bounds``). Nothing fits: ``[]``."""
+
+    @abstractmethod
+    async def next_begin(self) -> float | None:
+        """The earliest ``not_before`` still ahead among available tasks, or ``None``."""
 
     @abstractmethod
     async def finish(

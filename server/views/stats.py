@@ -9,6 +9,7 @@ from ``list_workers`` and ``worker_state`` (the same state ``/workers`` shows).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,14 +18,14 @@ from aiohttp import web
 
 from banyan.dates import format_date
 from banyan.resources import Amounts, Resources
-from banyan.states import State
+from banyan.states import ACTIVE_STATES, State
 from server.auth import ANY_ROLE, require
 from server.domain import claims
 from server.domain import pending as domain_pending
 from server.domain.pending import SERVING_STATES, PendingTask, WorkerSeen
 from server.keys import GATEWAY, STORE
 from server.views.common import json_response, settings, task_id
-from server.views.workers import worker_state
+from server.views.workers import remaining, responsive, worker_state
 
 routes = web.RouteTableDef()
 
@@ -66,7 +67,9 @@ async def pending_reason(request: web.Request) -> web.Response:
     doc = await store.get_task(task_id(request))
     gateway = request.app[GATEWAY]
     found = await store.list_workers() if doc["state"] == State.AVAILABLE else []
-    workers = [(worker_state(gateway, w), w) for w in found]
+    workers = [
+        (worker_state(gateway, w), {**w, "remaining_s": remaining(gateway, w)}) for w in found
+    ]
     # What each serving worker's claims would meet first (one read per set of queues).
     ahead: dict[tuple[str, ...], list[Amounts]] = {}
     for state, w in workers:
@@ -76,7 +79,19 @@ async def pending_reason(request: web.Request) -> web.Response:
                 doc["_id"], doc["priority"], queues, claims.AHEAD_LIMIT
             )
     code, reason = explain(doc, workers, ahead)
+    worker = (doc.get("execution") or {}).get("worker")
+    if doc["state"] in ACTIVE_STATES and worker is not None:
+        reason += await _quiet_note(request, worker)
     return json_response({"_id": doc["_id"], "state": doc["state"], "code": code, "reason": reason})
+
+
+async def _quiet_note(request: web.Request, name: str) -> str:
+    """``", which is unresponsive"`` for a task whose worker has gone quiet."""
+    found = await request.app[STORE].list_workers(name)
+    interval = settings(request).heartbeat_interval_s
+    if found and not responsive(request.app[GATEWAY], found[0], interval):
+        return " (unresponsive: not heard from for two heartbeats; not lost yet)"
+    return ""
 
 
 # --- workers -----------------------------------------------------------------
@@ -146,6 +161,9 @@ def explain(
         pending_dependency_count=task.get("pending_dependency_count", 0),
         worker=execution.get("worker"),
         exit_status=execution.get("exit_status"),
+        time_limit=task.get("time_limit"),
+        not_before=task.get("not_before"),
+        now=time.time(),
     )
     seen = [
         WorkerSeen(
@@ -156,6 +174,7 @@ def explain(
             running=[Resources.model_validate(a["requested_resources"]) for a in w["running"]],
             ahead=ahead.get(tuple(w["queues"]), ()),
             ahead_complete=len(ahead.get(tuple(w["queues"]), ())) < claims.AHEAD_LIMIT,
+            remaining_s=w.get("remaining_s"),
         )
         for state, w in workers
     ]

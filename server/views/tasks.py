@@ -32,6 +32,15 @@ from server.views.common import (
     validate,
 )
 
+
+def with_default_time_limit(item: TaskCreate, default_s: float | None) -> TaskCreate:
+    """The server's ``default_time_limit_s`` for a task that names no
+    ``time_limit`` (an explicit ``null`` means no limit)."""
+    if default_s is None or "time_limit" in item.model_fields_set:
+        return item
+    return item.model_copy(update={"time_limit": default_s})
+
+
 _ONE = TypeAdapter(TaskCreate)
 _MANY = TypeAdapter(list[TaskCreate])
 _PATCH = TypeAdapter(TaskPatch)
@@ -54,6 +63,7 @@ async def create(request: web.Request) -> web.Response:
     else:
         items = validate(_MANY, data, what="tasks")
         check_bulk_size(len(items), request)
+    items = [with_default_time_limit(i, conf.default_time_limit_s) for i in items]
 
     def respond(created: list[CreatedTask]) -> tuple[int, Any]:
         if single:

@@ -249,7 +249,7 @@ def test_killed_worker_task_is_abandoned_and_rerun(cluster: Cluster, tmp_path: P
     task = cluster.http.wait_state(task_id, "terminated", timeout=20)
     assert task["execution"]["exit_status"] == "success"
     assert task["execution"]["worker"] == "w2"
-    assert task["retry_count"] == 1
+    assert task["retry_count"] == 0 and task["abandon_count"] == 1
     history = cluster.http.history(task_id)
     assert [(h["worker"], h["exit_status"]) for h in history] == [
         ("w1", ABANDONED),
@@ -426,8 +426,9 @@ def test_sigterm_without_drain_stops_the_task_and_requeues_it(cluster: Cluster) 
     assert w1.popen.wait(timeout=15) == 0
     assert not processes_with(mark)
     task = cluster.http.task(task_id)
-    assert task["state"] == "available", task  # back in the queue (retry rule)
-    assert task["retry_count"] == 1
+    # Back in the queue: the crash budget, not the retry budget.
+    assert task["state"] == "available", task
+    assert task["retry_count"] == 0 and task["abandon_count"] == 1
     (attempt,) = cluster.http.history(task_id)
     assert attempt["exit_status"] == STOPPED
     assert attempt["worker"] == "w1"

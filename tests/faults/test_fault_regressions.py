@@ -58,10 +58,12 @@ async def test_an_attempt_that_never_reached_the_worker_is_requeued_uncounted(
     assert first["exit_status"] == ABANDONED
 
 
-async def test_a_restarted_worker_s_attempts_follow_the_retry_rule(store: SqliteStore) -> None:
+async def test_a_restarted_worker_s_attempts_follow_the_crash_budget(store: SqliteStore) -> None:
     task = await claimed_task(store)
     # A new process of the same worker: the old one ran the attempt and died with it.
     await join(store, pid=200, held=[])
     after = await store.get_task(task["_id"])
-    assert after["state"] == "terminated", after
+    # Counted against max_abandon_count (default 3), not max_retry_count (0).
+    assert after["state"] == "available", after
+    assert after["abandon_count"] == 1 and after["retry_count"] == 0
     assert after["execution"]["exit_status"] == ABANDONED

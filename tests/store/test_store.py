@@ -235,7 +235,9 @@ async def test_stale_key_refused_and_repeat_is_idempotent(store: Store) -> None:
         await finish(store, first)
     await finish(store, second)
     again = await finish(store, second)  # the same report twice changes nothing
-    assert again["state"] == "terminated" and again["retry_count"] == 1
+    # An abandonment uses the crash budget, not the retry budget.
+    assert again["state"] == "terminated" and again["retry_count"] == 0
+    assert again["abandon_count"] == 1
 
 
 async def test_worker_may_only_report_its_own_attempts(store: Store) -> None:

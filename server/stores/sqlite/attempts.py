@@ -18,6 +18,7 @@ from banyan.states import (
     ACTIVE_STATES,
     Actor,
     State,
+    is_abandonment,
 )
 from banyan.tokens import Caller, Role
 from server.domain import access, claims
@@ -38,9 +39,11 @@ def claim(
     queues: Sequence[str],
     limit: int,
     now: float,
+    remaining_s: float | None = None,
 ) -> list[ClaimedAttempt]:
     """Hand out what the claim policy (``server.domain.claims``) picks from the
-    available tasks in ``queues`` for the free share ``free``."""
+    available tasks in ``queues`` for the free share ``free``, those begun and
+    fitting the worker's remaining lifetime ``remaining_s``."""
     if limit <= 0 or not queues:
         return []
     share = Amounts.of(free)
@@ -49,7 +52,14 @@ def claim(
     bound = claims.prefilter(share)
     cursor = conn.execute(
         Q.CLAIM_CANDIDATES.format(queues=placeholders(len(queues)), order=claims.ORDER),
-        (*queues, bound.cores, bound.memory, bound.gpus, claims.scan_limit(limit)),
+        (
+            *queues,
+            bound.cores,
+            bound.memory,
+            bound.gpus,
+            *claims.time_bounds(now, remaining_s),
+            claims.scan_limit(limit),
+        ),
     )
     try:
         # Row by row from the cursor: with one core free the first fitting row
@@ -59,7 +69,8 @@ def claim(
     finally:
         cursor.close()  # done before the same connection updates the rows it read
     attempts = []
-    for _, request, (task_id, *_cmgr, name, queue, command, env, cwd, grace) in chosen:
+    for _, request, row in chosen:
+        task_id, *_, name, queue, command, env, cwd, grace, time_limit = row
         key = secrets.token_urlsafe(16)
         (attempt,) = conn.execute(Q.START_ATTEMPT, (worker, now, now, task_id)).fetchone()
         conn.execute(Q.INSERT_ATTEMPT, (task_id, attempt, key, worker, token, now))
@@ -76,6 +87,7 @@ def claim(
                 env=loads(env),
                 cwd=cwd,
                 max_termination_time=grace,
+                time_limit=time_limit,
             )
         )
     return attempts
@@ -165,6 +177,11 @@ def finish(
         if recorded == exit_status:
             return False
         raise Conflict(f"attempt {attempt} of task {task_id} already ended with '{recorded}'")
+    abandons, max_abandons = (
+        conn.execute(Q.ABANDON_BUDGET, (task_id,)).fetchone()
+        if is_abandonment(exit_status)
+        else (0, 0)
+    )
     end = T.end_attempt(
         T.TaskRef(task_id, state, name, queue),
         attempt=attempt,
@@ -173,6 +190,8 @@ def finish(
         exit_status=exit_status,
         actor=actor,
         undelivered=undelivered,
+        abandon_count=abandons,
+        max_abandon_count=max_abandons,
     )
     outcome = end.outcome
     usage_json = None if usage is None else dumps(usage)
@@ -181,6 +200,8 @@ def finish(
         Q.END_TASK_ATTEMPT,
         (outcome.state, exit_status, exit_code, now, int(outcome.retry), now, task_id),
     )
+    if outcome.abandoned:
+        conn.execute(Q.COUNT_ABANDON, (task_id,))
     store_events(conn, now, [end.event])
     if outcome.release:
         graph.make_ready(conn, graph.release(conn, task_id, now), now)

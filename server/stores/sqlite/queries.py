@@ -8,13 +8,23 @@ from typing import Final
 # Available tasks a claim may hand out, in the claim policy's order; formatted
 # with the queue placeholders and ``server.domain.claims.ORDER``. Parameters:
 # *queues, max cores, max memory, max gpus, how many to look at.
+# Then: now (``not_before`` passed), the worker's remaining lifetime or NULL
+# (``server.domain.claims.time_bounds``).
 CLAIM_CANDIDATES: Final = (
     "SELECT id, cores, memory, gpus, requested_resources, name, queue, command, env, cwd, "
-    "max_termination_time FROM tasks INDEXED BY tasks_claim "
+    "max_termination_time, time_limit FROM tasks INDEXED BY tasks_claim "
     "WHERE state = 'available' AND queue IN ({queues}) "
     "AND cores <= ? AND memory <= ? AND gpus <= ? "
+    "AND (not_before IS NULL OR not_before <= ?) "
+    "AND (time_limit IS NULL OR time_limit <= coalesce(?, time_limit)) "
     "ORDER BY {order} LIMIT ?"
 )
+# The fields of a new task that most leave at their defaults (tasks.create_tasks).
+SET_TIME_AND_ABANDON: Final = (
+    "UPDATE tasks SET time_limit = ?, not_before = ?, max_abandon_count = ? WHERE id = ?"
+)
+# The earliest begin time still ahead among available tasks (the begin timer).
+NEXT_BEGIN: Final = "SELECT min(not_before) FROM tasks WHERE state = 'available' AND not_before > ?"
 
 _ETAG: Final = "lower(hex(randomblob(10)))"  # a new _etag, made by SQLite
 
@@ -87,6 +97,10 @@ INSERT_ATTEMPT: Final = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 CHILDREN: Final = "SELECT child FROM continuations WHERE parent = ?"
+# The crash budget (issue 13): abandonments so far and how many are allowed.
+ABANDON_BUDGET: Final = "SELECT abandon_count, max_abandon_count FROM tasks WHERE id = ?"
+COUNT_ABANDON: Final = "UPDATE tasks SET abandon_count = abandon_count + 1 WHERE id = ?"
+RESET_ABANDONS: Final = "UPDATE tasks SET abandon_count = 0 WHERE id = ?"
 
 # --- the continuation graph -------------------------------------------------------
 REACHES: Final = DESCENDANTS.format(roots="?") + "SELECT 1 FROM d WHERE id = ? LIMIT 1"

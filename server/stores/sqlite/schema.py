@@ -241,6 +241,21 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created);
     """,
+    # 6 (issue 13): wall-time limits, begin times and the crash budget.
+    # time_limit: seconds an attempt may run (NULL: no limit). not_before: epoch
+    # seconds before which no claim hands the task out. abandon_count: attempts
+    # that ended because the worker died or was stopped, against
+    # max_abandon_count (not max_retry_count). workers.deadline: the epoch
+    # second a worker started with --time-limit stops (NULL: no lifetime).
+    """
+    ALTER TABLE tasks ADD COLUMN time_limit REAL;
+    ALTER TABLE tasks ADD COLUMN not_before REAL;
+    ALTER TABLE tasks ADD COLUMN max_abandon_count INTEGER NOT NULL DEFAULT 3;
+    ALTER TABLE tasks ADD COLUMN abandon_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE workers ADD COLUMN deadline REAL;
+    CREATE INDEX IF NOT EXISTS tasks_not_before ON tasks (not_before)
+        WHERE state = 'available' AND not_before IS NOT NULL;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -190,14 +190,37 @@ class SqliteStore(Store):
     # --- attempts --------------------------------------------------------------
 
     async def claim(
-        self, *, worker: str, token: str, free: Resources, queues: Sequence[str], limit: int
+        self,
+        *,
+        worker: str,
+        token: str,
+        free: Resources,
+        queues: Sequence[str],
+        limit: int,
+        remaining_s: float | None = None,
     ) -> list[ClaimedAttempt]:
         now = self._clock()
         return await self.db.write(
             lambda conn: attempts.claim(
-                conn, worker=worker, token=token, free=free, queues=queues, limit=limit, now=now
+                conn,
+                worker=worker,
+                token=token,
+                free=free,
+                queues=queues,
+                limit=limit,
+                now=now,
+                remaining_s=remaining_s,
             )
         )
+
+    async def next_begin(self) -> float | None:
+        now = self._clock()
+
+        def run(conn: sqlite3.Connection) -> float | None:
+            (found,) = conn.execute(Q.NEXT_BEGIN, (now,)).fetchone()
+            return None if found is None else float(found)
+
+        return await self.db.read(run)
 
     async def finish(
         self,
