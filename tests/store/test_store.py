@@ -230,8 +230,11 @@ async def test_stale_key_refused_and_repeat_is_idempotent(store: Store) -> None:
     doc = await store.get_task(task_id)
     assert doc["state"] == "available" and doc["execution"]["exit_status"] == ABANDONED
     (second,) = await run(store)
-    with pytest.raises(Conflict, match="superseded"):
+    with pytest.raises(Conflict, match=r"attempt 1 of task .* superseded .* now on attempt 2"):
         await finish(store, first)
+    never = {**first, "execution_key": "never-handed-out"}
+    with pytest.raises(Conflict, match="does not belong to any attempt of task"):
+        await finish(store, never)
     await finish(store, second)
     again = await finish(store, second)  # the same report twice changes nothing
     assert again["state"] == "terminated" and again["retry_count"] == 1

@@ -6,6 +6,7 @@ and memory-usage samples. Every report names its attempt by the random
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import sqlite3
 from collections.abc import Sequence
@@ -97,6 +98,9 @@ def _current_attempt(
     if row is None:
         raise NotFound(f"no task with id {task_id}")
     current = access.CurrentAttempt(task_id, row[1], row[6], row[7], row[10])
+    if not access.names_current(current, execution_key):
+        found = conn.execute(Q.ATTEMPT_OF_KEY, (task_id, execution_key)).fetchone()
+        current = dataclasses.replace(current, key_attempt=None if found is None else found[0])
     access.check_report(current, execution_key, caller, worker)
     return tuple(row[:10])
 

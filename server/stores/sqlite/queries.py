@@ -68,6 +68,8 @@ CURRENT_ATTEMPT: Final = (
     "FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt "
     "WHERE t.id = ?"
 )
+# Which attempt of a task a (stale) execution key named, if any.
+ATTEMPT_OF_KEY: Final = "SELECT attempt FROM attempts WHERE task_id = ? AND execution_key = ?"
 END_ATTEMPT: Final = (
     "UPDATE attempts SET time_terminated = ?, exit_status = ?, exit_code = ?, usage = ? "
     "WHERE task_id = ? AND attempt = ?"
