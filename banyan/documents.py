@@ -89,7 +89,8 @@ class WorkerDoc(TypedDict, total=False):
     last_heartbeat: str | None
     last_heartbeat_age_s: float
     connected: str | None
-    left: str | None
+    left: str | None  # when it left or was declared lost
+    left_age_s: float | None
 
 
 TASK_KEYS: tuple[str, ...] = tuple(TaskDoc.__annotations__)

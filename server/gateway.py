@@ -388,6 +388,15 @@ class Gateway:
                     continue
                 log.warning("worker %s lost; attempts abandoned: %s", name, abandoned)
             if now - touched >= self._settings.heartbeat_interval_s and self.sessions:
+                # Only those heard from since the last round, at the time they
+                # were: a silent session is not a sign of life.
+                wall = time.time() - now
+                heard = {
+                    name: wall + self.last_seen[name]
+                    for name in self.sessions
+                    if self.last_seen.get(name, touched) > touched
+                }
                 touched = now
-                with contextlib.suppress(BanyanError):
-                    await self._store.touch_workers(list(self.sessions))
+                if heard:
+                    with contextlib.suppress(BanyanError):
+                        await self._store.touch_workers(heard)

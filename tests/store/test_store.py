@@ -323,3 +323,51 @@ async def test_every_change_appends_events_in_order(store: Store) -> None:
         ("task.state", "running"),
         ("task.state", "terminated"),
     ]
+
+
+# --- workers: when they were heard from, when they went, forgetting them ---------------
+
+
+async def join(store: Store, name: str) -> None:
+    await store.join_worker(
+        name=name, token="w1", capacity={"cores": 4}, queues=["default"], host="h", pid=1, held=[]
+    )
+
+
+async def worker_row(store: Store, name: str) -> dict[str, Any]:
+    (found,) = await store.list_workers(name)
+    return found
+
+
+async def test_last_seen_is_when_heard_from_not_when_declared_lost(store: Store) -> None:
+    await join(store, "w1")
+    joined = (await worker_row(store, "w1"))["last_seen"]
+    heard = joined + 0.25
+    await store.touch_workers({"w1": heard})
+    await store.touch_workers({"w1": heard - 0.1})  # an older report never goes back
+    assert (await worker_row(store, "w1"))["last_seen"] == heard
+    await store.leave_worker("w1", lost=True)
+    lost = await worker_row(store, "w1")
+    assert lost["state"] == "lost"
+    assert lost["last_seen"] == heard  # not the time it was declared lost
+    assert lost["left"] is not None and lost["left"] >= joined
+
+
+async def test_departed_workers_are_pruned_unless_they_hold_an_attempt(store: Store) -> None:
+    for name in ("gone", "here", "holder"):
+        await join(store, name)
+    await store.leave_worker("gone", lost=True)
+    await store.leave_worker("holder", lost=False)
+    # A claim in the departed worker's name (as a report racing its loss could make).
+    await new(store, command="x", state="available")
+    (attempt,) = await store.claim(
+        worker="holder", token="w1", free=BIG, queues=["default"], limit=1
+    )
+    went = (await worker_row(store, "gone"))["left"]
+    assert await store.prune_workers(before=went) == []  # not before the retention ends
+    assert await store.prune_workers(before=went + 1) == ["gone"]
+    assert [w["name"] for w in await store.list_workers()] == ["here", "holder"]
+    await store.leave_worker("holder", lost=True)  # abandons its attempt
+    assert await store.prune_workers(before=went + 10**6) == ["holder"]
+    history = await store.history(attempt["task"])
+    assert [h["worker"] for h in history] == ["holder"]  # history keeps the name

@@ -127,6 +127,14 @@ INSERT_USAGE: Final = (
 # --- workers ---------------------------------------------------------------------------
 # The state of a task whose open attempt (this key, this worker) a rejoining
 # worker names; no row when that attempt is no longer its own.
+# A worker went (state 'left' or 'lost', at :now); its last_seen is kept.
+WORKER_GONE: Final = "UPDATE workers SET state = ?, left = ? WHERE name = ?"
+WORKER_HEARD: Final = "UPDATE workers SET last_seen = max(last_seen, ?) WHERE name = ?"
+PRUNE_WORKERS: Final = (
+    "DELETE FROM workers WHERE state IN ('left', 'lost') AND \"left\" < ? "
+    "AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.worker = workers.name "
+    "AND a.time_terminated IS NULL) RETURNING name"
+)
 HELD_ATTEMPT_STATE: Final = (
     "SELECT t.state FROM tasks t JOIN attempts a ON a.task_id = t.id "
     "AND a.attempt = t.attempt WHERE t.id = ? AND a.execution_key = ? AND a.worker = ? "

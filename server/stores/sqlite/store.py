@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -299,9 +299,12 @@ class SqliteStore(Store):
         now = self._clock()
         return await self.db.write(lambda conn: workers.leave(conn, name, lost=lost, now=now))
 
-    async def touch_workers(self, names: Sequence[str]) -> None:
+    async def touch_workers(self, heard: Mapping[str, float]) -> None:
         now = self._clock()
-        await self.db.write(lambda conn: workers.touch(conn, names, now))
+        await self.db.write(lambda conn: workers.touch(conn, heard, now))
+
+    async def prune_workers(self, *, before: float) -> list[str]:
+        return await self.db.write(lambda conn: workers.prune(conn, before))
 
     async def connected_workers(self) -> list[str]:
         return await self.db.read(workers.connected_names)
