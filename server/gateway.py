@@ -305,7 +305,10 @@ class Gateway:
                 await self._store.report_progress(task, key, progress, session.caller)
             elif isinstance(frame, p.Usage):
                 record = MemoryUsage(
-                    task=task, time=frame.time, resident_memory_bytes=frame.resident_memory_bytes
+                    task=task,
+                    time=frame.time,
+                    resident_memory_bytes=frame.resident_memory_bytes,
+                    cpu_percent=frame.cpu_percent,
                 )
                 await self._store.add_memory_usage([record], session.caller)
             elif isinstance(frame, p.Output):

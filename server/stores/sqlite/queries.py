@@ -121,7 +121,8 @@ USAGE_ROW: Final = (
     "ON a.task_id = t.id AND a.attempt = t.attempt WHERE t.id = ?"
 )
 INSERT_USAGE: Final = (
-    "INSERT INTO memory_usage (task_id, attempt, time, resident_memory_bytes) VALUES (?, ?, ?, ?)"
+    "INSERT INTO memory_usage (task_id, attempt, time, resident_memory_bytes, cpu_percent) "
+    "VALUES (?, ?, ?, ?, ?)"
 )
 
 # --- workers ---------------------------------------------------------------------------

@@ -232,7 +232,9 @@ MIGRATIONS: tuple[str, ...] = (
     # of every change that makes a task available (NULL: available since it
     # was created). The wait of an attempt is read when it ends, before the
     # task's own row changes (attempts.finish ends the attempt first).
+    # Also: usage samples keep the CPU use the worker measured.
     """
+    ALTER TABLE memory_usage ADD COLUMN cpu_percent REAL;
     ALTER TABLE tasks ADD COLUMN available_since REAL;
     CREATE TRIGGER tasks_available_since AFTER UPDATE OF state ON tasks
     WHEN new.state = 'available' AND old.state IS NOT 'available' BEGIN

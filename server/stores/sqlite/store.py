@@ -226,7 +226,7 @@ class SqliteStore(Store):
 
     async def add_memory_usage(self, records: Sequence[MemoryUsage], caller: Caller) -> int:
         now = self._clock()
-        rows = [(r.task, r.time, r.resident_memory_bytes) for r in records]
+        rows = [(r.task, r.time, r.resident_memory_bytes, r.cpu_percent) for r in records]
         return await self.db.write(lambda conn: attempts.add_memory_usage(conn, rows, caller, now))
 
     async def find_memory_usage(self, query: Query) -> Page:
@@ -234,15 +234,22 @@ class SqliteStore(Store):
             query,
             MEMORY_COLUMNS,
             table="memory_usage",
-            columns="id, task_id, attempt, time, resident_memory_bytes",
+            columns="id, task_id, attempt, time, resident_memory_bytes, cpu_percent",
         )
 
         def run(conn: sqlite3.Connection) -> Page:
             rows = conn.execute(select, params).fetchall()
             (total,) = conn.execute(count, params[:-2]).fetchone()
             items = [
-                {"_id": str(i), "task": t, "attempt": a, "time": tm, "resident_memory_bytes": r}
-                for i, t, a, tm, r in rows
+                {
+                    "_id": str(i),
+                    "task": t,
+                    "attempt": a,
+                    "time": tm,
+                    "resident_memory_bytes": r,
+                    "cpu_percent": cpu,
+                }
+                for i, t, a, tm, r, cpu in rows
             ]
             return Page(items=items, total=total)
 
