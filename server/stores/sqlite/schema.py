@@ -232,9 +232,12 @@ MIGRATIONS: tuple[str, ...] = (
     # of every change that makes a task available (NULL: available since it
     # was created). The wait of an attempt is read when it ends, before the
     # task's own row changes (attempts.finish ends the attempt first).
-    # Also: usage samples keep the CPU use the worker measured.
+    # Also: usage samples keep the CPU use the worker measured, and listings
+    # newest first (``sort=-_created,-_id``, the CLI's and TUI's order) read
+    # one index.
     """
     ALTER TABLE memory_usage ADD COLUMN cpu_percent REAL;
+    CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created, id);
     ALTER TABLE tasks ADD COLUMN available_since REAL;
     CREATE TRIGGER tasks_available_since AFTER UPDATE OF state ON tasks
     WHEN new.state = 'available' AND old.state IS NOT 'available' BEGIN
