@@ -3,8 +3,6 @@ The store opens and closes with the app (``cleanup_ctx``)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -60,16 +58,13 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         await the_store.open()
         await hub.start()
         await gateway.start()
-        pruner = asyncio.create_task(feed.prune(keep=settings.event_retention), name="prune")
+        side.spawn(feed.prune(keep=settings.event_retention), name="prune-events")
         side.spawn(
             retention.prune_workers(the_store, retention_s=settings.worker_retention_s),
             name="prune-workers",
         )
         yield
         await side.close()
-        pruner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pruner
         await gateway.stop()
         await hub.stop()
         await the_store.close()
