@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from banyan.errors import BanyanError, Conflict, InvalidInput, NotFound
+from banyan.errors import BanyanError, NotFound
 from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
 from banyan.resources import Resources
 from banyan.states import Actor
-from banyan.tokens import Caller, Role, generate_token, hash_token, same_digest
+from banyan.tokens import Caller, Role, generate_token, hash_token
 from server.stores.base import (
     ClaimedAttempt,
     CreatedTask,
@@ -29,7 +29,7 @@ from server.stores.base import (
     Store,
     TokenInfo,
 )
-from server.stores.sqlite import attempts, graph, schema, tasks, workers
+from server.stores.sqlite import attempts, graph, schema, tasks, tokens, workers
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.db import Database
 from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
@@ -359,51 +359,22 @@ class SqliteStore(Store):
     # --- tokens ----------------------------------------------------------------
 
     async def create_token(self, name: str, role: Role) -> str:
-        if not name or len(name) > 128 or not name.isprintable():
-            raise InvalidInput(
-                "a token name is 1 to 128 printable characters", issues={"name": name}
-            )
+        tokens.check_name(name)
         token = generate_token()
         now = self._clock()
-
-        def run(conn: sqlite3.Connection) -> None:
-            found = conn.execute(Q.TOKEN_REVOKED, (name,)).fetchone()
-            if found is not None and found[0] is None:
-                raise Conflict(f"a token named {name!r} already exists")
-            if found is not None:  # tasks and history name it: never a new holder
-                raise Conflict(f"a token named {name!r} was revoked; its name is not given again")
-            conn.execute(Q.INSERT_TOKEN, (name, role.value, hash_token(token), now))
-
-        await self.db.write(run)
+        await self.db.write(lambda conn: tokens.create(conn, name, role, token, now))
         return token
 
     async def list_tokens(self) -> list[TokenInfo]:
-        def run(conn: sqlite3.Connection) -> list[TokenInfo]:
-            rows = conn.execute(Q.LIST_TOKENS)
-            return [TokenInfo(name=n, role=Role(r), created=c, revoked=v) for n, r, c, v in rows]
-
-        return await self.db.read(run)
+        return await self.db.read(tokens.list_all)
 
     async def revoke_token(self, name: str) -> None:
         now = self._clock()
-
-        def run(conn: sqlite3.Connection) -> None:
-            changed = conn.execute(Q.REVOKE_TOKEN, (now, name)).fetchone()
-            if changed is None:
-                raise NotFound(f"no active token named {name!r}")
-
-        await self.db.write(run)
+        await self.db.write(lambda conn: tokens.revoke(conn, name, now))
 
     async def verify_token(self, token: str) -> Caller | None:
         digest = hash_token(token)
-
-        def run(conn: sqlite3.Connection) -> Caller | None:
-            row = conn.execute(Q.VERIFY_TOKEN, (digest,)).fetchone()
-            if row is None or not same_digest(row[2], digest):
-                return None
-            return Caller(name=row[0], role=Role(row[1]))
-
-        return await self.db.read(run)
+        return await self.db.read(lambda conn: tokens.verify(conn, digest))
 
     # --- statistics ---
     # (``stats`` is imported here so that this block stands on its own.)
