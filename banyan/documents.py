@@ -93,7 +93,8 @@ class WorkerDoc(TypedDict, total=False):
     last_heartbeat: str | None
     last_heartbeat_age_s: float
     connected: str | None
-    left: str | None
+    left: str | None  # when it left or was declared lost
+    left_age_s: float | None
     responsive: bool  # False: not heard from for two heartbeat intervals (not lost yet)
     remaining_s: float | None  # its remaining lifetime (--time-limit); None: none
 

@@ -48,4 +48,5 @@ MEMORY_USAGE_FIELDS: Fields = {
     "attempt": Field(_K.INT, nullable=False),
     "time": Field(_K.DATE, nullable=False),
     "resident_memory_bytes": Field(_K.INT, nullable=False),
+    "cpu_percent": Field(_K.NUMBER),
 }

@@ -274,6 +274,9 @@ class MemoryUsage(BaseModel):
     task: TaskId
     time: float = Field(description="RFC 1123 or ISO 8601 date, or epoch seconds")
     resident_memory_bytes: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    cpu_percent: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        None, description="CPU use of the task's processes since the previous sample; 100 = a core"
+    )
 
     @field_validator("time", mode="before")
     @classmethod

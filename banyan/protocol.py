@@ -132,7 +132,7 @@ class Usage(BaseModel):
     execution_key: Key
     time: float
     resident_memory_bytes: Annotated[int, Field(ge=0)]
-    cpu_percent: Annotated[float, Field(ge=0)] | None = None
+    cpu_percent: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
 
 
 class Output(BaseModel):

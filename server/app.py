@@ -3,13 +3,12 @@ The store opens and closes with the app (``cleanup_ctx``)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from server import dbwatch
+from banyan.supervise import SideTasks
+from server import dbwatch, retention
 from server.auth import AUTH, Authenticator
 from server.errors import eve_errors
 from server.feed import Feed
@@ -52,15 +51,20 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         send_timeout_s=settings.event_send_timeout_s,
     )
 
+    # The server's own background loops: a failure stops the server (exit 70).
+    side = SideTasks("server")
+
     async def store_lifetime(app: web.Application) -> AsyncIterator[None]:
         await the_store.open()
         await hub.start()
         await gateway.start()
-        pruner = asyncio.create_task(feed.prune(keep=settings.event_retention), name="prune")
+        side.spawn(feed.prune(keep=settings.event_retention), name="prune-events")
+        side.spawn(
+            retention.prune_workers(the_store, retention_s=settings.worker_retention_s),
+            name="prune-workers",
+        )
         yield
-        pruner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pruner
+        await side.close()
         await gateway.stop()
         await hub.stop()
         await the_store.close()

@@ -323,7 +323,10 @@ class Gateway:
                 await self._store.report_progress(task, key, progress, session.caller)
             elif isinstance(frame, p.Usage):
                 record = MemoryUsage(
-                    task=task, time=frame.time, resident_memory_bytes=frame.resident_memory_bytes
+                    task=task,
+                    time=frame.time,
+                    resident_memory_bytes=frame.resident_memory_bytes,
+                    cpu_percent=frame.cpu_percent,
                 )
                 await self._store.add_memory_usage([record], session.caller)
             elif isinstance(frame, p.Output):
@@ -414,6 +417,15 @@ class Gateway:
                     continue
                 log.warning("worker %s lost; attempts abandoned: %s", name, abandoned)
             if now - touched >= self._settings.heartbeat_interval_s and self.sessions:
+                # Only those heard from since the last round, at the time they
+                # were: a silent session is not a sign of life.
+                wall = time.time() - now
+                heard = {
+                    name: wall + self.last_seen[name]
+                    for name in self.sessions
+                    if self.last_seen.get(name, touched) > touched
+                }
                 touched = now
-                with contextlib.suppress(BanyanError):
-                    await self._store.touch_workers(list(self.sessions))
+                if heard:
+                    with contextlib.suppress(BanyanError):
+                        await self._store.touch_workers(heard)

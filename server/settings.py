@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     event_retention: int = Field(
         1_000_000, ge=1000, description="events kept for `GET /events?since=` replays"
     )
+    worker_retention_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="workers that left or were lost are forgotten this long after "
+        "(`GET /workers`, `banyan workers --all`); task history keeps their names",
+    )
     event_buffer: int = Field(
         100_000, ge=1000, description="recent events kept in memory for feed subscribers"
     )

@@ -19,7 +19,7 @@ Contract shared by every method:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypedDict
 
@@ -296,8 +296,16 @@ class Store(ABC):
         ``NotFound`` for an unknown worker."""
 
     @abstractmethod
-    async def touch_workers(self, names: Sequence[str]) -> None:
-        """The workers were heard from now: one ``worker.heartbeat`` each."""
+    async def touch_workers(self, heard: Mapping[str, float]) -> None:
+        """When each worker was last heard from (epoch seconds; an earlier time
+        than the one stored is ignored): one ``worker.heartbeat`` each. Leaving
+        or being lost does not change this time (that is ``left``)."""
+
+    @abstractmethod
+    async def prune_workers(self, *, before: float) -> list[str]:
+        """Forget the workers that left or were lost before ``before`` (epoch
+        seconds), except any that still holds an open attempt; returns their
+        names. Task history keeps the names."""
 
     @abstractmethod
     async def connected_workers(self) -> list[str]:

@@ -131,7 +131,8 @@ def _render(request: web.Request, worker: dict[str, Any]) -> dict[str, Any]:
     date_format = settings(request).date_format
     state = worker_state(gateway, worker)
     seen = gateway.last_seen.get(worker["name"])
-    last = time.time() - (time.monotonic() - seen) if seen is not None else worker["last_seen"]
+    now = time.time()
+    last = now - (time.monotonic() - seen) if seen is not None else worker["last_seen"]
     return {
         "_id": worker["name"],
         "name": worker["name"],
@@ -146,11 +147,12 @@ def _render(request: web.Request, worker: dict[str, Any]) -> dict[str, Any]:
             for a in worker["running"]
         ],
         "last_heartbeat": format_date(last, date_format),
-        "last_heartbeat_age_s": round(max(0.0, time.time() - last), 3),
+        "last_heartbeat_age_s": round(max(0.0, now - last), 3),
         "connected": format_date(worker["connected"], date_format),
         "left": format_date(worker["left"], date_format),
         "responsive": responsive(gateway, worker, settings(request).heartbeat_interval_s),
         "remaining_s": _rounded(remaining(gateway, worker)),
+        "left_age_s": None if worker["left"] is None else round(max(0.0, now - worker["left"]), 3),
     }
 
 

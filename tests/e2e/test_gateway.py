@@ -16,6 +16,7 @@ from aiohttp import WSMsgType
 
 from banyan.ids import new_id
 from banyan.tokens import basic_auth_header
+from server.keys import STORE
 from tests.conftest import Api
 
 pytestmark = pytest.mark.slow
@@ -259,7 +260,7 @@ async def test_reports_need_the_current_execution_key(api: Api) -> None:
         assert refused["task"] == task_id
         assert refused["code"] == 409
         message = refused["message"].lower()
-        assert "superseded" in message or "not held" in message, refused
+        assert "does not belong to any attempt" in message, refused  # never valid
         assert (await api.task(task_id))["state"] == "running"
 
         unknown = new_id()
@@ -386,3 +387,32 @@ async def test_work_available_only_for_the_queues_served(api: Api) -> None:
         (attempt,) = frame["attempts"]
         task = await api.task(attempt["task"])
         assert task["queue"] == "gpu"
+
+
+async def test_usage_keeps_the_cpu_use_the_worker_measured(api: Api) -> None:
+    """A usage frame's ``cpu_percent`` is stored with the sample and carried by
+    its ``task.usage`` event (the TUI's Workers view shows it)."""
+    task_id = await api.submit(command="true", state="available")
+    async with worker(api, "w1") as ws:
+        (attempt,) = await claim(ws)
+        frame = {"type": "usage", "task": task_id, "execution_key": attempt["execution_key"]}
+        await ws.send_str(json.dumps({**frame, "time": 1.0e9, "resident_memory_bytes": 1 << 20,
+                                      "cpu_percent": 150.5}))  # fmt: skip
+        await ws.send_str(json.dumps({**frame, "time": 1.0e9 + 1, "resident_memory_bytes": 2048}))
+        params = {"where": json.dumps({"task": task_id}), "sort": "time"}
+        for _ in range(100):  # bounded poll: 100 x 50 ms
+            samples = (await api.get("/memory_usage", params=params)).body["_items"]
+            if len(samples) == 2:
+                break
+            await asyncio.sleep(0.05)
+    assert [(s["resident_memory_bytes"], s["cpu_percent"]) for s in samples] == [
+        (1 << 20, 150.5),
+        (2048, None),
+    ]
+    busy = {"where": json.dumps({"cpu_percent": {"$gt": 100}})}
+    assert [s["task"] for s in (await api.get("/memory_usage", params=busy)).body["_items"]] == [
+        task_id
+    ]
+    events = await api.client.app[STORE].events_since(0)
+    usage = [e["data"] for e in events if e["type"] == "task.usage"]
+    assert [u.get("cpu_percent") for u in usage] == [150.5, None]

@@ -6,6 +6,7 @@ and memory-usage samples. Every report names its attempt by the random
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import sqlite3
 from collections.abc import Sequence
@@ -127,6 +128,9 @@ def _current_attempt(
     if row is None:
         raise NotFound(f"no task with id {task_id}")
     current = access.CurrentAttempt(task_id, row[1], row[6], row[7], row[10])
+    if not access.names_current(current, execution_key):
+        found = conn.execute(Q.ATTEMPT_OF_KEY, (task_id, execution_key)).fetchone()
+        current = dataclasses.replace(current, key_attempt=None if found is None else found[0])
     access.check_report(current, execution_key, caller, worker)
     return tuple(row[:10])
 
@@ -249,20 +253,21 @@ def abandon_worker(conn: sqlite3.Connection, worker: str, now: float) -> list[st
 
 def add_memory_usage(
     conn: sqlite3.Connection,
-    records: Sequence[tuple[str, float, int]],
+    records: Sequence[tuple[str, float, int, float | None]],
     caller: Caller,
     now: float,
 ) -> int:
-    """Store samples ``(task, time, resident_memory_bytes)``; a worker may only
-    report on tasks whose current attempt it holds."""
+    """Store samples ``(task, time, resident_memory_bytes, cpu_percent)``; a
+    worker may only report on tasks whose current attempt it holds."""
     stored = 0
-    for task_id, time, rss in records:
+    for task_id, time, rss, cpu in records:
         row = conn.execute(Q.USAGE_ROW, (task_id,)).fetchone()
         if row is None:
             raise NotFound(f"no task with id {task_id}")
         state, attempt, token = row
         access.check_usage_report(caller, task_id, state, token)
-        conn.execute(Q.INSERT_USAGE, (task_id, attempt, time, rss))
-        store_events(conn, now, [E.task_usage(task_id, attempt=attempt, time=time, rss=rss)])
+        conn.execute(Q.INSERT_USAGE, (task_id, attempt, time, rss, cpu))
+        usage = E.task_usage(task_id, attempt=attempt, time=time, rss=rss, cpu_percent=cpu)
+        store_events(conn, now, [usage])
         stored += 1
     return stored

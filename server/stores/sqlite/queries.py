@@ -78,6 +78,8 @@ CURRENT_ATTEMPT: Final = (
     "FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt "
     "WHERE t.id = ?"
 )
+# Which attempt of a task a (stale) execution key named, if any.
+ATTEMPT_OF_KEY: Final = "SELECT attempt FROM attempts WHERE task_id = ? AND execution_key = ?"
 END_ATTEMPT: Final = (
     "UPDATE attempts SET time_terminated = ?, exit_status = ?, exit_code = ?, usage = ? "
     "WHERE task_id = ? AND attempt = ?"
@@ -133,12 +135,21 @@ USAGE_ROW: Final = (
     "ON a.task_id = t.id AND a.attempt = t.attempt WHERE t.id = ?"
 )
 INSERT_USAGE: Final = (
-    "INSERT INTO memory_usage (task_id, attempt, time, resident_memory_bytes) VALUES (?, ?, ?, ?)"
+    "INSERT INTO memory_usage (task_id, attempt, time, resident_memory_bytes, cpu_percent) "
+    "VALUES (?, ?, ?, ?, ?)"
 )
 
 # --- workers ---------------------------------------------------------------------------
 # The state of a task whose open attempt (this key, this worker) a rejoining
 # worker names; no row when that attempt is no longer its own.
+# A worker went (state 'left' or 'lost', at :now); its last_seen is kept.
+WORKER_GONE: Final = "UPDATE workers SET state = ?, left = ? WHERE name = ?"
+WORKER_HEARD: Final = "UPDATE workers SET last_seen = max(last_seen, ?) WHERE name = ?"
+PRUNE_WORKERS: Final = (
+    "DELETE FROM workers WHERE state IN ('left', 'lost') AND \"left\" < ? "
+    "AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.worker = workers.name "
+    "AND a.time_terminated IS NULL) RETURNING name"
+)
 HELD_ATTEMPT_STATE: Final = (
     "SELECT t.state FROM tasks t JOIN attempts a ON a.task_id = t.id "
     "AND a.attempt = t.attempt WHERE t.id = ? AND a.execution_key = ? AND a.worker = ? "

@@ -60,6 +60,7 @@ MEMORY_COLUMNS: ColumnMap = {
     "attempt": scalar("t.attempt"),
     "time": scalar("t.time"),
     "resident_memory_bytes": scalar("t.resident_memory_bytes"),
+    "cpu_percent": scalar("t.cpu_percent"),
 }
 
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from banyan.errors import BanyanError, Conflict, InvalidInput, NotFound
+from banyan.errors import BanyanError, NotFound
 from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
 from banyan.resources import Amounts, Resources
 from banyan.states import Actor
-from banyan.tokens import Caller, Role, generate_token, hash_token, same_digest
+from banyan.tokens import Caller, Role, generate_token, hash_token
 from server.domain.idempotency import Answer, Submission
 from server.stores.base import (
     ClaimedAttempt,
@@ -30,7 +30,7 @@ from server.stores.base import (
     Store,
     TokenInfo,
 )
-from server.stores.sqlite import attempts, graph, idempotency, schema, tasks, workers
+from server.stores.sqlite import attempts, graph, idempotency, schema, tasks, tokens, workers
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.db import Database
 from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
@@ -271,7 +271,7 @@ class SqliteStore(Store):
 
     async def add_memory_usage(self, records: Sequence[MemoryUsage], caller: Caller) -> int:
         now = self._clock()
-        rows = [(r.task, r.time, r.resident_memory_bytes) for r in records]
+        rows = [(r.task, r.time, r.resident_memory_bytes, r.cpu_percent) for r in records]
         return await self.db.write(lambda conn: attempts.add_memory_usage(conn, rows, caller, now))
 
     async def find_memory_usage(self, query: Query) -> Page:
@@ -279,15 +279,22 @@ class SqliteStore(Store):
             query,
             MEMORY_COLUMNS,
             table="memory_usage",
-            columns="id, task_id, attempt, time, resident_memory_bytes",
+            columns="id, task_id, attempt, time, resident_memory_bytes, cpu_percent",
         )
 
         def run(conn: sqlite3.Connection) -> Page:
             rows = conn.execute(select, params).fetchall()
             (total,) = conn.execute(count, params[:-2]).fetchone()
             items = [
-                {"_id": str(i), "task": t, "attempt": a, "time": tm, "resident_memory_bytes": r}
-                for i, t, a, tm, r in rows
+                {
+                    "_id": str(i),
+                    "task": t,
+                    "attempt": a,
+                    "time": tm,
+                    "resident_memory_bytes": r,
+                    "cpu_percent": cpu,
+                }
+                for i, t, a, tm, r, cpu in rows
             ]
             return Page(items=items, total=total)
 
@@ -344,9 +351,12 @@ class SqliteStore(Store):
         now = self._clock()
         return await self.db.write(lambda conn: workers.leave(conn, name, lost=lost, now=now))
 
-    async def touch_workers(self, names: Sequence[str]) -> None:
+    async def touch_workers(self, heard: Mapping[str, float]) -> None:
         now = self._clock()
-        await self.db.write(lambda conn: workers.touch(conn, names, now))
+        await self.db.write(lambda conn: workers.touch(conn, heard, now))
+
+    async def prune_workers(self, *, before: float) -> list[str]:
+        return await self.db.write(lambda conn: workers.prune(conn, before))
 
     async def connected_workers(self) -> list[str]:
         return await self.db.read(workers.connected_names)
@@ -394,51 +404,22 @@ class SqliteStore(Store):
     # --- tokens ----------------------------------------------------------------
 
     async def create_token(self, name: str, role: Role) -> str:
-        if not name or len(name) > 128 or not name.isprintable():
-            raise InvalidInput(
-                "a token name is 1 to 128 printable characters", issues={"name": name}
-            )
+        tokens.check_name(name)
         token = generate_token()
         now = self._clock()
-
-        def run(conn: sqlite3.Connection) -> None:
-            found = conn.execute(Q.TOKEN_REVOKED, (name,)).fetchone()
-            if found is not None and found[0] is None:
-                raise Conflict(f"a token named {name!r} already exists")
-            if found is not None:  # tasks and history name it: never a new holder
-                raise Conflict(f"a token named {name!r} was revoked; its name is not given again")
-            conn.execute(Q.INSERT_TOKEN, (name, role.value, hash_token(token), now))
-
-        await self.db.write(run)
+        await self.db.write(lambda conn: tokens.create(conn, name, role, token, now))
         return token
 
     async def list_tokens(self) -> list[TokenInfo]:
-        def run(conn: sqlite3.Connection) -> list[TokenInfo]:
-            rows = conn.execute(Q.LIST_TOKENS)
-            return [TokenInfo(name=n, role=Role(r), created=c, revoked=v) for n, r, c, v in rows]
-
-        return await self.db.read(run)
+        return await self.db.read(tokens.list_all)
 
     async def revoke_token(self, name: str) -> None:
         now = self._clock()
-
-        def run(conn: sqlite3.Connection) -> None:
-            changed = conn.execute(Q.REVOKE_TOKEN, (now, name)).fetchone()
-            if changed is None:
-                raise NotFound(f"no active token named {name!r}")
-
-        await self.db.write(run)
+        await self.db.write(lambda conn: tokens.revoke(conn, name, now))
 
     async def verify_token(self, token: str) -> Caller | None:
         digest = hash_token(token)
-
-        def run(conn: sqlite3.Connection) -> Caller | None:
-            row = conn.execute(Q.VERIFY_TOKEN, (digest,)).fetchone()
-            if row is None or not same_digest(row[2], digest):
-                return None
-            return Caller(name=row[0], role=Role(row[1]))
-
-        return await self.db.read(run)
+        return await self.db.read(lambda conn: tokens.verify(conn, digest))
 
     # --- statistics ---
     # (``stats`` is imported here so that this block stands on its own.)

@@ -5,7 +5,7 @@ chunks of attempts, kept up to a byte bound per attempt (oldest dropped)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from banyan.errors import Conflict, NotFound
@@ -15,7 +15,7 @@ from server.domain import workers as rules
 from server.stores.base import Joined
 from server.stores.sqlite import attempts
 from server.stores.sqlite import queries as Q
-from server.stores.sqlite.rows import dumps, loads, placeholders, store_events
+from server.stores.sqlite.rows import dumps, loads, store_events
 
 WORKER_COLUMNS = "name, token, state, capacity, queues, host, pid, connected, last_seen, left"
 
@@ -85,22 +85,24 @@ def leave(conn: sqlite3.Connection, name: str, *, lost: bool, now: float) -> lis
     if state is None:
         raise NotFound(f"no worker named {name!r}")
     abandoned = attempts.abandon_worker(conn, name, now)
-    conn.execute(
-        "UPDATE workers SET state = ?, left = ?, last_seen = max(last_seen, ?) WHERE name = ?",
-        ("lost" if lost else "left", now, now, name),
-    )
+    # ``last_seen`` stays the last time it was heard from; ``left`` is when it went.
+    conn.execute(Q.WORKER_GONE, ("lost" if lost else "left", now, name))
     store_events(conn, now, [E.worker_gone(name, lost=lost, abandoned=abandoned)])
     return abandoned
 
 
-def touch(conn: sqlite3.Connection, names: Sequence[str], now: float) -> None:
-    """Record that these workers were heard from (one heartbeat event each)."""
-    if names:
-        conn.execute(
-            f"UPDATE workers SET last_seen = ? WHERE name IN ({placeholders(len(names))})",
-            (now, *names),
-        )
-        store_events(conn, now, (E.worker_heartbeat(name) for name in names))
+def touch(conn: sqlite3.Connection, heard: Mapping[str, float], now: float) -> None:
+    """Record when these workers were last heard from (one heartbeat event each)."""
+    if heard:
+        conn.executemany(Q.WORKER_HEARD, [(at, name) for name, at in heard.items()])
+        store_events(conn, now, (E.worker_heartbeat(name) for name in heard))
+
+
+def prune(conn: sqlite3.Connection, before: float) -> list[str]:
+    """Forget the workers that left or were lost before ``before`` and hold no
+    open attempt. Nothing refers to a worker row by key: attempts and tasks
+    keep the worker's name as text, so their history stays whole."""
+    return [name for (name,) in conn.execute(Q.PRUNE_WORKERS, (before,))]
 
 
 def connected_names(conn: sqlite3.Connection) -> list[str]:
