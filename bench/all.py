@@ -60,8 +60,6 @@ BENCHES = (
     Bench("stats", "GET /stats on 1 M tasks", 1_500, 400),
     Bench("tui", "the TUI under 1,000 events/s", 300, 120),
     Bench("spawn", "process spawning", 600, 180),
-    Bench("dispatch", "dispatch capacity, simulated workers, FULL", 600, 180),
-    Bench("peers", "race vs huey and HyperQueue, 1,000 tasks, 3 reps", 1_800, 600),
     Bench("faults", "the reliability scorecard", 3_600, 900, optional=True),
 )
 

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from banyan.supervise import SideTasks
 from server import dbwatch
 from server.auth import AUTH, Authenticator
 from server.errors import eve_errors
@@ -17,6 +18,7 @@ from server.gateway import Gateway
 from server.hub import EventHub
 from server.keys import FEED, GATEWAY, HUB, SETTINGS, STORE
 from server.netlog import quiet_network_errors
+from server.revocation import RevocationWatch
 from server.settings import Settings
 from server.stores import open_store
 from server.stores.base import Store
@@ -57,7 +59,13 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         await hub.start()
         await gateway.start()
         pruner = asyncio.create_task(feed.prune(keep=settings.event_retention), name="prune")
+        watch = RevocationWatch(
+            the_store, app[AUTH], (gateway, feed), period_s=settings.revocation_check_s
+        )
+        side = SideTasks("server")  # a failure stops the server (exit 70)
+        side.spawn(watch.run(), name="revocation-watch")
         yield
+        await side.close(timeout_s=1.0)
         pruner.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pruner

@@ -15,19 +15,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 
 from banyan import protocol as p
-from banyan.errors import BanyanError, Unauthorized
+from banyan.errors import BanyanError, Forbidden, InvalidInput, Unauthorized
 from banyan.models import MemoryUsage
 from banyan.states import State
 from banyan.supervise import SideTasks
 from banyan.tokens import Caller
 from server.auth import AUTH, WORKERS
+from server.domain import identity
 from server.hub import Event, EventHub
 from server.settings import Settings
 from server.stores.base import ClaimedAttempt, Store
@@ -51,6 +52,7 @@ class Session:
     queues: list[str]
     held: dict[str, str] = field(default_factory=dict)  # task id -> execution key
     draining: bool = False
+    revoked: bool = False  # its token was revoked: nothing more it sends is applied
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     inflight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(64))
     pending: set[asyncio.Task[None]] = field(default_factory=set)
@@ -63,12 +65,26 @@ class Session:
                 await self.ws.send_str(p.encode(frame))
 
 
+class Refusal(BanyanError):
+    """A connection the gateway will not take, with the close code that says why."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _reason(message: str) -> bytes:
+    """A close frame's reason: at most 123 bytes, cut on a character boundary."""
+    return message.encode()[:120].decode(errors="ignore").encode()
+
+
 class Gateway:
     def __init__(self, store: Store, settings: Settings, hub: EventHub) -> None:
         self._store = store
         self._settings = settings
         self.sessions: dict[str, Session] = {}
         self.last_seen: dict[str, float] = {}  # monotonic; also for workers not connected now
+        self._joining: dict[str, asyncio.Lock] = {}
         self._monitor: asyncio.Task[Any] | None = None
         # Fire-and-forget sends and the silence monitor: a failure stops the server.
         self._side = SideTasks("gateway")
@@ -114,9 +130,18 @@ class Gateway:
             return ws
         try:
             session = await self._join(ws, caller, hello)
+        except Refusal as exc:  # not this worker's name, or it is taken: one line, no retry
+            log.warning(
+                "worker connection from %s (token %s) refused: %s",
+                request.remote,
+                caller.name,
+                exc.message,
+            )
+            await ws.close(code=exc.code, message=_reason(exc.message))
+            return ws
         except BanyanError as exc:  # e.g. the disk is full: the worker connects again later
             log.warning("worker %s: join refused: %s", hello.name, exc.message)
-            await ws.close(code=CLOSE_TRY_AGAIN, message=exc.message[:120].encode())
+            await ws.close(code=CLOSE_TRY_AGAIN, message=_reason(exc.message))
             return ws
         clean = False
         try:
@@ -158,43 +183,83 @@ class Gateway:
         return frame
 
     async def _join(self, ws: web.WebSocketResponse, caller: Caller, hello: p.Hello) -> Session:
-        old = self.sessions.pop(hello.name, None)
+        """Admit the connection as the worker its token names (domain.identity)."""
+        try:
+            name = identity.worker_name(caller, hello.name, host=hello.host, pid=hello.pid)
+        except Forbidden as exc:
+            raise Refusal(p.CLOSE_FORBIDDEN, exc.message) from exc
+        except InvalidInput as exc:
+            raise Refusal(p.CLOSE_BAD_FRAME, exc.message) from exc
+        # One join per name at a time: two connections must not both see it free.
+        async with self._joining.setdefault(name, asyncio.Lock()):
+            return await self._admit(ws, caller, hello, name)
+
+    async def _admit(
+        self, ws: web.WebSocketResponse, caller: Caller, hello: p.Hello, name: str
+    ) -> Session:
+        old = self.sessions.get(name)
+        connected = old is not None and not old.ws.closed
+        known = await self._store.worker_identity(name)
+        proven = identity.proves(hello.secret, None if known is None else known.secret)
+        admission = identity.admit(
+            connected=connected,
+            away=name in self.last_seen and not connected,
+            holds_attempts=known is not None and known.open_attempts > 0,
+            proven=proven,
+        )
+        if admission is identity.Admission.REFUSE_CONNECTED:
+            raise Refusal(
+                p.CLOSE_DUPLICATE,
+                f"worker {name!r} is already connected (another process has its token)",
+            )
+        if admission is identity.Admission.REFUSE_AWAY:
+            raise Refusal(
+                CLOSE_TRY_AGAIN,
+                f"worker {name!r} was cut off holding attempts and may come back; "
+                f"try again (it is lost after {self._settings.worker_timeout_s:.0f} s)",
+            )
         if old is not None:
-            await old.ws.close(code=p.CLOSE_DUPLICATE, message=b"replaced by a new connection")
+            del self.sessions[name]
+            await old.ws.close(code=p.CLOSE_REPLACED, message=b"replaced by a reconnect")
+        secret = identity.new_secret()
         held = [(h.task, h.execution_key) for h in hello.running]
         resumed, dropped = await self._store.join_worker(
-            name=hello.name,
+            name=name,
             token=caller.name,
             capacity=hello.capacity.canonical(),
             queues=hello.queues,
             host=hello.host,
             pid=hello.pid,
             held=held,
+            same_process=proven,
+            secret=identity.secret_digest(secret),
         )
-        session = Session(name=hello.name, ws=ws, caller=caller, queues=hello.queues)
+        session = Session(name=name, ws=ws, caller=caller, queues=hello.queues)
         keys = dict(held)
         session.held = {task: keys[task] for task in resumed}
-        self.sessions[hello.name] = session
-        self.last_seen[hello.name] = time.monotonic()
+        self.sessions[name] = session
+        self.last_seen[name] = time.monotonic()
         log.info(
-            "worker %s joined (host %s, pid %d, queues %s; resumed %d, dropped %d attempts)",
-            hello.name,
+            "worker %s %s (host %s, pid %d, queues %s; resumed %d, dropped %d attempts)",
+            name,
+            "reconnected" if proven else "joined",
             hello.host,
             hello.pid,
             ",".join(hello.queues),
             len(resumed),
             len(dropped),
-            extra={"worker": hello.name},
+            extra={"worker": name},
         )
         s = self._settings
         await session.send(
             p.Welcome(
-                worker=hello.name,
+                worker=name,
                 heartbeat_interval_s=s.heartbeat_interval_s,
                 worker_timeout_s=s.worker_timeout_s,
                 server_timeout_s=s.server_timeout_s,
                 resumed=resumed,
                 dropped=dropped,
+                secret=secret,
             )
         )
         for task in resumed:  # a cancel asked for while it was away
@@ -245,6 +310,8 @@ class Gateway:
             await session.ws.close(code=1011, message=b"internal error")
 
     async def _apply(self, session: Session, frame: Any) -> None:
+        if session.revoked:  # the socket is being closed (4401)
+            return
         if isinstance(frame, p.Heartbeat):
             session.draining = frame.draining
             if frame.seq is not None:  # last_seen was reset when it was read: say so
@@ -335,6 +402,25 @@ class Gateway:
                 log.warning("worker %s: %s; trying again in %.1f s", session.name, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
+
+    # --- revocation ------------------------------------------------------------
+
+    def tokens_in_use(self) -> set[str]:
+        return {session.caller.name for session in self.sessions.values()}
+
+    async def close_revoked(self, tokens: Collection[str]) -> int:
+        """Close the connections of revoked ``tokens`` (4401); their workers
+        are lost after ``worker_timeout_s`` like any that went silent."""
+        revoked = [s for s in self.sessions.values() if s.caller.name in tokens]
+        for session in revoked:
+            session.revoked = True
+            log.warning(
+                "worker %s: its token %s was revoked: closing", session.name, session.caller.name
+            )
+        await asyncio.gather(
+            *(s.ws.close(code=p.CLOSE_UNAUTHORIZED, message=b"token revoked") for s in revoked)
+        )
+        return len(revoked)
 
     # --- pushes ----------------------------------------------------------------
 

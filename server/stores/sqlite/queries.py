@@ -144,3 +144,16 @@ INSERT_TOKEN: Final = "INSERT INTO tokens (name, role, hash, created) VALUES (?,
 LIST_TOKENS: Final = "SELECT name, role, created, revoked FROM tokens ORDER BY name"
 REVOKE_TOKEN: Final = "UPDATE tokens SET revoked = ? WHERE name = ? AND revoked IS NULL RETURNING 1"
 VERIFY_TOKEN: Final = "SELECT name, role, hash FROM tokens WHERE hash = ? AND revoked IS NULL"
+# A change in any of these means a token was revoked, deleted or added: the
+# server's revocation watch then checks the tokens of its open sockets.
+TOKEN_MARK: Final = (
+    "SELECT count(*), count(revoked), coalesce(max(revoked), 0), coalesce(max(id), 0) FROM tokens"
+)
+TOKEN_STATE: Final = "SELECT revoked FROM tokens WHERE name = ?"
+
+# --- worker identity ------------------------------------------------------------------------
+WORKER_IDENTITY: Final = (
+    "SELECT w.secret, (SELECT count(*) FROM attempts a WHERE a.worker = w.name "
+    "AND a.time_terminated IS NULL) FROM workers w WHERE w.name = ?"
+)
+SET_WORKER_SECRET: Final = "UPDATE workers SET secret = ? WHERE name = ?"

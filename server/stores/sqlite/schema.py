@@ -226,6 +226,13 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tasks_priority_desc ON tasks (priority DESC, id);
     DROP INDEX tasks_priority;
     """,
+    # 5: a worker's identity (issue 11): the SHA-256 of the secret its current
+    # process was handed in ``welcome`` (the proof a reconnect must carry);
+    # revocations found cheaply by the server that watches for them.
+    """
+    ALTER TABLE workers ADD COLUMN secret TEXT;
+    CREATE INDEX IF NOT EXISTS tokens_revoked ON tokens (revoked);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
