@@ -256,8 +256,8 @@ class Agent:
         reason = self._close_reason or "no reason given"
         self._fatal = True
         self.exit_code = exit_code
-        self.exit_reason = text.format(f"{reason} ({code})")
-        log.error("%s", self.exit_reason)
+        self.exit_reason = f"refused by the server (close code {code})"
+        log.error("%s", text.format(f"{reason} ({code})"))
 
     def _note_unreachable(self) -> None:
         now = time.monotonic()

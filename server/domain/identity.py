@@ -31,7 +31,7 @@ def worker_name(caller: Caller, declared: str | None, *, host: str, pid: int) ->
     if caller.role is Role.WORKER:
         if declared is not None and declared != caller.name:
             raise Forbidden(
-                f"this token is worker {caller.name!r}'s; hello named {declared!r} "
+                f"this token belongs to worker {caller.name!r}, not {declared!r} "
                 f"(start banyan-worker without --name, or with --name {caller.name!r}; "
                 "give each worker a token of its own)"
             )
