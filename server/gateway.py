@@ -7,6 +7,12 @@ it runs is asked to stop, and declares a worker lost once it has been silent
 for ``worker_timeout_s`` (its attempts are then abandoned and follow the retry
 rule). A worker that reconnects in time re-attaches to the attempts it still
 runs. Nothing here polls: the monitor only watches the clock for silences.
+
+Identity (``server.domain.identity``): a worker token's connection is the
+worker named by the token; one connection per worker, unless the same
+process proves itself with the secret of its last ``welcome`` (4409
+otherwise); a revoked token's connections are closed with 4401
+(``close_revoked``, from ``server.revocation``).
 """
 
 from __future__ import annotations
