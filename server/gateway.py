@@ -28,11 +28,13 @@ from typing import Any, TypeVar
 from aiohttp import WSMsgType, web
 
 from banyan import protocol as p
-from banyan.errors import BanyanError, Forbidden, InvalidInput, Unauthorized
+from banyan.errors import BanyanError, Unauthorized
 from banyan.models import MemoryUsage
 from banyan.states import State
 from banyan.supervise import SideTasks
 from banyan.tokens import Caller
+from server import admission
+from server.admission import CLOSE_TRY_AGAIN
 from server.auth import AUTH, WORKERS
 from server.domain import identity
 from server.hub import Event, EventHub
@@ -47,7 +49,6 @@ T = TypeVar("T")
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
 TRANSIENT = (503, 507)
-CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the join could not be recorded
 
 
 @dataclass
@@ -69,19 +70,6 @@ class Session:
         async with self.send_lock:
             with contextlib.suppress(ConnectionResetError, RuntimeError):
                 await self.ws.send_str(p.encode(frame))
-
-
-class Refusal(BanyanError):
-    """A connection the gateway will not take, with the close code that says why."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-def _reason(message: str) -> bytes:
-    """A close frame's reason: at most 123 bytes, cut on a character boundary."""
-    return message.encode()[:120].decode(errors="ignore").encode()
 
 
 class Gateway:
@@ -136,18 +124,20 @@ class Gateway:
             return ws
         try:
             session = await self._join(ws, caller, hello)
-        except Refusal as exc:  # not this worker's name, or it is taken: one line, no retry
+        except (
+            admission.Refusal
+        ) as exc:  # not this worker's name, or it is taken: one line, no retry
             log.warning(
                 "worker connection from %s (token %s) refused: %s",
                 request.remote,
                 caller.name,
                 exc.message,
             )
-            await ws.close(code=exc.code, message=_reason(exc.message))
+            await ws.close(code=exc.code, message=admission.close_reason(exc.message))
             return ws
         except BanyanError as exc:  # e.g. the disk is full: the worker connects again later
             log.warning("worker %s: join refused: %s", hello.name, exc.message)
-            await ws.close(code=CLOSE_TRY_AGAIN, message=_reason(exc.message))
+            await ws.close(code=CLOSE_TRY_AGAIN, message=admission.close_reason(exc.message))
             return ws
         clean = False
         try:
@@ -189,44 +179,28 @@ class Gateway:
         return frame
 
     async def _join(self, ws: web.WebSocketResponse, caller: Caller, hello: p.Hello) -> Session:
-        """Admit the connection as the worker its token names (domain.identity)."""
-        try:
-            name = identity.worker_name(caller, hello.name, host=hello.host, pid=hello.pid)
-        except Forbidden as exc:
-            raise Refusal(p.CLOSE_FORBIDDEN, exc.message) from exc
-        except InvalidInput as exc:
-            raise Refusal(p.CLOSE_BAD_FRAME, exc.message) from exc
+        """Admit the connection as the worker its token names (server.admission)."""
+        name = admission.name_of(caller, hello)
         # One join per name at a time: two connections must not both see it free.
         async with self._joining.setdefault(name, asyncio.Lock()):
-            return await self._admit(ws, caller, hello, name)
+            old = self.sessions.get(name)
+            connected = old is not None and not old.ws.closed
+            proven = await admission.check(
+                self._store,
+                name,
+                hello,
+                connected=connected,
+                away=name in self.last_seen and not connected,
+                worker_timeout_s=self._settings.worker_timeout_s,
+            )
+            if old is not None:
+                del self.sessions[name]
+                await old.ws.close(code=p.CLOSE_REPLACED, message=b"replaced by a reconnect")
+            return await self._record_join(ws, caller, hello, name, proven=proven)
 
-    async def _admit(
-        self, ws: web.WebSocketResponse, caller: Caller, hello: p.Hello, name: str
+    async def _record_join(
+        self, ws: web.WebSocketResponse, caller: Caller, hello: p.Hello, name: str, *, proven: bool
     ) -> Session:
-        old = self.sessions.get(name)
-        connected = old is not None and not old.ws.closed
-        known = await self._store.worker_identity(name)
-        proven = identity.proves(hello.secret, None if known is None else known.secret)
-        admission = identity.admit(
-            connected=connected,
-            away=name in self.last_seen and not connected,
-            holds_attempts=known is not None and known.open_attempts > 0,
-            proven=proven,
-        )
-        if admission is identity.Admission.REFUSE_CONNECTED:
-            raise Refusal(
-                p.CLOSE_DUPLICATE,
-                f"worker {name!r} is already connected (another process has its token)",
-            )
-        if admission is identity.Admission.REFUSE_AWAY:
-            raise Refusal(
-                CLOSE_TRY_AGAIN,
-                f"worker {name!r} was cut off holding attempts and may come back; "
-                f"try again (it is lost after {self._settings.worker_timeout_s:.0f} s)",
-            )
-        if old is not None:
-            del self.sessions[name]
-            await old.ws.close(code=p.CLOSE_REPLACED, message=b"replaced by a reconnect")
         secret = identity.new_secret()
         held = [(h.task, h.execution_key) for h in hello.running]
         resumed, dropped = await self._store.join_worker(
