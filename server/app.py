@@ -16,6 +16,7 @@ from server.gateway import Gateway
 from server.hub import EventHub
 from server.keys import FEED, GATEWAY, HUB, SETTINGS, STORE
 from server.netlog import quiet_network_errors
+from server.revocation import RevocationWatch
 from server.settings import Settings
 from server.stores import open_store
 from server.stores.base import Store
@@ -63,6 +64,10 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
             retention.prune_workers(the_store, retention_s=settings.worker_retention_s),
             name="prune-workers",
         )
+        watch = RevocationWatch(
+            the_store, app[AUTH], (gateway, feed), period_s=settings.revocation_check_s
+        )
+        side.spawn(watch.run(), name="revocation-watch")
         yield
         await side.close()
         await gateway.stop()

@@ -110,6 +110,13 @@ class Settings(BaseSettings):
         ge=0,
         description="how long a checked token is trusted before it is looked up again",
     )
+    revocation_check_s: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="how often the server looks for revoked tokens (also revoked by "
+        "`banyan-server token revoke` in another process) to close their websockets",
+    )
     event_retention: int = Field(
         1_000_000, ge=1000, description="events kept for `GET /events?since=` replays"
     )

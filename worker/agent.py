@@ -56,10 +56,20 @@ NOT_STARTED = "not started: the worker's lease had lapsed"
 EXIT_OK = 0
 EXIT_USAGE = 2  # as for bad arguments
 EXIT_TOKEN_REFUSED = 77  # sysexits' EX_NOPERM: 401/403 at connect, retrying cannot help
+EXIT_ALREADY_CONNECTED = 75  # sysexits' EX_TEMPFAIL: another process is this worker (4409)
 TOKEN_REFUSED = {
     401: "the server refused the token (401): it is unknown or revoked",
     403: "the server refused the token (403): its role cannot run a worker; "
     "use a worker or admin token (banyan-server token create --role worker)",
+}
+# Close codes after which reconnecting cannot help: the exit code, and what to say.
+FATAL_CLOSES = {
+    p.CLOSE_UNAUTHORIZED: (EXIT_TOKEN_REFUSED, "the server closed the connection: {}"),
+    p.CLOSE_FORBIDDEN: (EXIT_TOKEN_REFUSED, "the server refused this worker: {}"),
+    p.CLOSE_DUPLICATE: (
+        EXIT_ALREADY_CONNECTED,
+        "the server refused this worker: {} (give each worker a token of its own)",
+    ),
 }
 
 
@@ -74,7 +84,7 @@ def _path_with_banyan() -> str:
 @dataclass
 class WorkerConfig:
     connection: Connection
-    name: str
+    name: str | None  # None: the worker token's name (an admin token: hostname:pid)
     capacity: Resources
     gpu_indices: list[int] = field(default_factory=list)
     queues: list[str] = field(default_factory=lambda: ["default"])
@@ -147,6 +157,12 @@ class Agent:
         self.fenced = 0  # attempts stopped by the lease, for tests and logs
         self.exit_code = EXIT_OK
         self._connected = False
+        self._fatal = False  # refused for good (revoked, not this token's, taken): exit
+        # This process's proof of identity, handed out in welcome and shown in
+        # every later hello: it re-attaches to the attempts of this process.
+        self._secret: str | None = None
+        self._close_reason = ""  # the reason in the server's last close frame
+        self.name = config.name  # as the server named it in welcome
         self.exit_reason = "nothing left to run (--burst)"  # unless something else ends it
         limit = config.time_limit_s
         self._deadline = None if limit is None else time.monotonic() + limit
@@ -215,6 +231,8 @@ class Agent:
                     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                         log.warning("cannot reach %s: %s", url, exc)
                     finally:
+                        if self._ws is not None and self._ws.close_code in FATAL_CLOSES:
+                            self._refused(self._ws.close_code)
                         if self._connected:
                             self._connected = False
                             code = None if self._ws is None else self._ws.close_code
@@ -224,7 +242,7 @@ class Agent:
                                 "" if code is None else f" (close code {code})",
                             )
                         self._ws = None
-                    if self._finished():
+                    if self._finished() or self._fatal:
                         break
                     self._note_unreachable()
                     with contextlib.suppress(TimeoutError):
@@ -257,6 +275,17 @@ class Agent:
         idle = not self.jobs and not self.unreported and not self._claiming
         return idle and (self._stopping.is_set() or (self.config.burst and self._queue_empty))
 
+    def _refused(self, code: int) -> None:
+        """The server closed with ``code`` (``FATAL_CLOSES``): one line, then exit."""
+        if self._fatal:
+            return
+        exit_code, text = FATAL_CLOSES[code]
+        reason = self._close_reason or "no reason given"
+        self._fatal = True
+        self.exit_code = exit_code
+        self.exit_reason = f"refused by the server (close code {code})"
+        log.error("%s", text.format(f"{reason} ({code})"))
+
     def _note_unreachable(self) -> None:
         now = time.monotonic()
         if self._unreachable_since is None:
@@ -282,18 +311,25 @@ class Agent:
             host=socket.gethostname(),
             pid=os.getpid(),
             remaining_s=self.remaining_s(),
+            secret=self._secret,
         )
         hello_sent = time.monotonic()
+        self._close_reason = ""
         await ws.send_str(p.encode(hello))
         first = await ws.receive(timeout=30)
         if first.type != aiohttp.WSMsgType.TEXT:
-            log.warning("gateway closed the connection: %s %s", ws.close_code, first.extra)
+            if first.type == aiohttp.WSMsgType.CLOSE:
+                self._close_reason = str(first.extra or "")
+            if ws.close_code not in FATAL_CLOSES:  # those are logged once, as the exit
+                log.warning("gateway closed the connection: %s %s", ws.close_code, first.extra)
             return
         welcome = p.decode_server_frame(first.data)
         if not isinstance(welcome, p.Welcome):
             return
         self._unreachable_since = None
         self._connected = True
+        self._secret = welcome.secret
+        self.name = welcome.worker
         log.info(
             "connected to %s as %s (heartbeat %.1f s; %d attempts resumed, %d dropped)",
             self.config.connection.server,
@@ -319,7 +355,10 @@ class Agent:
             if self._stopping.is_set() and self._finished():
                 await self._send(p.Bye())
                 return
-            async for msg in ws:
+            while True:
+                msg = await ws.receive()
+                if msg.type == aiohttp.WSMsgType.CLOSE:
+                    self._close_reason = str(msg.extra or "")
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break
                 await self._handle(p.decode_server_frame(msg.data))

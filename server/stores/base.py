@@ -19,7 +19,7 @@ Contract shared by every method:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, TypedDict
 
@@ -84,6 +84,15 @@ class Joined(NamedTuple):
 
     resumed: list[str]
     dropped: list[str]
+
+
+class WorkerIdentity(NamedTuple):
+    """What the gateway checks before a worker joins: the digest of the secret
+    its current process holds (None before one was handed out), and how many
+    attempts are open in its name."""
+
+    secret: str | None
+    open_attempts: int
 
 
 @dataclass(frozen=True)
@@ -283,11 +292,21 @@ class Store(ABC):
         host: str,
         pid: int,
         held: Sequence[tuple[str, str]],
+        same_process: bool = False,
+        secret: str = "",
     ) -> Joined:
-        """Record the worker as connected. Of the attempts it says it holds
-        (``held``: task id, execution key), those still current are resumed,
-        the others dropped; open attempts it did not name end abandoned
-        (uncounted if the same process never got them). Emits ``worker.joined``."""
+        """Record the worker as connected, with ``secret`` (a digest) as the
+        proof its process carries from now on. Only for the ``same_process``
+        (proven by the gateway, ``domain.identity``) are the attempts it says
+        it holds (``held``: task id, execution key) and that are still current
+        resumed; the others are dropped, and every open attempt of the name
+        that does not go on ends abandoned (uncounted if the same process
+        never got it). Emits ``worker.joined``."""
+
+    @abstractmethod
+    async def worker_identity(self, name: str) -> WorkerIdentity | None:
+        """The digest of the secret of the worker's process and its count of
+        open attempts; None for a name never seen."""
 
     @abstractmethod
     async def leave_worker(self, name: str, *, lost: bool) -> list[str]:
@@ -354,6 +373,16 @@ class Store(ABC):
     @abstractmethod
     async def verify_token(self, token: str) -> Caller | None:
         """The caller a live token stands for, or None."""
+
+    @abstractmethod
+    async def token_mark(self) -> tuple[float, ...]:
+        """A cheap summary of the tokens table that changes whenever a token
+        is added, revoked or deleted (by any process: ``banyan-server token
+        revoke`` writes the database directly)."""
+
+    @abstractmethod
+    async def live_token_names(self, names: Collection[str]) -> set[str]:
+        """Of ``names``, those of tokens that exist and are not revoked."""
 
     # --- statistics -----------------------------------------------------------------
 

@@ -30,7 +30,9 @@ def hello(name: str, **extra: Any) -> dict[str, Any]:
     return {"type": "hello", "name": name, "capacity": {"cores": 64, "memory": "64 GiB"}, **extra}
 
 
-def auth(api: Api, who: str = "worker") -> dict[str, str]:
+def auth(api: Api, who: str = "admin") -> dict[str, str]:
+    """Headers for ``who``'s token: the admin's by default, which may run a
+    worker of any name (a worker token's worker is the token's name)."""
     return {"Authorization": basic_auth_header(api.tokens[who])}
 
 
@@ -95,10 +97,11 @@ async def test_gateway_needs_a_worker_or_admin_token(
 
 
 async def test_gateway_accepts_worker_and_admin_tokens(api: Api) -> None:
-    for who in ("worker", "admin"):
+    for who, name in (("worker", "worker-1"), ("admin", "w-admin")):
         async with api.client.ws_connect(CONNECT, headers=auth(api, who)) as ws:
-            await ws.send_str(json.dumps(hello(f"w-{who}")))
+            await ws.send_str(json.dumps(hello(name)))
             welcome = await receive(ws, "welcome")
+            assert welcome["worker"] == name
             assert welcome["heartbeat_interval_s"] > 0
             assert welcome["worker_timeout_s"] > 0
             assert welcome["server_timeout_s"] > 0
@@ -324,7 +327,8 @@ async def test_another_workers_attempt_cannot_be_reported(api: Api, same_token: 
     """SPEC §5: a worker "claims and reports only on attempts it holds", even
     with the attempt's key and (in a fleet sharing one worker token) the same token."""
     task_id = await api.submit(command="true", state="available")
-    token = api.tokens["worker"] if same_token else await _intruder_token(api, "intruder")
+    # A fleet run from one admin token (a worker token runs one worker only).
+    token = api.tokens["admin"] if same_token else await _intruder_token(api, "intruder")
     headers = {"Authorization": basic_auth_header(token)}
     async with (
         worker(api, "owner") as owner,

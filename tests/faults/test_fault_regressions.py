@@ -20,7 +20,10 @@ OWNER = Caller("alice", Role.PROVIDER)
 ABANDONED = "abandoned (worker unreachable)"
 
 
-async def join(store: SqliteStore, pid: int, held: list[tuple[str, str]]) -> Any:
+async def join(
+    store: SqliteStore, pid: int, held: list[tuple[str, str]], *, same_process: bool = False
+) -> Any:
+    """``same_process``: what the gateway decides from the worker's secret."""
     return await store.join_worker(
         name="w1",
         token="w1",
@@ -29,6 +32,7 @@ async def join(store: SqliteStore, pid: int, held: list[tuple[str, str]]) -> Any
         host="h",
         pid=pid,
         held=held,
+        same_process=same_process,
     )
 
 
@@ -50,7 +54,7 @@ async def test_an_attempt_that_never_reached_the_worker_is_requeued_uncounted(
 ) -> None:
     task = await claimed_task(store)
     # The same process comes back and does not name the attempt: it never got it.
-    await join(store, pid=100, held=[])
+    await join(store, pid=100, held=[], same_process=True)
     after = await store.get_task(task["_id"])
     assert after["state"] == "available", after
     assert after["retry_count"] == 0

@@ -76,14 +76,16 @@ async def claim(api: Api, queues: list[str] | None = None, **kw: Any) -> list[di
     return await api.client.app[STORE].claim(queues=queues or ["default"], **args)
 
 
-async def finish(api: Api, attempt: dict[str, Any], status: str = SUCCESS) -> dict[str, Any]:
+async def finish(
+    api: Api, attempt: dict[str, Any], status: str = SUCCESS, *, caller: Caller = WORKER
+) -> dict[str, Any]:
     return await api.client.app[STORE].finish(
         attempt["task"],
         attempt["execution_key"],
         exit_status=status,
         exit_code=0 if status == SUCCESS else 1,
         usage=None,
-        caller=WORKER,
+        caller=caller,
     )
 
 
@@ -321,7 +323,7 @@ async def receive(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, A
 @asynccontextmanager
 async def worker(api: Api, name: str, **hello_extra: Any) -> AsyncIterator[Any]:
     """A live gateway connection past hello/welcome."""
-    headers = {"Authorization": basic_auth_header(api.tokens["worker"])}
+    headers = {"Authorization": basic_auth_header(api.tokens["admin"])}
     async with api.client.ws_connect("/workers/connect", headers=headers) as ws:
         await ws.send_str(json.dumps(hello(name, **hello_extra)))
         assert (await receive(ws, "welcome"))["worker"] == name
@@ -538,7 +540,7 @@ async def test_pending_reason_with_workers(api: Api) -> None:
         await until(drained, "the draining heartbeat")
         code, text = await reason(api, other)
         assert text == "no connected worker serves queue 'other' (1 draining worker(s) do)"
-    await finish(api, attempt)
+    await finish(api, attempt, caller=ADMIN)  # its gateway worker ran on the admin token
     assert await reason(api, small) == ("not_pending", "terminated: success")
 
 

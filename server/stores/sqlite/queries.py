@@ -190,3 +190,17 @@ TASKS_AHEAD: Final = (
     "AND (priority > ? OR (priority = ? AND id < ?)) "
     "ORDER BY {order} LIMIT ?"
 )
+
+# A change in any of these means a token was revoked, deleted or added: the
+# server's revocation watch then checks the tokens of its open sockets.
+TOKEN_MARK: Final = (
+    "SELECT count(*), count(revoked), coalesce(max(revoked), 0), coalesce(max(id), 0) FROM tokens"
+)
+TOKEN_STATE: Final = "SELECT revoked FROM tokens WHERE name = ?"
+
+# --- worker identity ------------------------------------------------------------------------
+WORKER_IDENTITY: Final = (
+    "SELECT w.secret, (SELECT count(*) FROM attempts a WHERE a.worker = w.name "
+    "AND a.time_terminated IS NULL) FROM workers w WHERE w.name = ?"
+)
+SET_WORKER_SECRET: Final = "UPDATE workers SET secret = ? WHERE name = ?"

@@ -296,6 +296,13 @@ MIGRATIONS: tuple[str, ...] = (
         DELETE FROM attempt_durations WHERE slot < CAST(new.time_terminated / 10 AS INTEGER) - 100;
     END;
     """,
+    # 8: a worker's identity (issue 11): the SHA-256 of the secret its current
+    # process was handed in ``welcome`` (the proof a reconnect must carry);
+    # revocations found cheaply by the server that watches for them.
+    """
+    ALTER TABLE workers ADD COLUMN secret TEXT;
+    CREATE INDEX IF NOT EXISTS tokens_revoked ON tokens (revoked);
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -12,7 +12,7 @@ from banyan.errors import Conflict, NotFound
 from banyan.states import ABANDONED
 from server.domain import events as E
 from server.domain import workers as rules
-from server.stores.base import Joined
+from server.stores.base import Joined, WorkerIdentity
 from server.stores.sqlite import attempts
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.rows import dumps, loads, store_events
@@ -30,14 +30,16 @@ def join(
     host: str,
     pid: int,
     held: Sequence[tuple[str, str]],
+    same_process: bool,
+    secret: str,
     now: float,
 ) -> Joined:
-    """Record the worker as connected; returns ``(resumed, dropped)``: which of
-    the attempts it says it still runs are still its own, and which are not
-    (superseded, abandoned, or never known) so that it stops them."""
-    previous = conn.execute(
-        "SELECT state, host, pid FROM workers WHERE name = ?", (name,)
-    ).fetchone()
+    """Record the worker as connected, with ``secret`` (a digest) as the proof
+    its process must carry from now on; returns ``(resumed, dropped)``: which
+    of the attempts it says it still runs are still its own (only for the
+    ``same_process``, proven by the gateway), and which are not (superseded,
+    abandoned, never known, or named by another process) so that it stops them."""
+    previous = conn.execute("SELECT state FROM workers WHERE name = ?", (name,)).fetchone()
     conn.execute(
         "INSERT INTO workers (name, token, state, capacity, queues, host, pid, connected, "
         "last_seen) VALUES (?, ?, 'connected', ?, ?, ?, ?, ?, ?) "
@@ -47,16 +49,16 @@ def join(
         "left = NULL",
         (name, token, dumps(capacity), dumps(queues), host, pid, now, now),
     )
+    conn.execute(Q.SET_WORKER_SECRET, (secret, name))
     current: dict[str, str | None] = {}
     for task_id, key in held:
         row = conn.execute(Q.HELD_ATTEMPT_STATE, (task_id, key, name)).fetchone()
         current[task_id] = None if row is None else row[0]
-    same_process = previous is not None and (previous[1], previous[2]) == (host, pid)
     plan = rules.rejoin(
         held=held,
         current=current,
         open_attempts=open_attempts(conn, name),
-        same_process=same_process,
+        same_process=same_process and previous is not None,
     )
     for task_id, key in plan.unnamed:
         attempts.finish_as_system(conn, task_id, key, ABANDONED, now, undelivered=plan.undelivered)
@@ -71,6 +73,11 @@ def join(
     )
     store_events(conn, now, [joined])
     return Joined(resumed, dropped)
+
+
+def identity(conn: sqlite3.Connection, name: str) -> WorkerIdentity | None:
+    row = conn.execute(Q.WORKER_IDENTITY, (name,)).fetchone()
+    return None if row is None else WorkerIdentity(secret=row[0], open_attempts=row[1])
 
 
 def open_attempts(conn: sqlite3.Connection, name: str) -> list[tuple[str, str]]:
