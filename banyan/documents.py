@@ -53,6 +53,7 @@ class TaskDoc(TypedDict, total=False):
     max_retry_count: int
     retry_count: int
     pending_dependency_count: int
+    run_when: str  # success, finished or failure (banyan.dependencies)
     max_termination_time: float
     estimated_runtime: float | None
     env: dict[str, str] | None

@@ -17,6 +17,7 @@ TASK_FIELDS: Fields = {
     "max_retry_count": Field(_K.INT, nullable=False),
     "retry_count": Field(_K.INT, nullable=False),
     "pending_dependency_count": Field(_K.INT, nullable=False),
+    "run_when": Field(_K.STR, nullable=False),
     "max_termination_time": Field(_K.NUMBER, nullable=False),
     "estimated_runtime": Field(_K.NUMBER),
     "owner": Field(_K.STR, nullable=False),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from banyan import events as ev
+from banyan.dependencies import SKIPPED
 from banyan.errors import Conflict
 from banyan.states import SUCCESS, Actor, Effect, Outcome, State, after_attempt, transition
 from server.domain import events as build
@@ -39,6 +40,7 @@ class Kind(StrEnum):
     CANCELLED = "cancelled"  # ended before it ran; ``origin`` kept for a revival
     STOPPING = "stopping"  # pending_cancellation: the worker is told to stop it
     REVIVED = "revived"  # cancelled by a cascade that is undone: waits again (inactive)
+    SKIPPED = "skipped"  # a run_when=failure task none of whose parents failed: not needed
 
 
 _TARGET = {
@@ -47,7 +49,10 @@ _TARGET = {
     Kind.CANCELLED: State.CANCELLED,
     Kind.STOPPING: State.PENDING_CANCELLATION,
     Kind.REVIVED: State.INACTIVE,
+    Kind.SKIPPED: State.CANCELLED,
 }
+# The exit status a change records (the others record none).
+_EXIT_STATUS = {Kind.GROUP_SUCCEEDED: SUCCESS, Kind.SKIPPED: SKIPPED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +74,13 @@ class Change:
         """A group task that succeeded releases its continuations in turn."""
         return self.kind is Kind.GROUP_SUCCEEDED
 
+    @property
+    def exit_status(self) -> str | None:
+        return _EXIT_STATUS.get(self.kind)
+
     def event(self) -> ev.TaskState:
         t = self.task
-        exit_status = SUCCESS if self.kind is Kind.GROUP_SUCCEEDED else None
+        exit_status = self.exit_status
         return build.task_state(
             t.id,
             self.state,
@@ -114,6 +123,11 @@ def cascade_cancel(found: Iterable[TaskRef], *, origin: str) -> list[Change]:
     return [Change(Kind.CANCELLED, t, origin=origin, cause=origin) for t in waiting] + [
         Change(Kind.STOPPING, t, origin=origin, cause=origin) for t in running
     ]
+
+
+def skip(task: TaskRef) -> Change:
+    """A ``failure`` task none of whose parents failed ends, not needed."""
+    return Change(Kind.SKIPPED, task)
 
 
 def revive(cancelled: Iterable[tuple[TaskRef, int]]) -> tuple[list[Change], list[str]]:

@@ -33,6 +33,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from banyan.dependencies import SKIPPED
 from banyan.errors import Conflict, InvalidInput
 from banyan.models import BulkPatchItem, ContinuationEdit, TaskCreate, TaskPatch
 from banyan.resources import Resources
@@ -82,6 +83,7 @@ task_fields = st.fixed_dictionaries(
         "queue": st.sampled_from(QUEUES),
         "priority": st.integers(-2, 2),
         "max_retry_count": st.integers(0, 2),
+        "run_when": st.sampled_from(["success", "success", "finished", "failure"]),
     }
 )
 
@@ -355,16 +357,45 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def pending_counts_match_the_parents(self) -> None:
+        """A task waits on exactly its unreleased edges; a ``success`` child's
+        edge is released exactly when its parent succeeded, another kind's
+        whenever its parent has ended."""
         rows = self.sql(
-            "SELECT t.id, t.state, t.pending_dependency_count, (SELECT count(*) FROM "
-            "continuations c JOIN tasks p ON p.id = c.parent WHERE c.child = t.id AND NOT "
-            "(p.state = 'terminated' AND p.exit_status = ?)) FROM tasks t",
-            SUCCESS,
+            "SELECT t.id, t.state, t.pending_dependency_count, "
+            "(SELECT count(*) FROM continuations c WHERE c.child = t.id AND NOT c.released) "
+            "FROM tasks t"
         )
-        for task_id, state, pending, unfinished_parents in rows:
-            assert pending == unfinished_parents, (task_id, pending, unfinished_parents)
+        for task_id, state, pending, unreleased in rows:
+            assert pending == unreleased, (task_id, pending, unreleased)
             if pending:
                 assert state in (State.INACTIVE, State.CANCELLED), (task_id, state, pending)
+        edges = self.sql(
+            "SELECT c.parent, c.child, c.released, t.run_when, p.state, p.exit_status "
+            "FROM continuations c JOIN tasks t ON t.id = c.child JOIN tasks p ON p.id = c.parent"
+        )
+        for parent, child, released, run_when, p_state, p_exit in edges:
+            succeeded = p_state == State.TERMINATED and p_exit == SUCCESS
+            if run_when == "success":
+                assert bool(released) == succeeded, (parent, child, released, p_state, p_exit)
+            elif p_state in (State.TERMINATED, State.CANCELLED):
+                assert released, (parent, child, run_when, p_state)
+
+    @invariant()
+    def a_skipped_task_had_no_failed_parent(self) -> None:
+        """A ``failure`` task is skipped only when none of its parents failed;
+        one whose parents have all ended and one failed never is."""
+        rows = self.sql(
+            "SELECT t.id, t.state, t.exit_status, t.pending_dependency_count, "
+            "(SELECT count(*) FROM continuations c JOIN tasks p ON p.id = c.parent "
+            "WHERE c.child = t.id AND ((p.state = 'terminated' AND p.exit_status IS NOT ?) "
+            "OR (p.state = 'cancelled' AND p.exit_status IS NOT ?))) "
+            "FROM tasks t WHERE t.run_when = 'failure'",
+            SUCCESS,
+            SKIPPED,
+        )
+        for task_id, state, exit_status, pending, failed_parents in rows:
+            if exit_status == SKIPPED:
+                assert state == State.CANCELLED and failed_parents == 0, (task_id, failed_parents)
 
     @invariant()
     def workers_hold_what_fits(self) -> None:
@@ -440,7 +471,7 @@ class StoreMachine(RuleBasedStateMachine):
 
 
 StoreMachine.TestCase.settings = settings(
-    max_examples=40,
+    max_examples=300,
     stateful_step_count=40,
     deadline=None,
     derandomize=True,

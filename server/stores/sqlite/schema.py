@@ -226,6 +226,16 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tasks_priority_desc ON tasks (priority DESC, id);
     DROP INDEX tasks_priority;
     """,
+    # dependency kinds (issue 13): what a task's parents' outcomes must be
+    # (``run_when``), and which edges no longer hold their child back
+    # (``released``: the parent succeeded, or ended for a finished/failure child).
+    """
+    ALTER TABLE tasks ADD COLUMN run_when TEXT NOT NULL DEFAULT 'success';
+    ALTER TABLE continuations ADD COLUMN released INTEGER NOT NULL DEFAULT 0;
+    UPDATE continuations SET released = 1 WHERE parent IN (
+        SELECT id FROM tasks WHERE state = 'terminated' AND exit_status = 'success'
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -25,6 +25,7 @@ TASK_QUERY_COLUMNS: ColumnMap = {
     "max_retry_count": scalar("t.max_retry_count"),
     "retry_count": scalar("t.retry_count"),
     "pending_dependency_count": scalar("t.pending_dependency_count"),
+    "run_when": scalar("t.run_when"),
     "max_termination_time": scalar("t.max_termination_time"),
     "estimated_runtime": scalar("t.estimated_runtime"),
     "owner": scalar("t.owner"),

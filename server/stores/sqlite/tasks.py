@@ -45,8 +45,8 @@ from server.stores.sqlite.rows import (
 _INSERT = (
     "INSERT INTO tasks (id, name, command, state, queue, priority, max_retry_count, "
     "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
-    "cores, memory, gpus, env, cwd, owner, created, updated, etag) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "cores, memory, gpus, env, cwd, owner, created, updated, etag, run_when) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # Fields that shape how the next attempt runs: frozen while one is running.
 _PLAIN_FIELDS = (
@@ -150,6 +150,7 @@ def create_tasks(
                 now,
                 now,
                 etag,
+                item.run_when.value,
             )
         )
     conn.executemany(_INSERT, rows)
@@ -356,7 +357,7 @@ def change_state_by_user(conn: sqlite3.Connection, task_id: str, target: State, 
     if plan.effect is Effect.ACTIVATE:
         graph.make_ready(conn, [task_id], now)
     elif plan.effect is Effect.CANCEL:
-        graph.cancel_tree(conn, [task_id], origin=task_id, now=now, include_roots=True)
+        graph.cancel_task(conn, task_id, now=now)
     elif plan.effect is Effect.REQUEST_CANCEL and plan.change is not None:
         apply_changes(conn, [plan.change], now)
     elif plan.effect is Effect.RETRY:
