@@ -7,6 +7,7 @@ from typing import Any
 
 from banyan.cli.context import Context, check_ids
 from banyan.cli.output import warn
+from banyan.client.ids import resolve_ids
 from banyan.client.trees import descendants, doc_continuations, walk_tree
 from banyan.errors import BanyanError, NotFound
 
@@ -37,10 +38,11 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 async def run_cancel(ctx: Context) -> int:
-    ids = check_ids(ctx.args.ids)
+    texts = check_ids(ctx.args.ids)
     results: list[dict[str, Any]] = []
     failed = False
     async with ctx.client() as client:
+        ids = await resolve_ids(client, texts)
         for task_id in ids:
             targets = [task_id]
             if ctx.args.tree:

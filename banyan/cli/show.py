@@ -16,6 +16,7 @@ from banyan.client.format import (
     memory,
     resources,
 )
+from banyan.client.ids import resolve_id
 
 SHOW_EPILOG = """\
 examples:
@@ -39,8 +40,9 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 async def run_show(ctx: Context) -> int:
-    (task_id,) = check_ids([ctx.args.id])
+    (text,) = check_ids([ctx.args.id])
     async with ctx.client() as client:
+        task_id = await resolve_id(client, text)
         task = await client.task(task_id)
         history = await client.history(task_id)
         parents = await client.find(
@@ -67,7 +69,7 @@ async def run_show(ctx: Context) -> int:
     if env := task.get("env"):
         rows.append(("env", " ".join(f"{k}={v}" for k, v in sorted(env.items()))))
     if parents["_items"]:
-        rows.append(("after", ", ".join(_label(p) for p in parents["_items"])))
+        rows.append((_AFTER[task.get("run_when") or "success"], _labels(parents["_items"])))
     if task.get("pending_dependency_count"):
         rows.append(("waiting on", f"{task['pending_dependency_count']} parent(s)"))
     if task.get("continuations"):
@@ -98,6 +100,18 @@ async def run_show(ctx: Context) -> int:
     if history:
         ctx.out.show(Text(""), _history_table(history))
     return 0
+
+
+# How each run_when reads in front of the parents' list.
+_AFTER = {
+    "success": "after (success)",
+    "finished": "after (any end)",
+    "failure": "after (a failure)",
+}
+
+
+def _labels(parents: list[dict[str, Any]]) -> str:
+    return ", ".join(_label(p) for p in parents)
 
 
 def _label(task: dict[str, Any]) -> str:

@@ -4,12 +4,17 @@ Everything is validated locally with ``TaskCreate`` (the model the server
 uses), so a bad unit is one clear line before anything is sent. An array
 (``--array``/``--each-line``) is one bulk POST: all of it is created or none.
 
-``--after ID`` makes the new task(s) continuations of existing tasks. They are
-created inactive and then linked (one ``add_continuations`` request for all
-parents, all or nothing): a task with a pending parent cannot be made
-available, and the server starts it by itself when its last parent succeeds.
-A parent that already succeeded counts as done; one that failed or was
-cancelled is refused, since the new task would never run.
+``--after ID`` (run once it succeeds), ``--after-any ID`` (once it ends,
+whatever the outcome) and ``--after-failure ID`` (only if it, or another
+parent, failed), or Slurm's ``--dependency afterok:ID:ID,afterany:ID,
+afternotok:ID``, make the new task(s) continuations of existing tasks, with
+the matching ``run_when``. A task's parents are all of one kind: mixed kinds
+are refused. The tasks are created inactive and then linked (one
+``add_continuations`` request for all parents, all or nothing); the server
+starts them when their parents allow it. A parent that has already ended is
+decided at once from its outcome: a task that can then never run ends
+cancelled (or skipped), and a warning says so. ``--group NAME`` with no
+command makes a group task, which others can name with ``--after``.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from pydantic import ValidationError
 
 from banyan import constants as c
 from banyan.cli.context import Context, UsageError, check_ids
-from banyan.client.format import outcome
-from banyan.client.linking import check_parent, link_after
-from banyan.client.trees import fetch_many
-from banyan.errors import BanyanError, NotFound
+from banyan.cli.output import warn
+from banyan.client.ids import resolve_ids
+from banyan.client.linking import ended_children, link_after
+from banyan.dependencies import RunWhen, one_kind, parse_slurm
+from banyan.errors import BanyanError
 from banyan.models import TaskCreate
 from banyan.validation import from_validation
 
@@ -42,6 +48,9 @@ examples:
   banyan submit --name build --cores 4 --memory "8 GiB" -- 'make -j4 && make test'
   banyan submit --queue gpu --gpus 1 --priority 10 --retries 2 -- python fit.py
   banyan submit --after 6650f0c2a1b2c3d4e5f60718 -- ./report.sh   # runs once that task succeeds
+  banyan submit --after-failure 6650f0c2a1b2 -- ./alert.sh   # only if it failed (id prefix)
+  banyan submit --dependency afterany:6650f0c2a1b2 -- ./cleanup.sh   # Slurm's syntax
+  banyan submit --group stage1 --after ID --after ID   # a barrier others can --after
   banyan submit --hold -- ./later.sh              # inactive until 'banyan retry ID'
   banyan submit --array 1-100 -- 'python sim.py --seed $BANYAN_TASK_INDEX'
   banyan submit --each-line inputs.txt -- 'gzip "$BANYAN_ENTRY"'
@@ -85,6 +94,31 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         default=[],
         metavar="ID",
         help="run after this task succeeds (repeatable)",
+    )
+    p.add_argument(
+        "--after-any",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run after this task ends, whatever the outcome (repeatable; Slurm's afterany)",
+    )
+    p.add_argument(
+        "--after-failure",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="run only if this task (or another parent) failed (repeatable; afternotok)",
+    )
+    p.add_argument(
+        "--dependency",
+        "-d",
+        metavar="SPEC",
+        help="Slurm's form: afterok:ID[:ID...],afterany:ID,afternotok:ID",
+    )
+    p.add_argument(
+        "--group",
+        metavar="NAME",
+        help="a group task (no command) named NAME: ends with success once its parents allow",
     )
     p.add_argument("--hold", action="store_true", help="submit inactive (not claimable yet)")
     p.add_argument(
@@ -165,9 +199,27 @@ def _number(text: str) -> int | float | str:
     return text
 
 
+def dependencies(args: argparse.Namespace) -> tuple[RunWhen, list[str]]:
+    """The kind and the parents from ``--after*`` and ``--dependency``."""
+    pairs = [(RunWhen.SUCCESS, i) for i in args.after]
+    pairs += [(RunWhen.FINISHED, i) for i in args.after_any]
+    pairs += [(RunWhen.FAILURE, i) for i in args.after_failure]
+    if args.dependency:
+        pairs += parse_slurm(args.dependency)
+    kind = one_kind({k for k, _ in pairs})
+    return kind, check_ids(i for _, i in pairs)
+
+
 def base_task(args: argparse.Namespace) -> dict[str, Any]:
     """The fields every task of this submission shares, as the user wrote them."""
-    task: dict[str, Any] = {"command": command_text(args.command)}
+    task: dict[str, Any] = {}
+    if args.group is not None:
+        words = args.command[1:] if args.command[:1] == ["--"] else args.command
+        if words:
+            raise UsageError("--group makes a task with no command: drop the command")
+        task["name"] = args.group
+    else:
+        task["command"] = command_text(args.command)
     resources: dict[str, Any] = {}
     if args.cores is not None:
         resources["cores"] = _number(args.cores)
@@ -192,18 +244,23 @@ def base_task(args: argparse.Namespace) -> dict[str, Any]:
     env = _pairs(args.env, "--env")
     if env:
         task["env"] = env
-    if args.after and args.hold:
+    run_when, parents = dependencies(args)
+    if run_when is not RunWhen.SUCCESS:
+        task["run_when"] = run_when.value
+    if parents and args.hold:
         raise UsageError(
-            "--hold cannot be combined with --after: a continuation starts when its parents succeed"
+            "--hold cannot be combined with --after: a continuation starts when its parents allow"
         )
-    task["state"] = "inactive" if args.hold or args.after else "available"
+    if args.group is not None and (args.array is not None or args.each_line is not None):
+        raise UsageError("--group makes one task: it cannot be combined with --array/--each-line")
+    task["state"] = "inactive" if args.hold or parents else "available"
     return task
 
 
 def _array_name(base: dict[str, Any]) -> str:
     if base.get("name"):
         return str(base["name"])
-    words = shlex.split(base["command"], comments=False) if base["command"] else []
+    words = shlex.split(base["command"], comments=False) if base.get("command") else []
     return os.path.basename(words[0]) if words else "task"
 
 
@@ -246,15 +303,10 @@ def validate(task: dict[str, Any], *, what: str) -> dict[str, Any]:
 async def run(ctx: Context) -> int:
     args = ctx.args
     tasks = build_tasks(args)
-    parents = check_ids(args.after)
+    _, texts = dependencies(args)
     async with ctx.client() as client:
-        if parents:
-            # Refuse a dead or unknown parent before creating anything.
-            known = await fetch_many(client, parents, projection={"state": 1, "execution": 1})
-            for parent in parents:
-                if parent not in known:
-                    raise NotFound(f"no task with id {parent}")
-                check_parent(parent, outcome(known[parent]))
+        # Unknown or ambiguous parents are refused before anything is created.
+        parents = await resolve_ids(client, texts)
         bulk = args.array is not None or args.each_line is not None
         response = await client.submit(tasks if bulk else tasks[0])
         ids = [i["_id"] for i in response["_items"]] if bulk else [response["_id"]]
@@ -266,6 +318,11 @@ async def run(ctx: Context) -> int:
                 with contextlib.suppress(BanyanError):
                     await client.update_many([{"_id": i, "state": "cancelled"} for i in ids])
                 raise
+            for doc in await ended_children(client, ids):
+                status = (doc.get("execution") or {}).get("exit_status") or doc["state"]
+                warn(
+                    f"task {doc['_id']} will not run ({status}): its parents' outcomes rule it out"
+                )
     if ctx.out.json_mode:
         ctx.out.json(response)
     else:

@@ -29,6 +29,7 @@ from banyan.client.format import (
     outcome,
 )
 from banyan.client.http import Client
+from banyan.client.ids import resolve_ids
 from banyan.client.trees import IDS_PER_QUERY, fetch_many
 from banyan.documents import ExecutionDoc, TaskDoc
 from banyan.errors import BanyanError, NotFound
@@ -263,4 +264,7 @@ def _report(
 
 
 async def run_wait(ctx: Context) -> int:
-    return await wait_for_tasks(ctx, check_ids(ctx.args.ids), timeout=ctx.args.timeout)
+    texts = check_ids(ctx.args.ids)
+    async with ctx.client() as client:
+        ids = await resolve_ids(client, texts)
+    return await wait_for_tasks(ctx, ids, timeout=ctx.args.timeout)

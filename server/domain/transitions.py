@@ -18,7 +18,16 @@ from enum import StrEnum
 from banyan import events as ev
 from banyan.dependencies import SKIPPED
 from banyan.errors import Conflict
-from banyan.states import SUCCESS, Actor, Effect, Outcome, State, after_attempt, transition
+from banyan.states import (
+    ACTIVE_STATES,
+    SUCCESS,
+    Actor,
+    Effect,
+    Outcome,
+    State,
+    after_attempt,
+    transition,
+)
 from server.domain import events as build
 
 
@@ -149,12 +158,20 @@ class UserChange:
     change: Change | None = None  # REQUEST_CANCEL: the task itself, stopping
 
 
+def cancel_means_stop(current: State, target: State) -> State:
+    """``cancelled`` asked of a running task means "stop it" (pending_cancellation),
+    as in the original Banyan (SPEC §4); of a task already stopping, nothing more."""
+    if target is State.CANCELLED and current in ACTIVE_STATES:
+        return State.PENDING_CANCELLATION
+    return target
+
+
 def user_change(
     task: TaskRef, target: State, *, pending: int, exit_status: str | None
 ) -> UserChange:
     """A provider's or admin's state change (SPEC §4); ``Conflict`` when it is
     not allowed now."""
-    step = transition(State(task.state), target, Actor.USER)
+    step = transition(State(task.state), cancel_means_stop(State(task.state), target), Actor.USER)
     if step is None:
         return UserChange(None)
     if step.effect in (Effect.ACTIVATE, Effect.RETRY) and pending > 0:

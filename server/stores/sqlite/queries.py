@@ -109,9 +109,7 @@ INSERT_EDGE: Final = (
     "INSERT INTO continuations (parent, child, position) VALUES (?, ?, "
     "(SELECT coalesce(max(position), -1) + 1 FROM continuations WHERE parent = ?))"
 )
-DELETE_EDGE: Final = (
-    "DELETE FROM continuations WHERE parent = ? AND child = ? RETURNING released"
-)
+DELETE_EDGE: Final = "DELETE FROM continuations WHERE parent = ? AND child = ? RETURNING released"
 WAIT_ON_ONE_MORE: Final = (
     "UPDATE tasks SET pending_dependency_count = pending_dependency_count + 1, "
     f"state = 'inactive', updated = ?, etag = {_ETAG} WHERE id = ? "
