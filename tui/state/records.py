@@ -50,8 +50,12 @@ def parse_time(value: Any) -> float | None:
 
 
 def short_id(task_id: str) -> str:
-    """The last 8 hex digits: the per-process counter, unique in practice."""
-    return task_id[-8:]
+    """A task's id as the TUI shows it: whole, so that ``banyan`` takes it as
+    it is. A shorter form would not do: the last digits (the old display) are
+    no prefix the CLI can resolve and may collide, and ids are time-ordered,
+    so the leading digits of tasks submitted together are shared up to the
+    18th (``banyan.ids``) and a short leading prefix is ambiguous."""
+    return task_id
 
 
 @dataclass(slots=True)

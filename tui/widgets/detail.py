@@ -21,6 +21,13 @@ from tui.widgets.base import Navigator, View, ViewOptions
 LOG_LINES = 200
 
 
+# A task that does not wait for its parents' success says when it runs (run_when).
+RUNS_WHEN = {
+    "finished": "after its parents end, whatever the outcome",
+    "failure": "only if a parent failed",
+}
+
+
 def fields_table(task: Task, doc: Mapping[str, Any] | None, now: float) -> Table:
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold", no_wrap=True)
@@ -31,8 +38,8 @@ def fields_table(task: Task, doc: Mapping[str, Any] | None, now: float) -> Table
     code = (doc.get("execution") or {}).get("exit_code", task.exit_code)
     if task.status == "failed" and task.exit_status == "failure" and code is not None:
         status.append(f" (exit code {code})")
-    elif task.exit_status and task.status == "failed":
-        status.append(f" ({task.exit_status})")
+    elif task.exit_status and task.status in ("failed", "cancelled"):
+        status.append(f" ({task.exit_status})")  # e.g. "skipped (no parent failed)"
     rows: list[tuple[str, Any]] = [
         ("id", task.id),
         ("name", task.name or "-"),
@@ -43,6 +50,8 @@ def fields_table(task: Task, doc: Mapping[str, Any] | None, now: float) -> Table
         ("resources", resources(doc.get("requested_resources") or task.resources)),
         ("created", f"{short_age(now - task.created)} ago"),
     ]
+    if (run_when := doc.get("run_when")) in RUNS_WHEN:
+        rows.append(("runs", RUNS_WHEN[run_when]))
     if task.worker:
         ran = None
         if task.started is not None:

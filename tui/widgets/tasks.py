@@ -23,7 +23,7 @@ from tui.messages import OpenDetail, SelectionChanged
 from tui.state import Model, RowPlan, Task, TaskView, look, short_age, short_id
 from tui.widgets.base import View, ViewOptions
 
-FIXED = {"mark": 1, "id": 8, "state": 12, "queue": 8, "age": 4}
+FIXED = {"mark": 1, "id": 24, "state": 12, "queue": 8, "age": 4}
 EXTRA = {"prio": 4, "worker": 12}  # shown when the terminal is wide enough
 MIN_NAME = 12
 WIDE_NAME = 40
