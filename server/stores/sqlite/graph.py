@@ -44,9 +44,10 @@ def settle(
     to their continuations is settled by ``server.domain.dependencies``, and
     whatever that ends in turn (a cancelled or skipped child, a group task that
     succeeds) is settled as well. ``origin`` is kept on the tasks cancelled, so
-    that a retry of it revives them (the first ended task when None). Returns
-    the running tasks asked to stop."""
-    queue: deque[tuple[str, D.Result]] = deque(ended)
+    that a retry of it revives them (each ended task itself when None; a
+    skipped task is the origin of what its skip cancels). Returns the running
+    tasks asked to stop."""
+    queue: deque[tuple[str, D.Result, str]] = deque((i, r, origin or i) for i, r in ended)
     to_start = list(ready)
     stopping: list[str] = []
     while queue or to_start:
@@ -56,11 +57,10 @@ def settle(
             change = T.activate(T.TaskRef(task_id, state, name, task_queue), group=command is None)
             apply_changes(conn, [change], now)
             if change.releases:
-                queue.append((task_id, D.Result.SUCCEEDED))
+                queue.append((task_id, D.Result.SUCCEEDED, task_id))
         if not queue:
             continue
-        parent, result = queue.popleft()
-        origin = origin or parent
+        parent, result, cause = queue.popleft()
         cancel: list[T.TaskRef] = []
         for child, state, name, task_queue, run_when in conn.execute(
             Q.OPEN_EDGES, (parent,)
@@ -78,12 +78,12 @@ def settle(
                 to_start.append(child)
             else:
                 apply_changes(conn, [T.skip(ref)], now)
-                queue.append((child, D.Result.SKIPPED))
-        changes = T.cascade_cancel(cancel, origin=origin)
+                queue.append((child, D.Result.SKIPPED, child))
+        changes = T.cascade_cancel(cancel, origin=cause)
         apply_changes(conn, changes, now)
         for change in changes:
             if change.kind is T.Kind.CANCELLED:
-                queue.append((change.task.id, D.Result.FAILED))
+                queue.append((change.task.id, D.Result.FAILED, cause))
             else:
                 stopping.append(change.task.id)
     return stopping
