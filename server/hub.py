@@ -61,5 +61,10 @@ class EventHub:
                             subscriber(events)
                         except Exception:  # one bad subscriber must not stop the others
                             log.exception("event subscriber failed")
+                    if len(events) < _READ_BATCH:
+                        # Caught up as of this read: a later commit has poked
+                        # the wake event again, so a second (empty) read per
+                        # commit would only cost a reader round trip.
+                        break
             except Exception:
                 log.exception("reading events failed; retrying on the next commit")

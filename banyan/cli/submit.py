@@ -27,8 +27,6 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from banyan import constants as c
 from banyan.cli.context import Context, UsageError, check_ids
 from banyan.cli.output import warn
@@ -36,8 +34,6 @@ from banyan.client.ids import resolve_ids
 from banyan.client.linking import ended_children, link_after
 from banyan.dependencies import RunWhen, one_kind, parse_slurm
 from banyan.errors import BanyanError
-from banyan.models import TaskCreate
-from banyan.validation import from_validation
 
 INDEX_ENV = "BANYAN_TASK_INDEX"
 ENTRY_ENV = "BANYAN_ENTRY"
@@ -290,6 +286,11 @@ def build_tasks(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def validate(task: dict[str, Any], *, what: str) -> dict[str, Any]:
     """The body the server will accept, or ``InvalidInput`` naming the field."""
+    from pydantic import ValidationError
+
+    from banyan.models import TaskCreate
+    from banyan.validation import from_validation
+
     try:
         model = TaskCreate.model_validate(task)
     except ValidationError as exc:

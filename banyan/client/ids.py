@@ -12,9 +12,12 @@ matching ids listed.
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-from banyan.client.http import Client
 from banyan.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:
+    from banyan.client.http import Client
 
 ID_DIGITS = 24
 MIN_PREFIX = 4  # as git: shorter is refused, it would match too much

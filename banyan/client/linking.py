@@ -12,9 +12,13 @@ so ``continuations``, ``banyan tree`` and ``cancel --tree`` always see it.
 
 from __future__ import annotations
 
-from banyan.client.http import Client
+from typing import TYPE_CHECKING
+
 from banyan.client.trees import fetch_many
 from banyan.documents import TaskDoc
+
+if TYPE_CHECKING:
+    from banyan.client.http import Client
 
 
 async def link_after(client: Client, parents: list[str], children: list[str]) -> None:

@@ -173,6 +173,17 @@ def document() -> dict[str, Any]:
         "/tasks": {
             "post": {
                 "summary": "Submit one task or a list (all or nothing)",
+                "description": "With an Idempotency-Key header, a repeat of the same request "
+                "by the same caller within idempotency_retention_s gets the original answer "
+                "(and Idempotent-Replayed: true) and creates nothing; the same key with "
+                "another body is 422.",
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    }
+                ],
                 "requestBody": {"required": True, "content": _json(create_body)},
                 "responses": _responses(201, created, 400, 409, 413, 422, 503, 507),
             },

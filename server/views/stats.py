@@ -9,18 +9,19 @@ from ``list_workers`` and ``worker_state`` (the same state ``/workers`` shows).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from banyan.dates import format_date
-from banyan.resources import Resources
+from banyan.resources import Amounts, Resources
 from banyan.states import State
 from server.auth import ANY_ROLE, require
+from server.domain import claims
 from server.domain import pending as domain_pending
-from server.domain.pending import PendingTask, WorkerSeen
+from server.domain.pending import SERVING_STATES, PendingTask, WorkerSeen
 from server.keys import GATEWAY, STORE
 from server.views.common import json_response, settings, task_id
 from server.views.workers import worker_state
@@ -65,7 +66,16 @@ async def pending_reason(request: web.Request) -> web.Response:
     doc = await store.get_task(task_id(request))
     gateway = request.app[GATEWAY]
     found = await store.list_workers() if doc["state"] == State.AVAILABLE else []
-    code, reason = explain(doc, [(worker_state(gateway, w), w) for w in found])
+    workers = [(worker_state(gateway, w), w) for w in found]
+    # What each serving worker's claims would meet first (one read per set of queues).
+    ahead: dict[tuple[str, ...], list[Amounts]] = {}
+    for state, w in workers:
+        queues = tuple(w["queues"])
+        if doc["queue"] in queues and state in SERVING_STATES and queues not in ahead:
+            ahead[queues] = await store.tasks_ahead(
+                doc["_id"], doc["priority"], queues, claims.AHEAD_LIMIT
+            )
+    code, reason = explain(doc, workers, ahead)
     return json_response({"_id": doc["_id"], "state": doc["state"], "code": code, "reason": reason})
 
 
@@ -119,9 +129,15 @@ def workers_summary(workers: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, 
 # --- pending reasons ---------------------------------------------------------
 
 
-def explain(task: dict[str, Any], workers: Sequence[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
+def explain(
+    task: dict[str, Any],
+    workers: Sequence[tuple[str, dict[str, Any]]],
+    ahead: Mapping[tuple[str, ...], Sequence[Amounts]] | None = None,
+) -> tuple[str, str]:
     """``(code, reason)`` for a task document, given every worker with its
-    current state (as ``worker_state`` gives it): ``server.domain.pending``."""
+    current state (as ``worker_state`` gives it) and, per set of queues, the
+    tasks ahead of it (``Store.tasks_ahead``): ``server.domain.pending``."""
+    ahead = ahead or {}
     execution = task.get("execution") or {}
     pending = PendingTask(
         state=State(task["state"]),
@@ -138,6 +154,8 @@ def explain(task: dict[str, Any], workers: Sequence[tuple[str, dict[str, Any]]])
             queues=w["queues"],
             capacity=Resources.model_validate(w["capacity"]),
             running=[Resources.model_validate(a["requested_resources"]) for a in w["running"]],
+            ahead=ahead.get(tuple(w["queues"]), ()),
+            ahead_complete=len(ahead.get(tuple(w["queues"]), ())) < claims.AHEAD_LIMIT,
         )
         for state, w in workers
     ]

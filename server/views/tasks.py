@@ -4,17 +4,21 @@ render; the domain errors map to responses in ``server.errors``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 from pydantic import TypeAdapter
 
+from banyan.constants import IDEMPOTENCY_HEADER
 from banyan.errors import BanyanError
 from banyan.fields import TASK_FIELDS
 from banyan.models import BulkPatchItem, ContinuationEdit, TaskCreate, TaskPatch
 from server import render
 from server.auth import ANY_ROLE, PROVIDERS, require
+from server.domain import idempotency, secrets
 from server.keys import STORE
+from server.stores.base import CreatedTask
 from server.views.common import (
     body,
     body_kind,
@@ -40,32 +44,50 @@ routes = web.RouteTableDef()
 @routes.post("/tasks")
 async def create(request: web.Request) -> web.Response:
     caller = await require(request, PROVIDERS)
+    key = idempotency.parse_key(request.headers.get(IDEMPOTENCY_HEADER))
     data = await body(request)
-    date_format = settings(request).date_format
-    if body_kind(data) == "object":
-        item = validate(_ONE, data, what="task")
-        try:
-            (created,) = await request.app[STORE].create_tasks([item], caller)
-        except BanyanError as exc:
+    conf = settings(request)
+    date_format = conf.date_format
+    single = body_kind(data) == "object"
+    if single:
+        items = [validate(_ONE, data, what="task")]
+    else:
+        items = validate(_MANY, data, what="tasks")
+        check_bulk_size(len(items), request)
+
+    def respond(created: list[CreatedTask]) -> tuple[int, Any]:
+        if single:
+            return 201, render.meta(created[0], date_format)
+        return 201, {"_status": "OK", "_items": [render.meta(c, date_format) for c in created]}
+
+    store = request.app[STORE]
+    try:
+        if key is None:
+            status, out = respond(await store.create_tasks(items, caller))
+            return json_response(out, status=status)
+        submission = idempotency.Submission(
+            key=key,
+            request_hash=idempotency.request_hash(data),
+            retention_s=conf.idempotency_retention_s,
+        )
+        answer = await store.create_tasks_once(items, caller, submission, respond)
+    except BanyanError as exc:
+        if single:  # issues name the fields of the one task, not "0.<field>"
             exc.issues = {k.removeprefix("0."): v for k, v in exc.issues.items()}
-            raise
-        return json_response(render.meta(created, date_format), status=201)
-    items = validate(_MANY, data, what="tasks")
-    check_bulk_size(len(items), request)
-    created_all = await request.app[STORE].create_tasks(items, caller)
-    return json_response(
-        {"_status": "OK", "_items": [render.meta(c, date_format) for c in created_all]},
-        status=201,
-    )
+        raise
+    headers = {idempotency.REPLAYED_HEADER: "true"} if answer.replayed else None
+    return json_response(answer.body, status=answer.status, headers=headers)
 
 
 @routes.get("/tasks")
 async def find(request: web.Request) -> web.Response:
-    await require(request, ANY_ROLE)
+    caller = await require(request, ANY_ROLE)
     query, projection = collection_query(request, TASK_FIELDS)
+    # A where on env values must not probe other users' secrets.
+    query = replace(query, where=secrets.scope_where(query.where, caller))
     page = await request.app[STORE].find_tasks(query)
     date_format = settings(request).date_format
-    items = [render.task(doc, date_format, projection) for doc in page.items]
+    items = [render.task(doc, date_format, projection, viewer=caller) for doc in page.items]
     return json_response(
         render.collection(
             items,
@@ -81,13 +103,13 @@ async def find(request: web.Request) -> web.Response:
 
 @routes.get("/tasks/{task_id}")
 async def read(request: web.Request) -> web.Response:
-    await require(request, ANY_ROLE)
+    caller = await require(request, ANY_ROLE)
     projection = item_projection(request, TASK_FIELDS)
     doc = await request.app[STORE].get_task(task_id(request))
     if request.headers.get("If-None-Match", "").strip('"') == doc["_etag"]:
         return web.Response(status=304, headers={"ETag": f'"{doc["_etag"]}"'})
     return json_response(
-        render.task(doc, settings(request).date_format, projection),
+        render.task(doc, settings(request).date_format, projection, viewer=caller),
         headers={"ETag": f'"{doc["_etag"]}"'},
     )
 
@@ -102,7 +124,7 @@ async def update(request: web.Request) -> web.Response:
     doc = await request.app[STORE].update_task(
         the_id, patch, caller, if_match=request.headers.get("If-Match")
     )
-    out = render.task(doc, settings(request).date_format)
+    out = render.task(doc, settings(request).date_format, viewer=caller)
     out["_status"] = "OK"
     return json_response(out, headers={"ETag": f'"{doc["_etag"]}"'})
 
@@ -119,7 +141,7 @@ async def update_many(request: web.Request) -> web.Response:
     out: list[dict[str, Any]] = []
     for result in results:
         if result.doc is not None:
-            out.append({**render.task(result.doc, date_format), "_status": "OK"})
+            out.append({**render.task(result.doc, date_format, viewer=caller), "_status": "OK"})
         else:
             error = (
                 result.error

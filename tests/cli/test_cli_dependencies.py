@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from banyan.client.ids import SHOWN_MATCHES
 from testbed import Cluster
 from tests.cli import test_cli_live as live
 from tests.cli.test_cli_live import Cli, submit
@@ -159,7 +160,15 @@ def test_id_prefixes(cli: Cli, cluster: Cluster) -> None:
     assert cli("show", unique.upper()).code == 0  # case does not matter
     ambiguous = cli("show", unique[:-1])
     assert ambiguous.code != 0 and "ambiguous" in ambiguous.err, ambiguous
-    assert task_id in ambiguous.err and "give more digits" in ambiguous.err
+    assert "give more digits" in ambiguous.err
+    # The first matches in id order are listed, the rest counted (tasks made in the
+    # same second by one server share all but the last digits, so there may be many).
+    ids = sorted(t["_id"] for t in cluster.http.find_all({}, {"name": 1}))
+    matches = [i for i in ids if i.startswith(unique[:-1])]
+    assert task_id in matches and len(matches) > 1
+    assert all(i in ambiguous.err for i in matches[:SHOWN_MATCHES]), ambiguous
+    if len(matches) > SHOWN_MATCHES:
+        assert f"and {len(matches) - SHOWN_MATCHES} more;" in ambiguous.err, ambiguous
     missing = cli("show", "0000")
     assert missing.code != 0 and "no task id starts with 0000" in missing.err, missing
     too_short = cli("show", task_id[:3])

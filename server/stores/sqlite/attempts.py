@@ -48,12 +48,17 @@ def claim(
     # The plain columns let SQLite skip what cannot fit even the whole free
     # share; the policy then packs on plain numbers (no model per row).
     bound = claims.prefilter(share)
-    rows = conn.execute(
+    cursor = conn.execute(
         Q.CLAIM_CANDIDATES.format(queues=placeholders(len(queues)), order=claims.ORDER),
         (*queues, bound.cores, bound.memory, bound.gpus, claims.scan_limit(limit)),
-    ).fetchall()
-    candidates = (_candidate(row) for row in rows)  # lazily: pack stops at the limit
-    chosen = claims.pack(candidates, share, limit, lambda c: c[0])
+    )
+    try:
+        # Row by row from the cursor: with one core free the first fitting row
+        # ends the scan, instead of loading scan_limit(limit) full rows for it.
+        candidates = (_candidate(row) for row in cursor)
+        chosen = claims.pack(candidates, share, limit, lambda c: c[0])
+    finally:
+        cursor.close()  # done before the same connection updates the rows it read
     attempts = []
     for _, request, (task_id, *_cmgr, name, queue, command, env, cwd, grace) in chosen:
         key = secrets.token_urlsafe(16)
@@ -75,6 +80,19 @@ def claim(
             )
         )
     return attempts
+
+
+def tasks_ahead(
+    conn: sqlite3.Connection, task_id: str, priority: int, queues: Sequence[str], limit: int
+) -> list[Amounts]:
+    """What the tasks a claim from ``queues`` would consider before ``task_id`` ask for."""
+    if not queues:
+        return []
+    rows = conn.execute(
+        Q.TASKS_AHEAD.format(queues=placeholders(len(queues)), order=claims.ORDER),
+        (*queues, priority, priority, task_id, limit),
+    ).fetchall()
+    return [_candidate(row)[0] for row in rows]
 
 
 def _candidate(row: Sequence[Any]) -> tuple[Amounts, dict[str, Any], Sequence[Any]]:

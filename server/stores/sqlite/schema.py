@@ -226,6 +226,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tasks_priority_desc ON tasks (priority DESC, id);
     DROP INDEX tasks_priority;
     """,
+    # Idempotent submit (issue 11): the answer to a POST /tasks that carried an
+    # Idempotency-Key, per caller, written in the transaction that made the
+    # tasks; rows older than idempotency_retention_s are pruned on the next.
+    """
+    CREATE TABLE IF NOT EXISTS idempotency (
+        caller TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        response TEXT NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (caller, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created);
+    """,
     # dependency kinds (issue 13): what a task's parents' outcomes must be
     # (``run_when``), and which edges no longer hold their child back
     # (``released``: the parent succeeded, or ended for a finished/failure child).
