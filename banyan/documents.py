@@ -58,6 +58,7 @@ class TaskDoc(TypedDict, total=False):
     env: dict[str, str] | None
     cwd: str | None
     owner: str | None
+    job: str | None  # the job (one POST /tasks) it was submitted in
     execution: ExecutionDoc | None
     _created: str
     _updated: str

@@ -26,6 +26,7 @@ from pydantic import ValidationError
 
 from banyan import constants as c
 from banyan.cli.context import Context, UsageError, check_ids
+from banyan.cli.output import warn
 from banyan.client.format import outcome
 from banyan.client.linking import check_parent, link_after
 from banyan.client.trees import fetch_many
@@ -98,6 +99,12 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     array = p.add_mutually_exclusive_group()
     array.add_argument("--array", metavar="SPEC", help="an array: 1-100, 1-100:2 or 1,5,7")
     array.add_argument("--each-line", metavar="FILE", help="one task per non-empty line of FILE")
+    p.add_argument("--job-name", metavar="NAME", help="the job's name (default: the first task's)")
+    p.add_argument(
+        "--require-fit",
+        action="store_true",
+        help="refuse the submit if no connected worker could ever fit it (else: a warning)",
+    )
     p.add_argument("--wait", action="store_true", help="then wait for the task(s) to end")
     p.add_argument("--timeout", metavar="S", help="with --wait: give up after this long (exit 3)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
@@ -256,7 +263,11 @@ async def run(ctx: Context) -> int:
                     raise NotFound(f"no task with id {parent}")
                 check_parent(parent, outcome(known[parent]))
         bulk = args.array is not None or args.each_line is not None
-        response = await client.submit(tasks if bulk else tasks[0])
+        response = await client.submit(
+            tasks if bulk else tasks[0], job_name=args.job_name, require_fit=args.require_fit
+        )
+        for warning in response.get("_warnings") or []:
+            warn(warning)
         ids = [i["_id"] for i in response["_items"]] if bulk else [response["_id"]]
         if parents:
             try:
@@ -271,6 +282,8 @@ async def run(ctx: Context) -> int:
     else:
         for task_id in ids:
             ctx.out.line(task_id)
+        if bulk and ids:
+            warn(f"job {ids[0]} ({len(ids)} tasks): banyan wait --job {ids[0]}")
     if args.wait:
         from banyan.cli.wait import wait_for_tasks
 

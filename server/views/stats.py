@@ -119,19 +119,15 @@ def workers_summary(workers: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, 
 # --- pending reasons ---------------------------------------------------------
 
 
-def explain(task: dict[str, Any], workers: Sequence[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
-    """``(code, reason)`` for a task document, given every worker with its
-    current state (as ``worker_state`` gives it): ``server.domain.pending``."""
-    execution = task.get("execution") or {}
-    pending = PendingTask(
-        state=State(task["state"]),
-        queue=task["queue"],
-        request=Resources.model_validate(task["requested_resources"]),
-        pending_dependency_count=task.get("pending_dependency_count", 0),
-        worker=execution.get("worker"),
-        exit_status=execution.get("exit_status"),
-    )
-    seen = [
+async def workers_seen(request: web.Request) -> list[WorkerSeen]:
+    """Every stored worker with its current state, as the pending rules see it."""
+    gateway = request.app[GATEWAY]
+    found = await request.app[STORE].list_workers()
+    return seen_workers([(worker_state(gateway, w), w) for w in found])
+
+
+def seen_workers(workers: Sequence[tuple[str, dict[str, Any]]]) -> list[WorkerSeen]:
+    return [
         WorkerSeen(
             name=w["name"],
             state=state,
@@ -141,4 +137,23 @@ def explain(task: dict[str, Any], workers: Sequence[tuple[str, dict[str, Any]]])
         )
         for state, w in workers
     ]
+
+
+def explain(task: dict[str, Any], workers: Sequence[tuple[str, dict[str, Any]]]) -> tuple[str, str]:
+    """``(code, reason)`` for a task document, given every worker with its
+    current state (as ``worker_state`` gives it): ``server.domain.pending``."""
+    return explain_seen(task, seen_workers(workers))
+
+
+def explain_seen(task: dict[str, Any], seen: Sequence[WorkerSeen]) -> tuple[str, str]:
+    """``explain`` with the workers already turned into ``WorkerSeen``."""
+    execution = task.get("execution") or {}
+    pending = PendingTask(
+        state=State(task["state"]),
+        queue=task["queue"],
+        request=Resources.model_validate(task["requested_resources"]),
+        pending_dependency_count=task.get("pending_dependency_count", 0),
+        worker=execution.get("worker"),
+        exit_status=execution.get("exit_status"),
+    )
     return domain_pending.pending_reason(pending, seen)

@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import TypeAdapter
 
-from banyan.errors import BanyanError
+from banyan.errors import BadRequest, BanyanError
 from banyan.fields import TASK_FIELDS
 from banyan.models import BulkPatchItem, ContinuationEdit, TaskCreate, TaskPatch
 from server import render
@@ -24,9 +24,11 @@ from server.views.common import (
     item_projection,
     json_response,
     settings,
+    single_arg,
     task_id,
     validate,
 )
+from server.views.reasons import add_reasons, fit_warnings
 
 _ONE = TypeAdapter(TaskCreate)
 _MANY = TypeAdapter(list[TaskCreate])
@@ -39,24 +41,50 @@ routes = web.RouteTableDef()
 
 @routes.post("/tasks")
 async def create(request: web.Request) -> web.Response:
+    """One task or a list, as one job (``?job_name=`` names it). Tasks no
+    connected worker could ever run get a ``_warnings`` line each; with
+    ``?require_fit=1`` they are refused (422) instead."""
     caller = await require(request, PROVIDERS)
     data = await body(request)
     date_format = settings(request).date_format
-    if body_kind(data) == "object":
-        item = validate(_ONE, data, what="task")
-        try:
-            (created,) = await request.app[STORE].create_tasks([item], caller)
-        except BanyanError as exc:
+    job_name = single_arg(request, "job_name")
+    require_fit = _flag(request, "require_fit")
+    single = body_kind(data) == "object"
+    if single:
+        items = [validate(_ONE, data, what="task")]
+    else:
+        items = validate(_MANY, data, what="tasks")
+        check_bulk_size(len(items), request)
+    warnings = await fit_warnings(request, items, single=single, refuse=require_fit)
+    try:
+        created_all = await request.app[STORE].create_tasks(items, caller, job_name=job_name)
+    except BanyanError as exc:
+        if single:
             exc.issues = {k.removeprefix("0."): v for k, v in exc.issues.items()}
-            raise
-        return json_response(render.meta(created, date_format), status=201)
-    items = validate(_MANY, data, what="tasks")
-    check_bulk_size(len(items), request)
-    created_all = await request.app[STORE].create_tasks(items, caller)
+        raise
+    extra: dict[str, Any] = {"_warnings": warnings} if warnings else {}
+    if single:
+        return json_response({**render.meta(created_all[0], date_format), **extra}, status=201)
     return json_response(
-        {"_status": "OK", "_items": [render.meta(c, date_format) for c in created_all]},
+        {
+            "_status": "OK",
+            "_items": [render.meta(c, date_format) for c in created_all],
+            "job": created_all[0]["job"] if created_all else None,
+            **extra,
+        },
         status=201,
     )
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = single_arg(request, name)
+    if value is None:
+        return False
+    if value.lower() in ("1", "true", "yes", ""):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise BadRequest(f"{name} must be 1 or 0, not {value!r}")
 
 
 @routes.get("/tasks")
@@ -66,6 +94,8 @@ async def find(request: web.Request) -> web.Response:
     page = await request.app[STORE].find_tasks(query)
     date_format = settings(request).date_format
     items = [render.task(doc, date_format, projection) for doc in page.items]
+    if _flag(request, "reasons"):
+        await add_reasons(request, page.items, items)
     return json_response(
         render.collection(
             items,

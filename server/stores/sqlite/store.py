@@ -29,7 +29,7 @@ from server.stores.base import (
     Store,
     TokenInfo,
 )
-from server.stores.sqlite import attempts, graph, schema, tasks, workers
+from server.stores.sqlite import attempts, graph, jobs, schema, tasks, workers
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.db import Database
 from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
@@ -76,9 +76,19 @@ class SqliteStore(Store):
 
     # --- tasks -----------------------------------------------------------------
 
-    async def create_tasks(self, items: Sequence[TaskCreate], caller: Caller) -> list[CreatedTask]:
+    async def create_tasks(
+        self, items: Sequence[TaskCreate], caller: Caller, *, job_name: str | None = None
+    ) -> list[CreatedTask]:
         now = self._clock()
-        return await self.db.write(lambda conn: tasks.create_tasks(conn, items, caller, now))
+        return await self.db.write(
+            lambda conn: tasks.create_tasks(conn, items, caller, now, job_name=job_name)
+        )
+
+    async def find_jobs(self, query: Query) -> Page:
+        return await self.db.read(lambda conn: jobs.find_jobs(conn, query))
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        return await self.db.read(lambda conn: jobs.get_job(conn, job_id))
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
         return await self.db.read(lambda conn: get_doc(conn, task_id))
