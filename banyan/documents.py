@@ -66,6 +66,13 @@ class TaskDoc(TypedDict, total=False):
     _links: dict[str, Any]
 
 
+class ExplainedTaskDoc(TaskDoc, total=False):
+    """A task as ``GET /tasks?reasons=1`` lists it: with ``{"code", "reason"}``,
+    why it is not running (``/tasks/{id}/pending_reason``)."""
+
+    _pending_reason: dict[str, Any]
+
+
 class RunningDoc(TypedDict, total=False):
     """One attempt a worker runs, in ``WorkerDoc.running``."""
 
@@ -110,6 +117,7 @@ def task_document(
         retry_count=0,
         pending_dependency_count=0,
         owner=None,
+        job=task_id,  # a task submitted alone is a job of one, named by its id
         execution=None,
         _created=created,
         _updated=updated if updated is not None else created,

@@ -65,6 +65,7 @@ class TaskCreatedData(EventData):
     priority: _INT
     owner: _STR
     group: bool
+    job: _OPT_STR = None  # the job (one POST /tasks) it belongs to
 
 
 class TaskStateData(EventData):

@@ -19,14 +19,14 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import aiohttp
 
 from banyan.client import Client, Connection, link_after, walk_tree
 from banyan.client.tls import unreachable
 from banyan.client.trees import descendants, doc_continuations
-from banyan.documents import TaskDoc, WorkerDoc
+from banyan.documents import ExplainedTaskDoc, TaskDoc, WorkerDoc
 from banyan.errors import BanyanError, NotFound, ServerUnreachable
 
 RECENT_TASKS = 10_000  # the snapshot's most recent tasks, whatever their state
@@ -68,6 +68,8 @@ class DataSource(Protocol):
     async def retry(self, ids: Sequence[str]) -> dict[str, str]: ...
 
     async def task(self, task_id: str) -> TaskDoc: ...
+
+    async def pending_reasons(self, ids: Sequence[str]) -> dict[str, str]: ...
 
     async def history(self, task_id: str) -> list[dict[str, Any]]: ...
 
@@ -124,7 +126,11 @@ class LiveSource:
             if below is not None:
                 query["_id"] = {"$lt": below}
             page = await self.client.find(
-                query or None, sort="-_id", projection=SNAPSHOT_PROJECTION, max_results=wanted
+                query or None,
+                sort="-_id",
+                projection=SNAPSHOT_PROJECTION,
+                max_results=wanted,
+                reasons=True,
             )
             found = page["_items"]
             items += found
@@ -171,7 +177,29 @@ class LiveSource:
             raise ServerUnreachable(f"event feed lost: {exc}") from exc
 
     async def task(self, task_id: str) -> TaskDoc:
-        return await self.client.task(task_id)
+        """The whole task; one that is not running carries ``_pending_reason``."""
+        doc = cast(ExplainedTaskDoc, await self.client.task(task_id))
+        if doc.get("state") != "running":
+            doc["_pending_reason"] = await self.client.pending_reason(task_id)
+        return doc
+
+    async def pending_reasons(self, ids: Sequence[str]) -> dict[str, str]:
+        """Why each of these tasks waits: one ``GET /tasks?reasons=1`` per
+        ``PAGE`` ids (the server's message, whatever its code)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), PAGE):
+            part = list(ids[start : start + PAGE])
+            page = await self.client.find(
+                {"_id": {"$in": part}},
+                projection={"state": 1},
+                max_results=len(part),
+                reasons=True,
+            )
+            for item in page["_items"]:
+                reason = (item.get("_pending_reason") or {}).get("reason")
+                if reason:
+                    found[item["_id"]] = str(reason)
+        return found
 
     async def history(self, task_id: str) -> list[dict[str, Any]]:
         return await self.client.history(task_id)

@@ -11,7 +11,13 @@ import pytest
 
 from banyan.cli import wait as wait_module
 from testbed import Cluster
-from tests.cli.test_cli_live import Cli, cli, cluster, discovery, submit  # noqa: F401
+from tests.cli import test_cli_live as live
+from tests.cli.test_cli_live import Cli, submit
+
+# The live module's fixtures: a server and a 2-core worker for this module.
+cluster = live.cluster
+discovery = live.discovery
+cli = live.cli
 
 pytestmark = pytest.mark.slow
 

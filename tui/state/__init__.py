@@ -28,6 +28,7 @@ from tui.state.filters import (
     parse_sort,
     sort_key,
 )
+from tui.state.jobs import JobRow, job_rows
 from tui.state.link import STALE_AFTER_S, Link, RateMeter, rate_text
 from tui.state.looks import (
     STATUS_LOOK,
@@ -81,6 +82,7 @@ __all__ = [
     "Changes",
     "Filter",
     "FilterError",
+    "JobRow",
     "Link",
     "Model",
     "QueueRow",
@@ -99,6 +101,7 @@ __all__ = [
     "created_from_id",
     "descendants",
     "heartbeat_level",
+    "job_rows",
     "load_style",
     "look",
     "matches",

@@ -50,6 +50,7 @@ def on_created(model: Model, data: Mapping[str, Any], ts: float, changes: Change
     task.priority = int(data.get("priority") or 0)
     task.owner = data.get("owner", task.owner)
     task.group = bool(data.get("group", False))
+    task.job = data.get("job", task.job)
     task.created = task.created or ts
     model.track(task)
     task.updated = max(task.updated, ts)

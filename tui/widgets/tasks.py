@@ -24,7 +24,10 @@ from tui.state import Model, RowPlan, Task, TaskView, look, short_age, short_id
 from tui.widgets.base import View, ViewOptions
 
 FIXED = {"mark": 1, "id": 8, "state": 12, "queue": 8, "age": 4}
-EXTRA = {"prio": 4, "worker": 12}  # shown when the terminal is wide enough
+EXTRA = {"prio": 4, "worker": 28}  # shown when the terminal is wide enough
+# The worker column says, for a waiting task, why it waits (as squeue's
+# NODELIST(REASON) column): the server's message, whatever its code.
+WAITING = ("inactive", "available")
 MIN_NAME = 12
 WIDE_NAME = 40
 Cells = tuple[str, ...]
@@ -44,6 +47,13 @@ class IdCell(Text):
 
 def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def worker_or_reason(task: Task) -> str:
+    """The worker of a task that ran, ``(why it waits)`` for a waiting one."""
+    if task.state in WAITING:
+        return f"({task.reason})" if task.reason else ""
+    return task.worker or ""
 
 
 class TaskTable(DataTable[Any]):
@@ -81,7 +91,7 @@ class TaskTable(DataTable[Any]):
         if "prio" in self.extras:
             self.add_column("PRIO", key="prio", width=EXTRA["prio"])
         if "worker" in self.extras:
-            self.add_column("WORKER", key="worker", width=EXTRA["worker"])
+            self.add_column("WORKER/REASON", key="worker", width=EXTRA["worker"])
         self.add_column(Text("AGE", justify="right"), key="age", width=FIXED["age"])
 
     # --- cells ------------------------------------------------------------------
@@ -101,7 +111,7 @@ class TaskTable(DataTable[Any]):
         if "prio" in self.extras:
             values.append(str(task.priority))
         if "worker" in self.extras:
-            values.append(_fit(task.worker or "", EXTRA["worker"]))
+            values.append(_fit(worker_or_reason(task), EXTRA["worker"]))
         values.append(short_age(now - task.created))
         return tuple(values)
 

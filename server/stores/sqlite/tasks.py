@@ -186,6 +186,7 @@ def create_tasks(
                 priority=item.priority,
                 owner=caller.name,
                 group=item.command is None,
+                job=ids[0],
             )
             for task_id, item, state in zip(ids, items, states, strict=True)
         ),
