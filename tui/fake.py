@@ -123,6 +123,7 @@ class FakeSource:
         self.keep_frames = True
         self.calls: list[tuple[Any, ...]] = []
         self.reasons: dict[str, str] = {}  # what pending_reasons answers, by task id
+        self.job_names: dict[str, str] = {}  # the snapshot's job names, by job id
         self.since_asked: list[int | None] = []
         self.histories: dict[str, list[dict[str, Any]]] = {}
         self.log_text: dict[str, str] = {}
@@ -222,6 +223,7 @@ class FakeSource:
             workers=copy.deepcopy(self.worker_docs),
             stats=await self.stats(),
             total_tasks=len(self.docs),
+            job_names=dict(self.job_names),
         )
 
     async def stats(self) -> dict[str, Any] | None:

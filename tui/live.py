@@ -156,6 +156,7 @@ class LiveApp(App[None]):
         self.model = Model.from_snapshot(
             snap.tasks, snap.workers, snap.stats, now=now, server_total=snap.total_tasks
         )
+        self.model.job_names = dict(snap.job_names)
         if len(snap.tasks) >= FREEZE_AFTER_TASKS:
             # ~10 objects a task, long-lived: keep the cyclic GC from rescanning
             # them all (a pause of half a second at 100,000) on every full collection.

@@ -47,6 +47,9 @@ class Snapshot:
     total_tasks: int | None = None  # on the server, when known
     truncated: bool = False  # more open tasks than MAX_OPEN_TASKS
     notes: list[str] = field(default_factory=list)
+    # The newest jobs' names (``GET /jobs``), by id: a job not in it is named
+    # after its first task, as the server names it by default.
+    job_names: dict[str, str] = field(default_factory=dict)
 
 
 class DataSource(Protocol):
@@ -150,6 +153,7 @@ class LiveSource:
             total = int(stats["tasks"]["total"])
         notes = [f"more than {self.max_open:,} open tasks: the oldest are not loaded"]
         return Snapshot(
+            job_names=await self._job_names(),
             tasks=list(by_id.values()),
             workers=await self.workers(),
             stats=stats,
@@ -157,6 +161,18 @@ class LiveSource:
             truncated=truncated,
             notes=notes if truncated else [],
         )
+
+    async def _job_names(self) -> dict[str, str]:
+        """The names of the newest ``PAGE`` jobs (a server without /jobs: none)."""
+        try:
+            found = await self.client.request(
+                "GET",
+                "/jobs",
+                params={"sort": "-_id", "max_results": str(PAGE), "projection": '{"name": 1}'},
+            )
+        except NotFound:
+            return {}
+        return {j["_id"]: j["name"] for j in found["_items"] if j.get("name")}
 
     async def events(self, since: int | None) -> AsyncIterator[dict[str, Any]]:
         params = {} if since is None else {"since": str(since)}

@@ -5,14 +5,17 @@ WORKER/REASON cell)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from rich.console import Console
 from textual.widgets import DataTable
 
+from banyan.client.discovery import Connection
+from tests.conftest import Api
 from tests.tui.helpers import T0, started, wait_until
 from tui.app import BanyanApp
 from tui.fake import FakeSource, make_id, task_doc, worker_doc
+from tui.source import LiveSource
 from tui.state import Model, Task, job_rows, task_from_doc
 from tui.widgets.detail import fields_table
 from tui.widgets.jobs import JobsView
@@ -47,6 +50,8 @@ def test_job_rows_group_tasks_by_job_with_counts_and_span() -> None:
     (row,) = job_rows(ended)
     assert row.done and row.span_s(1e9) == 20.0
     assert job_rows([Task(id="b" * 24)]) == []  # a task of no job (an old server)
+    (named,) = job_rows(ended, {"a" * 24: "given"})
+    assert named.name == "given"
 
 
 def test_task_from_doc_keeps_the_job_and_the_reason() -> None:
@@ -77,6 +82,7 @@ def test_detail_names_the_reason_of_a_task_that_is_not_running() -> None:
 
 async def test_jobs_view_and_the_reason_column_on_the_fake_source() -> None:
     fake = FakeSource(_docs(), [worker_doc("w1")], clock=lambda: float(T0))
+    fake.job_names[_docs()[0]["_id"]] = "the sweep"
     app = BanyanApp(fake, clock=lambda: float(T0), clock_format=lambda _: "12:00:00")
     async with app.run_test(size=(200, 30)) as pilot:
         await started(pilot)
@@ -87,7 +93,7 @@ async def test_jobs_view_and_the_reason_column_on_the_fake_source() -> None:
         await wait_until(pilot, lambda: table.row_count == 2, what="two jobs")
         first = _docs()[0]["_id"]
         cells = [str(c) for c in table.get_row(first)]
-        assert cells[1] == "sweep[1]" and cells[2] == "admin"
+        assert cells[1] == "the sweep" and cells[2] == "admin"
         assert cells[3:9] == ["3", "0", "1", "1", "1", "0"]
         await pilot.press("3")
         await pilot.pause()
@@ -106,3 +112,20 @@ async def test_jobs_view_and_the_reason_column_on_the_fake_source() -> None:
 
         await wait_until(pilot, shown, what="the new reason")
         assert ("pending_reasons", alone) in fake.calls
+
+
+async def test_live_source_reads_job_names_and_reasons_from_a_real_server(api: Api) -> None:
+    resp = await api.post(
+        "/tasks", [{"command": "x", "name": "a"}] * 2, params={"job_name": "the batch"}
+    )
+    job = resp.body["job"]
+    held = resp.body["_items"][1]["_id"]
+    url = str(api.client.make_url("")).rstrip("/")
+    async with LiveSource(Connection(url, api.tokens["admin"])) as source:
+        snap = await source.snapshot()
+        assert snap.job_names == {job: "the batch"}
+        loaded = {d["_id"]: task_from_doc(d) for d in snap.tasks}
+        assert loaded[held].job == job and loaded[held].reason == HELD
+        assert await source.pending_reasons([held]) == {held: HELD}
+        doc = await source.task(held)
+        assert cast(dict[str, Any], doc)["_pending_reason"]["code"] == "held"

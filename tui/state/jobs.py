@@ -5,7 +5,7 @@ event feed keeps live."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from tui.state.records import Task
@@ -39,9 +39,10 @@ class JobRow:
         return (self.ended if self.done and self.ended is not None else now) - self.started
 
 
-def job_rows(tasks: Iterable[Task]) -> list[JobRow]:
-    """One row per job among ``tasks``, newest first. The name is the job's
-    first task's (its id is the job's), else any task's label."""
+def job_rows(tasks: Iterable[Task], names: Mapping[str, str] | None = None) -> list[JobRow]:
+    """One row per job among ``tasks``, newest first. The name is ``names``'
+    (the server's), else the job's first task's (its id is the job's), else
+    any of its tasks' label."""
     rows: dict[str, JobRow] = {}
     for task in tasks:
         if task.job is None:
@@ -59,4 +60,6 @@ def job_rows(tasks: Iterable[Task]) -> list[JobRow]:
             row.started = task.started if row.started is None else min(row.started, task.started)
         if task.ended is not None:
             row.ended = task.ended if row.ended is None else max(row.ended, task.ended)
+    for row in rows.values():
+        row.name = (names or {}).get(row.id, row.name)
     return sorted(rows.values(), key=lambda r: r.id, reverse=True)

@@ -57,6 +57,7 @@ class Model:
     done: dict[str, deque[tuple[int, int]]] = field(default_factory=dict)
     active: set[str] = field(default_factory=set)  # running or being cancelled
     seq: int = 0
+    job_names: dict[str, str] = field(default_factory=dict)  # by job id, when known
 
     @classmethod
     def from_snapshot(

@@ -62,7 +62,7 @@ class JobsView(View):
 
     def redraw(self, model: Model, now: float) -> None:
         table = self.query_one(DataTable)
-        rows = job_rows(model.tasks.values())
+        rows = job_rows(model.tasks.values(), model.job_names)
         wanted = {row.id for row in rows}
         for key in [str(k.value) for k in table.rows if k.value not in wanted]:
             table.remove_row(key)
