@@ -32,6 +32,11 @@ MAX_ENV_VALUE_CHARS: Final = 32 * 1024
 # All of a task's env, keys and values: Linux refuses to exec much more (E2BIG).
 MAX_ENV_TOTAL_CHARS: Final = 1024 * 1024
 MAX_CONTINUATIONS: Final = 10_000
+# Idempotent submit (issue 11): how long a POST /tasks answer is kept for a
+# retry with the same Idempotency-Key, and the longest key accepted.
+IDEMPOTENCY_HEADER: Final = "Idempotency-Key"
+IDEMPOTENCY_RETENTION_S: Final = 24 * 3600.0
+MAX_IDEMPOTENCY_KEY_CHARS: Final = 255
 MAX_PRIORITY: Final = 2**31 - 1
 MAX_RETRY_COUNT: Final = 10_000
 MAX_MEMORY_USAGE_RECORDS: Final = 10_000

@@ -17,8 +17,6 @@ from __future__ import annotations
 
 from typing import Any, TypedDict, cast
 
-from banyan.models import TaskCreate
-
 
 class ProgressDoc(TypedDict, total=False):
     """What ``banyan progress`` last reported from inside the task."""
@@ -112,6 +110,8 @@ def task_document(
     """A whole task document: ``TaskCreate``'s defaults, the server-managed
     fields of a new task, then ``fields`` (which may set any key of ``TaskDoc``)."""
     doc: dict[str, Any] = {"_id": task_id}
+    from banyan.models import TaskCreate  # here: reading documents needs no pydantic
+
     doc.update(TaskCreate.model_construct().model_dump(mode="json", exclude={"id"}))
     doc.update(
         retry_count=0,

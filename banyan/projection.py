@@ -45,7 +45,10 @@ def parse_projection(
     """``{"name": 1, "state": 1}`` includes, ``{"command": 0}`` excludes; mixing is a 400.
 
     Names are top-level keys: ``execution`` is valid when any ``execution.*`` field exists.
-    A ``keep`` name (``_id``) may appear with either value and changes nothing.
+    A ``keep`` name (``_id``) may appear with either value and never decides whether the
+    projection includes or excludes (MongoDB's rule): ``{"_id": 1, "command": 0}`` excludes
+    ``command``; only ``{"_id": 1}`` alone, with no other name set to 1, shows just the kept
+    names.
     """
     kept = frozenset(keep)
     if projection is None or (isinstance(projection, str) and not projection.strip()):

@@ -15,9 +15,7 @@ import math
 import re
 from collections.abc import Mapping
 from fractions import Fraction
-from typing import Annotated, Any, Final, TypeGuard
-
-from pydantic import BeforeValidator, WithJsonSchema
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeGuard
 
 MAX_MEMORY_BYTES: Final = 2**63 - 1  # what SQLite's INTEGER holds
 MAX_DURATION_S: Final = 10 * 365.25 * 86_400  # ten years
@@ -250,55 +248,82 @@ def parse_cores(value: int | float | Mapping[str, Any]) -> float:
 
 # --- pydantic types --------------------------------------------------------------
 
-# The schemas describe inputs only (mode="validation"); once parsed, the values
-# are plain integers or numbers and pydantic describes those itself.
-Memory = Annotated[
-    int,
-    BeforeValidator(parse_memory),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "minimum": 0, "maximum": MAX_MEMORY_BYTES},
-                {"type": "string", "pattern": MEMORY_PATTERN, "maxLength": MAX_QUANTITY_CHARS},
-            ],
-            "description": 'bytes, or a string such as "512 MiB", "1 GiB", "2GB"',
-        },
-        mode="validation",
-    ),
-]
-Duration = Annotated[
-    float,
-    BeforeValidator(parse_duration),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0, "maximum": MAX_DURATION_S},
-                {"type": "string", "pattern": DURATION_PATTERN, "maxLength": MAX_QUANTITY_CHARS},
-            ],
-            "description": 'seconds, or a string such as "90s", "10 minutes", "1h30m"',
-        },
-        mode="validation",
-    ),
-]
-Cores = Annotated[
-    float,
-    BeforeValidator(parse_cores),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "number", "minimum": 0, "maximum": MAX_CORES},
-                {
-                    "type": "object",
-                    "properties": {
-                        "count": {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_CORES},
-                        "percent": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
+# Built on first use (PEP 562): the CLI formats quantities without loading pydantic.
+# mypy sees the plain types below; Annotated's extras mean nothing to it.
+if TYPE_CHECKING:
+    Memory = Annotated[int, "bytes"]
+    Duration = Annotated[float, "seconds"]
+    Cores = Annotated[float, "cores"]
+
+
+def _pydantic_types() -> dict[str, Any]:
+    from pydantic import BeforeValidator, WithJsonSchema
+
+    # The schemas describe inputs only (mode="validation"); once parsed, the values
+    # are plain integers or numbers and pydantic describes those itself.
+    Memory = Annotated[
+        int,
+        BeforeValidator(parse_memory),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "integer", "minimum": 0, "maximum": MAX_MEMORY_BYTES},
+                    {"type": "string", "pattern": MEMORY_PATTERN, "maxLength": MAX_QUANTITY_CHARS},
+                ],
+                "description": 'bytes, or a string such as "512 MiB", "1 GiB", "2GB"',
+            },
+            mode="validation",
+        ),
+    ]
+    Duration = Annotated[
+        float,
+        BeforeValidator(parse_duration),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "number", "minimum": 0, "maximum": MAX_DURATION_S},
+                    {
+                        "type": "string",
+                        "pattern": DURATION_PATTERN,
+                        "maxLength": MAX_QUANTITY_CHARS,
                     },
-                    "required": ["count"],
-                    "additionalProperties": False,
-                },
-            ],
-            "description": 'cores (fractions allowed), or {"count": n, "percent": p}',
-        },
-        mode="validation",
-    ),
-]
+                ],
+                "description": 'seconds, or a string such as "90s", "10 minutes", "1h30m"',
+            },
+            mode="validation",
+        ),
+    ]
+    Cores = Annotated[
+        float,
+        BeforeValidator(parse_cores),
+        WithJsonSchema(
+            {
+                "anyOf": [
+                    {"type": "number", "minimum": 0, "maximum": MAX_CORES},
+                    {
+                        "type": "object",
+                        "properties": {
+                            "count": {
+                                "type": "number",
+                                "exclusiveMinimum": 0,
+                                "maximum": MAX_CORES,
+                            },
+                            "percent": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
+                        },
+                        "required": ["count"],
+                        "additionalProperties": False,
+                    },
+                ],
+                "description": 'cores (fractions allowed), or {"count": n, "percent": p}',
+            },
+            mode="validation",
+        ),
+    ]
+    return {"Memory": Memory, "Duration": Duration, "Cores": Cores}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("Memory", "Duration", "Cores"):
+        globals().update(_pydantic_types())
+        return globals()[name]
+    raise AttributeError(f"module 'banyan.units' has no attribute {name!r}")

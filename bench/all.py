@@ -60,6 +60,7 @@ BENCHES = (
     Bench("stats", "GET /stats on 1 M tasks", 1_500, 400),
     Bench("tui", "the TUI under 1,000 events/s", 300, 120),
     Bench("spawn", "process spawning", 600, 180),
+    Bench("cli_start", "banyan CLI start time (--help, ls)", 300, 120),
     Bench("faults", "the reliability scorecard", 3_600, 900, optional=True),
 )
 

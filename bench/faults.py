@@ -54,6 +54,7 @@ HEADERS = [
     "stale accepted",
     "orphans",
     "feed gaps",
+    "twins",
     "stuck",
     "never ran",
     "loss detect p50/p99 s",
@@ -177,7 +178,8 @@ def main() -> int:
     print()
     print(
         "zero figures: ack lost, unexpected, dup concurrent, stale accepted (- = no attempt "
-        "was superseded), orphans, feed gaps, stuck, never ran. Times in seconds: "
+        "was superseded), orphans, feed gaps, twins (a retried submit made twice), stuck, "
+        "never ran. Times in seconds: "
         "loss detect = fault -> worker.lost event; recovery = fault -> the last abandoned "
         "task started again; cancel = request -> cancelled event; "
         "restart = kill -9 -> /health 200 (polled every 50 ms)."

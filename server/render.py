@@ -10,15 +10,23 @@ from urllib.parse import urlencode
 
 from banyan.dates import format_date
 from banyan.projection import Projection
+from banyan.tokens import Caller
+from server.domain.secrets import redact_env
 
 TASK_DATE_FIELDS = ("_created", "_updated")
 EXECUTION_DATE_FIELDS = ("time_started", "time_terminated")
 
 
 def task(
-    doc: dict[str, Any], date_format: str, projection: Projection | None = None
+    doc: dict[str, Any],
+    date_format: str,
+    projection: Projection | None = None,
+    *,
+    viewer: Caller,
 ) -> dict[str, Any]:
-    out = dict(doc)
+    """A task document as ``viewer`` may see it (``env`` values redacted by
+    ``server.domain.secrets`` unless the viewer owns the task or is an admin)."""
+    out = dict(redact_env(doc, viewer))
     for key in TASK_DATE_FIELDS:
         out[key] = format_date(out[key], date_format)
     if out.get("execution"):

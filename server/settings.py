@@ -25,7 +25,7 @@ from pydantic_settings import (
 from banyan import constants as c
 from banyan.errors import InvalidInput
 from banyan.logs import LogFormat
-from banyan.settings import data_dir, default_config_file
+from banyan.paths import data_dir, default_config_file
 
 
 def _location(value: Any) -> Any:
@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     )
     max_bulk_items: int = Field(
         c.MAX_BULK_ITEMS, ge=1, description="most items in one bulk POST or PATCH"
+    )
+    idempotency_retention_s: float = Field(
+        c.IDEMPOTENCY_RETENTION_S,
+        gt=0,
+        description="how long a POST /tasks answer is kept for a retry with the same "
+        "Idempotency-Key (24 h)",
     )
     commit_batch_max_ops: int = Field(
         c.COMMIT_BATCH_MAX_OPS,

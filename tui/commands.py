@@ -16,7 +16,7 @@ FILTER_COMMANDS = (
     ("Filter: failed tasks", "state:failed", "set_filter('state:failed')"),
     ("Filter: waiting tasks", "state:waiting", "set_filter('state:waiting')"),
     ("Filter: clear", "show every task", "set_filter('')"),
-    ("Sort: newest first", "-id", "set_sort('-id')"),
+    ("Sort: newest first", "-created", "set_sort('-created')"),
     ("Sort: by state", "running first", "set_sort('+state')"),
     ("Sort: by priority", "highest first", "set_sort('-priority')"),
     ("Sort: by name", "a to z", "set_sort('+name')"),

@@ -246,7 +246,7 @@ class ViewsApp(LiveApp):
     def action_sort_next(self) -> None:
         current = self.tasks_view.view.sort
         key = SORT_KEYS[(SORT_KEYS.index(current.key) + 1) % len(SORT_KEYS)]
-        self.tasks_view.view.sort = Sort(key, key in ("id", "priority", "updated"))
+        self.tasks_view.view.sort = Sort(key, key in ("created", "id", "priority", "updated"))
         self._reset_tasks()
         self.notify(f"sorted by {self.tasks_view.view.sort.text}", timeout=2)
 
@@ -289,7 +289,7 @@ class ViewsApp(LiveApp):
         elif name == "filter":
             self.action_set_filter(argument)
         elif name == "sort":
-            self.action_set_sort(argument or "-id")
+            self.action_set_sort(argument or "-created")
         elif name == "quit":
             self.exit()
         else:  # submit, help: the same action as their key

@@ -119,27 +119,28 @@ class LiveSource:
     # --- reading ----------------------------------------------------------------
 
     async def _newest(self, where: dict[str, Any], limit: int) -> tuple[list[TaskDoc], bool]:
-        """Up to ``limit`` matching tasks, newest first, paged by ``_id`` (keyset:
-        stable while tasks are added). Also whether there were more."""
+        """Up to ``limit`` matching tasks, newest first by creation time (client-chosen
+        ids sort anywhere), and whether there were more. Paged by number: a task
+        created meanwhile pushes the rest down a row, which repeats one (the caller
+        keys them by id) and never skips one."""
         items: list[TaskDoc] = []
-        below: str | None = None
+        page = 1
+        size = min(PAGE, limit)  # one size for every page, or page numbers shift
         while len(items) < limit:
-            wanted = min(PAGE, limit - len(items))
-            query = dict(where)
-            if below is not None:
-                query["_id"] = {"$lt": below}
-            page = await self.client.find(
-                query or None,
-                sort="-_id",
-                projection=SNAPSHOT_PROJECTION,
-                max_results=wanted,
-                reasons=True,
-            )
-            found = page["_items"]
-            items += found
-            if len(found) < wanted:
+            found = (
+                await self.client.find(
+                    where or None,
+                    sort="-_created,-_id",
+                    projection=SNAPSHOT_PROJECTION,
+                    max_results=size,
+                    page=page,
+                    reasons=True,
+                )
+            )["_items"]
+            items += found[: limit - len(items)]
+            if len(found) < size:
                 return items, False
-            below = found[-1]["_id"]
+            page += 1
         return items, True
 
     async def snapshot(self) -> Snapshot:

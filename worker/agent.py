@@ -39,7 +39,7 @@ from banyan.constants import HEARTBEAT_INTERVAL_S, SERVER_TIMEOUT_S
 from banyan.resources import Amounts, Resources, free_share
 from banyan.supervise import SideTasks
 from banyan.tokens import basic_auth_header
-from worker import runner
+from worker import containment, runner
 from worker.lease import Beats, Lease, Terms, terms
 from worker.progress import ENV_SOCKET, ProgressListener
 from worker.reaper import Reaper
@@ -53,6 +53,7 @@ FENCED = "the worker's lease lapsed (no word from the server): stopped"
 NOT_STARTED = "not started: the worker's lease had lapsed"
 # Exit codes of banyan-worker (listed in its --help).
 EXIT_OK = 0
+EXIT_USAGE = 2  # as for bad arguments
 EXIT_TOKEN_REFUSED = 77  # sysexits' EX_NOPERM: 401/403 at connect, retrying cannot help
 TOKEN_REFUSED = {
     401: "the server refused the token (401): it is unknown or revoked",
@@ -82,6 +83,8 @@ class WorkerConfig:
     claim_limit: int = 32
     burst: bool = False  # exit once nothing is left to claim or run (tests, batch use)
     log_format: str = "text"  # also for the reaper sidecar's lines
+    enforce_memory: bool = False  # a task's memory request is its cgroup's memory.max
+    containment: str = "auto"  # or insist on "cgroup" / "subreaper"
 
 
 @dataclass
@@ -114,6 +117,7 @@ class Agent:
         self._server_timeout_s = SERVER_TIMEOUT_S
         self._unreachable_since: float | None = None
         self._reaper: Reaper | None = None
+        self.containment: containment.Containment | None = None
         self._progress = ProgressListener(self._on_progress)
         # Follow, flush, send and terminate tasks: a failure stops the worker (non-zero).
         self._background = SideTasks("worker")
@@ -156,10 +160,19 @@ class Agent:
                 self._spawn(self._terminate(job))
 
     async def run(self) -> int:
+        try:
+            self.containment = containment.detect(
+                enforce_memory=self.config.enforce_memory, kind=self.config.containment
+            )
+        except ValueError as exc:  # --containment cgroup where there is none
+            log.error("%s", exc)
+            return EXIT_USAGE
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
-        self._reaper = Reaper.start(log_format=self.config.log_format)
+        scope = getattr(self.containment, "scope", None)
+        self._reaper = Reaper.start(log_format=self.config.log_format, scope=scope)
+        containment.MANAGED_PIDS.add(self._reaper.pid)  # never taken for a task's orphan
         await self._progress.start()
         headers = {"Authorization": basic_auth_header(self.config.connection.token)}
         url = self.config.connection.ws_base + "/workers/connect"
@@ -217,6 +230,8 @@ class Agent:
             await self._progress.stop()
             if self._reaper is not None:
                 self._reaper.close()
+            if self.containment is not None:
+                self.containment.close()
         log.info("exiting (code %d): %s", self.exit_code, self.exit_reason)
         return self.exit_code
 
@@ -329,6 +344,8 @@ class Agent:
         while True:
             await asyncio.sleep(self._beat_s)
             await self._heartbeat_once()
+            if self.containment is not None:
+                self.containment.sweep()  # what ended attempts left behind (subreaper)
 
     async def _heartbeat_once(self) -> None:
         # Numbered (and so answered) only when the server takes part in the lease.
@@ -432,7 +449,13 @@ class Agent:
             for attempt in frame.attempts:
                 await self._start(attempt)
             self._claiming = False
-            if self._claim_again:
+            # Claims fill the worker (issue 11): one answer stops at the claim's
+            # limit (or the server's scan window) even when cores are still free,
+            # so an answer that handed out anything is followed at once by
+            # another claim; ``_claim`` itself skips it when no core is left. An
+            # empty answer ends the round: nothing else fits now, and the next
+            # claim waits for a finished task or a work_available push.
+            if self._claim_again or frame.attempts:
                 self._claim_again = False
                 await self._claim()
         elif isinstance(frame, p.WorkAvailable):
@@ -516,6 +539,8 @@ class Agent:
             on_output=lambda stream, chunk: self._on_output(job, stream, chunk),
             max_log_bytes=self.config.max_log_bytes,
             reaper=self._reaper,
+            containment=self.containment,
+            memory_limit_bytes=int(request.memory),
         )
         self._spawn(self._follow(job))
 

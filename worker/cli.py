@@ -15,12 +15,13 @@ import sys
 from collections.abc import Sequence
 
 from banyan.client import check_tls
-from banyan.client.discovery import add_connection_options, discover
+from banyan.client.discovery import add_connection_options, client_file, discover
 from banyan.errors import BanyanError
 from banyan.logs import LOG_FORMATS, setup_logging
 from banyan.units import parse_cores, parse_memory
 from worker.agent import Agent, WorkerConfig
 from worker.capacity import detect
+from worker.containment import KINDS
 
 EPILOG = """\
 examples:
@@ -66,6 +67,24 @@ def _cores(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def warn_if_tasks_can_read_admin_token(log: logging.Logger) -> bool:
+    """Tasks run as this worker's user: if that user can read the local
+    server's client file, any task can read the admin token in it (whatever
+    the environment says). Say so once; the cure is another user for workers."""
+    path = client_file()
+    try:
+        readable = path.is_file() and os.access(path, os.R_OK) and '"token"' in path.read_text()
+    except OSError:
+        return False
+    if readable:
+        log.warning(
+            "tasks run as this user and can read the admin token in %s; run workers as "
+            "another user to keep it from them (docs: guide/workers, 'What a task gets')",
+            path,
+        )
+    return readable
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="banyan-worker",
@@ -97,6 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--drain", action="store_true", help="on SIGTERM finish running tasks")
     parser.add_argument("--burst", action="store_true", help="exit when nothing is left to run")
+    parser.add_argument(
+        "--enforce-memory",
+        action="store_true",
+        help="make each task's memory request its hard limit (cgroup v2 memory.max; "
+        "ignored with a warning where the memory controller is not available)",
+    )
+    parser.add_argument(
+        "--containment",
+        choices=KINDS,
+        default="auto",
+        help="how a task's escaped processes (setsid, daemons) are tracked: a cgroup v2 "
+        "per attempt where writable, else the worker as child subreaper (default auto)",
+    )
     parser.add_argument(
         "--usage-interval",
         type=float,
@@ -141,7 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         burst=args.burst,
         usage_interval_s=args.usage_interval,
         log_format=args.log_format,
+        enforce_memory=args.enforce_memory,
+        containment=args.containment,
     )
+    warn_if_tasks_can_read_admin_token(logging.getLogger("worker"))
     return asyncio.run(Agent(config).run())
 
 

@@ -37,6 +37,22 @@ sure whether the lease stopped it. Without this the worker, whose own lease
 timer may fire a little later than the sidecar's deadline, reported a task
 the sidecar had killed as ``failure (SIGTERM)``, a failure of its own.
 
+Escaped processes (``setsid``, double forks, daemons: see
+:mod:`worker.containment`). A registration may carry a tag after the pgid,
+``+PGID cg:PATH`` or ``+PGID env:ATTEMPT:TASK``, naming where the rest of the
+attempt is. Whenever the sidecar SIGKILLs a group (EOF, or the lease's kill
+deadline) it also kills the rest: ``cg:`` writes the attempt cgroup's
+``cgroup.kill``; ``env:`` scans ``/proc`` for processes whose environment
+carries ``BANYAN_TASK_ID=TASK`` and ``BANYAN_ATTEMPT=ATTEMPT`` (and so were
+started by that attempt) and SIGKILLs them, again until none is left (a
+bounded number of rounds, as they may fork meanwhile). Why not the worker's
+list of pids: after a ``kill -9`` of the worker its orphans are re-parented
+to PID 1 and the sidecar, a sibling, could never have been their subreaper;
+the list would be as old as the worker's last look, while a scan at the
+moment of death misses only a process that re-executed itself with an empty
+environment. With cgroups nothing escapes. (Those kills live in
+:mod:`worker.escapees`.)
+
 This module imports only the standard library so that ``python -m
 worker.reaper`` starts fast and cannot fail on the worker's dependencies.
 """
@@ -54,6 +70,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+
+from worker.escapees import kill_tagged, remove_scope
 
 logger = logging.getLogger("worker.reaper")  # also when run as __main__
 
@@ -83,16 +101,17 @@ class Reaper:
         self._pending = b""
 
     @classmethod
-    def start(cls, *, log_format: str = "text") -> Reaper:
+    def start(cls, *, log_format: str = "text", scope: Path | None = None) -> Reaper:
         """Spawn ``python -m worker.reaper`` and wait until it is reading; it
-        logs to the worker's stderr in ``log_format`` (``text`` or ``json``)."""
+        logs to the worker's stderr in ``log_format`` (``text`` or ``json``).
+        ``scope``: the worker's cgroup of attempt cgroups, removed when it dies."""
         package_root = str(Path(__file__).resolve().parents[1])
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
         process = subprocess.Popen(
-            [sys.executable, "-m", "worker.reaper", log_format],
+            [sys.executable, "-m", "worker.reaper", log_format, *([str(scope)] if scope else [])],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
@@ -128,12 +147,14 @@ class Reaper:
     def registered(self) -> frozenset[int]:
         return frozenset(self._registered)
 
-    def register(self, pgid: int) -> None:
-        """Kill group ``pgid`` if the worker dies before :meth:`unregister`."""
+    def register(self, pgid: int, tag: str = "") -> None:
+        """Kill group ``pgid`` (and what ``tag`` names: ``cg:PATH`` or
+        ``env:ATTEMPT:TASK``) if the worker dies before :meth:`unregister`."""
         self._read_notices()
         self._fenced.discard(pgid)  # a notice about an earlier group of that number
         self._registered.add(pgid)
-        self._send(b"+%d\n" % pgid)
+        extra = b" " + os.fsencode(tag) if tag and "\n" not in tag else b""
+        self._send(b"+%d%s\n" % (pgid, extra))
 
     def fenced(self, pgid: int) -> bool:
         """Whether the sidecar has signalled group ``pgid`` for a lapsed lease
@@ -217,8 +238,9 @@ class Reaper:
 # --- the sidecar itself -------------------------------------------------------------
 
 
-def _kill_groups(pgids: set[int]) -> None:
+def _kill_groups(pgids: set[int], tags: dict[int, bytes] | None = None) -> None:
     _signal_groups(pgids, signal.SIGKILL)
+    kill_tagged([tags[p] for p in pgids if tags and p in tags])
 
 
 def _signal_groups(pgids: set[int] | list[int], signum: int) -> None:
@@ -246,6 +268,7 @@ class Fence:
         self.clock = clock
         self.notify = notify
         self.registered: set[int] = set()
+        self.tags: dict[int, bytes] = {}  # pgid → where the rest of its attempt is
         self.term_at: float | None = None
         self.kill_at: float | None = None
         self._termed: set[int] = set()  # signalled under the current lease
@@ -254,12 +277,16 @@ class Fence:
     def line(self, line: bytes) -> None:
         """One line of the worker's; anything malformed is ignored."""
         head, rest = line[:1], line[1:]
-        if head in (b"+", b"-") and rest.isdigit():
-            pgid = int(rest)
+        number, _, tag = rest.partition(b" ")
+        if head in (b"+", b"-") and number.isdigit():
+            pgid = int(number)
             if head == b"+":
                 self.registered.add(pgid)
+                if tag:
+                    self.tags[pgid] = tag
             else:
                 self.registered.discard(pgid)
+                self.tags.pop(pgid, None)
                 self._termed.discard(pgid)
                 self._killed.discard(pgid)
         elif head == b"@":
@@ -315,7 +342,7 @@ class Fence:
                     groups,
                 )
                 self.notify([g for g in groups if g not in self._termed])
-                _signal_groups(groups, signal.SIGKILL)
+                _kill_groups(set(groups), self.tags)
                 self._killed.update(groups)
                 self._termed.update(groups)
 
@@ -361,7 +388,7 @@ def _notifier(fd: int) -> Callable[[list[int]], None]:
 
 
 def main() -> int:
-    if sys.argv[1:] == ["json"]:
+    if sys.argv[1:2] == ["json"]:
         from banyan.logs import setup_logging  # stdlib only, like this module
 
         setup_logging(log_format="json")
@@ -374,7 +401,11 @@ def main() -> int:
     out = sys.stdout.fileno()
     os.write(out, READY_LINE)
     # fd 1 is now the notice channel, written with os.write only.
-    _kill_groups(serve(sys.stdin.fileno(), Fence(notify=_notifier(out))))
+    fence = Fence(notify=_notifier(out))
+    _kill_groups(serve(sys.stdin.fileno(), fence), fence.tags)
+    if len(sys.argv) > 2:
+        remove_scope(sys.argv[2])
+
     return 0
 
 

@@ -30,6 +30,14 @@ vfork and costs ~5x the parent CPU, so it is not used: :mod:`worker.reaper`
 kills the groups of a worker that dies. ``posix_spawn`` is no faster and has
 no ``cwd`` in 3.11.
 
+Containment (:mod:`worker.containment`): besides its process group, each
+attempt has a :class:`~worker.containment.Box` (its own cgroup v2, or the
+worker as child subreaper) that finds the processes that left the group
+(``setsid``, double forks, daemons). Every signal to the group also goes to
+them, "gone" means the group *and* the box are empty, and when the shell ends
+on its own whatever is left in either is SIGKILLed, as Slurm does at the end
+of a job.
+
 Process-group safety: a group is only ever signalled while its leader is
 unreaped (alive or a zombie), because a zombie keeps its pid, and so the pgid,
 from being reused. When the leader exits on its own, whatever is left of its
@@ -49,6 +57,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
+from worker.box import Box, Containment
 from worker.reaper import Reaper
 from worker.spec import Result, Tail, TaskSpec, child_env, exit_status_of, signal_name
 from worker.usage import (
@@ -108,8 +117,10 @@ class RunningTask:
         on_output: OutputCallback | None,
         max_log_bytes: int,
         reaper: Reaper | None,
+        box: Box,
     ) -> None:
         self.spec = spec
+        self.box = box
         self.pid: int | None = None  # None when the command could not start
         self.pgid: int | None = None
         self.started_at = time.time()  # epoch seconds
@@ -142,16 +153,18 @@ class RunningTask:
         out_r, out_w = os.pipe()  # both ends close-on-exec, as every fd Python makes
         err_r, err_w = os.pipe()
         try:
-            self._popen = subprocess.Popen(
-                [SHELL, "-c", spec.command],
-                stdin=_devnull(),
-                stdout=out_w,
-                stderr=err_w,
-                cwd=spec.cwd,
-                env=child_env(spec),
-                start_new_session=True,  # its own session and group: pgid == pid
-            )
+            with self.box.spawning():  # the shell starts inside the attempt's box
+                self._popen = subprocess.Popen(
+                    [SHELL, "-c", spec.command],
+                    stdin=_devnull(),
+                    stdout=out_w,
+                    stderr=err_w,
+                    cwd=spec.cwd,
+                    env=child_env(spec),
+                    start_new_session=True,  # its own session and group: pgid == pid
+                )
         except (OSError, ValueError, subprocess.SubprocessError) as exc:
+            self.box.close()
             os.close(out_r)
             os.close(err_r)
             self._fail_to_start(f"cannot start the command: {exc}")
@@ -160,11 +173,12 @@ class RunningTask:
             os.close(out_w)
             os.close(err_w)
         self.pid = self.pgid = self._popen.pid
+        self.box.started(self.pid)
         # One /proc read (~10 µs), so a task too short for any sample still
         # gets a true figure: the shell's own, after exec (0 if it is gone).
         self._first_peak_rss_bytes = own_peak_rss_bytes(self.pid)
         if self._reaper is not None:
-            self._reaper.register(self.pgid)
+            self._reaper.register(self.pgid, self.box.reaper_tag())
         self._fds = [out_r, err_r]
         for index, fd in enumerate((out_r, err_r)):
             os.set_blocking(fd, False)  # the read ends only; the child's stay blocking
@@ -173,6 +187,8 @@ class RunningTask:
             self._pidfd = os.pidfd_open(self.pid)
         except OSError as exc:  # out of descriptors: do not leave it running unwatched
             self._signal_group(signal.SIGKILL)
+            self.box.kill()
+            self.box.close()
             if self._reaper is not None:
                 self._reaper.unregister(self.pgid)
             os.waitpid(self.pid, 0)  # SIGKILLed: returns at once
@@ -263,6 +279,7 @@ class RunningTask:
         if self._reaped:
             return
         self._signal_group(signal.SIGKILL)  # safe: the zombie leader holds the pgid
+        self.box.kill()  # what left the group: leftovers die with the task, as in Slurm
         if self._reaper is not None:
             self._reaper.unregister(self.pgid)  # before the pid can be reused
         try:
@@ -296,7 +313,9 @@ class RunningTask:
             error = None
         if self._cancel_requested:
             exit_status = "cancelled"
-        self._done.set_result(Result(exit_status, exit_code, self._usage(), error))
+        usage = self._usage()
+        self.box.close()
+        self._done.set_result(Result(exit_status, exit_code, usage, error))
 
     def _usage(self) -> dict[str, float]:
         """``peak_rss_bytes`` (absent when the task ended before anything could
@@ -310,7 +329,11 @@ class RunningTask:
             "wall_s": wall_s,
         }
         sampled_peak = self._sampler.peak_rss_bytes if self._sampler else 0
-        peak_rss_bytes = max(self._first_peak_rss_bytes, sampled_peak, self._rusage_peak())
+        # The kernel's own account of the attempt's cgroup, when there is one,
+        # is exact where samples can miss a spike or a short-lived process.
+        peak_rss_bytes = self.box.peak_memory_bytes() or max(
+            self._first_peak_rss_bytes, sampled_peak, self._rusage_peak()
+        )
         if peak_rss_bytes > 0:
             usage["peak_rss_bytes"] = peak_rss_bytes
         return usage
@@ -355,11 +378,15 @@ class RunningTask:
             return empty_sample()
         if self._sampler is None:
             self._sampler = TreeSampler(self.pid, started_monotonic=self._started_monotonic)
-        return self._sampler.sample()
+        # What left the tree (setsid, daemons) counts too; the subreaper box
+        # also remembers what it sees here (pid + start time).
+        return self._sampler.sample(extra_pids=self.box.members())
 
     def kill(self) -> None:
-        """SIGKILL the whole group now; :meth:`wait` then reports the signal."""
+        """SIGKILL the whole group and box now; :meth:`wait` then reports the signal."""
         self._signal_group(signal.SIGKILL)
+        if not self._reaped:
+            self.box.kill()
 
     async def terminate(self, grace_s: float | None = None) -> None:
         """SIGTERM the group, wait up to ``grace_s`` for it to be gone, then SIGKILL.
@@ -378,10 +405,12 @@ class RunningTask:
 
     async def _terminate(self, grace_s: float) -> None:
         assert self.pgid is not None
-        self._signal_group(signal.SIGTERM)
-        self._signal_group(signal.SIGCONT)  # a stopped process acts on SIGTERM only once resumed
+        for signum in (signal.SIGTERM, signal.SIGCONT):  # a stopped process acts on it once resumed
+            self._signal_group(signum)
+            self.box.signal(signum)
         if not await self._group_gone(self._loop.time() + grace_s):
             self._signal_group(signal.SIGKILL)
+            self.box.kill()
             if not await self._group_gone(self._loop.time() + KILL_CONFIRM_TIMEOUT_S):
                 logger.error(
                     "task %s: process group %d survived SIGKILL for %.0f s",
@@ -405,7 +434,7 @@ class RunningTask:
             if not self._leader_exited:
                 return False
         delay = GROUP_POLL_FIRST_S
-        while live_group_members(self.pgid, exclude=self.pid):
+        while live_group_members(self.pgid, exclude=self.pid) or not self.box.empty():
             remaining = deadline - self._loop.time()
             if remaining <= 0:
                 return False
@@ -427,13 +456,25 @@ async def start(
     on_output: OutputCallback | None = None,
     max_log_bytes: int = DEFAULT_MAX_LOG_BYTES,
     reaper: Reaper | None = None,
+    containment: Containment | None = None,
+    memory_limit_bytes: int = 0,
 ) -> RunningTask:
     """Start ``spec.command``; never raises for a command that cannot start.
 
     ``on_output(stream, chunk)`` is called from the event loop with each chunk
     of ``"stdout"`` or ``"stderr"`` as it arrives; it must not block. With a
-    ``reaper``, the task's group is killed if the worker process dies.
+    ``reaper``, the task's group is killed if the worker process dies. With a
+    ``containment``, the attempt gets a box of its own (a cgroup, or tracking
+    as subreaper) that also holds what leaves the group; ``memory_limit_bytes``
+    is its hard limit where the containment enforces one (0: none).
     """
-    task = RunningTask(spec, on_output=on_output, max_log_bytes=max_log_bytes, reaper=reaper)
+    box = (
+        Box()
+        if containment is None
+        else containment.open(spec.task_id, spec.attempt, memory_limit_bytes=memory_limit_bytes)
+    )
+    task = RunningTask(
+        spec, on_output=on_output, max_log_bytes=max_log_bytes, reaper=reaper, box=box
+    )
     task._spawn()
     return task

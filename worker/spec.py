@@ -1,6 +1,17 @@
 """What the runner is given and what it gives back: the task spec, the
 result with its SPEC §3 exit status, the child's environment and the bounded
-log tail. Pure data and functions, no processes."""
+log tail. Pure data and functions, no processes.
+
+A task's environment (:func:`child_env`) is the worker's own, minus every
+``BANYAN_*`` variable of the worker's (its token, server URL, CA
+certificate, settings and client files, server settings: see
+:data:`STRIPPED_NAMES` for the ones known today; the prefix rule also covers
+those added later), then the task's own ``env`` (which may set ``BANYAN_*``
+names itself), then what the worker sets: ``CUDA_VISIBLE_DEVICES`` for
+assigned GPUs, ``BANYAN_PROGRESS_SOCKET`` and ``PATH`` (with this
+installation's ``bin``), ``BANYAN_TASK_ID`` and ``BANYAN_ATTEMPT``.
+A task gets no credential of the worker's: anything it needs to call the
+server must come in its own ``env``."""
 
 from __future__ import annotations
 
@@ -63,12 +74,35 @@ def _environ_bytes() -> dict[bytes, bytes]:
     return dict(os.environb)
 
 
+STRIPPED_PREFIX = b"BANYAN_"
+# The worker's variables a task must never see, named for the docs and tests;
+# the prefix rule strips them (and any other BANYAN_* of the worker's) anyway.
+# Client discovery (banyan/client/discovery.py): token, server, CA certificate,
+# client file; the settings file; and every server setting (banyan/settings.py).
+STRIPPED_NAMES = (
+    "BANYAN_TOKEN",
+    "BANYAN_SERVER",
+    "BANYAN_CA_CERT",
+    "BANYAN_CLIENT_FILE",
+    "BANYAN_CONFIG",
+)
+
+
+def _inherited_env() -> dict[bytes, bytes]:
+    """The worker's environment without any ``BANYAN_*`` variable."""
+    env = _environ_bytes()
+    for key in [k for k in env if k.startswith(STRIPPED_PREFIX)]:
+        del env[key]
+    return env
+
+
 def child_env(spec: TaskSpec) -> dict[bytes, bytes]:
-    """The worker's environment + ``env`` + GPUs + ``extra_env`` + the task's ids.
+    """The worker's environment without its ``BANYAN_*`` variables, + ``env`` +
+    GPUs + ``extra_env`` + the task's ids (see the module docstring).
 
     Bytes throughout, so Popen has nothing to encode for inherited variables.
     """
-    env = _environ_bytes()
+    env = _inherited_env()
     for key, value in (spec.env or {}).items():
         env[os.fsencode(key)] = os.fsencode(value)
     if spec.gpus:  # assigned by the worker, so it wins over the user's env

@@ -8,8 +8,10 @@ mid-scan is simply not counted.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import psutil
@@ -62,15 +64,17 @@ class TreeSampler:
         self._previous_monotonic = started_monotonic
         self.peak_rss_bytes = 0
 
-    def sample(self) -> Sample:
-        """Sum RSS and CPU over the tree now; updates :attr:`peak_rss_bytes`."""
+    def sample(self, extra_pids: Iterable[int] = ()) -> Sample:
+        """Sum RSS and CPU over the tree now, and over ``extra_pids`` (the
+        attempt's processes that left the tree: its cgroup's, or those the
+        worker adopted); updates :attr:`peak_rss_bytes`."""
         now_epoch = time.time()
         now = time.monotonic()
         rss_bytes = 0
         peak_bytes = 0
         cpu_s = 0.0
         count = 0
-        for proc in self._tree():
+        for proc in self._tree(extra_pids):
             try:
                 with proc.oneshot():
                     rss = proc.memory_info().rss
@@ -93,15 +97,22 @@ class TreeSampler:
             time=now_epoch, rss_bytes=rss_bytes, cpu_percent=cpu_percent, process_count=count
         )
 
-    def _tree(self) -> list[psutil.Process]:
+    def _tree(self, extra_pids: Iterable[int] = ()) -> list[psutil.Process]:
         try:
             if self._root is None:
                 # Created on first use: psutil reads the start time here, which
                 # protects later calls against the pid being reused.
                 self._root = psutil.Process(self._pid)
-            return [self._root, *self._root.children(recursive=True)]
+            tree = [self._root, *self._root.children(recursive=True)]
         except psutil.Error:
-            return []
+            tree = []
+        seen = {proc.pid for proc in tree}
+        for pid in extra_pids:
+            if pid not in seen:
+                seen.add(pid)
+                with contextlib.suppress(psutil.Error):
+                    tree.append(psutil.Process(pid))
+        return tree
 
 
 def empty_sample() -> Sample:

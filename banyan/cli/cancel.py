@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from banyan.cli.context import Context, UsageError, check_ids
 from banyan.cli.output import warn
-from banyan.client.http import Client
 from banyan.client.trees import descendants, doc_continuations, walk_tree
 from banyan.errors import BanyanError, NotFound
+
+if TYPE_CHECKING:  # the CLI starts without the client's imports (asyncio)
+    from banyan.client.http import Client
 
 CANCEL_EPILOG = """\
 examples:

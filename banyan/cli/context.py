@@ -10,13 +10,15 @@ import argparse
 import json
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from banyan.cli.output import Output
 from banyan.client.discovery import Connection, discover
-from banyan.client.http import Client
 from banyan.errors import InvalidInput, NotFound
 from banyan.ids import is_id
+
+if TYPE_CHECKING:
+    from banyan.client.http import Client
 
 
 class UsageError(InvalidInput):
@@ -45,7 +47,11 @@ class Context:
         return None if self._connection is None else self._connection.server
 
     def client(self) -> Client:
-        return Client(self.connection)
+        # http.client, not aiohttp, for the requests: aiohttp's import was most of a
+        # call's start time (the event feed still imports it, when used).
+        from banyan.client.http import Client
+
+        return Client(self.connection, transport="stdlib")
 
 
 Handler = Callable[[Context], Awaitable[int]]

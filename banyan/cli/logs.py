@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
 from banyan.cli.context import Context, UsageError, check_ids
@@ -47,6 +46,8 @@ def _tail_start(text: str, lines: int) -> int:
 
 
 async def run_logs(ctx: Context) -> int:
+    import asyncio
+
     args = ctx.args
     (task_id,) = check_ids([args.id])
     stream = "stderr" if args.stderr else "stdout"

@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from rich.table import Table
-from rich.text import Text
-
 from banyan.cli.context import Context, UsageError, check_ids, parse_where
 from banyan.cli.output import state_text
 from banyan.client.format import (
@@ -96,6 +93,9 @@ def pending_reason_text(task: dict[str, Any]) -> str:
 
 
 async def run_ls(ctx: Context) -> int:
+    from rich.table import Table
+    from rich.text import Text
+
     args = ctx.args
     if args.limit < 1:
         raise UsageError("--limit must be 1 or more")
@@ -107,7 +107,7 @@ async def run_ls(ctx: Context) -> int:
         while len(items) < args.limit:
             found = await client.find(
                 where,
-                sort="-_id",
+                sort="-_created,-_id",  # creation time: client-chosen ids sort anywhere
                 projection=LS_PROJECTION,
                 max_results=min(PAGE, args.limit - len(items)),
                 page=page,

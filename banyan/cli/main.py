@@ -18,7 +18,6 @@ turns every error into one line on stderr and an exit status:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import sys
 from collections.abc import Sequence
@@ -150,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.handler is None:
         return progress.run(args)
     ctx = Context(args, Output(json_mode=bool(args.json)))
+    import asyncio  # here: --help and usage errors need no event loop
+
     try:
         return int(asyncio.run(args.handler(ctx)))
     except KeyboardInterrupt:

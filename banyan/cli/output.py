@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
-from typing import Any, TextIO
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, TextIO
 
-from rich.console import Console, RenderableType
-from rich.table import Table
-from rich.text import Text
+if TYPE_CHECKING:  # rich is imported when something is rendered, not at start
+    from rich.console import Console, RenderableType
+    from rich.table import Table
+    from rich.text import Text
 
 # Piped output is read by people too (``banyan ls | less``): do not wrap at 80.
 PIPE_WIDTH = 200
@@ -38,7 +40,12 @@ class Output:
         self.json_mode = json_mode
         self.file = file if file is not None else sys.stdout
         self.is_terminal = self.file.isatty()
-        self.console = Console(
+
+    @cached_property
+    def console(self) -> Console:
+        from rich.console import Console
+
+        return Console(
             file=self.file,
             highlight=False,
             soft_wrap=False,
@@ -66,6 +73,8 @@ class Output:
 
 def state_text(state: str | None, exit_status: str | None = None) -> Text:
     """A task's state, coloured; a terminated task shows its exit status instead."""
+    from rich.text import Text
+
     if state is None:
         return Text("-")
     if state == "terminated" and exit_status:
@@ -77,6 +86,8 @@ def state_text(state: str | None, exit_status: str | None = None) -> Text:
 def key_value_table(
     rows: Sequence[tuple[str, RenderableType]], *, title: str | None = None
 ) -> Table:
+    from rich.table import Table
+
     table = Table(show_header=False, box=None, title=title, title_justify="left", pad_edge=False)
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
-from rich.table import Table
-from rich.text import Text
+from typing import TYPE_CHECKING, Any
 
 from banyan.cli.context import Context, check_ids
 from banyan.cli.output import key_value_table, state_text
@@ -16,6 +13,9 @@ from banyan.client.format import (
     memory,
     resources,
 )
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 SHOW_EPILOG = """\
 examples:
@@ -39,6 +39,8 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 async def run_show(ctx: Context) -> int:
+    from rich.text import Text
+
     (task_id,) = check_ids([ctx.args.id])
     async with ctx.client() as client:
         task = await client.task(task_id)
@@ -118,6 +120,9 @@ def _label(task: dict[str, Any]) -> str:
 
 
 def _history_table(history: list[dict[str, Any]]) -> Table:
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table(title="[bold]Attempts[/bold]", title_justify="left", box=None, pad_edge=False)
     for header in ("#", "WORKER", "STARTED", "RAN", "EXIT", "PEAK RSS", "CPU"):
         table.add_column(header, header_style="bold")

@@ -6,9 +6,6 @@ import argparse
 from collections.abc import Mapping
 from typing import Any
 
-from rich.table import Table
-from rich.text import Text
-
 from banyan.cli.context import Context, check_ids
 from banyan.cli.output import STATE_STYLES, key_value_table
 from banyan.client.format import (
@@ -70,6 +67,9 @@ def _percentiles(values: Mapping[str, Any] | None) -> str:
 
 def render_stats(stats: Mapping[str, Any]) -> list[Any]:
     """The renderables of ``banyan stats``; tolerant of missing sections."""
+    from rich.table import Table
+    from rich.text import Text
+
     out: list[Any] = []
     tasks = stats.get("tasks") or {}
     by_state = tasks.get("by_state") or {}
@@ -122,6 +122,8 @@ def render_stats(stats: Mapping[str, Any]) -> list[Any]:
 
 def render_job(job: Mapping[str, Any]) -> list[Any]:
     """The renderables of ``banyan stats --job``."""
+    from rich.text import Text
+
     counts = job.get("counts") or {}
     states = [s.value for s in State] + [s for s in counts if s not in {x.value for x in State}]
     rows: list[tuple[str, Any]] = [

@@ -22,8 +22,6 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from banyan import constants as c
 from banyan.cli.context import Context, UsageError, check_ids
 from banyan.cli.output import warn
@@ -31,8 +29,6 @@ from banyan.client.format import outcome
 from banyan.client.linking import check_parent, link_after
 from banyan.client.trees import fetch_many
 from banyan.errors import BanyanError, NotFound
-from banyan.models import TaskCreate
-from banyan.validation import from_validation
 
 INDEX_ENV = "BANYAN_TASK_INDEX"
 ENTRY_ENV = "BANYAN_ENTRY"
@@ -240,6 +236,11 @@ def build_tasks(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def validate(task: dict[str, Any], *, what: str) -> dict[str, Any]:
     """The body the server will accept, or ``InvalidInput`` naming the field."""
+    from pydantic import ValidationError
+
+    from banyan.models import TaskCreate
+    from banyan.validation import from_validation
+
     try:
         model = TaskCreate.model_validate(task)
     except ValidationError as exc:

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
-from typing import Any
-
-from rich.text import Text
-from rich.tree import Tree
+from typing import TYPE_CHECKING, Any
 
 from banyan.cli.context import Context, check_ids
 from banyan.cli.output import state_text
@@ -16,6 +13,10 @@ from banyan.client import trees
 from banyan.client.format import outcome
 from banyan.client.trees import walk_tree
 from banyan.documents import TaskDoc
+
+if TYPE_CHECKING:
+    from rich.text import Text
+    from rich.tree import Tree
 
 # Above this many tasks a tree shows the summary of its root only (each costs a walk).
 MAX_SUMMARIZED = 2000
@@ -62,6 +63,8 @@ def subtree_summary(tasks: Mapping[str, TaskDoc], root_id: str) -> str:
 
 
 def _node_label(tasks: Mapping[str, TaskDoc], task_id: str, *, summary: bool) -> Text:
+    from rich.text import Text
+
     task = tasks[task_id]
     execution = task.get("execution") or {}
     label = Text(task_id, style="bold")
@@ -77,6 +80,10 @@ def _node_label(tasks: Mapping[str, TaskDoc], task_id: str, *, summary: bool) ->
 def build_tree(tasks: Mapping[str, TaskDoc], root_id: str) -> Tree:
     """The rich tree under ``root_id``; a task already shown (several parents)
     appears again without its subtree."""
+
+    from rich.text import Text
+    from rich.tree import Tree
+
     summaries = len(tasks) <= MAX_SUMMARIZED
     shape = trees.build_tree(tasks, root_id, trees.doc_continuations, unloaded=False)
     tree = Tree(_node_label(tasks, root_id, summary=True))

@@ -8,31 +8,27 @@ while the feed connects (or while it reconnects) costs at most that del
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from typing import Any, cast
-
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-)
+from typing import TYPE_CHECKING, Any, cast
 
 from banyan.cli.context import Context, UsageError, check_ids
 from banyan.cli.output import warn
 from banyan.client.format import (
     outcome,
 )
-from banyan.client.http import Client
 from banyan.client.trees import IDS_PER_QUERY, fetch_many
 from banyan.documents import ExecutionDoc, TaskDoc
 from banyan.errors import BanyanError, NotFound
 from banyan.units import parse_duration
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from rich.progress import Progress
+
+    from banyan.client.http import Client
 
 POLL_S = 2.0
 # After this long, the progress line (or, without a terminal, one stderr
@@ -129,6 +125,15 @@ def _apply(tasks: dict[str, TaskDoc], data: dict[str, Any], stale: set[str]) -> 
 
 @contextlib.contextmanager
 def _progress(ctx: Context, total: int) -> Iterator[Progress | None]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     if not ctx.out.is_terminal or ctx.out.json_mode:
         yield None
         return
@@ -170,6 +175,8 @@ async def _why_waiting(client: Client, tasks: dict[str, TaskDoc], pending: list[
 
 async def wait_for_tasks(ctx: Context, ids: list[str], *, timeout: str | float | None) -> int:
     """Wait until every task has ended; the exit status of ``banyan wait``."""
+    import asyncio
+
     timeout_s = _timeout_s(timeout)
     started = time.monotonic()
     deadline = None if timeout_s is None else started + timeout_s

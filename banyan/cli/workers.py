@@ -1,13 +1,13 @@
-"""``banyan workers``: the workers, their state and load, and what they run."""
+"""``banyan workers``: the workers, their state and load, and what they run.
+
+Workers that left or were lost are hidden unless ``--all``: the server keeps them
+(for the history of the tasks they ran), but they are no longer part of the pool."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Mapping
 from typing import Any
-
-from rich.table import Table
-from rich.text import Text
 
 from banyan.cli.context import Context
 from banyan.client.format import (
@@ -27,9 +27,14 @@ WORKER_STYLES = {
 }
 
 
+# Workers that are gone for good; "disconnected" ones may come back, so they show.
+GONE_STATES = frozenset({"left", "lost"})
+
+
 WORKERS_EPILOG = """\
 examples:
   banyan workers
+  banyan workers --all                     # also those that left or were lost
   banyan workers --json | jq '.[] | select(.state == "idle") | .name'
 """
 
@@ -40,10 +45,12 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "workers",
         parents=parents,
         help="list workers and their load",
-        description="List the workers: state, used/total cores, memory and GPUs, running tasks.",
+        description="List the workers: state, used/total cores, memory and GPUs, running tasks. "
+        "Workers that left or were lost are hidden unless --all.",
         epilog=WORKERS_EPILOG,
         formatter_class=raw,
     )
+    p.add_argument("--all", action="store_true", help="also the workers that left or were lost")
     p.set_defaults(handler=run_workers)
 
 
@@ -61,8 +68,13 @@ def _ratio(used: float, total: float, *, as_memory: bool = False) -> str:
 
 
 async def run_workers(ctx: Context) -> int:
+    from rich.table import Table
+    from rich.text import Text
+
     async with ctx.client() as client:
-        workers = await client.workers()
+        every = await client.workers()
+    workers = every if ctx.args.all else [w for w in every if w.get("state") not in GONE_STATES]
+    hidden = len(every) - len(workers)
     if ctx.out.json_mode:
         ctx.out.json(workers)
         return 0
@@ -87,7 +99,10 @@ async def run_workers(ctx: Context) -> int:
             duration(round(float(age), 1)) + " ago" if isinstance(age, int | float) else "-",
             ",".join(worker.get("queues") or []),
         )
-    ctx.out.show(table)
-    if not workers:
+    if workers:
+        ctx.out.show(table)
+    if hidden:
+        ctx.out.show(Text(f"{hidden} left or lost (--all shows them)", style="dim"))
+    elif not workers:
         ctx.out.show(Text("no workers have connected yet", style="dim"))
     return 0

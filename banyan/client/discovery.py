@@ -12,14 +12,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from banyan.client.tls import client_context
 from banyan.constants import CLIENT_FILE_NAME, DEFAULT_HOST, DEFAULT_PORT
 from banyan.errors import Unauthorized
-from banyan.settings import data_dir
+from banyan.paths import data_dir
+
+if TYPE_CHECKING:
+    import ssl
 
 CA_CERT_ENV = "BANYAN_CA_CERT"
 

@@ -11,27 +11,50 @@ Errors come back as the same ``BanyanError`` subclasses the server raised
 ``ServerUnreachable`` (for a certificate that does not verify, one that
 says to pass ``--ca-cert``). ``events()`` reconnects by itself and resumes from the
 last ``seq`` it yielded, so a caller sees every event once, in order.
+
+``transport="stdlib"`` sends the REST requests with ``http.client``
+(``banyan.client.blocking``) instead of aiohttp, which is then imported only
+if the event feed is used: a short-lived program (the CLI) starts faster.
+
+``submit()`` is safe to retry: it sends a fresh ``Idempotency-Key`` with each
+call and, when the connection fails (refused, reset, timed out), sends the
+same request with the same key again, up to ``submit_retries`` times with a
+doubling pause. A server that committed the tasks but died before it
+answered gives the original answer to the retry, and nothing is created
+twice.
 """
 
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import ssl
+import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
-
+from banyan.client.blocking import BlockingSender
 from banyan.client.discovery import Connection
-from banyan.client.tls import unreachable
+from banyan.client.tls import connect_reason, unreachable
+from banyan.constants import IDEMPOTENCY_HEADER
 from banyan.documents import TaskDoc, WorkerDoc
 from banyan.errors import BanyanError, ServerUnreachable
 from banyan.tokens import basic_auth_header
 
+if TYPE_CHECKING:
+    import aiohttp
+
 RECONNECT_MAX_S = 5.0
+# A submit whose connection fails is sent again this many times, after
+# 0.25 s, 0.5 s, … (at most RETRY_MAX_S each): about 30 s in all, what a server
+# restart takes.
+SUBMIT_RETRIES = 8
+RETRY_FIRST_S = 0.25
+RETRY_MAX_S = 5.0
 Json = Any
+Transport = Literal["aiohttp", "stdlib"]
 
 
 class Client:
@@ -41,18 +64,45 @@ class Client:
         *,
         timeout_s: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
+        transport: Transport = "aiohttp",
+        submit_retries: int = SUBMIT_RETRIES,
+        retry_first_s: float = RETRY_FIRST_S,
     ) -> None:
         self.connection = connection
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout_s = timeout_s
+        self.submit_retries = submit_retries
+        self.retry_first_s = retry_first_s
         self.ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else connection.ssl
+        self.transport = transport
         self._session: aiohttp.ClientSession | None = None
+        self._sender: BlockingSender | None = None
+        self._entered = False
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": basic_auth_header(self.connection.token)}
 
     async def __aenter__(self) -> Client:
-        headers = {"Authorization": basic_auth_header(self.connection.token)}
-        self._session = aiohttp.ClientSession(
-            headers=headers, timeout=self._timeout, raise_for_status=False
-        )
+        self._entered = True
+        if self.transport == "stdlib":
+            self._sender = BlockingSender(
+                self.connection.server,
+                headers=self._headers(),
+                timeout_s=self._timeout_s,
+                ssl_context=self.ssl,
+            )
+        else:
+            self._open_session()
         return self
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        import aiohttp  # here: a stdlib client imports it only for the event feed
+
+        self._session = aiohttp.ClientSession(
+            headers=self._headers(),
+            timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+            raise_for_status=False,
+        )
+        return self._session
 
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -60,15 +110,20 @@ class Client:
         await self.close()
 
     async def close(self) -> None:
+        self._entered = False
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
         if self._session is not None:
             await self._session.close()
             self._session = None
 
     @property
     def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+        """The aiohttp session (opened on first use by a stdlib client)."""
+        if not self._entered:
             raise RuntimeError("use 'async with Client(...)'")
-        return self._session
+        return self._session if self._session is not None else self._open_session()
 
     async def request(
         self,
@@ -78,16 +133,18 @@ class Client:
         json_body: Json = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
+        retries: int = 0,
     ) -> Json:
-        url = self.connection.server + path
-        try:
-            async with self.session.request(
-                method, url, json=json_body, params=params, headers=headers, ssl=self.ssl
-            ) as resp:
-                text = await resp.text()
-                status = resp.status
-        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise unreachable(self.connection.server, exc) from exc
+        """One request; a failed connection is tried ``retries`` more times
+        (only for requests that are safe to repeat, such as a keyed submit)."""
+        for attempt in range(retries + 1):
+            try:
+                status, text = await self._send_once(method, path, json_body, params, headers)
+                break
+            except ServerUnreachable as exc:
+                if attempt >= retries or not _worth_retrying(exc.__cause__):
+                    raise
+                await asyncio.sleep(min(RETRY_MAX_S, self.retry_first_s * 2**attempt))
         try:
             body = json.loads(text) if text else None
         except ValueError:
@@ -95,6 +152,34 @@ class Client:
         if status >= 400:
             raise BanyanError.from_eve(status, body if isinstance(body, dict) else {})
         return body
+
+    async def _send_once(
+        self,
+        method: str,
+        path: str,
+        json_body: Json,
+        params: Mapping[str, str] | None,
+        headers: Mapping[str, str] | None,
+    ) -> tuple[int, str]:
+        """One try over the chosen transport; a failed connection is ServerUnreachable."""
+        if self._sender is not None:
+            payload = None if json_body is None else json.dumps(json_body).encode()
+            try:
+                return await self._sender.send(
+                    method, path, body=payload, params=params, headers=headers
+                )
+            except (OSError, http.client.HTTPException) as exc:  # ssl errors are OSErrors
+                raise unreachable(self.connection.server, exc) from exc
+        import aiohttp
+
+        url = self.connection.server + path
+        try:
+            async with self.session.request(
+                method, url, json=json_body, params=params, headers=headers, ssl=self.ssl
+            ) as resp:
+                return resp.status, await resp.text()
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise unreachable(self.connection.server, exc) from exc
 
     # --- tasks -----------------------------------------------------------------
 
@@ -104,16 +189,27 @@ class Client:
         *,
         job_name: str | None = None,
         require_fit: bool = False,
+        idempotency_key: str | None = None,
     ) -> Json:
         """One task (returns its meta) or a list (returns ``{"_items": [...]}``),
         as one job; ``_warnings`` lists what no connected worker could ever fit
-        (``require_fit``: refused with 422 instead)."""
+        (``require_fit``: refused with 422 instead). Sent under
+        ``idempotency_key`` (a fresh one by default) and retried on a failed
+        connection: at most once created, whatever the network did."""
         params: dict[str, str] = {}
         if job_name is not None:
             params["job_name"] = job_name
         if require_fit:
             params["require_fit"] = "1"
-        return await self.request("POST", "/tasks", json_body=task, params=params or None)
+        key = idempotency_key or uuid.uuid4().hex
+        return await self.request(
+            "POST",
+            "/tasks",
+            json_body=task,
+            params=params or None,
+            headers={IDEMPOTENCY_HEADER: key},
+            retries=self.submit_retries,
+        )
 
     async def job(self, job_id: str) -> dict[str, Any]:
         """One job: name, owner, ``total``, ``counts`` by state, time span."""
@@ -229,6 +325,8 @@ class Client:
     ) -> AsyncIterator[dict[str, Any]]:
         """Events in ``seq`` order; control frames (``feed.resync``) are yielded
         too so the caller can refetch a snapshot. Reconnects and resumes."""
+        import aiohttp
+
         last = since
         delay = 0.1
         url = self.connection.ws_base + "/events"
@@ -268,7 +366,9 @@ class Client:
                 raise unreachable(url, exc) from exc  # retrying will not help
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 if not reconnect:
-                    raise ServerUnreachable(f"event feed lost: {exc}") from exc
+                    raise ServerUnreachable(
+                        f"event feed from {url} lost: {connect_reason(exc)}"
+                    ) from exc
             if not reconnect:
                 return
             await asyncio.sleep(delay)
@@ -280,6 +380,8 @@ async def check_tls(connection: Connection, *, timeout_s: float = 10.0) -> None:
     certificate that does not verify or a server that does not speak TLS
     (``ServerUnreachable``). Any other outcome, a server that is down
     included, passes: long-running clients wait for the server."""
+    import aiohttp
+
     if not connection.server.startswith("https://"):
         return
     timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -293,3 +395,12 @@ async def check_tls(connection: Connection, *, timeout_s: float = 10.0) -> None:
         raise unreachable(connection.server, exc) from exc
     except (aiohttp.ClientError, OSError, TimeoutError):
         pass
+
+
+def _worth_retrying(cause: BaseException | None) -> bool:
+    """A refused, reset or timed-out connection may work next time; a failed
+    TLS verification or handshake will not."""
+    if isinstance(cause, ssl.SSLError):
+        return False
+    inner = getattr(cause, "certificate_error", None) or getattr(cause, "os_error", None)
+    return not isinstance(inner, ssl.SSLError)

@@ -4,10 +4,14 @@ Used by ``banyan submit --after`` and the TUI's submit form."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from banyan.client.format import outcome
-from banyan.client.http import Client
 from banyan.client.trees import fetch_many
 from banyan.errors import Conflict, NotFound
+
+if TYPE_CHECKING:
+    from banyan.client.http import Client
 
 LINK_ATTEMPTS = 3
 

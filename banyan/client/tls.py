@@ -5,10 +5,12 @@ does not verify, plain HTTP to an HTTPS port)."""
 
 from __future__ import annotations
 
+import http.client
+import os
+import socket
 import ssl
+import sys
 from pathlib import Path
-
-import aiohttp
 
 from banyan.errors import InvalidInput, ServerUnreachable
 from banyan.tls import ssl_reason
@@ -50,20 +52,49 @@ def client_context(ca_cert: Path | None, *, source: str = "--ca-cert") -> ssl.SS
 
 
 def unreachable(url: str, exc: BaseException) -> ServerUnreachable:
-    """The error to raise when a request to ``url`` failed with ``exc``, in
-    words that say what to do when TLS is the cause."""
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        detail = getattr(exc.certificate_error, "verify_message", None) or ssl_reason(
-            exc.certificate_error
-        )
+    """The error to raise when a request to ``url`` failed with ``exc`` (from aiohttp or
+    from ``http.client``), in words that say what to do when TLS is the cause."""
+    closed = (
+        f"cannot reach the Banyan server at {url}: it closed the connection "
+        "(if it serves HTTPS, use an https:// URL)"
+    )
+    plain = url.startswith(("http:", "ws:"))
+    # aiohttp's own errors first (its certificate error is also an ssl one); a process
+    # that never imported aiohttp cannot have them, and need not import it to know.
+    aio = sys.modules.get("aiohttp")
+    if aio is not None:
+        if isinstance(exc, aio.ClientConnectorCertificateError):
+            exc = exc.certificate_error
+        elif isinstance(exc, aio.ClientConnectorSSLError):
+            exc = exc.os_error
+        elif isinstance(exc, aio.ServerDisconnectedError) and plain:
+            return ServerUnreachable(closed)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or ssl_reason(exc)
         return ServerUnreachable(f"certificate verify failed for {url}: {CA_HINT} ({detail})")
-    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+    if isinstance(exc, ssl.SSLError):
         return ServerUnreachable(
-            f"TLS handshake with {url} failed (is it serving HTTPS?): {ssl_reason(exc.os_error)}"
+            f"TLS handshake with {url} failed (is it serving HTTPS?): {ssl_reason(exc)}"
         )
-    if isinstance(exc, aiohttp.ServerDisconnectedError) and url.startswith(("http:", "ws:")):
-        return ServerUnreachable(
-            f"cannot reach the Banyan server at {url}: it closed the connection "
-            "(if it serves HTTPS, use an https:// URL)"
-        )
-    return ServerUnreachable(f"cannot reach the Banyan server at {url}: {exc}")
+    if isinstance(exc, http.client.HTTPException | ConnectionResetError) and plain:
+        return ServerUnreachable(closed)
+    return ServerUnreachable(f"cannot connect to {url}: {connect_reason(exc)}")
+
+
+def connect_reason(exc: BaseException) -> str:
+    """Why a connection failed, in a few lower-case words ("connection refused",
+    "timed out"), without aiohttp's "Cannot connect to host … ssl:default [...]"."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    connector = sys.modules.get("aiohttp")  # only aiohttp's own errors need it
+    wrapped = connector is not None and isinstance(exc, connector.ClientConnectorError)
+    cause = exc.os_error if wrapped else exc  # type: ignore[attr-defined]
+    if isinstance(cause, OSError):
+        if isinstance(cause, socket.gaierror):
+            return f"unknown host ({cause.strerror or cause})".lower()
+        if cause.errno is not None:
+            return os.strerror(cause.errno).lower()
+        if cause.strerror:
+            return cause.strerror.lower()
+    text = " ".join(str(exc).split())
+    return text or type(exc).__name__

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from banyan.client.http import Client
 from banyan.documents import TaskDoc
+
+if TYPE_CHECKING:
+    from banyan.client.http import Client
 
 # Ids per ``where={"_id": {"$in": [...]}}`` query: keeps the URL well under
 # the server's request-line limit (8 KiB).

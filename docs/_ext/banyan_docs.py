@@ -94,7 +94,7 @@ FRAME_NOTES = {
 
 
 def settings_rows() -> list[list[str]]:
-    from banyan.settings import data_dir
+    from banyan.paths import data_dir
     from server.settings import Settings
 
     rows = []

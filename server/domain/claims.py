@@ -13,7 +13,7 @@ packs greedily, custom resources and fractional cores included.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Final, TypeVar
 
 from banyan.resources import Amounts
@@ -25,6 +25,12 @@ T = TypeVar("T")
 SCAN_FACTOR: Final = 8
 # What ORDER means, for stores that sort in code: priority desc, then id asc.
 ORDER: Final = "priority DESC, id"
+# The claim limit a worker sends (``worker.agent``'s default ``claim_limit``):
+# the pending reasons simulate claims of this size.
+WORKER_CLAIM_LIMIT: Final = 32
+# How many tasks ahead in line a pending reason looks at; past that, it
+# never promises a start.
+AHEAD_LIMIT: Final = 4096
 
 
 def order_key(priority: int, task_id: str) -> tuple[int, str]:
@@ -65,3 +71,44 @@ def would_claim(request: Amounts, free: Amounts) -> bool:
     """Whether a claim with ``free`` would hand out a task asking ``request``
     (were it first in line): the pending reason's test."""
     return bool(pack([request], free, 1, lambda r: r))
+
+
+def reaches(
+    ahead: Sequence[Amounts],
+    request: Amounts,
+    free: Amounts,
+    *,
+    limit: int = WORKER_CLAIM_LIMIT,
+    complete: bool = True,
+) -> bool:
+    """Whether a worker with ``free`` gets the task asking ``request`` now,
+    behind the available tasks ``ahead`` of it in ``ORDER`` from its queues.
+
+    This replays what the claim path does (the pending reason's test, so
+    "queued" and the next claims agree): each claim sees the first
+    ``scan_limit(limit)`` tasks that pass ``prefilter`` of what is still
+    free and packs up to ``limit`` of them; the worker claims again while an
+    answer hands out anything (``worker.agent``). ``complete=False``: more
+    tasks are ahead than ``ahead`` holds, so a start is never promised."""
+    line = [*ahead, request]
+    me = len(ahead)
+    remaining = list(range(len(line)))
+    while remaining:
+        bound = prefilter(free)
+        window = [
+            i
+            for i in remaining
+            if line[i].cores <= bound.cores
+            and line[i].memory <= bound.memory
+            and line[i].gpus <= bound.gpus
+        ][: scan_limit(limit)]
+        chosen = pack(window, free, limit, lambda i: line[i])
+        if not chosen:
+            return False
+        if me in chosen:
+            return complete
+        for i in chosen:
+            free = free.minus(line[i])
+        taken = set(chosen)
+        remaining = [i for i in remaining if i not in taken]
+    return False

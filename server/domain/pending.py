@@ -1,8 +1,10 @@
 """Why a task is not running yet (``/tasks/{id}/pending_reason``).
 
 Whether a worker has room for an available task is asked of the claim policy
-itself (``claims.would_claim``), so a reason of ``queued`` ("it should start
-momentarily") and the next claim agree by construction.
+itself: ``claims.reaches`` replays the claims that worker makes now, over the
+available tasks ahead of this one in its claim order, so ``queued`` ("it
+should start momentarily") is said only of a task the next claims hand out,
+and a task whose room goes to tasks ahead of it is ``busy``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Final
 from banyan.resources import Amounts, Resources, free_share
 from banyan.states import State
 from banyan.units import format_memory
-from server.domain.claims import would_claim
+from server.domain.claims import reaches, would_claim
 
 NOT_PENDING: Final = "not_pending"
 HELD: Final = "held"
@@ -48,6 +50,10 @@ class WorkerSeen:
     queues: Sequence[str]
     capacity: Resources
     running: Sequence[Resources] = field(default_factory=tuple)
+    # The available tasks ahead of the asked-about one in this worker's claim
+    # order (``claims.ORDER`` over its queues), and whether that is all of them.
+    ahead: Sequence[Amounts] = field(default_factory=tuple)
+    ahead_complete: bool = True
 
 
 def pending_reason(task: PendingTask, workers: Sequence[WorkerSeen]) -> tuple[str, str]:
@@ -80,9 +86,17 @@ def _available(task: PendingTask, workers: Sequence[WorkerSeen]) -> tuple[str, s
     able = [w for w in serving if would_claim(request, Amounts.of(w.capacity))]
     if not able:
         return INSUFFICIENT_RESOURCES, _shortfall(task.request, serving, queue)
+    roomy = 0  # workers with room for it, were it first in line
     for worker in able:
-        if would_claim(request, free_share(worker.capacity, worker.running)):
+        free = free_share(worker.capacity, worker.running)
+        if reaches(worker.ahead, request, free, complete=worker.ahead_complete):
             return QUEUED, f"worker {worker.name!r} has room for it: it should start momentarily"
+        roomy += would_claim(request, free)
+    if roomy:
+        return BUSY, (
+            f"{roomy} worker(s) serving {queue!r} have room for it, but tasks ahead of it in "
+            "line (higher priority, or older) take that room first"
+        )
     return BUSY, (
         f"{len(able)} worker(s) serving {queue!r} could run it, but none has enough free right now"
     )

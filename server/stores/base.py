@@ -25,9 +25,10 @@ from typing import Any, NamedTuple, TypedDict
 
 from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
 from banyan.query import Node
-from banyan.resources import Resources
+from banyan.resources import Amounts, Resources
 from banyan.states import Actor
 from banyan.tokens import Caller, Role
+from server.domain.idempotency import Answer, Submission
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,23 @@ class Store(ABC):
         client ``_id`` or existing tasks the caller may change. Returns
         ``_id``/``_etag``/``_created`` per item, in order; ``InvalidInput``
         (with the item's index in ``issues``) for a cycle or unknown id."""
+
+    @abstractmethod
+    async def create_tasks_once(
+        self,
+        items: Sequence[TaskCreate],
+        caller: Caller,
+        submission: Submission,
+        respond: Callable[[list[CreatedTask]], tuple[int, Any]],
+        *,
+        job_name: str | None = None,
+    ) -> Answer:
+        """``create_tasks`` under an ``Idempotency-Key`` (``server.domain.idempotency``),
+        in one transaction: if ``caller`` used ``submission.key`` within the
+        retention window, the stored answer (``replayed``), or ``InvalidInput``
+        for another request body; else the tasks are made and ``respond``'s
+        ``(status, body)`` for them is stored beside them and returned (``respond``
+        may raise to refuse: nothing is made or stored)."""
 
     @abstractmethod
     async def find_jobs(self, query: Query) -> Page:
@@ -289,6 +307,14 @@ class Store(ABC):
     @abstractmethod
     async def connected_workers(self) -> list[str]:
         """Names of the workers recorded as connected."""
+
+    @abstractmethod
+    async def tasks_ahead(
+        self, task_id: str, priority: int, queues: Sequence[str], limit: int
+    ) -> list[Amounts]:
+        """What the available tasks of ``queues`` that a claim would consider
+        before ``task_id`` (of ``priority``) ask for, in ``claims.ORDER``, at
+        most ``limit`` (the pending reason's replay of the claims)."""
 
     @abstractmethod
     async def list_workers(self, name: str | None = None) -> list[dict[str, Any]]:

@@ -233,7 +233,19 @@ def document() -> dict[str, Any]:
         "/tasks": {
             "post": {
                 "summary": "Submit one task or a list (all or nothing), as one job",
-                "parameters": _SUBMIT_PARAMS,
+                "description": "With an Idempotency-Key header, a repeat of the same request "
+                "(body, job_name and require_fit) by the same caller within "
+                "idempotency_retention_s gets the original answer (job and _warnings "
+                "included, and Idempotent-Replayed: true) and creates nothing; the same key "
+                "with another request is 422.",
+                "parameters": [
+                    *_SUBMIT_PARAMS,
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    },
+                ],
                 "requestBody": {"required": True, "content": _json(create_body)},
                 "responses": _responses(201, created, 400, 409, 413, 422, 503, 507),
             },

@@ -16,7 +16,8 @@ from banyan.errors import InvalidInput
 from banyan.models import TaskCreate
 from banyan.states import State
 from server.domain.pending import never_fits
-from server.views.stats import explain_seen, workers_seen
+from server.keys import STORE
+from server.views.stats import explain_seen, with_ahead, workers_seen
 
 
 async def add_reasons(
@@ -26,8 +27,9 @@ async def add_reasons(
     from its stored document; workers are loaded only if one is available."""
     needs_workers = any(d["state"] == State.AVAILABLE for d in docs)
     seen = await workers_seen(request) if needs_workers else []
+    store = request.app[STORE]
     for doc, item in zip(docs, items, strict=True):
-        code, reason = explain_seen(doc, seen)
+        code, reason = explain_seen(doc, await with_ahead(store, doc, seen))
         item["_pending_reason"] = {"code": code, "reason": reason}
 
 

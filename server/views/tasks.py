@@ -4,17 +4,21 @@ render; the domain errors map to responses in ``server.errors``."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 from pydantic import TypeAdapter
 
-from banyan.errors import BadRequest, BanyanError
+from banyan.constants import IDEMPOTENCY_HEADER
+from banyan.errors import BadRequest, BanyanError, InvalidInput
 from banyan.fields import TASK_FIELDS
 from banyan.models import BulkPatchItem, ContinuationEdit, TaskCreate, TaskPatch
 from server import render
 from server.auth import ANY_ROLE, PROVIDERS, require
+from server.domain import idempotency, secrets
 from server.keys import STORE
+from server.stores.base import CreatedTask
 from server.views.common import (
     body,
     body_kind,
@@ -45,8 +49,10 @@ async def create(request: web.Request) -> web.Response:
     connected worker could ever run get a ``_warnings`` line each; with
     ``?require_fit=1`` they are refused (422) instead."""
     caller = await require(request, PROVIDERS)
+    key = idempotency.parse_key(request.headers.get(IDEMPOTENCY_HEADER))
     data = await body(request)
-    date_format = settings(request).date_format
+    conf = settings(request)
+    date_format = conf.date_format
     job_name = single_arg(request, "job_name")
     require_fit = _flag(request, "require_fit")
     single = body_kind(data) == "object"
@@ -55,25 +61,54 @@ async def create(request: web.Request) -> web.Response:
     else:
         items = validate(_MANY, data, what="tasks")
         check_bulk_size(len(items), request)
-    warnings = await fit_warnings(request, items, single=single, refuse=require_fit)
+    # The fit check reads the connected workers now. Without a key a refusal
+    # comes before anything is made; with one it is raised from respond, which
+    # runs only when the key is new, so a retry of a request that was taken
+    # replays its stored answer even if the workers have changed since.
+    refusal: InvalidInput | None = None
     try:
-        created_all = await request.app[STORE].create_tasks(items, caller, job_name=job_name)
-    except BanyanError as exc:
+        warnings = await fit_warnings(request, items, single=single, refuse=require_fit)
+    except InvalidInput as exc:
+        if key is None:
+            raise
+        refusal, warnings = exc, []
+    extra: dict[str, Any] = {"_warnings": warnings} if warnings else {}
+
+    def respond(created: list[CreatedTask]) -> tuple[int, Any]:
+        # The whole answer (job, _warnings) is what a keyed submit stores, so
+        # a replay is the same answer.
+        if refusal is not None:
+            raise refusal
         if single:
+            return 201, {**render.meta(created[0], date_format), **extra}
+        return 201, {
+            "_status": "OK",
+            "_items": [render.meta(c, date_format) for c in created],
+            "job": created[0]["job"] if created else None,
+            **extra,
+        }
+
+    store = request.app[STORE]
+    try:
+        if key is None:
+            status, out = respond(await store.create_tasks(items, caller, job_name=job_name))
+            return json_response(out, status=status)
+        submission = idempotency.Submission(
+            key=key,
+            request_hash=idempotency.request_hash(
+                data, {"job_name": job_name, "require_fit": require_fit}
+            ),
+            retention_s=conf.idempotency_retention_s,
+        )
+        answer = await store.create_tasks_once(
+            items, caller, submission, respond, job_name=job_name
+        )
+    except BanyanError as exc:
+        if single:  # issues name the fields of the one task, not "0.<field>"
             exc.issues = {k.removeprefix("0."): v for k, v in exc.issues.items()}
         raise
-    extra: dict[str, Any] = {"_warnings": warnings} if warnings else {}
-    if single:
-        return json_response({**render.meta(created_all[0], date_format), **extra}, status=201)
-    return json_response(
-        {
-            "_status": "OK",
-            "_items": [render.meta(c, date_format) for c in created_all],
-            "job": created_all[0]["job"] if created_all else None,
-            **extra,
-        },
-        status=201,
-    )
+    headers = {idempotency.REPLAYED_HEADER: "true"} if answer.replayed else None
+    return json_response(answer.body, status=answer.status, headers=headers)
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -89,11 +124,13 @@ def _flag(request: web.Request, name: str) -> bool:
 
 @routes.get("/tasks")
 async def find(request: web.Request) -> web.Response:
-    await require(request, ANY_ROLE)
+    caller = await require(request, ANY_ROLE)
     query, projection = collection_query(request, TASK_FIELDS)
+    # A where on env values must not probe other users' secrets.
+    query = replace(query, where=secrets.scope_where(query.where, caller))
     page = await request.app[STORE].find_tasks(query)
     date_format = settings(request).date_format
-    items = [render.task(doc, date_format, projection) for doc in page.items]
+    items = [render.task(doc, date_format, projection, viewer=caller) for doc in page.items]
     if _flag(request, "reasons"):
         await add_reasons(request, page.items, items)
     return json_response(
@@ -111,13 +148,13 @@ async def find(request: web.Request) -> web.Response:
 
 @routes.get("/tasks/{task_id}")
 async def read(request: web.Request) -> web.Response:
-    await require(request, ANY_ROLE)
+    caller = await require(request, ANY_ROLE)
     projection = item_projection(request, TASK_FIELDS)
     doc = await request.app[STORE].get_task(task_id(request))
     if request.headers.get("If-None-Match", "").strip('"') == doc["_etag"]:
         return web.Response(status=304, headers={"ETag": f'"{doc["_etag"]}"'})
     return json_response(
-        render.task(doc, settings(request).date_format, projection),
+        render.task(doc, settings(request).date_format, projection, viewer=caller),
         headers={"ETag": f'"{doc["_etag"]}"'},
     )
 
@@ -132,7 +169,7 @@ async def update(request: web.Request) -> web.Response:
     doc = await request.app[STORE].update_task(
         the_id, patch, caller, if_match=request.headers.get("If-Match")
     )
-    out = render.task(doc, settings(request).date_format)
+    out = render.task(doc, settings(request).date_format, viewer=caller)
     out["_status"] = "OK"
     return json_response(out, headers={"ETag": f'"{doc["_etag"]}"'})
 
@@ -149,7 +186,7 @@ async def update_many(request: web.Request) -> web.Response:
     out: list[dict[str, Any]] = []
     for result in results:
         if result.doc is not None:
-            out.append({**render.task(result.doc, date_format), "_status": "OK"})
+            out.append({**render.task(result.doc, date_format, viewer=caller), "_status": "OK"})
         else:
             error = (
                 result.error

@@ -194,7 +194,9 @@ async def update_execution_data(request: web.Request) -> web.Response:
             caller=caller,
         )
     doc = await store.get_task(the_id)
-    return json_response({**render.task(doc, settings(request).date_format), "_status": "OK"})
+    return json_response(
+        {**render.task(doc, settings(request).date_format, viewer=caller), "_status": "OK"}
+    )
 
 
 def _int_arg(request: web.Request, name: str, *, minimum: int) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from banyan.cli import main
-from testbed import Cluster, free_port
+from testbed import Cluster, clean_env, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 BANYAN = Path(sys.executable).parent / "banyan"
@@ -86,6 +87,21 @@ def test_submit_then_wait_succeeds(cli: Cli) -> None:
     assert "1 success" in result.out
 
 
+def test_every_submit_carries_its_own_idempotency_key(cli: Cli, cluster: Cluster) -> None:
+    """Each ``banyan submit`` sends a fresh key (so a retried one is made once):
+    the server keeps one answer per submit, and two identical submits are two tasks."""
+
+    def keys() -> set[str]:
+        with sqlite3.connect(cluster.db) as conn:
+            return {key for (key,) in conn.execute("SELECT key FROM idempotency")}
+
+    before = keys()
+    first = submit(cli, "--name", "keyed", "--hold", "--", "true")
+    second = submit(cli, "--name", "keyed", "--hold", "--", "true")
+    assert first != second
+    assert len(keys() - before) == 2
+
+
 def test_submit_wait_flag_follows_the_task(cli: Cli) -> None:
     result = cli("submit", "--wait", "--timeout", "20", "--", "exit 3")
     assert result.code == 1, result
@@ -130,6 +146,21 @@ def test_server_down_is_one_line_and_exit_2(cli: Cli, monkeypatch: pytest.Monkey
         assert result.err.count("\n") == 1 and result.err.startswith("banyan: "), result
         assert url in result.err
         assert "Traceback" not in result.err
+    # Issue 15 item 9: in our words, without aiohttp's "ssl:default [Connect call failed ...]".
+    assert cli("ls").err == f"banyan: cannot connect to {url}: connection refused\n"
+
+
+def test_ls_needs_no_aiohttp(cluster: Cluster) -> None:
+    """The CLI's requests go through http.client: aiohttp's import was most of a call's
+    start time (issue 15 item 10). A real process, so nothing else imported it."""
+    code = (
+        "import sys; from banyan.cli import main; code = main(['ls', '--all']); "
+        "print(code, 'aiohttp' in sys.modules, file=sys.stderr)"
+    )
+    env = clean_env(BANYAN_CLIENT_FILE=str(cluster.server.client_file))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.stderr.split() == ["0", "False"], done.stderr
+    assert "tasks" in done.stdout
 
 
 def test_bad_token_exits_2(cli: Cli) -> None:
@@ -295,6 +326,17 @@ def test_ls_hides_ended_tasks_unless_asked(cli: Cli) -> None:
     assert cli("ls", "--where", "{not json").code == 2
 
 
+def test_ls_newest_is_by_creation_time_not_id(cli: Cli, cluster: Cluster) -> None:
+    # A client-chosen id that sorts after every generated one, created first.
+    (chosen,) = cluster.http.submit([{"_id": "aa" * 12, "name": "ls-new", "state": "inactive"}])
+    (newest,) = submit(cli, "--hold", "--name", "ls-new", "--", "true")
+    mine = json.dumps({"name": "ls-new"})
+    result = cli("ls", "--all", "--limit", "1", "--where", mine, "--json")
+    assert [t["_id"] for t in json.loads(result.out)] == [newest], result
+    result = cli("ls", "--all", "--where", mine, "--json")
+    assert [t["_id"] for t in json.loads(result.out)] == [chosen, newest], result
+
+
 def test_show_fields_execution_and_attempts(cli: Cli) -> None:
     (task_id,) = submit(
         cli, "--wait", "--timeout", "20", "--name", "shown", "--memory", "1 MiB", "--", "true"
@@ -314,6 +356,27 @@ def test_workers_table_and_json(cli: Cli) -> None:
     assert "t1" in result.out and "/2" in result.out
     (worker,) = [w for w in json.loads(cli("workers", "--json").out) if w["name"] == "t1"]
     assert worker["capacity"]["cores"] == 2
+
+
+def test_workers_hides_those_that_left_unless_all(cli: Cli, cluster: Cluster) -> None:
+    leaver = cluster.start_worker("leaver", cores=1)
+    try:
+        wait_for(lambda: "leaver" in cluster.http.workers(), 20, "the second worker to join")
+    finally:
+        leaver.stop(grace_s=10)  # SIGTERM: it leaves
+    wait_for(lambda: cluster.http.workers()["leaver"]["state"] == "left", 20, "it to leave")
+
+    def names(*argv: str) -> dict[str, str]:
+        result = cli("workers", "--json", *argv)
+        assert result.code == 0, result
+        return {w["name"]: w["state"] for w in json.loads(result.out)}
+
+    assert "leaver" not in names() and WORKER_NAME in names()
+    assert names("--all")["leaver"] == "left"
+    table = cli("workers", "--all")
+    assert "leaver" in table.out and "left" in table.out
+    hidden = cli("workers")
+    assert "leaver" not in hidden.out and "1 left or lost (--all shows them)" in hidden.out
 
 
 def test_stats_renders_or_says_clearly_it_is_missing(cli: Cli) -> None:

@@ -4,6 +4,8 @@ bodies ``submit`` builds, and the renderings of ``stats`` and ``tree``."""
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -268,3 +270,13 @@ def test_stats_rendering() -> None:
     ):
         assert expected in text, expected
     assert "Tasks" in render(*render_stats({}))  # a partial answer still renders
+
+
+def test_the_cli_starts_without_its_heavy_modules() -> None:
+    """Issue 15 item 10: aiohttp, pydantic and rich are most of a call's start time;
+    ``--help`` and usage errors need none of them, so importing the CLI loads none
+    (and its requests go through http.client: see test_ls_needs_no_aiohttp)."""
+    heavy = ("aiohttp", "pydantic", "pydantic_settings", "rich", "yarl", "asyncio")
+    code = f"import sys, banyan.cli.main; print(*[m for m in {heavy!r} if m in sys.modules])"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == []

@@ -100,3 +100,35 @@ def test_free_share_is_capacity_less_what_runs() -> None:
 def test_would_claim_is_the_claim_policy_for_one_task() -> None:
     assert claims.would_claim(req(cores=2, licences=1), req(cores=2, licences=1))
     assert not claims.would_claim(req(cores=2, licences=1), req(cores=2))
+
+
+def test_reaches_replays_the_claims_over_the_tasks_ahead() -> None:
+    free = req(cores=2)
+    assert claims.reaches([], req(), free)
+    assert claims.reaches([req()], req(), free)
+    assert not claims.reaches([req(), req()], req(), free)  # the room goes to those ahead
+    # Ahead but too big for the free share: skipped, as the claim's prefilter does.
+    assert claims.reaches([req(cores=3), req(cores=3)], req(), free)
+    # Many more ahead than a worker's repeated claims ever hand out, all fitting: not reached.
+    assert not claims.reaches([req(cores=0.01)] * 500, req(), req(cores=4))
+
+
+def test_reaches_follows_repeated_claims_past_the_first_limit() -> None:
+    # 40 one-core tasks ahead, 64 cores free: the first claim hands out 32, the
+    # worker claims again at once (its answer was not empty) and gets the rest.
+    assert claims.reaches([req()] * 40, req(), req(cores=64), limit=32)
+    assert not claims.reaches([req()] * 64, req(), req(cores=64), limit=32)
+
+
+def test_reaches_stops_where_a_claims_window_holds_nothing_that_fits() -> None:
+    # A claim looks at scan_limit(limit) candidates that pass the prefilter; if
+    # none of them fits (a custom resource this worker lacks), the answer is
+    # empty and the worker waits: a task further back is not about to start.
+    window = claims.scan_limit(4)
+    blocked = [req(licences=1)] * window
+    assert not claims.reaches(blocked, req(), req(cores=8), limit=4)
+    assert claims.reaches(blocked[:-1], req(), req(cores=8), limit=4)
+
+
+def test_reaches_never_promises_a_start_behind_an_unknown_line() -> None:
+    assert not claims.reaches([req()], req(), req(cores=8), complete=False)

@@ -117,3 +117,17 @@ def test_queued_exactly_when_the_claim_policy_would_hand_it_out(
         assert (code == p.QUEUED) == bool(picked)
     else:
         assert code == p.INSUFFICIENT_RESOURCES and not picked
+
+
+def test_busy_when_the_room_goes_to_tasks_ahead_in_line() -> None:
+    roomy = worker(capacity=res(cores=4), ahead=[Amounts(2, 0, 0), Amounts(2, 0, 0)])
+    code, reason = p.pending_reason(task(), [roomy])
+    assert code == p.BUSY
+    assert reason == (
+        "1 worker(s) serving 'q' have room for it, but tasks ahead of it in line "
+        "(higher priority, or older) take that room first"
+    )
+    one_ahead = worker(capacity=res(cores=4), ahead=[Amounts(2, 0, 0)])
+    assert p.pending_reason(task(), [one_ahead])[0] == p.QUEUED
+    unknown_line = worker(capacity=res(cores=4), ahead=[], ahead_complete=False)
+    assert p.pending_reason(task(), [unknown_line])[0] == p.BUSY

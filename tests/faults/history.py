@@ -285,6 +285,7 @@ ZERO_FIGURES = (
     "stale_writes_accepted",
     "orphans",
     "feed_gaps",
+    "twins",
 )
 
 
@@ -302,6 +303,7 @@ class FaultResult:
     stale_checked: int = 0  # probes sent + abandoned attempts watched (0: not exercised)
     orphans: int = 0
     feed_gaps: int = 0
+    twins: int = 0  # a submit's task made more than once (a retried POST)
     stuck: int = 0  # acknowledged, and not ended when the run was over
     never_ran: int = 0  # acknowledged, ended ``terminated``, never executed
     loss_detect_s: tuple[float, float] = (math.nan, math.nan)

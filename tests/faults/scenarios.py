@@ -9,6 +9,7 @@ from pathlib import Path
 
 from tests.faults.history import FaultResult
 from tests.faults.scenario_cancel import run_cancel_race, run_tree_cancel
+from tests.faults.scenario_client import run_client_retries
 from tests.faults.scenario_feed import run_feed_resume
 from tests.faults.scenario_server import run_server_kill
 from tests.faults.scenario_workers import run_worker_fault
@@ -26,6 +27,12 @@ FAULTS = [
         "server-kill",
         "server kill -9 during bursts of submit, claim and complete, x5 (quick: x2)",
         lambda d, quick: run_server_kill(d, 1_000 if quick else 10_000, reps=2 if quick else 5),
+    ),
+    Fault(
+        "client-retries",
+        "banyan.client submits (Idempotency-Key, retried on a failed connection) while the "
+        "server is killed -9, x8 (quick: x3)",
+        lambda d, quick: run_client_retries(d, 1_000 if quick else 10_000, reps=3 if quick else 8),
     ),
     Fault(
         "worker-kill",

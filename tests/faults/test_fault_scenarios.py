@@ -11,6 +11,7 @@ import pytest
 
 from tests.faults.history import FaultResult
 from tests.faults.scenario_cancel import run_cancel_race, run_tree_cancel
+from tests.faults.scenario_client import run_client_retries
 from tests.faults.scenario_feed import run_feed_resume
 from tests.faults.scenario_server import run_server_kill
 from tests.faults.scenario_workers import Kind, run_worker_fault
@@ -20,6 +21,15 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 def assert_clean(result: FaultResult) -> None:
     assert result.violations() == {}, (result.violations(), result.details)
+
+
+def test_client_retries_across_server_kills_make_no_twins(tmp_path: Path) -> None:
+    result = run_client_retries(tmp_path, 600, reps=3)
+    assert_clean(result)
+    assert result.twins == 0 and result.acknowledged_lost == 0
+    assert result.faults_injected == 3
+    assert result.details["gave_up"] == 0, result.details
+    assert result.tasks >= 600
 
 
 def test_server_kill_9_during_bursts_loses_nothing_acknowledged(tmp_path: Path) -> None:

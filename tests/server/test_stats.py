@@ -743,3 +743,26 @@ async def test_statistics_reads_keep_their_plans(store: SqliteStore) -> None:
     assert "PRIMARY KEY (kind=?)" in found["counts"], found["counts"]
     assert "attempts_terminated" in found["edge"], found["edge"]
     assert all("SCAN tasks" not in plan and "SCAN t " not in plan for plan in found.values())
+
+
+async def test_pending_reason_says_queued_only_for_what_the_next_claims_hand_out(
+    api: Api,
+) -> None:
+    """Issue 11: a worker with 2 free cores and three 1-core tasks in line runs
+    the first two; the third is "busy" (not "should start momentarily"), and
+    so is a task of lower priority; a higher-priority newcomer jumps the line."""
+    first, second, third = [await api.submit(command=c, state="available") for c in "abc"]
+    low = await api.submit(command="l", state="available", priority=-1)
+    async with worker(api, "w-2", capacity={"cores": 2}, queues=["default", "extra"]):
+        assert (await reason(api, first))[0] == "queued"
+        assert (await reason(api, second))[0] == "queued"
+        for waiting in (third, low):
+            assert await reason(api, waiting) == (
+                "busy",
+                "1 worker(s) serving 'default' have room for it, but tasks ahead of it in line "
+                "(higher priority, or older) take that room first",
+            )
+        # Tasks ahead come from every queue the worker serves, in one order.
+        urgent = await api.submit(command="u", state="available", priority=5, queue="extra")
+        assert (await reason(api, urgent))[0] == "queued"
+        assert (await reason(api, second))[0] == "busy"

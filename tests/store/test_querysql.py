@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from banyan.errors import BadRequest
@@ -594,6 +594,8 @@ PROJECTION_NAMES = [*sorted(top_level_names(FIELDS)), "nope", "execution.worker"
         max_size=4,
     )
 )
+@example({"_id": 1, "_created": 0})  # an exclusion: _id does not make it an inclusion
+@example({"_id": 1})
 def test_projection_is_a_400_or_exactly_what_it_names(document: dict[str, Any]) -> None:
     projection = parsed_or_refused(parse_projection, json.dumps(document), FIELDS)
     valid_names = top_level_names(FIELDS) | {"_id"}
@@ -605,11 +607,14 @@ def test_projection_is_a_400_or_exactly_what_it_names(document: dict[str, Any]) 
     assert (projection is not None) == (well_formed and not mixed), document
     if projection is None:
         return
+    # MongoDB's rule: _id never decides whether a projection includes or excludes, unless it is
+    # the only name. So {"_id": 1, "x": 0} excludes x, and {"_id": 1} alone shows only _id.
+    included = {k for k, v in flags.items() if v}
+    excluded = {k for k, v in flags.items() if not v}
+    only_id = not flags and bool(document.get("_id"))
     for doc in DOCS:
         shown = projection.apply(doc)
-        included = {k for k, v in document.items() if v}  # {"_id": 1} alone: only _id
-        excluded = {k for k, v in flags.items() if not v}
-        if included:
+        if included or only_id:
             assert set(shown) == {"_id"} | (included & set(doc)), document
         else:
             assert set(shown) == {"_id"} | (set(doc) - excluded), document

@@ -14,6 +14,7 @@ from banyan.models import BulkPatchItem, ContinuationEdit, TaskCreate, TaskPatch
 from banyan.resources import Resources
 from banyan.states import ABANDONED, FAILURE, SUCCESS
 from banyan.tokens import Caller, Role
+from server.domain.idempotency import Submission, request_hash
 from server.stores.base import Query, Store
 
 ADMIN = Caller("admin", Role.ADMIN)
@@ -320,3 +321,36 @@ async def test_every_change_appends_events_in_order(store: Store) -> None:
         ("task.state", "running"),
         ("task.state", "terminated"),
     ]
+
+
+# --- idempotent submit (issue 11) ----------------------------------------------------
+
+
+def _submission(key: str, body: str, retention_s: float = 3600.0) -> Submission:
+    return Submission(key=key, request_hash=request_hash(body), retention_s=retention_s)
+
+
+def _respond(created: list[Any]) -> tuple[int, Any]:
+    return 201, {"ids": [c["_id"] for c in created]}
+
+
+async def test_a_keyed_create_replays_its_answer_and_refuses_another_body(store: Store) -> None:
+    items = [TaskCreate.model_validate({"command": "true"})] * 2
+    first = await store.create_tasks_once(items, ALICE, _submission("k", "a"), _respond)
+    again = await store.create_tasks_once(items, ALICE, _submission("k", "a"), _respond)
+    assert not first.replayed and again.replayed
+    assert (again.status, again.body) == (first.status, first.body)
+    with pytest.raises(InvalidInput, match="different request"):
+        await store.create_tasks_once(items, ALICE, _submission("k", "b"), _respond)
+    bobs = await store.create_tasks_once(items, BOB, _submission("k", "a"), _respond)
+    assert not bobs.replayed and bobs.body != first.body
+    assert (await store.find_tasks(Query())).total == 4
+
+
+async def test_a_keyed_create_that_fails_keeps_no_answer(store: Store) -> None:
+    unknown = TaskCreate.model_validate({"command": "true", "continuations": ["0" * 24]})
+    with pytest.raises(InvalidInput):
+        await store.create_tasks_once([unknown], ALICE, _submission("k", "a"), _respond)
+    good = [TaskCreate.model_validate({"command": "true"})]
+    made = await store.create_tasks_once(good, ALICE, _submission("k", "a"), _respond)
+    assert not made.replayed and (await store.find_tasks(Query())).total == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from textual import events
 from textual.widgets import ContentSwitcher, DataTable, Input, Log, Static, Tree
 
 from tests.tui.helpers import (
@@ -16,7 +17,7 @@ from tests.tui.helpers import (
     wait_until,
 )
 from tui.app import BanyanApp
-from tui.fake import FakeSource
+from tui.fake import FakeSource, task_doc
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.screens.submit import SubmitScreen
@@ -92,9 +93,105 @@ async def test_sort_keys(make_app: Callable[..., BanyanApp]) -> None:
         await wait_until(pilot, lambda: table(app).get_row_index(tid(0)) == 0)
         assert table(app).cursor_task_id() == tid(23)  # the cursor kept its task
         assert table(app).cursor_row == 23
-        await pilot.press("s")  # by name
+        await pilot.press("s", "s")  # by id, then by name
         assert app.tasks_view.view.sort.key == "name"
         assert table(app).get_row_index(tid(0)) == 0  # train-00 first
+
+
+async def test_newest_first_is_by_creation_time_not_id(fake: FakeSource) -> None:
+    # A client-chosen id sorts after every generated one; the task is the oldest.
+    chosen = "aa" * 12
+    fake.docs[chosen] = task_doc(chosen, name="chosen-id", created=T0 - 7200)
+    app = BanyanApp(fake, clock=lambda: float(T0), clock_format=lambda _: "12:00:00")
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        assert table(app).get_row_index(tid(23)) == 0  # the newest on top
+        assert table(app).get_row_index(chosen) == table(app).row_count - 1
+        # One created now, live, with a chosen id: on top, and its age from the event.
+        late = "0000000a" + "0" * 16  # its id reads as 1970
+        fake.push("task.created", {"_id": late, "name": "late", "state": "available"})
+        await wait_until(pilot, lambda: late in table(app).rows)
+        assert table(app).get_row_index(late) == 0
+        assert table(app).get_cell(late, "age").plain == "0s"
+        assert table(app).get_row_index(tid(23)) == 1
+
+
+async def test_home_and_end_move_the_cursor_in_every_table(
+    make_app: Callable[..., BanyanApp],
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        for view, selector in (("3", "#task-table"), ("2", "#worker-table"), ("1", "#queue-table")):
+            await pilot.press(view)
+            grid = app.query_one(selector, DataTable)
+            await wait_until(pilot, lambda grid=grid: grid.row_count > 1)
+            await pilot.press("end")
+            assert grid.cursor_row == grid.row_count - 1, selector
+            await pilot.press("home")
+            assert grid.cursor_row == 0, selector
+
+
+async def test_tree_without_a_task_says_what_to_do(make_app: Callable[..., BanyanApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("1", "4")  # from the Queues view: no task under the cursor
+        assert app.view == "tree"
+        assert not app.query_one("#task-tree", Tree).display  # no empty tree
+        hint = text_of(app.query_one("#tree-note", Static))
+        assert "no task selected" in hint and "3" in hint and hint.count("\n") <= 1
+        await pilot.press("3", "4")  # with one, its tree
+        assert app.query_one("#task-tree", Tree).display
+        assert "tree of" in text_of(app.query_one("#tree-note", Static))
+
+
+async def test_the_sorted_column_is_marked(make_app: Callable[..., BanyanApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=(120, 24)) as pilot:
+        await started(pilot)
+
+        def labels() -> dict[str, str]:
+            return {str(k.value): c.label.plain for k, c in table(app).columns.items()}
+
+        assert labels()["age"] == "AGE▲"  # newest first: the youngest age on top
+        assert labels()["name"] == "NAME"
+        await pilot.press("s", "s")  # by id, then by name (ascending)
+        assert labels()["name"] == "NAME▲" and labels()["id"] == "ID"
+        assert labels()["age"] == "AGE"
+        await pilot.press("S")
+        assert labels()["name"] == "NAME▼"
+        await pilot.press("s", "s", "s", "s")  # state, queue, priority, updated
+        assert app.tasks_view.view.sort.text == "-updated"
+        assert not any(label.endswith(("▲", "▼")) for label in labels().values())
+        assert "sorted -updated" in text_of(app.query_one("#tasks-note", Static))
+
+
+async def test_running_tasks_show_a_live_elapsed_time(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    now = [float(T0)]
+    app = make_app(clock=lambda: now[0])
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+
+        def ran(task_id: str) -> str:
+            return str(table(app).get_cell(task_id, "ran").plain)
+
+        assert ran(tid(18)) == "41:59"  # running: started at T0 - 2519 s
+        assert ran(tid(20)) == "0:04"  # ended: its run time, fixed
+        assert ran(tid(23)) == ""  # never ran
+        calls = len(fake.calls)
+        now[0] += 5
+        await wait_until(pilot, lambda: ran(tid(18)) == "42:04", what="the clock to tick")
+        assert ran(tid(20)) == "0:04"
+        assert fake.calls[calls:] == []  # the tick is the clock alone: no request
+        table(app).move_cursor(row=table(app).get_row_index(tid(18)))
+        await pilot.press("enter")  # the detail of the running task
+        fields = app.query_one("#detail-fields", Static)
+        await wait_until(pilot, lambda: "running for 42:04" in text_of(fields))
+        now[0] += 60
+        await wait_until(pilot, lambda: "running for 43:04" in text_of(fields))
 
 
 async def test_number_keys_and_command_line(make_app: Callable[..., BanyanApp]) -> None:
@@ -135,6 +232,46 @@ async def test_queues_view_counts(make_app: Callable[..., BanyanApp]) -> None:
         assert table(app).row_count == 8
         await pilot.press("q")
     assert app.return_code == 0
+
+
+async def test_queues_header_agrees_with_the_done_column(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("1")
+        for i in (1, 5, 7):  # three tasks end in the last minute, in two queues
+            fake.push_state(tid(i), "terminated", exit_status="success")
+        queues = app.query_one("#queue-table", DataTable)
+
+        def column() -> int:
+            return sum(int(queues.get_cell(q, "done_1m").plain) for q in ("cpu", "gpu"))
+
+        await wait_until(pilot, lambda: column() == 3)
+        note = app.query_one("#queues-note", Static)
+        await wait_until(pilot, lambda: "finished 1m ≥3 " in text_of(note), what=text_of(note))
+
+
+async def test_workers_view_shows_measured_cpu_and_memory(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("2")
+        workers = app.query_one("#worker-table", DataTable)
+        assert workers.get_cell("w1", "rss").plain == "-"  # no sample yet
+        for n, mib, cpu in ((0, 3, 150.0), (6, 5, 50.0)):  # two tasks running on w1
+            sample = {"_id": tid(n), "time": T0, "resident_memory_bytes": mib * 2**20}
+            fake.push("task.usage", {**sample, "cpu_percent": cpu})
+        await wait_until(pilot, lambda: workers.get_cell("w1", "rss").plain == "8M")
+        assert workers.get_cell("w1", "cpu").plain == "200"  # two cores' worth, as htop
+        assert workers.get_cell("w2", "rss").plain == "-"  # runs nothing
+        assert "measured" in text_of(app.query_one("#workers-note", Static))
+        fake.push_state(tid(6), "terminated", exit_status="success")
+        await wait_until(pilot, lambda: workers.get_cell("w1", "rss").plain == "3M")
+        assert workers.get_cell("w1", "cpu").plain == "150"
 
 
 async def test_workers_view_heartbeats_and_lost(
@@ -305,6 +442,33 @@ async def test_submit_form_validates_inline(
         assert body["requested_resources"]["memory"] == 2 * 2**30
         assert after == (tid(1),)
         await wait_until(pilot, lambda: table(app).row_count == 25)
+
+
+def type_fast(app: BanyanApp, text: str) -> None:
+    """Key events for ``text`` ("\t" is Tab) sent all at once, as a terminal delivers
+    fast typing or a paste, where ``pilot.press`` waits for the app between keys."""
+    driver = app._driver
+    assert driver is not None
+    for char in text:
+        key = {"\t": "tab", " ": "space"}.get(char, char)
+        event = events.Key(key, char)
+        event.set_sender(app)
+        driver.send_message(event)
+
+
+async def test_submit_form_keeps_fast_tabs(make_app: Callable[..., BanyanApp]) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, SubmitScreen))
+        screen = app.screen
+        type_fast(app, "sleep 100\ttui job\t1\t1 GB")
+        fields = {k: screen.query_one(f"#f-{k}", Input) for k in ("command", "name", "memory")}
+        await wait_until(pilot, lambda: fields["memory"].value == "1 GB", what="all keys")
+        assert fields["command"].value == "sleep 100"
+        assert fields["name"].value == "tui job"
+        assert screen.query_one("#f-cores", Input).value == "1"
 
 
 async def test_help_and_palette(make_app: Callable[..., BanyanApp]) -> None:

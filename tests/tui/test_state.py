@@ -22,6 +22,7 @@ from tui.state import (
     Worker,
     bar,
     build_tree,
+    clock_text,
     descendants,
     heartbeat_level,
     load_style,
@@ -32,6 +33,7 @@ from tui.state import (
     parse_sort,
     queue_rows,
     rate_text,
+    run_time,
     short_age,
     sort_key,
     status_of,
@@ -170,13 +172,17 @@ def test_sorting() -> None:
         Task("000000000000000000000001", name="a", state="running", priority=5, updated=9),
         Task("000000000000000000000003", name="C", state="available", priority=1, updated=1),
     ]
+    for created, task in enumerate(tasks):
+        task.created = float(created)
 
     def order(sort: Sort) -> list[str]:
         ranked = sorted(tasks, key=sort_key(sort), reverse=sort.descending)
         return [t.name or "" for t in ranked]
 
     assert order(parse_sort("-id")) == ["C", "b", "a"]
-    assert order(parse_sort("age")) == ["C", "b", "a"]  # youngest first
+    assert order(parse_sort("-created")) == ["C", "a", "b"]
+    assert order(parse_sort("age")) == ["C", "a", "b"]  # youngest first: by creation time
+    assert Sort() == parse_sort("-created")  # "newest" is the default
     assert order(parse_sort("name")) == ["a", "b", "C"]
     assert order(parse_sort("state")) == ["a", "C", "b"]  # running, available, success
     assert order(parse_sort("-priority")) == ["a", "C", "b"]  # ties by id, descending
@@ -457,3 +463,21 @@ def test_submission_after_waits_inactive() -> None:
     assert not result.errors
     assert result.after == [parent, "aa" * 8 + "12345678"]
     assert result.body["state"] == "inactive"
+
+
+def test_clock_text_and_run_time() -> None:
+    assert [clock_text(s) for s in (None, 0, 42.9, 3599, 3600, 3 * 3600 + 300, 5 * 86400)] == [
+        "",
+        "0:00",
+        "0:42",
+        "59:59",
+        "1h00",
+        "3h05",
+        "5d",
+    ]
+    running = Task("a" * 24, state="running", worker="w1", started=100.0)
+    assert run_time(running, 160.0) == 60.0
+    ended = Task("b" * 24, state="terminated", worker="w1", started=100.0, ended=130.0)
+    assert run_time(ended, 1000.0) == 30.0
+    retrying = Task("c" * 24, state="available", worker="w1", started=100.0)
+    assert run_time(retrying, 1000.0) is None  # waiting again: no attempt is running

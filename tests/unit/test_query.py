@@ -384,6 +384,23 @@ def test_projection_exclude_and_top_level_names_of_dotted_fields() -> None:
     assert included == frozenset({"requested_resources", "_id"})
 
 
+@pytest.mark.parametrize(
+    ("document", "shown"),
+    [
+        ({"_id": 1}, {"_id"}),
+        ({"_id": 1, "_created": 0}, {"_id", "name", "command"}),  # found by Hypothesis
+        ({"_id": 0, "_created": 0}, {"_id", "name", "command"}),
+        ({"_id": 0, "name": 1}, {"_id", "name"}),
+        ({"_id": 1, "name": 1}, {"_id", "name"}),
+    ],
+)
+def test_projection_id_never_decides_inclusion_unless_alone(
+    document: dict[str, int], shown: set[str]
+) -> None:
+    doc = {"_id": ID_A, "_created": "c", "name": "n", "command": "c"}
+    assert set(parse_projection(document, TASK_FIELDS).apply(doc)) == shown
+
+
 @pytest.mark.parametrize("empty", [None, "", "{}", {}, {"_id": 0}])
 def test_projection_of_everything(empty: Any) -> None:
     doc = {"_id": ID_A, "command": "c"}

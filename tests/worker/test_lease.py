@@ -384,3 +384,11 @@ def test_an_unnumbered_heartbeat_is_the_version_1_frame() -> None:
 
     assert p.encode(p.Heartbeat()) == '{"type":"heartbeat","draining":false}'  # older servers
     assert '"seq":3' in p.encode(p.Heartbeat(seq=3))
+
+
+def test_the_fence_keeps_the_tag_of_a_registration() -> None:
+    fence = Fence(Clock())
+    for line in [b"+5 cg:/sys/fs/cgroup/x", b"+6 env:2:abc", b"+7", b"-6"]:
+        fence.line(line)
+    assert fence.registered == {5, 7}
+    assert fence.tags == {5: b"cg:/sys/fs/cgroup/x"}

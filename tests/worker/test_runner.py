@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import resource
 import signal
@@ -23,8 +24,10 @@ from typing import Any
 import psutil
 import pytest
 
+from worker.cli import warn_if_tasks_can_read_admin_token
 from worker.reaper import Reaper, serve
 from worker.runner import Result, RunningTask, TaskSpec, exit_status_of, signal_name, start
+from worker.spec import STRIPPED_NAMES
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -280,7 +283,7 @@ async def test_env_cwd_gpus_and_banyan_variables(
     )
     assert (await result_of(task)).exit_status == "success"
     assert task.tail("stdout").decode().splitlines() == [
-        "from-worker",
+        "",  # the worker's BANYAN_* variables never reach a task
         "from-task",
         "bar baz",
         str(tmp_path),
@@ -289,6 +292,35 @@ async def test_env_cwd_gpus_and_banyan_variables(
         "0,2",
         "http://127.0.0.1:1/progress",
     ]
+
+
+async def test_the_workers_token_and_settings_never_reach_a_task(
+    run: Run, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secrets = {name: f"worker-{name}" for name in STRIPPED_NAMES}
+    secrets |= {"BANYAN_PORT": "5999", "BANYAN_DB": "/x.db", "BANYAN_SOMETHING_NEW": "s"}
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("UNRELATED", "kept")
+    task = await run(
+        spec(
+            "env",
+            env={"BANYAN_TASK_INDEX": "3", "BANYAN_ENTRY": "e"},
+            extra_env={"BANYAN_PROGRESS_SOCKET": "/tmp/p.sock"},
+            gpus=(1,),
+        )
+    )
+    assert (await result_of(task)).exit_status == "success"
+    env = dict(line.split("=", 1) for line in task.tail("stdout").decode().splitlines())
+    assert {k: v for k, v in env.items() if k.startswith("BANYAN_")} == {
+        "BANYAN_TASK_ID": "t-1",
+        "BANYAN_ATTEMPT": "2",
+        "BANYAN_PROGRESS_SOCKET": "/tmp/p.sock",
+        "BANYAN_TASK_INDEX": "3",
+        "BANYAN_ENTRY": "e",
+    }
+    assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["UNRELATED"] == "kept"
+    assert not any(value in env.values() for value in secrets.values())
 
 
 async def test_no_gpus_leaves_cuda_visible_devices_alone(
@@ -549,3 +581,15 @@ def test_the_reaper_protocol_ignores_what_is_not_a_registration() -> None:
         assert serve(read_end) == {7}
     finally:
         os.close(read_end)
+
+
+def test_the_worker_warns_when_tasks_can_read_the_admin_token(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    client_file = tmp_path / "client.json"
+    monkeypatch.setenv("BANYAN_CLIENT_FILE", str(client_file))
+    log = logging.getLogger("worker-test")
+    assert not warn_if_tasks_can_read_admin_token(log)  # no file
+    client_file.write_text('{"server": "http://127.0.0.1:1", "token": "byn_x"}')
+    assert warn_if_tasks_can_read_admin_token(log)
+    assert "can read the admin token in " + str(client_file) in caplog.text

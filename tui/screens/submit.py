@@ -24,6 +24,12 @@ class SubmitScreen(ModalScreen[str | None]):
     BINDINGS = [
         Binding("escape", "close", "Close"),
         Binding("ctrl+s", "submit", "Submit"),
+        # Priority, so the app moves the focus while it reads the key, before it hands
+        # the next keys on. Left to the Input, Tab bubbles up later, after the app has
+        # already forwarded what was typed next to the same Input: fast typing (or a
+        # paste) ran the fields together ("sleep 100tui job1 GB").
+        Binding("tab", "app.focus_next", "Next field", show=False, priority=True),
+        Binding("shift+tab", "app.focus_previous", "Previous field", show=False, priority=True),
     ]
 
     def __init__(

@@ -40,17 +40,19 @@ from tui.state.looks import (
     look,
     status_of,
 )
-from tui.state.model import Changes, Model, counts_from_tasks
-from tui.state.queues import QueueRow, queue_rows
+from tui.state.model import Changes, Model, WorkerUse, counts_from_tasks
+from tui.state.queues import QueueRow, finished_note, queue_rows
 from tui.state.records import (
     ACTIVE_STATES,
     FINAL_STATES,
     Task,
     Worker,
     cancellable,
+    clock_text,
     created_from_id,
     parse_time,
     retryable,
+    run_time,
     short_age,
     short_id,
     task_from_doc,
@@ -94,12 +96,15 @@ __all__ = [
     "Term",
     "TreeNode",
     "Worker",
+    "WorkerUse",
     "bar",
     "build_tree",
     "cancellable",
+    "clock_text",
     "counts_from_tasks",
     "created_from_id",
     "descendants",
+    "finished_note",
     "heartbeat_level",
     "job_rows",
     "load_style",
@@ -113,6 +118,7 @@ __all__ = [
     "queue_rows",
     "rate_text",
     "retryable",
+    "run_time",
     "short_age",
     "short_id",
     "sort_key",

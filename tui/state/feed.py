@@ -25,6 +25,13 @@ def count(model: Model, queue: str, state: str, delta: int) -> None:
     counts[state] = max(0, counts.get(state, 0) + delta)
 
 
+def _guess_created(task_id: str, ts: float) -> float:
+    """A generated id starts with its creation second; a client-chosen one ("aa…") may
+    say anything, and a creation after the event that names the task is impossible."""
+    guess = created_from_id(task_id)
+    return guess if 0 < guess <= ts or not ts else ts
+
+
 def task_for(model: Model, data: Mapping[str, Any], ts: float) -> Task:
     task_id = str(data["_id"])
     task = model.tasks.get(task_id)
@@ -33,7 +40,7 @@ def task_for(model: Model, data: Mapping[str, Any], ts: float) -> Task:
             id=task_id,
             name=data.get("name"),
             queue=str(data.get("queue") or "default"),
-            created=created_from_id(task_id) or ts,
+            created=_guess_created(task_id, ts),
         )
         model.add_task(task)
     return task
@@ -51,7 +58,8 @@ def on_created(model: Model, data: Mapping[str, Any], ts: float, changes: Change
     task.owner = data.get("owner", task.owner)
     task.group = bool(data.get("group", False))
     task.job = data.get("job", task.job)
-    task.created = task.created or ts
+    if not known and ts:
+        task.created = ts  # this event is the creation: better than what the id says
     model.track(task)
     task.updated = max(task.updated, ts)
     if not known:
@@ -123,8 +131,13 @@ def on_usage(model: Model, data: Mapping[str, Any], ts: float, changes: Changes)
     points = model.usage.pop(task_id, None) or deque(maxlen=USAGE_POINTS)
     points.append((when, rss))
     model.usage[task_id] = points  # re-inserted: most recently sampled last
+    cpu = data.get("cpu_percent")  # sent by the worker; a server may not pass it on
+    if isinstance(cpu, int | float) and not isinstance(cpu, bool):
+        model.cpu[task_id] = (when, float(cpu))
     if len(model.usage) > USAGE_TASKS:
-        del model.usage[next(iter(model.usage))]
+        oldest = next(iter(model.usage))
+        del model.usage[oldest]
+        model.cpu.pop(oldest, None)
     changes.usage.add(task_id)
 
 

@@ -112,7 +112,7 @@ def matches(flt: Filter, task: Task) -> bool:
     return all(_term_matches(term, task) for term in flt.terms)
 
 
-SORT_KEYS = ("id", "name", "state", "queue", "priority", "updated")
+SORT_KEYS = ("created", "id", "name", "state", "queue", "priority", "updated")
 
 
 VOLATILE_SORT_KEYS = frozenset({"state", "updated"})  # events move rows
@@ -123,7 +123,7 @@ SortKey = tuple[Any, ...]
 
 @dataclass(frozen=True)
 class Sort:
-    key: str = "id"
+    key: str = "created"  # newest first: creation time, as client-chosen ids sort anywhere
     descending: bool = True
 
     @property
@@ -135,15 +135,17 @@ def parse_sort(text: str) -> Sort:
     """``name``, ``-priority`` (descending) or ``+state``."""
     word = text.strip().lower()
     descending = word.startswith("-")
-    key = word.lstrip("+-") or "id"
+    key = word.lstrip("+-") or "created"
     if key == "age":
-        key, descending = "id", not descending
+        key, descending = "created", not descending
     if key not in SORT_KEYS:
         raise FilterError(f"cannot sort by {key!r}; use {', '.join(SORT_KEYS)} or age")
     return Sort(key, descending)
 
 
 def sort_key(sort: Sort) -> Callable[[Task], SortKey]:
+    if sort.key == "created":
+        return lambda t: (t.created, t.id)
     if sort.key == "id":
         return lambda t: (t.id,)
     if sort.key == "name":

@@ -25,7 +25,10 @@ __all__ = ["ACTIVE_STATES", "FINAL_STATES"]
 
 USAGE_POINTS = 120  # RSS samples kept per task for the sparkline
 USAGE_TASKS = 2_000  # tasks whose samples are kept (the most recently sampled)
-RATE_WINDOW_S = 60  # "done/1m" per queue, from the feed
+# Tasks that ended, counted per queue from the feed: the Queues view's DONE/1m column and
+# its "finished 1m · 5m · 15m" header are both ``Model.finished``.
+FINISHED_WINDOWS_S = {"1m": 60, "5m": 300, "15m": 900}
+RATE_WINDOW_S = max(FINISHED_WINDOWS_S.values())  # per-second buckets kept
 
 
 @dataclass
@@ -43,6 +46,14 @@ class Changes:
         return bool(self.tasks or self.workers or self.queues or self.usage)
 
 
+@dataclass(frozen=True)
+class WorkerUse:
+    """A worker's measured use: resident bytes and CPU (100 = one core busy)."""
+
+    rss_bytes: int | None
+    cpu_percent: float | None
+
+
 @dataclass
 class Model:
     tasks: dict[str, Task] = field(default_factory=dict)
@@ -54,10 +65,13 @@ class Model:
     throughput: dict[str, int] | None = None
     server_total: int | None = None
     usage: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+    # The latest CPU sample per task, (time, percent of one core), when the feed has one.
+    cpu: dict[str, tuple[float, float]] = field(default_factory=dict)
     done: dict[str, deque[tuple[int, int]]] = field(default_factory=dict)
     active: set[str] = field(default_factory=set)  # running or being cancelled
     seq: int = 0
     job_names: dict[str, str] = field(default_factory=dict)  # by job id, when known
+    watching_since: float | None = None  # the snapshot's time: the feed counts from here
 
     @classmethod
     def from_snapshot(
@@ -69,7 +83,7 @@ class Model:
         now: float,
         server_total: int | None = None,
     ) -> Model:
-        model = cls(server_total=server_total)
+        model = cls(server_total=server_total, watching_since=now)
         for doc in tasks:
             model.add_task(task_from_doc(doc))
         for worker_doc in workers:
@@ -175,12 +189,37 @@ class Model:
 
     # --- derived ----------------------------------------------------------------
 
+    def finished(self, now: float, window_s: int, queue: str | None = None) -> int:
+        """Tasks of ``queue`` (of every queue: None) that ended in the last ``window_s``
+        seconds, as the feed told us; a lower bound while ``watched_for(window_s)`` is false."""
+        start = int(now) - window_s
+        lists = self.done.values() if queue is None else [self.done.get(queue) or ()]
+        return sum(n for buckets in lists for second, n in buckets if second > start)
+
+    def watched_for(self, window_s: int, now: float) -> bool:
+        """Whether the feed has been followed for all of the last ``window_s`` seconds."""
+        return self.watching_since is not None and now - self.watching_since >= window_s
+
     def done_last_minute(self, queue: str, now: float) -> int:
-        buckets = self.done.get(queue)
-        if not buckets:
-            return 0
-        start = int(now) - RATE_WINDOW_S
-        return sum(n for second, n in buckets if second > start)
+        return self.finished(now, FINISHED_WINDOWS_S["1m"], queue)
+
+    def worker_use(self) -> dict[str, WorkerUse]:
+        """What each worker's running tasks use, measured (not reserved): the sum of their
+        latest ``task.usage`` samples, resident memory and CPU. A worker none of whose
+        running tasks has a sample yet is left out; CPU is None when no sample has it."""
+        rss: dict[str, int] = {}
+        cpu: dict[str, float] = {}
+        for task_id in self.active:
+            worker = self.tasks[task_id].worker
+            if worker is None:
+                continue
+            points = self.usage.get(task_id)
+            if points:
+                rss[worker] = rss.get(worker, 0) + points[-1][1]
+            sample = self.cpu.get(task_id)
+            if sample is not None:
+                cpu[worker] = cpu.get(worker, 0.0) + sample[1]
+        return {w: WorkerUse(rss.get(w), cpu.get(w)) for w in rss.keys() | cpu.keys()}
 
     def running_by_worker(self) -> dict[str, int]:
         """How many tasks each worker runs, by our model (one pass)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tui.state.model import Model
+from tui.state.model import FINISHED_WINDOWS_S, Model
 
 
 @dataclass(frozen=True)
@@ -44,3 +44,14 @@ def queue_rows(model: Model, now: float) -> list[QueueRow]:
             )
         )
     return rows
+
+
+def finished_note(model: Model, now: float) -> str:
+    """``finished 1m 11 · 5m 40 · 15m ≥97``: the DONE/1m column's count over every queue
+    and longer windows (one computation, ``Model.finished``); "≥" until the feed has been
+    followed for the whole window."""
+    parts = []
+    for label, span in FINISHED_WINDOWS_S.items():
+        bound = "" if model.watched_for(span, now) else "≥"
+        parts.append(f"{label} {bound}{model.finished(now, span):,}")
+    return "finished " + " · ".join(parts)

@@ -49,6 +49,30 @@ def parse_time(value: Any) -> float | None:
     return None
 
 
+def clock_text(seconds: float | None) -> str:
+    """An elapsed time that visibly ticks: ``"0:42"``, ``"59:59"``, ``"3h05"``, ``"12d"``
+    (at most 5 characters); ``""`` for None."""
+    if seconds is None:
+        return ""
+    whole = max(0, int(seconds))
+    if whole < 3600:
+        return f"{whole // 60}:{whole % 60:02d}"
+    if whole < 100 * 3600:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}"
+    return f"{whole // 86400}d"
+
+
+def run_time(task: Task, now: float) -> float | None:
+    """How long the task's current attempt has run (to ``now`` while it runs), if known."""
+    if task.started is None:
+        return None
+    if task.state in ACTIVE_STATES:
+        return max(0.0, now - task.started)
+    if task.ended is not None and task.state in FINAL_STATES:
+        return max(0.0, task.ended - task.started)
+    return None
+
+
 def short_id(task_id: str) -> str:
     """The last 8 hex digits: the per-process counter, unique in practice."""
     return task_id[-8:]

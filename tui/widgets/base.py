@@ -5,7 +5,7 @@ app's ``ViewOptions``, focuses its ``FOCUS`` widget when it is shown, calls
 ``entered`` then (the tree and the detail load the task under the cursor),
 ``redraw`` when it is shown and once a second while it is, and asks it for
 the task under its cursor. A view that needs none of these keeps the
-defaults.
+defaults. ``RowTable`` is the row-cursor table every view's table is.
 """
 
 from __future__ import annotations
@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from textual.binding import Binding
 from textual.containers import Vertical
+from textual.widgets import DataTable
 
 from tui.state import Model
 
@@ -24,6 +26,20 @@ class ViewOptions:
 
     row_limit: int = 1000
     heartbeat_interval_s: float = 5.0
+
+
+class RowTable(DataTable[Any]):
+    """A ``DataTable`` with a row cursor where Home and End go to the first and last
+    row, as in less or htop (DataTable's own Home and End scroll sideways)."""
+
+    BINDINGS = [
+        Binding("home", "scroll_top", "First row", show=False),
+        Binding("end", "scroll_bottom", "Last row", show=False),
+    ]
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("cursor_type", "row")
+        super().__init__(**kwargs)
 
 
 class Navigator(Protocol):

@@ -15,7 +15,16 @@ from textual.widgets import Log, ProgressBar, Sparkline, Static
 from banyan.client.format import between, duration, memory, resources
 from banyan.documents import TaskDoc
 from banyan.units import format_memory
-from tui.state import Model, Task, look, parse_time, short_age
+from tui.state import (
+    ACTIVE_STATES,
+    Model,
+    Task,
+    clock_text,
+    look,
+    parse_time,
+    run_time,
+    short_age,
+)
 from tui.widgets.base import Navigator, View, ViewOptions
 
 LOG_LINES = 200
@@ -45,11 +54,10 @@ def fields_table(task: Task, doc: Mapping[str, Any] | None, now: float) -> Table
         ("created", f"{short_age(now - task.created)} ago"),
     ]
     if task.worker:
-        ran = None
-        if task.started is not None:
-            ran = (task.ended or now) - task.started
-        ran_text = duration(round(ran)) if ran is not None else "-"
-        rows.append(("attempt", f"{task.attempt} on {task.worker}, ran {ran_text}"))
+        ran = run_time(task, now)
+        verb = "running for" if task.state in ACTIVE_STATES else "ran"
+        ran_text = clock_text(ran) if ran is not None else "-"
+        rows.append(("attempt", f"{task.attempt} on {task.worker}, {verb} {ran_text}"))
     if task.message:
         rows.append(("message", task.message))
     for key, value in rows:

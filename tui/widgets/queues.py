@@ -1,5 +1,6 @@
 """The Queues view: per queue, how many tasks wait, are available, run and
-ended, how many finished in the last minute (from the feed), and how long
+ended, how many finished in the last minute (from the feed; the header's
+"finished" figures are the same count over every queue), and how long
 the oldest available task has waited (``/stats``, else the loaded tasks)."""
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from textual.app import ComposeResult
 from textual.widgets import DataTable, Static
 from textual.widgets.data_table import RowDoesNotExist
 
-from tui.state import Model, QueueRow, look, queue_rows, short_age
-from tui.widgets.base import View
+from tui.state import Model, QueueRow, finished_note, look, queue_rows, short_age
+from tui.widgets.base import RowTable, View
 
 COLUMNS = (
     ("queue", "QUEUE", 14),
@@ -54,7 +55,7 @@ class QueuesView(View):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="queues-note", classes="note")
-        table: DataTable[Any] = DataTable(id="queue-table", cursor_type="row")
+        table = RowTable(id="queue-table")
         for key, label, width in COLUMNS:
             table.add_column(label, key=key, width=width)
         yield table
@@ -78,16 +79,12 @@ class QueuesView(View):
             for (key, _, _), cell in zip(COLUMNS, cells, strict=True):
                 if table.get_cell(row.name, key) != cell:
                     table.update_cell(row.name, key, cell)
-        self.query_one("#queues-note", Static).update(_note(model, rows), layout=False)
+        self.query_one("#queues-note", Static).update(_note(model, rows, now), layout=False)
 
 
-def _note(model: Model, rows: list[QueueRow]) -> str:
+def _note(model: Model, rows: list[QueueRow], now: float) -> str:
     parts = [f"{len(rows)} queue{'s' if len(rows) != 1 else ''}"]
-    if model.throughput is not None:
-        t = model.throughput
-        parts.append(
-            f"finished 1m {t.get('1m', 0):,} · 5m {t.get('5m', 0):,} · 15m {t.get('15m', 0):,}"
-        )
+    parts.append(finished_note(model, now))
     if not model.counts_from_server:
         parts.append(f"counted from the {len(model.tasks):,} loaded tasks (no /stats)")
     return " · ".join(parts)

@@ -20,11 +20,34 @@ from textual.widgets import DataTable, Input, Static
 from textual.widgets.data_table import CellDoesNotExist, CellKey, RowDoesNotExist, RowKey
 
 from tui.messages import OpenDetail, SelectionChanged
-from tui.state import Model, RowPlan, Task, TaskView, look, short_age, short_id
-from tui.widgets.base import View, ViewOptions
+from tui.state import (
+    Model,
+    RowPlan,
+    Sort,
+    Task,
+    TaskView,
+    clock_text,
+    look,
+    run_time,
+    short_age,
+    short_id,
+)
+from tui.widgets.base import RowTable, View, ViewOptions
 
-FIXED = {"mark": 1, "id": 8, "state": 12, "queue": 8, "age": 4}
-EXTRA = {"prio": 4, "worker": 28}  # shown when the terminal is wide enough
+FIXED = {"mark": 1, "id": 8, "state": 12, "queue": 8, "ran": 5, "age": 4}
+EXTRA = {"prio": 5, "worker": 28}  # shown when the terminal is wide enough
+TITLES = {"id": "ID", "name": "NAME", "state": "STATE", "queue": "QUEUE", "prio": "PRIO"}
+TITLES |= {"worker": "WORKER/REASON", "ran": "RAN", "age": "AGE"}
+# The column each sort key orders by, and whether the column reads the other way
+# round (newest first is the youngest AGE first).
+SORT_COLUMNS = {
+    "created": ("age", True),
+    "id": ("id", False),
+    "name": ("name", False),
+    "state": ("state", False),
+    "queue": ("queue", False),
+    "priority": ("prio", False),
+}
 # The worker column says, for a waiting task, why it waits (as squeue's
 # NODELIST(REASON) column): the server's message, whatever its code.
 WAITING = ("inactive", "available")
@@ -56,11 +79,11 @@ def worker_or_reason(task: Task) -> str:
     return task.worker or ""
 
 
-class TaskTable(DataTable[Any]):
+class TaskTable(RowTable):
     """Rows are tasks; ``selected`` is the multi-selection (space)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)
+        super().__init__(zebra_stripes=False, **kwargs)
         self.selected: set[str] = set()
         self.name_width = 34
         self.extras: tuple[str, ...] = ()
@@ -92,7 +115,28 @@ class TaskTable(DataTable[Any]):
             self.add_column("PRIO", key="prio", width=EXTRA["prio"])
         if "worker" in self.extras:
             self.add_column("WORKER/REASON", key="worker", width=EXTRA["worker"])
+        # How long the attempt has run: ticks once a second for a running task, from
+        # the clock alone (the rows on screen are redrawn each second, no request).
+        self.add_column(Text("RAN", justify="right"), key="ran", width=FIXED["ran"])
         self.add_column(Text("AGE", justify="right"), key="age", width=FIXED["age"])
+        self._marked: Sort | None = None
+
+    def mark_sort(self, sort: Sort) -> bool:
+        """Put ▲ (ascending) or ▼ on the title of the column ``sort`` orders by; False
+        when no column shows that order (``updated``, or ``priority`` when narrow)."""
+        column, flipped = SORT_COLUMNS.get(sort.key, ("", False))
+        arrow = "▼" if sort.descending != flipped else "▲"
+        if sort != self._marked:
+            self._marked = sort
+            for key, col in self.columns.items():
+                title = TITLES.get(str(key.value))
+                if title is not None:
+                    text = title + arrow if key.value == column else title
+                    right = key.value in ("age", "ran")
+                    col.label = Text(text, justify="right" if right else "left")
+            self._clear_caches()
+            self.refresh()
+        return column in {str(key.value) for key in self.columns}
 
     # --- cells ------------------------------------------------------------------
 
@@ -112,11 +156,12 @@ class TaskTable(DataTable[Any]):
             values.append(str(task.priority))
         if "worker" in self.extras:
             values.append(_fit(worker_or_reason(task), EXTRA["worker"]))
+        values.append(clock_text(run_time(task, now)))
         values.append(short_age(now - task.created))
         return tuple(values)
 
     def _keys(self) -> list[str]:
-        return ["mark", "id", "name", "state", "queue", *self.extras, "age"]
+        return ["mark", "id", "name", "state", "queue", *self.extras, "ran", "age"]
 
     def _cell(self, key: str, value: str, task: Task) -> Any:
         if key == "mark":
@@ -125,7 +170,7 @@ class TaskTable(DataTable[Any]):
             return IdCell(value)
         if key == "state":
             return Text(value, style=look(task.status)[2], no_wrap=True)
-        if key == "age":
+        if key in ("age", "ran"):
             return Text(value, justify="right", no_wrap=True)
         return Text(value, no_wrap=True)
 
@@ -270,6 +315,7 @@ class TasksView(View):
         self.view = TaskView(limit=options.row_limit)
         self._model: Model | None = None
         self._now = 0.0
+        self._sort_shown = True  # the sorted column's title is marked
 
     def compose(self) -> ComposeResult:
         yield Static("", id="tasks-note", classes="note")
@@ -301,6 +347,7 @@ class TasksView(View):
             self.table.build_columns()
         self.table.selected &= set(model.tasks)
         self.table.apply(self.view.reset(model), model, now)
+        self._sort_shown = self.table.mark_sort(self.view.sort)
         self.update_note(model)
 
     def changed(self, model: Model, ids: Iterable[str], now: float) -> None:
@@ -326,6 +373,8 @@ class TasksView(View):
             parts.append(f"{shown:,} of {matching:,} tasks (sorted {view.sort.text}; / narrows)")
         else:
             parts.append(f"{matching:,} task{'s' if matching != 1 else ''}")
+            if not self._sort_shown:  # no column title carries the marker
+                parts.append(f"sorted {view.sort.text}")
         if view.filter:
             parts.append(f"filter: {view.filter.text}")
         if model.server_total is not None and model.server_total > len(model.tasks):

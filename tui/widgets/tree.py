@@ -1,7 +1,8 @@
 """The Tree view: the continuation tree of the selected task, from its
 topmost known ancestor down, each node with its state and its subtree's
 summary ("3/5 done, 1 failed"). Labels are redrawn in place when a node's
-state changes; the tree's shape is rebuilt only when it is shown again."""
+state changes; the tree's shape is rebuilt only when it is shown again.
+Until a task has been chosen, the view is one line saying how to choose one."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from tui.state import Model, TreeNode, build_tree, look, short_id, subtree_summa
 from tui.widgets.base import Navigator, View, ViewOptions
 
 SUMMARY_NODES = 2_000  # larger trees: summaries on the root only
+NO_TASK = "no task selected: highlight one in 3 Tasks and press 4 to see its tree"
 
 
 def node_label(model: Model, node: TreeNode, *, summary: bool) -> Text:
@@ -57,10 +59,11 @@ class TreeView(View):
         self._shown: list[tuple[UiNode[str], TreeNode]] = []
 
     def compose(self) -> ComposeResult:
-        yield Static("select a task (3 Tasks) and press 4", id="tree-note", classes="note")
+        yield Static(NO_TASK, id="tree-note", classes="note")
         tree = TaskTree("", id="task-tree")
         tree.show_root = True
         tree.auto_expand = False
+        tree.display = False  # an empty tree is a lone "▶": say what to do instead
         yield tree
 
     @property
@@ -71,6 +74,7 @@ class TreeView(View):
         self.root_id, self.focus_id = root, focus
         shape = build_tree(model.tasks, root)
         tree = self.task_tree
+        tree.display = True
         tree.clear()
         self._shown = []
         self.members = set()

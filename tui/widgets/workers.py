@@ -1,8 +1,10 @@
-"""The Workers view: each worker's state, load bars for cores, memory and
-GPUs coloured by threshold, how many tasks it runs, and how long since it
-was last heard from (drawn from the heartbeat's timestamp once a second:
-yellow past the heartbeat interval, red when lost). Below the table, the
-tasks the highlighted worker runs."""
+"""The Workers view: each worker's state, load bars for the cores, memory and
+GPUs its tasks reserved, coloured by threshold, what they really use as htop
+would show it (CPU%, 100 = one core busy, and resident memory: the sums of the
+latest ``task.usage`` sample of each task it runs), how many tasks it runs,
+and how long since it was last heard from (drawn from the heartbeat's
+timestamp once a second: yellow past the heartbeat interval, red when lost).
+Below the table, the tasks the highlighted worker runs."""
 
 from __future__ import annotations
 
@@ -15,18 +17,29 @@ from textual.widgets import DataTable, Static
 from textual.widgets.data_table import CellDoesNotExist, RowDoesNotExist
 
 from banyan.client.format import gpu_count
-from banyan.units import format_memory
-from tui.state import Model, Worker, bar, heartbeat_level, load_style, look, short_age, short_id
-from tui.widgets.base import View
+from tui.state import (
+    Model,
+    Worker,
+    WorkerUse,
+    bar,
+    heartbeat_level,
+    load_style,
+    look,
+    short_age,
+    short_id,
+)
+from tui.widgets.base import RowTable, View
 
 COLUMNS = (
-    ("name", "WORKER", 14),
+    ("name", "WORKER", 10),
     ("state", "STATE", 8),
-    ("cores", "CORES", 11),
-    ("memory", "MEMORY", 11),
+    ("cores", "CORES", 9),  # reserved
+    ("memory", "MEMORY", 9),  # reserved
+    ("cpu", "CPU%", 5),  # measured
+    ("rss", "RSS", 6),  # measured
     ("gpus", "GPUS", 6),
     ("running", "RUN", 3),
-    ("heartbeat", "SEEN", 5),
+    ("heartbeat", "SEEN", 4),
 )
 STATE_STYLES = {
     "idle": "green",
@@ -37,7 +50,7 @@ STATE_STYLES = {
     "left": "dim",
 }
 LEVEL_STYLES = {"ok": "", "warn": "yellow", "error": "bold red"}
-BAR = 6
+BAR = 4
 
 
 def _number(value: Any) -> float:
@@ -62,8 +75,21 @@ def _load(worker: Worker, key: str) -> tuple[float, float]:
 
 def _amount(key: str, value: float) -> str:
     if key == "memory":
-        return format_memory(int(value)).replace(" ", "").replace("iB", "")
+        return compact_memory(int(value))
     return f"{value:g}"
+
+
+def compact_memory(n_bytes: int) -> str:
+    """At most 4 characters, as htop's RES column: ``"173M"``, ``"1.2G"``, ``"900K"``."""
+    size = float(max(0, n_bytes))
+    for unit in ("B", "K", "M", "G", "T"):
+        if size < 999.5 or unit == "T":
+            break
+        size /= 1024
+    if unit == "B":
+        return f"{int(size)}B"
+    shown = f"{size:.1f}".removesuffix(".0") if size < 9.95 else f"{size:.0f}"
+    return shown + unit
 
 
 def load_cell(worker: Worker, key: str, width: int = BAR) -> Text:
@@ -77,6 +103,26 @@ def load_cell(worker: Worker, key: str, width: int = BAR) -> Text:
     return text
 
 
+def use_cells(worker: Worker, use: WorkerUse | None) -> tuple[Text, Text]:
+    """CPU% and RSS as measured; "-" when no sample says (CPU: the server may not pass
+    the worker's CPU figure on). Coloured against what the worker has."""
+    cores = _number(worker.capacity.get("cores", 0))
+    memory = _number(worker.capacity.get("memory", 0))
+    cpu = None if use is None else use.cpu_percent
+    rss = None if use is None else use.rss_bytes
+    if cpu is None:
+        cpu_cell = Text("-", style="dim", justify="right")
+    else:
+        style = load_style(cpu / (100 * cores)) if cores > 0 else ""
+        cpu_cell = Text(f"{cpu:.0f}", style=style, justify="right")
+    if rss is None:
+        rss_cell = Text("-", style="dim", justify="right")
+    else:
+        style = load_style(rss / memory) if memory > 0 else ""
+        rss_cell = Text(_amount("memory", rss), style=style, justify="right")
+    return cpu_cell, rss_cell
+
+
 class WorkersView(View):
     FOCUS = "#worker-table"
     _model: Model | None = None
@@ -84,20 +130,23 @@ class WorkersView(View):
 
     def compose(self) -> ComposeResult:
         yield Static("", id="workers-note", classes="note")
-        table: DataTable[Any] = DataTable(id="worker-table", cursor_type="row")
+        table = RowTable(id="worker-table")
         for key, label, width in COLUMNS:
             table.add_column(label, key=key, width=width)
         yield table
         yield Static("", id="worker-running", classes="panel")
 
-    def _cells(self, worker: Worker, running: int, now: float, interval_s: float) -> list[Any]:
+    def _cells(
+        self, worker: Worker, running: int, use: WorkerUse | None, now: float, interval_s: float
+    ) -> list[Any]:
         level = heartbeat_level(worker, now, interval_s)
         age = None if worker.last_heartbeat is None else now - worker.last_heartbeat
         return [
             Text(worker.name, no_wrap=True),
             Text(worker.state, style=STATE_STYLES.get(worker.state, "")),
-            load_cell(worker, "cores", 4),
+            load_cell(worker, "cores", 3),
             load_cell(worker, "memory", BAR),
+            *use_cells(worker, use if running else None),
             load_cell(worker, "gpus", 2),
             Text(str(running), justify="right"),
             Text(short_age(age), style=LEVEL_STYLES[level], justify="right"),
@@ -111,12 +160,13 @@ class WorkersView(View):
         table = self.query_one(DataTable)
         names = sorted(model.workers)
         running = model.running_by_worker()
+        used = model.worker_use()
         for key in [str(k.value) for k in table.rows if k.value not in model.workers]:
             table.remove_row(key)
         for name in names:
             worker = model.workers[name]
             count = running.get(name, 0) or len(worker.running)
-            cells = self._cells(worker, count, now, interval_s)
+            cells = self._cells(worker, count, used.get(name), now, interval_s)
             try:
                 table.get_row_index(name)
             except RowDoesNotExist:
@@ -127,6 +177,7 @@ class WorkersView(View):
                     table.update_cell(name, key, cell)
         live = sum(1 for w in model.workers.values() if w.state in ("idle", "busy", "draining"))
         note = f"{live} live of {len(names)} worker{'s' if len(names) != 1 else ''}"
+        note += " · CORES, MEMORY: reserved · CPU%, RSS: measured"
         self.query_one("#workers-note", Static).update(note, layout=False)
         self._running_panel(model, now)
 

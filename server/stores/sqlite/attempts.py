@@ -76,6 +76,19 @@ def claim(
     return attempts
 
 
+def tasks_ahead(
+    conn: sqlite3.Connection, task_id: str, priority: int, queues: Sequence[str], limit: int
+) -> list[Amounts]:
+    """What the tasks a claim from ``queues`` would consider before ``task_id`` ask for."""
+    if not queues:
+        return []
+    rows = conn.execute(
+        Q.TASKS_AHEAD.format(queues=placeholders(len(queues)), order=claims.ORDER),
+        (*queues, priority, priority, task_id, limit),
+    ).fetchall()
+    return [_candidate(row)[0] for row in rows]
+
+
 def _candidate(row: Sequence[Any]) -> tuple[Amounts, dict[str, Any], Sequence[Any]]:
     """A claim candidate row with its request, as stored and as plain numbers."""
     _id, cores, memory, gpus, resources_json, *_ = row

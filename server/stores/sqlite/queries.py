@@ -149,3 +149,24 @@ INSERT_TOKEN: Final = "INSERT INTO tokens (name, role, hash, created) VALUES (?,
 LIST_TOKENS: Final = "SELECT name, role, created, revoked FROM tokens ORDER BY name"
 REVOKE_TOKEN: Final = "UPDATE tokens SET revoked = ? WHERE name = ? AND revoked IS NULL RETURNING 1"
 VERIFY_TOKEN: Final = "SELECT name, role, hash FROM tokens WHERE hash = ? AND revoked IS NULL"
+
+# --- idempotent submit (server.domain.idempotency) ------------------------------
+IDEMPOTENCY_FIND: Final = (
+    "SELECT request_hash, status, response FROM idempotency "
+    "WHERE caller = ? AND key = ? AND created >= ?"
+)
+IDEMPOTENCY_PRUNE: Final = "DELETE FROM idempotency WHERE created < ?"
+IDEMPOTENCY_SAVE: Final = (
+    "INSERT OR REPLACE INTO idempotency (caller, key, request_hash, status, response, created) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+
+# The available tasks a claim from these queues would consider before a task
+# (pending reasons); formatted like CLAIM_CANDIDATES. Parameters: *queues,
+# the task's priority (twice), its id, how many.
+TASKS_AHEAD: Final = (
+    "SELECT id, cores, memory, gpus, requested_resources FROM tasks INDEXED BY tasks_claim "
+    "WHERE state = 'available' AND queue IN ({queues}) "
+    "AND (priority > ? OR (priority = ? AND id < ?)) "
+    "ORDER BY {order} LIMIT ?"
+)

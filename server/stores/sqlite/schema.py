@@ -226,6 +226,21 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX tasks_priority_desc ON tasks (priority DESC, id);
     DROP INDEX tasks_priority;
     """,
+    # Idempotent submit (issue 11): the answer to a POST /tasks that carried an
+    # Idempotency-Key, per caller, written in the transaction that made the
+    # tasks; rows older than idempotency_retention_s are pruned on the next.
+    """
+    CREATE TABLE IF NOT EXISTS idempotency (
+        caller TEXT NOT NULL,
+        key TEXT NOT NULL,
+        request_hash TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        response TEXT NOT NULL,
+        created REAL NOT NULL,
+        PRIMARY KEY (caller, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created);
+    """,
     # jobs (issue 13): every POST /tasks is one job; each task names its job.
     # A job's id is its first task's id, so tasks made before this migration
     # become jobs of one. job_counts (tasks per job and state) and the span

@@ -15,9 +15,10 @@ from typing import Any
 
 from banyan.errors import BanyanError, Conflict, InvalidInput, NotFound
 from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
-from banyan.resources import Resources
+from banyan.resources import Amounts, Resources
 from banyan.states import Actor
 from banyan.tokens import Caller, Role, generate_token, hash_token, same_digest
+from server.domain.idempotency import Answer, Submission
 from server.stores.base import (
     ClaimedAttempt,
     CreatedTask,
@@ -29,7 +30,7 @@ from server.stores.base import (
     Store,
     TokenInfo,
 )
-from server.stores.sqlite import attempts, graph, jobs, schema, tasks, workers
+from server.stores.sqlite import attempts, graph, idempotency, jobs, schema, tasks, workers
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.db import Database
 from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
@@ -89,6 +90,29 @@ class SqliteStore(Store):
 
     async def get_job(self, job_id: str) -> dict[str, Any]:
         return await self.db.read(lambda conn: jobs.get_job(conn, job_id))
+
+    async def create_tasks_once(
+        self,
+        items: Sequence[TaskCreate],
+        caller: Caller,
+        submission: Submission,
+        respond: Callable[[list[CreatedTask]], tuple[int, Any]],
+        *,
+        job_name: str | None = None,
+    ) -> Answer:
+        now = self._clock()
+        return await self.db.write(
+            lambda conn: idempotency.create_tasks_once(
+                conn, items, caller, now, submission, respond, job_name=job_name
+            )
+        )
+
+    async def tasks_ahead(
+        self, task_id: str, priority: int, queues: Sequence[str], limit: int
+    ) -> list[Amounts]:
+        return await self.db.read(
+            lambda conn: attempts.tasks_ahead(conn, task_id, priority, queues, limit)
+        )
 
     async def get_task(self, task_id: str) -> dict[str, Any]:
         return await self.db.read(lambda conn: get_doc(conn, task_id))

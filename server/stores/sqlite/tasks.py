@@ -24,7 +24,7 @@ from banyan.resources import Resources, merge_resources
 from banyan.states import Effect, State
 from banyan.tokens import Caller
 from banyan.validation import from_validation
-from server.domain import access
+from server.domain import access, idempotency
 from server.domain import events as E
 from server.domain import transitions as T
 from server.stores.base import CreatedTask
@@ -91,13 +91,10 @@ def create_tasks(
     chosen = [i for i, item in zip(ids, items, strict=True) if item.id is not None]
     for part in chunks(chosen):
         taken = conn.execute(
-            f"SELECT id FROM tasks WHERE id IN ({placeholders(len(part))}) LIMIT 1", part
+            f"SELECT id, owner FROM tasks WHERE id IN ({placeholders(len(part))}) LIMIT 1", part
         ).fetchone()
         if taken:
-            raise Conflict(
-                f"a task with _id {taken[0]} already exists",
-                issues={f"{index[taken[0]]}._id": "already exists"},
-            )
+            raise idempotency.id_taken(taken[0], taken[1], caller, index[taken[0]])
 
     internal: list[tuple[str, str]] = []
     external: dict[str, list[tuple[int, str]]] = defaultdict(list)

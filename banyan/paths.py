@@ -1,7 +1,7 @@
-"""Where Banyan keeps its files, shared by the server and its clients: the
-user data dir (the database, the local client file) and the settings file.
-The server's settings model itself is ``server.settings``.
-"""
+"""Where Banyan keeps its files on this machine, shared by the server and its
+clients: the user data directory (the database, the local client file) and
+the settings file. Plain paths, no pydantic-settings, so clients find the
+client file cheaply; the server's settings model is ``server.settings``."""
 
 from __future__ import annotations
 

@@ -1,0 +1,252 @@
+"""cgroup v2 containment: one cgroup per attempt (see :mod:`worker.containment`
+for why and how the task's shell starts inside it)."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+
+from worker.box import Box, Containment
+
+log = logging.getLogger(__name__)
+
+CGROUP2 = "cgroup2"
+SCOPE_PREFIX = "banyan-worker-"
+MIN_MEMORY_LIMIT_BYTES = 16 << 20  # --enforce-memory never sets memory.max below this
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def _write(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def cgroup2_mount() -> Path | None:
+    """Where the unified (v2) hierarchy is mounted, from /proc/self/mountinfo."""
+    try:
+        with open("/proc/self/mountinfo") as mountinfo:
+            for line in mountinfo:
+                left, _, right = line.partition(" - ")
+                if right.split(" ", 1)[0] == CGROUP2:
+                    return Path(left.split()[4])
+    except OSError:
+        pass
+    return None
+
+
+def own_cgroup() -> str | None:
+    """This process's v2 cgroup (the ``0::`` line of /proc/self/cgroup)."""
+    try:
+        with open("/proc/self/cgroup") as cgroup:
+            for line in cgroup:
+                if line.startswith("0::"):
+                    return line[3:].strip()
+    except OSError:
+        pass
+    return None
+
+
+def cgroup_procs(path: Path) -> list[int]:
+    try:
+        return [int(p) for p in (path / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def kill_cgroup(path: Path) -> None:
+    """SIGKILL every process in ``path`` (and below); never this process."""
+    me = os.getpid()
+    kill_file = path / "cgroup.kill"
+    if me not in cgroup_procs(path) and kill_file.exists():
+        with contextlib.suppress(OSError):
+            _write(kill_file, "1")
+            return
+    for pid in cgroup_procs(path):  # no cgroup.kill (kernel < 5.14), or we are inside
+        if pid != me:
+            with contextlib.suppress(OSError):
+                os.kill(pid, 9)
+
+
+class CgroupBox(Box):
+    kind = "cgroup"
+
+    def __init__(self, owner: CgroupContainment, path: Path) -> None:
+        self.owner = owner
+        self.path = path
+        self._moved = False  # whether the shell was forked from inside the cgroup
+
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[None]:
+        me = str(os.getpid())
+        try:
+            _write(self.path / "cgroup.procs", me)
+        except OSError as exc:  # then the shell is moved in just after it started
+            log.warning("cannot move the worker into %s (%s)", self.path, exc)
+            yield
+            return
+        self._moved = True
+        try:
+            yield
+        finally:
+            try:
+                _write(self.owner.home / "cgroup.procs", me)
+            except OSError as exc:  # kill_cgroup never kills this process, at least
+                log.error("cannot move the worker back to %s: %s", self.owner.home, exc)
+
+    def started(self, pid: int) -> None:
+        if not self._moved:
+            with contextlib.suppress(OSError):
+                _write(self.path / "cgroup.procs", str(pid))
+
+    def members(self) -> list[int]:
+        return cgroup_procs(self.path)
+
+    def kill(self) -> None:
+        kill_cgroup(self.path)
+
+    def empty(self) -> bool:
+        try:
+            return "populated 0" in (self.path / "cgroup.events").read_text()
+        except OSError:
+            return True
+
+    def peak_memory_bytes(self) -> int:
+        try:
+            return int((self.path / "memory.peak").read_text())
+        except (OSError, ValueError):
+            return 0
+
+    def reaper_tag(self) -> str:
+        return f"cg:{self.path}"
+
+    def close(self) -> None:
+        self.owner.remove(self.path)
+
+
+class CgroupContainment(Containment):
+    kind = "cgroup"
+
+    def __init__(self, scope: Path, home: Path, *, memory: bool, enforce_memory: bool) -> None:
+        self.scope = scope
+        self.home = home  # the worker's own cgroup, which it returns to after each spawn
+        self.memory = memory  # attempts have memory.peak and memory.max
+        self.enforce_memory = enforce_memory and self.memory
+        self._serial = itertools.count(1)
+        self._leftovers: list[Path] = []
+        accounting = "memory.peak and memory.max" if self.memory else "no memory controller"
+        self.description = f"cgroup v2 at {scope} ({accounting})"
+
+    def open(self, task_id: str, attempt: int, *, memory_limit_bytes: int = 0) -> Box:
+        self._remove_leftovers()
+        path = self.scope / f"{_SAFE.sub('_', task_id)}-{attempt}-{next(self._serial)}"
+        path.mkdir()
+        if self.enforce_memory and memory_limit_bytes > 0:
+            # The worker itself passes through the cgroup at each spawn: a limit
+            # too small for that could make the worker the OOM killer's victim.
+            limit = max(memory_limit_bytes, MIN_MEMORY_LIMIT_BYTES)
+            _write(path / "memory.max", str(limit))
+            with contextlib.suppress(OSError):  # no swap accounting: nothing to limit
+                _write(path / "memory.swap.max", "0")
+        return CgroupBox(self, path)
+
+    def remove(self, path: Path) -> None:
+        try:
+            path.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:  # EBUSY: killed processes not yet gone; tried again later
+            self._leftovers.append(path)
+
+    def _remove_leftovers(self) -> None:
+        leftovers, self._leftovers = self._leftovers, []
+        for path in leftovers:
+            self.remove(path)
+
+    def close(self) -> None:
+        try:  # the reaper sidecar, closed first, normally removed it all
+            children = [p for p in self.scope.iterdir() if p.is_dir()]
+        except OSError:
+            return
+        for child in children:
+            kill_cgroup(child)
+            with contextlib.suppress(OSError):
+                child.rmdir()
+        with contextlib.suppress(OSError):
+            self.scope.rmdir()
+
+
+def _controllers(path: Path) -> set[str]:
+    try:
+        return set((path / "cgroup.controllers").read_text().split())
+    except OSError:
+        return set()
+
+
+def _remove_stale_scopes(home: Path) -> None:
+    """Remove the empty cgroups of workers of this cgroup that have died (a
+    worker killed with ``kill -9`` leaves them if its sidecar could not)."""
+    try:
+        scopes = [p for p in home.iterdir() if p.name.startswith(SCOPE_PREFIX)]
+    except OSError:
+        return
+    for scope in scopes[:1000]:  # bounded
+        pid = scope.name.removeprefix(SCOPE_PREFIX).split("-")[0]
+        if not pid.isdigit() or psutil.pid_exists(int(pid)):
+            continue
+        # Removal only, never a kill: a cgroup that still holds processes
+        # (another PID namespace's worker, say) cannot be removed and stays.
+        with contextlib.suppress(OSError):
+            for child in scope.iterdir():
+                if child.is_dir():
+                    with contextlib.suppress(OSError):
+                        child.rmdir()
+            scope.rmdir()
+
+
+def try_cgroup(*, enforce_memory: bool) -> CgroupContainment | str:
+    """A working cgroup scope for this worker, or why there is none."""
+    mount, own = cgroup2_mount(), own_cgroup()
+    if mount is None or own is None:
+        return "no cgroup v2 hierarchy"
+    home = mount / own.lstrip("/")
+    _remove_stale_scopes(home)
+    scope = home / f"{SCOPE_PREFIX}{os.getpid()}"
+    if scope.exists():  # not ours: another PID namespace's worker of the same pid
+        scope = scope.with_name(f"{scope.name}-{secrets.token_hex(4)}")
+    probe = scope / "probe"
+    me = str(os.getpid())
+    try:
+        scope.mkdir()
+        probe.mkdir(exist_ok=True)
+        _write(probe / "cgroup.procs", me)  # exactly what each spawn does
+        _write(home / "cgroup.procs", me)
+        probe.rmdir()
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            _write(home / "cgroup.procs", me)
+        for path in (probe, scope):
+            with contextlib.suppress(OSError):
+                path.rmdir()
+        return f"cgroup v2 at {mount} not writable here ({exc.strerror or exc})"
+    # Attempts get memory accounting when our cgroup hands the controller down
+    # to the scope (its subtree_control); we enable it in our own scope only,
+    # never in a parent's.
+    memory = False
+    if "memory" in _controllers(scope):
+        try:
+            _write(scope / "cgroup.subtree_control", "+memory")
+            memory = True
+        except OSError as exc:
+            log.warning("cannot enable the memory controller in %s: %s", scope, exc)
+    return CgroupContainment(scope, home, memory=memory, enforce_memory=enforce_memory)
