@@ -57,11 +57,19 @@ class TaskDoc(TypedDict, total=False):
     env: dict[str, str] | None
     cwd: str | None
     owner: str | None
+    job: str | None  # the job (one POST /tasks) it was submitted in
     execution: ExecutionDoc | None
     _created: str
     _updated: str
     _etag: str
     _links: dict[str, Any]
+
+
+class ExplainedTaskDoc(TaskDoc, total=False):
+    """A task as ``GET /tasks?reasons=1`` lists it: with ``{"code", "reason"}``,
+    why it is not running (``/tasks/{id}/pending_reason``)."""
+
+    _pending_reason: dict[str, Any]
 
 
 class RunningDoc(TypedDict, total=False):
@@ -110,6 +118,7 @@ def task_document(
         retry_count=0,
         pending_dependency_count=0,
         owner=None,
+        job=task_id,  # a task submitted alone is a job of one, named by its id
         execution=None,
         _created=created,
         _updated=updated if updated is not None else created,

@@ -21,6 +21,7 @@ TASK_FIELDS: Fields = {
     "max_termination_time": Field(_K.NUMBER, nullable=False),
     "estimated_runtime": Field(_K.NUMBER),
     "owner": Field(_K.STR, nullable=False),
+    "job": Field(_K.ID),
     "cwd": Field(_K.STR),
     "env.*": Field(_K.STR, sortable=False),
     "requested_resources.cores": Field(_K.NUMBER),
@@ -37,6 +38,15 @@ TASK_FIELDS: Fields = {
     "_created": Field(_K.DATE, nullable=False),
     "_updated": Field(_K.DATE, nullable=False),
     "_etag": Field(_K.STR, nullable=False, sortable=False),
+}
+
+JOB_FIELDS: Fields = {
+    "_id": Field(_K.ID, nullable=False),
+    "name": Field(_K.STR),
+    "owner": Field(_K.STR, nullable=False),
+    "total": Field(_K.INT, nullable=False),
+    "_created": Field(_K.DATE, nullable=False),
+    "time_started": Field(_K.DATE),
 }
 
 MEMORY_USAGE_FIELDS: Fields = {

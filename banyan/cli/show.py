@@ -50,14 +50,24 @@ async def run_show(ctx: Context) -> int:
         parents = await client.find(
             {"continuations": task_id}, projection={"name": 1, "state": 1}, max_results=100
         )
+        # Why it is not running (whatever the code: the server's message is shown).
+        reason = None if task.get("state") == "running" else await client.pending_reason(task_id)
     if ctx.out.json_mode:
-        ctx.out.json({"task": task, "history": history, "parents": parents["_items"]})
+        ctx.out.json(
+            {
+                "task": task,
+                "history": history,
+                "parents": parents["_items"],
+                "pending_reason": reason,
+            }
+        )
         return 0
     execution = task.get("execution") or {}
     rows: list[tuple[str, Any]] = [
         ("id", task["_id"]),
         ("name", task.get("name") or "-"),
         ("state", state_text(task.get("state"), execution.get("exit_status"))),
+        *([("reason", Text(str(reason.get("reason", "")), style="yellow"))] if reason else []),
         ("command", task.get("command") or "(group task)"),
         ("queue", f"{task.get('queue')}   priority {task.get('priority', 0)}"),
         ("resources", resources(task.get("requested_resources"))),
@@ -76,6 +86,8 @@ async def run_show(ctx: Context) -> int:
         rows.append(("waiting on", f"{task['pending_dependency_count']} parent(s)"))
     if task.get("continuations"):
         rows.append(("continuations", ", ".join(task["continuations"])))
+    if task.get("job") and task["job"] != task["_id"]:
+        rows.append(("job", task["job"]))
     rows += [
         ("owner", task.get("owner") or "-"),
         ("created", task.get("_created") or "-"),

@@ -128,6 +128,12 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     array = p.add_mutually_exclusive_group()
     array.add_argument("--array", metavar="SPEC", help="an array: 1-100, 1-100:2 or 1,5,7")
     array.add_argument("--each-line", metavar="FILE", help="one task per non-empty line of FILE")
+    p.add_argument("--job-name", metavar="NAME", help="the job's name (default: the first task's)")
+    p.add_argument(
+        "--require-fit",
+        action="store_true",
+        help="refuse the submit if no connected worker could ever fit it (else: a warning)",
+    )
     p.add_argument("--wait", action="store_true", help="then wait for the task(s) to end")
     p.add_argument("--timeout", metavar="S", help="with --wait: give up after this long (exit 3)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="the command, after --")
@@ -309,7 +315,11 @@ async def run(ctx: Context) -> int:
         # Unknown or ambiguous parents are refused before anything is created.
         parents = await resolve_ids(client, texts)
         bulk = args.array is not None or args.each_line is not None
-        response = await client.submit(tasks if bulk else tasks[0])
+        response = await client.submit(
+            tasks if bulk else tasks[0], job_name=args.job_name, require_fit=args.require_fit
+        )
+        for warning in response.get("_warnings") or []:
+            warn(warning)
         ids = [i["_id"] for i in response["_items"]] if bulk else [response["_id"]]
         if parents:
             try:
@@ -329,6 +339,8 @@ async def run(ctx: Context) -> int:
     else:
         for task_id in ids:
             ctx.out.line(task_id)
+        if bulk and ids:
+            warn(f"job {ids[0]} ({len(ids)} tasks): banyan wait --job {ids[0]}")
     if args.wait:
         from banyan.cli.wait import wait_for_tasks
 

@@ -36,10 +36,10 @@ def check_id_text(text: str) -> str:
     return lowered
 
 
-def prefix_where(prefix: str) -> dict[str, dict[str, str]]:
-    """The ``where`` matching every id that starts with ``prefix``."""
+def prefix_where(prefix: str, field: str = "_id") -> dict[str, dict[str, str]]:
+    """The ``where`` matching every id in ``field`` that starts with ``prefix``."""
     pad = ID_DIGITS - len(prefix)
-    return {"_id": {"$gte": prefix + "0" * pad, "$lte": prefix + "f" * pad}}
+    return {field: {"$gte": prefix + "0" * pad, "$lte": prefix + "f" * pad}}
 
 
 async def resolve_id(client: Client, text: str) -> str:
@@ -66,3 +66,26 @@ async def resolve_id(client: Client, text: str) -> str:
 async def resolve_ids(client: Client, texts: list[str]) -> list[str]:
     """Each text resolved (``resolve_id``), duplicates dropped, order kept."""
     return list(dict.fromkeys([await resolve_id(client, t) for t in texts]))
+
+
+async def resolve_job(client: Client, text: str) -> str:
+    """The one job id ``text`` names. A job's id is its first task's id, so it
+    is typed the same way: whole, or a unique prefix. The lowest and the highest
+    job id starting with the prefix are asked for (two tasks' ``job``): equal,
+    the prefix names one job, whatever its number of tasks."""
+    prefix = check_id_text(text)
+    if len(prefix) == ID_DIGITS:
+        return prefix
+    where = prefix_where(prefix, "job")
+    ends = []
+    for sort in ("job", "-job"):
+        found = await client.find(where, projection={"job": 1}, sort=sort, max_results=1)
+        if not found["_items"]:
+            raise NotFound(f"no job id starts with {prefix}")
+        ends.append(str(found["_items"][0]["job"]))
+    if ends[0] != ends[1]:
+        raise InvalidInput(
+            f"job id prefix {prefix} is ambiguous: it matches {ends[0]}, …, {ends[1]}; "
+            "give more digits"
+        )
+    return ends[0]

@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from banyan.client.format import short_duration, status_of
 from banyan.dates import parse_date
-from banyan.documents import RunningDoc, TaskDoc, WorkerDoc
+from banyan.documents import ExplainedTaskDoc, RunningDoc, TaskDoc, WorkerDoc
 
 FINAL_STATES = frozenset({"terminated", "cancelled"})
 
@@ -108,6 +108,9 @@ class Task:
     continuations: tuple[str, ...] = ()
     group: bool = False
     resources: dict[str, Any] | None = None
+    job: str | None = None  # the job (one POST /tasks) it was submitted in
+    # Why it waits, as the server said when it was loaded (``_pending_reason``).
+    reason: str | None = None
 
     @property
     def status(self) -> str:
@@ -159,6 +162,8 @@ def task_from_doc(doc: TaskDoc) -> Task:
         continuations=tuple(doc.get("continuations") or ()),
         group="command" in doc and command is None,
         resources=doc.get("requested_resources"),
+        job=doc.get("job"),
+        reason=(cast(ExplainedTaskDoc, doc).get("_pending_reason") or {}).get("reason"),
     )
 
 

@@ -54,6 +54,7 @@ def fields_table(task: Task, doc: Mapping[str, Any] | None, now: float) -> Table
         ("name", task.name or "-"),
         ("command", doc.get("command") or task.command or "(group)"),
         ("state", status),
+        *_reason_row(task, doc),
         ("queue", f"{task.queue}   priority {task.priority}"),
         ("retries", f"{task.retry_count} of {task.max_retry_count}"),
         ("resources", resources(doc.get("requested_resources") or task.resources)),
@@ -71,6 +72,17 @@ def fields_table(task: Task, doc: Mapping[str, Any] | None, now: float) -> Table
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def _reason_row(task: Task, doc: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Why a task that is not running is not (the server's message as it is)."""
+    if task.state == "running":
+        return []
+    found = doc.get("_pending_reason") or {}
+    reason = found.get("reason") or (
+        task.reason if task.state in ("inactive", "available") else None
+    )
+    return [("reason", Text(str(reason), style="yellow"))] if reason else []
 
 
 def history_table(history: Sequence[Mapping[str, Any]]) -> Table | Text:

@@ -144,6 +144,11 @@ HELD_ATTEMPT_STATE: Final = (
     "AND a.time_terminated IS NULL"
 )
 
+# --- jobs (one per POST /tasks; counts and span kept by schema triggers) -------------
+INSERT_JOB: Final = "INSERT INTO jobs (id, name, owner, created) VALUES (?, ?, ?, ?)"
+JOB_COLUMNS: Final = "id, name, owner, created, total, first_started, last_ended"
+JOB_COUNTS: Final = "SELECT job, state, n FROM job_counts WHERE job IN ({ids}) AND n > 0"
+
 # --- events ----------------------------------------------------------------------------
 EVENTS_SINCE: Final = "SELECT seq, time, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
 LAST_SEQ: Final = "SELECT coalesce(max(seq), 0) FROM events"

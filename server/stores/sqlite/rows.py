@@ -21,7 +21,7 @@ TASK_COLUMNS = (
     "id, name, command, state, queue, priority, max_retry_count, retry_count, "
     "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
     "env, cwd, owner, attempt, worker, exit_status, exit_code, time_started, time_terminated, "
-    "progress, created, updated, etag, run_when"
+    "progress, created, updated, etag, job, run_when"
 )
 NEW_ETAG_SQL = "lower(hex(randomblob(10)))"
 CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
@@ -75,6 +75,7 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
         created,
         updated,
         etag,
+        job,
         run_when,
     ) = row
     doc: dict[str, Any] = {
@@ -95,6 +96,7 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
         "env": loads(env),
         "cwd": cwd,
         "owner": owner,
+        "job": job,
         "execution": None,
         "_created": created,
         "_updated": updated,

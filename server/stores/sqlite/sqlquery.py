@@ -29,6 +29,7 @@ TASK_QUERY_COLUMNS: ColumnMap = {
     "max_termination_time": scalar("t.max_termination_time"),
     "estimated_runtime": scalar("t.estimated_runtime"),
     "owner": scalar("t.owner"),
+    "job": scalar("t.job"),
     "cwd": scalar("t.cwd"),
     "env.*": json_object("t.env"),
     "requested_resources.cores": scalar("t.cores"),
