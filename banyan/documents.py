@@ -51,6 +51,7 @@ class TaskDoc(TypedDict, total=False):
     max_retry_count: int
     retry_count: int
     pending_dependency_count: int
+    run_when: str  # success, finished or failure (banyan.dependencies)
     max_termination_time: float
     estimated_runtime: float | None
     time_limit: float | None  # seconds an attempt may run; None: no limit
@@ -60,11 +61,19 @@ class TaskDoc(TypedDict, total=False):
     env: dict[str, str] | None
     cwd: str | None
     owner: str | None
+    job: str | None  # the job (one POST /tasks) it was submitted in
     execution: ExecutionDoc | None
     _created: str
     _updated: str
     _etag: str
     _links: dict[str, Any]
+
+
+class ExplainedTaskDoc(TaskDoc, total=False):
+    """A task as ``GET /tasks?reasons=1`` lists it: with ``{"code", "reason"}``,
+    why it is not running (``/tasks/{id}/pending_reason``)."""
+
+    _pending_reason: dict[str, Any]
 
 
 class RunningDoc(TypedDict, total=False):
@@ -117,6 +126,7 @@ def task_document(
         abandon_count=0,
         pending_dependency_count=0,
         owner=None,
+        job=task_id,  # a task submitted alone is a job of one, named by its id
         execution=None,
         _created=created,
         _updated=updated if updated is not None else created,

@@ -23,6 +23,7 @@ from pydantic.json_schema import JsonSchemaValue
 
 from banyan import constants as c
 from banyan.dates import parse_begin, parse_date
+from banyan.dependencies import RunWhen
 from banyan.ids import ID_PATTERN
 from banyan.resources import Resources
 from banyan.states import CREATE_STATES, State
@@ -137,6 +138,10 @@ class TaskCreate(BaseModel):
     queue: QueueName = c.DEFAULT_QUEUE
     priority: Priority = 0
     max_retry_count: RetryCount = 0
+    run_when: RunWhen = Field(
+        default=RunWhen.SUCCESS,
+        description="what the parents' outcomes must be: 'success', 'finished' or 'failure'",
+    )
     max_termination_time: Duration = c.DEFAULT_MAX_TERMINATION_TIME_S
     estimated_runtime: Duration | None = None
     env: Env | None = None

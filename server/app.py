@@ -20,7 +20,7 @@ from server.revocation import RevocationWatch
 from server.settings import Settings
 from server.stores import open_store
 from server.stores.base import Store
-from server.views import misc, openapi, stats, tasks, workers
+from server.views import jobs, misc, openapi, stats, tasks, workers
 
 # aiohttp's HTTP parser limits, named here on purpose (they are its defaults): a
 # request line or a header over 8190 bytes, or over 128 headers, is refused
@@ -90,4 +90,5 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app.add_routes(openapi.routes)
     app.add_routes(workers.routes)
     app.add_routes(stats.routes)
+    app.add_routes(jobs.routes)
     return app

@@ -14,6 +14,7 @@ from banyan.client.format import (
     memory,
     resources,
 )
+from banyan.client.ids import resolve_id
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -42,22 +43,33 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 async def run_show(ctx: Context) -> int:
     from rich.text import Text
 
-    (task_id,) = check_ids([ctx.args.id])
+    (text,) = check_ids([ctx.args.id])
     async with ctx.client() as client:
+        task_id = await resolve_id(client, text)
         task = await client.task(task_id)
         history = await client.history(task_id)
         workers = await client.workers() if task.get("state") in ACTIVE else []
         parents = await client.find(
             {"continuations": task_id}, projection={"name": 1, "state": 1}, max_results=100
         )
+        # Why it is not running (whatever the code: the server's message is shown).
+        reason = None if task.get("state") == "running" else await client.pending_reason(task_id)
     if ctx.out.json_mode:
-        ctx.out.json({"task": task, "history": history, "parents": parents["_items"]})
+        ctx.out.json(
+            {
+                "task": task,
+                "history": history,
+                "parents": parents["_items"],
+                "pending_reason": reason,
+            }
+        )
         return 0
     execution = task.get("execution") or {}
     rows: list[tuple[str, Any]] = [
         ("id", task["_id"]),
         ("name", task.get("name") or "-"),
         ("state", state_text(task.get("state"), execution.get("exit_status"))),
+        *([("reason", Text(str(reason.get("reason", "")), style="yellow"))] if reason else []),
         ("command", task.get("command") or "(group task)"),
         ("queue", f"{task.get('queue')}   priority {task.get('priority', 0)}"),
         ("resources", resources(task.get("requested_resources"))),
@@ -72,11 +84,13 @@ async def run_show(ctx: Context) -> int:
     if env := task.get("env"):
         rows.append(("env", " ".join(f"{k}={v}" for k, v in sorted(env.items()))))
     if parents["_items"]:
-        rows.append(("after", ", ".join(_label(p) for p in parents["_items"])))
+        rows.append((_AFTER[task.get("run_when") or "success"], _labels(parents["_items"])))
     if task.get("pending_dependency_count"):
         rows.append(("waiting on", f"{task['pending_dependency_count']} parent(s)"))
     if task.get("continuations"):
         rows.append(("continuations", ", ".join(task["continuations"])))
+    if task.get("job") and task["job"] != task["_id"]:
+        rows.append(("job", task["job"]))
     rows += [
         ("owner", task.get("owner") or "-"),
         ("created", task.get("_created") or "-"),
@@ -134,6 +148,18 @@ def _worker_text(name: str | None, workers: Sequence[Mapping[str, Any]]) -> str:
             age = worker.get("last_heartbeat_age_s") or 0
             return f"{name} (unresponsive: not heard from for {age:.0f} s)"
     return name
+
+
+# How each run_when reads in front of the parents' list.
+_AFTER = {
+    "success": "after (success)",
+    "finished": "after (any end)",
+    "failure": "after (a failure)",
+}
+
+
+def _labels(parents: list[dict[str, Any]]) -> str:
+    return ", ".join(_label(p) for p in parents)
 
 
 def _label(task: dict[str, Any]) -> str:

@@ -189,19 +189,53 @@ class Client:
         self,
         task: Mapping[str, Any] | Sequence[Mapping[str, Any]],
         *,
+        job_name: str | None = None,
+        require_fit: bool = False,
         idempotency_key: str | None = None,
     ) -> Json:
         """One task (returns its meta) or a list (returns ``{"_items": [...]}``),
-        under ``idempotency_key`` (a fresh one by default) and retried on a
-        failed connection: at most once created, whatever the network did."""
+        as one job; ``_warnings`` lists what no connected worker could ever fit
+        (``require_fit``: refused with 422 instead). Sent under
+        ``idempotency_key`` (a fresh one by default) and retried on a failed
+        connection: at most once created, whatever the network did."""
+        params: dict[str, str] = {}
+        if job_name is not None:
+            params["job_name"] = job_name
+        if require_fit:
+            params["require_fit"] = "1"
         key = idempotency_key or uuid.uuid4().hex
         return await self.request(
             "POST",
             "/tasks",
             json_body=task,
+            params=params or None,
             headers={IDEMPOTENCY_HEADER: key},
             retries=self.submit_retries,
         )
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """One job: name, owner, ``total``, ``counts`` by state, time span."""
+        result: dict[str, Any] = await self.request("GET", f"/jobs/{job_id}")
+        return result
+
+    async def job_task_ids(self, job_id: str) -> list[str]:
+        """Every task id of a job, oldest first (``NotFound`` for an unknown job)."""
+        await self.job(job_id)
+        ids: list[str] = []
+        page = 1
+        while True:
+            found = await self.find(
+                {"job": job_id}, sort="_id", projection={"_id": 1}, max_results=1000, page=page
+            )
+            ids += [i["_id"] for i in found["_items"]]
+            if len(found["_items"]) < 1000:
+                return ids
+            page += 1
+
+    async def pending_reason(self, task_id: str) -> dict[str, Any]:
+        """``{"code", "reason"}``: why the task is not running."""
+        result: dict[str, Any] = await self.request("GET", f"/tasks/{task_id}/pending_reason")
+        return result
 
     async def task(self, task_id: str) -> TaskDoc:
         result: TaskDoc = await self.request("GET", f"/tasks/{task_id}")
@@ -215,8 +249,12 @@ class Client:
         projection: Mapping[str, int] | None = None,
         max_results: int | None = None,
         page: int | None = None,
+        reasons: bool = False,
     ) -> dict[str, Any]:
+        """One page; ``reasons``: each item carries ``_pending_reason``."""
         params: dict[str, str] = {}
+        if reasons:
+            params["reasons"] = "1"
         if where:
             params["where"] = json.dumps(where)
         if sort:

@@ -18,9 +18,17 @@ def task_created(
     priority: int,
     owner: str,
     group: bool,
+    job: str | None = None,
 ) -> ev.TaskCreated:
     data = ev.TaskCreatedData(
-        id=task_id, name=name, state=state, queue=queue, priority=priority, owner=owner, group=group
+        id=task_id,
+        name=name,
+        state=state,
+        queue=queue,
+        priority=priority,
+        owner=owner,
+        group=group,
+        job=job,
     )
     return ev.TaskCreated(data=data)
 

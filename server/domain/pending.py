@@ -119,6 +119,19 @@ def _available(task: PendingTask, workers: Sequence[WorkerSeen]) -> tuple[str, s
     )
 
 
+def never_fits(queue: str, request: Resources, workers: Sequence[WorkerSeen]) -> str | None:
+    """Why no connected worker could ever run a task asking ``request`` in
+    ``queue`` (its whole CAPACITY, not what is free now, asked of the claim
+    policy), or None when one could: the warning of a submit."""
+    serving = [w for w in workers if queue in w.queues and w.state in SERVING_STATES]
+    if not serving:
+        return f"no connected worker serves queue {queue!r}"
+    amounts = Amounts.of(request)
+    if any(would_claim(amounts, Amounts.of(w.capacity)) for w in serving):
+        return None
+    return _shortfall(request, serving, queue)
+
+
 def _number(value: float) -> str:
     return f"{value:g}"
 

@@ -16,8 +16,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from banyan import events as ev
+from banyan.dependencies import SKIPPED
 from banyan.errors import Conflict
 from banyan.states import (
+    ACTIVE_STATES,
     SUCCESS,
     Actor,
     Effect,
@@ -49,6 +51,7 @@ class Kind(StrEnum):
     CANCELLED = "cancelled"  # ended before it ran; ``origin`` kept for a revival
     STOPPING = "stopping"  # pending_cancellation: the worker is told to stop it
     REVIVED = "revived"  # cancelled by a cascade that is undone: waits again (inactive)
+    SKIPPED = "skipped"  # a run_when=failure task none of whose parents failed: not needed
 
 
 _TARGET = {
@@ -57,7 +60,10 @@ _TARGET = {
     Kind.CANCELLED: State.CANCELLED,
     Kind.STOPPING: State.PENDING_CANCELLATION,
     Kind.REVIVED: State.INACTIVE,
+    Kind.SKIPPED: State.CANCELLED,
 }
+# The exit status a change records (the others record none).
+_EXIT_STATUS = {Kind.GROUP_SUCCEEDED: SUCCESS, Kind.SKIPPED: SKIPPED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +85,13 @@ class Change:
         """A group task that succeeded releases its continuations in turn."""
         return self.kind is Kind.GROUP_SUCCEEDED
 
+    @property
+    def exit_status(self) -> str | None:
+        return _EXIT_STATUS.get(self.kind)
+
     def event(self) -> ev.TaskState:
         t = self.task
-        exit_status = SUCCESS if self.kind is Kind.GROUP_SUCCEEDED else None
+        exit_status = self.exit_status
         return build.task_state(
             t.id,
             self.state,
@@ -126,6 +136,11 @@ def cascade_cancel(found: Iterable[TaskRef], *, origin: str) -> list[Change]:
     ]
 
 
+def skip(task: TaskRef) -> Change:
+    """A ``failure`` task none of whose parents failed ends, not needed."""
+    return Change(Kind.SKIPPED, task)
+
+
 def revive(cancelled: Iterable[tuple[TaskRef, int]]) -> tuple[list[Change], list[str]]:
     """Undo a cascade: ``(task, pending count)`` of the tasks it cancelled that
     never ran → they wait again, and those with no parent left are ready."""
@@ -145,12 +160,20 @@ class UserChange:
     change: Change | None = None  # REQUEST_CANCEL: the task itself, stopping
 
 
+def cancel_means_stop(current: State, target: State) -> State:
+    """``cancelled`` asked of a running task means "stop it" (pending_cancellation),
+    as in the original Banyan (SPEC §4); of a task already stopping, nothing more."""
+    if target is State.CANCELLED and current in ACTIVE_STATES:
+        return State.PENDING_CANCELLATION
+    return target
+
+
 def user_change(
     task: TaskRef, target: State, *, pending: int, exit_status: str | None
 ) -> UserChange:
     """A provider's or admin's state change (SPEC §4); ``Conflict`` when it is
     not allowed now."""
-    step = transition(State(task.state), target, Actor.USER)
+    step = transition(State(task.state), cancel_means_stop(State(task.state), target), Actor.USER)
     if step is None:
         return UserChange(None)
     if step.effect in (Effect.ACTIVATE, Effect.RETRY) and pending > 0:

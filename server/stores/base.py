@@ -62,6 +62,7 @@ class CreatedTask(TypedDict):
     _id: str
     _etag: str
     _created: float
+    job: str
 
 
 class ClaimedAttempt(TypedDict):
@@ -130,8 +131,12 @@ class Store(ABC):
     # --- tasks --------------------------------------------------------------------
 
     @abstractmethod
-    async def create_tasks(self, items: Sequence[TaskCreate], caller: Caller) -> list[CreatedTask]:
-        """Create ``items`` all or nothing, owned by ``caller``; a task with
+    async def create_tasks(
+        self, items: Sequence[TaskCreate], caller: Caller, *, job_name: str | None = None
+    ) -> list[CreatedTask]:
+        """Create ``items`` all or nothing, owned by ``caller``, as one job
+        (its id the first task's, its name ``job_name`` or the first task's
+        name; every task's ``job`` names it); a task with
         every parent known and ``state`` available becomes available (a group
         task succeeds at once). Continuations may name other items by their
         client ``_id`` or existing tasks the caller may change. Returns
@@ -145,12 +150,26 @@ class Store(ABC):
         caller: Caller,
         submission: Submission,
         respond: Callable[[list[CreatedTask]], tuple[int, Any]],
+        *,
+        job_name: str | None = None,
     ) -> Answer:
         """``create_tasks`` under an ``Idempotency-Key`` (``server.domain.idempotency``),
         in one transaction: if ``caller`` used ``submission.key`` within the
         retention window, the stored answer (``replayed``), or ``InvalidInput``
         for another request body; else the tasks are made and ``respond``'s
-        ``(status, body)`` for them is stored beside them and returned."""
+        ``(status, body)`` for them is stored beside them and returned (``respond``
+        may raise to refuse: nothing is made or stored)."""
+
+    @abstractmethod
+    async def find_jobs(self, query: Query) -> Page:
+        """One page of jobs (``banyan.fields.JOB_FIELDS``): ``_id``, ``name``,
+        ``owner``, ``_created``, ``total``, ``counts`` (tasks by state),
+        ``time_started`` (first start), ``time_ended`` (last end, once every
+        task has ended)."""
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        """One job, shaped as ``find_jobs`` gives them; ``NotFound``."""
 
     @abstractmethod
     async def get_task(self, task_id: str) -> dict[str, Any]:

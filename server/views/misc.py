@@ -31,7 +31,7 @@ _MANY = TypeAdapter(list[MemoryUsage])
 routes = web.RouteTableDef()
 
 # What the home lists: every response links "/" as its parent.
-HOME_CHILDREN = ("tasks", "workers", "memory_usage", "stats")
+HOME_CHILDREN = ("tasks", "jobs", "workers", "memory_usage", "stats")
 
 
 @routes.get("/")

@@ -76,6 +76,30 @@ _QUERY_PARAMS = [
     {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
 ]
 _TASK_ID = {"name": "task_id", "in": "path", "required": True, "schema": _ID}
+_JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": _ID}
+_FLAG = {"type": "string", "enum": ["1", "0", "true", "false", "yes", "no"]}
+_SUBMIT_PARAMS = [
+    {
+        "name": "job_name",
+        "in": "query",
+        "schema": {"type": "string"},
+        "description": "the name of the job this POST makes (default: the first task's name)",
+    },
+    {
+        "name": "require_fit",
+        "in": "query",
+        "schema": _FLAG,
+        "description": "refuse (422) tasks no connected worker could ever fit, instead of "
+        "creating them with a _warnings line",
+    },
+]
+_REASONS_PARAM = {
+    "name": "reasons",
+    "in": "query",
+    "schema": _FLAG,
+    "description": "each item carries _pending_reason {code, reason}, as "
+    "/tasks/{task_id}/pending_reason gives it",
+}
 
 
 def _collection(item: dict[str, Any]) -> dict[str, Any]:
@@ -135,7 +159,41 @@ def document() -> dict[str, Any]:
     schemas["Meta"] = {
         "type": "object",
         "required": ["_id", "_etag", "_status"],
-        "properties": {"_id": _ID, "_etag": {"type": "string"}, "_status": {"type": "string"}},
+        "properties": {
+            "_id": _ID,
+            "_etag": {"type": "string"},
+            "_status": {"type": "string"},
+            "job": _ID,
+            "_warnings": {"type": "array", "items": {"type": "string"}},
+        },
+    }
+    schemas["Job"] = {
+        "type": "object",
+        "description": "One POST /tasks: its id is its first task's id.",
+        "required": ["_id", "owner", "total", "counts"],
+        "properties": {
+            "_id": {**_ID, "description": "the job's id: its first task's id"},
+            "name": {
+                "type": ["string", "null"],
+                "description": "?job_name= of the POST, else the first task's name",
+            },
+            "owner": {"type": "string", "description": "the token name that submitted it"},
+            "total": {"type": "integer", "description": "how many tasks"},
+            "counts": {
+                "type": "object",
+                "additionalProperties": {"type": "integer"},
+                "description": "tasks by state (states with none left out)",
+            },
+            "_created": {"type": "string", "description": "when it was submitted"},
+            "time_started": {
+                "type": ["string", "null"],
+                "description": "when its first attempt started",
+            },
+            "time_ended": {
+                "type": ["string", "null"],
+                "description": "when its last task ended, once every task has",
+            },
+        },
     }
     task = {"$ref": _REF.format(model="Task")}
     create_body = {
@@ -153,6 +211,8 @@ def document() -> dict[str, Any]:
                 "properties": {
                     "_status": {"type": "string"},
                     "_items": {"type": "array", "items": {"$ref": _REF.format(model="Meta")}},
+                    "job": _ID,
+                    "_warnings": {"type": "array", "items": {"type": "string"}},
                 },
             },
         ]
@@ -172,24 +232,26 @@ def document() -> dict[str, Any]:
     paths: dict[str, Any] = {
         "/tasks": {
             "post": {
-                "summary": "Submit one task or a list (all or nothing)",
+                "summary": "Submit one task or a list (all or nothing), as one job",
                 "description": "With an Idempotency-Key header, a repeat of the same request "
-                "by the same caller within idempotency_retention_s gets the original answer "
-                "(and Idempotent-Replayed: true) and creates nothing; the same key with "
-                "another body is 422.",
+                "(body, job_name and require_fit) by the same caller within "
+                "idempotency_retention_s gets the original answer (job and _warnings "
+                "included, and Idempotent-Replayed: true) and creates nothing; the same key "
+                "with another request is 422.",
                 "parameters": [
+                    *_SUBMIT_PARAMS,
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
                         "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                    }
+                    },
                 ],
                 "requestBody": {"required": True, "content": _json(create_body)},
                 "responses": _responses(201, created, 400, 409, 413, 422, 503, 507),
             },
             "get": {
                 "summary": "List and query tasks",
-                "parameters": _QUERY_PARAMS,
+                "parameters": [*_QUERY_PARAMS, _REASONS_PARAM],
                 "responses": _responses(200, _collection(task), 400),
             },
             "patch": {
@@ -332,6 +394,20 @@ def document() -> dict[str, Any]:
                 ],
                 "responses": _responses(101, {"type": "object"}, 400),
             }
+        },
+        "/jobs": {
+            "get": {
+                "summary": "List jobs (one per POST /tasks): name, owner, counts, time span",
+                "parameters": _QUERY_PARAMS,
+                "responses": _responses(200, _collection({"$ref": _REF.format(model="Job")}), 400),
+            }
+        },
+        "/jobs/{job_id}": {
+            "parameters": [_JOB_ID],
+            "get": {
+                "summary": "One job: name, owner, counts by state, time span",
+                "responses": _responses(200, {"$ref": _REF.format(model="Job")}, 404),
+            },
         },
         "/stats": {
             "get": {

@@ -54,7 +54,7 @@ async def test_failed_operation_leaves_nothing_behind(
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(graph, "cancel_tree", explode)
+    monkeypatch.setattr(graph, "settle", explode)
     with pytest.raises(RuntimeError, match="injected"):
         await patch(store, parent, state="cancelled")
     monkeypatch.undo()

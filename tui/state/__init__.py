@@ -28,6 +28,7 @@ from tui.state.filters import (
     parse_sort,
     sort_key,
 )
+from tui.state.jobs import JobRow, job_rows
 from tui.state.link import STALE_AFTER_S, Link, RateMeter, rate_text
 from tui.state.looks import (
     STATUS_LOOK,
@@ -84,6 +85,7 @@ __all__ = [
     "Changes",
     "Filter",
     "FilterError",
+    "JobRow",
     "Link",
     "Model",
     "QueueRow",
@@ -105,6 +107,7 @@ __all__ = [
     "descendants",
     "finished_note",
     "heartbeat_level",
+    "job_rows",
     "load_style",
     "look",
     "matches",

@@ -31,6 +31,13 @@ from tui.widgets.base import Navigator, View, ViewOptions
 LOG_LINES = 200
 
 
+# A task that does not wait for its parents' success says when it runs (run_when).
+RUNS_WHEN = {
+    "finished": "after its parents end, whatever the outcome",
+    "failure": "only if a parent failed",
+}
+
+
 def fields_table(
     task: Task, doc: Mapping[str, Any] | None, now: float, *, worker_quiet: bool = False
 ) -> Table:
@@ -45,19 +52,22 @@ def fields_table(
     code = (doc.get("execution") or {}).get("exit_code", task.exit_code)
     if task.status == "failed" and task.exit_status == "failure" and code is not None:
         status.append(f" (exit code {code})")
-    elif task.exit_status and task.status == "failed":
-        status.append(f" ({task.exit_status})")
+    elif task.exit_status and task.status in ("failed", "cancelled"):
+        status.append(f" ({task.exit_status})")  # e.g. "skipped (no parent failed)"
     rows: list[tuple[str, Any]] = [
         ("id", task.id),
         ("name", task.name or "-"),
         ("command", doc.get("command") or task.command or "(group)"),
         ("state", status),
+        *_reason_row(task, doc),
         ("queue", f"{task.queue}   priority {task.priority}"),
         ("retries", f"{task.retry_count} of {task.max_retry_count}"),
         *time_and_abandon_rows(doc),
         ("resources", resources(doc.get("requested_resources") or task.resources)),
         ("created", f"{short_age(now - task.created)} ago"),
     ]
+    if (run_when := doc.get("run_when")) in RUNS_WHEN:
+        rows.append(("runs", RUNS_WHEN[run_when]))
     if task.worker:
         ran = run_time(task, now)
         verb = "running for" if task.state in ACTIVE_STATES else "ran"
@@ -82,6 +92,17 @@ def time_and_abandon_rows(doc: Mapping[str, Any]) -> list[tuple[str, Any]]:
     if "abandon_count" in doc:
         rows.append(("abandons", f"{doc['abandon_count']} of {doc.get('max_abandon_count', 0)}"))
     return rows
+
+
+def _reason_row(task: Task, doc: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Why a task that is not running is not (the server's message as it is)."""
+    if task.state == "running":
+        return []
+    found = doc.get("_pending_reason") or {}
+    reason = found.get("reason") or (
+        task.reason if task.state in ("inactive", "available") else None
+    )
+    return [("reason", Text(str(reason), style="yellow"))] if reason else []
 
 
 def history_table(history: Sequence[Mapping[str, Any]]) -> Table | Text:

@@ -25,6 +25,7 @@ from banyan.tokens import Caller, Role
 from server.domain import access, claims
 from server.domain import events as E
 from server.domain import transitions as T
+from server.domain.dependencies import Result
 from server.stores.base import ClaimedAttempt
 from server.stores.sqlite import graph
 from server.stores.sqlite import queries as Q
@@ -208,10 +209,9 @@ def finish(
         conn.execute(Q.COUNT_ABANDON, (task_id,))
     store_events(conn, now, [end.event])
     if outcome.release:
-        graph.make_ready(conn, graph.release(conn, task_id, now), now)
+        graph.settle(conn, [(task_id, Result.SUCCEEDED)], origin=task_id, now=now)
     if outcome.cascade_cancel:
-        children = [c for (c,) in conn.execute(Q.CHILDREN, (task_id,))]
-        graph.cancel_tree(conn, children, origin=task_id, now=now, include_roots=True)
+        graph.settle(conn, [(task_id, Result.FAILED)], origin=task_id, now=now)
     return True
 
 

@@ -42,6 +42,9 @@ SET_STATE: Final = {
     f"updated = :now, etag = {_ETAG} WHERE id = :id",
     "revived": "UPDATE tasks SET state = 'inactive', cancel_origin = NULL, updated = :now, "
     f"etag = {_ETAG} WHERE id = :id",
+    "skipped": "UPDATE tasks SET state = 'cancelled', cancel_origin = NULL, "
+    "exit_status = :exit_status, exit_code = NULL, time_terminated = :now, updated = :now, "
+    f"etag = {_ETAG} WHERE id = :id",
 }
 
 # What a state change needs of a task (server.domain.transitions.TaskRef) and
@@ -50,13 +53,24 @@ READY_ROW: Final = "SELECT command, state, name, queue FROM tasks WHERE id = ?"
 USER_CHANGE_ROW: Final = (
     "SELECT state, pending_dependency_count, exit_status, name, queue FROM tasks WHERE id = ?"
 )
-# A parent succeeded: its continuations wait on one parent less.
-RELEASE: Final = (
-    "UPDATE tasks SET pending_dependency_count = pending_dependency_count - 1, "
-    f"updated = ?, etag = {_ETAG} "
-    "WHERE id IN (SELECT child FROM continuations WHERE parent = ?) "
-    "RETURNING id, pending_dependency_count, state"
+# A parent ended (server.domain.dependencies): the edges that still hold a
+# continuation back, with what the rules need of the child.
+OPEN_EDGES: Final = (
+    "SELECT t.id, t.state, t.name, t.queue, t.run_when FROM continuations c "
+    "JOIN tasks t ON t.id = c.child WHERE c.parent = ? AND c.released = 0 ORDER BY c.position"
 )
+RELEASE_EDGE: Final = "UPDATE continuations SET released = 1 WHERE parent = ? AND child = ?"
+WAIT_ON_ONE_LESS_RETURNING: Final = (
+    "UPDATE tasks SET pending_dependency_count = pending_dependency_count - 1, "
+    f"updated = ?, etag = {_ETAG} WHERE id = ? RETURNING pending_dependency_count"
+)
+# Did a parent of this task fail (or was it cancelled)? A skipped parent did not.
+A_PARENT_FAILED: Final = (
+    "SELECT 1 FROM continuations c JOIN tasks p ON p.id = c.parent WHERE c.child = ? AND ("
+    "(p.state = 'terminated' AND p.exit_status IS NOT 'success') OR "
+    "(p.state = 'cancelled' AND p.exit_status IS NOT ?)) LIMIT 1"
+)
+TASK_RESULT: Final = "SELECT state, exit_status FROM tasks WHERE id = ?"
 # The tasks a cascade from :root cancelled that never ran (to revive).
 DESCENDANTS: Final = """
     WITH RECURSIVE d(id) AS (
@@ -112,7 +126,7 @@ INSERT_EDGE: Final = (
     "INSERT INTO continuations (parent, child, position) VALUES (?, ?, "
     "(SELECT coalesce(max(position), -1) + 1 FROM continuations WHERE parent = ?))"
 )
-DELETE_EDGE: Final = "DELETE FROM continuations WHERE parent = ? AND child = ? RETURNING 1"
+DELETE_EDGE: Final = "DELETE FROM continuations WHERE parent = ? AND child = ? RETURNING released"
 WAIT_ON_ONE_MORE: Final = (
     "UPDATE tasks SET pending_dependency_count = pending_dependency_count + 1, "
     f"state = 'inactive', updated = ?, etag = {_ETAG} WHERE id = ? "
@@ -155,6 +169,11 @@ HELD_ATTEMPT_STATE: Final = (
     "AND a.attempt = t.attempt WHERE t.id = ? AND a.execution_key = ? AND a.worker = ? "
     "AND a.time_terminated IS NULL"
 )
+
+# --- jobs (one per POST /tasks; counts and span kept by schema triggers) -------------
+INSERT_JOB: Final = "INSERT INTO jobs (id, name, owner, created) VALUES (?, ?, ?, ?)"
+JOB_COLUMNS: Final = "id, name, owner, created, total, first_started, last_ended"
+JOB_COUNTS: Final = "SELECT job, state, n FROM job_counts WHERE job IN ({ids}) AND n > 0"
 
 # --- events ----------------------------------------------------------------------------
 EVENTS_SINCE: Final = "SELECT seq, time, type, data FROM events WHERE seq > ? ORDER BY seq LIMIT ?"

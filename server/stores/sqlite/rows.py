@@ -23,7 +23,7 @@ TASK_COLUMNS = (
     "env, cwd, owner, attempt, worker, exit_status, exit_code, time_started, time_terminated, "
     "progress, created, updated, etag, "
     # issue 13: appended, read by name in row_to_doc's tail
-    "time_limit, not_before, max_abandon_count, abandon_count"
+    "time_limit, not_before, max_abandon_count, abandon_count, job, run_when"
 )
 NEW_ETAG_SQL = "lower(hex(randomblob(10)))"
 CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
@@ -81,6 +81,8 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
         not_before,
         max_abandon_count,
         abandon_count,
+        job,
+        run_when,
     ) = row
     doc: dict[str, Any] = {
         "_id": task_id,
@@ -94,6 +96,7 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
         "max_retry_count": max_retry_count,
         "retry_count": retry_count,
         "pending_dependency_count": pending,
+        "run_when": run_when,
         "max_termination_time": max_termination_time,
         "estimated_runtime": estimated_runtime,
         "time_limit": time_limit,
@@ -103,6 +106,7 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
         "env": loads(env),
         "cwd": cwd,
         "owner": owner,
+        "job": job,
         "execution": None,
         "_created": created,
         "_updated": updated,

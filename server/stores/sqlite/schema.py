@@ -303,6 +303,71 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE workers ADD COLUMN secret TEXT;
     CREATE INDEX IF NOT EXISTS tokens_revoked ON tokens (revoked);
     """,
+    # 9, jobs (issue 13): every POST /tasks is one job; each task names its job.
+    # A job's id is its first task's id, so tasks made before this migration
+    # become jobs of one. job_counts (tasks per job and state) and the span
+    # columns are kept by triggers, as task_counts is, so /jobs costs the same
+    # for a job of one task or of a million.
+    """
+    ALTER TABLE tasks ADD COLUMN job TEXT;
+    UPDATE tasks SET job = id;
+    CREATE INDEX tasks_job ON tasks (job, state);
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        name TEXT,
+        owner TEXT NOT NULL,
+        created REAL NOT NULL,
+        total INTEGER NOT NULL DEFAULT 0,
+        first_started REAL,
+        last_ended REAL
+    ) WITHOUT ROWID;
+    CREATE INDEX jobs_owner ON jobs (owner, id);
+    CREATE INDEX jobs_name ON jobs (name);
+    INSERT INTO jobs (id, name, owner, created, total, first_started, last_ended)
+        SELECT id, name, owner, created, 1, time_started, time_terminated FROM tasks;
+    CREATE TABLE job_counts (
+        job TEXT NOT NULL,
+        state TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (job, state)
+    ) WITHOUT ROWID;
+    INSERT INTO job_counts (job, state, n) SELECT id, state, 1 FROM tasks;
+    CREATE TRIGGER job_counts_insert AFTER INSERT ON tasks WHEN new.job IS NOT NULL BEGIN
+        INSERT INTO job_counts (job, state, n) VALUES (new.job, new.state, 1)
+            ON CONFLICT (job, state) DO UPDATE SET n = n + 1;
+        UPDATE jobs SET total = total + 1 WHERE id = new.job;
+    END;
+    CREATE TRIGGER job_counts_update AFTER UPDATE OF state ON tasks
+    WHEN new.job IS NOT NULL AND old.state IS NOT new.state BEGIN
+        UPDATE job_counts SET n = n - 1 WHERE job = new.job AND state = old.state;
+        INSERT INTO job_counts (job, state, n) VALUES (new.job, new.state, 1)
+            ON CONFLICT (job, state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER job_counts_delete AFTER DELETE ON tasks WHEN old.job IS NOT NULL BEGIN
+        UPDATE job_counts SET n = n - 1 WHERE job = old.job AND state = old.state;
+        UPDATE jobs SET total = total - 1 WHERE id = old.job;
+    END;
+    CREATE TRIGGER job_span_started AFTER UPDATE OF time_started ON tasks
+    WHEN new.job IS NOT NULL AND new.time_started IS NOT NULL BEGIN
+        UPDATE jobs SET first_started = min(coalesce(first_started, new.time_started),
+            new.time_started) WHERE id = new.job;
+    END;
+    CREATE TRIGGER job_span_ended AFTER UPDATE OF time_terminated ON tasks
+    WHEN new.job IS NOT NULL AND new.time_terminated IS NOT NULL BEGIN
+        UPDATE jobs SET last_ended = max(coalesce(last_ended, new.time_terminated),
+            new.time_terminated) WHERE id = new.job;
+    END;
+    """,
+    # 10, dependency kinds (issue 13): what a task's parents' outcomes must be
+    # (``run_when``), and which edges no longer hold their child back
+    # (``released``: the parent succeeded, or ended for a finished/failure child).
+    """
+    ALTER TABLE tasks ADD COLUMN run_when TEXT NOT NULL DEFAULT 'success';
+    ALTER TABLE continuations ADD COLUMN released INTEGER NOT NULL DEFAULT 0;
+    UPDATE continuations SET released = 1 WHERE parent IN (
+        SELECT id FROM tasks WHERE state = 'terminated' AND exit_status = 'success'
+    );
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

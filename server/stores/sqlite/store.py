@@ -31,7 +31,16 @@ from server.stores.base import (
     TokenInfo,
     WorkerIdentity,
 )
-from server.stores.sqlite import attempts, graph, idempotency, schema, tasks, tokens, workers
+from server.stores.sqlite import (
+    attempts,
+    graph,
+    idempotency,
+    jobs,
+    schema,
+    tasks,
+    tokens,
+    workers,
+)
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.db import Database
 from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads, placeholders
@@ -78,9 +87,19 @@ class SqliteStore(Store):
 
     # --- tasks -----------------------------------------------------------------
 
-    async def create_tasks(self, items: Sequence[TaskCreate], caller: Caller) -> list[CreatedTask]:
+    async def create_tasks(
+        self, items: Sequence[TaskCreate], caller: Caller, *, job_name: str | None = None
+    ) -> list[CreatedTask]:
         now = self._clock()
-        return await self.db.write(lambda conn: tasks.create_tasks(conn, items, caller, now))
+        return await self.db.write(
+            lambda conn: tasks.create_tasks(conn, items, caller, now, job_name=job_name)
+        )
+
+    async def find_jobs(self, query: Query) -> Page:
+        return await self.db.read(lambda conn: jobs.find_jobs(conn, query))
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        return await self.db.read(lambda conn: jobs.get_job(conn, job_id))
 
     async def create_tasks_once(
         self,
@@ -88,11 +107,13 @@ class SqliteStore(Store):
         caller: Caller,
         submission: Submission,
         respond: Callable[[list[CreatedTask]], tuple[int, Any]],
+        *,
+        job_name: str | None = None,
     ) -> Answer:
         now = self._clock()
         return await self.db.write(
             lambda conn: idempotency.create_tasks_once(
-                conn, items, caller, now, submission, respond
+                conn, items, caller, now, submission, respond, job_name=job_name
             )
         )
 

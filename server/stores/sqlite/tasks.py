@@ -46,8 +46,8 @@ from server.stores.sqlite.rows import (
 _INSERT = (
     "INSERT INTO tasks (id, name, command, state, queue, priority, max_retry_count, "
     "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
-    "cores, memory, gpus, env, cwd, owner, created, updated, etag) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "cores, memory, gpus, env, cwd, owner, created, updated, etag, job, run_when) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # Fields that shape how the next attempt runs: frozen while one is running.
 _PLAIN_FIELDS = (
@@ -70,12 +70,20 @@ def _resource_columns(resources: Resources) -> tuple[str, float, int, int]:
 
 
 def create_tasks(
-    conn: sqlite3.Connection, items: Sequence[TaskCreate], caller: Caller, now: float
+    conn: sqlite3.Connection,
+    items: Sequence[TaskCreate],
+    caller: Caller,
+    now: float,
+    *,
+    job_name: str | None = None,
 ) -> list[CreatedTask]:
-    """Insert ``items`` all or nothing; returns ``[{"_id", "_etag", "_created"}]``.
+    """Insert ``items`` all or nothing, as one job; returns ``[{"_id", "_etag",
+    "_created", "job"}]``.
 
     Continuations may point at existing tasks or at other items of the same
-    request (by client-chosen ``_id``), so a whole tree fits in one POST.
+    request (by client-chosen ``_id``), so a whole tree fits in one POST. The
+    job's id is the first task's id; its name ``job_name``, else the first
+    task's name.
     """
     generated = iter(new_ids(sum(1 for i in items if i.id is None), now))
     ids = [item.id if item.id is not None else next(generated) for item in items]
@@ -151,8 +159,14 @@ def create_tasks(
                 now,
                 now,
                 etag,
+                ids[0],
+                item.run_when.value,
             )
         )
+    job = ids[0] if ids else None
+    if job is not None:
+        name = job_name if job_name is not None else items[0].name
+        conn.execute(Q.INSERT_JOB, (job, name, caller.name, now))
     conn.executemany(_INSERT, rows)
     conn.executemany(Q.SET_TIME_AND_ABANDON, _time_and_abandon(ids, items))
     conn.executemany(
@@ -175,6 +189,7 @@ def create_tasks(
                 priority=item.priority,
                 owner=caller.name,
                 group=item.command is None,
+                job=ids[0],
             )
             for task_id, item, state in zip(ids, items, states, strict=True)
         ),
@@ -184,7 +199,10 @@ def create_tasks(
     if ready:
         graph.make_ready(conn, ready, now)
         etags = _current_etags(conn, ids)
-    return [CreatedTask(_id=i, _etag=e, _created=now) for i, e in zip(ids, etags, strict=True)]
+    return [
+        CreatedTask(_id=i, _etag=e, _created=now, job=ids[0])
+        for i, e in zip(ids, etags, strict=True)
+    ]
 
 
 def _time_and_abandon(
@@ -372,7 +390,7 @@ def change_state_by_user(conn: sqlite3.Connection, task_id: str, target: State, 
     if plan.effect is Effect.ACTIVATE:
         graph.make_ready(conn, [task_id], now)
     elif plan.effect is Effect.CANCEL:
-        graph.cancel_tree(conn, [task_id], origin=task_id, now=now, include_roots=True)
+        graph.cancel_task(conn, task_id, now=now)
     elif plan.effect is Effect.REQUEST_CANCEL and plan.change is not None:
         apply_changes(conn, [plan.change], now)
     elif plan.effect is Effect.RETRY:
