@@ -97,6 +97,7 @@ class TaskUsageData(EventData):
     attempt: _INT
     time: float
     resident_memory_bytes: int
+    cpu_percent: float | None = None  # 100 = one core busy; absent when not measured
 
 
 # --- worker events -------------------------------------------------------------

@@ -19,6 +19,10 @@ TASK_FIELDS: Fields = {
     "pending_dependency_count": Field(_K.INT, nullable=False),
     "max_termination_time": Field(_K.NUMBER, nullable=False),
     "estimated_runtime": Field(_K.NUMBER),
+    "time_limit": Field(_K.NUMBER),
+    "not_before": Field(_K.DATE),
+    "max_abandon_count": Field(_K.INT, nullable=False),
+    "abandon_count": Field(_K.INT, nullable=False),
     "owner": Field(_K.STR, nullable=False),
     "job": Field(_K.ID),
     "cwd": Field(_K.STR),
@@ -54,4 +58,5 @@ MEMORY_USAGE_FIELDS: Fields = {
     "attempt": Field(_K.INT, nullable=False),
     "time": Field(_K.DATE, nullable=False),
     "resident_memory_bytes": Field(_K.INT, nullable=False),
+    "cpu_percent": Field(_K.NUMBER),
 }

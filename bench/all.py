@@ -61,6 +61,8 @@ BENCHES = (
     Bench("tui", "the TUI under 1,000 events/s", 300, 120),
     Bench("spawn", "process spawning", 600, 180),
     Bench("cli_start", "banyan CLI start time (--help, ls)", 300, 120),
+    Bench("dispatch", "dispatch capacity, simulated workers, FULL", 600, 180),
+    Bench("peers", "race vs huey and HyperQueue, 1,000 tasks, 3 reps", 1_800, 600),
     Bench("faults", "the reliability scorecard", 3_600, 900, optional=True),
 )
 

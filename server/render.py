@@ -29,6 +29,8 @@ def task(
     out = dict(redact_env(doc, viewer))
     for key in TASK_DATE_FIELDS:
         out[key] = format_date(out[key], date_format)
+    if "not_before" in out:
+        out["not_before"] = format_date(out["not_before"], date_format)
     if out.get("execution"):
         out["execution"] = _dates(out["execution"], EXECUTION_DATE_FIELDS, date_format)
     out["_links"] = {"self": {"title": "Task", "href": f"tasks/{doc['_id']}"}}

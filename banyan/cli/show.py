@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from banyan.cli.context import Context, check_ids
@@ -45,6 +46,7 @@ async def run_show(ctx: Context) -> int:
     async with ctx.client() as client:
         task = await client.task(task_id)
         history = await client.history(task_id)
+        workers = await client.workers() if task.get("state") in ACTIVE else []
         parents = await client.find(
             {"continuations": task_id}, projection={"name": 1, "state": 1}, max_results=100
         )
@@ -71,6 +73,7 @@ async def run_show(ctx: Context) -> int:
         ("resources", resources(task.get("requested_resources"))),
         ("retries", f"{task.get('retry_count', 0)} of {task.get('max_retry_count', 0)}"),
         ("termination", "grace " + duration(task.get("max_termination_time"))),
+        *_time_and_abandon_rows(task),
     ]
     if task.get("estimated_runtime") is not None:
         rows.append(("estimated", duration(task["estimated_runtime"])))
@@ -96,7 +99,7 @@ async def run_show(ctx: Context) -> int:
         progress = execution.get("progress") or {}
         exec_rows: list[tuple[str, Any]] = [
             ("attempt", str(execution.get("attempt", "-"))),
-            ("worker", execution.get("worker") or "-"),
+            ("worker", _worker_text(execution.get("worker"), workers)),
             ("started", execution.get("time_started") or "-"),
             ("ended", execution.get("time_terminated") or "-"),
         ]
@@ -112,6 +115,37 @@ async def run_show(ctx: Context) -> int:
     if history:
         ctx.out.show(Text(""), _history_table(history))
     return 0
+
+
+ACTIVE = ("running", "pending_cancellation")
+
+
+def _time_and_abandon_rows(task: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The wall-time limit, the begin time and the crash budget (issue 13)."""
+    rows: list[tuple[str, Any]] = []
+    if task.get("time_limit") is not None:
+        rows.append(("time limit", duration(task["time_limit"])))
+    if task.get("not_before"):
+        rows.append(("not before", task["not_before"]))
+    rows.append(
+        (
+            "abandons",
+            f"{task.get('abandon_count', 0)} of {task.get('max_abandon_count', 0)} "
+            "(reruns after its worker died)",
+        )
+    )
+    return rows
+
+
+def _worker_text(name: str | None, workers: Sequence[Mapping[str, Any]]) -> str:
+    """The worker's name; while it runs the task, whether it has gone quiet."""
+    if name is None:
+        return "-"
+    for worker in workers:
+        if worker.get("name") == name and worker.get("responsive") is False:
+            age = worker.get("last_heartbeat_age_s") or 0
+            return f"{name} (unresponsive: not heard from for {age:.0f} s)"
+    return name
 
 
 def _label(task: dict[str, Any]) -> str:

@@ -19,6 +19,8 @@ import contextlib
 import os
 import re
 import shlex
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,7 @@ from banyan.cli.output import warn
 from banyan.client.format import outcome
 from banyan.client.linking import check_parent, link_after
 from banyan.client.trees import fetch_many
+from banyan.dates import next_time_of_day, parse_begin
 from banyan.errors import BanyanError, NotFound
 
 INDEX_ENV = "BANYAN_TASK_INDEX"
@@ -43,6 +46,8 @@ examples:
   banyan submit --array 1-100 -- 'python sim.py --seed $BANYAN_TASK_INDEX'
   banyan submit --each-line inputs.txt -- 'gzip "$BANYAN_ENTRY"'
   banyan submit --wait -- ./quick.sh              # then wait like 'banyan wait'
+  banyan submit --time-limit "2 hours" -- ./train.sh   # stopped after 2 h: failure (time limit)
+  banyan submit --begin 02:00 -- ./nightly.sh     # not before 02:00 local time (also now+10minutes)
 
 The command runs in a shell on the worker. One argument is taken as the
 shell command as written ('a && b'); several are joined with shell quoting.
@@ -92,6 +97,24 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         "--max-termination-time", metavar="DUR", help="SIGTERM→SIGKILL grace (default 10 minutes)"
     )
     p.add_argument("--estimated-runtime", metavar="DUR", help="expected run time")
+    p.add_argument(
+        "--time-limit",
+        metavar="DUR",
+        help="wall-time limit of each attempt; then stopped, 'failure (time limit)' "
+        "(default: the server's default_time_limit_s, off unless set)",
+    )
+    p.add_argument(
+        "--begin",
+        metavar="WHEN",
+        help="not before then: a date (ISO 8601), a local time of day '16:00', "
+        "a duration from now '10 minutes', or 'now+10minutes'",
+    )
+    p.add_argument(
+        "--max-abandons",
+        type=int,
+        metavar="N",
+        help="reruns after its worker died or was stopped (default 3)",
+    )
     array = p.add_mutually_exclusive_group()
     array.add_argument("--array", metavar="SPEC", help="an array: 1-100, 1-100:2 or 1,5,7")
     array.add_argument("--each-line", metavar="FILE", help="one task per non-empty line of FILE")
@@ -190,6 +213,9 @@ def base_task(args: argparse.Namespace) -> dict[str, Any]:
         "max_termination_time": args.max_termination_time,
         "estimated_runtime": args.estimated_runtime,
         "cwd": os.path.abspath(args.cwd) if args.cwd else None,
+        "time_limit": args.time_limit,
+        "not_before": None if args.begin is None else begin_time(args.begin),
+        "max_abandon_count": args.max_abandons,
     }
     task.update({k: v for k, v in optional.items() if v is not None})
     env = _pairs(args.env, "--env")
@@ -201,6 +227,20 @@ def base_task(args: argparse.Namespace) -> dict[str, Any]:
         )
     task["state"] = "inactive" if args.hold or args.after else "available"
     return task
+
+
+def begin_time(text: str) -> str:
+    """``--begin`` as an ISO 8601 date for the server: a time of day is this
+    machine's local clock (as Slurm reads it), the rest as ``not_before`` reads
+    them, resolved now so that every task of an array gets the same time."""
+    now = time.time()
+    local = datetime.now().astimezone().tzinfo
+    at = next_time_of_day(text.strip(), now, local) if local is not None else None
+    try:
+        epoch = at if at is not None else parse_begin(text, now)
+    except ValueError as exc:
+        raise UsageError(f"--begin: {exc}") from exc
+    return datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
 def _array_name(base: dict[str, Any]) -> str:

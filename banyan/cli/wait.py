@@ -11,7 +11,7 @@ import argparse
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from banyan.cli.context import Context, UsageError, check_ids
 from banyan.cli.output import warn
@@ -22,6 +22,8 @@ from banyan.client.trees import IDS_PER_QUERY, fetch_many
 from banyan.documents import ExecutionDoc, TaskDoc
 from banyan.errors import BanyanError, NotFound
 from banyan.units import parse_duration
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import asyncio
@@ -91,20 +93,21 @@ async def _follow_feed(
 ) -> None:
     """Put each ``task.state`` event of these tasks on ``queue``; errors end it
     quietly (the poll notices the same problem and reports it)."""
+    from banyan.events import TaskState
+
     wanted = set(ids)
     where = {"_id": {"$in": ids}} if len(ids) <= IDS_PER_QUERY else None
     with contextlib.suppress(BanyanError):
-        events = closable(client.events(where=where, types=["task.state"]))
+        events = closable(client.typed_events(where=where, types=["task.state"]))
         async with contextlib.aclosing(events) as feed:
-            async for frame in feed:
-                data = frame.get("data") or {}
-                if frame.get("type") == "task.state" and data.get("_id") in wanted:
-                    queue.put_nowait(data)
+            async for event in feed:
+                if isinstance(event, TaskState) and event.data.id in wanted:
+                    queue.put_nowait(event.data.dump())
 
 
-def closable(events: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[dict[str, Any], None]:
+def closable(events: AsyncIterator[T]) -> AsyncGenerator[T, None]:
     """``Client.events`` is an async generator: close it (and its websocket) when done."""
-    return cast(AsyncGenerator[dict[str, Any], None], events)
+    return cast(AsyncGenerator[T, None], events)
 
 
 def _apply(tasks: dict[str, TaskDoc], data: dict[str, Any], stale: set[str]) -> None:

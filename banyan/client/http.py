@@ -46,6 +46,8 @@ from banyan.tokens import basic_auth_header
 if TYPE_CHECKING:
     import aiohttp
 
+    from banyan.events import Event, FeedResync
+
 RECONNECT_MAX_S = 5.0
 # A submit whose connection fails is sent again this many times, after
 # 0.25 s, 0.5 s, … (at most RETRY_MAX_S each): about 30 s in all, what a server
@@ -324,7 +326,8 @@ class Client:
         reconnect: bool = True,
     ) -> AsyncIterator[dict[str, Any]]:
         """Events in ``seq`` order; control frames (``feed.resync``) are yielded
-        too so the caller can refetch a snapshot. Reconnects and resumes."""
+        too so the caller can refetch a snapshot. Reconnects and resumes.
+        Plain frames (dicts); :meth:`typed_events` decodes them."""
         import aiohttp
 
         last = since
@@ -373,6 +376,31 @@ class Client:
                 return
             await asyncio.sleep(delay)
             delay = min(RECONNECT_MAX_S, delay * 2)
+
+    async def typed_events(
+        self,
+        *,
+        since: int | None = None,
+        where: Mapping[str, Any] | None = None,
+        types: Sequence[str] | None = None,
+        reconnect: bool = True,
+    ) -> AsyncIterator[Event | FeedResync]:
+        """:meth:`events` decoded with ``banyan.events``: each event as its typed
+        model (``TaskState``, ``WorkerLost``...), ``FeedResync`` when the caller
+        must refetch a snapshot. Frames of a type this client does not know (a
+        newer server's) are skipped. The wire format is unchanged."""
+        from banyan.events import EVENT_TYPES, FeedResync, decode
+
+        stream = self.events(since=since, where=where, types=types, reconnect=reconnect)
+        try:
+            async for frame in stream:
+                kind = frame.get("type")
+                if kind == "feed.resync":
+                    yield FeedResync.model_validate(frame)
+                elif kind in EVENT_TYPES:
+                    yield decode(frame)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
 
 
 async def check_tls(connection: Connection, *, timeout_s: float = 10.0) -> None:

@@ -69,8 +69,12 @@ def task_progress(
     return ev.TaskProgress(data=data)
 
 
-def task_usage(task_id: str, *, attempt: int, time: float, rss: int) -> ev.TaskUsage:
-    data = ev.TaskUsageData(id=task_id, attempt=attempt, time=time, resident_memory_bytes=rss)
+def task_usage(
+    task_id: str, *, attempt: int, time: float, rss: int, cpu_percent: float | None = None
+) -> ev.TaskUsage:
+    data = ev.TaskUsageData(
+        id=task_id, attempt=attempt, time=time, resident_memory_bytes=rss, cpu_percent=cpu_percent
+    )
     return ev.TaskUsage(data=data)
 
 

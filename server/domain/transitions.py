@@ -17,7 +17,17 @@ from enum import StrEnum
 
 from banyan import events as ev
 from banyan.errors import Conflict
-from banyan.states import SUCCESS, Actor, Effect, Outcome, State, after_attempt, transition
+from banyan.states import (
+    SUCCESS,
+    Actor,
+    Effect,
+    Outcome,
+    State,
+    after_abandonment,
+    after_attempt,
+    is_abandonment,
+    transition,
+)
 from server.domain import events as build
 
 
@@ -179,17 +189,29 @@ def end_attempt(
     exit_status: str,
     actor: Actor,
     undelivered: bool = False,
+    abandon_count: int = 0,
+    max_abandon_count: int = 0,
 ) -> AttemptEnd:
     """The retry rule applied to an ended attempt. ``undelivered``: the worker
     never got it (nothing ran), so a running task goes back to available
-    without counting a retry."""
+    without counting a retry. An abandonment (the worker died, was lost or
+    stopped) follows the crash budget instead: ``abandon_count`` against
+    ``max_abandon_count``, never ``max_retry_count``."""
     current = State(task.state)
-    outcome = after_attempt(
-        current=current,
-        exit_status=exit_status,
-        retry_count=retry_count,
-        max_retry_count=max_retry_count,
-    )
+    if is_abandonment(exit_status):
+        outcome = after_abandonment(
+            current=current,
+            exit_status=exit_status,
+            abandon_count=abandon_count,
+            max_abandon_count=max_abandon_count,
+        )
+    else:
+        outcome = after_attempt(
+            current=current,
+            exit_status=exit_status,
+            retry_count=retry_count,
+            max_retry_count=max_retry_count,
+        )
     if undelivered and current is State.RUNNING:
         outcome = Outcome(State.AVAILABLE, retry=False, release=False, cascade_cancel=False)
     transition(current, outcome.state, actor)

@@ -441,6 +441,8 @@ def document() -> dict[str, Any]:
                                     "insufficient_resources",
                                     "busy",
                                     "queued",
+                                    "not_before",
+                                    "insufficient_time",
                                 ]
                             },
                             "reason": {"type": "string"},

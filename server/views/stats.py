@@ -9,6 +9,7 @@ from ``list_workers`` and ``worker_state`` (the same state ``/workers`` shows).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -17,7 +18,7 @@ from aiohttp import web
 
 from banyan.dates import format_date
 from banyan.resources import Amounts, Resources, free_share
-from banyan.states import State
+from banyan.states import ACTIVE_STATES, State
 from server.auth import ANY_ROLE, require
 from server.domain import claims
 from server.domain import pending as domain_pending
@@ -25,7 +26,7 @@ from server.domain.pending import SERVING_STATES, PendingTask, WorkerSeen
 from server.keys import GATEWAY, STORE
 from server.stores.base import Store
 from server.views.common import json_response, settings, task_id
-from server.views.workers import worker_state
+from server.views.workers import remaining, responsive, worker_state
 
 routes = web.RouteTableDef()
 
@@ -67,7 +68,26 @@ async def pending_reason(request: web.Request) -> web.Response:
     doc = await store.get_task(task_id(request))
     seen = await workers_seen(request) if doc["state"] == State.AVAILABLE else []
     code, reason = explain_seen(doc, await with_ahead(store, doc, seen))
+    worker = (doc.get("execution") or {}).get("worker")
+    if doc["state"] in ACTIVE_STATES and worker is not None:
+        reason += await _quiet_note(request, worker)
     return json_response({"_id": doc["_id"], "state": doc["state"], "code": code, "reason": reason})
+
+
+QUIET_NOTE = " (unresponsive: not heard from for two heartbeats; not lost yet)"
+
+
+async def _quiet_note(request: web.Request, name: str) -> str:
+    """``QUIET_NOTE`` for a task whose worker has gone quiet, else nothing."""
+    found = await request.app[STORE].list_workers(name)
+    return QUIET_NOTE if quiet_names(request, found) else ""
+
+
+def quiet_names(request: web.Request, found: Sequence[dict[str, Any]]) -> set[str]:
+    """The workers of ``found`` not heard from for two heartbeats (not lost yet)."""
+    interval = settings(request).heartbeat_interval_s
+    gateway = request.app[GATEWAY]
+    return {w["name"] for w in found if not responsive(gateway, w, interval)}
 
 
 # --- workers -----------------------------------------------------------------
@@ -122,9 +142,15 @@ def workers_summary(workers: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, 
 
 async def workers_seen(request: web.Request) -> list[WorkerSeen]:
     """Every stored worker with its current state, as the pending rules see it."""
+    return seen_workers(with_states(request, await request.app[STORE].list_workers()))
+
+
+def with_states(
+    request: web.Request, found: Sequence[dict[str, Any]]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Each worker with its live state and its remaining lifetime (``remaining_s``)."""
     gateway = request.app[GATEWAY]
-    found = await request.app[STORE].list_workers()
-    return seen_workers([(worker_state(gateway, w), w) for w in found])
+    return [(worker_state(gateway, w), {**w, "remaining_s": remaining(gateway, w)}) for w in found]
 
 
 def seen_workers(workers: Sequence[tuple[str, dict[str, Any]]]) -> list[WorkerSeen]:
@@ -135,6 +161,7 @@ def seen_workers(workers: Sequence[tuple[str, dict[str, Any]]]) -> list[WorkerSe
             queues=w["queues"],
             capacity=Resources.model_validate(w["capacity"]),
             running=[Resources.model_validate(a["requested_resources"]) for a in w["running"]],
+            remaining_s=w.get("remaining_s"),
         )
         for state, w in workers
     ]
@@ -187,5 +214,8 @@ def explain_seen(task: dict[str, Any], seen: Sequence[WorkerSeen]) -> tuple[str,
         pending_dependency_count=task.get("pending_dependency_count", 0),
         worker=execution.get("worker"),
         exit_status=execution.get("exit_status"),
+        time_limit=task.get("time_limit"),
+        not_before=task.get("not_before"),
+        now=time.time(),
     )
     return domain_pending.pending_reason(pending, seen)

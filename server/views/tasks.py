@@ -34,6 +34,15 @@ from server.views.common import (
 )
 from server.views.reasons import add_reasons, fit_warnings
 
+
+def with_default_time_limit(item: TaskCreate, default_s: float | None) -> TaskCreate:
+    """The server's ``default_time_limit_s`` for a task that names no
+    ``time_limit`` (an explicit ``null`` means no limit)."""
+    if default_s is None or "time_limit" in item.model_fields_set:
+        return item
+    return item.model_copy(update={"time_limit": default_s})
+
+
 _ONE = TypeAdapter(TaskCreate)
 _MANY = TypeAdapter(list[TaskCreate])
 _PATCH = TypeAdapter(TaskPatch)
@@ -61,6 +70,7 @@ async def create(request: web.Request) -> web.Response:
     else:
         items = validate(_MANY, data, what="tasks")
         check_bulk_size(len(items), request)
+    items = [with_default_time_limit(i, conf.default_time_limit_s) for i in items]
     # The fit check reads the connected workers now. Without a key a refusal
     # comes before anything is made; with one it is raised from respond, which
     # runs only when the key is new, so a retry of a request that was taken

@@ -375,7 +375,11 @@ def test_workers_hides_those_that_left_unless_all(cli: Cli, cluster: Cluster) ->
     assert names("--all")["leaver"] == "left"
     table = cli("workers", "--all")
     assert "leaver" in table.out and "left" in table.out
+    assert "GONE" in table.out  # when each departed worker went, beside its last heartbeat
+    (row,) = [line for line in table.out.splitlines() if line.startswith("leaver")]
+    assert row.count(" ago") == 2, row
     hidden = cli("workers")
+    assert "GONE" not in hidden.out
     assert "leaver" not in hidden.out and "1 left or lost (--all shows them)" in hidden.out
 
 

@@ -39,6 +39,7 @@ from tui.state.looks import (
     load_style,
     look,
     status_of,
+    unresponsive,
 )
 from tui.state.model import Changes, Model, WorkerUse, counts_from_tasks
 from tui.state.queues import QueueRow, finished_note, queue_rows
@@ -126,5 +127,6 @@ __all__ = [
     "subtree_summary",
     "task_from_doc",
     "tree_root",
+    "unresponsive",
     "worker_from_doc",
 ]

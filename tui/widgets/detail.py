@@ -24,13 +24,18 @@ from tui.state import (
     parse_time,
     run_time,
     short_age,
+    unresponsive,
 )
 from tui.widgets.base import Navigator, View, ViewOptions
 
 LOG_LINES = 200
 
 
-def fields_table(task: Task, doc: Mapping[str, Any] | None, now: float) -> Table:
+def fields_table(
+    task: Task, doc: Mapping[str, Any] | None, now: float, *, worker_quiet: bool = False
+) -> Table:
+    """``worker_quiet``: the worker running it has not been heard from for two
+    heartbeats (unresponsive, not lost yet)."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -50,6 +55,7 @@ def fields_table(task: Task, doc: Mapping[str, Any] | None, now: float) -> Table
         *_reason_row(task, doc),
         ("queue", f"{task.queue}   priority {task.priority}"),
         ("retries", f"{task.retry_count} of {task.max_retry_count}"),
+        *time_and_abandon_rows(doc),
         ("resources", resources(doc.get("requested_resources") or task.resources)),
         ("created", f"{short_age(now - task.created)} ago"),
     ]
@@ -58,6 +64,8 @@ def fields_table(task: Task, doc: Mapping[str, Any] | None, now: float) -> Table
         verb = "running for" if task.state in ACTIVE_STATES else "ran"
         ran_text = clock_text(ran) if ran is not None else "-"
         rows.append(("attempt", f"{task.attempt} on {task.worker}, {verb} {ran_text}"))
+        if worker_quiet and not task.final:
+            rows.append(("worker", Text(f"{task.worker} is unresponsive", style="bold yellow")))
     if task.message:
         rows.append(("message", task.message))
     for key, value in rows:
@@ -74,6 +82,18 @@ def _reason_row(task: Task, doc: Mapping[str, Any]) -> list[tuple[str, Any]]:
         task.reason if task.state in ("inactive", "available") else None
     )
     return [("reason", Text(str(reason), style="yellow"))] if reason else []
+
+
+def time_and_abandon_rows(doc: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Wall-time limit, begin time and the crash budget (issue 13), when loaded."""
+    rows: list[tuple[str, Any]] = []
+    if doc.get("time_limit") is not None:
+        rows.append(("time limit", duration(doc["time_limit"])))
+    if doc.get("not_before"):
+        rows.append(("not before", str(doc["not_before"])))
+    if "abandon_count" in doc:
+        rows.append(("abandons", f"{doc['abandon_count']} of {doc.get('max_abandon_count', 0)}"))
+    return rows
 
 
 def history_table(history: Sequence[Mapping[str, Any]]) -> Table | Text:
@@ -162,7 +182,9 @@ class DetailView(View):
         if task is None:
             fields.update(Text(f"{self.task_id}: not loaded", style="dim"))
             return
-        fields.update(fields_table(task, self.doc, now))
+        worker = model.workers.get(task.worker) if task.worker else None
+        quiet = worker is not None and unresponsive(worker, now, self.options.heartbeat_interval_s)
+        fields.update(fields_table(task, self.doc, now, worker_quiet=quiet))
         bar = self.query_one(ProgressBar)
         bar.display = task.percent is not None
         if task.percent is not None:

@@ -6,6 +6,7 @@ and memory-usage samples. Every report names its attempt by the random
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import sqlite3
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from banyan.states import (
     ACTIVE_STATES,
     Actor,
     State,
+    is_abandonment,
 )
 from banyan.tokens import Caller, Role
 from server.domain import access, claims
@@ -38,23 +40,38 @@ def claim(
     queues: Sequence[str],
     limit: int,
     now: float,
+    remaining_s: float | None = None,
 ) -> list[ClaimedAttempt]:
     """Hand out what the claim policy (``server.domain.claims``) picks from the
-    available tasks in ``queues`` for the free share ``free``."""
+    available tasks in ``queues`` for the free share ``free``, those begun and
+    fitting the worker's remaining lifetime ``remaining_s``."""
     if limit <= 0 or not queues:
         return []
     share = Amounts.of(free)
     # The plain columns let SQLite skip what cannot fit even the whole free
     # share; the policy then packs on plain numbers (no model per row).
     bound = claims.prefilter(share)
-    rows = conn.execute(
+    cursor = conn.execute(
         Q.CLAIM_CANDIDATES.format(queues=placeholders(len(queues)), order=claims.ORDER),
-        (*queues, bound.cores, bound.memory, bound.gpus, claims.scan_limit(limit)),
-    ).fetchall()
-    candidates = (_candidate(row) for row in rows)  # lazily: pack stops at the limit
-    chosen = claims.pack(candidates, share, limit, lambda c: c[0])
+        (
+            *queues,
+            bound.cores,
+            bound.memory,
+            bound.gpus,
+            *claims.time_bounds(now, remaining_s),
+            claims.scan_limit(limit),
+        ),
+    )
+    try:
+        # Row by row from the cursor: with one core free the first fitting row
+        # ends the scan, instead of loading scan_limit(limit) full rows for it.
+        candidates = (_candidate(row) for row in cursor)
+        chosen = claims.pack(candidates, share, limit, lambda c: c[0])
+    finally:
+        cursor.close()  # done before the same connection updates the rows it read
     attempts = []
-    for _, request, (task_id, *_cmgr, name, queue, command, env, cwd, grace) in chosen:
+    for _, request, row in chosen:
+        task_id, *_, name, queue, command, env, cwd, grace, time_limit = row
         key = secrets.token_urlsafe(16)
         (attempt,) = conn.execute(Q.START_ATTEMPT, (worker, now, now, task_id)).fetchone()
         conn.execute(Q.INSERT_ATTEMPT, (task_id, attempt, key, worker, token, now))
@@ -71,6 +88,7 @@ def claim(
                 env=loads(env),
                 cwd=cwd,
                 max_termination_time=grace,
+                time_limit=time_limit,
             )
         )
     return attempts
@@ -110,6 +128,9 @@ def _current_attempt(
     if row is None:
         raise NotFound(f"no task with id {task_id}")
     current = access.CurrentAttempt(task_id, row[1], row[6], row[7], row[10])
+    if not access.names_current(current, execution_key):
+        found = conn.execute(Q.ATTEMPT_OF_KEY, (task_id, execution_key)).fetchone()
+        current = dataclasses.replace(current, key_attempt=None if found is None else found[0])
     access.check_report(current, execution_key, caller, worker)
     return tuple(row[:10])
 
@@ -160,6 +181,11 @@ def finish(
         if recorded == exit_status:
             return False
         raise Conflict(f"attempt {attempt} of task {task_id} already ended with '{recorded}'")
+    abandons, max_abandons = (
+        conn.execute(Q.ABANDON_BUDGET, (task_id,)).fetchone()
+        if is_abandonment(exit_status)
+        else (0, 0)
+    )
     end = T.end_attempt(
         T.TaskRef(task_id, state, name, queue),
         attempt=attempt,
@@ -168,6 +194,8 @@ def finish(
         exit_status=exit_status,
         actor=actor,
         undelivered=undelivered,
+        abandon_count=abandons,
+        max_abandon_count=max_abandons,
     )
     outcome = end.outcome
     usage_json = None if usage is None else dumps(usage)
@@ -176,6 +204,8 @@ def finish(
         Q.END_TASK_ATTEMPT,
         (outcome.state, exit_status, exit_code, now, int(outcome.retry), now, task_id),
     )
+    if outcome.abandoned:
+        conn.execute(Q.COUNT_ABANDON, (task_id,))
     store_events(conn, now, [end.event])
     if outcome.release:
         graph.make_ready(conn, graph.release(conn, task_id, now), now)
@@ -223,20 +253,21 @@ def abandon_worker(conn: sqlite3.Connection, worker: str, now: float) -> list[st
 
 def add_memory_usage(
     conn: sqlite3.Connection,
-    records: Sequence[tuple[str, float, int]],
+    records: Sequence[tuple[str, float, int, float | None]],
     caller: Caller,
     now: float,
 ) -> int:
-    """Store samples ``(task, time, resident_memory_bytes)``; a worker may only
-    report on tasks whose current attempt it holds."""
+    """Store samples ``(task, time, resident_memory_bytes, cpu_percent)``; a
+    worker may only report on tasks whose current attempt it holds."""
     stored = 0
-    for task_id, time, rss in records:
+    for task_id, time, rss, cpu in records:
         row = conn.execute(Q.USAGE_ROW, (task_id,)).fetchone()
         if row is None:
             raise NotFound(f"no task with id {task_id}")
         state, attempt, token = row
         access.check_usage_report(caller, task_id, state, token)
-        conn.execute(Q.INSERT_USAGE, (task_id, attempt, time, rss))
-        store_events(conn, now, [E.task_usage(task_id, attempt=attempt, time=time, rss=rss)])
+        conn.execute(Q.INSERT_USAGE, (task_id, attempt, time, rss, cpu))
+        usage = E.task_usage(task_id, attempt=attempt, time=time, rss=rss, cpu_percent=cpu)
+        store_events(conn, now, [usage])
         stored += 1
     return stored

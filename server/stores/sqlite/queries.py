@@ -8,13 +8,23 @@ from typing import Final
 # Available tasks a claim may hand out, in the claim policy's order; formatted
 # with the queue placeholders and ``server.domain.claims.ORDER``. Parameters:
 # *queues, max cores, max memory, max gpus, how many to look at.
+# Then: now (``not_before`` passed), the worker's remaining lifetime or NULL
+# (``server.domain.claims.time_bounds``).
 CLAIM_CANDIDATES: Final = (
     "SELECT id, cores, memory, gpus, requested_resources, name, queue, command, env, cwd, "
-    "max_termination_time FROM tasks INDEXED BY tasks_claim "
+    "max_termination_time, time_limit FROM tasks INDEXED BY tasks_claim "
     "WHERE state = 'available' AND queue IN ({queues}) "
     "AND cores <= ? AND memory <= ? AND gpus <= ? "
+    "AND (not_before IS NULL OR not_before <= ?) "
+    "AND (time_limit IS NULL OR time_limit <= coalesce(?, time_limit)) "
     "ORDER BY {order} LIMIT ?"
 )
+# The fields of a new task that most leave at their defaults (tasks.create_tasks).
+SET_TIME_AND_ABANDON: Final = (
+    "UPDATE tasks SET time_limit = ?, not_before = ?, max_abandon_count = ? WHERE id = ?"
+)
+# The earliest begin time still ahead among available tasks (the begin timer).
+NEXT_BEGIN: Final = "SELECT min(not_before) FROM tasks WHERE state = 'available' AND not_before > ?"
 
 _ETAG: Final = "lower(hex(randomblob(10)))"  # a new _etag, made by SQLite
 
@@ -68,6 +78,8 @@ CURRENT_ATTEMPT: Final = (
     "FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt "
     "WHERE t.id = ?"
 )
+# Which attempt of a task a (stale) execution key named, if any.
+ATTEMPT_OF_KEY: Final = "SELECT attempt FROM attempts WHERE task_id = ? AND execution_key = ?"
 END_ATTEMPT: Final = (
     "UPDATE attempts SET time_terminated = ?, exit_status = ?, exit_code = ?, usage = ? "
     "WHERE task_id = ? AND attempt = ?"
@@ -87,6 +99,10 @@ INSERT_ATTEMPT: Final = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 CHILDREN: Final = "SELECT child FROM continuations WHERE parent = ?"
+# The crash budget (issue 13): abandonments so far and how many are allowed.
+ABANDON_BUDGET: Final = "SELECT abandon_count, max_abandon_count FROM tasks WHERE id = ?"
+COUNT_ABANDON: Final = "UPDATE tasks SET abandon_count = abandon_count + 1 WHERE id = ?"
+RESET_ABANDONS: Final = "UPDATE tasks SET abandon_count = 0 WHERE id = ?"
 
 # --- the continuation graph -------------------------------------------------------
 REACHES: Final = DESCENDANTS.format(roots="?") + "SELECT 1 FROM d WHERE id = ? LIMIT 1"
@@ -119,12 +135,21 @@ USAGE_ROW: Final = (
     "ON a.task_id = t.id AND a.attempt = t.attempt WHERE t.id = ?"
 )
 INSERT_USAGE: Final = (
-    "INSERT INTO memory_usage (task_id, attempt, time, resident_memory_bytes) VALUES (?, ?, ?, ?)"
+    "INSERT INTO memory_usage (task_id, attempt, time, resident_memory_bytes, cpu_percent) "
+    "VALUES (?, ?, ?, ?, ?)"
 )
 
 # --- workers ---------------------------------------------------------------------------
 # The state of a task whose open attempt (this key, this worker) a rejoining
 # worker names; no row when that attempt is no longer its own.
+# A worker went (state 'left' or 'lost', at :now); its last_seen is kept.
+WORKER_GONE: Final = "UPDATE workers SET state = ?, left = ? WHERE name = ?"
+WORKER_HEARD: Final = "UPDATE workers SET last_seen = max(last_seen, ?) WHERE name = ?"
+PRUNE_WORKERS: Final = (
+    "DELETE FROM workers WHERE state IN ('left', 'lost') AND \"left\" < ? "
+    "AND NOT EXISTS (SELECT 1 FROM attempts a WHERE a.worker = workers.name "
+    "AND a.time_terminated IS NULL) RETURNING name"
+)
 HELD_ATTEMPT_STATE: Final = (
     "SELECT t.state FROM tasks t JOIN attempts a ON a.task_id = t.id "
     "AND a.attempt = t.attempt WHERE t.id = ? AND a.execution_key = ? AND a.worker = ? "
@@ -170,3 +195,17 @@ TASKS_AHEAD: Final = (
     "AND (priority > ? OR (priority = ? AND id < ?)) "
     "ORDER BY {order} LIMIT ?"
 )
+
+# A change in any of these means a token was revoked, deleted or added: the
+# server's revocation watch then checks the tokens of its open sockets.
+TOKEN_MARK: Final = (
+    "SELECT count(*), count(revoked), coalesce(max(revoked), 0), coalesce(max(id), 0) FROM tokens"
+)
+TOKEN_STATE: Final = "SELECT revoked FROM tokens WHERE name = ?"
+
+# --- worker identity ------------------------------------------------------------------------
+WORKER_IDENTITY: Final = (
+    "SELECT w.secret, (SELECT count(*) FROM attempts a WHERE a.worker = w.name "
+    "AND a.time_terminated IS NULL) FROM workers w WHERE w.name = ?"
+)
+SET_WORKER_SECRET: Final = "UPDATE workers SET secret = ? WHERE name = ?"

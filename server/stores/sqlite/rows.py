@@ -21,7 +21,9 @@ TASK_COLUMNS = (
     "id, name, command, state, queue, priority, max_retry_count, retry_count, "
     "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
     "env, cwd, owner, attempt, worker, exit_status, exit_code, time_started, time_terminated, "
-    "progress, created, updated, etag, job"
+    "progress, created, updated, etag, "
+    # issue 13: appended, read by name in row_to_doc's tail
+    "time_limit, not_before, max_abandon_count, abandon_count, job"
 )
 NEW_ETAG_SQL = "lower(hex(randomblob(10)))"
 CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
@@ -75,6 +77,10 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
         created,
         updated,
         etag,
+        time_limit,
+        not_before,
+        max_abandon_count,
+        abandon_count,
         job,
     ) = row
     doc: dict[str, Any] = {
@@ -91,6 +97,10 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
         "pending_dependency_count": pending,
         "max_termination_time": max_termination_time,
         "estimated_runtime": estimated_runtime,
+        "time_limit": time_limit,
+        "not_before": not_before,
+        "max_abandon_count": max_abandon_count,
+        "abandon_count": abandon_count,
         "env": loads(env),
         "cwd": cwd,
         "owner": owner,

@@ -241,6 +241,68 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created);
     """,
+    # 6 (issue 13): wall-time limits, begin times and the crash budget.
+    # time_limit: seconds an attempt may run (NULL: no limit). not_before: epoch
+    # seconds before which no claim hands the task out. abandon_count: attempts
+    # that ended because the worker died or was stopped, against
+    # max_abandon_count (not max_retry_count). workers.deadline: the epoch
+    # second a worker started with --time-limit stops (NULL: no lifetime).
+    """
+    ALTER TABLE tasks ADD COLUMN time_limit REAL;
+    ALTER TABLE tasks ADD COLUMN not_before REAL;
+    ALTER TABLE tasks ADD COLUMN max_abandon_count INTEGER NOT NULL DEFAULT 3;
+    ALTER TABLE tasks ADD COLUMN abandon_count INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE workers ADD COLUMN deadline REAL;
+    CREATE INDEX IF NOT EXISTS tasks_not_before ON tasks (not_before)
+        WHERE state = 'available' AND not_before IS NOT NULL;
+    """,
+    # 7: the statistics' wait time counts from when a task last became
+    # available, not from its creation (time held or waiting on parents is not
+    # queue wait). ``available_since`` is set by a trigger in the transaction
+    # of every change that makes a task available (NULL: available since it
+    # was created). The wait of an attempt is read when it ends, before the
+    # task's own row changes (attempts.finish ends the attempt first).
+    # Also: usage samples keep the CPU use the worker measured, and listings
+    # newest first (``sort=-_created,-_id``, the CLI's and TUI's order) read
+    # one index.
+    """
+    ALTER TABLE memory_usage ADD COLUMN cpu_percent REAL;
+    CREATE INDEX IF NOT EXISTS tasks_created ON tasks (created, id);
+    ALTER TABLE tasks ADD COLUMN available_since REAL;
+    CREATE TRIGGER tasks_available_since AFTER UPDATE OF state ON tasks
+    WHEN new.state = 'available' AND old.state IS NOT 'available' BEGIN
+        UPDATE tasks SET available_since = new.updated WHERE id = new.id;
+    END;
+    DROP TRIGGER attempt_durations_finish;
+    CREATE TRIGGER attempt_durations_finish AFTER UPDATE OF time_terminated ON attempts
+    WHEN old.time_terminated IS NULL AND new.time_terminated IS NOT NULL BEGIN
+        INSERT INTO attempt_durations (slot, kind, bucket, n, total_s)
+            SELECT slot, kind,
+                coalesce((SELECT max(lo) FROM duration_buckets WHERE lo <= v), 0.0), 1, v
+            FROM (
+                SELECT CAST(new.time_terminated / 10 AS INTEGER) AS slot, 0 AS kind,
+                    max(new.time_started - coalesce(
+                        (SELECT coalesce(available_since, created) FROM tasks
+                            WHERE id = new.task_id),
+                        new.time_started
+                    ), 0.0) AS v
+                UNION ALL
+                SELECT CAST(new.time_terminated / 10 AS INTEGER), 1,
+                    max(new.time_terminated - new.time_started, 0.0)
+            )
+            WHERE true
+            ON CONFLICT (kind, bucket, slot) DO UPDATE SET n = n + 1,
+                total_s = total_s + excluded.total_s;
+        DELETE FROM attempt_durations WHERE slot < CAST(new.time_terminated / 10 AS INTEGER) - 100;
+    END;
+    """,
+    # 8: a worker's identity (issue 11): the SHA-256 of the secret its current
+    # process was handed in ``welcome`` (the proof a reconnect must carry);
+    # revocations found cheaply by the server that watches for them.
+    """
+    ALTER TABLE workers ADD COLUMN secret TEXT;
+    CREATE INDEX IF NOT EXISTS tokens_revoked ON tokens (revoked);
+    """,
     # jobs (issue 13): every POST /tasks is one job; each task names its job.
     # A job's id is its first task's id, so tasks made before this migration
     # become jobs of one. job_counts (tasks per job and state) and the span

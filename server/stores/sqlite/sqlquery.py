@@ -27,6 +27,10 @@ TASK_QUERY_COLUMNS: ColumnMap = {
     "pending_dependency_count": scalar("t.pending_dependency_count"),
     "max_termination_time": scalar("t.max_termination_time"),
     "estimated_runtime": scalar("t.estimated_runtime"),
+    "time_limit": scalar("t.time_limit"),
+    "not_before": scalar("t.not_before"),
+    "max_abandon_count": scalar("t.max_abandon_count"),
+    "abandon_count": scalar("t.abandon_count"),
     "owner": scalar("t.owner"),
     "job": scalar("t.job"),
     "cwd": scalar("t.cwd"),
@@ -57,6 +61,7 @@ MEMORY_COLUMNS: ColumnMap = {
     "attempt": scalar("t.attempt"),
     "time": scalar("t.time"),
     "resident_memory_bytes": scalar("t.resident_memory_bytes"),
+    "cpu_percent": scalar("t.cpu_percent"),
 }
 
 

@@ -6,7 +6,8 @@ the counts over one task's continuation tree.
 Nothing here scans the tasks table. Migration 3's triggers keep
 ``task_counts`` per (queue, state), and sum every finished attempt into
 ``attempt_durations`` per ``SLOT_S`` slot of its end time, its wait
-(start - task created) and run (end - start) times in log buckets of ratio
+(start - when the task last became available: migration 5's
+``available_since``, else its creation) and run (end - start) times in log buckets of ratio
 2^(1/8), so a read costs about the same for ten attempts or 300,000.
 
 Throughput counts are exact: the slots inside a window are added up and the

@@ -9,15 +9,15 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from banyan.errors import BanyanError, Conflict, InvalidInput, NotFound
+from banyan.errors import BanyanError, NotFound, Unauthorized
 from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
 from banyan.resources import Amounts, Resources
 from banyan.states import Actor
-from banyan.tokens import Caller, Role, generate_token, hash_token, same_digest
+from banyan.tokens import Caller, Role, generate_token, hash_token
 from server.domain.idempotency import Answer, Submission
 from server.stores.base import (
     ClaimedAttempt,
@@ -29,11 +29,12 @@ from server.stores.base import (
     Query,
     Store,
     TokenInfo,
+    WorkerIdentity,
 )
-from server.stores.sqlite import attempts, graph, idempotency, jobs, schema, tasks, workers
+from server.stores.sqlite import attempts, graph, idempotency, jobs, schema, tasks, tokens, workers
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.db import Database
-from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
+from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads, placeholders
 from server.stores.sqlite.sqlquery import MEMORY_COLUMNS, TASK_QUERY_COLUMNS, page_sql
 
 Clock = Callable[[], float]
@@ -202,14 +203,40 @@ class SqliteStore(Store):
     # --- attempts --------------------------------------------------------------
 
     async def claim(
-        self, *, worker: str, token: str, free: Resources, queues: Sequence[str], limit: int
+        self,
+        *,
+        worker: str,
+        token: str,
+        free: Resources,
+        queues: Sequence[str],
+        limit: int,
+        remaining_s: float | None = None,
     ) -> list[ClaimedAttempt]:
         now = self._clock()
-        return await self.db.write(
-            lambda conn: attempts.claim(
-                conn, worker=worker, token=token, free=free, queues=queues, limit=limit, now=now
+
+        def run(conn: sqlite3.Connection) -> list[ClaimedAttempt]:
+            check_not_revoked(conn, token)
+            return attempts.claim(
+                conn,
+                worker=worker,
+                token=token,
+                free=free,
+                queues=queues,
+                limit=limit,
+                now=now,
+                remaining_s=remaining_s,
             )
-        )
+
+        return await self.db.write(run)
+
+    async def next_begin(self) -> float | None:
+        now = self._clock()
+
+        def run(conn: sqlite3.Connection) -> float | None:
+            (found,) = conn.execute(Q.NEXT_BEGIN, (now,)).fetchone()
+            return None if found is None else float(found)
+
+        return await self.db.read(run)
 
     async def finish(
         self,
@@ -226,6 +253,7 @@ class SqliteStore(Store):
         now = self._clock()
 
         def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            check_not_revoked(conn, caller.name)
             attempts.finish(
                 conn,
                 task_id,
@@ -260,7 +288,7 @@ class SqliteStore(Store):
 
     async def add_memory_usage(self, records: Sequence[MemoryUsage], caller: Caller) -> int:
         now = self._clock()
-        rows = [(r.task, r.time, r.resident_memory_bytes) for r in records]
+        rows = [(r.task, r.time, r.resident_memory_bytes, r.cpu_percent) for r in records]
         return await self.db.write(lambda conn: attempts.add_memory_usage(conn, rows, caller, now))
 
     async def find_memory_usage(self, query: Query) -> Page:
@@ -268,15 +296,22 @@ class SqliteStore(Store):
             query,
             MEMORY_COLUMNS,
             table="memory_usage",
-            columns="id, task_id, attempt, time, resident_memory_bytes",
+            columns="id, task_id, attempt, time, resident_memory_bytes, cpu_percent",
         )
 
         def run(conn: sqlite3.Connection) -> Page:
             rows = conn.execute(select, params).fetchall()
             (total,) = conn.execute(count, params[:-2]).fetchone()
             items = [
-                {"_id": str(i), "task": t, "attempt": a, "time": tm, "resident_memory_bytes": r}
-                for i, t, a, tm, r in rows
+                {
+                    "_id": str(i),
+                    "task": t,
+                    "attempt": a,
+                    "time": tm,
+                    "resident_memory_bytes": r,
+                    "cpu_percent": cpu,
+                }
+                for i, t, a, tm, r, cpu in rows
             ]
             return Page(items=items, total=total)
 
@@ -313,6 +348,8 @@ class SqliteStore(Store):
         host: str,
         pid: int,
         held: Sequence[tuple[str, str]],
+        same_process: bool = False,
+        secret: str = "",
     ) -> Joined:
         now = self._clock()
         return await self.db.write(
@@ -325,17 +362,25 @@ class SqliteStore(Store):
                 host=host,
                 pid=pid,
                 held=held,
+                same_process=same_process,
+                secret=secret,
                 now=now,
             )
         )
+
+    async def worker_identity(self, name: str) -> WorkerIdentity | None:
+        return await self.db.read(lambda conn: workers.identity(conn, name))
 
     async def leave_worker(self, name: str, *, lost: bool) -> list[str]:
         now = self._clock()
         return await self.db.write(lambda conn: workers.leave(conn, name, lost=lost, now=now))
 
-    async def touch_workers(self, names: Sequence[str]) -> None:
+    async def touch_workers(self, heard: Mapping[str, float]) -> None:
         now = self._clock()
-        await self.db.write(lambda conn: workers.touch(conn, names, now))
+        await self.db.write(lambda conn: workers.touch(conn, heard, now))
+
+    async def prune_workers(self, *, before: float) -> list[str]:
+        return await self.db.write(lambda conn: workers.prune(conn, before))
 
     async def connected_workers(self) -> list[str]:
         return await self.db.read(workers.connected_names)
@@ -383,51 +428,45 @@ class SqliteStore(Store):
     # --- tokens ----------------------------------------------------------------
 
     async def create_token(self, name: str, role: Role) -> str:
-        if not name or len(name) > 128 or not name.isprintable():
-            raise InvalidInput(
-                "a token name is 1 to 128 printable characters", issues={"name": name}
-            )
+        tokens.check_name(name)
         token = generate_token()
         now = self._clock()
-
-        def run(conn: sqlite3.Connection) -> None:
-            found = conn.execute(Q.TOKEN_REVOKED, (name,)).fetchone()
-            if found is not None and found[0] is None:
-                raise Conflict(f"a token named {name!r} already exists")
-            if found is not None:  # tasks and history name it: never a new holder
-                raise Conflict(f"a token named {name!r} was revoked; its name is not given again")
-            conn.execute(Q.INSERT_TOKEN, (name, role.value, hash_token(token), now))
-
-        await self.db.write(run)
+        await self.db.write(lambda conn: tokens.create(conn, name, role, token, now))
         return token
 
     async def list_tokens(self) -> list[TokenInfo]:
-        def run(conn: sqlite3.Connection) -> list[TokenInfo]:
-            rows = conn.execute(Q.LIST_TOKENS)
-            return [TokenInfo(name=n, role=Role(r), created=c, revoked=v) for n, r, c, v in rows]
-
-        return await self.db.read(run)
+        return await self.db.read(tokens.list_all)
 
     async def revoke_token(self, name: str) -> None:
         now = self._clock()
-
-        def run(conn: sqlite3.Connection) -> None:
-            changed = conn.execute(Q.REVOKE_TOKEN, (now, name)).fetchone()
-            if changed is None:
-                raise NotFound(f"no active token named {name!r}")
-
-        await self.db.write(run)
+        await self.db.write(lambda conn: tokens.revoke(conn, name, now))
 
     async def verify_token(self, token: str) -> Caller | None:
         digest = hash_token(token)
+        return await self.db.read(lambda conn: tokens.verify(conn, digest))
 
-        def run(conn: sqlite3.Connection) -> Caller | None:
-            row = conn.execute(Q.VERIFY_TOKEN, (digest,)).fetchone()
-            if row is None or not same_digest(row[2], digest):
-                return None
-            return Caller(name=row[0], role=Role(row[1]))
+    async def token_mark(self) -> tuple[float, ...]:
+        def run(conn: sqlite3.Connection) -> tuple[float, ...]:
+            return tuple(conn.execute(Q.TOKEN_MARK).fetchone())
 
         return await self.db.read(run)
+
+    async def live_token_names(self, names: Collection[str]) -> set[str]:
+        wanted = sorted(set(names))
+
+        def run(conn: sqlite3.Connection) -> set[str]:
+            live: set[str] = set()
+            for start in range(0, len(wanted), 500):  # under SQLite's variable limit
+                chunk = wanted[start : start + 500]
+                rows = conn.execute(
+                    f"SELECT name FROM tokens WHERE revoked IS NULL "
+                    f"AND name IN ({placeholders(len(chunk))})",
+                    chunk,
+                )
+                live.update(n for (n,) in rows)
+            return live
+
+        return await self.db.read(run) if wanted else set()
 
     # --- statistics ---
     # (``stats`` is imported here so that this block stands on its own.)
@@ -442,6 +481,16 @@ class SqliteStore(Store):
         from server.stores.sqlite import stats
 
         return await self.db.read(lambda conn: stats.tree(conn, task_id))
+
+
+def check_not_revoked(conn: sqlite3.Connection, token: str) -> None:
+    """Inside a write's transaction: a token revoked (by this process or by
+    ``banyan-server token revoke`` in another) claims and reports nothing
+    more, even on a socket or request that was let in before the revocation.
+    (A name with no token row is a caller the store's own tests made up.)"""
+    row = conn.execute(Q.TOKEN_STATE, (token,)).fetchone()
+    if row is not None and row[0] is not None:
+        raise Unauthorized(f"the token {token!r} was revoked")
 
 
 __all__ = ["SqliteStore", "schema"]

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
+from banyan.constants import DEFAULT_MAX_ABANDON_COUNT
 from banyan.errors import (
     Conflict,
     InvalidInput,
@@ -58,6 +59,9 @@ _PLAIN_FIELDS = (
     "max_termination_time",
     "estimated_runtime",
     "cwd",
+    "time_limit",
+    "not_before",
+    "max_abandon_count",
 )
 
 
@@ -163,6 +167,7 @@ def create_tasks(
         name = job_name if job_name is not None else items[0].name
         conn.execute(Q.INSERT_JOB, (job, name, caller.name, now))
     conn.executemany(_INSERT, rows)
+    conn.executemany(Q.SET_TIME_AND_ABANDON, _time_and_abandon(ids, items))
     conn.executemany(
         "INSERT INTO continuations (parent, child, position) VALUES (?, ?, ?)",
         [
@@ -197,6 +202,20 @@ def create_tasks(
         CreatedTask(_id=i, _etag=e, _created=now, job=ids[0])
         for i, e in zip(ids, etags, strict=True)
     ]
+
+
+def _time_and_abandon(
+    ids: Sequence[str], items: Sequence[TaskCreate]
+) -> Iterable[tuple[float | None, float | None, int, str]]:
+    """``time_limit``, ``not_before`` and ``max_abandon_count`` of the items that
+    set them (the columns' defaults serve the rest)."""
+    for task_id, item in zip(ids, items, strict=True):
+        if (
+            item.time_limit is not None
+            or item.not_before is not None
+            or item.max_abandon_count != DEFAULT_MAX_ABANDON_COUNT
+        ):
+            yield (item.time_limit, item.not_before, item.max_abandon_count, task_id)
 
 
 def _check_external_children(
@@ -375,6 +394,7 @@ def change_state_by_user(conn: sqlite3.Connection, task_id: str, target: State, 
         apply_changes(conn, [plan.change], now)
     elif plan.effect is Effect.RETRY:
         conn.execute(Q.RESET_RETRIES, (task_id,))
+        conn.execute(Q.RESET_ABANDONS, (task_id,))
         graph.make_ready(conn, [task_id], now)
         graph.revive(conn, task_id, now)
 

@@ -5,17 +5,17 @@ chunks of attempts, kept up to a byte bound per attempt (oldest dropped)."""
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from banyan.errors import Conflict, NotFound
 from banyan.states import ABANDONED
 from server.domain import events as E
 from server.domain import workers as rules
-from server.stores.base import Joined
+from server.stores.base import Joined, WorkerIdentity
 from server.stores.sqlite import attempts
 from server.stores.sqlite import queries as Q
-from server.stores.sqlite.rows import dumps, loads, placeholders, store_events
+from server.stores.sqlite.rows import dumps, loads, store_events
 
 WORKER_COLUMNS = "name, token, state, capacity, queues, host, pid, connected, last_seen, left"
 
@@ -30,14 +30,16 @@ def join(
     host: str,
     pid: int,
     held: Sequence[tuple[str, str]],
+    same_process: bool,
+    secret: str,
     now: float,
 ) -> Joined:
-    """Record the worker as connected; returns ``(resumed, dropped)``: which of
-    the attempts it says it still runs are still its own, and which are not
-    (superseded, abandoned, or never known) so that it stops them."""
-    previous = conn.execute(
-        "SELECT state, host, pid FROM workers WHERE name = ?", (name,)
-    ).fetchone()
+    """Record the worker as connected, with ``secret`` (a digest) as the proof
+    its process must carry from now on; returns ``(resumed, dropped)``: which
+    of the attempts it says it still runs are still its own (only for the
+    ``same_process``, proven by the gateway), and which are not (superseded,
+    abandoned, never known, or named by another process) so that it stops them."""
+    previous = conn.execute("SELECT state FROM workers WHERE name = ?", (name,)).fetchone()
     conn.execute(
         "INSERT INTO workers (name, token, state, capacity, queues, host, pid, connected, "
         "last_seen) VALUES (?, ?, 'connected', ?, ?, ?, ?, ?, ?) "
@@ -47,16 +49,16 @@ def join(
         "left = NULL",
         (name, token, dumps(capacity), dumps(queues), host, pid, now, now),
     )
+    conn.execute(Q.SET_WORKER_SECRET, (secret, name))
     current: dict[str, str | None] = {}
     for task_id, key in held:
         row = conn.execute(Q.HELD_ATTEMPT_STATE, (task_id, key, name)).fetchone()
         current[task_id] = None if row is None else row[0]
-    same_process = previous is not None and (previous[1], previous[2]) == (host, pid)
     plan = rules.rejoin(
         held=held,
         current=current,
         open_attempts=open_attempts(conn, name),
-        same_process=same_process,
+        same_process=same_process and previous is not None,
     )
     for task_id, key in plan.unnamed:
         attempts.finish_as_system(conn, task_id, key, ABANDONED, now, undelivered=plan.undelivered)
@@ -73,6 +75,11 @@ def join(
     return Joined(resumed, dropped)
 
 
+def identity(conn: sqlite3.Connection, name: str) -> WorkerIdentity | None:
+    row = conn.execute(Q.WORKER_IDENTITY, (name,)).fetchone()
+    return None if row is None else WorkerIdentity(secret=row[0], open_attempts=row[1])
+
+
 def open_attempts(conn: sqlite3.Connection, name: str) -> list[tuple[str, str]]:
     rows = conn.execute(Q.OPEN_ATTEMPTS, (name,)).fetchall()
     return [(t, k) for t, k in rows]
@@ -85,22 +92,24 @@ def leave(conn: sqlite3.Connection, name: str, *, lost: bool, now: float) -> lis
     if state is None:
         raise NotFound(f"no worker named {name!r}")
     abandoned = attempts.abandon_worker(conn, name, now)
-    conn.execute(
-        "UPDATE workers SET state = ?, left = ?, last_seen = max(last_seen, ?) WHERE name = ?",
-        ("lost" if lost else "left", now, now, name),
-    )
+    # ``last_seen`` stays the last time it was heard from; ``left`` is when it went.
+    conn.execute(Q.WORKER_GONE, ("lost" if lost else "left", now, name))
     store_events(conn, now, [E.worker_gone(name, lost=lost, abandoned=abandoned)])
     return abandoned
 
 
-def touch(conn: sqlite3.Connection, names: Sequence[str], now: float) -> None:
-    """Record that these workers were heard from (one heartbeat event each)."""
-    if names:
-        conn.execute(
-            f"UPDATE workers SET last_seen = ? WHERE name IN ({placeholders(len(names))})",
-            (now, *names),
-        )
-        store_events(conn, now, (E.worker_heartbeat(name) for name in names))
+def touch(conn: sqlite3.Connection, heard: Mapping[str, float], now: float) -> None:
+    """Record when these workers were last heard from (one heartbeat event each)."""
+    if heard:
+        conn.executemany(Q.WORKER_HEARD, [(at, name) for name, at in heard.items()])
+        store_events(conn, now, (E.worker_heartbeat(name) for name in heard))
+
+
+def prune(conn: sqlite3.Connection, before: float) -> list[str]:
+    """Forget the workers that left or were lost before ``before`` and hold no
+    open attempt. Nothing refers to a worker row by key: attempts and tasks
+    keep the worker's name as text, so their history stays whole."""
+    return [name for (name,) in conn.execute(Q.PRUNE_WORKERS, (before,))]
 
 
 def connected_names(conn: sqlite3.Connection) -> list[str]:
