@@ -14,22 +14,37 @@ from aiohttp import web
 
 from banyan.errors import InvalidInput
 from banyan.models import TaskCreate
-from banyan.states import State
+from banyan.states import ACTIVE_STATES, State
 from server.domain.pending import never_fits
 from server.keys import STORE
-from server.views.stats import explain_seen, with_ahead, workers_seen
+from server.views.stats import (
+    QUIET_NOTE,
+    explain_seen,
+    quiet_names,
+    seen_workers,
+    with_ahead,
+    with_states,
+    workers_seen,
+)
 
 
 async def add_reasons(
     request: web.Request, docs: Sequence[dict[str, Any]], items: Sequence[dict[str, Any]]
 ) -> None:
     """Set ``_pending_reason`` (``{"code", "reason"}``) on each rendered item
-    from its stored document; workers are loaded only if one is available."""
-    needs_workers = any(d["state"] == State.AVAILABLE for d in docs)
-    seen = await workers_seen(request) if needs_workers else []
+    from its stored document, as ``/tasks/{id}/pending_reason`` gives it (the
+    tasks ahead in line, a quiet worker's note); the workers are read once,
+    and only if a task is available or active."""
+    needs_workers = any(d["state"] == State.AVAILABLE or d["state"] in ACTIVE_STATES for d in docs)
+    found = await request.app[STORE].list_workers() if needs_workers else []
+    seen = seen_workers(with_states(request, found))
+    quiet = quiet_names(request, found)
     store = request.app[STORE]
     for doc, item in zip(docs, items, strict=True):
         code, reason = explain_seen(doc, await with_ahead(store, doc, seen))
+        worker = (doc.get("execution") or {}).get("worker")
+        if doc["state"] in ACTIVE_STATES and worker in quiet:
+            reason += QUIET_NOTE
         item["_pending_reason"] = {"code": code, "reason": reason}
 
 

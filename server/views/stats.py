@@ -74,13 +74,20 @@ async def pending_reason(request: web.Request) -> web.Response:
     return json_response({"_id": doc["_id"], "state": doc["state"], "code": code, "reason": reason})
 
 
+QUIET_NOTE = " (unresponsive: not heard from for two heartbeats; not lost yet)"
+
+
 async def _quiet_note(request: web.Request, name: str) -> str:
-    """``", which is unresponsive"`` for a task whose worker has gone quiet."""
+    """``QUIET_NOTE`` for a task whose worker has gone quiet, else nothing."""
     found = await request.app[STORE].list_workers(name)
+    return QUIET_NOTE if quiet_names(request, found) else ""
+
+
+def quiet_names(request: web.Request, found: Sequence[dict[str, Any]]) -> set[str]:
+    """The workers of ``found`` not heard from for two heartbeats (not lost yet)."""
     interval = settings(request).heartbeat_interval_s
-    if found and not responsive(request.app[GATEWAY], found[0], interval):
-        return " (unresponsive: not heard from for two heartbeats; not lost yet)"
-    return ""
+    gateway = request.app[GATEWAY]
+    return {w["name"] for w in found if not responsive(gateway, w, interval)}
 
 
 # --- workers -----------------------------------------------------------------
@@ -135,11 +142,15 @@ def workers_summary(workers: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, 
 
 async def workers_seen(request: web.Request) -> list[WorkerSeen]:
     """Every stored worker with its current state, as the pending rules see it."""
+    return seen_workers(with_states(request, await request.app[STORE].list_workers()))
+
+
+def with_states(
+    request: web.Request, found: Sequence[dict[str, Any]]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Each worker with its live state and its remaining lifetime (``remaining_s``)."""
     gateway = request.app[GATEWAY]
-    found = await request.app[STORE].list_workers()
-    return seen_workers(
-        [(worker_state(gateway, w), {**w, "remaining_s": remaining(gateway, w)}) for w in found]
-    )
+    return [(worker_state(gateway, w), {**w, "remaining_s": remaining(gateway, w)}) for w in found]
 
 
 def seen_workers(workers: Sequence[tuple[str, dict[str, Any]]]) -> list[WorkerSeen]:

@@ -9,6 +9,7 @@ times can be compared to the limits they obey.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import signal
@@ -53,6 +54,11 @@ def epoch(date: str) -> float:
 
 def reason(cluster: Cluster, task_id: str) -> dict[str, str]:
     return dict(cluster.http.ok("GET", f"/tasks/{task_id}/pending_reason"))
+
+
+def listed_reason(cluster: Cluster, task_id: str) -> str:
+    page = cluster.http.ok("GET", "/tasks", where=json.dumps({"_id": task_id}), reasons="1")
+    return str(page["_items"][0]["_pending_reason"]["reason"])
 
 
 # --- wall-time limits ----------------------------------------------------------------
@@ -188,6 +194,12 @@ def test_a_killed_worker_s_task_reruns_without_using_its_retries(
         lambda: "unresponsive" in reason(cluster, task_id)["reason"],
         5,
         "the task's reason to name its unresponsive worker",
+    )
+    # A page of tasks with ?reasons=1 says the same (jobs and why pending, p5).
+    wait_for(
+        lambda: "unresponsive" in listed_reason(cluster, task_id),
+        5,
+        "the task's reason in a ?reasons=1 page to name its unresponsive worker",
     )
     cluster.start_worker("w2")
     task = cluster.http.wait_state(task_id, "terminated", timeout=30)
