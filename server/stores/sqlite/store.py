@@ -79,8 +79,8 @@ class SqliteStore(Store):
 
     async def health(self) -> Health:
         def probe(conn: sqlite3.Connection) -> Health:
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            (version,) = conn.execute(Q.SCHEMA_VERSION).fetchone()
+            (mode,) = conn.execute(Q.JOURNAL_MODE).fetchone()
             return Health(ok=True, schema_version=version, details={"journal_mode": mode})
 
         return await self.db.read(probe)
@@ -187,13 +187,9 @@ class SqliteStore(Store):
 
     async def history(self, task_id: str) -> list[dict[str, Any]]:
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
+            if conn.execute(Q.TASK_EXISTS, (task_id,)).fetchone() is None:
                 raise NotFound(f"no task with id {task_id}")
-            rows = conn.execute(
-                "SELECT attempt, worker, time_started, time_terminated, exit_status, exit_code, "
-                "usage FROM attempts WHERE task_id = ? ORDER BY attempt",
-                (task_id,),
-            ).fetchall()
+            rows = conn.execute(Q.HISTORY, (task_id,)).fetchall()
             return [
                 {
                     "attempt": a,
@@ -468,9 +464,7 @@ class SqliteStore(Store):
             for start in range(0, len(wanted), 500):  # under SQLite's variable limit
                 chunk = wanted[start : start + 500]
                 rows = conn.execute(
-                    f"SELECT name FROM tokens WHERE revoked IS NULL "
-                    f"AND name IN ({placeholders(len(chunk))})",
-                    chunk,
+                    Q.LIVE_TOKEN_NAMES.format(names=placeholders(len(chunk))), chunk
                 )
                 live.update(n for (n,) in rows)
             return live
