@@ -61,7 +61,7 @@ def find_jobs(conn: sqlite3.Connection, query: Query) -> Page:
 
 
 def get_job(conn: sqlite3.Connection, job_id: str) -> dict[str, Any]:
-    row = conn.execute(f"SELECT {Q.JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    row = conn.execute(Q.JOB_BY_ID, (job_id,)).fetchone()
     if row is None:
         raise NotFound(f"no job with id {job_id}")
     return _docs(conn, [row])[0]

@@ -5,6 +5,16 @@ from __future__ import annotations
 
 from typing import Final
 
+# A task row's columns, in the order ``rows.row_to_doc`` unpacks them.
+TASK_COLUMNS: Final = (
+    "id, name, command, state, queue, priority, max_retry_count, retry_count, "
+    "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
+    "env, cwd, owner, attempt, worker, exit_status, exit_code, time_started, time_terminated, "
+    "progress, created, updated, etag, "
+    # issue 13: appended, read by name in row_to_doc's tail
+    "time_limit, not_before, max_abandon_count, abandon_count, job, run_when"
+)
+
 # Available tasks a claim may hand out, in the claim policy's order; formatted
 # with the queue placeholders and ``server.domain.claims.ORDER``. Parameters:
 # *queues, max cores, max memory, max gpus, how many to look at.
@@ -223,3 +233,88 @@ WORKER_IDENTITY: Final = (
     "AND a.time_terminated IS NULL) FROM workers w WHERE w.name = ?"
 )
 SET_WORKER_SECRET: Final = "UPDATE workers SET secret = ? WHERE name = ?"
+
+# --- tasks: create, edit, read (tasks.py, rows.py, store.py) --------------------
+TASK_BY_ID: Final = f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"
+TASK_EXISTS: Final = "SELECT 1 FROM tasks WHERE id = ?"
+INSERT_TASK: Final = (
+    "INSERT INTO tasks (id, name, command, state, queue, priority, max_retry_count, "
+    "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
+    "cores, memory, gpus, env, cwd, owner, created, updated, etag, job, run_when) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+INSERT_CONTINUATION: Final = "INSERT INTO continuations (parent, child, position) VALUES (?, ?, ?)"
+# Formatted with ``ids`` = one placeholder per id (``placeholders``).
+FIRST_TAKEN_ID: Final = "SELECT id, owner FROM tasks WHERE id IN ({ids}) LIMIT 1"
+STATE_OWNER_OF_IDS: Final = "SELECT id, state, owner FROM tasks WHERE id IN ({ids})"
+ETAGS_OF_IDS: Final = "SELECT id, etag FROM tasks WHERE id IN ({ids})"
+CONTINUATIONS_OF_IDS: Final = (
+    "SELECT parent, child FROM continuations WHERE parent IN ({ids}) ORDER BY parent, position"
+)
+CHILDREN_OF: Final = "SELECT child FROM continuations WHERE parent = ?"
+WAIT_ROW: Final = "SELECT state, name, queue FROM tasks WHERE id = ?"
+# A child made to wait again on ``?`` more parents (now, id).
+WAIT_AGAIN: Final = (
+    "UPDATE tasks SET pending_dependency_count = pending_dependency_count + ?, "
+    f"state = 'inactive', updated = ?, etag = {_ETAG} WHERE id = ?"
+)
+PATCH_ROW: Final = "SELECT state, owner, etag, requested_resources FROM tasks WHERE id = ?"
+TOUCH_TASK: Final = f"UPDATE tasks SET updated = ?, etag = {_ETAG} WHERE id = ?"
+# Formatted with ``sets`` = "field = ?, ..." of the patched fields (``_update_fields``).
+UPDATE_TASK_FIELDS: Final = f"UPDATE tasks SET {{sets}}, updated = ?, etag = {_ETAG} WHERE id = ?"
+HISTORY: Final = (
+    "SELECT attempt, worker, time_started, time_terminated, exit_status, exit_code, "
+    "usage FROM attempts WHERE task_id = ? ORDER BY attempt"
+)
+INSERT_EVENT: Final = "INSERT INTO events (time, type, task_id, data) VALUES (?, ?, ?, ?)"
+JOB_BY_ID: Final = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+# Formatted with ``names`` = one placeholder per token name.
+LIVE_TOKEN_NAMES: Final = "SELECT name FROM tokens WHERE revoked IS NULL AND name IN ({names})"
+
+# --- workers and logs (workers.py) ---------------------------------------------
+WORKER_COLUMNS: Final = (
+    "name, token, state, capacity, queues, host, pid, connected, last_seen, left"
+)
+WORKER_STATE: Final = "SELECT state FROM workers WHERE name = ?"
+UPSERT_WORKER: Final = (
+    "INSERT INTO workers (name, token, state, capacity, queues, host, pid, connected, "
+    "last_seen) VALUES (?, ?, 'connected', ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET token = excluded.token, state = 'connected', "
+    "capacity = excluded.capacity, queues = excluded.queues, host = excluded.host, "
+    "pid = excluded.pid, connected = excluded.connected, last_seen = excluded.last_seen, "
+    "left = NULL"
+)
+CONNECTED_WORKERS: Final = "SELECT name FROM workers WHERE state = 'connected'"
+# Formatted with ``where`` = "" (all) or "WHERE name = ?" (one).
+LIST_WORKERS: Final = f"SELECT {WORKER_COLUMNS} FROM workers {{where}} ORDER BY name"
+WORKER_RUNNING: Final = (
+    "SELECT t.id, t.name, t.state, t.requested_resources, a.attempt, a.time_started "
+    "FROM attempts a JOIN tasks t ON t.id = a.task_id AND t.attempt = a.attempt "
+    "WHERE a.worker = ? AND a.time_terminated IS NULL ORDER BY a.time_started"
+)
+LOG_ATTEMPT: Final = (
+    "SELECT a.attempt, a.worker, a.time_terminated FROM attempts a JOIN tasks t "
+    "ON t.id = a.task_id WHERE a.task_id = ? AND a.execution_key = ?"
+)
+INSERT_LOG: Final = "INSERT INTO logs (task_id, attempt, stream, data) VALUES (?, ?, ?, ?)"
+ADD_LOG_BYTES: Final = (
+    "UPDATE attempts SET log_bytes = log_bytes + ? WHERE task_id = ? AND attempt = ? "
+    "RETURNING log_bytes"
+)
+OLDEST_LOG: Final = (
+    "SELECT id, length(data) FROM logs WHERE task_id = ? AND attempt = ? ORDER BY id LIMIT 1"
+)
+DELETE_LOG: Final = "DELETE FROM logs WHERE id = ?"
+DROP_LOG_BYTES: Final = (
+    "UPDATE attempts SET log_bytes = log_bytes - ?, log_dropped = log_dropped + ? "
+    "WHERE task_id = ? AND attempt = ?"
+)
+TASK_ATTEMPT: Final = "SELECT attempt FROM tasks WHERE id = ?"
+LOG_DROPPED: Final = "SELECT log_dropped FROM attempts WHERE task_id = ? AND attempt = ?"
+LOG_CHUNKS: Final = (
+    "SELECT data FROM logs WHERE task_id = ? AND attempt = ? AND stream = ? ORDER BY id"
+)
+
+# --- health (store.health) ---
+SCHEMA_VERSION: Final = "PRAGMA user_version"
+JOURNAL_MODE: Final = "PRAGMA journal_mode"

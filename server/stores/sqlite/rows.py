@@ -16,16 +16,9 @@ from typing import Any
 from banyan.errors import NotFound
 from banyan.events import Event, encode_data
 from server.domain.events import task_id_of
+from server.stores.sqlite import queries as Q
+from server.stores.sqlite.queries import TASK_COLUMNS as TASK_COLUMNS  # re-exported
 
-TASK_COLUMNS = (
-    "id, name, command, state, queue, priority, max_retry_count, retry_count, "
-    "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
-    "env, cwd, owner, attempt, worker, exit_status, exit_code, time_started, time_terminated, "
-    "progress, created, updated, etag, "
-    # issue 13: appended, read by name in row_to_doc's tail
-    "time_limit, not_before, max_abandon_count, abandon_count, job, run_when"
-)
-NEW_ETAG_SQL = "lower(hex(randomblob(10)))"
 CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
 
 
@@ -128,11 +121,7 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
 def continuations_of(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {i: [] for i in ids}
     for part in chunks(ids):
-        rows = conn.execute(
-            f"SELECT parent, child FROM continuations WHERE parent IN ({placeholders(len(part))}) "
-            "ORDER BY parent, position",
-            part,
-        )
+        rows = conn.execute(Q.CONTINUATIONS_OF_IDS.format(ids=placeholders(len(part))), part)
         for parent, child in rows:
             found[parent].append(child)
     return found
@@ -144,7 +133,7 @@ def docs_for_rows(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> li
 
 
 def get_doc(conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:
-    row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    row = conn.execute(Q.TASK_BY_ID, (task_id,)).fetchone()
     if row is None:
         raise NotFound(f"no task with id {task_id}")
     return row_to_doc(row, continuations_of(conn, [task_id])[task_id])
@@ -154,6 +143,6 @@ def store_events(conn: sqlite3.Connection, now: float, events: Iterable[Event]) 
     """Append events built by ``server.domain.events``; they commit (or not)
     with the change they describe. Each is serialised here, once."""
     conn.executemany(
-        "INSERT INTO events (time, type, task_id, data) VALUES (?, ?, ?, ?)",
+        Q.INSERT_EVENT,
         ((now, e.type, task_id_of(e), encode_data(e)) for e in events),
     )

@@ -36,6 +36,7 @@ DURATION_WINDOW_S = 900  # wait and run times are over the last 15 minutes
 PERCENTILES = (50, 90, 99)
 _WAIT, _RUN = 0, 1
 
+_TASK_COUNTS = "SELECT queue, state, n FROM task_counts WHERE n > 0 ORDER BY queue"
 _OLDEST_AVAILABLE = (
     "SELECT created FROM tasks INDEXED BY tasks_available_age "
     "WHERE state = 'available' AND queue = ? ORDER BY created LIMIT 1"
@@ -84,7 +85,7 @@ def overview(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
     """``/stats`` without the workers (the gateway knows which are live)."""
     by_state = dict.fromkeys(State, 0)
     by_queue: dict[str, dict[str, int]] = {}
-    rows = conn.execute("SELECT queue, state, n FROM task_counts WHERE n > 0 ORDER BY queue")
+    rows = conn.execute(_TASK_COUNTS)
     for queue, state, n in rows:
         by_state[state] = by_state.get(state, 0) + n
         by_queue.setdefault(queue, dict.fromkeys(State, 0))[state] = n

@@ -1,4 +1,6 @@
-"""``SqliteStore``: the Store on one SQLite file in WAL mode.
+"""``SqliteStore``: the Store on one SQLite file in WAL mode. The tasks,
+attempts, memory usage and statistics are here; the event feed, workers and
+tokens are mixed in from ``store_events``, ``store_workers`` and ``store_tokens``.
 
 Writes run through ``Database.write`` (group commit, one hop per batch);
 reads through ``Database.read`` (one hop per request, a consistent snapshot).
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +19,16 @@ from banyan.errors import BanyanError, NotFound, Unauthorized
 from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
 from banyan.resources import Amounts, Resources
 from banyan.states import Actor
-from banyan.tokens import Caller, Role, generate_token, hash_token
+from banyan.tokens import Caller
 from server.domain.idempotency import Answer, Submission
 from server.stores.base import (
     ClaimedAttempt,
     CreatedTask,
     Health,
     ItemResult,
-    Joined,
     Page,
     Query,
     Store,
-    TokenInfo,
-    WorkerIdentity,
 )
 from server.stores.sqlite import (
     attempts,
@@ -38,18 +37,19 @@ from server.stores.sqlite import (
     jobs,
     schema,
     tasks,
-    tokens,
-    workers,
 )
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.db import Database
-from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads, placeholders
+from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
 from server.stores.sqlite.sqlquery import MEMORY_COLUMNS, TASK_QUERY_COLUMNS, page_sql
+from server.stores.sqlite.store_events import EventMethods
+from server.stores.sqlite.store_tokens import TokenMethods
+from server.stores.sqlite.store_workers import WorkerMethods
 
 Clock = Callable[[], float]
 
 
-class SqliteStore(Store):
+class SqliteStore(EventMethods, WorkerMethods, TokenMethods, Store):
     def __init__(
         self,
         path: Path | str,
@@ -79,8 +79,8 @@ class SqliteStore(Store):
 
     async def health(self) -> Health:
         def probe(conn: sqlite3.Connection) -> Health:
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            (version,) = conn.execute(Q.SCHEMA_VERSION).fetchone()
+            (mode,) = conn.execute(Q.JOURNAL_MODE).fetchone()
             return Health(ok=True, schema_version=version, details={"journal_mode": mode})
 
         return await self.db.read(probe)
@@ -187,13 +187,9 @@ class SqliteStore(Store):
 
     async def history(self, task_id: str) -> list[dict[str, Any]]:
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
+            if conn.execute(Q.TASK_EXISTS, (task_id,)).fetchone() is None:
                 raise NotFound(f"no task with id {task_id}")
-            rows = conn.execute(
-                "SELECT attempt, worker, time_started, time_terminated, exit_status, exit_code, "
-                "usage FROM attempts WHERE task_id = ? ORDER BY attempt",
-                (task_id,),
-            ).fetchall()
+            rows = conn.execute(Q.HISTORY, (task_id,)).fetchall()
             return [
                 {
                     "attempt": a,
@@ -325,157 +321,6 @@ class SqliteStore(Store):
             return Page(items=items, total=total)
 
         return await self.db.read(run)
-
-    # --- events ----------------------------------------------------------------
-
-    async def events_since(self, seq: int, *, limit: int = 1000) -> list[dict[str, Any]]:
-        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = conn.execute(Q.EVENTS_SINCE, (seq, limit)).fetchall()
-            return [{"seq": s, "time": t, "type": k, "data": loads(d)} for s, t, k, d in rows]
-
-        return await self.db.read(run)
-
-    async def last_seq(self) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            (seq,) = conn.execute(Q.LAST_SEQ).fetchone()
-            return int(seq)
-
-        return await self.db.read(run)
-
-    def add_commit_listener(self, callback: Callable[[], None]) -> None:
-        self.db.on_commit.append(callback)
-
-    # --- workers ---------------------------------------------------------------
-
-    async def join_worker(
-        self,
-        *,
-        name: str,
-        token: str,
-        capacity: dict[str, Any],
-        queues: list[str],
-        host: str,
-        pid: int,
-        held: Sequence[tuple[str, str]],
-        same_process: bool = False,
-        secret: str = "",
-    ) -> Joined:
-        now = self._clock()
-        return await self.db.write(
-            lambda conn: workers.join(
-                conn,
-                name=name,
-                token=token,
-                capacity=capacity,
-                queues=queues,
-                host=host,
-                pid=pid,
-                held=held,
-                same_process=same_process,
-                secret=secret,
-                now=now,
-            )
-        )
-
-    async def worker_identity(self, name: str) -> WorkerIdentity | None:
-        return await self.db.read(lambda conn: workers.identity(conn, name))
-
-    async def leave_worker(self, name: str, *, lost: bool) -> list[str]:
-        now = self._clock()
-        return await self.db.write(lambda conn: workers.leave(conn, name, lost=lost, now=now))
-
-    async def touch_workers(self, heard: Mapping[str, float]) -> None:
-        now = self._clock()
-        await self.db.write(lambda conn: workers.touch(conn, heard, now))
-
-    async def prune_workers(self, *, before: float) -> list[str]:
-        return await self.db.write(lambda conn: workers.prune(conn, before))
-
-    async def connected_workers(self) -> list[str]:
-        return await self.db.read(workers.connected_names)
-
-    async def list_workers(self, name: str | None = None) -> list[dict[str, Any]]:
-        return await self.db.read(lambda conn: workers.list_workers(conn, name))
-
-    async def append_log(
-        self, task_id: str, execution_key: str, stream: str, data: bytes, *, worker: str
-    ) -> None:
-        await self.db.write(
-            lambda conn: workers.append_log(
-                conn,
-                task_id,
-                execution_key,
-                stream,
-                data,
-                worker=worker,
-                max_log_bytes=self.max_log_bytes,
-            )
-        )
-
-    async def read_logs(
-        self, task_id: str, *, attempt: int | None = None, stream: str | None = None
-    ) -> dict[str, Any]:
-        return await self.db.read(
-            lambda conn: workers.read_logs(conn, task_id, attempt=attempt, stream=stream)
-        )
-
-    async def oldest_seq(self) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            (seq,) = conn.execute(Q.OLDEST_SEQ).fetchone()
-            return int(seq)
-
-        return await self.db.read(run)
-
-    async def prune_events(self, *, keep: int) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            (last,) = conn.execute(Q.LAST_SEQ).fetchone()
-            cursor = conn.execute(Q.PRUNE_EVENTS, (last - keep,))
-            return int(cursor.rowcount)
-
-        return await self.db.write(run)
-
-    # --- tokens ----------------------------------------------------------------
-
-    async def create_token(self, name: str, role: Role) -> str:
-        tokens.check_name(name)
-        token = generate_token()
-        now = self._clock()
-        await self.db.write(lambda conn: tokens.create(conn, name, role, token, now))
-        return token
-
-    async def list_tokens(self) -> list[TokenInfo]:
-        return await self.db.read(tokens.list_all)
-
-    async def revoke_token(self, name: str) -> None:
-        now = self._clock()
-        await self.db.write(lambda conn: tokens.revoke(conn, name, now))
-
-    async def verify_token(self, token: str) -> Caller | None:
-        digest = hash_token(token)
-        return await self.db.read(lambda conn: tokens.verify(conn, digest))
-
-    async def token_mark(self) -> tuple[float, ...]:
-        def run(conn: sqlite3.Connection) -> tuple[float, ...]:
-            return tuple(conn.execute(Q.TOKEN_MARK).fetchone())
-
-        return await self.db.read(run)
-
-    async def live_token_names(self, names: Collection[str]) -> set[str]:
-        wanted = sorted(set(names))
-
-        def run(conn: sqlite3.Connection) -> set[str]:
-            live: set[str] = set()
-            for start in range(0, len(wanted), 500):  # under SQLite's variable limit
-                chunk = wanted[start : start + 500]
-                rows = conn.execute(
-                    f"SELECT name FROM tokens WHERE revoked IS NULL "
-                    f"AND name IN ({placeholders(len(chunk))})",
-                    chunk,
-                )
-                live.update(n for (n,) in rows)
-            return live
-
-        return await self.db.read(run) if wanted else set()
 
     # --- statistics ---
     # (``stats`` is imported here so that this block stands on its own.)

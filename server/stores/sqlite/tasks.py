@@ -33,8 +33,6 @@ from server.stores.sqlite import graph
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.changes import apply_changes
 from server.stores.sqlite.rows import (
-    NEW_ETAG_SQL,
-    TASK_COLUMNS,
     chunks,
     dumps,
     get_doc,
@@ -43,12 +41,6 @@ from server.stores.sqlite.rows import (
     store_events,
 )
 
-_INSERT = (
-    "INSERT INTO tasks (id, name, command, state, queue, priority, max_retry_count, "
-    "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
-    "cores, memory, gpus, env, cwd, owner, created, updated, etag, job, run_when) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 # Fields that shape how the next attempt runs: frozen while one is running.
 _PLAIN_FIELDS = (
     "name",
@@ -94,9 +86,7 @@ def create_tasks(
         index[task_id] = i
     chosen = [i for i, item in zip(ids, items, strict=True) if item.id is not None]
     for part in chunks(chosen):
-        taken = conn.execute(
-            f"SELECT id, owner FROM tasks WHERE id IN ({placeholders(len(part))}) LIMIT 1", part
-        ).fetchone()
+        taken = conn.execute(Q.FIRST_TAKEN_ID.format(ids=placeholders(len(part))), part).fetchone()
         if taken:
             raise idempotency.id_taken(taken[0], taken[1], caller, index[taken[0]])
 
@@ -167,10 +157,10 @@ def create_tasks(
     if job is not None:
         name = job_name if job_name is not None else items[0].name
         conn.execute(Q.INSERT_JOB, (job, name, caller.name, now))
-    conn.executemany(_INSERT, rows)
+    conn.executemany(Q.INSERT_TASK, rows)
     conn.executemany(Q.SET_TIME_AND_ABANDON, _time_and_abandon(ids, items))
     conn.executemany(
-        "INSERT INTO continuations (parent, child, position) VALUES (?, ?, ?)",
+        Q.INSERT_CONTINUATION,
         [
             (parent, child, position)
             for parent, item in zip(ids, items, strict=True)
@@ -226,7 +216,7 @@ def _check_external_children(
     found: dict[str, tuple[str, str]] = {}
     for part in chunks(children):
         for task_id, state, owner in conn.execute(
-            f"SELECT id, state, owner FROM tasks WHERE id IN ({placeholders(len(part))})", part
+            Q.STATE_OWNER_OF_IDS.format(ids=placeholders(len(part))), part
         ):
             found[task_id] = (state, owner)
     for child in children:
@@ -271,14 +261,8 @@ def _check_acyclic(edges: list[tuple[str, str]], index: dict[str, int]) -> None:
 
 
 def _wait_on(conn: sqlite3.Connection, child: str, parents: int, now: float) -> None:
-    previous, name, queue = conn.execute(
-        "SELECT state, name, queue FROM tasks WHERE id = ?", (child,)
-    ).fetchone()
-    conn.execute(
-        "UPDATE tasks SET pending_dependency_count = pending_dependency_count + ?, "
-        f"state = 'inactive', updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
-        (parents, now, child),
-    )
+    previous, name, queue = conn.execute(Q.WAIT_ROW, (child,)).fetchone()
+    conn.execute(Q.WAIT_AGAIN, (parents, now, child))
     store_events(conn, now, T.waits_again([T.TaskRef(child, previous, name, queue)]))
 
 
@@ -286,9 +270,7 @@ def _current_etags(conn: sqlite3.Connection, ids: list[str]) -> list[str]:
     found: dict[str, str] = {}
     for part in chunks(ids):
         found.update(
-            conn.execute(
-                f"SELECT id, etag FROM tasks WHERE id IN ({placeholders(len(part))})", part
-            ).fetchall()
+            conn.execute(Q.ETAGS_OF_IDS.format(ids=placeholders(len(part))), part).fetchall()
         )
     return [found[i] for i in ids]
 
@@ -304,10 +286,7 @@ def update_task(
     require_if_match: bool,
 ) -> dict[str, Any]:
     """Apply one PATCH: fields, then continuation edits, then the state change."""
-    row = conn.execute(
-        "SELECT state, owner, etag, requested_resources FROM tasks WHERE id = ?",
-        (task_id,),
-    ).fetchone()
+    row = conn.execute(Q.PATCH_ROW, (task_id,)).fetchone()
     if row is None:
         raise NotFound(f"no task with id {task_id}")
     state, owner, etag, resources_json = row
@@ -317,10 +296,7 @@ def update_task(
     access.check_editable(task_id, state, changes)
     _update_fields(conn, task_id, changes, resources_json, now)
     if "continuations" in changes:
-        current = [
-            c
-            for (c,) in conn.execute("SELECT child FROM continuations WHERE parent = ?", (task_id,))
-        ]
+        current = [c for (c,) in conn.execute(Q.CHILDREN_OF, (task_id,))]
         wanted = changes["continuations"]
         graph.remove_edges(conn, [(task_id, c) for c in current if c not in wanted], caller, now)
         graph.add_edges(conn, [(task_id, c) for c in wanted if c not in current], caller, now)
@@ -343,9 +319,7 @@ def update_task(
     if changes.get("state") is not None:
         change_state_by_user(conn, task_id, State(changes["state"]), now)
     elif changes:
-        conn.execute(
-            f"UPDATE tasks SET updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?", (now, task_id)
-        )
+        conn.execute(Q.TOUCH_TASK, (now, task_id))
     return get_doc(conn, task_id)
 
 
@@ -375,7 +349,7 @@ def _update_fields(
         values += [resources, cores, memory, gpus]
     if sets:
         conn.execute(
-            f"UPDATE tasks SET {', '.join(sets)}, updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
+            Q.UPDATE_TASK_FIELDS.format(sets=", ".join(sets)),
             (*values, now, task_id),
         )
 
@@ -401,7 +375,7 @@ def change_state_by_user(conn: sqlite3.Connection, task_id: str, target: State, 
 
 
 def get_task_row(conn: sqlite3.Connection, task_id: str) -> Sequence[Any]:
-    row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    row = conn.execute(Q.TASK_BY_ID, (task_id,)).fetchone()
     if row is None:
         raise NotFound(f"no task with id {task_id}")
     return row  # type: ignore[no-any-return]
