@@ -1,15 +1,19 @@
 """The submit form's fields and their validation: what the user typed
 becomes a task body checked with ``TaskCreate`` (the model the server
-validates with), or a message for each field that is wrong. Pure."""
+validates with), or a message for each field that is wrong. Pure but for the
+clock and zone a begin time of day is read in (as the CLI reads ``--begin``)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
 from typing import Any
 
 from pydantic import ValidationError
 
+from banyan.dates import next_time_of_day
 from banyan.ids import is_id
 from banyan.models import TaskCreate
 
@@ -32,6 +36,8 @@ FIELDS = (
     FormField("retries", "retries", "0"),
     FormField("after", "after", "ids it waits for (space separated; short ids too)"),
     FormField("run_when", "runs when", "parents: success (default), finished, failure"),
+    FormField("time_limit", "time limit", '"90s", "10 minutes", "2h" (default: none)'),
+    FormField("begin", "begin", '"02:00" (local), "now+10minutes", "1h", a date'),
 )
 # TaskCreate's locations → the form's fields.
 _LOCATIONS = {
@@ -45,6 +51,8 @@ _LOCATIONS = {
     ("priority",): "priority",
     ("max_retry_count",): "retries",
     ("run_when",): "run_when",
+    ("time_limit",): "time_limit",
+    ("not_before",): "begin",
 }
 
 
@@ -69,12 +77,27 @@ def _message(error: Mapping[str, Any]) -> str:
     return message.removeprefix("Value error, ")
 
 
+def _begin(text: str, now_s: float | None, tz: tzinfo | None) -> float | str:
+    """A time of day is the next one on this machine's clock (``tz``), as
+    ``banyan submit --begin`` reads it; the rest ``TaskCreate`` reads itself."""
+    now = time.time() if now_s is None else now_s
+    zone = tz if tz is not None else datetime.now().astimezone().tzinfo
+    at = next_time_of_day(text, now, zone) if zone is not None else None
+    return text if at is None else at
+
+
 def build_submission(
-    values: Mapping[str, str], resolve: Callable[[str], str | None] | None = None
+    values: Mapping[str, str],
+    resolve: Callable[[str], str | None] | None = None,
+    *,
+    now_s: float | None = None,
+    tz: tzinfo | None = None,
 ) -> Submission:
     """``values`` by field key → the body to POST and the ids to wait for, or errors.
 
-    ``resolve`` turns a short id into a full one (None: unknown or ambiguous)."""
+    ``resolve`` turns a short id into a full one (None: unknown or ambiguous);
+    ``now_s`` and ``tz`` (default: the clock and the local zone) read a begin
+    time of day."""
     out = Submission()
     text = {k: (values.get(k) or "").strip() for k in (f.key for f in FIELDS)}
     body: dict[str, Any] = {"command": text["command"] or None, "state": "available"}
@@ -96,6 +119,10 @@ def build_submission(
         body["max_retry_count"] = _number(text["retries"])
     if text["run_when"]:
         body["run_when"] = text["run_when"].lower()
+    if text["time_limit"]:
+        body["time_limit"] = _number(text["time_limit"])
+    if text["begin"]:
+        body["not_before"] = _begin(text["begin"], now_s, tz)
     for word in text["after"].replace(",", " ").split():
         full = word.lower() if is_id(word.lower()) else (resolve(word.lower()) if resolve else None)
         if full is None:

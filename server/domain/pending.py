@@ -16,7 +16,7 @@ from typing import Final
 from banyan.dates import format_date
 from banyan.resources import Amounts, Resources, free_share
 from banyan.states import State
-from banyan.units import format_memory
+from banyan.units import format_duration, format_memory
 from server.domain.claims import begun, fits_lifetime, reaches, would_claim
 
 NOT_PENDING: Final = "not_pending"
@@ -130,6 +130,30 @@ def never_fits(queue: str, request: Resources, workers: Sequence[WorkerSeen]) ->
     if any(would_claim(amounts, Amounts.of(w.capacity)) for w in serving):
         return None
     return _shortfall(request, serving, queue)
+
+
+def never_in_time(
+    queue: str, request: Resources, time_limit: float | None, workers: Sequence[WorkerSeen]
+) -> str | None:
+    """Why no connected worker serving ``queue`` that could fit ``request``
+    will live long enough for a task with ``time_limit`` (the claim policy's
+    ``fits_lifetime``), or None when one will, or when none fits it at all
+    (that is :func:`never_fits`'s answer): the other warning of a submit."""
+    amounts = Amounts.of(request)
+    fitting = [
+        w
+        for w in workers
+        if queue in w.queues
+        and w.state in SERVING_STATES
+        and would_claim(amounts, Amounts.of(w.capacity))
+    ]
+    if not fitting or any(fits_lifetime(time_limit, w.remaining_s) for w in fitting):
+        return None
+    most = max(w.remaining_s or 0.0 for w in fitting)
+    return (
+        f"its time limit is {format_duration(time_limit or 0.0)}; no connected worker serving "
+        f"{queue!r} has that much remaining time (the most is {format_duration(most)})"
+    )
 
 
 def _number(value: float) -> str:

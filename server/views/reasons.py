@@ -15,7 +15,7 @@ from aiohttp import web
 from banyan.errors import InvalidInput
 from banyan.models import TaskCreate
 from banyan.states import ACTIVE_STATES, State
-from server.domain.pending import never_fits
+from server.domain.pending import never_fits, never_in_time
 from server.keys import STORE
 from server.views.stats import (
     QUIET_NOTE,
@@ -51,28 +51,36 @@ async def add_reasons(
 async def fit_warnings(
     request: web.Request, items: Sequence[TaskCreate], *, single: bool, refuse: bool
 ) -> list[str]:
-    """One line per distinct (queue, request) that no connected worker could
-    ever fit; with ``refuse``, ``InvalidInput`` naming the items instead.
+    """One line per distinct (queue, request, time limit) that no connected
+    worker could ever fit, or outlive (``never_in_time``: its remaining
+    lifetime); with ``refuse``, ``InvalidInput`` naming the items instead.
     Group tasks (no command) need no worker."""
     runnable = [(i, t) for i, t in enumerate(items) if t.command is not None]
     if not runnable:
         return []
     seen = await workers_seen(request)
-    problems: dict[tuple[str, str], tuple[str | None, list[int]]] = {}
+    # (queue, request, time limit) → (the field at fault, why, the items asking it)
+    problems: dict[tuple[str, str, float | None], tuple[str, str | None, list[int]]] = {}
     for index, item in runnable:
-        key = (item.queue, item.requested_resources.model_dump_json())
+        wanted = item.requested_resources
+        key = (item.queue, wanted.model_dump_json(), item.time_limit)
         if key not in problems:
-            problems[key] = (never_fits(item.queue, item.requested_resources, seen), [])
-        problems[key][1].append(index)
+            problem = never_fits(item.queue, wanted, seen)
+            if problem is not None:
+                problems[key] = ("requested_resources", problem, [])
+            else:
+                late = never_in_time(item.queue, wanted, item.time_limit, seen)
+                problems[key] = ("time_limit", late, [])
+        problems[key][2].append(index)
     warnings: list[str] = []
     issues: dict[str, str] = {}
-    for problem, indexes in problems.values():
+    for at, problem, indexes in problems.values():
         if problem is None:
             continue
         who = "" if single else f"{len(indexes)} task(s): "
         warnings.append(f"{who}no connected worker could ever fit it: {problem}")
         for index in indexes:
-            issues["requested_resources" if single else f"{index}.requested_resources"] = problem
+            issues[at if single else f"{index}.{at}"] = problem
     if warnings and refuse:
         raise InvalidInput("refused (require_fit): " + "; ".join(warnings), issues=issues)
     return [f"{w}; it will wait for one" for w in warnings]

@@ -131,3 +131,22 @@ def test_busy_when_the_room_goes_to_tasks_ahead_in_line() -> None:
     assert p.pending_reason(task(), [one_ahead])[0] == p.QUEUED
     unknown_line = worker(capacity=res(cores=4), ahead=[], ahead_complete=False)
     assert p.pending_reason(task(), [unknown_line])[0] == p.BUSY
+
+
+def test_never_in_time_asks_the_lifetime_rule_of_workers_that_fit() -> None:
+    short = worker(name="short", remaining_s=1800.0)
+    small_but_long = worker(name="small", capacity=res(cores=1), remaining_s=7200.0)
+    hour = 3600.0
+    reason = p.never_in_time("q", res(cores=2), hour, [short, small_but_long])
+    assert reason == (
+        "its time limit is 1h; no connected worker serving 'q' has that much remaining "
+        "time (the most is 30m)"
+    )
+    # The same rule as the claim policy: a limit equal to the lifetime fits.
+    assert claims.fits_lifetime(1800.0, short.remaining_s)
+    assert p.never_in_time("q", res(cores=2), 1800.0, [short]) is None
+    assert p.never_in_time("q", res(cores=2), None, [short]) is None  # no limit asked
+    assert p.never_in_time("q", res(cores=2), hour, [short, worker(name="ageless")]) is None
+    # No fitting worker at all is never_fits's answer, not this one.
+    assert p.never_in_time("q", res(cores=8), hour, [short]) is None
+    assert p.never_fits("q", res(cores=2), [short]) is None

@@ -89,3 +89,35 @@ async def test_submit_warns_when_no_connected_worker_could_ever_fit(api: Api) ->
         assert other.body["_issues"] == {
             "0.requested_resources": "no connected worker serves queue 'gpu'"
         }
+
+
+async def test_a_time_limit_no_connected_worker_lives_to_see(api: Api) -> None:
+    """Workers whose remaining lifetime (``--time-limit``, the hello's
+    ``remaining_s``) is under a task's ``time_limit`` never claim it
+    (``claims.fits_lifetime``): the submit says so, and ``require_fit`` refuses."""
+    async with worker(api, "w-short", capacity={"cores": 2}, remaining_s=1800):
+        brief = await api.post("/tasks", {"command": "x", "time_limit": "10 minutes"})
+        assert brief.status == 201 and "_warnings" not in brief.body
+        long = await api.post("/tasks", {"command": "x", "time_limit": "1h"})
+        assert long.status == 201, long
+        (warning,) = long.body["_warnings"]
+        assert warning.startswith(
+            f"{NEVER}: its time limit is 1h; no connected worker serving 'default' has that "
+            "much remaining time (the most is "
+        )
+        assert warning.endswith("; it will wait for one")
+        refused = await api.post(
+            "/tasks",
+            [{"command": "x", "name": "too-long", "time_limit": "1h"}, {"command": "y"}],
+            params={"require_fit": "1"},
+        )
+        assert refused.status == 422, refused
+        assert list(refused.body["_issues"]) == ["0.time_limit"]
+        assert "remaining time" in refused.body["_error"]["message"]
+        none = await api.get("/tasks", params={"where": json.dumps({"name": "too-long"})})
+        assert none.body["_items"] == []
+        async with worker(api, "w-ageless", capacity={"cores": 2}):
+            ok = await api.post(
+                "/tasks", {"command": "x", "time_limit": "1h"}, params={"require_fit": "1"}
+            )
+            assert ok.status == 201 and "_warnings" not in ok.body

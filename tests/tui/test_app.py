@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from textual import events
@@ -442,6 +443,35 @@ async def test_submit_form_validates_inline(
         assert body["requested_resources"]["memory"] == 2 * 2**30
         assert after == (tid(1),)
         await wait_until(pilot, lambda: table(app).row_count == 25)
+
+
+async def test_submit_form_time_limit_and_begin(
+    fake: FakeSource, make_app: Callable[..., BanyanApp]
+) -> None:
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await started(pilot)
+        await pilot.press("n")
+        await wait_until(pilot, lambda: isinstance(app.screen, SubmitScreen))
+        screen = app.screen
+        screen.query_one("#f-command", Input).value = "./nightly.sh"
+        screen.query_one("#f-time_limit", Input).value = "an hour or so"
+        screen.query_one("#f-begin", Input).value = "next tuesday"
+        screen.query_one("#f-command", Input).focus()
+        await pilot.press("enter")
+        await pilot.pause()
+        assert "invalid duration" in text_of(screen.query_one("#e-time_limit", Static))
+        assert "invalid begin time" in text_of(screen.query_one("#e-begin", Static))
+        assert not [c for c in fake.calls if c[0] == "submit"]
+        screen.query_one("#f-time_limit", Input).value = "10 minutes"
+        screen.query_one("#f-begin", Input).value = "now+1hour"
+        before = time.time()
+        await pilot.press("enter")
+        await wait_until(pilot, lambda: not isinstance(app.screen, SubmitScreen))
+        after = time.time()
+        (_, body, _), *_ = [c for c in fake.calls if c[0] == "submit"]
+        assert body["command"] == "./nightly.sh" and body["time_limit"] == 600
+        assert before + 3600 <= body["not_before"] <= after + 3600
 
 
 def type_fast(app: BanyanApp, text: str) -> None:

@@ -3,6 +3,7 @@ trees, state → glyph/style, and events applied to the model."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -460,6 +461,24 @@ def test_submission_runs_when_its_parents_allow() -> None:
     assert not result.errors and result.body["run_when"] == "failure"
     bad = build_submission({"command": "x", "after": parent, "run_when": "sometimes"})
     assert "run_when" in bad.errors and not bad.body
+
+
+def test_submission_time_limit_and_begin() -> None:
+    # 2026-12-07 10:00 in UTC+2: "02:00" is the next 02:00 there, tomorrow at 00:00 UTC.
+    zone = timezone(timedelta(hours=2))
+    now = datetime(2026, 12, 7, 10, 0, tzinfo=zone).timestamp()
+    result = build_submission(
+        {"command": "x", "time_limit": "10 minutes", "begin": "02:00"}, now_s=now, tz=zone
+    )
+    assert not result.errors
+    assert result.body["time_limit"] == 600
+    assert result.body["not_before"] == datetime(2026, 12, 8, 0, 0, tzinfo=UTC).timestamp()
+    seconds = build_submission({"command": "x", "time_limit": "90", "begin": "2030-01-02"})
+    assert seconds.body["time_limit"] == 90
+    assert seconds.body["not_before"] == datetime(2030, 1, 2, tzinfo=UTC).timestamp()
+    bad = build_submission({"command": "x", "time_limit": "forever", "begin": "25:99"})
+    assert set(bad.errors) == {"time_limit", "begin"} and not bad.body
+    assert "invalid duration 'forever'" in bad.errors["time_limit"]
 
 
 def test_submission_after_waits_inactive() -> None:
