@@ -28,6 +28,7 @@ from banyan.resources import Resources
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 MAX_CLAIM = 256
+MAX_PREFETCH = 64
 
 # Websocket close codes (4000-4999 are the application's).
 CLOSE_NORMAL = 1000
@@ -87,12 +88,44 @@ class Heartbeat(BaseModel):
 
 
 class Claim(BaseModel):
-    """Ask for up to ``limit`` tasks that fit ``free``."""
+    """Ask for up to ``limit`` tasks that fit ``free``, and (``prefetch``) up to
+    that many more to hold queued, each fitting the worker's whole capacity,
+    started by the worker as soon as a slot frees (it then sends ``started``)."""
 
     model_config = _FRAME
     type: Literal["claim"] = "claim"
     free: Resources
     limit: Annotated[int, Field(ge=1, le=MAX_CLAIM)] = 1
+    prefetch: Annotated[int, Field(ge=0, le=MAX_PREFETCH)] = 0
+
+    @model_serializer(mode="wrap")
+    def _without_zero_prefetch(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Without prefetch the frame is the version-1 frame exactly.
+        data: dict[str, Any] = handler(self)
+        if not data.get("prefetch"):
+            data.pop("prefetch", None)
+        return data
+
+
+class Started(BaseModel):
+    """A queued attempt's process really started at ``time`` (epoch seconds)."""
+
+    model_config = _FRAME
+    type: Literal["started"] = "started"
+    task: TaskRef
+    execution_key: Key
+    time: float
+
+
+class Returned(BaseModel):
+    """A queued attempt handed back unstarted (the worker is leaving, or its
+    lease lapsed): the task goes back to the queue without counting a retry.
+    Answered with ``accepted`` or ``refused`` like ``finished``."""
+
+    model_config = _FRAME
+    type: Literal["returned"] = "returned"
+    task: TaskRef
+    execution_key: Key
 
 
 class Progress(BaseModel):
@@ -172,6 +205,15 @@ class AssignedAttempt(BaseModel):
     max_termination_time: float
     requested_resources: dict[str, Any]
     name: str | None = None
+    queued: bool = False  # prefetched: start it when a slot frees, then send ``started``
+
+    @model_serializer(mode="wrap")
+    def _without_unqueued(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Not queued: the version-1 frame exactly (older workers forbid the field).
+        data: dict[str, Any] = handler(self)
+        if not data.get("queued"):
+            data.pop("queued", None)
+        return data
 
 
 class Assigned(BaseModel):
@@ -213,7 +255,7 @@ class Refused(BaseModel):
 
 
 WorkerFrame = Annotated[
-    Hello | Heartbeat | Claim | Progress | Usage | Output | Finished | Bye,
+    Hello | Heartbeat | Claim | Progress | Usage | Output | Finished | Started | Returned | Bye,
     Field(discriminator="type"),
 ]
 ServerFrame = Annotated[

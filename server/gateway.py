@@ -24,10 +24,12 @@ from aiohttp import WSMsgType, web
 from banyan import protocol as p
 from banyan.errors import BanyanError, Unauthorized
 from banyan.models import MemoryUsage
+from banyan.resources import Amounts, Resources
 from banyan.states import State
 from banyan.supervise import SideTasks
 from banyan.tokens import Caller
 from server.auth import AUTH, WORKERS
+from server.domain import claims
 from server.hub import Event, EventHub
 from server.settings import Settings
 from server.stores.base import ClaimedAttempt, Store
@@ -51,6 +53,10 @@ class Session:
     queues: list[str]
     held: dict[str, str] = field(default_factory=dict)  # task id -> execution key
     draining: bool = False
+    capacity: Resources | None = None
+    # Its last claim found nothing for a free slot: prefetch is granted to no
+    # other worker of its queues meanwhile (it should start the next tasks).
+    idle: bool = False
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     inflight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(64))
     pending: set[asyncio.Task[None]] = field(default_factory=set)
@@ -171,7 +177,9 @@ class Gateway:
             pid=hello.pid,
             held=held,
         )
-        session = Session(name=hello.name, ws=ws, caller=caller, queues=hello.queues)
+        session = Session(
+            name=hello.name, ws=ws, caller=caller, queues=hello.queues, capacity=hello.capacity
+        )
         keys = dict(held)
         session.held = {task: keys[task] for task in resumed}
         self.sessions[hello.name] = session
@@ -260,6 +268,11 @@ class Gateway:
         if session.draining:
             attempts: list[ClaimedAttempt] = []
         else:
+            depth = claims.prefetch_depth(
+                asked=frame.prefetch,
+                max_prefetch=self._settings.max_prefetch,
+                others_idle=self._others_idle(session),
+            )
             attempts = await self._retrying(
                 session,
                 lambda: self._store.claim(
@@ -268,11 +281,25 @@ class Gateway:
                     free=frame.free,
                     queues=session.queues,
                     limit=frame.limit,
+                    prefetch=depth,
+                    capacity=session.capacity,
                 ),
             )
+            has_room = not Amounts.of(frame.free).no_cores_left
+            session.idle = has_room and not any(not a.get("queued") for a in attempts)
         for attempt in attempts:
             session.held[attempt["task"]] = attempt["execution_key"]
         await session.send(p.Assigned(attempts=[p.AssignedAttempt(**a) for a in attempts]))
+
+    def _others_idle(self, session: Session) -> bool:
+        """Whether another worker serving one of ``session``'s queues has a free
+        slot and found nothing at its last claim (prefetch would starve it)."""
+        mine = set(session.queues)
+        return any(
+            other.idle and not other.draining and mine.intersection(other.queues)
+            for other in self.sessions.values()
+            if other is not session
+        )
 
     async def _report(self, session: Session, frame: Any) -> None:
         task, key = frame.task, frame.execution_key
@@ -300,6 +327,19 @@ class Gateway:
                 )
                 session.held.pop(task, None)
                 await session.send(p.Accepted(task=task, execution_key=key))
+            elif isinstance(frame, p.Started):
+                await self._store.start_queued(
+                    task, key, time=frame.time, caller=session.caller, worker=session.name
+                )
+            elif isinstance(frame, p.Returned):
+                await self._retrying(
+                    session,
+                    lambda: self._store.return_queued(
+                        task, key, caller=session.caller, worker=session.name
+                    ),
+                )
+                session.held.pop(task, None)
+                await session.send(p.Accepted(task=task, execution_key=key))
             elif isinstance(frame, p.Progress):
                 progress = frame.model_dump(include={"percent", "message"}, exclude_none=True)
                 await self._store.report_progress(task, key, progress, session.caller)
@@ -313,7 +353,7 @@ class Gateway:
                     task, key, frame.stream, frame.data.encode(), worker=session.name
                 )
         except BanyanError as exc:
-            if isinstance(frame, p.Finished):
+            if isinstance(frame, (p.Finished, p.Returned)):
                 session.held.pop(task, None)
             code = exc.status if exc.status != 500 else 409
             await session.send(

@@ -17,7 +17,16 @@ from enum import StrEnum
 
 from banyan import events as ev
 from banyan.errors import Conflict
-from banyan.states import SUCCESS, Actor, Effect, Outcome, State, after_attempt, transition
+from banyan.states import (
+    CANCELLED_STATUS,
+    SUCCESS,
+    Actor,
+    Effect,
+    Outcome,
+    State,
+    after_attempt,
+    transition,
+)
 from server.domain import events as build
 
 
@@ -202,6 +211,38 @@ def end_attempt(
         exit_status=exit_status,
         attempt=attempt,
         retry=outcome.retry,
+    )
+    return AttemptEnd(outcome, event)
+
+
+RETURNED = "returned (not started)"
+
+
+def unqueued_status(state: str) -> str:
+    """The exit status of a queued attempt that ends unstarted."""
+    return CANCELLED_STATUS if state == State.PENDING_CANCELLATION else RETURNED
+
+
+def unqueue(task: TaskRef, *, attempt: int) -> AttemptEnd:
+    """A queued (prefetched) attempt that never started ends: nothing ran, so
+    no retry and no abandonment is counted. A running task goes back to
+    available; one asked to stop (pending_cancellation) is cancelled at once."""
+    current = State(task.state)
+    exit_status = unqueued_status(task.state)
+    if current is State.PENDING_CANCELLATION:
+        outcome = Outcome(State.CANCELLED, retry=False, release=False, cascade_cancel=True)
+    else:
+        outcome = Outcome(State.AVAILABLE, retry=False, release=False, cascade_cancel=False)
+    transition(current, outcome.state, Actor.MONITOR)
+    event = build.task_state(
+        task.id,
+        outcome.state,
+        task.state,
+        name=task.name,
+        queue=task.queue,
+        exit_status=exit_status,
+        attempt=attempt,
+        retry=False,
     )
     return AttemptEnd(outcome, event)
 

@@ -87,6 +87,24 @@ INSERT_ATTEMPT: Final = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 CHILDREN: Final = "SELECT child FROM continuations WHERE parent = ?"
+# Prefetch: a queued attempt has no start time until the worker says it started.
+START_QUEUED_ATTEMPT: Final = (
+    "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = ?, "
+    "exit_status = NULL, exit_code = NULL, time_started = NULL, time_terminated = NULL, "
+    f"progress = NULL, updated = ?, etag = {_ETAG} WHERE id = ? "
+    "RETURNING attempt"
+)
+INSERT_QUEUED_ATTEMPT: Final = (
+    "INSERT INTO attempts (task_id, attempt, execution_key, worker, token, time_started, "
+    "queued) VALUES (?, ?, ?, ?, ?, ?, 1)"
+)
+ATTEMPT_QUEUED: Final = "SELECT queued FROM attempts WHERE task_id = ? AND attempt = ?"
+MARK_ATTEMPT_STARTED: Final = (
+    "UPDATE attempts SET queued = 0, time_started = ? WHERE task_id = ? AND attempt = ?"
+)
+MARK_TASK_STARTED: Final = (
+    f"UPDATE tasks SET time_started = ?, updated = ?, etag = {_ETAG} WHERE id = ?"
+)
 
 # --- the continuation graph -------------------------------------------------------
 REACHES: Final = DESCENDANTS.format(roots="?") + "SELECT 1 FROM d WHERE id = ? LIMIT 1"
@@ -113,6 +131,11 @@ OPEN_ATTEMPTS: Final = (
     "SELECT a.task_id, a.execution_key FROM attempts a JOIN tasks t "
     "ON t.id = a.task_id AND t.attempt = a.attempt "
     "WHERE a.worker = ? AND a.time_terminated IS NULL"
+)
+OPEN_QUEUED_ATTEMPTS: Final = (
+    "SELECT a.task_id, a.execution_key FROM attempts a JOIN tasks t "
+    "ON t.id = a.task_id AND t.attempt = a.attempt "
+    "WHERE a.worker = ? AND a.time_terminated IS NULL AND a.queued = 1"
 )
 USAGE_ROW: Final = (
     "SELECT t.state, t.attempt, a.token FROM tasks t LEFT JOIN attempts a "

@@ -15,6 +15,7 @@ from typing import Any
 
 from banyan.errors import NotFound
 from banyan.events import Event, encode_data
+from banyan.states import ACTIVE_STATES
 from server.domain.events import task_id_of
 
 TASK_COLUMNS = (
@@ -108,6 +109,8 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
             "time_terminated": time_terminated,
             "progress": loads(progress),
         }
+        if time_started is None and state in ACTIVE_STATES:  # prefetched, not started yet
+            doc["execution"]["queued"] = True
     return doc
 
 

@@ -241,6 +241,12 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency (created);
     """,
+    # Prefetch (issue 12): an attempt handed to a worker to hold in its queue
+    # until a slot frees. While queued the task's time_started is NULL; the
+    # worker's ``started`` frame sets it and clears the flag.
+    """
+    ALTER TABLE attempts ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -190,12 +190,48 @@ class SqliteStore(Store):
     # --- attempts --------------------------------------------------------------
 
     async def claim(
-        self, *, worker: str, token: str, free: Resources, queues: Sequence[str], limit: int
+        self,
+        *,
+        worker: str,
+        token: str,
+        free: Resources,
+        queues: Sequence[str],
+        limit: int,
+        prefetch: int = 0,
+        capacity: Resources | None = None,
     ) -> list[ClaimedAttempt]:
         now = self._clock()
         return await self.db.write(
             lambda conn: attempts.claim(
-                conn, worker=worker, token=token, free=free, queues=queues, limit=limit, now=now
+                conn,
+                worker=worker,
+                token=token,
+                free=free,
+                queues=queues,
+                limit=limit,
+                now=now,
+                prefetch=prefetch,
+                capacity=capacity,
+            )
+        )
+
+    async def start_queued(
+        self, task_id: str, execution_key: str, *, time: float, caller: Caller, worker: str
+    ) -> None:
+        now = self._clock()
+        await self.db.write(
+            lambda conn: attempts.mark_started(
+                conn, task_id, execution_key, time=time, caller=caller, worker=worker, now=now
+            )
+        )
+
+    async def return_queued(
+        self, task_id: str, execution_key: str, *, caller: Caller, worker: str
+    ) -> None:
+        now = self._clock()
+        await self.db.write(
+            lambda conn: attempts.unqueue(
+                conn, task_id, execution_key, caller=caller, now=now, worker=worker
             )
         )
 

@@ -58,7 +58,11 @@ def join(
         open_attempts=open_attempts(conn, name),
         same_process=same_process,
     )
+    queued = set(conn.execute(Q.OPEN_QUEUED_ATTEMPTS, (name,)).fetchall())
     for task_id, key in plan.unnamed:
+        if (task_id, key) in queued:  # never started: back to the queue, uncounted
+            attempts.unqueue(conn, task_id, key, caller=attempts.SYSTEM, now=now)
+            continue
         attempts.finish_as_system(conn, task_id, key, ABANDONED, now, undelivered=plan.undelivered)
     resumed, dropped = plan.resumed, plan.dropped
     joined = E.worker_joined(
