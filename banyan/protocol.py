@@ -234,6 +234,16 @@ class Cancel(BaseModel):
     execution_key: str
 
 
+class GiveBack(BaseModel):
+    """Hand this queued attempt back (``returned``) if it has not started:
+    another worker of its queue has a free slot now."""
+
+    model_config = _FRAME
+    type: Literal["give_back"] = "give_back"
+    task: str
+    execution_key: str
+
+
 class Accepted(BaseModel):
     """The server applied this attempt's ``finished`` report: the worker may forget it."""
 
@@ -259,7 +269,7 @@ WorkerFrame = Annotated[
     Field(discriminator="type"),
 ]
 ServerFrame = Annotated[
-    Welcome | Assigned | WorkAvailable | Cancel | Accepted | Refused | HeartbeatAck,
+    Welcome | Assigned | WorkAvailable | Cancel | GiveBack | Accepted | Refused | HeartbeatAck,
     Field(discriminator="type"),
 ]
 _WORKER = TypeAdapter(WorkerFrame)

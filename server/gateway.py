@@ -52,6 +52,7 @@ class Session:
     caller: Caller
     queues: list[str]
     held: dict[str, str] = field(default_factory=dict)  # task id -> execution key
+    queued: set[str] = field(default_factory=set)  # of held: prefetched, not started yet
     draining: bool = False
     capacity: Resources | None = None
     # Its last claim found nothing for a free slot: prefetch is granted to no
@@ -289,7 +290,24 @@ class Gateway:
             session.idle = has_room and not any(not a.get("queued") for a in attempts)
         for attempt in attempts:
             session.held[attempt["task"]] = attempt["execution_key"]
+            if attempt.get("queued"):
+                session.queued.add(attempt["task"])
         await session.send(p.Assigned(attempts=[p.AssignedAttempt(**a) for a in attempts]))
+        if session.idle:
+            await self._reclaim_for(session)
+
+    async def _reclaim_for(self, idle: Session) -> None:
+        """``idle`` has a free slot and found nothing: the other workers of its
+        queues hand back what they hold unstarted, so it can start that now
+        (the returns make the tasks available, which wakes ``idle`` up)."""
+        mine = set(idle.queues)
+        for other in list(self.sessions.values()):
+            if other is idle or not other.queued or not mine.intersection(other.queues):
+                continue
+            for task in list(other.queued):
+                key = other.held.get(task)
+                if key is not None:
+                    await other.send(p.GiveBack(task=task, execution_key=key))
 
     def _others_idle(self, session: Session) -> bool:
         """Whether another worker serving one of ``session``'s queues has a free
@@ -326,8 +344,10 @@ class Gateway:
                     ),
                 )
                 session.held.pop(task, None)
+                session.queued.discard(task)
                 await session.send(p.Accepted(task=task, execution_key=key))
             elif isinstance(frame, p.Started):
+                session.queued.discard(task)
                 await self._store.start_queued(
                     task, key, time=frame.time, caller=session.caller, worker=session.name
                 )
@@ -339,6 +359,7 @@ class Gateway:
                     ),
                 )
                 session.held.pop(task, None)
+                session.queued.discard(task)
                 await session.send(p.Accepted(task=task, execution_key=key))
             elif isinstance(frame, p.Progress):
                 progress = frame.model_dump(include={"percent", "message"}, exclude_none=True)
@@ -355,6 +376,7 @@ class Gateway:
         except BanyanError as exc:
             if isinstance(frame, (p.Finished, p.Returned)):
                 session.held.pop(task, None)
+                session.queued.discard(task)
             code = exc.status if exc.status != 500 else 409
             await session.send(
                 p.Refused(task=task, execution_key=key, code=code, message=exc.message)

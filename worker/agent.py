@@ -501,6 +501,11 @@ class Agent:
             if job is not None and job.attempt.execution_key == frame.execution_key:
                 job.cancelled = True
                 self._spawn(self._terminate(job))
+        elif isinstance(frame, p.GiveBack):
+            waiting = self.queued.get(frame.task)
+            if waiting is not None and waiting.execution_key == frame.execution_key:
+                del self.queued[frame.task]  # an idle worker can start it now
+                await self._hand_back(waiting)
         elif isinstance(frame, p.Accepted):
             self._renew(self._report_sent_at.pop(frame.task, None))
             self.unreported.pop(frame.task, None)
