@@ -87,6 +87,7 @@ class WorkerDoc(TypedDict, total=False):
     capacity: dict[str, Any]
     free: dict[str, Any]
     running: list[RunningDoc]
+    queued: list[str]  # tasks it holds prefetched, not started yet (issue 12)
     last_heartbeat: str | None
     last_heartbeat_age_s: float
     connected: str | None

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
         c.MAX_RESULTS_LIMIT, ge=1, description="`max_results` is clamped to this"
     )
     max_prefetch: int = Field(
-        4,
+        8,
         ge=0,
         le=64,
         description="most attempts a worker may hold queued beyond what it runs "

@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 STOPPED = "abandoned (worker stopped)"  # follows the retry rule, like a lost worker
 RECONNECT_MAX_S = 2.0
 OUTPUT_FLUSH_S = 0.1
-DEFAULT_PREFETCH = 2  # banyan-worker --prefetch (docs/prefetch.md: the trade-off)
+DEFAULT_PREFETCH = 8  # banyan-worker --prefetch (docs/prefetch.md: the trade-off)
 CONNECT_TIMEOUT_S = 15.0  # TCP connect, and the upgrade's response: a cut network must not hang it
 FENCED = "the worker's lease lapsed (no word from the server): stopped"
 NOT_STARTED = "not started: the worker's lease had lapsed"
@@ -542,7 +542,9 @@ class Agent:
         free = self.free()
         room = max(0, self.config.prefetch - len(self.queued))
         full = Amounts.of(free).no_cores_left and self.jobs
-        if full and not room:  # the next finished job claims again
+        # Full: refill only once the queue is down to half, so that one claim
+        # (one commit on the server) serves several tasks.
+        if full and len(self.queued) > self.config.prefetch // 2:
             return
         self._claiming = True
         self._claim_settled = not self.jobs and not self.unreported and not self.queued

@@ -77,6 +77,10 @@ def blocked_with_queue(
 
 def test_queued_attempt_has_no_start_until_it_runs(cluster: Cluster, tmp_path: Path) -> None:
     blocker, waiting, runs, release = blocked_with_queue(cluster, tmp_path)
+    worker = cluster.http.workers()["w1"]
+    assert sorted(worker["queued"]) == sorted(waiting)
+    assert [a["task"] for a in worker["running"]] == [blocker]
+    assert worker["free"]["cores"] == 0  # queued attempts take no share
     for task_id in waiting:
         doc = cluster.http.task(task_id)
         assert doc["execution"]["time_started"] is None, doc
@@ -122,6 +126,7 @@ def test_kill_9_with_a_full_queue_loses_nothing_and_runs_nothing_twice(
         assert doc["retry_count"] == 0 and doc["execution"]["worker"] == "w2"
         first, second = cluster.http.history(task_id)
         assert first["exit_status"] == RETURNED and first["worker"] == "w1"
+        assert first["time_started"] is None and second["time_started"] is not None
         assert second["exit_status"] == "success"
     doc = cluster.http.wait_state(blocker, "terminated", timeout=30)
     assert doc["retry_count"] == 1  # it did run on w1: the retry rule as before

@@ -168,8 +168,10 @@ class SqliteStore(Store):
             if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
                 raise NotFound(f"no task with id {task_id}")
             rows = conn.execute(
-                "SELECT attempt, worker, time_started, time_terminated, exit_status, exit_code, "
-                "usage FROM attempts WHERE task_id = ? ORDER BY attempt",
+                # A prefetched attempt that never started has no start time.
+                "SELECT attempt, worker, CASE WHEN queued THEN NULL ELSE time_started END, "
+                "time_terminated, exit_status, exit_code, usage FROM attempts "
+                "WHERE task_id = ? ORDER BY attempt",
                 (task_id,),
             ).fetchall()
             return [

@@ -120,11 +120,13 @@ def list_workers(conn: sqlite3.Connection, name: str | None = None) -> list[dict
     out = []
     for w_name, _token, state, capacity, queues, host, pid, connected, last_seen, left in rows:
         running = conn.execute(
-            "SELECT t.id, t.name, t.state, t.requested_resources, a.attempt, a.time_started "
-            "FROM attempts a JOIN tasks t ON t.id = a.task_id AND t.attempt = a.attempt "
+            "SELECT t.id, t.name, t.state, t.requested_resources, a.attempt, a.time_started, "
+            "a.queued FROM attempts a JOIN tasks t ON t.id = a.task_id AND t.attempt = a.attempt "
             "WHERE a.worker = ? AND a.time_terminated IS NULL ORDER BY a.time_started",
             (w_name,),
         ).fetchall()
+        queued = [row[0] for row in running if row[6]]  # prefetched: held, not started
+        running = [row[:6] for row in running if not row[6]]
         out.append(
             {
                 "name": w_name,
@@ -147,6 +149,7 @@ def list_workers(conn: sqlite3.Connection, name: str | None = None) -> list[dict
                     }
                     for t, n, s, r, a, ts in running
                 ],
+                "queued": queued,
             }
         )
     return out
