@@ -549,7 +549,9 @@ class Agent:
         self._claiming = True
         self._claim_settled = not self.jobs and not self.unreported and not self.queued
         self._claim_sent_at = time.monotonic()
-        claim = p.Claim(free=free, limit=self.config.claim_limit, prefetch=room)
+        # Queued attempts only once no core is free: while one is, a claim hands
+        # out what starts now (a queued one would cost a ``started`` report more).
+        claim = p.Claim(free=free, limit=self.config.claim_limit, prefetch=room if full else 0)
         if not await self._send(claim):
             self._claiming = False
 
