@@ -35,7 +35,7 @@ class ExecutionDoc(TypedDict, total=False):
     time_started: str | None
     time_terminated: str | None
     progress: ProgressDoc | None
-    queued: bool  # present (true) while a worker holds the attempt unstarted (prefetch)
+    queued: bool  # a worker holds the attempt, its process not started yet (prefetch)
 
 
 class TaskDoc(TypedDict, total=False):

@@ -52,13 +52,13 @@ async def test_queued_attempts_follow_what_fits_and_start_unset(store: Store) ->
     assert [x["task"] for x in found] == [a, b, c]
     assert [bool(x.get("queued")) for x in found] == [False, True, True]
     now, queued = await store.get_task(a), await store.get_task(b)
-    assert now["execution"]["time_started"] is not None and "queued" not in now["execution"]
+    assert now["execution"]["time_started"] is not None and now["execution"]["queued"] is False
     assert queued["state"] == "running"
     assert queued["execution"]["time_started"] is None and queued["execution"]["queued"] is True
     await store.start_queued(b, found[1]["execution_key"], time=1234.5, caller=WORKER, worker="w1")
     started = await store.get_task(b)
     assert started["execution"]["time_started"] == 1234.5
-    assert "queued" not in started["execution"]
+    assert started["execution"]["queued"] is False
     assert (await store.get_task(d))["state"] == "available"
 
 

@@ -108,9 +108,9 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
             "time_started": time_started,
             "time_terminated": time_terminated,
             "progress": loads(progress),
+            # Prefetched: a worker holds it, its process has not started yet.
+            "queued": time_started is None and state in ACTIVE_STATES,
         }
-        if time_started is None and state in ACTIVE_STATES:  # prefetched, not started yet
-            doc["execution"]["queued"] = True
     return doc
 
 
