@@ -42,6 +42,8 @@ MAX_RETRY_COUNT: Final = 10_000
 MAX_MEMORY_USAGE_RECORDS: Final = 10_000
 
 DEFAULT_MAX_TERMINATION_TIME_S: Final = 600.0  # "10 minutes"
+# Reruns after the task's worker died or was stopped (HyperQueue's crash limit is 5).
+DEFAULT_MAX_ABANDON_COUNT: Final = 3
 DEFAULT_QUEUE: Final = "default"
 
 # Group commit: how many write operations may share one transaction/fsync.

@@ -52,16 +52,29 @@ class TaskDoc(TypedDict, total=False):
     max_retry_count: int
     retry_count: int
     pending_dependency_count: int
+    run_when: str  # success, finished or failure (banyan.dependencies)
     max_termination_time: float
     estimated_runtime: float | None
+    time_limit: float | None  # seconds an attempt may run; None: no limit
+    not_before: str | None  # a date: not claimed before then
+    max_abandon_count: int
+    abandon_count: int  # server-managed: attempts whose worker died or was stopped
     env: dict[str, str] | None
     cwd: str | None
     owner: str | None
+    job: str | None  # the job (one POST /tasks) it was submitted in
     execution: ExecutionDoc | None
     _created: str
     _updated: str
     _etag: str
     _links: dict[str, Any]
+
+
+class ExplainedTaskDoc(TaskDoc, total=False):
+    """A task as ``GET /tasks?reasons=1`` lists it: with ``{"code", "reason"}``,
+    why it is not running (``/tasks/{id}/pending_reason``)."""
+
+    _pending_reason: dict[str, Any]
 
 
 class RunningDoc(TypedDict, total=False):
@@ -91,7 +104,10 @@ class WorkerDoc(TypedDict, total=False):
     last_heartbeat: str | None
     last_heartbeat_age_s: float
     connected: str | None
-    left: str | None
+    left: str | None  # when it left or was declared lost
+    left_age_s: float | None
+    responsive: bool  # False: not heard from for two heartbeat intervals (not lost yet)
+    remaining_s: float | None  # its remaining lifetime (--time-limit); None: none
 
 
 TASK_KEYS: tuple[str, ...] = tuple(TaskDoc.__annotations__)
@@ -109,8 +125,10 @@ def task_document(
     doc.update(TaskCreate.model_construct().model_dump(mode="json", exclude={"id"}))
     doc.update(
         retry_count=0,
+        abandon_count=0,
         pending_dependency_count=0,
         owner=None,
+        job=task_id,  # a task submitted alone is a job of one, named by its id
         execution=None,
         _created=created,
         _updated=updated if updated is not None else created,

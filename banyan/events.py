@@ -65,6 +65,9 @@ class TaskCreatedData(EventData):
     priority: _INT
     owner: _STR
     group: bool
+    # The job (one POST /tasks) it belongs to. Not a ``where`` field: only this
+    # event carries it, so a feed filtered on it would miss the state changes.
+    job: str | None = None
 
 
 class TaskStateData(EventData):
@@ -94,6 +97,7 @@ class TaskUsageData(EventData):
     attempt: _INT
     time: float
     resident_memory_bytes: int
+    cpu_percent: float | None = None  # 100 = one core busy; absent when not measured
 
 
 # --- worker events -------------------------------------------------------------

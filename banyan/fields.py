@@ -17,9 +17,15 @@ TASK_FIELDS: Fields = {
     "max_retry_count": Field(_K.INT, nullable=False),
     "retry_count": Field(_K.INT, nullable=False),
     "pending_dependency_count": Field(_K.INT, nullable=False),
+    "run_when": Field(_K.STR, nullable=False),
     "max_termination_time": Field(_K.NUMBER, nullable=False),
     "estimated_runtime": Field(_K.NUMBER),
+    "time_limit": Field(_K.NUMBER),
+    "not_before": Field(_K.DATE),
+    "max_abandon_count": Field(_K.INT, nullable=False),
+    "abandon_count": Field(_K.INT, nullable=False),
     "owner": Field(_K.STR, nullable=False),
+    "job": Field(_K.ID),
     "cwd": Field(_K.STR),
     "env.*": Field(_K.STR, sortable=False),
     "requested_resources.cores": Field(_K.NUMBER),
@@ -38,10 +44,20 @@ TASK_FIELDS: Fields = {
     "_etag": Field(_K.STR, nullable=False, sortable=False),
 }
 
+JOB_FIELDS: Fields = {
+    "_id": Field(_K.ID, nullable=False),
+    "name": Field(_K.STR),
+    "owner": Field(_K.STR, nullable=False),
+    "total": Field(_K.INT, nullable=False),
+    "_created": Field(_K.DATE, nullable=False),
+    "time_started": Field(_K.DATE),
+}
+
 MEMORY_USAGE_FIELDS: Fields = {
     "_id": Field(_K.INT, nullable=False),
     "task": Field(_K.ID, nullable=False),
     "attempt": Field(_K.INT, nullable=False),
     "time": Field(_K.DATE, nullable=False),
     "resident_memory_bytes": Field(_K.INT, nullable=False),
+    "cpu_percent": Field(_K.NUMBER),
 }

@@ -6,20 +6,24 @@ the CLI and the TUI validate their forms with the same ones, and
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
+    WithJsonSchema,
     field_validator,
 )
 from pydantic.json_schema import JsonSchemaValue
 
 from banyan import constants as c
-from banyan.dates import parse_date
+from banyan.dates import parse_begin, parse_date
+from banyan.dependencies import RunWhen
 from banyan.ids import ID_PATTERN
 from banyan.resources import Resources
 from banyan.states import CREATE_STATES, State
@@ -45,6 +49,31 @@ QueueName = Annotated[
 Priority = Annotated[int, Field(ge=-c.MAX_PRIORITY, le=c.MAX_PRIORITY)]
 RetryCount = Annotated[int, Field(ge=0, le=c.MAX_RETRY_COUNT)]
 Cwd = Annotated[str, StringConstraints(min_length=1, max_length=c.MAX_CWD_CHARS), NoNul]
+
+
+def _begin(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError("expected a date, a duration from now or 'now+DURATION'")
+    epoch = parse_begin(value, time.time())
+    if not FIRST_DATE_S <= epoch <= LAST_DATE_S:  # NaN fails this too
+        raise ValueError("date out of range: years 1 to 9999")
+    return epoch
+
+
+# ``not_before``: a date (RFC 1123, ISO 8601 or epoch seconds), or a duration
+# from now ("10 minutes", "now+10minutes"); stored as epoch seconds.
+BeginTime = Annotated[
+    float,
+    BeforeValidator(_begin),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "number"}, {"type": "string", "maxLength": 64}],
+            "description": "a date (RFC 1123, ISO 8601, epoch seconds), a duration from now "
+            "such as '10 minutes', or 'now+10minutes'",
+        },
+        mode="validation",
+    ),
+]
 
 
 def _env_name(value: str) -> str:
@@ -78,6 +107,7 @@ _STRICT = ConfigDict(extra="forbid", str_strip_whitespace=False, populate_by_nam
 READ_ONLY_FIELDS = frozenset(
     {
         "retry_count",
+        "abandon_count",
         "pending_dependency_count",
         "owner",
         "execution",
@@ -108,10 +138,26 @@ class TaskCreate(BaseModel):
     queue: QueueName = c.DEFAULT_QUEUE
     priority: Priority = 0
     max_retry_count: RetryCount = 0
+    run_when: RunWhen = Field(
+        default=RunWhen.SUCCESS,
+        description="what the parents' outcomes must be: 'success', 'finished' or 'failure'",
+    )
     max_termination_time: Duration = c.DEFAULT_MAX_TERMINATION_TIME_S
     estimated_runtime: Duration | None = None
     env: Env | None = None
     cwd: Cwd | None = None
+    time_limit: Duration | None = Field(
+        default=None,
+        description="wall-time limit of one attempt; then stopped as a cancel stops it and "
+        "ended 'failure (time limit)'. Unset: the server's default_time_limit_s (off unless set)",
+    )
+    not_before: BeginTime | None = Field(
+        default=None, description="not claimed before this time (Slurm's --begin)"
+    )
+    max_abandon_count: RetryCount = Field(
+        default=c.DEFAULT_MAX_ABANDON_COUNT,
+        description="reruns after its worker died or was stopped; not max_retry_count's budget",
+    )
 
     @field_validator("state")
     @classmethod
@@ -137,6 +183,7 @@ NOT_NULL_PATCH_FIELDS = (
     "priority",
     "max_retry_count",
     "max_termination_time",
+    "max_abandon_count",
     "add_continuations",
     "remove_continuations",
 )
@@ -181,6 +228,9 @@ class TaskPatch(BaseModel):
     estimated_runtime: Duration | None = None
     env: Env | None = None
     cwd: Cwd | None = None
+    time_limit: Duration | None = None  # null: no limit
+    not_before: BeginTime | None = None  # null: may start at once
+    max_abandon_count: RetryCount | None = None
     add_continuations: IdList | None = None
     remove_continuations: IdList | None = None
 
@@ -229,6 +279,9 @@ class MemoryUsage(BaseModel):
     task: TaskId
     time: float = Field(description="RFC 1123 or ISO 8601 date, or epoch seconds")
     resident_memory_bytes: Annotated[int, Field(ge=0, le=2**63 - 1)]
+    cpu_percent: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        None, description="CPU use of the task's processes since the previous sample; 100 = a core"
+    )
 
     @field_validator("time", mode="before")
     @classmethod

@@ -34,10 +34,11 @@ MAX_PREFETCH = 64
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_BAD_FRAME = 4400
-CLOSE_UNAUTHORIZED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_DUPLICATE = 4409  # another connection took over this worker name
+CLOSE_UNAUTHORIZED = 4401  # the connection's token was revoked (gateway and event feed)
+CLOSE_FORBIDDEN = 4403  # the hello names a worker that is not the token's
 CLOSE_LOST = 4408  # the server declared this worker lost (it was silent too long)
+CLOSE_DUPLICATE = 4409  # another process is connected as this worker: refused
+CLOSE_REPLACED = 4410  # the same process connected again: this older socket is closed
 
 # The websocket subprotocol a worker offers to say it numbers its heartbeats
 # and wants each answered with ``heartbeat_ack`` (worker/lease.py). A server
@@ -50,6 +51,15 @@ Key = Annotated[str, Field(min_length=8, max_length=128)]
 TaskRef = Annotated[str, Field(pattern=r"^[0-9a-f]{24}$")]
 
 
+def _drop_none(data: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """Leave out optional fields added after version 1 while unset: a peer of
+    an older version forbids unknown fields."""
+    for key in keys:
+        if data.get(key) is None:
+            data.pop(key, None)
+    return data
+
+
 class Held(BaseModel):
     """An attempt a (re)connecting worker is still running."""
 
@@ -58,10 +68,20 @@ class Held(BaseModel):
     execution_key: Key
 
 
+Secret = Annotated[str, Field(min_length=16, max_length=128)]
+
+
 class Hello(BaseModel):
+    """The first frame of a connection. ``name``: the worker's name; with a
+    worker token it is the token's name (None: take it from the token; another
+    name is refused with 4403), with an admin token any name (None:
+    ``host:pid``). ``secret``: the one the server handed this process in its
+    last ``welcome``: the proof that a reconnect comes from the same process,
+    needed to replace a connection still open and to re-attach to attempts."""
+
     model_config = _FRAME
     type: Literal["hello"] = "hello"
-    name: Annotated[str, Field(min_length=1, max_length=256)]
+    name: Annotated[str, Field(min_length=1, max_length=256)] | None = None
     capacity: Resources
     queues: Annotated[list[Annotated[str, Field(min_length=1, max_length=128)]], Field(
         min_length=1, max_length=64)] = ["default"]  # fmt: skip
@@ -69,6 +89,13 @@ class Hello(BaseModel):
     running: Annotated[list[Held], Field(max_length=4096)] = []
     host: Annotated[str, Field(max_length=256)] = ""
     pid: int = 0
+    secret: Secret | None = None
+    # Seconds the worker has left (``banyan-worker --time-limit``); None: no lifetime.
+    remaining_s: Annotated[float, Field(ge=0)] | None = None
+
+    @model_serializer(mode="wrap")
+    def _compat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return _drop_none(handler(self), "remaining_s")
 
 
 class Heartbeat(BaseModel):
@@ -97,11 +124,13 @@ class Claim(BaseModel):
     free: Resources
     limit: Annotated[int, Field(ge=1, le=MAX_CLAIM)] = 1
     prefetch: Annotated[int, Field(ge=0, le=MAX_PREFETCH)] = 0
+    # The worker's remaining lifetime: only tasks whose time_limit fits are given.
+    remaining_s: Annotated[float, Field(ge=0)] | None = None
 
     @model_serializer(mode="wrap")
-    def _without_zero_prefetch(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Without prefetch the frame is the version-1 frame exactly.
-        data: dict[str, Any] = handler(self)
+    def _compat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Without prefetch or a lifetime the frame is the version-1 frame exactly.
+        data = _drop_none(handler(self), "remaining_s")
         if not data.get("prefetch"):
             data.pop("prefetch", None)
         return data
@@ -144,7 +173,7 @@ class Usage(BaseModel):
     execution_key: Key
     time: float
     resident_memory_bytes: Annotated[int, Field(ge=0)]
-    cpu_percent: Annotated[float, Field(ge=0)] | None = None
+    cpu_percent: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
 
 
 class Output(BaseModel):
@@ -176,6 +205,11 @@ class Bye(BaseModel):
 
 
 class Welcome(BaseModel):
+    """The answer to ``hello``: the worker's name, the timing settings it must
+    follow, which of its held attempts go on (``resumed``) or must be stopped
+    (``dropped``), and ``secret``: this process's proof of identity, to send
+    in the ``hello`` of every reconnect (never shown, never logged)."""
+
     model_config = _FRAME
     type: Literal["welcome"] = "welcome"
     worker: str
@@ -184,6 +218,7 @@ class Welcome(BaseModel):
     server_timeout_s: float
     resumed: list[str] = []  # tasks whose attempts the server still counts as this worker's
     dropped: list[str] = []  # held attempts the server no longer knows: stop them
+    secret: Secret | None = None
 
 
 class HeartbeatAck(BaseModel):
@@ -205,12 +240,13 @@ class AssignedAttempt(BaseModel):
     max_termination_time: float
     requested_resources: dict[str, Any]
     name: str | None = None
+    time_limit: float | None = None  # seconds the attempt may run; then "failure (time limit)"
     queued: bool = False  # prefetched: start it when a slot frees, then send ``started``
 
     @model_serializer(mode="wrap")
-    def _without_unqueued(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Not queued: the version-1 frame exactly (older workers forbid the field).
-        data: dict[str, Any] = handler(self)
+    def _compat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Unset: the version-1 frame exactly (older workers forbid the fields).
+        data = _drop_none(handler(self), "time_limit")
         if not data.get("queued"):
             data.pop("queued", None)
         return data

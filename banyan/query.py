@@ -3,10 +3,11 @@
 ``where`` is Mongo-style JSON restricted to a whitelist of fields (``Fields``) and to the
 operators that SQL and Python can both evaluate exactly. It is parsed into a small typed AST
 (``Compare`` / ``And`` / ``Or``) whose values are already checked and converted per field kind,
-so nothing downstream ever sees raw request text. ``server/sqlite/querysql.py`` compiles the AST
-to SQL; ``matches`` evaluates it against a plain document (the event feed filter) with the same
-semantics. ``projection``, ``sort`` and paging live in ``banyan.projection``, on top of the
-field whitelist defined here. Every bad query raises ``BadRequest``.
+so nothing downstream ever sees raw request text. ``server/stores/sqlite/querysql.py``
+compiles the AST to SQL; ``matches`` evaluates it against a plain document (the event feed
+filter) with the same semantics (the AST and ``matches`` are in ``banyan.query_ast``,
+re-exported here). ``projection``, ``sort`` and paging live in ``banyan.projection``, on top
+of the field whitelist defined here. Every bad query raises ``BadRequest``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from enum import StrEnum
 from typing import Any, TypeAlias
 
 from banyan.errors import BadRequest
+from banyan.query_ast import ORDERED_OPS, And, Compare, Node, Op, Or, lookup, matches
 
 
 class FieldKind(StrEnum):
@@ -129,48 +130,6 @@ def decode_json(text: str, what: str) -> Any:
         raise BadRequest(f"{what} is nested too deeply") from None
     except ValueError as exc:
         raise BadRequest(f"{what} is not valid JSON: {exc}") from None
-
-
-# --- the AST -------------------------------------------------------------------------------
-
-
-class Op(StrEnum):
-    """The comparison operators ``where`` accepts inside a field's operator document."""
-
-    EQ = "$eq"
-    NE = "$ne"
-    LT = "$lt"
-    LTE = "$lte"
-    GT = "$gt"
-    GTE = "$gte"
-    IN = "$in"
-    NIN = "$nin"
-    EXISTS = "$exists"
-
-
-ORDERED_OPS = frozenset({Op.LT, Op.LTE, Op.GT, Op.GTE})
-
-
-@dataclass(frozen=True)
-class Compare:
-    """``field op value``; ``value`` is converted (dates are epoch floats), a tuple for $in/$nin."""
-
-    field: str
-    op: Op
-    value: Any
-
-
-@dataclass(frozen=True)
-class And:
-    terms: tuple[Node, ...]
-
-
-@dataclass(frozen=True)
-class Or:
-    terms: tuple[Node, ...]
-
-
-Node: TypeAlias = Compare | And | Or
 
 
 # --- values --------------------------------------------------------------------------------
@@ -411,61 +370,25 @@ def _operand(name: str, field: Field, op: Op, value: Any) -> Any:
     return None
 
 
-# --- evaluation ----------------------------------------------------------------------------
-
-_ORDER: dict[Op, Callable[[Any, Any], bool]] = {
-    Op.LT: operator.lt,
-    Op.LTE: operator.le,
-    Op.GT: operator.gt,
-    Op.GTE: operator.ge,
-}
-
-
-def lookup(document: Mapping[str, Any], path: str) -> Any:
-    """The value at a dotted path; ``None`` when any step is missing or not an object.
-
-    A key may itself contain dots (custom resources such as ``scratch.gb``), so the whole
-    remainder is tried as one key before splitting off the next segment.
-    """
-    current: Any = document
-    rest = path
-    while isinstance(current, Mapping):
-        if rest in current:
-            return current[rest]
-        head, dot, rest = rest.partition(".")
-        if not dot:
-            return None
-        current = current.get(head)
-    return None
-
-
-def matches(node: Node | None, doc: Mapping[str, Any]) -> bool:
-    """Whether ``doc`` satisfies ``node`` (``None`` matches everything); Mongo semantics."""
-    if node is None:
-        return True
-    if isinstance(node, And):
-        return all(matches(term, doc) for term in node.terms)
-    if isinstance(node, Or):
-        return any(matches(term, doc) for term in node.terms)
-    return _test(node.op, lookup(doc, node.field), node.value)
-
-
-def _test(op: Op, actual: Any, expected: Any) -> bool:
-    if op is Op.EXISTS:
-        return (actual is not None) is expected
-    if op is Op.NE:  # negations match what is missing, as in Mongo
-        return not _test(Op.EQ, actual, expected)
-    if op is Op.NIN:
-        return not _test(Op.IN, actual, expected)
-    if isinstance(actual, list | tuple):  # list fields: true when any element is
-        return any(_test(op, item, expected) for item in actual)
-    if op is Op.EQ:
-        return actual is None if expected is None else actual is not None and actual == expected
-    if op is Op.IN:
-        return any(_test(Op.EQ, actual, item) for item in expected)
-    if actual is None or expected is None:
-        return False
-    try:
-        return _ORDER[op](actual, expected)
-    except TypeError:  # a document of the wrong shape never matches, rather than crash
-        return False
+__all__ = [
+    "CUSTOM_KEY",
+    "ORDERED_OPS",
+    "And",
+    "Compare",
+    "Field",
+    "FieldKind",
+    "Fields",
+    "Node",
+    "Op",
+    "Or",
+    "convert_value",
+    "decode_json",
+    "lookup",
+    "matches",
+    "parse_where",
+    "resolve_field",
+    "show",
+    "split_prefix",
+    "top_level_names",
+    "unknown_field",
+]

@@ -112,6 +112,16 @@ SUCCESS = "success"
 FAILURE = "failure"
 CANCELLED_STATUS = "cancelled"
 ABANDONED = "abandoned (worker unreachable)"
+# Every abandonment ("abandoned (worker unreachable)", "abandoned (worker
+# stopped)", ...) starts so: the worker died or stopped, the task did not fail.
+ABANDONED_PREFIX = "abandoned"
+# A task stopped at its wall-time limit (``time_limit``): the task's own failure.
+TIME_LIMIT_STATUS = "failure (time limit)"
+
+
+def is_abandonment(exit_status: str | None) -> bool:
+    """Whether an attempt ended because its worker died, was lost or stopped."""
+    return exit_status is not None and exit_status.startswith(ABANDONED_PREFIX)
 
 
 def failure_for_signal(signal_name: str) -> str:
@@ -131,6 +141,7 @@ class Outcome:
     retry: bool  # back to available, retry_count + 1
     release: bool  # continuations' pending counts drop
     cascade_cancel: bool  # continuations are cancelled recursively
+    abandoned: bool = False  # put back after its worker died: abandon_count + 1
 
 
 def after_attempt(
@@ -151,4 +162,21 @@ def after_attempt(
         return Outcome(State.CANCELLED, retry=False, release=False, cascade_cancel=True)
     if retry_count < max_retry_count:
         return Outcome(State.AVAILABLE, retry=True, release=False, cascade_cancel=False)
+    return Outcome(State.TERMINATED, retry=False, release=False, cascade_cancel=True)
+
+
+def after_abandonment(
+    *, current: State, exit_status: str, abandon_count: int, max_abandon_count: int
+) -> Outcome:
+    """The crash budget (issue 13): an attempt whose worker died, was lost or
+    stopped is not the task's failure, so it does not use ``max_retry_count``.
+    The task is put back while ``abandon_count < max_abandon_count``; after
+    that it ends with the abandonment as its exit status. A cancellation
+    request still wins: a task in ``pending_cancellation`` ends cancelled."""
+    if current is State.PENDING_CANCELLATION:
+        return Outcome(State.CANCELLED, retry=False, release=False, cascade_cancel=True)
+    if abandon_count < max_abandon_count:
+        return Outcome(
+            State.AVAILABLE, retry=False, release=False, cascade_cancel=False, abandoned=True
+        )
     return Outcome(State.TERMINATED, retry=False, release=False, cascade_cancel=True)

@@ -3,13 +3,12 @@ The store opens and closes with the app (``cleanup_ctx``)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from server import dbwatch
+from banyan.supervise import SideTasks
+from server import dbwatch, retention
 from server.auth import AUTH, Authenticator
 from server.errors import eve_errors
 from server.feed import Feed
@@ -17,10 +16,11 @@ from server.gateway import Gateway
 from server.hub import EventHub
 from server.keys import FEED, GATEWAY, HUB, SETTINGS, STORE
 from server.netlog import quiet_network_errors
+from server.revocation import RevocationWatch
 from server.settings import Settings
 from server.stores import open_store
 from server.stores.base import Store
-from server.views import misc, openapi, stats, tasks, workers
+from server.views import jobs, misc, openapi, stats, tasks, workers
 
 # aiohttp's HTTP parser limits, named here on purpose (they are its defaults): a
 # request line or a header over 8190 bytes, or over 128 headers, is refused
@@ -52,15 +52,24 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
         send_timeout_s=settings.event_send_timeout_s,
     )
 
+    # The server's own background loops: a failure stops the server (exit 70).
+    side = SideTasks("server")
+
     async def store_lifetime(app: web.Application) -> AsyncIterator[None]:
         await the_store.open()
         await hub.start()
         await gateway.start()
-        pruner = asyncio.create_task(feed.prune(keep=settings.event_retention), name="prune")
+        side.spawn(feed.prune(keep=settings.event_retention), name="prune-events")
+        side.spawn(
+            retention.prune_workers(the_store, retention_s=settings.worker_retention_s),
+            name="prune-workers",
+        )
+        watch = RevocationWatch(
+            the_store, app[AUTH], (gateway, feed), period_s=settings.revocation_check_s
+        )
+        side.spawn(watch.run(), name="revocation-watch")
         yield
-        pruner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pruner
+        await side.close()
         await gateway.stop()
         await hub.stop()
         await the_store.close()
@@ -81,4 +90,5 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app.add_routes(openapi.routes)
     app.add_routes(workers.routes)
     app.add_routes(stats.routes)
+    app.add_routes(jobs.routes)
     return app

@@ -1,6 +1,9 @@
 """Who is calling: the token from ``Authorization`` (Basic with the token as
 user name, or Bearer), checked against the store, cached for
-``token_cache_s`` so a request does not pay a database hop for it.
+``token_cache_s`` so a request does not pay a database hop for it. The
+revocation watch (``server.revocation``) drops the whole cache as soon as it
+sees a token revoked, also by another process, so a revoked token is not
+honoured from the cache.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ class Authenticator:
         return caller
 
     def forget(self) -> None:
-        """Drop every cached token (after a revocation made by this process)."""
+        """Drop every cached token (a token was revoked, here or elsewhere)."""
         self._cache.clear()
 
 

@@ -25,7 +25,6 @@ attributes of :class:`WatchedDatabase` (the SQLite store's ``Database``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -35,6 +34,8 @@ from pathlib import Path
 from typing import Protocol
 
 from aiohttp import web
+
+from banyan.supervise import SideTasks
 
 log = logging.getLogger(__name__)
 PERIOD_S = 1.0
@@ -148,10 +149,9 @@ def install(app: web.Application, store: object) -> None:
 
     async def watching(app: web.Application) -> AsyncIterator[None]:
         watch.record()
-        task = asyncio.create_task(watch.run(), name="database-watch")
+        side = SideTasks("server")  # a failure stops the server (exit 70)
+        side.spawn(watch.run(), name="database-watch")
         yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await side.close()
 
     app.cleanup_ctx.append(watching)

@@ -8,7 +8,8 @@ fallen behind the ring (a replay with ``?since=`` is the same path). So
 replay and live are one loop with no gap and no duplicate, memory does not
 grow with the number of slow subscribers, and nobody waits for anybody: a
 subscriber whose socket takes no data for ``event_send_timeout_s`` is closed
-with ``CLOSE_TOO_SLOW`` and may resume with ``?since=``.
+with ``CLOSE_TOO_SLOW`` and may resume with ``?since=``. A subscriber whose
+token is revoked is closed with ``CLOSE_UNAUTHORIZED`` (``server.revocation``).
 
 Fan-out is cheap per subscriber: each event is encoded once, as a complete
 websocket frame, for everybody; a subscriber gets all the frames it is due
@@ -37,12 +38,14 @@ import contextlib
 import json
 import logging
 import struct
+from collections.abc import Collection
 
 from aiohttp import WSMsgType, web
 
 from banyan.dates import format_date
 from banyan.errors import BadRequest, BanyanError
 from banyan.events import EVENT_FIELDS, EVENT_TYPES
+from banyan.protocol import CLOSE_UNAUTHORIZED  # the token was revoked (4401)
 from banyan.query import Node, matches, parse_where
 from server.feedring import Frame, Ring
 from server.hub import Event, EventHub
@@ -84,6 +87,7 @@ class Feed:
         self._new = asyncio.Event()
         self.sockets: set[web.WebSocketResponse] = set()
         self._dropping: set[web.WebSocketResponse] = set()  # being closed by their listener
+        self._tokens: dict[web.WebSocketResponse, str] = {}  # each subscriber's token name
         hub.subscribe(self._on_events)
 
     def _on_events(self, events: list[Event]) -> None:
@@ -142,7 +146,30 @@ class Feed:
         events = await self._store.events_since(seq, limit=_READ_BATCH)
         return [Frame(e["seq"], e["type"], self._encode(e)) for e in events]
 
-    async def handle(self, request: web.Request, since: int | None) -> web.WebSocketResponse:
+    def tokens_in_use(self) -> set[str]:
+        return set(self._tokens.values())
+
+    async def close_revoked(self, tokens: Collection[str]) -> int:
+        """Close the subscribers whose token was revoked (``CLOSE_UNAUTHORIZED``),
+        each bounded like a shutdown close."""
+        gone = [ws for ws, token in self._tokens.items() if token in tokens]
+
+        async def close(ws: web.WebSocketResponse) -> None:
+            self._tokens.pop(ws, None)
+            with contextlib.suppress(TimeoutError, ConnectionError, RuntimeError):
+                await asyncio.wait_for(
+                    ws.close(code=CLOSE_UNAUTHORIZED, message=b"token revoked"),
+                    timeout=SHUTDOWN_CLOSE_S,
+                )
+
+        await asyncio.gather(*(close(ws) for ws in gone))
+        return len(gone)
+
+    async def handle(
+        self, request: web.Request, since: int | None, *, token: str = ""
+    ) -> web.WebSocketResponse:
+        """Serve one subscriber; ``token``: the name of the token it connected
+        with (its socket is closed when that token is revoked)."""
         where = parse_where(request.rel_url.query.get("where"), EVENT_FIELDS)
         types = _types(request.rel_url.query.get("types"))
         ws = web.WebSocketResponse(
@@ -150,6 +177,7 @@ class Feed:
         )
         await ws.prepare(request)
         self.sockets.add(ws)
+        self._tokens[ws] = token
         transport = request.transport
         assert transport is not None  # prepared: the connection is open
         listener = asyncio.create_task(self._follow(ws, transport, since, where, types))
@@ -166,6 +194,7 @@ class Feed:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(listener, timeout=DROP_GRACE_S + 5)
             self.sockets.discard(ws)
+            self._tokens.pop(ws, None)
             self._dropping.discard(ws)
             if not ws.closed:
                 with contextlib.suppress(TimeoutError):

@@ -7,6 +7,12 @@ it runs is asked to stop, and declares a worker lost once it has been silent
 for ``worker_timeout_s`` (its attempts are then abandoned and follow the retry
 rule). A worker that reconnects in time re-attaches to the attempts it still
 runs. Nothing here polls: the monitor only watches the clock for silences.
+
+Identity (``server.domain.identity``): a worker token's connection is the
+worker named by the token; one connection per worker, unless the same
+process proves itself with the secret of its last ``welcome`` (4409
+otherwise); a revoked token's connections are closed with 4401
+(``close_revoked``, from ``server.revocation``).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -28,8 +34,11 @@ from banyan.resources import Amounts, Resources
 from banyan.states import State
 from banyan.supervise import SideTasks
 from banyan.tokens import Caller
+from server import admission
+from server.admission import CLOSE_TRY_AGAIN
 from server.auth import AUTH, WORKERS
-from server.domain import claims
+from server.begins import BeginTimer
+from server.domain import claims, identity
 from server.hub import Event, EventHub
 from server.settings import Settings
 from server.stores.base import ClaimedAttempt, Store
@@ -42,7 +51,6 @@ T = TypeVar("T")
 RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
 TRANSIENT = (503, 507)
-CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the join could not be recorded
 
 
 @dataclass
@@ -58,9 +66,18 @@ class Session:
     # Its last claim found nothing for a free slot: prefetch is granted to no
     # other worker of its queues meanwhile (it should start the next tasks).
     idle: bool = False
+    revoked: bool = False  # its token was revoked: nothing more it sends is applied
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     inflight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(64))
     pending: set[asyncio.Task[None]] = field(default_factory=set)
+    # Monotonic time the worker's lifetime ends (``banyan-worker --time-limit``).
+    deadline: float | None = None
+
+    def remaining_s(self, now: float | None = None) -> float | None:
+        """The worker's remaining lifetime, as it last told it; None: no lifetime."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - (time.monotonic() if now is None else now))
 
     async def send(self, frame: Any) -> None:
         if self.ws.closed:
@@ -76,9 +93,12 @@ class Gateway:
         self._settings = settings
         self.sessions: dict[str, Session] = {}
         self.last_seen: dict[str, float] = {}  # monotonic; also for workers not connected now
+        self._joining: dict[str, asyncio.Lock] = {}
         self._monitor: asyncio.Task[Any] | None = None
         # Fire-and-forget sends and the silence monitor: a failure stops the server.
         self._side = SideTasks("gateway")
+        self._begins = BeginTimer(store, self._push_work_to_all)
+        self._begin_task: asyncio.Task[Any] | None = None
         hub.subscribe(self._on_events)
 
     # --- lifetime --------------------------------------------------------------
@@ -89,12 +109,14 @@ class Gateway:
         for name in await self._store.connected_workers():
             self.last_seen.setdefault(name, now)
         self._monitor = self._side.spawn(self._watch_silences(), name="worker-monitor")
+        self._begin_task = self._side.spawn(self._begins.run(), name="begin-timer")
 
     async def stop(self) -> None:
-        if self._monitor is not None:
-            self._monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._monitor
+        for side in (self._monitor, self._begin_task):
+            if side is not None:
+                side.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await side
         for session in list(self.sessions.values()):
             await session.ws.close(code=p.CLOSE_GOING_AWAY, message=b"server shutting down")
 
@@ -121,9 +143,20 @@ class Gateway:
             return ws
         try:
             session = await self._join(ws, caller, hello)
+        except (
+            admission.Refusal
+        ) as exc:  # not this worker's name, or it is taken: one line, no retry
+            log.warning(
+                "worker connection from %s (token %s) refused: %s",
+                request.remote,
+                caller.name,
+                exc.message,
+            )
+            await ws.close(code=exc.code, message=admission.close_reason(exc.message))
+            return ws
         except BanyanError as exc:  # e.g. the disk is full: the worker connects again later
             log.warning("worker %s: join refused: %s", hello.name, exc.message)
-            await ws.close(code=CLOSE_TRY_AGAIN, message=exc.message[:120].encode())
+            await ws.close(code=CLOSE_TRY_AGAIN, message=admission.close_reason(exc.message))
             return ws
         clean = False
         try:
@@ -165,45 +198,71 @@ class Gateway:
         return frame
 
     async def _join(self, ws: web.WebSocketResponse, caller: Caller, hello: p.Hello) -> Session:
-        old = self.sessions.pop(hello.name, None)
-        if old is not None:
-            await old.ws.close(code=p.CLOSE_DUPLICATE, message=b"replaced by a new connection")
+        """Admit the connection as the worker its token names (server.admission)."""
+        name = admission.name_of(caller, hello)
+        # One join per name at a time: two connections must not both see it free.
+        async with self._joining.setdefault(name, asyncio.Lock()):
+            old = self.sessions.get(name)
+            connected = old is not None and not old.ws.closed
+            proven = await admission.check(
+                self._store,
+                name,
+                hello,
+                connected=connected,
+                away=name in self.last_seen and not connected,
+                worker_timeout_s=self._settings.worker_timeout_s,
+            )
+            if old is not None:
+                del self.sessions[name]
+                await old.ws.close(code=p.CLOSE_REPLACED, message=b"replaced by a reconnect")
+            return await self._record_join(ws, caller, hello, name, proven=proven)
+
+    async def _record_join(
+        self, ws: web.WebSocketResponse, caller: Caller, hello: p.Hello, name: str, *, proven: bool
+    ) -> Session:
+        secret = identity.new_secret()
         held = [(h.task, h.execution_key) for h in hello.running]
         resumed, dropped = await self._store.join_worker(
-            name=hello.name,
+            name=name,
             token=caller.name,
             capacity=hello.capacity.canonical(),
             queues=hello.queues,
             host=hello.host,
             pid=hello.pid,
             held=held,
+            same_process=proven,
+            secret=identity.secret_digest(secret),
         )
         session = Session(
-            name=hello.name, ws=ws, caller=caller, queues=hello.queues, capacity=hello.capacity
+            name=name, ws=ws, caller=caller, queues=hello.queues, capacity=hello.capacity
         )
+        if hello.remaining_s is not None:
+            session.deadline = time.monotonic() + hello.remaining_s
         keys = dict(held)
         session.held = {task: keys[task] for task in resumed}
-        self.sessions[hello.name] = session
-        self.last_seen[hello.name] = time.monotonic()
+        self.sessions[name] = session
+        self.last_seen[name] = time.monotonic()
         log.info(
-            "worker %s joined (host %s, pid %d, queues %s; resumed %d, dropped %d attempts)",
-            hello.name,
+            "worker %s %s (host %s, pid %d, queues %s; resumed %d, dropped %d attempts)",
+            name,
+            "reconnected" if proven else "joined",
             hello.host,
             hello.pid,
             ",".join(hello.queues),
             len(resumed),
             len(dropped),
-            extra={"worker": hello.name},
+            extra={"worker": name},
         )
         s = self._settings
         await session.send(
             p.Welcome(
-                worker=hello.name,
+                worker=name,
                 heartbeat_interval_s=s.heartbeat_interval_s,
                 worker_timeout_s=s.worker_timeout_s,
                 server_timeout_s=s.server_timeout_s,
                 resumed=resumed,
                 dropped=dropped,
+                secret=secret,
             )
         )
         for task in resumed:  # a cancel asked for while it was away
@@ -254,6 +313,8 @@ class Gateway:
             await session.ws.close(code=1011, message=b"internal error")
 
     async def _apply(self, session: Session, frame: Any) -> None:
+        if session.revoked:  # the socket is being closed (4401)
+            return
         if isinstance(frame, p.Heartbeat):
             session.draining = frame.draining
             if frame.seq is not None:  # last_seen was reset when it was read: say so
@@ -266,6 +327,8 @@ class Gateway:
             await self._report(session, frame)
 
     async def _claim(self, session: Session, frame: p.Claim) -> None:
+        if frame.remaining_s is not None:  # the worker's own count is the one to trust
+            session.deadline = time.monotonic() + frame.remaining_s
         if session.draining:
             attempts: list[ClaimedAttempt] = []
         else:
@@ -282,6 +345,7 @@ class Gateway:
                     free=frame.free,
                     queues=session.queues,
                     limit=frame.limit,
+                    remaining_s=frame.remaining_s,
                     prefetch=depth,
                     capacity=session.capacity,
                 ),
@@ -302,7 +366,12 @@ class Gateway:
         (the returns make the tasks available, which wakes ``idle`` up)."""
         mine = set(idle.queues)
         for other in list(self.sessions.values()):
-            if other is idle or not other.queued or not mine.intersection(other.queues):
+            if (
+                other is idle
+                or other.revoked
+                or not other.queued
+                or not mine.intersection(other.queues)
+            ):
                 continue
             for task in list(other.queued):
                 key = other.held.get(task)
@@ -314,7 +383,10 @@ class Gateway:
         slot and found nothing at its last claim (prefetch would starve it)."""
         mine = set(session.queues)
         return any(
-            other.idle and not other.draining and mine.intersection(other.queues)
+            other.idle
+            and not other.draining
+            and not other.revoked
+            and mine.intersection(other.queues)
             for other in self.sessions.values()
             if other is not session
         )
@@ -366,7 +438,10 @@ class Gateway:
                 await self._store.report_progress(task, key, progress, session.caller)
             elif isinstance(frame, p.Usage):
                 record = MemoryUsage(
-                    task=task, time=frame.time, resident_memory_bytes=frame.resident_memory_bytes
+                    task=task,
+                    time=frame.time,
+                    resident_memory_bytes=frame.resident_memory_bytes,
+                    cpu_percent=frame.cpu_percent,
                 )
                 await self._store.add_memory_usage([record], session.caller)
             elif isinstance(frame, p.Output):
@@ -398,6 +473,25 @@ class Gateway:
             await asyncio.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_S)
 
+    # --- revocation ------------------------------------------------------------
+
+    def tokens_in_use(self) -> set[str]:
+        return {session.caller.name for session in self.sessions.values()}
+
+    async def close_revoked(self, tokens: Collection[str]) -> int:
+        """Close the connections of revoked ``tokens`` (4401); their workers
+        are lost after ``worker_timeout_s`` like any that went silent."""
+        revoked = [s for s in self.sessions.values() if s.caller.name in tokens]
+        for session in revoked:
+            session.revoked = True
+            log.warning(
+                "worker %s: its token %s was revoked: closing", session.name, session.caller.name
+            )
+        await asyncio.gather(
+            *(s.ws.close(code=p.CLOSE_UNAUTHORIZED, message=b"token revoked") for s in revoked)
+        )
+        return len(revoked)
+
     # --- pushes ----------------------------------------------------------------
 
     def _on_events(self, events: list[Event]) -> None:
@@ -412,6 +506,8 @@ class Gateway:
                     cancels.append(data["_id"])
         if not queues and not cancels:
             return
+        if queues:
+            self._begins.poke()
         for session in list(self.sessions.values()):
             frames: list[Any] = []
             if queues.intersection(session.queues) and not session.draining:
@@ -423,6 +519,12 @@ class Gateway:
             ]
             for frame in frames:
                 self._spawn(session.send(frame))
+
+    def _push_work_to_all(self) -> None:
+        """A begin time came: every serving worker may claim again."""
+        for session in list(self.sessions.values()):
+            if not session.draining:
+                self._spawn(session.send(p.WorkAvailable()))
 
     def _spawn(self, coro: Any) -> None:
         self._side.spawn(coro)
@@ -450,6 +552,15 @@ class Gateway:
                     continue
                 log.warning("worker %s lost; attempts abandoned: %s", name, abandoned)
             if now - touched >= self._settings.heartbeat_interval_s and self.sessions:
+                # Only those heard from since the last round, at the time they
+                # were: a silent session is not a sign of life.
+                wall = time.time() - now
+                heard = {
+                    name: wall + self.last_seen[name]
+                    for name in self.sessions
+                    if self.last_seen.get(name, touched) > touched
+                }
                 touched = now
-                with contextlib.suppress(BanyanError):
-                    await self._store.touch_workers(list(self.sessions))
+                if heard:
+                    with contextlib.suppress(BanyanError):
+                        await self._store.touch_workers(heard)

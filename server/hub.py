@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from banyan.supervise import SideTasks
 from server.stores.base import Store
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class EventHub:
     async def start(self) -> None:
         self.last_seq = await self._store.last_seq()
         self._store.add_commit_listener(self.poke)
-        self._task = asyncio.create_task(self._run(), name="event-hub")
+        self._task = SideTasks("server").spawn(self._run(), name="event-hub")  # failure: exit 70
 
     async def stop(self) -> None:
         if self._task is not None:

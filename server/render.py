@@ -29,6 +29,8 @@ def task(
     out = dict(redact_env(doc, viewer))
     for key in TASK_DATE_FIELDS:
         out[key] = format_date(out[key], date_format)
+    if "not_before" in out:
+        out["not_before"] = format_date(out["not_before"], date_format)
     if out.get("execution"):
         out["execution"] = _dates(out["execution"], EXECUTION_DATE_FIELDS, date_format)
     out["_links"] = {"self": {"title": "Task", "href": f"tasks/{doc['_id']}"}}
@@ -63,8 +65,21 @@ def meta(doc: Mapping[str, Any], date_format: str) -> dict[str, Any]:
         "_created": created,
         "_updated": created,
         "_links": {"self": {"title": "Task", "href": f"tasks/{doc['_id']}"}},
+        "job": doc.get("job"),
         "_status": "OK",
     }
+
+
+def job(doc: Mapping[str, Any], date_format: str) -> dict[str, Any]:
+    """A job document (``/jobs``): its dates formatted, its link."""
+    out = dict(doc)
+    for key in ("_created", "time_started", "time_ended"):
+        out[key] = format_date(out[key], date_format)
+    out["_links"] = {
+        "self": {"title": "Job", "href": f"jobs/{doc['_id']}"},
+        "tasks": {"title": "tasks", "href": f'tasks?where={{"job":"{doc["_id"]}"}}'},
+    }
+    return out
 
 
 @functools.lru_cache(maxsize=64)

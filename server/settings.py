@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         description="worker side: unreachable server for this long → kill tasks, drop cache",
     )
     date_format: str = Field(c.DEFAULT_DATE_FORMAT, description="as Eve's DATE_FORMAT")
+    default_time_limit_s: float | None = Field(
+        None,
+        gt=0,
+        description="wall-time limit of a task submitted without `time_limit` (off unless set)",
+    )
     default_max_results: int = Field(
         c.DEFAULT_MAX_RESULTS, ge=1, description="page size when `max_results` is absent"
     )
@@ -112,8 +117,21 @@ class Settings(BaseSettings):
         ge=0,
         description="how long a checked token is trusted before it is looked up again",
     )
+    revocation_check_s: float = Field(
+        0.25,
+        gt=0,
+        le=1,
+        description="how often the server looks for revoked tokens (also revoked by "
+        "`banyan-server token revoke` in another process) to close their websockets",
+    )
     event_retention: int = Field(
         1_000_000, ge=1000, description="events kept for `GET /events?since=` replays"
+    )
+    worker_retention_s: float = Field(
+        7 * 86400.0,
+        gt=0,
+        description="workers that left or were lost are forgotten this long after "
+        "(`GET /workers`, `banyan workers --all`); task history keeps their names",
     )
     event_buffer: int = Field(
         100_000, ge=1000, description="recent events kept in memory for feed subscribers"

@@ -122,6 +122,8 @@ class FakeSource:
         self.frames: list[dict[str, Any]] = []  # every frame pushed, for replays
         self.keep_frames = True
         self.calls: list[tuple[Any, ...]] = []
+        self.reasons: dict[str, str] = {}  # what pending_reasons answers, by task id
+        self.job_names: dict[str, str] = {}  # the snapshot's job names, by job id
         self.since_asked: list[int | None] = []
         self.histories: dict[str, list[dict[str, Any]]] = {}
         self.log_text: dict[str, str] = {}
@@ -221,6 +223,7 @@ class FakeSource:
             workers=copy.deepcopy(self.worker_docs),
             stats=await self.stats(),
             total_tasks=len(self.docs),
+            job_names=dict(self.job_names),
         )
 
     async def stats(self) -> dict[str, Any] | None:
@@ -251,6 +254,17 @@ class FakeSource:
         if task_id not in self.docs:
             raise NotFound(f"no task with id {task_id}")
         return copy.deepcopy(self.docs[task_id])
+
+    async def pending_reasons(self, ids: Sequence[str]) -> dict[str, str]:
+        """The ``_pending_reason`` a test put on the docs (``reasons`` wins)."""
+        self.calls.append(("pending_reasons", *ids))
+        found: dict[str, str] = {}
+        for task_id in ids:
+            doc: dict[str, Any] = dict(self.docs.get(task_id) or {})
+            reason = self.reasons.get(task_id) or (doc.get("_pending_reason") or {}).get("reason")
+            if reason:
+                found[task_id] = str(reason)
+        return found
 
     async def history(self, task_id: str) -> list[dict[str, Any]]:
         return copy.deepcopy(self.histories.get(task_id, []))

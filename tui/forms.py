@@ -31,6 +31,7 @@ FIELDS = (
     FormField("priority", "priority", "0 (higher runs first)"),
     FormField("retries", "retries", "0"),
     FormField("after", "after", "ids it waits for (space separated; short ids too)"),
+    FormField("run_when", "runs when", "parents: success (default), finished, failure"),
 )
 # TaskCreate's locations → the form's fields.
 _LOCATIONS = {
@@ -43,6 +44,7 @@ _LOCATIONS = {
     ("queue",): "queue",
     ("priority",): "priority",
     ("max_retry_count",): "retries",
+    ("run_when",): "run_when",
 }
 
 
@@ -92,6 +94,8 @@ def build_submission(
         body["priority"] = _number(text["priority"])
     if text["retries"]:
         body["max_retry_count"] = _number(text["retries"])
+    if text["run_when"]:
+        body["run_when"] = text["run_when"].lower()
     for word in text["after"].replace(",", " ").split():
         full = word.lower() if is_id(word.lower()) else (resolve(word.lower()) if resolve else None)
         if full is None:

@@ -28,6 +28,7 @@ from tui.messages import (
     FeedConnected,
     FeedLost,
     FeedResync,
+    ReasonsLoaded,
     SnapshotFailed,
     SnapshotLoaded,
     StatsLoaded,
@@ -39,6 +40,9 @@ from tui.state import Changes, Link, Model, RateMeter
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 5.0
 STATS_EVERY_S = 5.0
+# Why waiting tasks wait changes with the workers, not with the tasks' own
+# events: ask again, for the newest this many waiting tasks, with the stats.
+REASONS_LIMIT = 1000
 WORKERS_EVERY_S = 1.0  # at most this often, and only after a change
 FREEZE_AFTER_TASKS = 20_000
 
@@ -79,6 +83,7 @@ class LiveApp(App[None]):
         self.set_interval(self.apply_interval_s, self._apply_buffer)
         self.set_interval(1.0, self._second)
         self.set_interval(STATS_EVERY_S, self._fetch_stats)
+        self.set_interval(STATS_EVERY_S, self._fetch_reasons)
         self._follow_feed()
 
     # --- the feed -------------------------------------------------------------
@@ -151,6 +156,7 @@ class LiveApp(App[None]):
         self.model = Model.from_snapshot(
             snap.tasks, snap.workers, snap.stats, now=now, server_total=snap.total_tasks
         )
+        self.model.job_names = dict(snap.job_names)
         if len(snap.tasks) >= FREEZE_AFTER_TASKS:
             # ~10 objects a task, long-lived: keep the cyclic GC from rescanning
             # them all (a pause of half a second at 100,000) on every full collection.
@@ -221,6 +227,25 @@ class LiveApp(App[None]):
         except BanyanError:
             return
         self.post_message(StatsLoaded(stats))
+
+    @work(exclusive=True, group="reasons")
+    async def _fetch_reasons(self) -> None:
+        if self.model is None or not self.link.live:
+            return
+        asked = self.model.waiting_ids(REASONS_LIMIT)
+        if not asked:
+            return
+        try:
+            reasons = await self.source.pending_reasons(asked)
+        except BanyanError:
+            return
+        self.post_message(ReasonsLoaded(asked, reasons))
+
+    def on_reasons_loaded(self, message: ReasonsLoaded) -> None:
+        if self.model is not None:
+            changed = self.model.set_reasons(message.asked, message.reasons)
+            if changed:
+                self.on_model_changed(Changes(tasks=changed))
 
     def on_stats_loaded(self, message: StatsLoaded) -> None:
         # Without /stats the counts come from the tasks and the feed: keep them.

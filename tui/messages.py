@@ -46,6 +46,12 @@ class WorkersLoaded(Message):
 
 
 @dataclass
+class ReasonsLoaded(Message):
+    asked: list[str]  # the waiting tasks asked about
+    reasons: dict[str, str]  # why each waits (missing: it no longer waits)
+
+
+@dataclass
 class StatsLoaded(Message):
     stats: dict[str, Any] | None  # None: the server has no /stats
 

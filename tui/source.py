@@ -19,14 +19,14 @@ import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import aiohttp
 
 from banyan.client import Client, Connection, link_after, walk_tree
 from banyan.client.tls import unreachable
 from banyan.client.trees import descendants, doc_continuations
-from banyan.documents import TaskDoc, WorkerDoc
+from banyan.documents import ExplainedTaskDoc, TaskDoc, WorkerDoc
 from banyan.errors import BanyanError, NotFound, ServerUnreachable
 
 RECENT_TASKS = 10_000  # the snapshot's most recent tasks, whatever their state
@@ -47,6 +47,9 @@ class Snapshot:
     total_tasks: int | None = None  # on the server, when known
     truncated: bool = False  # more open tasks than MAX_OPEN_TASKS
     notes: list[str] = field(default_factory=list)
+    # The newest jobs' names (``GET /jobs``), by id: a job not in it is named
+    # after its first task, as the server names it by default.
+    job_names: dict[str, str] = field(default_factory=dict)
 
 
 class DataSource(Protocol):
@@ -68,6 +71,8 @@ class DataSource(Protocol):
     async def retry(self, ids: Sequence[str]) -> dict[str, str]: ...
 
     async def task(self, task_id: str) -> TaskDoc: ...
+
+    async def pending_reasons(self, ids: Sequence[str]) -> dict[str, str]: ...
 
     async def history(self, task_id: str) -> list[dict[str, Any]]: ...
 
@@ -129,6 +134,7 @@ class LiveSource:
                     projection=SNAPSHOT_PROJECTION,
                     max_results=size,
                     page=page,
+                    reasons=True,
                 )
             )["_items"]
             items += found[: limit - len(items)]
@@ -148,6 +154,7 @@ class LiveSource:
             total = int(stats["tasks"]["total"])
         notes = [f"more than {self.max_open:,} open tasks: the oldest are not loaded"]
         return Snapshot(
+            job_names=await self._job_names(),
             tasks=list(by_id.values()),
             workers=await self.workers(),
             stats=stats,
@@ -155,6 +162,18 @@ class LiveSource:
             truncated=truncated,
             notes=notes if truncated else [],
         )
+
+    async def _job_names(self) -> dict[str, str]:
+        """The names of the newest ``PAGE`` jobs (a server without /jobs: none)."""
+        try:
+            found = await self.client.request(
+                "GET",
+                "/jobs",
+                params={"sort": "-_id", "max_results": str(PAGE), "projection": '{"name": 1}'},
+            )
+        except NotFound:
+            return {}
+        return {j["_id"]: j["name"] for j in found["_items"] if j.get("name")}
 
     async def events(self, since: int | None) -> AsyncIterator[dict[str, Any]]:
         params = {} if since is None else {"since": str(since)}
@@ -175,7 +194,29 @@ class LiveSource:
             raise ServerUnreachable(f"event feed lost: {exc}") from exc
 
     async def task(self, task_id: str) -> TaskDoc:
-        return await self.client.task(task_id)
+        """The whole task; one that is not running carries ``_pending_reason``."""
+        doc = cast(ExplainedTaskDoc, await self.client.task(task_id))
+        if doc.get("state") != "running":
+            doc["_pending_reason"] = await self.client.pending_reason(task_id)
+        return doc
+
+    async def pending_reasons(self, ids: Sequence[str]) -> dict[str, str]:
+        """Why each of these tasks waits: one ``GET /tasks?reasons=1`` per
+        ``PAGE`` ids (the server's message, whatever its code)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), PAGE):
+            part = list(ids[start : start + PAGE])
+            page = await self.client.find(
+                {"_id": {"$in": part}},
+                projection={"state": 1},
+                max_results=len(part),
+                reasons=True,
+            )
+            for item in page["_items"]:
+                reason = (item.get("_pending_reason") or {}).get("reason")
+                if reason:
+                    found[item["_id"]] = str(reason)
+        return found
 
     async def history(self, task_id: str) -> list[dict[str, Any]]:
         return await self.client.history(task_id)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from tui.widgets.base import View
 from tui.widgets.detail import DetailView
+from tui.widgets.jobs import JobsView
 from tui.widgets.queues import QueuesView
 from tui.widgets.tasks import TasksView
 from tui.widgets.tree import TreeView
@@ -70,6 +71,15 @@ VIEWS: tuple[ViewSpec, ...] = (
         "the selected task's attempts, RSS and log",
         esc_back=True,
         back_target=False,
+    ),
+    ViewSpec(
+        "jobs",
+        "6",
+        "Jobs",
+        ("job", "j"),
+        JobsView,
+        "jobs: name, owner, counts by state, time span",
+        task_actions=False,
     ),
 )
 BY_NAME: dict[str, ViewSpec] = {spec.name: spec for spec in VIEWS}

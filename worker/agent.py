@@ -37,6 +37,7 @@ from banyan import protocol as p
 from banyan.client.discovery import Connection
 from banyan.constants import HEARTBEAT_INTERVAL_S, SERVER_TIMEOUT_S
 from banyan.resources import Amounts, Resources, free_share
+from banyan.states import SUCCESS, TIME_LIMIT_STATUS
 from banyan.supervise import SideTasks
 from banyan.tokens import basic_auth_header
 from worker import containment, runner
@@ -56,10 +57,20 @@ NOT_STARTED = "not started: the worker's lease had lapsed"
 EXIT_OK = 0
 EXIT_USAGE = 2  # as for bad arguments
 EXIT_TOKEN_REFUSED = 77  # sysexits' EX_NOPERM: 401/403 at connect, retrying cannot help
+EXIT_ALREADY_CONNECTED = 75  # sysexits' EX_TEMPFAIL: another process is this worker (4409)
 TOKEN_REFUSED = {
     401: "the server refused the token (401): it is unknown or revoked",
     403: "the server refused the token (403): its role cannot run a worker; "
     "use a worker or admin token (banyan-server token create --role worker)",
+}
+# Close codes after which reconnecting cannot help: the exit code, and what to say.
+FATAL_CLOSES = {
+    p.CLOSE_UNAUTHORIZED: (EXIT_TOKEN_REFUSED, "the server closed the connection: {}"),
+    p.CLOSE_FORBIDDEN: (EXIT_TOKEN_REFUSED, "the server refused this worker: {}"),
+    p.CLOSE_DUPLICATE: (
+        EXIT_ALREADY_CONNECTED,
+        "the server refused this worker: {} (give each worker a token of its own)",
+    ),
 }
 
 
@@ -74,7 +85,7 @@ def _path_with_banyan() -> str:
 @dataclass
 class WorkerConfig:
     connection: Connection
-    name: str
+    name: str | None  # None: the worker token's name (an admin token: hostname:pid)
     capacity: Resources
     gpu_indices: list[int] = field(default_factory=list)
     queues: list[str] = field(default_factory=lambda: ["default"])
@@ -90,6 +101,9 @@ class WorkerConfig:
     log_format: str = "text"  # also for the reaper sidecar's lines
     enforce_memory: bool = False  # a task's memory request is its cgroup's memory.max
     containment: str = "auto"  # or insist on "cgroup" / "subreaper"
+    # The worker's lifetime from its start (--time-limit), as a batch allocation's:
+    # claims carry what is left, and the worker stops when it runs out.
+    time_limit_s: float | None = None
 
 
 @dataclass
@@ -106,6 +120,8 @@ class Job:
     flush_scheduled: bool = False
     fenced: bool = False  # stopped because the lease lapsed
     forgotten: bool = False  # dropped with the task cache: nothing is reported
+    timed_out: bool = False  # stopped at its time_limit: "failure (time limit)"
+    limit_timer: asyncio.TimerHandle | None = None
 
 
 class Agent:
@@ -150,7 +166,15 @@ class Agent:
         self.fenced = 0  # attempts stopped by the lease, for tests and logs
         self.exit_code = EXIT_OK
         self._connected = False
+        self._fatal = False  # refused for good (revoked, not this token's, taken): exit
+        # This process's proof of identity, handed out in welcome and shown in
+        # every later hello: it re-attaches to the attempts of this process.
+        self._secret: str | None = None
+        self._close_reason = ""  # the reason in the server's last close frame
+        self.name = config.name  # as the server named it in welcome
         self.exit_reason = "nothing left to run (--burst)"  # unless something else ends it
+        limit = config.time_limit_s
+        self._deadline = None if limit is None else time.monotonic() + limit
 
     # --- lifetime --------------------------------------------------------------
 
@@ -179,6 +203,10 @@ class Agent:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
+        if self._deadline is not None:
+            loop.call_later(
+                self.remaining_s() or 0.0, self.request_stop, "its --time-limit was reached"
+            )
         scope = getattr(self.containment, "scope", None)
         self._reaper = Reaper.start(log_format=self.config.log_format, scope=scope)
         containment.MANAGED_PIDS.add(self._reaper.pid)  # never taken for a task's orphan
@@ -212,6 +240,8 @@ class Agent:
                     except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                         log.warning("cannot reach %s: %s", url, exc)
                     finally:
+                        if self._ws is not None and self._ws.close_code in FATAL_CLOSES:
+                            self._refused(self._ws.close_code)
                         if self._connected:
                             self._connected = False
                             code = None if self._ws is None else self._ws.close_code
@@ -221,7 +251,7 @@ class Agent:
                                 "" if code is None else f" (close code {code})",
                             )
                         self._ws = None
-                    if self._finished():
+                    if self._finished() or self._fatal:
                         break
                     self._note_unreachable()
                     with contextlib.suppress(TimeoutError):
@@ -255,6 +285,17 @@ class Agent:
         idle = idle and not self.queued and not self.returning
         return idle and (self._stopping.is_set() or (self.config.burst and self._queue_empty))
 
+    def _refused(self, code: int) -> None:
+        """The server closed with ``code`` (``FATAL_CLOSES``): one line, then exit."""
+        if self._fatal:
+            return
+        exit_code, text = FATAL_CLOSES[code]
+        reason = self._close_reason or "no reason given"
+        self._fatal = True
+        self.exit_code = exit_code
+        self.exit_reason = f"refused by the server (close code {code})"
+        log.error("%s", text.format(f"{reason} ({code})"))
+
     def _note_unreachable(self) -> None:
         now = time.monotonic()
         if self._unreachable_since is None:
@@ -281,18 +322,26 @@ class Agent:
             running=self._held(),
             host=socket.gethostname(),
             pid=os.getpid(),
+            remaining_s=self.remaining_s(),
+            secret=self._secret,
         )
         hello_sent = time.monotonic()
+        self._close_reason = ""
         await ws.send_str(p.encode(hello))
         first = await ws.receive(timeout=30)
         if first.type != aiohttp.WSMsgType.TEXT:
-            log.warning("gateway closed the connection: %s %s", ws.close_code, first.extra)
+            if first.type == aiohttp.WSMsgType.CLOSE:
+                self._close_reason = str(first.extra or "")
+            if ws.close_code not in FATAL_CLOSES:  # those are logged once, as the exit
+                log.warning("gateway closed the connection: %s %s", ws.close_code, first.extra)
             return
         welcome = p.decode_server_frame(first.data)
         if not isinstance(welcome, p.Welcome):
             return
         self._unreachable_since = None
         self._connected = True
+        self._secret = welcome.secret
+        self.name = welcome.worker
         log.info(
             "connected to %s as %s (heartbeat %.1f s; %d attempts resumed, %d dropped)",
             self.config.connection.server,
@@ -322,7 +371,10 @@ class Agent:
             if self._stopping.is_set() and self._finished():
                 await self._send(p.Bye())
                 return
-            async for msg in ws:
+            while True:
+                msg = await ws.receive()
+                if msg.type == aiohttp.WSMsgType.CLOSE:
+                    self._close_reason = str(msg.extra or "")
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     break
                 await self._handle(p.decode_server_frame(msg.data))
@@ -527,6 +579,12 @@ class Agent:
 
     # --- claims and jobs -------------------------------------------------------
 
+    def remaining_s(self) -> float | None:
+        """What is left of the worker's --time-limit; None: it has none."""
+        if self._deadline is None:
+            return None
+        return max(0.0, self._deadline - time.monotonic())
+
     def free(self) -> Resources:
         """The free share a claim offers (``banyan.resources.free_share``)."""
         running = [job.request for job in self.jobs.values()]
@@ -551,7 +609,12 @@ class Agent:
         self._claim_sent_at = time.monotonic()
         # Queued attempts only once no core is free: while one is, a claim hands
         # out what starts now (a queued one would cost a ``started`` report more).
-        claim = p.Claim(free=free, limit=self.config.claim_limit, prefetch=room if full else 0)
+        claim = p.Claim(
+            free=free,
+            limit=self.config.claim_limit,
+            prefetch=room if full else 0,
+            remaining_s=self.remaining_s(),
+        )
         if not await self._send(claim):
             self._claiming = False
 
@@ -565,6 +628,11 @@ class Agent:
             del self.queued[task_id]
             if self._lease is not None and self._lease.lapsed(time.monotonic()):
                 await self._hand_back(attempt)  # the server may count us lost: never start it
+                continue
+            remaining = self.remaining_s()
+            limit = attempt.time_limit
+            if limit is not None and remaining is not None and limit > remaining:
+                await self._hand_back(attempt)  # no longer fits this worker's lifetime
                 continue
             await self._start(attempt)
             await self._send(
@@ -620,7 +688,25 @@ class Agent:
             containment=self.containment,
             memory_limit_bytes=int(request.memory),
         )
+        self._arm_time_limit(job)
         self._spawn(self._follow(job))
+
+    # --- wall-time limits (a path of its own beside cancel and stop) ------------
+
+    def _arm_time_limit(self, job: Job) -> None:
+        """Stop the task at its ``time_limit``, counted from its start."""
+        limit = job.attempt.time_limit
+        if limit is not None:
+            loop = asyncio.get_running_loop()
+            job.limit_timer = loop.call_later(limit, self._on_time_limit, job)
+
+    def _on_time_limit(self, job: Job) -> None:
+        job.limit_timer = None
+        if job.task is None or job.task.done or self.jobs.get(job.attempt.task) is not job:
+            return
+        log.info("task %s reached its time limit: stopping it", job.attempt.task)
+        job.timed_out = True
+        self._spawn(self._terminate(job))  # SIGTERM, then SIGKILL after max_termination_time
 
     async def _follow(self, job: Job) -> None:
         assert job.task is not None
@@ -640,6 +726,8 @@ class Agent:
                 )
             )
         result = waiter.result()
+        if job.limit_timer is not None:
+            job.limit_timer.cancel()
         await self._flush(job)
         if self._fenced_by_sidecar(job, result.exit_status):
             job.fenced = job.stopped = True
@@ -648,6 +736,8 @@ class Agent:
             status = STOPPED
         elif job.cancelled:
             status = "cancelled"
+        elif job.timed_out and status != SUCCESS:  # it may have ended on its own just then
+            status = TIME_LIMIT_STATUS
         usage: dict[str, Any] = dict(result.usage)
         if result.error:
             usage["error"] = result.error

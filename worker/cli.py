@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import logging
 import os
-import socket
 import sys
 from collections.abc import Sequence
 
@@ -18,7 +17,7 @@ from banyan.client import check_tls
 from banyan.client.discovery import add_connection_options, client_file, discover
 from banyan.errors import BanyanError
 from banyan.logs import LOG_FORMATS, setup_logging
-from banyan.units import parse_cores, parse_memory
+from banyan.units import parse_cores, parse_duration, parse_memory
 from worker.agent import DEFAULT_PREFETCH, Agent, WorkerConfig
 from worker.capacity import detect
 from worker.containment import KINDS
@@ -37,9 +36,17 @@ queue under the retry rule) and the worker exits 0 after reporting them.
 exit codes:
   0   stopped by SIGTERM/SIGINT, or --burst and nothing is left to run
   2   bad arguments or settings, or the server's TLS cannot be verified
+  75  another process is connected as this worker (close code 4409): two
+      workers started with one worker token; give each its own token
   77  the server refused the token: 401 (unknown or revoked) or 403 (a
-      provider token: the worker needs a worker or admin token)
+      provider token: the worker needs a worker or admin token), the token
+      was revoked while connected (close code 4401), or --name is not the
+      worker token's name (close code 4403)
 An unreachable server is not an exit: the worker retries every 2 s.
+
+A worker token names one worker: the worker's name is the token's name, and
+one process at a time may use it. To run many workers, give each a token
+(banyan-server token create --role worker --name gpu-7, or POST /workers).
 """
 
 
@@ -56,6 +63,13 @@ def _resource(text: str) -> tuple[str, float]:
 def _memory(text: str) -> int:
     try:
         return parse_memory(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
@@ -95,7 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_connection_options(
         parser, token_help="worker or admin token (default: $BANYAN_TOKEN or local)"
     )
-    parser.add_argument("--name", help="worker name (default: hostname:pid)")
+    parser.add_argument(
+        "--name",
+        help="worker name; with a worker token, the token's name (default; another name is "
+        "refused), with an admin token any name (default: hostname:pid)",
+    )
     parser.add_argument("--cores", type=_cores, help="cores to offer (default: CPU affinity)")
     parser.add_argument("--memory", type=_memory, help='memory to offer, e.g. "16 GiB"')
     parser.add_argument("--gpus", type=int, help="GPUs to offer (default: nvidia-smi's count)")
@@ -113,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
         dest="queues",
         metavar="QUEUE",
         help="queue to serve (repeatable; default: default)",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=_duration,
+        metavar="DURATION",
+        help="this worker's lifetime from its start, as a batch allocation's (e.g. '2 hours'): "
+        "it is given only tasks whose time_limit fits in what is left, and stops at its end",
     )
     parser.add_argument("--drain", action="store_true", help="on SIGTERM finish running tasks")
     parser.add_argument("--burst", action="store_true", help="exit when nothing is left to run")
@@ -173,7 +198,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     config = WorkerConfig(
         connection=connection,
-        name=args.name or f"{socket.gethostname()}:{os.getpid()}",
+        name=args.name,  # None: the server names it after its token (or hostname:pid)
         capacity=capacity,
         gpu_indices=gpu_indices,
         queues=args.queues or ["default"],
@@ -184,6 +209,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_format=args.log_format,
         enforce_memory=args.enforce_memory,
         containment=args.containment,
+        time_limit_s=args.time_limit,
     )
     warn_if_tasks_can_read_admin_token(logging.getLogger("worker"))
     return asyncio.run(Agent(config).run())

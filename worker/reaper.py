@@ -53,31 +53,27 @@ moment of death misses only a process that re-executed itself with an empty
 environment. With cgroups nothing escapes. (Those kills live in
 :mod:`worker.escapees`.)
 
-This module imports only the standard library so that ``python -m
-worker.reaper`` starts fast and cannot fail on the worker's dependencies.
+The sidecar's own loop (``Fence``, ``serve``, ``main``) is in :mod:`worker.sidecar`,
+re-exported here; ``python -m worker.reaper`` runs it. Both modules import only
+the standard library so that it starts fast and cannot fail on the worker's
+dependencies.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import select
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from worker.escapees import kill_tagged, remove_scope
+from worker.sidecar import READY_LINE, Fence, main, serve
 
 logger = logging.getLogger("worker.reaper")  # also when run as __main__
 
-READY_LINE = b"ready\n"
 START_TIMEOUT_S = 30.0
-READS_BEFORE_ENFORCING = 64  # bounded, so a chatty worker cannot starve the fence
 
 
 class ReaperError(RuntimeError):
@@ -235,178 +231,7 @@ class Reaper:
         self.close()
 
 
-# --- the sidecar itself -------------------------------------------------------------
-
-
-def _kill_groups(pgids: set[int], tags: dict[int, bytes] | None = None) -> None:
-    _signal_groups(pgids, signal.SIGKILL)
-    kill_tagged([tags[p] for p in pgids if tags and p in tags])
-
-
-def _signal_groups(pgids: set[int] | list[int], signum: int) -> None:
-    for pgid in pgids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, signum)
-
-
-def _no_notice(pgids: list[int]) -> None:
-    pass
-
-
-class Fence:
-    """The sidecar's state: registered groups and the lease's two deadlines.
-
-    ``notify(pgids)`` is called just before the first signal to each group
-    under a lapsed lease (the sidecar writes ``!PGID`` lines to the worker).
-    """
-
-    def __init__(
-        self,
-        clock: Callable[[], float] = time.monotonic,
-        notify: Callable[[list[int]], None] = _no_notice,
-    ) -> None:
-        self.clock = clock
-        self.notify = notify
-        self.registered: set[int] = set()
-        self.tags: dict[int, bytes] = {}  # pgid → where the rest of its attempt is
-        self.term_at: float | None = None
-        self.kill_at: float | None = None
-        self._termed: set[int] = set()  # signalled under the current lease
-        self._killed: set[int] = set()
-
-    def line(self, line: bytes) -> None:
-        """One line of the worker's; anything malformed is ignored."""
-        head, rest = line[:1], line[1:]
-        number, _, tag = rest.partition(b" ")
-        if head in (b"+", b"-") and number.isdigit():
-            pgid = int(number)
-            if head == b"+":
-                self.registered.add(pgid)
-                if tag:
-                    self.tags[pgid] = tag
-            else:
-                self.registered.discard(pgid)
-                self.tags.pop(pgid, None)
-                self._termed.discard(pgid)
-                self._killed.discard(pgid)
-        elif head == b"@":
-            self._lease(rest)
-
-    def _lease(self, rest: bytes) -> None:
-        if rest == b"-":
-            self.term_at = self.kill_at = None
-            return
-        try:
-            term_at, kill_at = (float(x) for x in rest.split())
-        except ValueError:
-            return
-        if term_at != term_at or kill_at != kill_at:  # NaN
-            return
-        self.term_at, self.kill_at = term_at, max(term_at, kill_at)
-        if term_at > self.clock():  # renewed in time: a later lapse signals again
-            self._termed.clear()
-            self._killed.clear()
-
-    def timeout(self) -> float | None:
-        """Seconds until something is due (0: now), None when nothing ever is."""
-        due = []
-        if self.term_at is not None and self.registered - self._termed:
-            due.append(self.term_at)
-        if self.kill_at is not None and self.registered - self._killed:
-            due.append(self.kill_at)
-        return max(0.0, min(due) - self.clock()) if due else None
-
-    def enforce(self) -> None:
-        """Signal what the lease says is due."""
-        now = self.clock()
-        if self.term_at is not None and now >= self.term_at:
-            groups = sorted(self.registered - self._termed)
-            if groups:
-                logger.error(
-                    "lease lapsed at %.3f (now %.3f): SIGTERM to task groups %s",
-                    self.term_at,
-                    now,
-                    groups,
-                )
-                self.notify(groups)
-                _signal_groups(groups, signal.SIGTERM)
-                _signal_groups(groups, signal.SIGCONT)  # a stopped group acts on it only then
-                self._termed.update(groups)
-        if self.kill_at is not None and now >= self.kill_at:
-            groups = sorted(self.registered - self._killed)
-            if groups:
-                logger.error(
-                    "lease lapsed at %.3f (now %.3f): SIGKILL to task groups %s",
-                    self.term_at,
-                    now,
-                    groups,
-                )
-                self.notify([g for g in groups if g not in self._termed])
-                _kill_groups(set(groups), self.tags)
-                self._killed.update(groups)
-                self._termed.update(groups)
-
-
-def serve(fd: int, fence: Fence | None = None) -> set[int]:
-    """Read ``+PGID``/``-PGID``/``@...`` lines from ``fd`` until EOF, enforcing
-    the lease meanwhile; return the groups still registered."""
-    fence = Fence() if fence is None else fence
-    pending = b""
-    while True:
-        try:
-            readable, _, _ = select.select([fd], [], [], fence.timeout())
-        except InterruptedError:
-            continue
-        for _ in range(READS_BEFORE_ENFORCING if readable else 0):
-            try:
-                data = os.read(fd, 65536)
-            except InterruptedError:
-                continue
-            if not data:
-                return fence.registered
-            lines = (pending + data).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                fence.line(line)
-            if not select.select([fd], [], [], 0)[0]:
-                break  # the pipe is empty: everything written so far is applied
-        fence.enforce()
-
-
-def _notifier(fd: int) -> Callable[[list[int]], None]:
-    """Write ``!PGID`` lines to the worker, never blocking: a frozen worker
-    does not read, and the fence must go on (a full pipe drops the notice)."""
-    os.set_blocking(fd, False)
-
-    def notify(pgids: list[int]) -> None:
-        if not pgids:
-            return
-        with contextlib.suppress(OSError):  # full (EAGAIN), or the worker has gone
-            os.write(fd, b"".join(b"!%d\n" % pgid for pgid in pgids))
-
-    return notify
-
-
-def main() -> int:
-    if sys.argv[1:2] == ["json"]:
-        from banyan.logs import setup_logging  # stdlib only, like this module
-
-        setup_logging(log_format="json")
-    else:
-        logging.basicConfig(
-            level=logging.INFO, format="%(asctime)s %(levelname)s worker.reaper: %(message)s"
-        )
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_IGN)
-    out = sys.stdout.fileno()
-    os.write(out, READY_LINE)
-    # fd 1 is now the notice channel, written with os.write only.
-    fence = Fence(notify=_notifier(out))
-    _kill_groups(serve(sys.stdin.fileno(), fence), fence.tags)
-    if len(sys.argv) > 2:
-        remove_scope(sys.argv[2])
-
-    return 0
+__all__ = ["Fence", "Reaper", "ReaperError", "main", "serve"]
 
 
 if __name__ == "__main__":

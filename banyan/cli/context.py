@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from banyan.cli.output import Output
 from banyan.client.discovery import Connection, discover
-from banyan.errors import InvalidInput, NotFound
-from banyan.ids import is_id
+from banyan.client.ids import check_id_text
+from banyan.errors import InvalidInput
 
 if TYPE_CHECKING:
     from banyan.client.http import Client
@@ -58,14 +58,9 @@ Handler = Callable[[Context], Awaitable[int]]
 
 
 def check_ids(ids: Iterable[str]) -> list[str]:
-    """Lower-cased ids, refusing anything that is not 24 hex digits (as the server would)."""
-    checked = []
-    for task_id in ids:
-        lowered = task_id.strip().lower()
-        if not is_id(lowered):
-            raise NotFound(f"no task with id {task_id} (ids are 24 hex digits)")
-        checked.append(lowered)
-    return list(dict.fromkeys(checked))
+    """Lower-cased ids or id prefixes (4 to 24 hex digits), refusing anything
+    else before a request; ``banyan.client.ids.resolve_ids`` makes them whole."""
+    return list(dict.fromkeys(check_id_text(i) for i in ids))
 
 
 def parse_where(text: str | None) -> dict[str, Any] | None:

@@ -8,6 +8,7 @@ from typing import Any
 from banyan.cli.context import Context, UsageError, check_ids
 from banyan.cli.output import warn
 from banyan.cli.wait import FINAL
+from banyan.client.ids import resolve_id
 
 LOG_POLL_S = 0.5
 
@@ -49,12 +50,13 @@ async def run_logs(ctx: Context) -> int:
     import asyncio
 
     args = ctx.args
-    (task_id,) = check_ids([args.id])
+    (text,) = check_ids([args.id])
     stream = "stderr" if args.stderr else "stdout"
     if args.tail is not None and args.tail < 0:
         raise UsageError("--tail must be 0 or more")
     out = ctx.out
     async with ctx.client() as client:
+        task_id = await resolve_id(client, text)
         if not args.follow:
             logs = await client.logs(task_id, stream=stream, tail=args.tail)
             if out.json_mode:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from banyan.cli.context import Context, UsageError, parse_where
+from banyan.cli.context import Context, UsageError, check_ids, parse_where
 from banyan.cli.output import state_text
 from banyan.client.format import (
     age_s,
     short_duration,
 )
+from banyan.client.ids import resolve_job
 from banyan.states import State
 
 HIDDEN_BY_DEFAULT = ["terminated", "cancelled"]
@@ -58,6 +59,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         help="only tasks in this state (repeatable): " + ", ".join(s.value for s in State),
     )
     p.add_argument("--queue", help="only tasks of this queue")
+    p.add_argument("--job", metavar="ID", help="only the tasks of this job")
     p.add_argument("--where", metavar="JSON", help="a Mongo-style query, e.g. '{\"priority\": 5}'")
     p.add_argument("--all", action="store_true", help="include terminated and cancelled tasks")
     p.add_argument("--limit", type=int, default=100, metavar="N", help="the newest N (default 100)")
@@ -75,9 +77,20 @@ def ls_query(args: argparse.Namespace) -> dict[str, Any]:
         clauses.append({"state": {"$nin": HIDDEN_BY_DEFAULT}})
     if args.queue:
         clauses.append({"queue": args.queue})
+    if getattr(args, "job", None):
+        clauses.append({"job": check_ids([args.job])[0]})
     if not clauses:
         return {}
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
+
+
+def pending_reason_text(task: dict[str, Any]) -> str:
+    """Why a waiting task waits (as squeue's REASON); empty for any other.
+    Whatever the code, the server's message is shown as it is."""
+    if task.get("state") not in ("inactive", "available"):
+        return ""
+    reason = task.get("_pending_reason") or {}
+    return str(reason.get("reason") or "")
 
 
 async def run_ls(ctx: Context) -> int:
@@ -87,10 +100,12 @@ async def run_ls(ctx: Context) -> int:
     args = ctx.args
     if args.limit < 1:
         raise UsageError("--limit must be 1 or more")
-    where = ls_query(args)
     items: list[dict[str, Any]] = []
     total = 0
     async with ctx.client() as client:
+        if args.job:
+            args.job = await resolve_job(client, args.job)
+        where = ls_query(args)
         page = 1
         while len(items) < args.limit:
             found = await client.find(
@@ -99,6 +114,7 @@ async def run_ls(ctx: Context) -> int:
                 projection=LS_PROJECTION,
                 max_results=min(PAGE, args.limit - len(items)),
                 page=page,
+                reasons=True,
             )
             total = int(found["_meta"]["total"])
             items += found["_items"]
@@ -110,7 +126,7 @@ async def run_ls(ctx: Context) -> int:
         ctx.out.json(items)
         return 0
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for header in ("ID", "NAME", "STATE", "QUEUE", "PRI", "WORKER", "EXIT", "AGE"):
+    for header in ("ID", "NAME", "STATE", "QUEUE", "PRI", "WORKER", "EXIT", "AGE", "REASON"):
         table.add_column(header, no_wrap=header in ("ID", "STATE", "AGE"))
     for task in items:
         execution = task.get("execution") or {}
@@ -130,6 +146,7 @@ async def run_ls(ctx: Context) -> int:
             execution.get("worker") or "",
             Text(exit_status, style="green" if exit_status == "success" else "red"),
             short_duration(age_s(task.get("_created"))),
+            Text(pending_reason_text(task), style="yellow"),
         )
     ctx.out.show(table)
     shown = f"{len(items)} of {total} task{'s' if total != 1 else ''}"

@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # rich is imported when something is rendered, not at start
     from rich.table import Table
     from rich.text import Text
 
+from banyan.dependencies import SKIPPED
+
 # Piped output is read by people too (``banyan ls | less``): do not wrap at 80.
 PIPE_WIDTH = 200
 
@@ -80,6 +82,8 @@ def state_text(state: str | None, exit_status: str | None = None) -> Text:
     if state == "terminated" and exit_status:
         style = "green" if exit_status == "success" else "bold red"
         return Text(exit_status, style=style)
+    if state == "cancelled" and exit_status == SKIPPED:
+        return Text(exit_status, style=STATE_STYLES.get(state, ""))
     return Text(state, style=STATE_STYLES.get(state, ""))
 
 

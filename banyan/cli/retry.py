@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from banyan.cli.context import Context, check_ids
+from banyan.client.ids import resolve_ids
 
 RETRY_EPILOG = """\
 examples:
@@ -33,9 +34,10 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 async def run_retry(ctx: Context) -> int:
-    ids = check_ids(ctx.args.ids)
+    texts = check_ids(ctx.args.ids)
     results: list[dict[str, Any]] = []
     async with ctx.client() as client:
+        ids = await resolve_ids(client, texts)
         for task_id in ids:
             task = await client.update(task_id, {"state": "available"})
             results.append({"_id": task_id, "state": task["state"]})

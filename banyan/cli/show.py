@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from banyan.cli.context import Context, check_ids
@@ -13,6 +14,7 @@ from banyan.client.format import (
     memory,
     resources,
 )
+from banyan.client.ids import resolve_id
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -41,26 +43,39 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 async def run_show(ctx: Context) -> int:
     from rich.text import Text
 
-    (task_id,) = check_ids([ctx.args.id])
+    (text,) = check_ids([ctx.args.id])
     async with ctx.client() as client:
+        task_id = await resolve_id(client, text)
         task = await client.task(task_id)
         history = await client.history(task_id)
+        workers = await client.workers() if task.get("state") in ACTIVE else []
         parents = await client.find(
             {"continuations": task_id}, projection={"name": 1, "state": 1}, max_results=100
         )
+        # Why it is not running (whatever the code: the server's message is shown).
+        reason = None if task.get("state") == "running" else await client.pending_reason(task_id)
     if ctx.out.json_mode:
-        ctx.out.json({"task": task, "history": history, "parents": parents["_items"]})
+        ctx.out.json(
+            {
+                "task": task,
+                "history": history,
+                "parents": parents["_items"],
+                "pending_reason": reason,
+            }
+        )
         return 0
     execution = task.get("execution") or {}
     rows: list[tuple[str, Any]] = [
         ("id", task["_id"]),
         ("name", task.get("name") or "-"),
         ("state", state_text(task.get("state"), execution.get("exit_status"))),
+        *([("reason", Text(str(reason.get("reason", "")), style="yellow"))] if reason else []),
         ("command", task.get("command") or "(group task)"),
         ("queue", f"{task.get('queue')}   priority {task.get('priority', 0)}"),
         ("resources", resources(task.get("requested_resources"))),
         ("retries", f"{task.get('retry_count', 0)} of {task.get('max_retry_count', 0)}"),
         ("termination", "grace " + duration(task.get("max_termination_time"))),
+        *_time_and_abandon_rows(task),
     ]
     if task.get("estimated_runtime") is not None:
         rows.append(("estimated", duration(task["estimated_runtime"])))
@@ -69,11 +84,13 @@ async def run_show(ctx: Context) -> int:
     if env := task.get("env"):
         rows.append(("env", " ".join(f"{k}={v}" for k, v in sorted(env.items()))))
     if parents["_items"]:
-        rows.append(("after", ", ".join(_label(p) for p in parents["_items"])))
+        rows.append((_AFTER[task.get("run_when") or "success"], _labels(parents["_items"])))
     if task.get("pending_dependency_count"):
         rows.append(("waiting on", f"{task['pending_dependency_count']} parent(s)"))
     if task.get("continuations"):
         rows.append(("continuations", ", ".join(task["continuations"])))
+    if task.get("job") and task["job"] != task["_id"]:
+        rows.append(("job", task["job"]))
     rows += [
         ("owner", task.get("owner") or "-"),
         ("created", task.get("_created") or "-"),
@@ -84,7 +101,7 @@ async def run_show(ctx: Context) -> int:
         progress = execution.get("progress") or {}
         exec_rows: list[tuple[str, Any]] = [
             ("attempt", str(execution.get("attempt", "-"))),
-            ("worker", execution.get("worker") or "-"),
+            ("worker", _worker_text(execution.get("worker"), workers)),
             ("started", execution.get("time_started") or "-"),
             ("ended", execution.get("time_terminated") or "-"),
         ]
@@ -100,6 +117,49 @@ async def run_show(ctx: Context) -> int:
     if history:
         ctx.out.show(Text(""), _history_table(history))
     return 0
+
+
+ACTIVE = ("running", "pending_cancellation")
+
+
+def _time_and_abandon_rows(task: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """The wall-time limit, the begin time and the crash budget (issue 13)."""
+    rows: list[tuple[str, Any]] = []
+    if task.get("time_limit") is not None:
+        rows.append(("time limit", duration(task["time_limit"])))
+    if task.get("not_before"):
+        rows.append(("not before", task["not_before"]))
+    rows.append(
+        (
+            "abandons",
+            f"{task.get('abandon_count', 0)} of {task.get('max_abandon_count', 0)} "
+            "(reruns after its worker died)",
+        )
+    )
+    return rows
+
+
+def _worker_text(name: str | None, workers: Sequence[Mapping[str, Any]]) -> str:
+    """The worker's name; while it runs the task, whether it has gone quiet."""
+    if name is None:
+        return "-"
+    for worker in workers:
+        if worker.get("name") == name and worker.get("responsive") is False:
+            age = worker.get("last_heartbeat_age_s") or 0
+            return f"{name} (unresponsive: not heard from for {age:.0f} s)"
+    return name
+
+
+# How each run_when reads in front of the parents' list.
+_AFTER = {
+    "success": "after (success)",
+    "finished": "after (any end)",
+    "failure": "after (a failure)",
+}
+
+
+def _labels(parents: list[dict[str, Any]]) -> str:
+    return ", ".join(_label(p) for p in parents)
 
 
 def _label(task: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from banyan.client.format import (
     memory,
     number,
 )
+from banyan.client.ids import resolve_job
 from banyan.errors import NotFound
 from banyan.states import State
 
@@ -21,6 +22,7 @@ STATS_EPILOG = """\
 examples:
   banyan stats
   banyan stats --json
+  banyan stats --job 6650f0c2a1b2c3d4e5f60718   # one job: counts and time span
 """
 
 
@@ -34,6 +36,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         epilog=STATS_EPILOG,
         formatter_class=raw,
     )
+    p.add_argument("--job", metavar="ID", help="one job: its counts by state and time span")
     p.set_defaults(handler=run_stats)
 
 
@@ -118,7 +121,38 @@ def render_stats(stats: Mapping[str, Any]) -> list[Any]:
     return out
 
 
+def render_job(job: Mapping[str, Any]) -> list[Any]:
+    """The renderables of ``banyan stats --job``."""
+    from rich.text import Text
+
+    counts = job.get("counts") or {}
+    states = [s.value for s in State] + [s for s in counts if s not in {x.value for x in State}]
+    rows: list[tuple[str, Any]] = [
+        ("job", job.get("_id")),
+        ("name", job.get("name") or "-"),
+        ("owner", job.get("owner") or "-"),
+        ("tasks", str(job.get("total", 0))),
+        *[
+            (state, Text(str(counts[state]), style=STATE_STYLES.get(state, "")))
+            for state in states
+            if counts.get(state)
+        ],
+        ("created", job.get("_created") or "-"),
+        ("first start", job.get("time_started") or "-"),
+        ("last end", job.get("time_ended") or "-"),
+    ]
+    return [key_value_table(rows, title="[bold]Job[/bold]")]
+
+
 async def run_stats(ctx: Context) -> int:
+    if ctx.args.job:
+        async with ctx.client() as client:
+            job = await client.job(await resolve_job(client, ctx.args.job))
+        if ctx.out.json_mode:
+            ctx.out.json(job)
+        else:
+            ctx.out.show(*render_job(job))
+        return 0
     async with ctx.client() as client:
         try:
             stats = await client.request("GET", "/stats")

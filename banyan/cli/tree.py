@@ -11,6 +11,7 @@ from banyan.cli.context import Context, check_ids
 from banyan.cli.output import state_text
 from banyan.client import trees
 from banyan.client.format import outcome
+from banyan.client.ids import resolve_id
 from banyan.client.trees import walk_tree
 from banyan.documents import TaskDoc
 
@@ -46,6 +47,10 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run_tree)
 
 
+# A continuation that does not wait for success says so (run_when).
+_KIND = {"finished": "after any end", "failure": "if a parent failed"}
+
+
 def _status(task: TaskDoc | None) -> str:
     """A task's status for a summary, from its outcome (a task the walk did not
     reach is not counted: ``descendants`` leaves it out)."""
@@ -70,6 +75,8 @@ def _node_label(tasks: Mapping[str, TaskDoc], task_id: str, *, summary: bool) ->
     label = Text(task_id, style="bold")
     if task.get("name"):
         label.append(f" {task['name']}")
+    if (run_when := task.get("run_when")) in _KIND:
+        label.append(f" ({_KIND[run_when]})", style="dim")
     label.append("  ")
     label.append_text(state_text(task.get("state"), execution.get("exit_status")))
     if summary and task.get("continuations"):
@@ -100,8 +107,9 @@ def build_tree(tasks: Mapping[str, TaskDoc], root_id: str) -> Tree:
 
 
 async def run_tree(ctx: Context) -> int:
-    (task_id,) = check_ids([ctx.args.id])
+    (text,) = check_ids([ctx.args.id])
     async with ctx.client() as client:
+        task_id = await resolve_id(client, text)
         tasks = await walk_tree(client, await client.task(task_id))
     if ctx.out.json_mode:
         ctx.out.json(

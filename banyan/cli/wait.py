@@ -11,17 +11,20 @@ import argparse
 import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from banyan.cli.context import Context, UsageError, check_ids
 from banyan.cli.output import warn
 from banyan.client.format import (
     outcome,
 )
+from banyan.client.ids import resolve_ids, resolve_job
 from banyan.client.trees import IDS_PER_QUERY, fetch_many
 from banyan.documents import ExecutionDoc, TaskDoc
 from banyan.errors import BanyanError, NotFound
 from banyan.units import parse_duration
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import asyncio
@@ -31,6 +34,9 @@ if TYPE_CHECKING:
     from banyan.client.http import Client
 
 POLL_S = 2.0
+# After this long, the progress line (or, without a terminal, one stderr
+# line) says why the first task still waiting waits.
+REASON_AFTER_S = 5.0
 
 
 FIRST_POLL_S = 0.5
@@ -47,6 +53,7 @@ WAIT_EPILOG = """\
 examples:
   banyan wait 6650f0c2a1b2c3d4e5f60718
   banyan wait $(banyan submit --array 1-10 -- ./step.sh) --timeout 1h
+  banyan wait --job 6650f0c2a1b2c3d4e5f60718   # every task of the job
   banyan submit --wait -- ./quick.sh
 
 exit status:
@@ -67,7 +74,8 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         epilog=WAIT_EPILOG,
         formatter_class=raw,
     )
-    p.add_argument("ids", nargs="+", metavar="ID")
+    p.add_argument("ids", nargs="*", metavar="ID")
+    p.add_argument("--job", metavar="ID", help="every task of this job")
     p.add_argument("--timeout", metavar="S", help='give up after this long: seconds or "10m"')
     p.set_defaults(handler=run_wait)
 
@@ -86,20 +94,21 @@ async def _follow_feed(
 ) -> None:
     """Put each ``task.state`` event of these tasks on ``queue``; errors end it
     quietly (the poll notices the same problem and reports it)."""
+    from banyan.events import TaskState
+
     wanted = set(ids)
     where = {"_id": {"$in": ids}} if len(ids) <= IDS_PER_QUERY else None
     with contextlib.suppress(BanyanError):
-        events = closable(client.events(where=where, types=["task.state"]))
+        events = closable(client.typed_events(where=where, types=["task.state"]))
         async with contextlib.aclosing(events) as feed:
-            async for frame in feed:
-                data = frame.get("data") or {}
-                if frame.get("type") == "task.state" and data.get("_id") in wanted:
-                    queue.put_nowait(data)
+            async for event in feed:
+                if isinstance(event, TaskState) and event.data.id in wanted:
+                    queue.put_nowait(event.data.dump())
 
 
-def closable(events: AsyncIterator[dict[str, Any]]) -> AsyncGenerator[dict[str, Any], None]:
+def closable(events: AsyncIterator[T]) -> AsyncGenerator[T, None]:
     """``Client.events`` is an async generator: close it (and its websocket) when done."""
-    return cast(AsyncGenerator[dict[str, Any], None], events)
+    return cast(AsyncGenerator[T, None], events)
 
 
 def _apply(tasks: dict[str, TaskDoc], data: dict[str, Any], stale: set[str]) -> None:
@@ -155,12 +164,28 @@ def _describe(tasks: dict[str, TaskDoc]) -> str:
     return ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k))
 
 
+async def _why_waiting(client: Client, tasks: dict[str, TaskDoc], pending: list[str]) -> str:
+    """``"<id>: <reason>"`` for the first task that waits to run, or ``""``
+    when every unfinished task runs. The server's message is shown as it is."""
+    for task_id in pending:
+        if tasks[task_id]["state"] in ("inactive", "available"):
+            try:
+                found = await client.pending_reason(task_id)
+            except NotFound:
+                return ""
+            return f"{task_id}: {found.get('reason', '')}"
+    return ""
+
+
 async def wait_for_tasks(ctx: Context, ids: list[str], *, timeout: str | float | None) -> int:
     """Wait until every task has ended; the exit status of ``banyan wait``."""
     import asyncio
 
     timeout_s = _timeout_s(timeout)
-    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = None if timeout_s is None else started + timeout_s
+    why = ""
+    told = False
     async with ctx.client() as client:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         feed = asyncio.create_task(_follow_feed(client, ids, queue))
@@ -186,7 +211,8 @@ async def wait_for_tasks(ctx: Context, ids: list[str], *, timeout: str | float |
                     pending = [i for i in ids if tasks[i]["state"] not in FINAL]
                     if bar is not None and progress_id is not None:
                         done = len(ids) - len(pending)
-                        bar.update(progress_id, completed=done, description=_describe(tasks))
+                        shown = _describe(tasks) + (f" — waiting: {why}" if why else "")
+                        bar.update(progress_id, completed=done, description=shown)
                     if not pending:
                         break
                     left = None if deadline is None else deadline - time.monotonic()
@@ -206,6 +232,11 @@ async def wait_for_tasks(ctx: Context, ids: list[str], *, timeout: str | float |
                         tasks.update(await fetch_many(client, pending, projection=_PROJECTION))
                         stale.difference_update(pending)
                         next_poll = time.monotonic() + POLL_S
+                        if time.monotonic() - started >= REASON_AFTER_S:
+                            why = await _why_waiting(client, tasks, pending)
+                            if why and bar is None and not told and not ctx.out.json_mode:
+                                warn(f"still waiting after {REASON_AFTER_S:g} s: {why}")
+                                told = True
             # Events carry the state, not every detail: read what they changed once more.
             ended = [i for i in ids if i in stale and tasks[i]["state"] in FINAL]
             tasks.update(await fetch_many(client, ended, projection=_PROJECTION))
@@ -270,4 +301,12 @@ def _report(
 
 
 async def run_wait(ctx: Context) -> int:
-    return await wait_for_tasks(ctx, check_ids(ctx.args.ids), timeout=ctx.args.timeout)
+    texts = check_ids(ctx.args.ids)
+    if not texts and not ctx.args.job:
+        raise UsageError("name the tasks to wait for: banyan wait ID... or --job ID")
+    async with ctx.client() as client:
+        ids = await resolve_ids(client, texts)
+        if ctx.args.job:
+            job = await resolve_job(client, ctx.args.job)
+            ids = list(dict.fromkeys([*ids, *await client.job_task_ids(job)]))
+    return await wait_for_tasks(ctx, ids, timeout=ctx.args.timeout)

@@ -67,6 +67,10 @@ def _ratio(used: float, total: float, *, as_memory: bool = False) -> str:
     return f"{number(used)}/{number(total)}"
 
 
+def _ago(age: object) -> str:
+    return duration(round(float(age), 1)) + " ago" if isinstance(age, int | float) else "-"
+
+
 async def run_workers(ctx: Context) -> int:
     from rich.table import Table
     from rich.text import Text
@@ -79,7 +83,10 @@ async def run_workers(ctx: Context) -> int:
         ctx.out.json(workers)
         return 0
     table = Table(box=None, header_style="bold", pad_edge=False)
-    for header in ("NAME", "STATE", "CORES", "MEMORY", "GPUS", "RUNNING", "HEARTBEAT", "QUEUES"):
+    # With --all, when each departed worker went (its heartbeat is when it was last heard).
+    gone = any(w.get("state") in GONE_STATES for w in workers)
+    headers = ["NAME", "STATE", "CORES", "MEMORY", "GPUS", "RUNNING", "HEARTBEAT"]
+    for header in [*headers, *(["GONE"] if gone else []), "QUEUES"]:
         table.add_column(header, no_wrap=True)
     for worker in workers:
         capacity = worker.get("capacity") or {}
@@ -87,16 +94,21 @@ async def run_workers(ctx: Context) -> int:
         cores = _used(capacity, free, "cores")
         mem = _used(capacity, free, "memory")
         gpus = _used(capacity, free, "gpus")
-        age = worker.get("last_heartbeat_age_s")
         state = worker.get("state") or "-"
+        # Not heard from for two heartbeats: not lost yet, but its tasks may not run.
+        quiet = worker.get("responsive") is False
+        went = [_ago(worker.get("left_age_s")) if state in GONE_STATES else ""] if gone else []
         table.add_row(
             worker.get("name") or worker.get("_id") or "-",
-            Text(state, style=WORKER_STYLES.get(state, "")),
+            Text(f"{state} (unresponsive)", style="bold yellow")
+            if quiet
+            else Text(state, style=WORKER_STYLES.get(state, "")),
             _ratio(*cores),
             _ratio(*mem, as_memory=True),
             _ratio(*gpus),
             str(len(worker.get("running") or [])),
-            duration(round(float(age), 1)) + " ago" if isinstance(age, int | float) else "-",
+            _ago(worker.get("last_heartbeat_age_s")),
+            *went,
             ",".join(worker.get("queues") or []),
         )
     if workers:

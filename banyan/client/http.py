@@ -9,8 +9,9 @@ TUI and any other program::
 Errors come back as the same ``BanyanError`` subclasses the server raised
 (``NotFound``, ``Conflict``, …); a server that cannot be reached raises
 ``ServerUnreachable`` (for a certificate that does not verify, one that
-says to pass ``--ca-cert``). ``events()`` reconnects by itself and resumes from the
-last ``seq`` it yielded, so a caller sees every event once, in order.
+says to pass ``--ca-cert``). ``events()`` (``banyan.client.feed``) reconnects
+by itself and resumes from the last ``seq`` it yielded, so a caller sees every
+event once, in order.
 
 ``transport="stdlib"`` sends the REST requests with ``http.client``
 (``banyan.client.blocking``) instead of aiohttp, which is then imported only
@@ -31,13 +32,16 @@ import http.client
 import json
 import ssl
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 from banyan.client.blocking import BlockingSender
 from banyan.client.discovery import Connection
-from banyan.client.tls import connect_reason, unreachable
+from banyan.client.feed import RECONNECT_MAX_S as RECONNECT_MAX_S  # re-exported
+from banyan.client.feed import FeedMethods
+from banyan.client.tls import check_tls as check_tls  # re-exported
+from banyan.client.tls import unreachable
 from banyan.constants import IDEMPOTENCY_HEADER
 from banyan.documents import TaskDoc, WorkerDoc
 from banyan.errors import BanyanError, ServerUnreachable
@@ -46,7 +50,7 @@ from banyan.tokens import basic_auth_header
 if TYPE_CHECKING:
     import aiohttp
 
-RECONNECT_MAX_S = 5.0
+
 # A submit whose connection fails is sent again this many times, after
 # 0.25 s, 0.5 s, … (at most RETRY_MAX_S each): about 30 s in all, what a server
 # restart takes.
@@ -57,7 +61,7 @@ Json = Any
 Transport = Literal["aiohttp", "stdlib"]
 
 
-class Client:
+class Client(FeedMethods):
     def __init__(
         self,
         connection: Connection,
@@ -187,19 +191,53 @@ class Client:
         self,
         task: Mapping[str, Any] | Sequence[Mapping[str, Any]],
         *,
+        job_name: str | None = None,
+        require_fit: bool = False,
         idempotency_key: str | None = None,
     ) -> Json:
         """One task (returns its meta) or a list (returns ``{"_items": [...]}``),
-        under ``idempotency_key`` (a fresh one by default) and retried on a
-        failed connection: at most once created, whatever the network did."""
+        as one job; ``_warnings`` lists what no connected worker could ever fit
+        (``require_fit``: refused with 422 instead). Sent under
+        ``idempotency_key`` (a fresh one by default) and retried on a failed
+        connection: at most once created, whatever the network did."""
+        params: dict[str, str] = {}
+        if job_name is not None:
+            params["job_name"] = job_name
+        if require_fit:
+            params["require_fit"] = "1"
         key = idempotency_key or uuid.uuid4().hex
         return await self.request(
             "POST",
             "/tasks",
             json_body=task,
+            params=params or None,
             headers={IDEMPOTENCY_HEADER: key},
             retries=self.submit_retries,
         )
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        """One job: name, owner, ``total``, ``counts`` by state, time span."""
+        result: dict[str, Any] = await self.request("GET", f"/jobs/{job_id}")
+        return result
+
+    async def job_task_ids(self, job_id: str) -> list[str]:
+        """Every task id of a job, oldest first (``NotFound`` for an unknown job)."""
+        await self.job(job_id)
+        ids: list[str] = []
+        page = 1
+        while True:
+            found = await self.find(
+                {"job": job_id}, sort="_id", projection={"_id": 1}, max_results=1000, page=page
+            )
+            ids += [i["_id"] for i in found["_items"]]
+            if len(found["_items"]) < 1000:
+                return ids
+            page += 1
+
+    async def pending_reason(self, task_id: str) -> dict[str, Any]:
+        """``{"code", "reason"}``: why the task is not running."""
+        result: dict[str, Any] = await self.request("GET", f"/tasks/{task_id}/pending_reason")
+        return result
 
     async def task(self, task_id: str) -> TaskDoc:
         result: TaskDoc = await self.request("GET", f"/tasks/{task_id}")
@@ -213,8 +251,12 @@ class Client:
         projection: Mapping[str, int] | None = None,
         max_results: int | None = None,
         page: int | None = None,
+        reasons: bool = False,
     ) -> dict[str, Any]:
+        """One page; ``reasons``: each item carries ``_pending_reason``."""
         params: dict[str, str] = {}
+        if reasons:
+            params["reasons"] = "1"
         if where:
             params["where"] = json.dumps(where)
         if sort:
@@ -274,89 +316,6 @@ class Client:
     async def workers(self) -> list[WorkerDoc]:
         result = await self.request("GET", "/workers")
         return list(result["_items"])
-
-    # --- the event feed --------------------------------------------------------
-
-    async def events(
-        self,
-        *,
-        since: int | None = None,
-        where: Mapping[str, Any] | None = None,
-        types: Sequence[str] | None = None,
-        reconnect: bool = True,
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Events in ``seq`` order; control frames (``feed.resync``) are yielded
-        too so the caller can refetch a snapshot. Reconnects and resumes."""
-        import aiohttp
-
-        last = since
-        delay = 0.1
-        url = self.connection.ws_base + "/events"
-        while True:
-            params: dict[str, str] = {}
-            if last is not None:
-                params["since"] = str(last)
-            if where:
-                params["where"] = json.dumps(where)
-            if types:
-                params["types"] = ",".join(types)
-            try:
-                async with self.session.ws_connect(url, params=params, ssl=self.ssl) as ws:
-                    delay = 0.1
-                    async for msg in ws:
-                        if msg.type != aiohttp.WSMsgType.TEXT:
-                            break
-                        frame = json.loads(msg.data)
-                        if frame.get("type") == "feed.hello":
-                            head = int(frame["seq"])
-                            if last is None or head < last:
-                                # None: start from now. Behind what we saw: the
-                                # database was restored or replaced, its seqs
-                                # start over; the server follows with feed.resync.
-                                last = head
-                            continue
-                        if "seq" in frame:
-                            if last is not None and frame["seq"] <= last:
-                                continue
-                            last = int(frame["seq"])
-                        yield frame
-            except aiohttp.WSServerHandshakeError as exc:
-                raise BanyanError.from_eve(
-                    exc.status, {"_error": {"message": exc.message}}
-                ) from exc
-            except aiohttp.ClientConnectorCertificateError as exc:
-                raise unreachable(url, exc) from exc  # retrying will not help
-            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-                if not reconnect:
-                    raise ServerUnreachable(
-                        f"event feed from {url} lost: {connect_reason(exc)}"
-                    ) from exc
-            if not reconnect:
-                return
-            await asyncio.sleep(delay)
-            delay = min(RECONNECT_MAX_S, delay * 2)
-
-
-async def check_tls(connection: Connection, *, timeout_s: float = 10.0) -> None:
-    """Fail fast on what retrying cannot fix: for an https:// server, a
-    certificate that does not verify or a server that does not speak TLS
-    (``ServerUnreachable``). Any other outcome, a server that is down
-    included, passes: long-running clients wait for the server."""
-    import aiohttp
-
-    if not connection.server.startswith("https://"):
-        return
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(connection.server + "/health", ssl=connection.ssl),
-        ):
-            pass
-    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError) as exc:
-        raise unreachable(connection.server, exc) from exc
-    except (aiohttp.ClientError, OSError, TimeoutError):
-        pass
 
 
 def _worth_retrying(cause: BaseException | None) -> bool:

@@ -1,51 +1,36 @@
 """Running tasks after others: make freshly created (inactive) tasks
-continuations of their parents, coping with a parent that ends meanwhile.
-Used by ``banyan submit --after`` and the TUI's submit form."""
+continuations of their parents. Used by ``banyan submit --after`` and the
+TUI's submit form.
+
+One ``add_continuations`` request links every parent to every child, all or
+nothing. The server decides each edge from its parent's state: a parent
+still pending is waited on; one that has already ended is judged by its
+outcome and the child's ``run_when`` at once (satisfied, or never
+satisfiable: the child is cancelled, or skipped). A link is never dropped,
+so ``continuations``, ``banyan tree`` and ``cancel --tree`` always see it.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from banyan.client.format import outcome
 from banyan.client.trees import fetch_many
-from banyan.errors import Conflict, NotFound
+from banyan.documents import TaskDoc
 
 if TYPE_CHECKING:
     from banyan.client.http import Client
 
-LINK_ATTEMPTS = 3
-
-
-def check_parent(parent: str, result: str) -> None:
-    """Refuse a parent whose ``outcome`` means its continuations would never run."""
-    if result in ("failed", "cancelled"):
-        ended = "failed" if result == "failed" else "was cancelled"
-        raise Conflict(f"task {parent} {ended}: a task submitted after it would never run")
-
 
 async def link_after(client: Client, parents: list[str], children: list[str]) -> None:
-    """Make ``children`` (created inactive) continuations of ``parents``."""
-    for attempt in range(LINK_ATTEMPTS):
-        found = await fetch_many(client, parents, projection={"state": 1, "execution": 1})
-        live = []
-        for parent in parents:
-            if parent not in found:
-                raise NotFound(f"no task with id {parent}")
-            result = outcome(found[parent])
-            check_parent(parent, result)
-            if result == "pending":
-                live.append(parent)
-        if not live:  # every parent has already succeeded
-            await client.update_many([{"_id": i, "state": "available"} for i in children])
-            return
-        try:
-            await client.request(
-                "POST",
-                "/tasks/add_continuations",
-                json_body=[{"targets": live, "values": children}],
-            )
-            return
-        except Conflict:
-            # A parent ended meanwhile: look again (it may have succeeded).
-            if attempt == LINK_ATTEMPTS - 1:
-                raise
+    """Make ``children`` (created inactive) continuations of ``parents``; a
+    child with nothing left to wait on becomes available (the server's rule)."""
+    await client.request(
+        "POST", "/tasks/add_continuations", json_body=[{"targets": parents, "values": children}]
+    )
+
+
+async def ended_children(client: Client, children: list[str]) -> list[TaskDoc]:
+    """Children that ended as they were linked (a parent's outcome means they
+    will never run), for a warning."""
+    found = await fetch_many(client, children, projection={"state": 1, "execution": 1})
+    return [doc for doc in found.values() if doc.get("state") in ("cancelled", "terminated")]

@@ -11,9 +11,13 @@ import socket
 import ssl
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from banyan.errors import InvalidInput, ServerUnreachable
 from banyan.tls import ssl_reason
+
+if TYPE_CHECKING:
+    from banyan.client.discovery import Connection  # which imports this module
 
 CA_HINT = "pass --ca-cert or fix the server certificate"
 
@@ -98,3 +102,25 @@ def connect_reason(exc: BaseException) -> str:
             return cause.strerror.lower()
     text = " ".join(str(exc).split())
     return text or type(exc).__name__
+
+
+async def check_tls(connection: Connection, *, timeout_s: float = 10.0) -> None:
+    """Fail fast on what retrying cannot fix: for an https:// server, a
+    certificate that does not verify or a server that does not speak TLS
+    (``ServerUnreachable``). Any other outcome, a server that is down
+    included, passes: long-running clients wait for the server."""
+    import aiohttp
+
+    if not connection.server.startswith("https://"):
+        return
+    timeout = aiohttp.ClientTimeout(total=timeout_s)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(connection.server + "/health", ssl=connection.ssl),
+        ):
+            pass
+    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError) as exc:
+        raise unreachable(connection.server, exc) from exc
+    except (aiohttp.ClientError, OSError, TimeoutError):
+        pass

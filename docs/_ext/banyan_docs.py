@@ -51,14 +51,19 @@ CLOSE_MEANINGS = {
     "CLOSE_GOING_AWAY": "the server is shutting down: reconnect (workers re-attach their tasks)",
     "CLOSE_BAD_FRAME": "a frame that is not valid, or out of order (a first frame that is not "
     "`hello`, another protocol version, `hello` twice); the close reason says which",
-    "CLOSE_UNAUTHORIZED": "reserved: a missing or bad token is refused with HTTP 401 before "
-    "the upgrade",
-    "CLOSE_FORBIDDEN": "reserved: a token whose role may not connect is refused with HTTP 403 "
-    "before the upgrade",
-    "CLOSE_DUPLICATE": "replaced by a newer connection with the same worker name",
+    "CLOSE_UNAUTHORIZED": "the connection's token was revoked (worker gateway and event "
+    "feed; the worker exits 77). A missing or bad token is refused with HTTP 401 before the "
+    "upgrade",
+    "CLOSE_FORBIDDEN": "the `hello` names a worker that is not the worker token's (the worker "
+    "exits 77). A token whose role may not connect is refused with HTTP 403 before the upgrade",
+    "CLOSE_DUPLICATE": "another process is connected as this worker (two workers from one "
+    "token): refused; the worker exits 75",
+    "CLOSE_REPLACED": "the same worker process connected again (it proved it with its "
+    "`welcome` secret): this older socket is closed",
     "CLOSE_LOST": "the server declared this worker lost (silent for `worker_timeout_s`)",
     "CLOSE_TRY_AGAIN": "the server could not record the worker's join (the disk is full, "
-    "say): the worker connects again later",
+    "say), or the worker's name is held by a process that was cut off while running tasks "
+    "and may come back: the worker connects again later",
     "CLOSE_TOO_SLOW": "event feed: the subscriber took no data for `event_send_timeout_s`; "
     "resume with `?since=`",
     "CLOSE_SHUTDOWN": "event feed: the server is shutting down; resume with `?since=`",
@@ -69,8 +74,9 @@ CLOSE_MEANINGS = {
 # What a frame is for, where its model has no docstring; a frame with neither
 # fails the build (see FramesTable).
 FRAME_NOTES = {
-    "hello": "The first frame of a connection: the worker's name, capacity, the queues it "
-    "serves, and (after a reconnect) the attempts it still runs.",
+    "hello": "The first frame of a connection: the worker's name (with a worker token the "
+    "token's, or absent), capacity, the queues it serves, and (after a reconnect) the "
+    "attempts it still runs with the `secret` of its last `welcome`.",
     "heartbeat": "Every `heartbeat_interval_s` (told in `welcome`); `draining` while it "
     "finishes its tasks after SIGTERM with `--drain`.",
     "progress": "From `banyan progress` inside the task; becomes a `task.progress` event.",
@@ -79,7 +85,8 @@ FRAME_NOTES = {
     "finished": "The attempt ended: its exit status string (`success`, `failure`, "
     "`failure (SIGKILL)`, `cancelled`, `abandoned (worker stopped)`), exit code and "
     "usage summary. The server answers `accepted` or `refused`.",
-    "welcome": "The answer to `hello`: the timing settings the worker must follow, and "
+    "welcome": "The answer to `hello`: the worker's name, a new `secret` proving this "
+    "process on its next reconnect, the timing settings the worker must follow, and "
     "which of its held attempts go on (`resumed`) or must be stopped (`dropped`).",
     "assigned": "Attempts handed out for a `claim` (possibly none): what to run and "
     "the `execution_key` every report about it must carry.",

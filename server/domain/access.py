@@ -45,7 +45,7 @@ def check_if_match(task_id: str, etag: str, if_match: str | None, *, required: b
 
 # What an attempt runs with: fixed while it runs.
 EXECUTION_FIELDS: Final = frozenset(
-    {"command", "requested_resources", "queue", "env", "cwd", "max_termination_time"}
+    {"command", "requested_resources", "queue", "env", "cwd", "max_termination_time", "time_limit"}
 )
 
 
@@ -68,6 +68,17 @@ class CurrentAttempt:
     execution_key: str | None  # None: the task has no attempt
     token: str | None  # the worker token that claimed it
     worker: str | None  # the worker name that holds it
+    # Which attempt of this task the reported key named when it is not the
+    # current one (None: no attempt ever had it); the store loads it only
+    # after :func:`names_current` said no.
+    key_attempt: int | None = None
+
+
+def names_current(current: CurrentAttempt, execution_key: str) -> bool:
+    """Whether ``execution_key`` is the current attempt's (in constant time)."""
+    return current.execution_key is not None and secrets.compare_digest(
+        current.execution_key, execution_key
+    )
 
 
 def check_report(
@@ -78,9 +89,14 @@ def check_report(
     task_id = current.task_id
     if current.execution_key is None:
         raise Conflict(f"task {task_id} has no attempt to report on")
-    if not secrets.compare_digest(current.execution_key, execution_key):
+    if not names_current(current, execution_key):
+        if current.key_attempt is None:
+            raise Conflict(
+                f"this execution_key does not belong to any attempt of task {task_id}; "
+                "this report is refused"
+            )
         raise Conflict(
-            f"the attempt of task {task_id} with this execution_key was superseded "
+            f"attempt {current.key_attempt} of task {task_id} was superseded "
             f"(the task is now on attempt {current.attempt}); this report is refused"
         )
     if (caller.role is Role.WORKER and current.token != caller.name) or (

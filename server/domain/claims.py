@@ -9,6 +9,16 @@ creation time, so the id breaks ties). A store loads candidates in
 and may leave out early any task whose cores, memory or GPU count exceed the
 whole free share (``prefilter``): ``pack`` then skips what does not fit and
 packs greedily, custom resources and fractional cores included.
+
+Time, too, decides (issue 13), before any packing: a task whose
+``not_before`` is still ahead is not handed out, and a worker with a
+remaining lifetime (``banyan-worker --time-limit``, as in a batch
+allocation) gets only tasks whose ``time_limit`` fits in it. As in
+HyperQueue (``--time-request`` on tasks, ``--time-limit`` on workers), a task
+without a limit may go to any worker: it asks for no time, and is stopped with
+the worker if it outlives it. Stores apply these bounds in their candidate
+query (``time_bounds``); ``begun`` and ``fits_lifetime`` are the same rules
+for code that asks one task at a time (the pending reasons).
 """
 
 from __future__ import annotations
@@ -91,6 +101,23 @@ def prefetch_depth(*, asked: int, max_prefetch: int, others_idle: bool) -> int:
     if others_idle:
         return 0
     return max(0, min(asked, max_prefetch))
+
+
+def begun(not_before: float | None, now: float) -> bool:
+    """Whether a task's begin time has come."""
+    return not_before is None or not_before <= now
+
+
+def fits_lifetime(time_limit: float | None, remaining_s: float | None) -> bool:
+    """Whether a task's ``time_limit`` fits in a worker's remaining lifetime
+    (``None``: the worker has none, or the task asks for no time)."""
+    return time_limit is None or remaining_s is None or time_limit <= remaining_s
+
+
+def time_bounds(now: float, remaining_s: float | None) -> tuple[float, float | None]:
+    """The candidate query's time parameters: begin times up to ``now``, time
+    limits up to ``remaining_s`` (``None``: any)."""
+    return now, remaining_s
 
 
 def would_claim(request: Amounts, free: Amounts) -> bool:

@@ -18,9 +18,17 @@ def task_created(
     priority: int,
     owner: str,
     group: bool,
+    job: str | None = None,
 ) -> ev.TaskCreated:
     data = ev.TaskCreatedData(
-        id=task_id, name=name, state=state, queue=queue, priority=priority, owner=owner, group=group
+        id=task_id,
+        name=name,
+        state=state,
+        queue=queue,
+        priority=priority,
+        owner=owner,
+        group=group,
+        job=job,
     )
     return ev.TaskCreated(data=data)
 
@@ -61,8 +69,12 @@ def task_progress(
     return ev.TaskProgress(data=data)
 
 
-def task_usage(task_id: str, *, attempt: int, time: float, rss: int) -> ev.TaskUsage:
-    data = ev.TaskUsageData(id=task_id, attempt=attempt, time=time, resident_memory_bytes=rss)
+def task_usage(
+    task_id: str, *, attempt: int, time: float, rss: int, cpu_percent: float | None = None
+) -> ev.TaskUsage:
+    data = ev.TaskUsageData(
+        id=task_id, attempt=attempt, time=time, resident_memory_bytes=rss, cpu_percent=cpu_percent
+    )
     return ev.TaskUsage(data=data)
 
 

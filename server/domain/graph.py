@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from banyan.errors import Conflict
-from banyan.states import FINAL_STATES, SUCCESS, State
+from banyan.states import State
 from banyan.tokens import Caller
 from server.domain import access
 
@@ -22,11 +22,11 @@ class End:
 
 
 def check_link(parent: End, child: End, caller: Caller) -> None:
-    """Making ``child`` wait on ``parent``: both the caller's, the parent not
-    finished, the child not started (a cycle is the store's to find)."""
+    """Making ``child`` wait on ``parent``: both the caller's, the child not
+    started (a cycle is the store's to find). A parent that has already ended
+    is linked too: its outcome decides the edge at once
+    (``server.domain.dependencies``), so the link is never lost."""
     access.check_may_edit_edge(caller, parent.owner, child.owner, link=True)
-    if parent.state in FINAL_STATES:
-        raise Conflict(f"task {parent.id} is {parent.state}: continuations can no longer be added")
     if child.state not in (State.INACTIVE, State.AVAILABLE):
         raise Conflict(
             f"task {child.id} is {child.state}: only a task that has not started can wait"
@@ -46,7 +46,8 @@ def check_unlinked_child(child: End) -> None:
         )
 
 
-def unlink_counts_down(parent: End) -> bool:
+def unlink_counts_down(*, released: bool) -> bool:
     """Whether removing the edge leaves the child one parent less to wait on:
-    not when the parent already succeeded (it was counted down then)."""
-    return not (parent.state == State.TERMINATED and parent.exit_status == SUCCESS)
+    not when the edge was already released (the parent succeeded, or ended
+    for a ``finished``/``failure`` child): it was counted down then."""
+    return not released

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -61,9 +62,17 @@ def parse_key(value: str | None) -> str | None:
     return value
 
 
-def request_hash(data: Any) -> str:
-    """A digest of the parsed request body, blind to key order and spacing."""
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+def request_hash(data: Any, options: Mapping[str, Any] | None = None) -> str:
+    """A digest of the parsed request body, blind to key order and spacing.
+
+    ``options`` are the query arguments that change what the request does
+    (``job_name``, ``require_fit``): the same body with another job name is
+    another request. Without any set, the digest is the body's alone, as it
+    was before they existed, so a key stored by an older server still matches.
+    """
+    given = {k: v for k, v in (options or {}).items() if v not in (None, False)}
+    subject = {"body": data, "options": given} if given else data
+    canonical = json.dumps(subject, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

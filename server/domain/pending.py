@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from banyan.dates import format_date
 from banyan.resources import Amounts, Resources, free_share
 from banyan.states import State
 from banyan.units import format_memory
-from server.domain.claims import reaches, would_claim
+from server.domain.claims import begun, fits_lifetime, reaches, would_claim
 
 NOT_PENDING: Final = "not_pending"
 HELD: Final = "held"
@@ -25,6 +26,8 @@ NO_WORKER_FOR_QUEUE: Final = "no_worker_for_queue"
 INSUFFICIENT_RESOURCES: Final = "insufficient_resources"
 BUSY: Final = "busy"
 QUEUED: Final = "queued"
+NOT_BEFORE: Final = "not_before"  # its begin time is still ahead
+INSUFFICIENT_TIME: Final = "insufficient_time"  # no worker has enough remaining lifetime
 # Worker states (as ``/workers`` shows them) that take claims.
 SERVING_STATES: Final = ("idle", "busy")
 
@@ -39,6 +42,9 @@ class PendingTask:
     pending_dependency_count: int = 0
     worker: str | None = None
     exit_status: str | None = None
+    time_limit: float | None = None
+    not_before: float | None = None
+    now: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,7 @@ class WorkerSeen:
     # order (``claims.ORDER`` over its queues), and whether that is all of them.
     ahead: Sequence[Amounts] = field(default_factory=tuple)
     ahead_complete: bool = True
+    remaining_s: float | None = None  # its remaining lifetime (--time-limit); None: none
 
 
 def pending_reason(task: PendingTask, workers: Sequence[WorkerSeen]) -> tuple[str, str]:
@@ -76,6 +83,8 @@ def pending_reason(task: PendingTask, workers: Sequence[WorkerSeen]) -> tuple[st
 
 
 def _available(task: PendingTask, workers: Sequence[WorkerSeen]) -> tuple[str, str]:
+    if not begun(task.not_before, task.now):
+        return NOT_BEFORE, f"not before {format_date(task.not_before)}"
     queue = task.queue
     serving = [w for w in workers if queue in w.queues and w.state in SERVING_STATES]
     if not serving:
@@ -86,6 +95,14 @@ def _available(task: PendingTask, workers: Sequence[WorkerSeen]) -> tuple[str, s
     able = [w for w in serving if would_claim(request, Amounts.of(w.capacity))]
     if not able:
         return INSUFFICIENT_RESOURCES, _shortfall(task.request, serving, queue)
+    timely = [w for w in able if fits_lifetime(task.time_limit, w.remaining_s)]
+    if not timely:
+        most = max(w.remaining_s or 0.0 for w in able)
+        return INSUFFICIENT_TIME, (
+            f"its time limit is {_number(task.time_limit or 0.0)} s; no worker serving "
+            f"{queue!r} that fits it has that much remaining time (the most: {most:.0f} s)"
+        )
+    able = timely
     roomy = 0  # workers with room for it, were it first in line
     for worker in able:
         free = free_share(worker.capacity, worker.running)
@@ -100,6 +117,19 @@ def _available(task: PendingTask, workers: Sequence[WorkerSeen]) -> tuple[str, s
     return BUSY, (
         f"{len(able)} worker(s) serving {queue!r} could run it, but none has enough free right now"
     )
+
+
+def never_fits(queue: str, request: Resources, workers: Sequence[WorkerSeen]) -> str | None:
+    """Why no connected worker could ever run a task asking ``request`` in
+    ``queue`` (its whole CAPACITY, not what is free now, asked of the claim
+    policy), or None when one could: the warning of a submit."""
+    serving = [w for w in workers if queue in w.queues and w.state in SERVING_STATES]
+    if not serving:
+        return f"no connected worker serves queue {queue!r}"
+    amounts = Amounts.of(request)
+    if any(would_claim(amounts, Amounts.of(w.capacity)) for w in serving):
+        return None
+    return _shortfall(request, serving, queue)
 
 
 def _number(value: float) -> str:

@@ -16,15 +16,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from banyan import events as ev
+from banyan.dependencies import SKIPPED
 from banyan.errors import Conflict
 from banyan.states import (
+    ACTIVE_STATES,
     CANCELLED_STATUS,
     SUCCESS,
     Actor,
     Effect,
     Outcome,
     State,
+    after_abandonment,
     after_attempt,
+    is_abandonment,
     transition,
 )
 from server.domain import events as build
@@ -48,6 +52,7 @@ class Kind(StrEnum):
     CANCELLED = "cancelled"  # ended before it ran; ``origin`` kept for a revival
     STOPPING = "stopping"  # pending_cancellation: the worker is told to stop it
     REVIVED = "revived"  # cancelled by a cascade that is undone: waits again (inactive)
+    SKIPPED = "skipped"  # a run_when=failure task none of whose parents failed: not needed
 
 
 _TARGET = {
@@ -56,7 +61,10 @@ _TARGET = {
     Kind.CANCELLED: State.CANCELLED,
     Kind.STOPPING: State.PENDING_CANCELLATION,
     Kind.REVIVED: State.INACTIVE,
+    Kind.SKIPPED: State.CANCELLED,
 }
+# The exit status a change records (the others record none).
+_EXIT_STATUS = {Kind.GROUP_SUCCEEDED: SUCCESS, Kind.SKIPPED: SKIPPED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,9 +86,13 @@ class Change:
         """A group task that succeeded releases its continuations in turn."""
         return self.kind is Kind.GROUP_SUCCEEDED
 
+    @property
+    def exit_status(self) -> str | None:
+        return _EXIT_STATUS.get(self.kind)
+
     def event(self) -> ev.TaskState:
         t = self.task
-        exit_status = SUCCESS if self.kind is Kind.GROUP_SUCCEEDED else None
+        exit_status = self.exit_status
         return build.task_state(
             t.id,
             self.state,
@@ -125,6 +137,11 @@ def cascade_cancel(found: Iterable[TaskRef], *, origin: str) -> list[Change]:
     ]
 
 
+def skip(task: TaskRef) -> Change:
+    """A ``failure`` task none of whose parents failed ends, not needed."""
+    return Change(Kind.SKIPPED, task)
+
+
 def revive(cancelled: Iterable[tuple[TaskRef, int]]) -> tuple[list[Change], list[str]]:
     """Undo a cascade: ``(task, pending count)`` of the tasks it cancelled that
     never ran → they wait again, and those with no parent left are ready."""
@@ -144,12 +161,20 @@ class UserChange:
     change: Change | None = None  # REQUEST_CANCEL: the task itself, stopping
 
 
+def cancel_means_stop(current: State, target: State) -> State:
+    """``cancelled`` asked of a running task means "stop it" (pending_cancellation),
+    as in the original Banyan (SPEC §4); of a task already stopping, nothing more."""
+    if target is State.CANCELLED and current in ACTIVE_STATES:
+        return State.PENDING_CANCELLATION
+    return target
+
+
 def user_change(
     task: TaskRef, target: State, *, pending: int, exit_status: str | None
 ) -> UserChange:
     """A provider's or admin's state change (SPEC §4); ``Conflict`` when it is
     not allowed now."""
-    step = transition(State(task.state), target, Actor.USER)
+    step = transition(State(task.state), cancel_means_stop(State(task.state), target), Actor.USER)
     if step is None:
         return UserChange(None)
     if step.effect in (Effect.ACTIVATE, Effect.RETRY) and pending > 0:
@@ -188,17 +213,29 @@ def end_attempt(
     exit_status: str,
     actor: Actor,
     undelivered: bool = False,
+    abandon_count: int = 0,
+    max_abandon_count: int = 0,
 ) -> AttemptEnd:
     """The retry rule applied to an ended attempt. ``undelivered``: the worker
     never got it (nothing ran), so a running task goes back to available
-    without counting a retry."""
+    without counting a retry. An abandonment (the worker died, was lost or
+    stopped) follows the crash budget instead: ``abandon_count`` against
+    ``max_abandon_count``, never ``max_retry_count``."""
     current = State(task.state)
-    outcome = after_attempt(
-        current=current,
-        exit_status=exit_status,
-        retry_count=retry_count,
-        max_retry_count=max_retry_count,
-    )
+    if is_abandonment(exit_status):
+        outcome = after_abandonment(
+            current=current,
+            exit_status=exit_status,
+            abandon_count=abandon_count,
+            max_abandon_count=max_abandon_count,
+        )
+    else:
+        outcome = after_attempt(
+            current=current,
+            exit_status=exit_status,
+            retry_count=retry_count,
+            max_retry_count=max_retry_count,
+        )
     if undelivered and current is State.RUNNING:
         outcome = Outcome(State.AVAILABLE, retry=False, release=False, cascade_cancel=False)
     transition(current, outcome.state, actor)

@@ -31,7 +31,8 @@ def rejoin(
 ) -> Rejoin:
     """``held``: (task, key) the worker says it runs; ``current``: for each, the
     task's state if that key is still the worker's open attempt, else None;
-    ``open_attempts``: (task, key) the server thinks it holds.
+    ``open_attempts``: (task, key) the server thinks it holds;
+    ``same_process``: the worker proved it is the process that holds them.
 
     The same process names every attempt it runs or has not had acknowledged,
     so one it does not name almost always never reached it (the claim was
@@ -44,7 +45,12 @@ def rejoin(
     dropped: list[str] = []
     for task_id, _ in held:
         state = current.get(task_id)
-        (resumed if state is not None and state in ACTIVE_STATES else dropped).append(task_id)
-    mentioned = {task_id for task_id, _ in held}
-    unnamed = [(t, k) for t, k in open_attempts if t not in mentioned]
+        # Only the same process (proven by its secret, domain.identity) goes
+        # on with attempts: another one naming them is told to stop them.
+        ours = same_process and state is not None and state in ACTIVE_STATES
+        (resumed if ours else dropped).append(task_id)
+    # Open attempts that do not go on end: those it did not name, and (for
+    # another process) those it named without the proof.
+    going_on = set(resumed)
+    unnamed = [(t, k) for t, k in open_attempts if t not in going_on]
     return Rejoin(resumed, dropped, unnamed, undelivered=same_process)

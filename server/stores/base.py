@@ -19,7 +19,7 @@ Contract shared by every method:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NotRequired, TypedDict
 
@@ -62,6 +62,7 @@ class CreatedTask(TypedDict):
     _id: str
     _etag: str
     _created: float
+    job: str
 
 
 class ClaimedAttempt(TypedDict):
@@ -76,6 +77,7 @@ class ClaimedAttempt(TypedDict):
     env: dict[str, str] | None
     cwd: str | None
     max_termination_time: int
+    time_limit: float | None
     queued: NotRequired[bool]  # prefetched: started by the worker when a slot frees
 
 
@@ -84,6 +86,15 @@ class Joined(NamedTuple):
 
     resumed: list[str]
     dropped: list[str]
+
+
+class WorkerIdentity(NamedTuple):
+    """What the gateway checks before a worker joins: the digest of the secret
+    its current process holds (None before one was handed out), and how many
+    attempts are open in its name."""
+
+    secret: str | None
+    open_attempts: int
 
 
 @dataclass(frozen=True)
@@ -121,8 +132,12 @@ class Store(ABC):
     # --- tasks --------------------------------------------------------------------
 
     @abstractmethod
-    async def create_tasks(self, items: Sequence[TaskCreate], caller: Caller) -> list[CreatedTask]:
-        """Create ``items`` all or nothing, owned by ``caller``; a task with
+    async def create_tasks(
+        self, items: Sequence[TaskCreate], caller: Caller, *, job_name: str | None = None
+    ) -> list[CreatedTask]:
+        """Create ``items`` all or nothing, owned by ``caller``, as one job
+        (its id the first task's, its name ``job_name`` or the first task's
+        name; every task's ``job`` names it); a task with
         every parent known and ``state`` available becomes available (a group
         task succeeds at once). Continuations may name other items by their
         client ``_id`` or existing tasks the caller may change. Returns
@@ -136,12 +151,26 @@ class Store(ABC):
         caller: Caller,
         submission: Submission,
         respond: Callable[[list[CreatedTask]], tuple[int, Any]],
+        *,
+        job_name: str | None = None,
     ) -> Answer:
         """``create_tasks`` under an ``Idempotency-Key`` (``server.domain.idempotency``),
         in one transaction: if ``caller`` used ``submission.key`` within the
         retention window, the stored answer (``replayed``), or ``InvalidInput``
         for another request body; else the tasks are made and ``respond``'s
-        ``(status, body)`` for them is stored beside them and returned."""
+        ``(status, body)`` for them is stored beside them and returned (``respond``
+        may raise to refuse: nothing is made or stored)."""
+
+    @abstractmethod
+    async def find_jobs(self, query: Query) -> Page:
+        """One page of jobs (``banyan.fields.JOB_FIELDS``): ``_id``, ``name``,
+        ``owner``, ``_created``, ``total``, ``counts`` (tasks by state),
+        ``time_started`` (first start), ``time_ended`` (last end, once every
+        task has ended)."""
+
+    @abstractmethod
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        """One job, shaped as ``find_jobs`` gives them; ``NotFound``."""
 
     @abstractmethod
     async def get_task(self, task_id: str) -> dict[str, Any]:
@@ -193,16 +222,19 @@ class Store(ABC):
         free: Resources,
         queues: Sequence[str],
         limit: int,
+        remaining_s: float | None = None,
         prefetch: int = 0,
         capacity: Resources | None = None,
     ) -> list[ClaimedAttempt]:
         """Start an attempt for each task ``server.domain.claims.pack`` picks
         from the available tasks in ``queues`` (loaded in ``claims.ORDER``, at
         most ``claims.scan_limit(limit)``) for the free share ``free``; each
-        gets a new random execution key. Nothing fits: ``[]``. Then, with
-        ``prefetch``, up to that many queued attempts (``claims.pack_queued``
-        against ``capacity``): ``queued`` set, and no ``time_started`` until
-        :meth:`start_queued`."""
+        gets a new random execution key. Only tasks whose ``not_before`` has
+        come and whose ``time_limit`` fits the worker's remaining lifetime
+        ``remaining_s`` (``claims.time_bounds``). Nothing fits: ``[]``. Then,
+        with ``prefetch``, up to that many queued attempts
+        (``claims.pack_queued`` against ``capacity``, under the same bounds):
+        ``queued`` set, and no ``time_started`` until :meth:`start_queued`."""
 
     @abstractmethod
     async def start_queued(
@@ -218,6 +250,10 @@ class Store(ABC):
         """A queued attempt handed back unstarted: ``transitions.unqueue``
         (available again, no retry counted; cancelled if asked to stop).
         ``Conflict`` when it has started or ended."""
+
+    @abstractmethod
+    async def next_begin(self) -> float | None:
+        """The earliest ``not_before`` still ahead among available tasks, or ``None``."""
 
     @abstractmethod
     async def finish(
@@ -296,11 +332,21 @@ class Store(ABC):
         host: str,
         pid: int,
         held: Sequence[tuple[str, str]],
+        same_process: bool = False,
+        secret: str = "",
     ) -> Joined:
-        """Record the worker as connected. Of the attempts it says it holds
-        (``held``: task id, execution key), those still current are resumed,
-        the others dropped; open attempts it did not name end abandoned
-        (uncounted if the same process never got them). Emits ``worker.joined``."""
+        """Record the worker as connected, with ``secret`` (a digest) as the
+        proof its process carries from now on. Only for the ``same_process``
+        (proven by the gateway, ``domain.identity``) are the attempts it says
+        it holds (``held``: task id, execution key) and that are still current
+        resumed; the others are dropped, and every open attempt of the name
+        that does not go on ends abandoned (uncounted if the same process
+        never got it). Emits ``worker.joined``."""
+
+    @abstractmethod
+    async def worker_identity(self, name: str) -> WorkerIdentity | None:
+        """The digest of the secret of the worker's process and its count of
+        open attempts; None for a name never seen."""
 
     @abstractmethod
     async def leave_worker(self, name: str, *, lost: bool) -> list[str]:
@@ -309,8 +355,16 @@ class Store(ABC):
         ``NotFound`` for an unknown worker."""
 
     @abstractmethod
-    async def touch_workers(self, names: Sequence[str]) -> None:
-        """The workers were heard from now: one ``worker.heartbeat`` each."""
+    async def touch_workers(self, heard: Mapping[str, float]) -> None:
+        """When each worker was last heard from (epoch seconds; an earlier time
+        than the one stored is ignored): one ``worker.heartbeat`` each. Leaving
+        or being lost does not change this time (that is ``left``)."""
+
+    @abstractmethod
+    async def prune_workers(self, *, before: float) -> list[str]:
+        """Forget the workers that left or were lost before ``before`` (epoch
+        seconds), except any that still holds an open attempt; returns their
+        names. Task history keeps the names."""
 
     @abstractmethod
     async def connected_workers(self) -> list[str]:
@@ -359,6 +413,16 @@ class Store(ABC):
     @abstractmethod
     async def verify_token(self, token: str) -> Caller | None:
         """The caller a live token stands for, or None."""
+
+    @abstractmethod
+    async def token_mark(self) -> tuple[float, ...]:
+        """A cheap summary of the tokens table that changes whenever a token
+        is added, revoked or deleted (by any process: ``banyan-server token
+        revoke`` writes the database directly)."""
+
+    @abstractmethod
+    async def live_token_names(self, names: Collection[str]) -> set[str]:
+        """Of ``names``, those of tokens that exist and are not revoked."""
 
     # --- statistics -----------------------------------------------------------------
 

@@ -31,7 +31,7 @@ _MANY = TypeAdapter(list[MemoryUsage])
 routes = web.RouteTableDef()
 
 # What the home lists: every response links "/" as its parent.
-HOME_CHILDREN = ("tasks", "workers", "memory_usage", "stats")
+HOME_CHILDREN = ("tasks", "jobs", "workers", "memory_usage", "stats")
 
 
 @routes.get("/")
@@ -59,9 +59,9 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/events")
 async def events(request: web.Request) -> web.StreamResponse:
-    await require(request, ANY_ROLE)
+    caller = await require(request, ANY_ROLE)
     since = parse_since(single_arg(request, "since"))
-    return await request.app[FEED].handle(request, since)
+    return await request.app[FEED].handle(request, since, token=caller.name)
 
 
 @routes.post("/memory_usage")

@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import TypeAdapter
 
 from banyan.constants import IDEMPOTENCY_HEADER
-from banyan.errors import BanyanError
+from banyan.errors import BadRequest, BanyanError, InvalidInput
 from banyan.fields import TASK_FIELDS
 from banyan.models import BulkPatchItem, ContinuationEdit, TaskCreate, TaskPatch
 from server import render
@@ -28,9 +28,20 @@ from server.views.common import (
     item_projection,
     json_response,
     settings,
+    single_arg,
     task_id,
     validate,
 )
+from server.views.reasons import add_reasons, fit_warnings
+
+
+def with_default_time_limit(item: TaskCreate, default_s: float | None) -> TaskCreate:
+    """The server's ``default_time_limit_s`` for a task that names no
+    ``time_limit`` (an explicit ``null`` means no limit)."""
+    if default_s is None or "time_limit" in item.model_fields_set:
+        return item
+    return item.model_copy(update={"time_limit": default_s})
+
 
 _ONE = TypeAdapter(TaskCreate)
 _MANY = TypeAdapter(list[TaskCreate])
@@ -43,40 +54,82 @@ routes = web.RouteTableDef()
 
 @routes.post("/tasks")
 async def create(request: web.Request) -> web.Response:
+    """One task or a list, as one job (``?job_name=`` names it). Tasks no
+    connected worker could ever run get a ``_warnings`` line each; with
+    ``?require_fit=1`` they are refused (422) instead."""
     caller = await require(request, PROVIDERS)
     key = idempotency.parse_key(request.headers.get(IDEMPOTENCY_HEADER))
     data = await body(request)
     conf = settings(request)
     date_format = conf.date_format
+    job_name = single_arg(request, "job_name")
+    require_fit = _flag(request, "require_fit")
     single = body_kind(data) == "object"
     if single:
         items = [validate(_ONE, data, what="task")]
     else:
         items = validate(_MANY, data, what="tasks")
         check_bulk_size(len(items), request)
+    items = [with_default_time_limit(i, conf.default_time_limit_s) for i in items]
+    # The fit check reads the connected workers now. Without a key a refusal
+    # comes before anything is made; with one it is raised from respond, which
+    # runs only when the key is new, so a retry of a request that was taken
+    # replays its stored answer even if the workers have changed since.
+    refusal: InvalidInput | None = None
+    try:
+        warnings = await fit_warnings(request, items, single=single, refuse=require_fit)
+    except InvalidInput as exc:
+        if key is None:
+            raise
+        refusal, warnings = exc, []
+    extra: dict[str, Any] = {"_warnings": warnings} if warnings else {}
 
     def respond(created: list[CreatedTask]) -> tuple[int, Any]:
+        # The whole answer (job, _warnings) is what a keyed submit stores, so
+        # a replay is the same answer.
+        if refusal is not None:
+            raise refusal
         if single:
-            return 201, render.meta(created[0], date_format)
-        return 201, {"_status": "OK", "_items": [render.meta(c, date_format) for c in created]}
+            return 201, {**render.meta(created[0], date_format), **extra}
+        return 201, {
+            "_status": "OK",
+            "_items": [render.meta(c, date_format) for c in created],
+            "job": created[0]["job"] if created else None,
+            **extra,
+        }
 
     store = request.app[STORE]
     try:
         if key is None:
-            status, out = respond(await store.create_tasks(items, caller))
+            status, out = respond(await store.create_tasks(items, caller, job_name=job_name))
             return json_response(out, status=status)
         submission = idempotency.Submission(
             key=key,
-            request_hash=idempotency.request_hash(data),
+            request_hash=idempotency.request_hash(
+                data, {"job_name": job_name, "require_fit": require_fit}
+            ),
             retention_s=conf.idempotency_retention_s,
         )
-        answer = await store.create_tasks_once(items, caller, submission, respond)
+        answer = await store.create_tasks_once(
+            items, caller, submission, respond, job_name=job_name
+        )
     except BanyanError as exc:
         if single:  # issues name the fields of the one task, not "0.<field>"
             exc.issues = {k.removeprefix("0."): v for k, v in exc.issues.items()}
         raise
     headers = {idempotency.REPLAYED_HEADER: "true"} if answer.replayed else None
     return json_response(answer.body, status=answer.status, headers=headers)
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = single_arg(request, name)
+    if value is None:
+        return False
+    if value.lower() in ("1", "true", "yes", ""):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise BadRequest(f"{name} must be 1 or 0, not {value!r}")
 
 
 @routes.get("/tasks")
@@ -88,6 +141,8 @@ async def find(request: web.Request) -> web.Response:
     page = await request.app[STORE].find_tasks(query)
     date_format = settings(request).date_format
     items = [render.task(doc, date_format, projection, viewer=caller) for doc in page.items]
+    if _flag(request, "reasons"):
+        await add_reasons(request, page.items, items)
     return json_response(
         render.collection(
             items,

@@ -29,6 +29,8 @@ from server.views.common import (
 )
 
 _NAME_MAX = 128  # a token name's limit
+# Heartbeat intervals of silence after which a connected worker shows as unresponsive.
+UNRESPONSIVE_HEARTBEATS = 2
 
 
 class WorkerRegistration(BaseModel):
@@ -108,12 +110,29 @@ def worker_state(gateway: Gateway, worker: dict[str, Any]) -> str:
     return "busy" if worker["running"] else "idle"
 
 
+def remaining(gateway: Gateway, worker: dict[str, Any]) -> float | None:
+    """The worker's remaining lifetime (``banyan-worker --time-limit``), while connected."""
+    session = gateway.sessions.get(worker["name"])
+    return None if session is None else session.remaining_s()
+
+
+def responsive(gateway: Gateway, worker: dict[str, Any], heartbeat_interval_s: float) -> bool:
+    """False for a connected worker not heard from for two heartbeat intervals:
+    it is not lost yet (that takes ``worker_timeout_s``), but its tasks may
+    not be running. A worker that left or was lost is not asked about."""
+    seen = gateway.last_seen.get(worker["name"])
+    if worker["state"] != "connected" or seen is None:
+        return True
+    return time.monotonic() - seen <= UNRESPONSIVE_HEARTBEATS * heartbeat_interval_s
+
+
 def _render(request: web.Request, worker: dict[str, Any]) -> dict[str, Any]:
     gateway = request.app[GATEWAY]
     date_format = settings(request).date_format
     state = worker_state(gateway, worker)
     seen = gateway.last_seen.get(worker["name"])
-    last = time.time() - (time.monotonic() - seen) if seen is not None else worker["last_seen"]
+    now = time.time()
+    last = now - (time.monotonic() - seen) if seen is not None else worker["last_seen"]
     return {
         "_id": worker["name"],
         "name": worker["name"],
@@ -129,10 +148,17 @@ def _render(request: web.Request, worker: dict[str, Any]) -> dict[str, Any]:
         ],
         "queued": worker["queued"],
         "last_heartbeat": format_date(last, date_format),
-        "last_heartbeat_age_s": round(max(0.0, time.time() - last), 3),
+        "last_heartbeat_age_s": round(max(0.0, now - last), 3),
         "connected": format_date(worker["connected"], date_format),
         "left": format_date(worker["left"], date_format),
+        "responsive": responsive(gateway, worker, settings(request).heartbeat_interval_s),
+        "remaining_s": _rounded(remaining(gateway, worker)),
+        "left_age_s": None if worker["left"] is None else round(max(0.0, now - worker["left"]), 3),
     }
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 @routes.get("/workers")

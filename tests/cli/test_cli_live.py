@@ -219,14 +219,17 @@ def test_after_a_parent_that_already_succeeded_runs_at_once(cli: Cli) -> None:
     assert cli("wait", child, "--timeout", "20").code == 0
 
 
-def test_after_a_failed_parent_is_refused(cli: Cli, cluster: Cluster) -> None:
+def test_after_a_failed_parent_is_linked_and_cancelled(cli: Cli, cluster: Cluster) -> None:
+    """The link is kept (tree, cancel --tree see it) and the child, which can
+    never run, ends cancelled at once with a warning."""
     result = cli("submit", "--wait", "--timeout", "20", "--", "false")
     parent = result.out.split()[0]
-    before = cluster.http.count()
     result = cli("submit", "--after", parent, "--", "true")
-    assert result.code == 1, result
-    assert "failed" in result.err and parent in result.err
-    assert cluster.http.count() == before
+    assert result.code == 0, result
+    child = result.out.split()[0]
+    assert "will not run" in result.err and child in result.err
+    assert cluster.http.task(child)["state"] == "cancelled"
+    assert cluster.http.task(parent)["continuations"] == [child]
 
 
 def test_array_is_one_post_and_each_task_sees_its_index(
@@ -375,7 +378,11 @@ def test_workers_hides_those_that_left_unless_all(cli: Cli, cluster: Cluster) ->
     assert names("--all")["leaver"] == "left"
     table = cli("workers", "--all")
     assert "leaver" in table.out and "left" in table.out
+    assert "GONE" in table.out  # when each departed worker went, beside its last heartbeat
+    (row,) = [line for line in table.out.splitlines() if line.startswith("leaver")]
+    assert row.count(" ago") == 2, row
     hidden = cli("workers")
+    assert "GONE" not in hidden.out
     assert "leaver" not in hidden.out and "1 left or lost (--all shows them)" in hidden.out
 
 

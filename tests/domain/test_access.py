@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from banyan.errors import Conflict, Forbidden, PreconditionFailed, PreconditionRequired
@@ -46,8 +48,11 @@ def test_a_report_needs_the_current_key_and_the_holder() -> None:
     access.check_report(current(), "k1", ADMIN)
     with pytest.raises(Conflict, match="no attempt"):
         access.check_report(current(None), "k1", W1)
-    with pytest.raises(Conflict, match="superseded"):
+    with pytest.raises(Conflict, match="does not belong to any attempt of task t"):
         access.check_report(current(), "k0", W1)
+    earlier = dataclasses.replace(current(), key_attempt=1)
+    with pytest.raises(Conflict, match=r"attempt 1 of task t was superseded .*now on attempt 2"):
+        access.check_report(earlier, "k0", W1)
     with pytest.raises(Forbidden, match="another worker"):
         access.check_report(current(), "k1", Caller("w2", Role.WORKER))
     with pytest.raises(Forbidden, match="another worker"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from banyan.errors import Conflict, Forbidden
-from banyan.states import FAILURE, SUCCESS
+from banyan.states import SUCCESS
 from banyan.tokens import Caller, Role
 from server.domain.graph import (
     End,
@@ -22,12 +22,13 @@ def end(state: str = "inactive", owner: str = "alice", exit_status: str | None =
     return End("t", state, owner, exit_status)
 
 
-def test_link_needs_both_ends_an_open_parent_and_an_unstarted_child() -> None:
+def test_link_needs_both_ends_and_an_unstarted_child() -> None:
     check_link(end("running"), end("available"), ALICE)
     with pytest.raises(Forbidden):
         check_link(end(owner="bob"), end(), ALICE)
-    with pytest.raises(Conflict, match="can no longer be added"):
-        check_link(end("terminated"), end(), ALICE)
+    # An ended parent is linked too: its outcome decides the edge (dependencies).
+    check_link(end("terminated", exit_status=SUCCESS), end(), ALICE)
+    check_link(end("cancelled"), end(), ALICE)
     with pytest.raises(Conflict, match="has not started"):
         check_link(end(), end("running"), ALICE)
 
@@ -41,7 +42,6 @@ def test_unlink_needs_both_ends_and_a_waiting_child() -> None:
         check_unlinked_child(end("available"))
 
 
-def test_an_edge_from_a_parent_that_succeeded_was_already_counted_down() -> None:
-    assert not unlink_counts_down(end("terminated", exit_status=SUCCESS))
-    assert unlink_counts_down(end("terminated", exit_status=FAILURE))
-    assert unlink_counts_down(end("running"))
+def test_a_released_edge_was_already_counted_down() -> None:
+    assert not unlink_counts_down(released=True)
+    assert unlink_counts_down(released=False)

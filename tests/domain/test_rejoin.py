@@ -21,7 +21,7 @@ def test_a_pending_cancellation_resumes_so_the_worker_can_stop_it() -> None:
         held=[("a", "k")],
         current={"a": "pending_cancellation"},
         open_attempts=[],
-        same_process=False,
+        same_process=True,
     )
     assert plan.resumed == ["a"]
 
@@ -31,3 +31,17 @@ def test_unnamed_open_attempts_are_undelivered_only_for_the_same_process() -> No
     assert same.unnamed == [("x", "k")] and same.undelivered
     restarted = rejoin(held=[], current={}, open_attempts=[("x", "k")], same_process=False)
     assert restarted.unnamed == [("x", "k")] and not restarted.undelivered
+
+
+def test_another_process_naming_attempts_resumes_none_and_they_end() -> None:
+    """Re-attaching needs the proof (issue 11): a process that names the
+    attempts of the one it replaces, keys and all, goes on with none of them;
+    they end under the retry rule."""
+    plan = rejoin(
+        held=[("a", "k1")],
+        current={"a": "running"},
+        open_attempts=[("a", "k1"), ("b", "k2")],
+        same_process=False,
+    )
+    assert (plan.resumed, plan.dropped) == ([], ["a"])
+    assert plan.unnamed == [("a", "k1"), ("b", "k2")] and not plan.undelivered

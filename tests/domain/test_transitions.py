@@ -8,7 +8,7 @@ import pytest
 
 from banyan.errors import Conflict
 from banyan.events import encode_data
-from banyan.states import ABANDONED, FAILURE, SUCCESS, Actor, Effect, State
+from banyan.states import ABANDONED, FAILURE, SUCCESS, TIME_LIMIT_STATUS, Actor, Effect, State
 from server.domain import transitions as T
 
 
@@ -134,6 +134,7 @@ def end(
     retries: tuple[int, int] = (0, 0),
     actor: Actor = Actor.WORKER,
     undelivered: bool = False,
+    abandons: tuple[int, int] = (0, 3),
 ) -> T.AttemptEnd:
     return T.end_attempt(
         ref(state=state),
@@ -143,6 +144,8 @@ def end(
         exit_status=status,
         actor=actor,
         undelivered=undelivered,
+        abandon_count=abandons[0],
+        max_abandon_count=abandons[1],
     )
 
 
@@ -173,9 +176,33 @@ def test_failure_without_retries_left_terminates_and_cascades() -> None:
     assert "retry" not in json.loads(encode_data(over.event))
 
 
-def test_abandon_by_the_monitor_follows_the_retry_rule() -> None:
-    lost = end(status=ABANDONED, retries=(0, 1), actor=Actor.MONITOR)
-    assert lost.outcome.state is State.AVAILABLE and lost.outcome.retry
+def test_an_abandonment_uses_the_crash_budget_not_the_retry_budget() -> None:
+    lost = end(status=ABANDONED, retries=(0, 0), abandons=(2, 3), actor=Actor.MONITOR)
+    assert lost.outcome.state is State.AVAILABLE and lost.outcome.abandoned
+    assert not (lost.outcome.retry or lost.outcome.cascade_cancel)
+
+
+def test_a_worker_stopped_is_an_abandonment_too() -> None:
+    stopped = end(status="abandoned (worker stopped)", retries=(0, 0), abandons=(0, 1))
+    assert stopped.outcome.state is State.AVAILABLE and stopped.outcome.abandoned
+
+
+def test_an_abandonment_past_the_crash_budget_ends_the_task() -> None:
+    over = end(status=ABANDONED, retries=(0, 5), abandons=(3, 3), actor=Actor.MONITOR)
+    assert over.outcome.state is State.TERMINATED and over.outcome.cascade_cancel
+    assert not over.outcome.abandoned and not over.outcome.retry
+
+
+def test_an_abandoned_cancellation_ends_cancelled() -> None:
+    gone = end(State.PENDING_CANCELLATION, ABANDONED, actor=Actor.MONITOR)
+    assert gone.outcome.state is State.CANCELLED
+
+
+def test_a_time_limit_is_the_task_s_own_failure() -> None:
+    timed = end(status=TIME_LIMIT_STATUS, retries=(0, 1))
+    assert timed.outcome.state is State.AVAILABLE and timed.outcome.retry
+    final = end(status=TIME_LIMIT_STATUS, retries=(1, 1))
+    assert final.outcome.state is State.TERMINATED and final.outcome.cascade_cancel
 
 
 def test_a_cancellation_request_wins_over_a_retry() -> None:

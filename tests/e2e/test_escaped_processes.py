@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.e2e.helpers import Cluster, wait_for
+from testbed import Cluster, wait_for
 
 pytestmark = pytest.mark.slow
 GRACE_S = 1.0

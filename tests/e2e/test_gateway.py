@@ -16,6 +16,7 @@ from aiohttp import WSMsgType
 
 from banyan.ids import new_id
 from banyan.tokens import basic_auth_header
+from server.keys import STORE
 from tests.conftest import Api
 
 pytestmark = pytest.mark.slow
@@ -29,7 +30,9 @@ def hello(name: str, **extra: Any) -> dict[str, Any]:
     return {"type": "hello", "name": name, "capacity": {"cores": 64, "memory": "64 GiB"}, **extra}
 
 
-def auth(api: Api, who: str = "worker") -> dict[str, str]:
+def auth(api: Api, who: str = "admin") -> dict[str, str]:
+    """Headers for ``who``'s token: the admin's by default, which may run a
+    worker of any name (a worker token's worker is the token's name)."""
     return {"Authorization": basic_auth_header(api.tokens[who])}
 
 
@@ -94,10 +97,11 @@ async def test_gateway_needs_a_worker_or_admin_token(
 
 
 async def test_gateway_accepts_worker_and_admin_tokens(api: Api) -> None:
-    for who in ("worker", "admin"):
+    for who, name in (("worker", "worker-1"), ("admin", "w-admin")):
         async with api.client.ws_connect(CONNECT, headers=auth(api, who)) as ws:
-            await ws.send_str(json.dumps(hello(f"w-{who}")))
+            await ws.send_str(json.dumps(hello(name)))
             welcome = await receive(ws, "welcome")
+            assert welcome["worker"] == name
             assert welcome["heartbeat_interval_s"] > 0
             assert welcome["worker_timeout_s"] > 0
             assert welcome["server_timeout_s"] > 0
@@ -259,7 +263,7 @@ async def test_reports_need_the_current_execution_key(api: Api) -> None:
         assert refused["task"] == task_id
         assert refused["code"] == 409
         message = refused["message"].lower()
-        assert "superseded" in message or "not held" in message, refused
+        assert "does not belong to any attempt" in message, refused  # never valid
         assert (await api.task(task_id))["state"] == "running"
 
         unknown = new_id()
@@ -323,7 +327,8 @@ async def test_another_workers_attempt_cannot_be_reported(api: Api, same_token: 
     """SPEC §5: a worker "claims and reports only on attempts it holds", even
     with the attempt's key and (in a fleet sharing one worker token) the same token."""
     task_id = await api.submit(command="true", state="available")
-    token = api.tokens["worker"] if same_token else await _intruder_token(api, "intruder")
+    # A fleet run from one admin token (a worker token runs one worker only).
+    token = api.tokens["admin"] if same_token else await _intruder_token(api, "intruder")
     headers = {"Authorization": basic_auth_header(token)}
     async with (
         worker(api, "owner") as owner,
@@ -386,3 +391,32 @@ async def test_work_available_only_for_the_queues_served(api: Api) -> None:
         (attempt,) = frame["attempts"]
         task = await api.task(attempt["task"])
         assert task["queue"] == "gpu"
+
+
+async def test_usage_keeps_the_cpu_use_the_worker_measured(api: Api) -> None:
+    """A usage frame's ``cpu_percent`` is stored with the sample and carried by
+    its ``task.usage`` event (the TUI's Workers view shows it)."""
+    task_id = await api.submit(command="true", state="available")
+    async with worker(api, "w1") as ws:
+        (attempt,) = await claim(ws)
+        frame = {"type": "usage", "task": task_id, "execution_key": attempt["execution_key"]}
+        await ws.send_str(json.dumps({**frame, "time": 1.0e9, "resident_memory_bytes": 1 << 20,
+                                      "cpu_percent": 150.5}))  # fmt: skip
+        await ws.send_str(json.dumps({**frame, "time": 1.0e9 + 1, "resident_memory_bytes": 2048}))
+        params = {"where": json.dumps({"task": task_id}), "sort": "time"}
+        for _ in range(100):  # bounded poll: 100 x 50 ms
+            samples = (await api.get("/memory_usage", params=params)).body["_items"]
+            if len(samples) == 2:
+                break
+            await asyncio.sleep(0.05)
+    assert [(s["resident_memory_bytes"], s["cpu_percent"]) for s in samples] == [
+        (1 << 20, 150.5),
+        (2048, None),
+    ]
+    busy = {"where": json.dumps({"cpu_percent": {"$gt": 100}})}
+    assert [s["task"] for s in (await api.get("/memory_usage", params=busy)).body["_items"]] == [
+        task_id
+    ]
+    events = await api.client.app[STORE].events_since(0)
+    usage = [e["data"] for e in events if e["type"] == "task.usage"]
+    assert [u.get("cpu_percent") for u in usage] == [150.5, None]

@@ -123,13 +123,15 @@ def test_kill_9_with_a_full_queue_loses_nothing_and_runs_nothing_twice(
     for task_id in waiting:  # back in the queue uncounted, then run once on w2
         doc = cluster.http.wait_state(task_id, "terminated", timeout=30)
         assert doc["execution"]["exit_status"] == "success", doc
-        assert doc["retry_count"] == 0 and doc["execution"]["worker"] == "w2"
+        assert doc["retry_count"] == 0 and doc["abandon_count"] == 0  # returned: uncounted
+        assert doc["execution"]["worker"] == "w2"
         first, second = cluster.http.history(task_id)
         assert first["exit_status"] == RETURNED and first["worker"] == "w1"
         assert first["time_started"] is None and second["time_started"] is not None
         assert second["exit_status"] == "success"
     doc = cluster.http.wait_state(blocker, "terminated", timeout=30)
-    assert doc["retry_count"] == 1  # it did run on w1: the retry rule as before
+    # It did run on w1: an abandonment, counted by the crash budget, not as a retry.
+    assert doc["abandon_count"] == 1 and doc["retry_count"] == 0, doc
     counts = runs_of(runs)
     assert all(counts[t] == 1 for t in waiting), counts
 
@@ -144,7 +146,7 @@ def test_stopped_worker_hands_its_queue_back(cluster: Cluster, tmp_path: Path, d
     w1.popen.send_signal(signal.SIGTERM)
     for task_id in waiting:
         doc = cluster.http.wait_state(task_id, "available", timeout=10)
-        assert doc["retry_count"] == 0, doc
+        assert doc["retry_count"] == 0 and doc["abandon_count"] == 0, doc
         (attempt,) = cluster.http.history(task_id)
         assert attempt["exit_status"] == RETURNED
     if drain:  # the blocker still runs to its end

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import BIN, WORKER, Cluster, Proc, clean_env, wait_for
+from testbed import BIN, WORKER, Cluster, Proc, clean_env, wait_for
 
 pytestmark = pytest.mark.slow
 

@@ -235,6 +235,7 @@ def test_killed_worker_task_is_abandoned_and_rerun(cluster: Cluster, tmp_path: P
 
     os.kill(w1.pid, signal.SIGKILL)
     killed = time.monotonic()
+    killed_at = time.time()
     w1.popen.wait(timeout=10)
     # The reaper sidecar kills the task groups of a worker that dies.
     wait_for(lambda: not processes_with(mark), 5, f"the orphaned task processes {pids} to die")
@@ -250,13 +251,21 @@ def test_killed_worker_task_is_abandoned_and_rerun(cluster: Cluster, tmp_path: P
     task = cluster.http.wait_state(task_id, "terminated", timeout=20)
     assert task["execution"]["exit_status"] == "success"
     assert task["execution"]["worker"] == "w2"
-    assert task["retry_count"] == 1
+    assert task["retry_count"] == 0 and task["abandon_count"] == 1
     history = cluster.http.history(task_id)
     assert [(h["worker"], h["exit_status"]) for h in history] == [
         ("w1", ABANDONED),
         ("w2", "success"),
     ]
     wait_for(lambda: cluster.http.workers()["w1"]["state"] == "lost", 5, "w1 to be lost")
+    # Its heartbeat is the last time it was heard from (its connection dropped
+    # at the kill), not the time it was declared lost; that is "left".
+    asked_at = time.time()
+    lost = cluster.http.workers()["w1"]
+    slack = 0.5  # the server notices the dropped connection a moment after the kill
+    assert lost["last_heartbeat_age_s"] >= asked_at - killed_at - slack, lost
+    assert lost["left_age_s"] is not None
+    assert lost["last_heartbeat_age_s"] - lost["left_age_s"] >= timeout - 1.0, lost
 
 
 # --- 6. a worker stopped past the timeout ----------------------------------------------------
@@ -285,6 +294,7 @@ def test_stopped_worker_is_lost_and_its_stale_report_refused(
     w1.remember_descendants()
 
     os.kill(w1.pid, signal.SIGSTOP)
+    stopped_at = time.time()
     try:
         lost = wait_for(
             lambda: cluster.http.workers()["w1"]["state"] == "lost",
@@ -292,6 +302,11 @@ def test_stopped_worker_is_lost_and_its_stale_report_refused(
             "the stopped worker to be lost",
         )
         assert lost
+        # Its connection stayed open, silent: its heartbeat is still the last
+        # frame it sent before it stopped (a frame in flight may land just after).
+        asked_at = time.time()
+        silent = cluster.http.workers()["w1"]
+        assert silent["last_heartbeat_age_s"] >= asked_at - stopped_at - 0.2, silent
         assert cluster.http.history(task_id)[0]["exit_status"] == ABANDONED
         cluster.start_worker("w2")
         wait_for(
@@ -433,8 +448,9 @@ def test_sigterm_without_drain_stops_the_task_and_requeues_it(cluster: Cluster) 
     assert w1.popen.wait(timeout=15) == 0
     assert not processes_with(mark)
     task = cluster.http.task(task_id)
-    assert task["state"] == "available", task  # back in the queue (retry rule)
-    assert task["retry_count"] == 1
+    # Back in the queue: the crash budget, not the retry budget.
+    assert task["state"] == "available", task
+    assert task["retry_count"] == 0 and task["abandon_count"] == 1
     (attempt,) = cluster.http.history(task_id)
     assert attempt["exit_status"] == STOPPED
     assert attempt["worker"] == "w1"

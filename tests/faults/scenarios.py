@@ -11,6 +11,7 @@ from tests.faults.history import FaultResult
 from tests.faults.scenario_cancel import run_cancel_race, run_tree_cancel
 from tests.faults.scenario_client import run_client_retries
 from tests.faults.scenario_feed import run_feed_resume
+from tests.faults.scenario_identity import run_same_name, run_stolen_identity
 from tests.faults.scenario_server import run_server_kill
 from tests.faults.scenario_workers import run_worker_fault
 
@@ -64,6 +65,18 @@ FAULTS = [
         "tree-cancel",
         "cancel of a whole continuation tree while parts run",
         lambda d, quick: run_tree_cancel(d, 1_000 if quick else 10_000),
+    ),
+    Fault(
+        "same-name",
+        "workers started from one worker token (4 at once, one more mid-run), "
+        "tasks with max_retry_count 3",
+        lambda d, quick: run_same_name(d, 8 if quick else 200, clones=2 if quick else 4),
+    ),
+    Fault(
+        "stolen-identity",
+        "a provider's worker token and the admin's connect as a live worker "
+        "with its public host and pid",
+        lambda d, quick: run_stolen_identity(d, 4 if quick else 16),
     ),
     Fault(
         "feed-resume",

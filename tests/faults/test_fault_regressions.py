@@ -20,7 +20,10 @@ OWNER = Caller("alice", Role.PROVIDER)
 ABANDONED = "abandoned (worker unreachable)"
 
 
-async def join(store: SqliteStore, pid: int, held: list[tuple[str, str]]) -> Any:
+async def join(
+    store: SqliteStore, pid: int, held: list[tuple[str, str]], *, same_process: bool = False
+) -> Any:
+    """``same_process``: what the gateway decides from the worker's secret."""
     return await store.join_worker(
         name="w1",
         token="w1",
@@ -29,6 +32,7 @@ async def join(store: SqliteStore, pid: int, held: list[tuple[str, str]]) -> Any
         host="h",
         pid=pid,
         held=held,
+        same_process=same_process,
     )
 
 
@@ -50,7 +54,7 @@ async def test_an_attempt_that_never_reached_the_worker_is_requeued_uncounted(
 ) -> None:
     task = await claimed_task(store)
     # The same process comes back and does not name the attempt: it never got it.
-    await join(store, pid=100, held=[])
+    await join(store, pid=100, held=[], same_process=True)
     after = await store.get_task(task["_id"])
     assert after["state"] == "available", after
     assert after["retry_count"] == 0
@@ -58,10 +62,12 @@ async def test_an_attempt_that_never_reached_the_worker_is_requeued_uncounted(
     assert first["exit_status"] == ABANDONED
 
 
-async def test_a_restarted_worker_s_attempts_follow_the_retry_rule(store: SqliteStore) -> None:
+async def test_a_restarted_worker_s_attempts_follow_the_crash_budget(store: SqliteStore) -> None:
     task = await claimed_task(store)
     # A new process of the same worker: the old one ran the attempt and died with it.
     await join(store, pid=200, held=[])
     after = await store.get_task(task["_id"])
-    assert after["state"] == "terminated", after
+    # Counted against max_abandon_count (default 3), not max_retry_count (0).
+    assert after["state"] == "available", after
+    assert after["abandon_count"] == 1 and after["retry_count"] == 0
     assert after["execution"]["exit_status"] == ABANDONED

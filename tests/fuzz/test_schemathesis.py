@@ -62,7 +62,8 @@ CHECKS = [
     response_schema_conformance,
     response_headers_conformance,
 ]
-WORKER_NAME = "fuzz-worker"
+REGISTERED = "fuzz-worker"  # as the provider registers it; the token is named:
+WORKER_NAME = f"fuzz-provider:{REGISTERED}"  # and so is the worker (issue 11)
 SEED_QUEUE = "fuzz-seed"  # only the seeded running tasks are in it
 HEX_ID = re.compile(r"^[0-9a-fA-F]{24}$")
 # BANYAN_FUZZ_TALLY=path: write {"operation": {"status": count}} there at the end.
@@ -99,7 +100,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def tokens(cluster: Cluster) -> dict[str, str]:
     provider = cluster.server.create_token("provider", "fuzz-provider")
-    worker = Http(cluster.url, provider).ok("POST", "/workers", {"name": WORKER_NAME})["token"]
+    worker = Http(cluster.url, provider).ok("POST", "/workers", {"name": REGISTERED})["token"]
     return {"provider": provider, "worker": worker}
 
 

@@ -134,6 +134,36 @@ async def test_client_events_follow_a_feed_that_went_back(api: Api) -> None:
         await stream.aclose()
 
 
+async def test_client_typed_events_decode_the_union(api: Api) -> None:
+    """banyan.client: ``typed_events`` yields the models of ``banyan.events``
+    (a resync as ``FeedResync``), from the same wire frames."""
+    from banyan.client import Client
+    from banyan.client.discovery import Connection
+    from banyan.events import FeedResync, TaskCreated, TaskState
+
+    server = str(api.client.make_url("")).rstrip("/")
+    async with Client(Connection(server=server, token=api.tokens["admin"])) as client:
+        stream = client.typed_events(since=1000, reconnect=False)
+        assert isinstance(await anext(stream), FeedResync)
+        wanted = await api.submit(command="typed", name="typed")
+        await api.patch(f"/tasks/{wanted}", {"state": "cancelled"})
+        seen: list[Any] = []
+        async for event in stream:
+            seen.append(event)
+            if isinstance(event, TaskState):
+                break
+        await stream.aclose()  # type: ignore[attr-defined]
+    created, changed = seen
+    assert isinstance(created, TaskCreated) and created.seq is not None
+    assert (created.data.id, created.data.name) == (wanted, "typed")
+    assert isinstance(changed, TaskState)
+    assert (changed.data.id, changed.data.state, changed.data.previous) == (
+        wanted,
+        "cancelled",
+        "inactive",
+    )
+
+
 async def test_slow_subscriber_is_dropped_others_keep_receiving(
     aiohttp_client: Callable[..., Any], settings: Settings
 ) -> None:

@@ -76,14 +76,16 @@ async def claim(api: Api, queues: list[str] | None = None, **kw: Any) -> list[di
     return await api.client.app[STORE].claim(queues=queues or ["default"], **args)
 
 
-async def finish(api: Api, attempt: dict[str, Any], status: str = SUCCESS) -> dict[str, Any]:
+async def finish(
+    api: Api, attempt: dict[str, Any], status: str = SUCCESS, *, caller: Caller = WORKER
+) -> dict[str, Any]:
     return await api.client.app[STORE].finish(
         attempt["task"],
         attempt["execution_key"],
         exit_status=status,
         exit_code=0 if status == SUCCESS else 1,
         usage=None,
-        caller=WORKER,
+        caller=caller,
     )
 
 
@@ -243,6 +245,49 @@ async def test_equal_durations_are_exact(timed_api: Api, clock: Clock) -> None:
     assert body["run_time_s"] == {"p50": None, "p90": None, "p99": None, "count": 0}
 
 
+async def test_wait_counts_from_when_the_task_became_available(
+    timed_api: Api, clock: Clock
+) -> None:
+    """Time held (``inactive``) or waiting on a parent is not queue wait."""
+    api = timed_api
+    held = await api.submit(command="held")
+    child = await api.submit(command="child")
+    parent = await api.submit(command="parent", state="available", continuations=[child])
+    clock.now += 100  # held and child wait; parent is queued
+    await api.patch(f"/tasks/{held}", {"state": "available"})
+    clock.now += 2
+    first = {a["task"]: a for a in await claim(api, limit=10)}
+    assert set(first) == {held, parent}
+    clock.now += 1
+    await finish(api, first[parent])  # child becomes available now
+    await finish(api, first[held], FAILURE)  # no retries: terminated
+    clock.now += 3
+    (second,) = await claim(api, limit=10)
+    assert second["task"] == child
+    clock.now += 1
+    await finish(api, second)
+    waits = (await stats(api))["wait_time_s"]
+    # held waited 2 s (not 102), parent 102 s, child 3 s (not 106).
+    assert waits["count"] == 3
+    assert close(waits["p50"], 3.0) and close(waits["p99"], 102.0), waits
+
+
+async def test_a_retry_waits_from_its_requeue(timed_api: Api, clock: Clock) -> None:
+    api = timed_api
+    await api.submit(command="x", state="available", max_retry_count=1)
+    clock.now += 5
+    (first,) = await claim(api)
+    clock.now += 50
+    await finish(api, first, FAILURE)  # back to available: its wait starts again
+    clock.now += 2
+    (second,) = await claim(api)
+    clock.now += 1
+    await finish(api, second)
+    waits = (await stats(api))["wait_time_s"]
+    assert waits["count"] == 2
+    assert waits["p50"] == 2.0 and waits["p99"] == 5.0, waits
+
+
 def in_duration_window(end: float, now: float) -> bool:
     """Wait and run times cover whole slots: from the one 15 minutes ago holds."""
     return math.floor(end / SLOT_S) >= math.floor((now - 900) / SLOT_S)
@@ -278,7 +323,7 @@ async def receive(ws: aiohttp.ClientWebSocketResponse, kind: str) -> dict[str, A
 @asynccontextmanager
 async def worker(api: Api, name: str, **hello_extra: Any) -> AsyncIterator[Any]:
     """A live gateway connection past hello/welcome."""
-    headers = {"Authorization": basic_auth_header(api.tokens["worker"])}
+    headers = {"Authorization": basic_auth_header(api.tokens["admin"])}
     async with api.client.ws_connect("/workers/connect", headers=headers) as ws:
         await ws.send_str(json.dumps(hello(name, **hello_extra)))
         assert (await receive(ws, "welcome"))["worker"] == name
@@ -495,7 +540,7 @@ async def test_pending_reason_with_workers(api: Api) -> None:
         await until(drained, "the draining heartbeat")
         code, text = await reason(api, other)
         assert text == "no connected worker serves queue 'other' (1 draining worker(s) do)"
-    await finish(api, attempt)
+    await finish(api, attempt, caller=ADMIN)  # its gateway worker ran on the admin token
     assert await reason(api, small) == ("not_pending", "terminated: success")
 
 
@@ -545,7 +590,14 @@ async def raw_durations(store: SqliteStore) -> list[tuple[float, float, float]]:
 
     def run(conn: sqlite3.Connection) -> list[tuple[float, float, float]]:
         rows = conn.execute(
-            "SELECT a.time_terminated, a.time_started - t.created, "
+            "SELECT a.time_terminated, a.time_started - coalesce(("
+            # the last time the task became available before the attempt, by its events
+            "  SELECT e.time FROM events e WHERE e.task_id = a.task_id "
+            "  AND e.type = 'task.state' AND json_extract(e.data, '$.state') = 'available' "
+            "  AND e.seq < (SELECT c.seq FROM events c WHERE c.task_id = a.task_id "
+            "    AND c.type = 'task.state' AND json_extract(c.data, '$.state') = 'running' "
+            "    AND json_extract(c.data, '$.attempt') = a.attempt) "
+            "  ORDER BY e.seq DESC LIMIT 1), t.created), "
             "a.time_terminated - a.time_started FROM attempts a JOIN tasks t ON t.id = a.task_id "
             "WHERE a.time_terminated IS NOT NULL"
         ).fetchall()

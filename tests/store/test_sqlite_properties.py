@@ -33,6 +33,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from banyan.dependencies import SKIPPED
 from banyan.errors import Conflict, InvalidInput
 from banyan.models import BulkPatchItem, ContinuationEdit, TaskCreate, TaskPatch
 from banyan.resources import Resources
@@ -47,6 +48,7 @@ from banyan.states import (
     transition,
 )
 from banyan.tokens import Caller, Role
+from server.domain.transitions import cancel_means_stop
 from server.stores.sqlite.store import SqliteStore
 
 T = TypeVar("T")
@@ -82,6 +84,7 @@ task_fields = st.fixed_dictionaries(
         "queue": st.sampled_from(QUEUES),
         "priority": st.integers(-2, 2),
         "max_retry_count": st.integers(0, 2),
+        "run_when": st.sampled_from(["success", "success", "finished", "failure"]),
     }
 )
 
@@ -231,7 +234,8 @@ class StoreMachine(RuleBasedStateMachine):
         task_id = data.draw(st.sampled_from(self.ids))
         current = self.state(task_id)
         try:
-            transition(current, wanted, Actor.USER)  # None: a no-op, which is legal
+            # "cancelled" of a running task means pending_cancellation (SPEC §4).
+            transition(current, cancel_means_stop(current, wanted), Actor.USER)
             legal = True
         except Conflict:
             legal = False
@@ -355,16 +359,44 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def pending_counts_match_the_parents(self) -> None:
+        """A task waits on exactly its unreleased edges; a ``success`` child's
+        edge is released exactly when its parent succeeded, another kind's
+        whenever its parent has ended."""
         rows = self.sql(
-            "SELECT t.id, t.state, t.pending_dependency_count, (SELECT count(*) FROM "
-            "continuations c JOIN tasks p ON p.id = c.parent WHERE c.child = t.id AND NOT "
-            "(p.state = 'terminated' AND p.exit_status = ?)) FROM tasks t",
-            SUCCESS,
+            "SELECT t.id, t.state, t.pending_dependency_count, "
+            "(SELECT count(*) FROM continuations c WHERE c.child = t.id AND NOT c.released) "
+            "FROM tasks t"
         )
-        for task_id, state, pending, unfinished_parents in rows:
-            assert pending == unfinished_parents, (task_id, pending, unfinished_parents)
+        for task_id, state, pending, unreleased in rows:
+            assert pending == unreleased, (task_id, pending, unreleased)
             if pending:
                 assert state in (State.INACTIVE, State.CANCELLED), (task_id, state, pending)
+        edges = self.sql(
+            "SELECT c.parent, c.child, c.released, t.run_when, p.state, p.exit_status "
+            "FROM continuations c JOIN tasks t ON t.id = c.child JOIN tasks p ON p.id = c.parent"
+        )
+        for parent, child, released, run_when, p_state, p_exit in edges:
+            succeeded = p_state == State.TERMINATED and p_exit == SUCCESS
+            if run_when == "success":
+                assert bool(released) == succeeded, (parent, child, released, p_state, p_exit)
+            elif p_state in (State.TERMINATED, State.CANCELLED):
+                assert released, (parent, child, run_when, p_state)
+
+    @invariant()
+    def a_skipped_task_had_no_failed_parent(self) -> None:
+        """A ``failure`` task is skipped only when none of its parents failed."""
+        rows = self.sql(
+            "SELECT t.id, t.state, t.exit_status, "
+            "(SELECT count(*) FROM continuations c JOIN tasks p ON p.id = c.parent "
+            "WHERE c.child = t.id AND ((p.state = 'terminated' AND p.exit_status IS NOT ?) "
+            "OR (p.state = 'cancelled' AND p.exit_status IS NOT ?))) "
+            "FROM tasks t WHERE t.run_when = 'failure'",
+            SUCCESS,
+            SKIPPED,
+        )
+        for task_id, state, exit_status, failed_parents in rows:
+            if exit_status == SKIPPED:
+                assert state == State.CANCELLED and failed_parents == 0, (task_id, failed_parents)
 
     @invariant()
     def workers_hold_what_fits(self) -> None:

@@ -54,7 +54,7 @@ async def test_failed_operation_leaves_nothing_behind(
     def explode(*args: Any, **kwargs: Any) -> None:
         raise RuntimeError("injected failure")
 
-    monkeypatch.setattr(graph, "cancel_tree", explode)
+    monkeypatch.setattr(graph, "settle", explode)
     with pytest.raises(RuntimeError, match="injected"):
         await patch(store, parent, state="cancelled")
     monkeypatch.undo()
@@ -81,3 +81,21 @@ async def test_a_new_database_and_its_wal_are_owner_only(tmp_path: Path) -> None
     assert modes["banyan.db"] == 0o600
     assert all(mode == 0o600 for mode in modes.values()), modes
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+async def test_newest_first_listing_reads_the_creation_index(sqlite_store: SqliteStore) -> None:
+    """``GET /tasks?sort=-_created,-_id&max_results=25`` (the CLI's and TUI's
+    order) walks ``tasks_created`` backwards: no scan and sort of every task."""
+    from server.stores.base import Query
+    from server.stores.sqlite.rows import TASK_COLUMNS
+    from server.stores.sqlite.sqlquery import TASK_QUERY_COLUMNS, page_sql
+
+    query = Query(sort=(("_created", -1), ("_id", -1)), max_results=25)
+    select, _, params = page_sql(query, TASK_QUERY_COLUMNS, table="tasks", columns=TASK_COLUMNS)
+
+    def plan(conn: Any) -> str:
+        rows = conn.execute("EXPLAIN QUERY PLAN " + select, params).fetchall()
+        return " | ".join(r[3] for r in rows)
+
+    found = await sqlite_store.db.read(plan)
+    assert "tasks_created" in found and "TEMP B-TREE" not in found, found

@@ -214,8 +214,8 @@ async def test_running_cancel_goes_through_the_worker(store: Store) -> None:
         store, command="sleep", continuations=[child], state="available", max_retry_count=3
     )
     (attempt,) = await run(store)
-    with pytest.raises(Conflict, match="pending_cancellation"):
-        await patch(store, task_id, state="cancelled")
+    # "cancelled" on a running task means pending_cancellation (SPEC §4, as the original).
+    assert (await patch(store, task_id, state="cancelled"))["state"] == "pending_cancellation"
     assert (await patch(store, task_id, state="pending_cancellation"))["state"] == (
         "pending_cancellation"
     )
@@ -231,11 +231,16 @@ async def test_stale_key_refused_and_repeat_is_idempotent(store: Store) -> None:
     doc = await store.get_task(task_id)
     assert doc["state"] == "available" and doc["execution"]["exit_status"] == ABANDONED
     (second,) = await run(store)
-    with pytest.raises(Conflict, match="superseded"):
+    with pytest.raises(Conflict, match=r"attempt 1 of task .* superseded .* now on attempt 2"):
         await finish(store, first)
+    never = {**first, "execution_key": "never-handed-out"}
+    with pytest.raises(Conflict, match="does not belong to any attempt of task"):
+        await finish(store, never)
     await finish(store, second)
     again = await finish(store, second)  # the same report twice changes nothing
-    assert again["state"] == "terminated" and again["retry_count"] == 1
+    # An abandonment uses the crash budget, not the retry budget.
+    assert again["state"] == "terminated" and again["retry_count"] == 0
+    assert again["abandon_count"] == 1
 
 
 async def test_worker_may_only_report_its_own_attempts(store: Store) -> None:
@@ -354,3 +359,51 @@ async def test_a_keyed_create_that_fails_keeps_no_answer(store: Store) -> None:
     good = [TaskCreate.model_validate({"command": "true"})]
     made = await store.create_tasks_once(good, ALICE, _submission("k", "a"), _respond)
     assert not made.replayed and (await store.find_tasks(Query())).total == 1
+
+
+# --- workers: when they were heard from, when they went, forgetting them ---------------
+
+
+async def join(store: Store, name: str) -> None:
+    await store.join_worker(
+        name=name, token="w1", capacity={"cores": 4}, queues=["default"], host="h", pid=1, held=[]
+    )
+
+
+async def worker_row(store: Store, name: str) -> dict[str, Any]:
+    (found,) = await store.list_workers(name)
+    return found
+
+
+async def test_last_seen_is_when_heard_from_not_when_declared_lost(store: Store) -> None:
+    await join(store, "w1")
+    joined = (await worker_row(store, "w1"))["last_seen"]
+    heard = joined + 0.25
+    await store.touch_workers({"w1": heard})
+    await store.touch_workers({"w1": heard - 0.1})  # an older report never goes back
+    assert (await worker_row(store, "w1"))["last_seen"] == heard
+    await store.leave_worker("w1", lost=True)
+    lost = await worker_row(store, "w1")
+    assert lost["state"] == "lost"
+    assert lost["last_seen"] == heard  # not the time it was declared lost
+    assert lost["left"] is not None and lost["left"] >= joined
+
+
+async def test_departed_workers_are_pruned_unless_they_hold_an_attempt(store: Store) -> None:
+    for name in ("gone", "here", "holder"):
+        await join(store, name)
+    await store.leave_worker("gone", lost=True)
+    await store.leave_worker("holder", lost=False)
+    # A claim in the departed worker's name (as a report racing its loss could make).
+    await new(store, command="x", state="available")
+    (attempt,) = await store.claim(
+        worker="holder", token="w1", free=BIG, queues=["default"], limit=1
+    )
+    went = (await worker_row(store, "gone"))["left"]
+    assert await store.prune_workers(before=went) == []  # not before the retention ends
+    assert await store.prune_workers(before=went + 1) == ["gone"]
+    assert [w["name"] for w in await store.list_workers()] == ["here", "holder"]
+    await store.leave_worker("holder", lost=True)  # abandons its attempt
+    assert await store.prune_workers(before=went + 10**6) == ["holder"]
+    history = await store.history(attempt["task"])
+    assert [h["worker"] for h in history] == ["holder"]  # history keeps the name

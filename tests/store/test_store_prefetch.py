@@ -5,11 +5,12 @@ counting a retry; asked to stop, it is cancelled at once."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 
-from banyan.errors import Conflict
+from banyan.errors import Conflict, Unauthorized
 from banyan.models import TaskCreate, TaskPatch
 from banyan.resources import Resources
 from banyan.states import ABANDONED, SUCCESS
@@ -136,3 +137,43 @@ async def test_success_after_start(store: Store) -> None:
         a, key, exit_status=SUCCESS, exit_code=0, usage=None, caller=WORKER, worker="w1"
     )
     assert doc["state"] == "terminated" and doc["execution"]["time_started"] == 5.0
+
+
+async def test_queued_attempts_keep_the_claim_time_bounds(store: Store) -> None:
+    (later,) = await available(store, 1, not_before=time.time() + 3600)
+    (long,) = await available(store, 1, time_limit=600)
+    (fits,) = await available(store, 1, time_limit=60)
+    found = await store.claim(
+        worker="w1",
+        token="w1",
+        free=Resources(cores=0, memory=0),
+        queues=["default"],
+        limit=32,
+        remaining_s=120,
+        prefetch=8,
+        capacity=ONE_CORE,
+    )
+    assert [(x["task"], x.get("queued")) for x in found] == [(fits, True)]
+    assert found[0]["time_limit"] == 60
+    for task in (later, long):
+        assert (await store.get_task(task))["state"] == "available"
+
+
+async def test_a_revoked_token_gets_no_queued_attempts(store: Store) -> None:
+    await store.create_token("w1", Role.WORKER)
+    (a,) = await available(store, 1)
+    await store.revoke_token("w1")
+    with pytest.raises(Unauthorized):
+        await claim(store, free=Resources(cores=0, memory=0), prefetch=1)
+    assert (await store.get_task(a))["state"] == "available"
+
+
+async def test_unqueued_counts_no_abandonment_but_a_running_one_does(store: Store) -> None:
+    await join(store)
+    a, b = await available(store, 2, max_abandon_count=1)
+    await claim(store, free=ONE_CORE, prefetch=1)
+    await store.leave_worker("w1", lost=True)
+    ran, held = await store.get_task(a), await store.get_task(b)
+    assert ran["abandon_count"] == 1 and ran["state"] == "available"  # put back, counted
+    assert held["state"] == "available"
+    assert held["abandon_count"] == 0 and held["retry_count"] == 0

@@ -1,4 +1,4 @@
-"""Snapshot tests (pytest-textual-snapshot) at 80x24 on fixed data with a
+"""Snapshot tests (pytest-textual-snapshot) at 80x24 (one at 140x24) on fixed data with a
 fixed clock. ``pytest --snapshot-update tests/tui`` rewrites the SVGs in
 ``__snapshots__/``; look at them before committing."""
 
@@ -10,7 +10,7 @@ from typing import Any
 from textual.pilot import Pilot
 from textual.widgets import Input
 
-from tests.tui.helpers import T0, started, tid, wait_until
+from tests.tui.helpers import T0, sample_tasks, sample_workers, started, tid, wait_until
 from tui.app import BanyanApp
 from tui.fake import FakeSource
 from tui.screens.confirm import ConfirmScreen
@@ -81,3 +81,14 @@ def test_stale_read_only(
         await pilot.pause(1.2)  # the once-a-second redraw
 
     assert snap_compare(make_app(read_only=True, clock=lambda: now[0]), run_before=stale)
+
+
+def test_tasks_screen_wide(snap_compare: SnapCompare, make_app: Callable[..., BanyanApp]) -> None:
+    """A terminal wide enough for PRIO and WORKER/REASON beside whole ids: a running task's
+    worker, a waiting task's reason in brackets, beside RAN and the sort marker."""
+    docs = sample_tasks()
+    for doc in docs:
+        if doc["state"] == "inactive":
+            doc["_pending_reason"] = {"code": "held", "reason": "held: make it available to run"}
+    source = FakeSource(docs, sample_workers(), clock=lambda: float(T0))
+    assert snap_compare(make_app(source=source), run_before=live, terminal_size=(160, 24))

@@ -454,6 +454,14 @@ def test_submission_errors_name_their_fields() -> None:
     assert not result.body
 
 
+def test_submission_runs_when_its_parents_allow() -> None:
+    parent = "6650f0c2a1b2c3d4e5f60718"
+    result = build_submission({"command": "x", "after": parent, "run_when": "Failure"})
+    assert not result.errors and result.body["run_when"] == "failure"
+    bad = build_submission({"command": "x", "after": parent, "run_when": "sometimes"})
+    assert "run_when" in bad.errors and not bad.body
+
+
 def test_submission_after_waits_inactive() -> None:
     parent = "6650f0c2a1b2c3d4e5f60718"
     result = build_submission(

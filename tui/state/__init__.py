@@ -28,6 +28,7 @@ from tui.state.filters import (
     parse_sort,
     sort_key,
 )
+from tui.state.jobs import JobRow, job_rows
 from tui.state.link import STALE_AFTER_S, Link, RateMeter, rate_text
 from tui.state.looks import (
     STATUS_LOOK,
@@ -38,6 +39,7 @@ from tui.state.looks import (
     load_style,
     look,
     status_of,
+    unresponsive,
 )
 from tui.state.model import Changes, Model, WorkerUse, counts_from_tasks
 from tui.state.queues import QueueRow, finished_note, queue_rows
@@ -83,6 +85,7 @@ __all__ = [
     "Changes",
     "Filter",
     "FilterError",
+    "JobRow",
     "Link",
     "Model",
     "QueueRow",
@@ -104,6 +107,7 @@ __all__ = [
     "descendants",
     "finished_note",
     "heartbeat_level",
+    "job_rows",
     "load_style",
     "look",
     "matches",
@@ -123,5 +127,6 @@ __all__ = [
     "subtree_summary",
     "task_from_doc",
     "tree_root",
+    "unresponsive",
     "worker_from_doc",
 ]

@@ -57,6 +57,7 @@ def on_created(model: Model, data: Mapping[str, Any], ts: float, changes: Change
     task.priority = int(data.get("priority") or 0)
     task.owner = data.get("owner", task.owner)
     task.group = bool(data.get("group", False))
+    task.job = data.get("job", task.job)
     if not known and ts:
         task.created = ts  # this event is the creation: better than what the id says
     model.track(task)

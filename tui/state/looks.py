@@ -53,3 +53,17 @@ def heartbeat_level(worker: Worker, now: float, interval_s: float) -> str:
     if worker.state == "left" or worker.last_heartbeat is None:
         return "ok" if worker.state == "left" else "warn"
     return "warn" if now - worker.last_heartbeat > interval_s * 1.5 else "ok"
+
+
+# Heartbeat intervals of silence after which a connected worker shows as
+# unresponsive (as ``GET /workers`` flags it), before the server declares it lost.
+UNRESPONSIVE_HEARTBEATS = 2
+_CONNECTED_STATES = ("idle", "busy", "draining", "disconnected")
+
+
+def unresponsive(worker: Worker, now: float, interval_s: float) -> bool:
+    """A worker not heard from for two heartbeat intervals that is not lost yet:
+    the tasks it runs may not be running."""
+    if worker.state not in _CONNECTED_STATES or worker.last_heartbeat is None:
+        return False
+    return now - worker.last_heartbeat > UNRESPONSIVE_HEARTBEATS * interval_s

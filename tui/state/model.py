@@ -4,6 +4,7 @@ in ``tui.state.feed``), with the figures derived from it."""
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -69,6 +70,7 @@ class Model:
     done: dict[str, deque[tuple[int, int]]] = field(default_factory=dict)
     active: set[str] = field(default_factory=set)  # running or being cancelled
     seq: int = 0
+    job_names: dict[str, str] = field(default_factory=dict)  # by job id, when known
     watching_since: float | None = None  # the snapshot's time: the feed counts from here
 
     @classmethod
@@ -136,6 +138,21 @@ class Model:
             self.server_total = int(figures["total"])
         throughput = stats.get("throughput")
         self.throughput = dict(throughput) if isinstance(throughput, Mapping) else None
+
+    def waiting_ids(self, limit: int) -> list[str]:
+        """The newest ``limit`` loaded tasks that wait to run (inactive or available)."""
+        waiting = (t.id for t in self.tasks.values() if t.state in ("inactive", "available"))
+        return heapq.nlargest(limit, waiting)
+
+    def set_reasons(self, asked: Iterable[str], reasons: Mapping[str, str]) -> set[str]:
+        """Record why the ``asked`` tasks wait; returns the ids whose reason changed."""
+        changed: set[str] = set()
+        for task_id in asked:
+            task = self.tasks.get(task_id)
+            if task is not None and task.reason != reasons.get(task_id):
+                task.reason = reasons.get(task_id)
+                changed.add(task_id)
+        return changed
 
     def set_workers(self, docs: Iterable[WorkerDoc], *, now: float) -> None:
         fresh = {}

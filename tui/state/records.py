@@ -6,11 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 from banyan.client.format import short_duration, status_of
 from banyan.dates import parse_date
-from banyan.documents import RunningDoc, TaskDoc, WorkerDoc
+from banyan.documents import ExplainedTaskDoc, RunningDoc, TaskDoc, WorkerDoc
 
 FINAL_STATES = frozenset({"terminated", "cancelled"})
 
@@ -74,8 +74,12 @@ def run_time(task: Task, now: float) -> float | None:
 
 
 def short_id(task_id: str) -> str:
-    """The last 8 hex digits: the per-process counter, unique in practice."""
-    return task_id[-8:]
+    """A task's id as the TUI shows it: whole, so that ``banyan`` takes it as
+    it is. A shorter form would not do: the last digits (the old display) are
+    no prefix the CLI can resolve and may collide, and ids are time-ordered,
+    so the leading digits of tasks submitted together are shared up to the
+    18th (``banyan.ids``) and a short leading prefix is ambiguous."""
+    return task_id
 
 
 @dataclass(slots=True)
@@ -104,6 +108,9 @@ class Task:
     continuations: tuple[str, ...] = ()
     group: bool = False
     resources: dict[str, Any] | None = None
+    job: str | None = None  # the job (one POST /tasks) it was submitted in
+    # Why it waits, as the server said when it was loaded (``_pending_reason``).
+    reason: str | None = None
 
     @property
     def status(self) -> str:
@@ -155,6 +162,8 @@ def task_from_doc(doc: TaskDoc) -> Task:
         continuations=tuple(doc.get("continuations") or ()),
         group="command" in doc and command is None,
         resources=doc.get("requested_resources"),
+        job=doc.get("job"),
+        reason=(cast(ExplainedTaskDoc, doc).get("_pending_reason") or {}).get("reason"),
     )
 
 

@@ -24,13 +24,25 @@ from tui.state import (
     parse_time,
     run_time,
     short_age,
+    unresponsive,
 )
 from tui.widgets.base import Navigator, View, ViewOptions
 
 LOG_LINES = 200
 
 
-def fields_table(task: Task, doc: Mapping[str, Any] | None, now: float) -> Table:
+# A task that does not wait for its parents' success says when it runs (run_when).
+RUNS_WHEN = {
+    "finished": "after its parents end, whatever the outcome",
+    "failure": "only if a parent failed",
+}
+
+
+def fields_table(
+    task: Task, doc: Mapping[str, Any] | None, now: float, *, worker_quiet: bool = False
+) -> Table:
+    """``worker_quiet``: the worker running it has not been heard from for two
+    heartbeats (unresponsive, not lost yet)."""
     table = Table.grid(padding=(0, 1))
     table.add_column(style="bold", no_wrap=True)
     table.add_column(overflow="fold")
@@ -40,28 +52,57 @@ def fields_table(task: Task, doc: Mapping[str, Any] | None, now: float) -> Table
     code = (doc.get("execution") or {}).get("exit_code", task.exit_code)
     if task.status == "failed" and task.exit_status == "failure" and code is not None:
         status.append(f" (exit code {code})")
-    elif task.exit_status and task.status == "failed":
-        status.append(f" ({task.exit_status})")
+    elif task.exit_status and task.status in ("failed", "cancelled"):
+        status.append(f" ({task.exit_status})")  # e.g. "skipped (no parent failed)"
     rows: list[tuple[str, Any]] = [
         ("id", task.id),
         ("name", task.name or "-"),
         ("command", doc.get("command") or task.command or "(group)"),
         ("state", status),
+        *_reason_row(task, doc),
         ("queue", f"{task.queue}   priority {task.priority}"),
         ("retries", f"{task.retry_count} of {task.max_retry_count}"),
+        *time_and_abandon_rows(doc),
         ("resources", resources(doc.get("requested_resources") or task.resources)),
         ("created", f"{short_age(now - task.created)} ago"),
     ]
+    if (run_when := doc.get("run_when")) in RUNS_WHEN:
+        rows.append(("runs", RUNS_WHEN[run_when]))
     if task.worker:
         ran = run_time(task, now)
         verb = "running for" if task.state in ACTIVE_STATES else "ran"
         ran_text = clock_text(ran) if ran is not None else "-"
         rows.append(("attempt", f"{task.attempt} on {task.worker}, {verb} {ran_text}"))
+        if worker_quiet and not task.final:
+            rows.append(("worker", Text(f"{task.worker} is unresponsive", style="bold yellow")))
     if task.message:
         rows.append(("message", task.message))
     for key, value in rows:
         table.add_row(key, value)
     return table
+
+
+def time_and_abandon_rows(doc: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Wall-time limit, begin time and the crash budget (issue 13), when loaded."""
+    rows: list[tuple[str, Any]] = []
+    if doc.get("time_limit") is not None:
+        rows.append(("time limit", duration(doc["time_limit"])))
+    if doc.get("not_before"):
+        rows.append(("not before", str(doc["not_before"])))
+    if "abandon_count" in doc:
+        rows.append(("abandons", f"{doc['abandon_count']} of {doc.get('max_abandon_count', 0)}"))
+    return rows
+
+
+def _reason_row(task: Task, doc: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """Why a task that is not running is not (the server's message as it is)."""
+    if task.state == "running":
+        return []
+    found = doc.get("_pending_reason") or {}
+    reason = found.get("reason") or (
+        task.reason if task.state in ("inactive", "available") else None
+    )
+    return [("reason", Text(str(reason), style="yellow"))] if reason else []
 
 
 def history_table(history: Sequence[Mapping[str, Any]]) -> Table | Text:
@@ -150,7 +191,9 @@ class DetailView(View):
         if task is None:
             fields.update(Text(f"{self.task_id}: not loaded", style="dim"))
             return
-        fields.update(fields_table(task, self.doc, now))
+        worker = model.workers.get(task.worker) if task.worker else None
+        quiet = worker is not None and unresponsive(worker, now, self.options.heartbeat_interval_s)
+        fields.update(fields_table(task, self.doc, now, worker_quiet=quiet))
         bar = self.query_one(ProgressBar)
         bar.display = task.percent is not None
         if task.percent is not None:

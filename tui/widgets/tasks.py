@@ -34,10 +34,10 @@ from tui.state import (
 )
 from tui.widgets.base import RowTable, View, ViewOptions
 
-FIXED = {"mark": 1, "id": 8, "state": 12, "queue": 8, "ran": 5, "age": 4}
-EXTRA = {"prio": 5, "worker": 12}  # shown when the terminal is wide enough
+FIXED = {"mark": 1, "id": 24, "state": 12, "queue": 8, "ran": 5, "age": 4}
+EXTRA = {"prio": 5, "worker": 28}  # shown when the terminal is wide enough
 TITLES = {"id": "ID", "name": "NAME", "state": "STATE", "queue": "QUEUE", "prio": "PRIO"}
-TITLES |= {"worker": "WORKER", "ran": "RAN", "age": "AGE"}
+TITLES |= {"worker": "WORKER/REASON", "ran": "RAN", "age": "AGE"}
 # The column each sort key orders by, and whether the column reads the other way
 # round (newest first is the youngest AGE first).
 SORT_COLUMNS = {
@@ -48,7 +48,10 @@ SORT_COLUMNS = {
     "queue": ("queue", False),
     "priority": ("prio", False),
 }
-MIN_NAME = 12
+# The worker column says, for a waiting task, why it waits (as squeue's
+# NODELIST(REASON) column): the server's message, whatever its code.
+WAITING = ("inactive", "available")
+MIN_NAME = 10  # whole ids (24), RAN and AGE still fit 80 columns
 WIDE_NAME = 40
 Cells = tuple[str, ...]
 # The DataTable internals ``remove_rows`` relies on (see there).
@@ -67,6 +70,13 @@ class IdCell(Text):
 
 def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def worker_or_reason(task: Task) -> str:
+    """The worker of a task that ran, ``(why it waits)`` for a waiting one."""
+    if task.state in WAITING:
+        return f"({task.reason})" if task.reason else ""
+    return task.worker or ""
 
 
 class TaskTable(RowTable):
@@ -104,7 +114,7 @@ class TaskTable(RowTable):
         if "prio" in self.extras:
             self.add_column("PRIO", key="prio", width=EXTRA["prio"])
         if "worker" in self.extras:
-            self.add_column("WORKER", key="worker", width=EXTRA["worker"])
+            self.add_column("WORKER/REASON", key="worker", width=EXTRA["worker"])
         # How long the attempt has run: ticks once a second for a running task, from
         # the clock alone (the rows on screen are redrawn each second, no request).
         self.add_column(Text("RAN", justify="right"), key="ran", width=FIXED["ran"])
@@ -145,7 +155,7 @@ class TaskTable(RowTable):
         if "prio" in self.extras:
             values.append(str(task.priority))
         if "worker" in self.extras:
-            values.append(_fit(task.worker or "", EXTRA["worker"]))
+            values.append(_fit(worker_or_reason(task), EXTRA["worker"]))
         values.append(clock_text(run_time(task, now)))
         values.append(short_age(now - task.created))
         return tuple(values)

@@ -27,12 +27,13 @@ from tui.state import (
     look,
     short_age,
     short_id,
+    unresponsive,
 )
 from tui.widgets.base import RowTable, View
 
 COLUMNS = (
     ("name", "WORKER", 10),
-    ("state", "STATE", 8),
+    ("state", "STATE", 12),
     ("cores", "CORES", 9),  # reserved
     ("memory", "MEMORY", 9),  # reserved
     ("cpu", "CPU%", 5),  # measured
@@ -143,7 +144,9 @@ class WorkersView(View):
         age = None if worker.last_heartbeat is None else now - worker.last_heartbeat
         return [
             Text(worker.name, no_wrap=True),
-            Text(worker.state, style=STATE_STYLES.get(worker.state, "")),
+            Text("unresponsive", style="bold yellow")
+            if unresponsive(worker, now, interval_s)
+            else Text(worker.state, style=STATE_STYLES.get(worker.state, "")),
             load_cell(worker, "cores", 3),
             load_cell(worker, "memory", BAR),
             *use_cells(worker, use if running else None),

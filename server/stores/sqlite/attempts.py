@@ -6,6 +6,7 @@ and memory-usage samples. Every report names its attempt by the random
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 import sqlite3
 from collections.abc import Sequence
@@ -18,11 +19,13 @@ from banyan.states import (
     ACTIVE_STATES,
     Actor,
     State,
+    is_abandonment,
 )
 from banyan.tokens import Caller, Role
 from server.domain import access, claims
 from server.domain import events as E
 from server.domain import transitions as T
+from server.domain.dependencies import Result
 from server.stores.base import ClaimedAttempt
 from server.stores.sqlite import graph
 from server.stores.sqlite import queries as Q
@@ -38,22 +41,25 @@ def claim(
     queues: Sequence[str],
     limit: int,
     now: float,
+    remaining_s: float | None = None,
     prefetch: int = 0,
     capacity: Resources | None = None,
 ) -> list[ClaimedAttempt]:
     """Hand out what the claim policy (``server.domain.claims``) picks from the
-    available tasks in ``queues`` for the free share ``free``; then, with
-    ``prefetch``, up to that many more as queued attempts, each fitting the
-    worker's whole ``capacity`` (``claims.pack_queued``)."""
+    available tasks in ``queues`` for the free share ``free``, those begun and
+    fitting the worker's remaining lifetime ``remaining_s``; then, with
+    ``prefetch``, up to that many more as queued attempts under the same
+    bounds, each fitting the worker's whole ``capacity`` (``claims.pack_queued``)."""
     if limit <= 0 or not queues:
         return []
     attempts = _claim_now(
-        conn, worker=worker, token=token, free=free, queues=queues, limit=limit, now=now
-    )
+        conn, worker=worker, token=token, free=free, queues=queues, limit=limit, now=now,
+        remaining_s=remaining_s,
+    )  # fmt: skip
     if prefetch > 0 and capacity is not None:
         attempts += _claim_queued(
             conn, worker=worker, token=token, capacity=capacity, queues=queues, depth=prefetch,
-            now=now,
+            now=now, remaining_s=remaining_s,
         )  # fmt: skip
     return attempts
 
@@ -67,6 +73,7 @@ def _claim_now(
     queues: Sequence[str],
     limit: int,
     now: float,
+    remaining_s: float | None,
 ) -> list[ClaimedAttempt]:
     share = Amounts.of(free)
     # The plain columns let SQLite skip what cannot fit even the whole free
@@ -74,7 +81,14 @@ def _claim_now(
     bound = claims.prefilter(share)
     cursor = conn.execute(
         Q.CLAIM_CANDIDATES.format(queues=placeholders(len(queues)), order=claims.ORDER),
-        (*queues, bound.cores, bound.memory, bound.gpus, claims.scan_limit(limit)),
+        (
+            *queues,
+            bound.cores,
+            bound.memory,
+            bound.gpus,
+            *claims.time_bounds(now, remaining_s),
+            claims.scan_limit(limit),
+        ),
     )
     try:
         # Row by row from the cursor: with one core free the first fitting row
@@ -95,12 +109,20 @@ def _claim_queued(
     queues: Sequence[str],
     depth: int,
     now: float,
+    remaining_s: float | None,
 ) -> list[ClaimedAttempt]:
     whole = Amounts.of(capacity)
     bound = claims.prefilter(whole)
     cursor = conn.execute(
         Q.CLAIM_CANDIDATES.format(queues=placeholders(len(queues)), order=claims.ORDER),
-        (*queues, bound.cores, bound.memory, bound.gpus, claims.scan_limit(depth)),
+        (
+            *queues,
+            bound.cores,
+            bound.memory,
+            bound.gpus,
+            *claims.time_bounds(now, remaining_s),
+            claims.scan_limit(depth),
+        ),
     )
     try:
         candidates = (_candidate(row) for row in cursor)
@@ -120,7 +142,8 @@ def _start_attempts(
     queued: bool,
 ) -> list[ClaimedAttempt]:
     attempts = []
-    for _, request, (task_id, *_cmgr, name, queue, command, env, cwd, grace) in chosen:
+    for _, request, row in chosen:
+        task_id, *_, name, queue, command, env, cwd, grace, time_limit = row
         key = secrets.token_urlsafe(16)
         if queued:  # no start time until the worker says the process started
             (attempt,) = conn.execute(Q.START_QUEUED_ATTEMPT, (worker, now, task_id)).fetchone()
@@ -141,6 +164,7 @@ def _start_attempts(
                 env=loads(env),
                 cwd=cwd,
                 max_termination_time=grace,
+                time_limit=time_limit,
                 queued=queued,
             )
         )
@@ -181,6 +205,9 @@ def _current_attempt(
     if row is None:
         raise NotFound(f"no task with id {task_id}")
     current = access.CurrentAttempt(task_id, row[1], row[6], row[7], row[10])
+    if not access.names_current(current, execution_key):
+        found = conn.execute(Q.ATTEMPT_OF_KEY, (task_id, execution_key)).fetchone()
+        current = dataclasses.replace(current, key_attempt=None if found is None else found[0])
     access.check_report(current, execution_key, caller, worker)
     return tuple(row[:10])
 
@@ -231,6 +258,11 @@ def finish(
         if recorded == exit_status:
             return False
         raise Conflict(f"attempt {attempt} of task {task_id} already ended with '{recorded}'")
+    abandons, max_abandons = (
+        conn.execute(Q.ABANDON_BUDGET, (task_id,)).fetchone()
+        if is_abandonment(exit_status)
+        else (0, 0)
+    )
     end = T.end_attempt(
         T.TaskRef(task_id, state, name, queue),
         attempt=attempt,
@@ -239,6 +271,8 @@ def finish(
         exit_status=exit_status,
         actor=actor,
         undelivered=undelivered,
+        abandon_count=abandons,
+        max_abandon_count=max_abandons,
     )
     outcome = end.outcome
     usage_json = None if usage is None else dumps(usage)
@@ -247,12 +281,13 @@ def finish(
         Q.END_TASK_ATTEMPT,
         (outcome.state, exit_status, exit_code, now, int(outcome.retry), now, task_id),
     )
+    if outcome.abandoned:
+        conn.execute(Q.COUNT_ABANDON, (task_id,))
     store_events(conn, now, [end.event])
     if outcome.release:
-        graph.make_ready(conn, graph.release(conn, task_id, now), now)
+        graph.settle(conn, [(task_id, Result.SUCCEEDED)], origin=task_id, now=now)
     if outcome.cascade_cancel:
-        children = [c for (c,) in conn.execute(Q.CHILDREN, (task_id,))]
-        graph.cancel_tree(conn, children, origin=task_id, now=now, include_roots=True)
+        graph.settle(conn, [(task_id, Result.FAILED)], origin=task_id, now=now)
     return True
 
 
@@ -345,27 +380,27 @@ def unqueue(
     conn.execute(Q.END_ATTEMPT, (now, exit_status, None, None, task_id, attempt))
     conn.execute(Q.END_TASK_ATTEMPT, (end.outcome.state, exit_status, None, now, 0, now, task_id))
     store_events(conn, now, [end.event])
-    if end.outcome.cascade_cancel:
-        children = [c for (c,) in conn.execute(Q.CHILDREN, (task_id,))]
-        graph.cancel_tree(conn, children, origin=task_id, now=now, include_roots=True)
+    if end.outcome.cascade_cancel:  # cancelled unstarted: its continuations settle as failed
+        graph.settle(conn, [(task_id, Result.FAILED)], origin=task_id, now=now)
 
 
 def add_memory_usage(
     conn: sqlite3.Connection,
-    records: Sequence[tuple[str, float, int]],
+    records: Sequence[tuple[str, float, int, float | None]],
     caller: Caller,
     now: float,
 ) -> int:
-    """Store samples ``(task, time, resident_memory_bytes)``; a worker may only
-    report on tasks whose current attempt it holds."""
+    """Store samples ``(task, time, resident_memory_bytes, cpu_percent)``; a
+    worker may only report on tasks whose current attempt it holds."""
     stored = 0
-    for task_id, time, rss in records:
+    for task_id, time, rss, cpu in records:
         row = conn.execute(Q.USAGE_ROW, (task_id,)).fetchone()
         if row is None:
             raise NotFound(f"no task with id {task_id}")
         state, attempt, token = row
         access.check_usage_report(caller, task_id, state, token)
-        conn.execute(Q.INSERT_USAGE, (task_id, attempt, time, rss))
-        store_events(conn, now, [E.task_usage(task_id, attempt=attempt, time=time, rss=rss)])
+        conn.execute(Q.INSERT_USAGE, (task_id, attempt, time, rss, cpu))
+        usage = E.task_usage(task_id, attempt=attempt, time=time, rss=rss, cpu_percent=cpu)
+        store_events(conn, now, [usage])
         stored += 1
     return stored

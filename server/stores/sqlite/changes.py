@@ -9,7 +9,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from banyan.states import SUCCESS
 from server.domain.transitions import Change, events_of
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.rows import store_events
@@ -22,7 +21,12 @@ def apply_changes(conn: sqlite3.Connection, changes: Sequence[Change], now: floa
     by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for change in changes:
         by_kind[change.kind.value].append(
-            {"id": change.task.id, "now": now, "origin": change.origin, "exit_status": SUCCESS}
+            {
+                "id": change.task.id,
+                "now": now,
+                "origin": change.origin,
+                "exit_status": change.exit_status,
+            }
         )
     for kind, params in by_kind.items():
         conn.executemany(Q.SET_STATE[kind], params)

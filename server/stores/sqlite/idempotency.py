@@ -24,6 +24,8 @@ def create_tasks_once(
     now: float,
     submission: idem.Submission,
     respond: Callable[[list[CreatedTask]], tuple[int, Any]],
+    *,
+    job_name: str | None = None,
 ) -> idem.Answer:
     oldest = now - submission.retention_s
     row = conn.execute(Q.IDEMPOTENCY_FIND, (caller.name, submission.key, oldest)).fetchone()
@@ -31,7 +33,7 @@ def create_tasks_once(
         stored_hash, status, response = row
         idem.check_same_request(stored_hash, submission)
         return idem.Answer(status=status, body=loads(response), replayed=True)
-    created = tasks.create_tasks(conn, items, caller, now)
+    created = tasks.create_tasks(conn, items, caller, now, job_name=job_name)
     status, body = respond(created)
     conn.execute(Q.IDEMPOTENCY_PRUNE, (oldest,))
     conn.execute(

@@ -17,14 +17,9 @@ from banyan.errors import NotFound
 from banyan.events import Event, encode_data
 from banyan.states import ACTIVE_STATES
 from server.domain.events import task_id_of
+from server.stores.sqlite import queries as Q
+from server.stores.sqlite.queries import TASK_COLUMNS as TASK_COLUMNS  # re-exported
 
-TASK_COLUMNS = (
-    "id, name, command, state, queue, priority, max_retry_count, retry_count, "
-    "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
-    "env, cwd, owner, attempt, worker, exit_status, exit_code, time_started, time_terminated, "
-    "progress, created, updated, etag"
-)
-NEW_ETAG_SQL = "lower(hex(randomblob(10)))"
 CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
 
 
@@ -76,6 +71,12 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
         created,
         updated,
         etag,
+        time_limit,
+        not_before,
+        max_abandon_count,
+        abandon_count,
+        job,
+        run_when,
     ) = row
     doc: dict[str, Any] = {
         "_id": task_id,
@@ -89,11 +90,17 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
         "max_retry_count": max_retry_count,
         "retry_count": retry_count,
         "pending_dependency_count": pending,
+        "run_when": run_when,
         "max_termination_time": max_termination_time,
         "estimated_runtime": estimated_runtime,
+        "time_limit": time_limit,
+        "not_before": not_before,
+        "max_abandon_count": max_abandon_count,
+        "abandon_count": abandon_count,
         "env": loads(env),
         "cwd": cwd,
         "owner": owner,
+        "job": job,
         "execution": None,
         "_created": created,
         "_updated": updated,
@@ -117,11 +124,7 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
 def continuations_of(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {i: [] for i in ids}
     for part in chunks(ids):
-        rows = conn.execute(
-            f"SELECT parent, child FROM continuations WHERE parent IN ({placeholders(len(part))}) "
-            "ORDER BY parent, position",
-            part,
-        )
+        rows = conn.execute(Q.CONTINUATIONS_OF_IDS.format(ids=placeholders(len(part))), part)
         for parent, child in rows:
             found[parent].append(child)
     return found
@@ -133,7 +136,7 @@ def docs_for_rows(conn: sqlite3.Connection, rows: Sequence[Sequence[Any]]) -> li
 
 
 def get_doc(conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:
-    row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    row = conn.execute(Q.TASK_BY_ID, (task_id,)).fetchone()
     if row is None:
         raise NotFound(f"no task with id {task_id}")
     return row_to_doc(row, continuations_of(conn, [task_id])[task_id])
@@ -143,6 +146,6 @@ def store_events(conn: sqlite3.Connection, now: float, events: Iterable[Event]) 
     """Append events built by ``server.domain.events``; they commit (or not)
     with the change they describe. Each is serialised here, once."""
     conn.executemany(
-        "INSERT INTO events (time, type, task_id, data) VALUES (?, ?, ?, ?)",
+        Q.INSERT_EVENT,
         ((now, e.type, task_id_of(e), encode_data(e)) for e in events),
     )

@@ -25,9 +25,15 @@ TASK_QUERY_COLUMNS: ColumnMap = {
     "max_retry_count": scalar("t.max_retry_count"),
     "retry_count": scalar("t.retry_count"),
     "pending_dependency_count": scalar("t.pending_dependency_count"),
+    "run_when": scalar("t.run_when"),
     "max_termination_time": scalar("t.max_termination_time"),
     "estimated_runtime": scalar("t.estimated_runtime"),
+    "time_limit": scalar("t.time_limit"),
+    "not_before": scalar("t.not_before"),
+    "max_abandon_count": scalar("t.max_abandon_count"),
+    "abandon_count": scalar("t.abandon_count"),
     "owner": scalar("t.owner"),
+    "job": scalar("t.job"),
     "cwd": scalar("t.cwd"),
     "env.*": json_object("t.env"),
     "requested_resources.cores": scalar("t.cores"),
@@ -56,6 +62,7 @@ MEMORY_COLUMNS: ColumnMap = {
     "attempt": scalar("t.attempt"),
     "time": scalar("t.time"),
     "resident_memory_bytes": scalar("t.resident_memory_bytes"),
+    "cpu_percent": scalar("t.cpu_percent"),
 }
 
 

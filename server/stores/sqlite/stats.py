@@ -6,7 +6,8 @@ the counts over one task's continuation tree.
 Nothing here scans the tasks table. Migration 3's triggers keep
 ``task_counts`` per (queue, state), and sum every finished attempt into
 ``attempt_durations`` per ``SLOT_S`` slot of its end time, its wait
-(start - task created) and run (end - start) times in log buckets of ratio
+(start - when the task last became available: migration 5's
+``available_since``, else its creation) and run (end - start) times in log buckets of ratio
 2^(1/8), so a read costs about the same for ten attempts or 300,000.
 
 Throughput counts are exact: the slots inside a window are added up and the
@@ -35,6 +36,7 @@ DURATION_WINDOW_S = 900  # wait and run times are over the last 15 minutes
 PERCENTILES = (50, 90, 99)
 _WAIT, _RUN = 0, 1
 
+_TASK_COUNTS = "SELECT queue, state, n FROM task_counts WHERE n > 0 ORDER BY queue"
 _OLDEST_AVAILABLE = (
     "SELECT created FROM tasks INDEXED BY tasks_available_age "
     "WHERE state = 'available' AND queue = ? ORDER BY created LIMIT 1"
@@ -83,7 +85,7 @@ def overview(conn: sqlite3.Connection, now: float) -> dict[str, Any]:
     """``/stats`` without the workers (the gateway knows which are live)."""
     by_state = dict.fromkeys(State, 0)
     by_queue: dict[str, dict[str, int]] = {}
-    rows = conn.execute("SELECT queue, state, n FROM task_counts WHERE n > 0 ORDER BY queue")
+    rows = conn.execute(_TASK_COUNTS)
     for queue, state, n in rows:
         by_state[state] = by_state.get(state, 0) + n
         by_queue.setdefault(queue, dict.fromkeys(State, 0))[state] = n

@@ -1,4 +1,6 @@
-"""``SqliteStore``: the Store on one SQLite file in WAL mode.
+"""``SqliteStore``: the Store on one SQLite file in WAL mode. The tasks,
+attempts, memory usage and statistics are here; the event feed, workers and
+tokens are mixed in from ``store_events``, ``store_workers`` and ``store_tokens``.
 
 Writes run through ``Database.write`` (group commit, one hop per batch);
 reads through ``Database.read`` (one hop per request, a consistent snapshot).
@@ -13,33 +15,41 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from banyan.errors import BanyanError, Conflict, InvalidInput, NotFound
+from banyan.errors import BanyanError, NotFound, Unauthorized
 from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
 from banyan.resources import Amounts, Resources
 from banyan.states import Actor
-from banyan.tokens import Caller, Role, generate_token, hash_token, same_digest
+from banyan.tokens import Caller
 from server.domain.idempotency import Answer, Submission
 from server.stores.base import (
     ClaimedAttempt,
     CreatedTask,
     Health,
     ItemResult,
-    Joined,
     Page,
     Query,
     Store,
-    TokenInfo,
 )
-from server.stores.sqlite import attempts, graph, idempotency, schema, tasks, workers
+from server.stores.sqlite import (
+    attempts,
+    graph,
+    idempotency,
+    jobs,
+    schema,
+    tasks,
+)
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.db import Database
 from server.stores.sqlite.rows import TASK_COLUMNS, docs_for_rows, get_doc, loads
 from server.stores.sqlite.sqlquery import MEMORY_COLUMNS, TASK_QUERY_COLUMNS, page_sql
+from server.stores.sqlite.store_events import EventMethods
+from server.stores.sqlite.store_tokens import TokenMethods
+from server.stores.sqlite.store_workers import WorkerMethods
 
 Clock = Callable[[], float]
 
 
-class SqliteStore(Store):
+class SqliteStore(EventMethods, WorkerMethods, TokenMethods, Store):
     def __init__(
         self,
         path: Path | str,
@@ -69,17 +79,27 @@ class SqliteStore(Store):
 
     async def health(self) -> Health:
         def probe(conn: sqlite3.Connection) -> Health:
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            (version,) = conn.execute(Q.SCHEMA_VERSION).fetchone()
+            (mode,) = conn.execute(Q.JOURNAL_MODE).fetchone()
             return Health(ok=True, schema_version=version, details={"journal_mode": mode})
 
         return await self.db.read(probe)
 
     # --- tasks -----------------------------------------------------------------
 
-    async def create_tasks(self, items: Sequence[TaskCreate], caller: Caller) -> list[CreatedTask]:
+    async def create_tasks(
+        self, items: Sequence[TaskCreate], caller: Caller, *, job_name: str | None = None
+    ) -> list[CreatedTask]:
         now = self._clock()
-        return await self.db.write(lambda conn: tasks.create_tasks(conn, items, caller, now))
+        return await self.db.write(
+            lambda conn: tasks.create_tasks(conn, items, caller, now, job_name=job_name)
+        )
+
+    async def find_jobs(self, query: Query) -> Page:
+        return await self.db.read(lambda conn: jobs.find_jobs(conn, query))
+
+    async def get_job(self, job_id: str) -> dict[str, Any]:
+        return await self.db.read(lambda conn: jobs.get_job(conn, job_id))
 
     async def create_tasks_once(
         self,
@@ -87,11 +107,13 @@ class SqliteStore(Store):
         caller: Caller,
         submission: Submission,
         respond: Callable[[list[CreatedTask]], tuple[int, Any]],
+        *,
+        job_name: str | None = None,
     ) -> Answer:
         now = self._clock()
         return await self.db.write(
             lambda conn: idempotency.create_tasks_once(
-                conn, items, caller, now, submission, respond
+                conn, items, caller, now, submission, respond, job_name=job_name
             )
         )
 
@@ -165,15 +187,9 @@ class SqliteStore(Store):
 
     async def history(self, task_id: str) -> list[dict[str, Any]]:
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            if conn.execute("SELECT 1 FROM tasks WHERE id = ?", (task_id,)).fetchone() is None:
+            if conn.execute(Q.TASK_EXISTS, (task_id,)).fetchone() is None:
                 raise NotFound(f"no task with id {task_id}")
-            rows = conn.execute(
-                # A prefetched attempt that never started has no start time.
-                "SELECT attempt, worker, CASE WHEN queued THEN NULL ELSE time_started END, "
-                "time_terminated, exit_status, exit_code, usage FROM attempts "
-                "WHERE task_id = ? ORDER BY attempt",
-                (task_id,),
-            ).fetchall()
+            rows = conn.execute(Q.HISTORY, (task_id,)).fetchall()
             return [
                 {
                     "attempt": a,
@@ -199,12 +215,15 @@ class SqliteStore(Store):
         free: Resources,
         queues: Sequence[str],
         limit: int,
+        remaining_s: float | None = None,
         prefetch: int = 0,
         capacity: Resources | None = None,
     ) -> list[ClaimedAttempt]:
         now = self._clock()
-        return await self.db.write(
-            lambda conn: attempts.claim(
+
+        def run(conn: sqlite3.Connection) -> list[ClaimedAttempt]:
+            check_not_revoked(conn, token)
+            return attempts.claim(
                 conn,
                 worker=worker,
                 token=token,
@@ -212,10 +231,12 @@ class SqliteStore(Store):
                 queues=queues,
                 limit=limit,
                 now=now,
+                remaining_s=remaining_s,
                 prefetch=prefetch,
                 capacity=capacity,
             )
-        )
+
+        return await self.db.write(run)
 
     async def start_queued(
         self, task_id: str, execution_key: str, *, time: float, caller: Caller, worker: str
@@ -237,6 +258,15 @@ class SqliteStore(Store):
             )
         )
 
+    async def next_begin(self) -> float | None:
+        now = self._clock()
+
+        def run(conn: sqlite3.Connection) -> float | None:
+            (found,) = conn.execute(Q.NEXT_BEGIN, (now,)).fetchone()
+            return None if found is None else float(found)
+
+        return await self.db.read(run)
+
     async def finish(
         self,
         task_id: str,
@@ -252,6 +282,7 @@ class SqliteStore(Store):
         now = self._clock()
 
         def run(conn: sqlite3.Connection) -> dict[str, Any]:
+            check_not_revoked(conn, caller.name)
             attempts.finish(
                 conn,
                 task_id,
@@ -286,7 +317,7 @@ class SqliteStore(Store):
 
     async def add_memory_usage(self, records: Sequence[MemoryUsage], caller: Caller) -> int:
         now = self._clock()
-        rows = [(r.task, r.time, r.resident_memory_bytes) for r in records]
+        rows = [(r.task, r.time, r.resident_memory_bytes, r.cpu_percent) for r in records]
         return await self.db.write(lambda conn: attempts.add_memory_usage(conn, rows, caller, now))
 
     async def find_memory_usage(self, query: Query) -> Page:
@@ -294,164 +325,24 @@ class SqliteStore(Store):
             query,
             MEMORY_COLUMNS,
             table="memory_usage",
-            columns="id, task_id, attempt, time, resident_memory_bytes",
+            columns="id, task_id, attempt, time, resident_memory_bytes, cpu_percent",
         )
 
         def run(conn: sqlite3.Connection) -> Page:
             rows = conn.execute(select, params).fetchall()
             (total,) = conn.execute(count, params[:-2]).fetchone()
             items = [
-                {"_id": str(i), "task": t, "attempt": a, "time": tm, "resident_memory_bytes": r}
-                for i, t, a, tm, r in rows
+                {
+                    "_id": str(i),
+                    "task": t,
+                    "attempt": a,
+                    "time": tm,
+                    "resident_memory_bytes": r,
+                    "cpu_percent": cpu,
+                }
+                for i, t, a, tm, r, cpu in rows
             ]
             return Page(items=items, total=total)
-
-        return await self.db.read(run)
-
-    # --- events ----------------------------------------------------------------
-
-    async def events_since(self, seq: int, *, limit: int = 1000) -> list[dict[str, Any]]:
-        def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-            rows = conn.execute(Q.EVENTS_SINCE, (seq, limit)).fetchall()
-            return [{"seq": s, "time": t, "type": k, "data": loads(d)} for s, t, k, d in rows]
-
-        return await self.db.read(run)
-
-    async def last_seq(self) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            (seq,) = conn.execute(Q.LAST_SEQ).fetchone()
-            return int(seq)
-
-        return await self.db.read(run)
-
-    def add_commit_listener(self, callback: Callable[[], None]) -> None:
-        self.db.on_commit.append(callback)
-
-    # --- workers ---------------------------------------------------------------
-
-    async def join_worker(
-        self,
-        *,
-        name: str,
-        token: str,
-        capacity: dict[str, Any],
-        queues: list[str],
-        host: str,
-        pid: int,
-        held: Sequence[tuple[str, str]],
-    ) -> Joined:
-        now = self._clock()
-        return await self.db.write(
-            lambda conn: workers.join(
-                conn,
-                name=name,
-                token=token,
-                capacity=capacity,
-                queues=queues,
-                host=host,
-                pid=pid,
-                held=held,
-                now=now,
-            )
-        )
-
-    async def leave_worker(self, name: str, *, lost: bool) -> list[str]:
-        now = self._clock()
-        return await self.db.write(lambda conn: workers.leave(conn, name, lost=lost, now=now))
-
-    async def touch_workers(self, names: Sequence[str]) -> None:
-        now = self._clock()
-        await self.db.write(lambda conn: workers.touch(conn, names, now))
-
-    async def connected_workers(self) -> list[str]:
-        return await self.db.read(workers.connected_names)
-
-    async def list_workers(self, name: str | None = None) -> list[dict[str, Any]]:
-        return await self.db.read(lambda conn: workers.list_workers(conn, name))
-
-    async def append_log(
-        self, task_id: str, execution_key: str, stream: str, data: bytes, *, worker: str
-    ) -> None:
-        await self.db.write(
-            lambda conn: workers.append_log(
-                conn,
-                task_id,
-                execution_key,
-                stream,
-                data,
-                worker=worker,
-                max_log_bytes=self.max_log_bytes,
-            )
-        )
-
-    async def read_logs(
-        self, task_id: str, *, attempt: int | None = None, stream: str | None = None
-    ) -> dict[str, Any]:
-        return await self.db.read(
-            lambda conn: workers.read_logs(conn, task_id, attempt=attempt, stream=stream)
-        )
-
-    async def oldest_seq(self) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            (seq,) = conn.execute(Q.OLDEST_SEQ).fetchone()
-            return int(seq)
-
-        return await self.db.read(run)
-
-    async def prune_events(self, *, keep: int) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            (last,) = conn.execute(Q.LAST_SEQ).fetchone()
-            cursor = conn.execute(Q.PRUNE_EVENTS, (last - keep,))
-            return int(cursor.rowcount)
-
-        return await self.db.write(run)
-
-    # --- tokens ----------------------------------------------------------------
-
-    async def create_token(self, name: str, role: Role) -> str:
-        if not name or len(name) > 128 or not name.isprintable():
-            raise InvalidInput(
-                "a token name is 1 to 128 printable characters", issues={"name": name}
-            )
-        token = generate_token()
-        now = self._clock()
-
-        def run(conn: sqlite3.Connection) -> None:
-            found = conn.execute(Q.TOKEN_REVOKED, (name,)).fetchone()
-            if found is not None and found[0] is None:
-                raise Conflict(f"a token named {name!r} already exists")
-            if found is not None:  # tasks and history name it: never a new holder
-                raise Conflict(f"a token named {name!r} was revoked; its name is not given again")
-            conn.execute(Q.INSERT_TOKEN, (name, role.value, hash_token(token), now))
-
-        await self.db.write(run)
-        return token
-
-    async def list_tokens(self) -> list[TokenInfo]:
-        def run(conn: sqlite3.Connection) -> list[TokenInfo]:
-            rows = conn.execute(Q.LIST_TOKENS)
-            return [TokenInfo(name=n, role=Role(r), created=c, revoked=v) for n, r, c, v in rows]
-
-        return await self.db.read(run)
-
-    async def revoke_token(self, name: str) -> None:
-        now = self._clock()
-
-        def run(conn: sqlite3.Connection) -> None:
-            changed = conn.execute(Q.REVOKE_TOKEN, (now, name)).fetchone()
-            if changed is None:
-                raise NotFound(f"no active token named {name!r}")
-
-        await self.db.write(run)
-
-    async def verify_token(self, token: str) -> Caller | None:
-        digest = hash_token(token)
-
-        def run(conn: sqlite3.Connection) -> Caller | None:
-            row = conn.execute(Q.VERIFY_TOKEN, (digest,)).fetchone()
-            if row is None or not same_digest(row[2], digest):
-                return None
-            return Caller(name=row[0], role=Role(row[1]))
 
         return await self.db.read(run)
 
@@ -468,6 +359,16 @@ class SqliteStore(Store):
         from server.stores.sqlite import stats
 
         return await self.db.read(lambda conn: stats.tree(conn, task_id))
+
+
+def check_not_revoked(conn: sqlite3.Connection, token: str) -> None:
+    """Inside a write's transaction: a token revoked (by this process or by
+    ``banyan-server token revoke`` in another) claims and reports nothing
+    more, even on a socket or request that was let in before the revocation.
+    (A name with no token row is a caller the store's own tests made up.)"""
+    row = conn.execute(Q.TOKEN_STATE, (token,)).fetchone()
+    if row is not None and row[0] is not None:
+        raise Unauthorized(f"the token {token!r} was revoked")
 
 
 __all__ = ["SqliteStore", "schema"]

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
+from banyan.constants import DEFAULT_MAX_ABANDON_COUNT
 from banyan.errors import (
     Conflict,
     InvalidInput,
@@ -32,8 +33,6 @@ from server.stores.sqlite import graph
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.changes import apply_changes
 from server.stores.sqlite.rows import (
-    NEW_ETAG_SQL,
-    TASK_COLUMNS,
     chunks,
     dumps,
     get_doc,
@@ -42,12 +41,6 @@ from server.stores.sqlite.rows import (
     store_events,
 )
 
-_INSERT = (
-    "INSERT INTO tasks (id, name, command, state, queue, priority, max_retry_count, "
-    "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
-    "cores, memory, gpus, env, cwd, owner, created, updated, etag) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 # Fields that shape how the next attempt runs: frozen while one is running.
 _PLAIN_FIELDS = (
     "name",
@@ -58,6 +51,9 @@ _PLAIN_FIELDS = (
     "max_termination_time",
     "estimated_runtime",
     "cwd",
+    "time_limit",
+    "not_before",
+    "max_abandon_count",
 )
 
 
@@ -66,12 +62,20 @@ def _resource_columns(resources: Resources) -> tuple[str, float, int, int]:
 
 
 def create_tasks(
-    conn: sqlite3.Connection, items: Sequence[TaskCreate], caller: Caller, now: float
+    conn: sqlite3.Connection,
+    items: Sequence[TaskCreate],
+    caller: Caller,
+    now: float,
+    *,
+    job_name: str | None = None,
 ) -> list[CreatedTask]:
-    """Insert ``items`` all or nothing; returns ``[{"_id", "_etag", "_created"}]``.
+    """Insert ``items`` all or nothing, as one job; returns ``[{"_id", "_etag",
+    "_created", "job"}]``.
 
     Continuations may point at existing tasks or at other items of the same
-    request (by client-chosen ``_id``), so a whole tree fits in one POST.
+    request (by client-chosen ``_id``), so a whole tree fits in one POST. The
+    job's id is the first task's id; its name ``job_name``, else the first
+    task's name.
     """
     generated = iter(new_ids(sum(1 for i in items if i.id is None), now))
     ids = [item.id if item.id is not None else next(generated) for item in items]
@@ -82,9 +86,7 @@ def create_tasks(
         index[task_id] = i
     chosen = [i for i, item in zip(ids, items, strict=True) if item.id is not None]
     for part in chunks(chosen):
-        taken = conn.execute(
-            f"SELECT id, owner FROM tasks WHERE id IN ({placeholders(len(part))}) LIMIT 1", part
-        ).fetchone()
+        taken = conn.execute(Q.FIRST_TAKEN_ID.format(ids=placeholders(len(part))), part).fetchone()
         if taken:
             raise idempotency.id_taken(taken[0], taken[1], caller, index[taken[0]])
 
@@ -147,11 +149,18 @@ def create_tasks(
                 now,
                 now,
                 etag,
+                ids[0],
+                item.run_when.value,
             )
         )
-    conn.executemany(_INSERT, rows)
+    job = ids[0] if ids else None
+    if job is not None:
+        name = job_name if job_name is not None else items[0].name
+        conn.execute(Q.INSERT_JOB, (job, name, caller.name, now))
+    conn.executemany(Q.INSERT_TASK, rows)
+    conn.executemany(Q.SET_TIME_AND_ABANDON, _time_and_abandon(ids, items))
     conn.executemany(
-        "INSERT INTO continuations (parent, child, position) VALUES (?, ?, ?)",
+        Q.INSERT_CONTINUATION,
         [
             (parent, child, position)
             for parent, item in zip(ids, items, strict=True)
@@ -170,6 +179,7 @@ def create_tasks(
                 priority=item.priority,
                 owner=caller.name,
                 group=item.command is None,
+                job=ids[0],
             )
             for task_id, item, state in zip(ids, items, states, strict=True)
         ),
@@ -179,7 +189,24 @@ def create_tasks(
     if ready:
         graph.make_ready(conn, ready, now)
         etags = _current_etags(conn, ids)
-    return [CreatedTask(_id=i, _etag=e, _created=now) for i, e in zip(ids, etags, strict=True)]
+    return [
+        CreatedTask(_id=i, _etag=e, _created=now, job=ids[0])
+        for i, e in zip(ids, etags, strict=True)
+    ]
+
+
+def _time_and_abandon(
+    ids: Sequence[str], items: Sequence[TaskCreate]
+) -> Iterable[tuple[float | None, float | None, int, str]]:
+    """``time_limit``, ``not_before`` and ``max_abandon_count`` of the items that
+    set them (the columns' defaults serve the rest)."""
+    for task_id, item in zip(ids, items, strict=True):
+        if (
+            item.time_limit is not None
+            or item.not_before is not None
+            or item.max_abandon_count != DEFAULT_MAX_ABANDON_COUNT
+        ):
+            yield (item.time_limit, item.not_before, item.max_abandon_count, task_id)
 
 
 def _check_external_children(
@@ -189,7 +216,7 @@ def _check_external_children(
     found: dict[str, tuple[str, str]] = {}
     for part in chunks(children):
         for task_id, state, owner in conn.execute(
-            f"SELECT id, state, owner FROM tasks WHERE id IN ({placeholders(len(part))})", part
+            Q.STATE_OWNER_OF_IDS.format(ids=placeholders(len(part))), part
         ):
             found[task_id] = (state, owner)
     for child in children:
@@ -234,14 +261,8 @@ def _check_acyclic(edges: list[tuple[str, str]], index: dict[str, int]) -> None:
 
 
 def _wait_on(conn: sqlite3.Connection, child: str, parents: int, now: float) -> None:
-    previous, name, queue = conn.execute(
-        "SELECT state, name, queue FROM tasks WHERE id = ?", (child,)
-    ).fetchone()
-    conn.execute(
-        "UPDATE tasks SET pending_dependency_count = pending_dependency_count + ?, "
-        f"state = 'inactive', updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
-        (parents, now, child),
-    )
+    previous, name, queue = conn.execute(Q.WAIT_ROW, (child,)).fetchone()
+    conn.execute(Q.WAIT_AGAIN, (parents, now, child))
     store_events(conn, now, T.waits_again([T.TaskRef(child, previous, name, queue)]))
 
 
@@ -249,9 +270,7 @@ def _current_etags(conn: sqlite3.Connection, ids: list[str]) -> list[str]:
     found: dict[str, str] = {}
     for part in chunks(ids):
         found.update(
-            conn.execute(
-                f"SELECT id, etag FROM tasks WHERE id IN ({placeholders(len(part))})", part
-            ).fetchall()
+            conn.execute(Q.ETAGS_OF_IDS.format(ids=placeholders(len(part))), part).fetchall()
         )
     return [found[i] for i in ids]
 
@@ -267,10 +286,7 @@ def update_task(
     require_if_match: bool,
 ) -> dict[str, Any]:
     """Apply one PATCH: fields, then continuation edits, then the state change."""
-    row = conn.execute(
-        "SELECT state, owner, etag, requested_resources FROM tasks WHERE id = ?",
-        (task_id,),
-    ).fetchone()
+    row = conn.execute(Q.PATCH_ROW, (task_id,)).fetchone()
     if row is None:
         raise NotFound(f"no task with id {task_id}")
     state, owner, etag, resources_json = row
@@ -280,10 +296,7 @@ def update_task(
     access.check_editable(task_id, state, changes)
     _update_fields(conn, task_id, changes, resources_json, now)
     if "continuations" in changes:
-        current = [
-            c
-            for (c,) in conn.execute("SELECT child FROM continuations WHERE parent = ?", (task_id,))
-        ]
+        current = [c for (c,) in conn.execute(Q.CHILDREN_OF, (task_id,))]
         wanted = changes["continuations"]
         graph.remove_edges(conn, [(task_id, c) for c in current if c not in wanted], caller, now)
         graph.add_edges(conn, [(task_id, c) for c in wanted if c not in current], caller, now)
@@ -306,9 +319,7 @@ def update_task(
     if changes.get("state") is not None:
         change_state_by_user(conn, task_id, State(changes["state"]), now)
     elif changes:
-        conn.execute(
-            f"UPDATE tasks SET updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?", (now, task_id)
-        )
+        conn.execute(Q.TOUCH_TASK, (now, task_id))
     return get_doc(conn, task_id)
 
 
@@ -338,7 +349,7 @@ def _update_fields(
         values += [resources, cores, memory, gpus]
     if sets:
         conn.execute(
-            f"UPDATE tasks SET {', '.join(sets)}, updated = ?, etag = {NEW_ETAG_SQL} WHERE id = ?",
+            Q.UPDATE_TASK_FIELDS.format(sets=", ".join(sets)),
             (*values, now, task_id),
         )
 
@@ -353,17 +364,18 @@ def change_state_by_user(conn: sqlite3.Connection, task_id: str, target: State, 
     if plan.effect is Effect.ACTIVATE:
         graph.make_ready(conn, [task_id], now)
     elif plan.effect is Effect.CANCEL:
-        graph.cancel_tree(conn, [task_id], origin=task_id, now=now, include_roots=True)
+        graph.cancel_task(conn, task_id, now=now)
     elif plan.effect is Effect.REQUEST_CANCEL and plan.change is not None:
         apply_changes(conn, [plan.change], now)
     elif plan.effect is Effect.RETRY:
         conn.execute(Q.RESET_RETRIES, (task_id,))
+        conn.execute(Q.RESET_ABANDONS, (task_id,))
         graph.make_ready(conn, [task_id], now)
         graph.revive(conn, task_id, now)
 
 
 def get_task_row(conn: sqlite3.Connection, task_id: str) -> Sequence[Any]:
-    row = conn.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,)).fetchone()
+    row = conn.execute(Q.TASK_BY_ID, (task_id,)).fetchone()
     if row is None:
         raise NotFound(f"no task with id {task_id}")
     return row  # type: ignore[no-any-return]

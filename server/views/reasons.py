@@ -1,0 +1,78 @@
+"""Why pending, for many tasks at once: the ``_pending_reason`` of each item
+of a ``GET /tasks?reasons=1`` page (one round trip for a whole page, as
+``squeue`` prints a reason per line), and the ``_warnings`` of a ``POST
+/tasks`` whose tasks no connected worker could ever run (``?require_fit=1``
+refuses them instead). The rules are ``server.domain.pending``'s; the
+workers and their live states are read once per request."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from banyan.errors import InvalidInput
+from banyan.models import TaskCreate
+from banyan.states import ACTIVE_STATES, State
+from server.domain.pending import never_fits
+from server.keys import STORE
+from server.views.stats import (
+    QUIET_NOTE,
+    explain_seen,
+    quiet_names,
+    seen_workers,
+    with_ahead,
+    with_states,
+    workers_seen,
+)
+
+
+async def add_reasons(
+    request: web.Request, docs: Sequence[dict[str, Any]], items: Sequence[dict[str, Any]]
+) -> None:
+    """Set ``_pending_reason`` (``{"code", "reason"}``) on each rendered item
+    from its stored document, as ``/tasks/{id}/pending_reason`` gives it (the
+    tasks ahead in line, a quiet worker's note); the workers are read once,
+    and only if a task is available or active."""
+    needs_workers = any(d["state"] == State.AVAILABLE or d["state"] in ACTIVE_STATES for d in docs)
+    found = await request.app[STORE].list_workers() if needs_workers else []
+    seen = seen_workers(with_states(request, found))
+    quiet = quiet_names(request, found)
+    store = request.app[STORE]
+    for doc, item in zip(docs, items, strict=True):
+        code, reason = explain_seen(doc, await with_ahead(store, doc, seen))
+        worker = (doc.get("execution") or {}).get("worker")
+        if doc["state"] in ACTIVE_STATES and worker in quiet:
+            reason += QUIET_NOTE
+        item["_pending_reason"] = {"code": code, "reason": reason}
+
+
+async def fit_warnings(
+    request: web.Request, items: Sequence[TaskCreate], *, single: bool, refuse: bool
+) -> list[str]:
+    """One line per distinct (queue, request) that no connected worker could
+    ever fit; with ``refuse``, ``InvalidInput`` naming the items instead.
+    Group tasks (no command) need no worker."""
+    runnable = [(i, t) for i, t in enumerate(items) if t.command is not None]
+    if not runnable:
+        return []
+    seen = await workers_seen(request)
+    problems: dict[tuple[str, str], tuple[str | None, list[int]]] = {}
+    for index, item in runnable:
+        key = (item.queue, item.requested_resources.model_dump_json())
+        if key not in problems:
+            problems[key] = (never_fits(item.queue, item.requested_resources, seen), [])
+        problems[key][1].append(index)
+    warnings: list[str] = []
+    issues: dict[str, str] = {}
+    for problem, indexes in problems.values():
+        if problem is None:
+            continue
+        who = "" if single else f"{len(indexes)} task(s): "
+        warnings.append(f"{who}no connected worker could ever fit it: {problem}")
+        for index in indexes:
+            issues["requested_resources" if single else f"{index}.requested_resources"] = problem
+    if warnings and refuse:
+        raise InvalidInput("refused (require_fit): " + "; ".join(warnings), issues=issues)
+    return [f"{w}; it will wait for one" for w in warnings]
