@@ -35,6 +35,7 @@ class ExecutionDoc(TypedDict, total=False):
     time_started: str | None
     time_terminated: str | None
     progress: ProgressDoc | None
+    queued: bool  # a worker holds the attempt, its process not started yet (prefetch)
 
 
 class TaskDoc(TypedDict, total=False):
@@ -99,6 +100,7 @@ class WorkerDoc(TypedDict, total=False):
     capacity: dict[str, Any]
     free: dict[str, Any]
     running: list[RunningDoc]
+    queued: list[str]  # tasks it holds prefetched, not started yet (issue 12)
     last_heartbeat: str | None
     last_heartbeat_age_s: float
     connected: str | None

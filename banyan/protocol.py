@@ -28,6 +28,7 @@ from banyan.resources import Resources
 PROTOCOL_VERSION = 1
 MAX_FRAME_BYTES = 4 * 1024 * 1024
 MAX_CLAIM = 256
+MAX_PREFETCH = 64
 
 # Websocket close codes (4000-4999 are the application's).
 CLOSE_NORMAL = 1000
@@ -114,18 +115,46 @@ class Heartbeat(BaseModel):
 
 
 class Claim(BaseModel):
-    """Ask for up to ``limit`` tasks that fit ``free``."""
+    """Ask for up to ``limit`` tasks that fit ``free``, and (``prefetch``) up to
+    that many more to hold queued, each fitting the worker's whole capacity,
+    started by the worker as soon as a slot frees (it then sends ``started``)."""
 
     model_config = _FRAME
     type: Literal["claim"] = "claim"
     free: Resources
     limit: Annotated[int, Field(ge=1, le=MAX_CLAIM)] = 1
+    prefetch: Annotated[int, Field(ge=0, le=MAX_PREFETCH)] = 0
     # The worker's remaining lifetime: only tasks whose time_limit fits are given.
     remaining_s: Annotated[float, Field(ge=0)] | None = None
 
     @model_serializer(mode="wrap")
     def _compat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return _drop_none(handler(self), "remaining_s")
+        # Without prefetch or a lifetime the frame is the version-1 frame exactly.
+        data = _drop_none(handler(self), "remaining_s")
+        if not data.get("prefetch"):
+            data.pop("prefetch", None)
+        return data
+
+
+class Started(BaseModel):
+    """A queued attempt's process really started at ``time`` (epoch seconds)."""
+
+    model_config = _FRAME
+    type: Literal["started"] = "started"
+    task: TaskRef
+    execution_key: Key
+    time: float
+
+
+class Returned(BaseModel):
+    """A queued attempt handed back unstarted (the worker is leaving, or its
+    lease lapsed): the task goes back to the queue without counting a retry.
+    Answered with ``accepted`` or ``refused`` like ``finished``."""
+
+    model_config = _FRAME
+    type: Literal["returned"] = "returned"
+    task: TaskRef
+    execution_key: Key
 
 
 class Progress(BaseModel):
@@ -212,10 +241,15 @@ class AssignedAttempt(BaseModel):
     requested_resources: dict[str, Any]
     name: str | None = None
     time_limit: float | None = None  # seconds the attempt may run; then "failure (time limit)"
+    queued: bool = False  # prefetched: start it when a slot frees, then send ``started``
 
     @model_serializer(mode="wrap")
     def _compat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return _drop_none(handler(self), "time_limit")
+        # Unset: the version-1 frame exactly (older workers forbid the fields).
+        data = _drop_none(handler(self), "time_limit")
+        if not data.get("queued"):
+            data.pop("queued", None)
+        return data
 
 
 class Assigned(BaseModel):
@@ -232,6 +266,16 @@ class WorkAvailable(BaseModel):
 class Cancel(BaseModel):
     model_config = _FRAME
     type: Literal["cancel"] = "cancel"
+    task: str
+    execution_key: str
+
+
+class GiveBack(BaseModel):
+    """Hand this queued attempt back (``returned``) if it has not started:
+    another worker of its queue has a free slot now."""
+
+    model_config = _FRAME
+    type: Literal["give_back"] = "give_back"
     task: str
     execution_key: str
 
@@ -257,11 +301,11 @@ class Refused(BaseModel):
 
 
 WorkerFrame = Annotated[
-    Hello | Heartbeat | Claim | Progress | Usage | Output | Finished | Bye,
+    Hello | Heartbeat | Claim | Progress | Usage | Output | Finished | Started | Returned | Bye,
     Field(discriminator="type"),
 ]
 ServerFrame = Annotated[
-    Welcome | Assigned | WorkAvailable | Cancel | Accepted | Refused | HeartbeatAck,
+    Welcome | Assigned | WorkAvailable | Cancel | GiveBack | Accepted | Refused | HeartbeatAck,
     Field(discriminator="type"),
 ]
 _WORKER = TypeAdapter(WorkerFrame)

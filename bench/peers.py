@@ -12,6 +12,8 @@ state in a temp dir, 127.0.0.1 only:
   ``true`` tasks with the default request (1 core); the clock runs from just
   before the POST until every task is terminated (polled every 10 ms).
 - ``banyan-0.01``: the same with ``requested_resources.cores = 0.01``.
+- ``banyan-p0``: ``banyan`` with ``banyan-worker --prefetch 0`` (no queued
+  attempts: one claim round trip per task on the critical path).
 - ``huey``: ``SqliteHuey(fsync=True)`` (durable) and ``huey_consumer -k
   process -w 2``; N tasks that each run ``subprocess.run("true",
   shell=True)``, enqueued from one client; the clock runs from the first
@@ -29,7 +31,7 @@ state in a temp dir, 127.0.0.1 only:
 
 The peers are installed on first use into ``bench/.peers-venv`` (``pip install
 huey hyperqueue``). Prints per contender the median rate and range, and per
-rep the ratios banyan/huey, banyan/hq, banyan-0.01/spawn and
+rep the ratios banyan/huey, banyan/hq, banyan-0.01/spawn, banyan/banyan-p0 and
 banyan-post64/huey-enqueue, with their medians. N defaults to 1,000
 (``--large``: 10,000); every wait is bounded.
 """
@@ -156,14 +158,16 @@ def ensure_peers() -> None:
     )
 
 
-def run_banyan(tmp: Path, n: int, cores: float | None) -> tuple[float, int]:
+def run_banyan(
+    tmp: Path, n: int, cores: float | None, worker_args: tuple[str, ...] = ()
+) -> tuple[float, int]:
     task: dict[str, object] = {"command": "true", "state": "available"}
     if cores is not None:
         task["requested_resources"] = {"cores": cores}
     with Cluster(tmp, name="race", settings={}) as cluster:
         cluster.start_server()
-        cluster.start_worker("r1", cores=1, memory=None)
-        cluster.start_worker("r2", cores=1, memory=None)
+        cluster.start_worker("r1", *worker_args, cores=1, memory=None)
+        cluster.start_worker("r2", *worker_args, cores=1, memory=None)
         cluster.wait_connected("r1", "r2", states=("idle",))
         http = cluster.http
         t0 = time.perf_counter()
@@ -284,6 +288,8 @@ def contenders(n: int) -> dict[str, Callable[[Path], tuple[float, int]]]:
         "huey": lambda tmp: run_huey(tmp, n),
         "hq": lambda tmp: run_hq(tmp, n),
         "banyan-0.01": lambda tmp: run_banyan(tmp, n, 0.01),
+        # The same without prefetch (--prefetch 0): the before of issue 12's queue.
+        "banyan-p0": lambda tmp: run_banyan(tmp, n, None, ("--prefetch", "0")),
         "spawn": lambda tmp: run_spawn(tmp, n),
         "banyan-post64": lambda tmp: run_banyan_posts(tmp, n),
         "huey-enqueue": lambda tmp: run_huey_enqueue(tmp, n),
@@ -337,6 +343,8 @@ def main() -> int:
         ("banyan", "hq", 2.0),
         ("banyan-0.01", "spawn", 0.55),
         ("banyan-post64", "huey-enqueue", 1.5),
+        ("banyan-p0", "huey", 2.0),
+        ("banyan", "banyan-p0", 1.0),
     ]
     for mine, peer, target in pairs:
         if mine not in rates or peer not in rates:

@@ -30,6 +30,7 @@ from aiohttp import WSMsgType, web
 from banyan import protocol as p
 from banyan.errors import BanyanError, Unauthorized
 from banyan.models import MemoryUsage
+from banyan.resources import Amounts, Resources
 from banyan.states import State
 from banyan.supervise import SideTasks
 from banyan.tokens import Caller
@@ -37,7 +38,7 @@ from server import admission
 from server.admission import CLOSE_TRY_AGAIN
 from server.auth import AUTH, WORKERS
 from server.begins import BeginTimer
-from server.domain import identity
+from server.domain import claims, identity
 from server.hub import Event, EventHub
 from server.settings import Settings
 from server.stores.base import ClaimedAttempt, Store
@@ -59,7 +60,12 @@ class Session:
     caller: Caller
     queues: list[str]
     held: dict[str, str] = field(default_factory=dict)  # task id -> execution key
+    queued: set[str] = field(default_factory=set)  # of held: prefetched, not started yet
     draining: bool = False
+    capacity: Resources | None = None
+    # Its last claim found nothing for a free slot: prefetch is granted to no
+    # other worker of its queues meanwhile (it should start the next tasks).
+    idle: bool = False
     revoked: bool = False  # its token was revoked: nothing more it sends is applied
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     inflight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(64))
@@ -227,7 +233,9 @@ class Gateway:
             same_process=proven,
             secret=identity.secret_digest(secret),
         )
-        session = Session(name=name, ws=ws, caller=caller, queues=hello.queues)
+        session = Session(
+            name=name, ws=ws, caller=caller, queues=hello.queues, capacity=hello.capacity
+        )
         if hello.remaining_s is not None:
             session.deadline = time.monotonic() + hello.remaining_s
         keys = dict(held)
@@ -324,6 +332,11 @@ class Gateway:
         if session.draining:
             attempts: list[ClaimedAttempt] = []
         else:
+            depth = claims.prefetch_depth(
+                asked=frame.prefetch,
+                max_prefetch=self._settings.max_prefetch,
+                others_idle=self._others_idle(session),
+            )
             attempts = await self._retrying(
                 session,
                 lambda: self._store.claim(
@@ -333,11 +346,50 @@ class Gateway:
                     queues=session.queues,
                     limit=frame.limit,
                     remaining_s=frame.remaining_s,
+                    prefetch=depth,
+                    capacity=session.capacity,
                 ),
             )
+            has_room = not Amounts.of(frame.free).no_cores_left
+            session.idle = has_room and not any(not a.get("queued") for a in attempts)
         for attempt in attempts:
             session.held[attempt["task"]] = attempt["execution_key"]
+            if attempt.get("queued"):
+                session.queued.add(attempt["task"])
         await session.send(p.Assigned(attempts=[p.AssignedAttempt(**a) for a in attempts]))
+        if session.idle:
+            await self._reclaim_for(session)
+
+    async def _reclaim_for(self, idle: Session) -> None:
+        """``idle`` has a free slot and found nothing: the other workers of its
+        queues hand back what they hold unstarted, so it can start that now
+        (the returns make the tasks available, which wakes ``idle`` up)."""
+        mine = set(idle.queues)
+        for other in list(self.sessions.values()):
+            if (
+                other is idle
+                or other.revoked
+                or not other.queued
+                or not mine.intersection(other.queues)
+            ):
+                continue
+            for task in list(other.queued):
+                key = other.held.get(task)
+                if key is not None:
+                    await other.send(p.GiveBack(task=task, execution_key=key))
+
+    def _others_idle(self, session: Session) -> bool:
+        """Whether another worker serving one of ``session``'s queues has a free
+        slot and found nothing at its last claim (prefetch would starve it)."""
+        mine = set(session.queues)
+        return any(
+            other.idle
+            and not other.draining
+            and not other.revoked
+            and mine.intersection(other.queues)
+            for other in self.sessions.values()
+            if other is not session
+        )
 
     async def _report(self, session: Session, frame: Any) -> None:
         task, key = frame.task, frame.execution_key
@@ -364,6 +416,22 @@ class Gateway:
                     ),
                 )
                 session.held.pop(task, None)
+                session.queued.discard(task)
+                await session.send(p.Accepted(task=task, execution_key=key))
+            elif isinstance(frame, p.Started):
+                session.queued.discard(task)
+                await self._store.start_queued(
+                    task, key, time=frame.time, caller=session.caller, worker=session.name
+                )
+            elif isinstance(frame, p.Returned):
+                await self._retrying(
+                    session,
+                    lambda: self._store.return_queued(
+                        task, key, caller=session.caller, worker=session.name
+                    ),
+                )
+                session.held.pop(task, None)
+                session.queued.discard(task)
                 await session.send(p.Accepted(task=task, execution_key=key))
             elif isinstance(frame, p.Progress):
                 progress = frame.model_dump(include={"percent", "message"}, exclude_none=True)
@@ -381,8 +449,9 @@ class Gateway:
                     task, key, frame.stream, frame.data.encode(), worker=session.name
                 )
         except BanyanError as exc:
-            if isinstance(frame, p.Finished):
+            if isinstance(frame, (p.Finished, p.Returned)):
                 session.held.pop(task, None)
+                session.queued.discard(task)
             code = exc.status if exc.status != 500 else 409
             await session.send(
                 p.Refused(task=task, execution_key=key, code=code, message=exc.message)

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     max_results_limit: int = Field(
         c.MAX_RESULTS_LIMIT, ge=1, description="`max_results` is clamped to this"
     )
+    max_prefetch: int = Field(
+        8,
+        ge=0,
+        le=64,
+        description="most attempts a worker may hold queued beyond what it runs "
+        "(its `--prefetch`, capped); 0 turns prefetch off",
+    )
     require_if_match: bool = Field(
         False, description="strict mode: PATCH without `If-Match` gets 428"
     )

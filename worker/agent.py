@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 STOPPED = "abandoned (worker stopped)"  # follows the retry rule, like a lost worker
 RECONNECT_MAX_S = 2.0
 OUTPUT_FLUSH_S = 0.1
+DEFAULT_PREFETCH = 8  # banyan-worker --prefetch (docs/prefetch.md: the trade-off)
 CONNECT_TIMEOUT_S = 15.0  # TCP connect, and the upgrade's response: a cut network must not hang it
 FENCED = "the worker's lease lapsed (no word from the server): stopped"
 NOT_STARTED = "not started: the worker's lease had lapsed"
@@ -92,6 +93,10 @@ class WorkerConfig:
     usage_interval_s: float = 2.0
     max_log_bytes: int = 1 << 20
     claim_limit: int = 32
+    # Attempts held queued beyond what runs, started the moment a slot frees
+    # (the server caps it with max_prefetch, and grants none while another
+    # worker of the same queues is idle). 0: claim only what fits now.
+    prefetch: int = DEFAULT_PREFETCH
     burst: bool = False  # exit once nothing is left to claim or run (tests, batch use)
     log_format: str = "text"  # also for the reaper sidecar's lines
     enforce_memory: bool = False  # a task's memory request is its cgroup's memory.max
@@ -124,6 +129,10 @@ class Agent:
         self.config = config
         self.jobs: dict[str, Job] = {}
         self.unreported: dict[str, p.Finished] = {}
+        # Prefetch: assigned attempts not started yet (in the order handed out),
+        # and those handed back, until the server accepts or refuses the return.
+        self.queued: dict[str, p.AssignedAttempt] = {}
+        self.returning: dict[str, p.Returned] = {}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._send_lock = asyncio.Lock()
         self._stopping = asyncio.Event()
@@ -177,7 +186,7 @@ class Agent:
         self.exit_reason = reason
         log.info("%s: stopping (%s)", reason, "draining" if self.config.drain else "stopping tasks")
         self._spawn(self._heartbeat_once())
-        self._spawn(self._maybe_leave())
+        self._spawn(self._return_queued())
         if not self.config.drain:
             for job in list(self.jobs.values()):
                 job.stopped = True
@@ -273,6 +282,7 @@ class Agent:
     def _finished(self) -> bool:
         # Never while a claim is in flight: its answer may hand this worker tasks.
         idle = not self.jobs and not self.unreported and not self._claiming
+        idle = idle and not self.queued and not self.returning
         return idle and (self._stopping.is_set() or (self.config.burst and self._queue_empty))
 
     def _refused(self, code: int) -> None:
@@ -298,6 +308,8 @@ class Agent:
                     job.task.kill()
             self.unreported.clear()
             self.jobs.clear()
+            self.queued.clear()  # the server hands these to others (uncounted)
+            self.returning.clear()
             self._free_gpus = list(self.config.gpu_indices)
 
     # --- one connection --------------------------------------------------------
@@ -342,12 +354,16 @@ class Agent:
         self._server_timeout_s = welcome.server_timeout_s
         self._start_lease(ws.protocol == p.LEASE_PROTOCOL, welcome, hello_sent)
         for task_id in welcome.dropped:  # the server no longer counts these as ours
+            self.queued.pop(task_id, None)
+            self.returning.pop(task_id, None)
             job = self.jobs.get(task_id)
             if job is not None and job.task is not None:
                 job.stopped = True
                 job.task.kill()
         for report in list(self.unreported.values()):
             await self._send_report(report)
+        for returned in list(self.returning.values()):
+            await self._send(returned)
         heartbeat = self._background.spawn(self._heartbeats(), name="heartbeat")
         try:
             self._claiming = False
@@ -375,6 +391,8 @@ class Agent:
         acknowledged (their reports follow the hello)."""
         held = {t: j.attempt.execution_key for t, j in self.jobs.items()}
         held.update({t: r.execution_key for t, r in self.unreported.items()})
+        held.update({t: a.execution_key for t, a in self.queued.items()})
+        held.update({t: r.execution_key for t, r in self.returning.items()})
         return [p.Held(task=t, execution_key=k) for t, k in held.items()]
 
     async def _send(self, frame: Any) -> bool:
@@ -497,9 +515,17 @@ class Agent:
         elif isinstance(frame, p.Assigned):
             self._renew(self._claim_sent_at)
             self._claim_sent_at = None
-            self._queue_empty = not frame.attempts and not self.jobs and self._claim_settled
+            self._queue_empty = (
+                not frame.attempts and not self.jobs and not self.queued and self._claim_settled
+            )
             for attempt in frame.attempts:
-                await self._start(attempt)
+                if attempt.queued and self._stopping.is_set():
+                    await self._hand_back(attempt)  # claimed just before the stop
+                elif attempt.queued:
+                    self.queued[attempt.task] = attempt
+                else:
+                    await self._start(attempt)
+            await self._start_queued()
             self._claiming = False
             # Claims fill the worker (issue 11): one answer stops at the claim's
             # limit (or the server's scan window) even when cores are still free,
@@ -514,19 +540,36 @@ class Agent:
             self._queue_empty = False
             await self._claim()
         elif isinstance(frame, p.Cancel):
+            waiting = self.queued.get(frame.task)
+            if waiting is not None and waiting.execution_key == frame.execution_key:
+                # Never started: it ends at once, with no process.
+                del self.queued[frame.task]
+                report = p.Finished(
+                    task=frame.task, execution_key=frame.execution_key, exit_status="cancelled"
+                )
+                self.unreported[frame.task] = report
+                await self._send_report(report)
             job = self.jobs.get(frame.task)
             if job is not None and job.attempt.execution_key == frame.execution_key:
                 job.cancelled = True
                 self._spawn(self._terminate(job))
+        elif isinstance(frame, p.GiveBack):
+            waiting = self.queued.get(frame.task)
+            if waiting is not None and waiting.execution_key == frame.execution_key:
+                del self.queued[frame.task]  # an idle worker can start it now
+                await self._hand_back(waiting)
         elif isinstance(frame, p.Accepted):
             self._renew(self._report_sent_at.pop(frame.task, None))
             self.unreported.pop(frame.task, None)
+            self.returning.pop(frame.task, None)
             if self.config.burst and not self.jobs and not self.unreported:
                 await self._claim()  # everything is on record: is anything left?
         elif isinstance(frame, p.Refused):
             self._renew(self._report_sent_at.pop(frame.task, None))
             log.warning("server refused a report on %s: %s", frame.task, frame.message)
             self.unreported.pop(frame.task, None)
+            self.returning.pop(frame.task, None)
+            self.queued.pop(frame.task, None)
             job = self.jobs.get(frame.task)
             if job is not None and frame.code == 409 and job.task is not None:
                 job.stopped = True  # superseded: the server gave this task to someone else
@@ -555,14 +598,58 @@ class Agent:
             self._claim_again = True
             return
         free = self.free()
-        if Amounts.of(free).no_cores_left and self.jobs:  # full: the next finished job claims again
+        room = max(0, self.config.prefetch - len(self.queued))
+        full = Amounts.of(free).no_cores_left and self.jobs
+        # Full: refill only once the queue is down to half, so that one claim
+        # (one commit on the server) serves several tasks.
+        if full and len(self.queued) > self.config.prefetch // 2:
             return
         self._claiming = True
-        self._claim_settled = not self.jobs and not self.unreported
+        self._claim_settled = not self.jobs and not self.unreported and not self.queued
         self._claim_sent_at = time.monotonic()
-        claim = p.Claim(free=free, limit=self.config.claim_limit, remaining_s=self.remaining_s())
+        # Queued attempts only once no core is free: while one is, a claim hands
+        # out what starts now (a queued one would cost a ``started`` report more).
+        claim = p.Claim(
+            free=free,
+            limit=self.config.claim_limit,
+            prefetch=room if full else 0,
+            remaining_s=self.remaining_s(),
+        )
         if not await self._send(claim):
             self._claiming = False
+
+    async def _start_queued(self) -> None:
+        """Start queued attempts while the first in line fits what is free."""
+        while self.queued and not self._stopping.is_set():
+            task_id, attempt = next(iter(self.queued.items()))
+            request = Amounts.of(Resources.model_validate(attempt.requested_resources))
+            if self.jobs and not request.fits_in(Amounts.of(self.free())):
+                return
+            del self.queued[task_id]
+            if self._lease is not None and self._lease.lapsed(time.monotonic()):
+                await self._hand_back(attempt)  # the server may count us lost: never start it
+                continue
+            remaining = self.remaining_s()
+            limit = attempt.time_limit
+            if limit is not None and remaining is not None and limit > remaining:
+                await self._hand_back(attempt)  # no longer fits this worker's lifetime
+                continue
+            await self._start(attempt)
+            await self._send(
+                p.Started(task=task_id, execution_key=attempt.execution_key, time=time.time())
+            )
+
+    async def _hand_back(self, attempt: p.AssignedAttempt) -> None:
+        returned = p.Returned(task=attempt.task, execution_key=attempt.execution_key)
+        self.returning[attempt.task] = returned
+        await self._send(returned)
+
+    async def _return_queued(self) -> None:
+        """Stopping: every queued attempt goes back to the server (uncounted)."""
+        for attempt in list(self.queued.values()):
+            del self.queued[attempt.task]
+            await self._hand_back(attempt)
+        await self._maybe_leave()
 
     async def _start(self, attempt: p.AssignedAttempt) -> None:
         if self._lease is not None and self._lease.lapsed(time.monotonic()):
@@ -667,6 +754,7 @@ class Agent:
         self.jobs.pop(job.attempt.task, None)
         self._free_gpus.extend(job.gpus)
         self.ran += 1
+        await self._start_queued()  # the next one starts before this one is reported
         if not job.forgotten:  # kept until the server accepts or refuses it
             self.unreported[job.attempt.task] = report
             await self._send_report(report)

@@ -18,7 +18,7 @@ from banyan.client.discovery import add_connection_options, client_file, discove
 from banyan.errors import BanyanError
 from banyan.logs import LOG_FORMATS, setup_logging
 from banyan.units import parse_cores, parse_duration, parse_memory
-from worker.agent import Agent, WorkerConfig
+from worker.agent import DEFAULT_PREFETCH, Agent, WorkerConfig
 from worker.capacity import detect
 from worker.containment import KINDS
 
@@ -142,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--drain", action="store_true", help="on SIGTERM finish running tasks")
     parser.add_argument("--burst", action="store_true", help="exit when nothing is left to run")
     parser.add_argument(
+        "--prefetch",
+        type=int,
+        default=DEFAULT_PREFETCH,
+        metavar="N",
+        help="attempts to hold queued beyond what runs, started the moment a slot frees "
+        f"(the server caps it with max_prefetch; 0 turns it off; default {DEFAULT_PREFETCH})",
+    )
+    parser.add_argument(
         "--enforce-memory",
         action="store_true",
         help="make each task's memory request its hard limit (cgroup v2 memory.max; "
@@ -196,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         queues=args.queues or ["default"],
         drain=args.drain,
         burst=args.burst,
+        prefetch=max(0, args.prefetch),
         usage_interval_s=args.usage_interval,
         log_format=args.log_format,
         enforce_memory=args.enforce_memory,

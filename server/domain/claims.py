@@ -77,6 +77,32 @@ def pack(
     return chosen
 
 
+def pack_queued(
+    candidates: Iterable[T], capacity: Amounts, depth: int, request_of: Callable[[T], Amounts]
+) -> list[T]:
+    """Prefetch: the candidates (in ``ORDER``) a worker holds queued, each
+    fitting its whole ``capacity`` on its own (it starts when a slot frees),
+    up to ``depth`` of them."""
+    chosen: list[T] = []
+    if depth <= 0:
+        return chosen
+    for candidate in candidates:
+        if request_of(candidate).fits_in(capacity):
+            chosen.append(candidate)
+            if len(chosen) == depth:
+                break
+    return chosen
+
+
+def prefetch_depth(*, asked: int, max_prefetch: int, others_idle: bool) -> int:
+    """How many attempts a claim may hand out queued: none while another
+    worker serving the same queues has a free slot (it should start them now),
+    else what the worker asked for, up to the server's ``max_prefetch``."""
+    if others_idle:
+        return 0
+    return max(0, min(asked, max_prefetch))
+
+
 def begun(not_before: float | None, now: float) -> bool:
     """Whether a task's begin time has come."""
     return not_before is None or not_before <= now

@@ -20,6 +20,7 @@ from banyan.dependencies import SKIPPED
 from banyan.errors import Conflict
 from banyan.states import (
     ACTIVE_STATES,
+    CANCELLED_STATUS,
     SUCCESS,
     Actor,
     Effect,
@@ -247,6 +248,38 @@ def end_attempt(
         exit_status=exit_status,
         attempt=attempt,
         retry=outcome.retry,
+    )
+    return AttemptEnd(outcome, event)
+
+
+RETURNED = "returned (not started)"
+
+
+def unqueued_status(state: str) -> str:
+    """The exit status of a queued attempt that ends unstarted."""
+    return CANCELLED_STATUS if state == State.PENDING_CANCELLATION else RETURNED
+
+
+def unqueue(task: TaskRef, *, attempt: int) -> AttemptEnd:
+    """A queued (prefetched) attempt that never started ends: nothing ran, so
+    no retry and no abandonment is counted. A running task goes back to
+    available; one asked to stop (pending_cancellation) is cancelled at once."""
+    current = State(task.state)
+    exit_status = unqueued_status(task.state)
+    if current is State.PENDING_CANCELLATION:
+        outcome = Outcome(State.CANCELLED, retry=False, release=False, cascade_cancel=True)
+    else:
+        outcome = Outcome(State.AVAILABLE, retry=False, release=False, cascade_cancel=False)
+    transition(current, outcome.state, Actor.MONITOR)
+    event = build.task_state(
+        task.id,
+        outcome.state,
+        task.state,
+        name=task.name,
+        queue=task.queue,
+        exit_status=exit_status,
+        attempt=attempt,
+        retry=False,
     )
     return AttemptEnd(outcome, event)
 

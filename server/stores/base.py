@@ -21,7 +21,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, TypedDict
+from typing import Any, NamedTuple, NotRequired, TypedDict
 
 from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
 from banyan.query import Node
@@ -78,6 +78,7 @@ class ClaimedAttempt(TypedDict):
     cwd: str | None
     max_termination_time: int
     time_limit: float | None
+    queued: NotRequired[bool]  # prefetched: started by the worker when a slot frees
 
 
 class Joined(NamedTuple):
@@ -222,13 +223,33 @@ class Store(ABC):
         queues: Sequence[str],
         limit: int,
         remaining_s: float | None = None,
+        prefetch: int = 0,
+        capacity: Resources | None = None,
     ) -> list[ClaimedAttempt]:
         """Start an attempt for each task ``server.domain.claims.pack`` picks
         from the available tasks in ``queues`` (loaded in ``claims.ORDER``, at
         most ``claims.scan_limit(limit)``) for the free share ``free``; each
         gets a new random execution key. Only tasks whose ``not_before`` has
         come and whose ``time_limit`` fits the worker's remaining lifetime
-        ``remaining_s`` (``claims.time_bounds``). Nothing fits: ``[]``."""
+        ``remaining_s`` (``claims.time_bounds``). Nothing fits: ``[]``. Then,
+        with ``prefetch``, up to that many queued attempts
+        (``claims.pack_queued`` against ``capacity``, under the same bounds):
+        ``queued`` set, and no ``time_started`` until :meth:`start_queued`."""
+
+    @abstractmethod
+    async def start_queued(
+        self, task_id: str, execution_key: str, *, time: float, caller: Caller, worker: str
+    ) -> None:
+        """A queued attempt's process started at ``time`` (its ``time_started``);
+        a repeat is harmless; ``Conflict`` once the attempt has ended."""
+
+    @abstractmethod
+    async def return_queued(
+        self, task_id: str, execution_key: str, *, caller: Caller, worker: str
+    ) -> None:
+        """A queued attempt handed back unstarted: ``transitions.unqueue``
+        (available again, no retry counted; cancelled if asked to stop).
+        ``Conflict`` when it has started or ended."""
 
     @abstractmethod
     async def next_begin(self) -> float | None:

@@ -146,6 +146,7 @@ def _render(request: web.Request, worker: dict[str, Any]) -> dict[str, Any]:
             {**a, "time_started": format_date(a["time_started"], date_format)}
             for a in worker["running"]
         ],
+        "queued": worker["queued"],
         "last_heartbeat": format_date(last, date_format),
         "last_heartbeat_age_s": round(max(0.0, now - last), 3),
         "connected": format_date(worker["connected"], date_format),

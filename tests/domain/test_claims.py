@@ -132,3 +132,17 @@ def test_reaches_stops_where_a_claims_window_holds_nothing_that_fits() -> None:
 
 def test_reaches_never_promises_a_start_behind_an_unknown_line() -> None:
     assert not claims.reaches([req()], req(), req(cores=8), complete=False)
+
+
+def test_pack_queued_takes_each_that_fits_the_whole_capacity_up_to_depth() -> None:
+    one, big = Amounts(1, 0, 0), Amounts(8, 0, 0)
+    chosen = claims.pack_queued([one, big, one, one], Amounts(2, 0, 0), 2, lambda r: r)
+    assert chosen == [one, one]
+    assert claims.pack_queued([one], Amounts(2, 0, 0), 0, lambda r: r) == []
+
+
+def test_prefetch_depth_is_none_while_a_peer_is_idle_and_capped() -> None:
+    assert claims.prefetch_depth(asked=3, max_prefetch=2, others_idle=False) == 2
+    assert claims.prefetch_depth(asked=1, max_prefetch=4, others_idle=False) == 1
+    assert claims.prefetch_depth(asked=3, max_prefetch=4, others_idle=True) == 0
+    assert claims.prefetch_depth(asked=3, max_prefetch=0, others_idle=False) == 0

@@ -234,3 +234,17 @@ def test_a_new_parent_makes_an_available_task_wait() -> None:
     assert [(e.data.id, e.data.state, e.data.previous) for e in events] == [
         ("a", "inactive", "available")
     ]
+
+
+def test_unqueue_returns_a_queued_attempt_without_a_retry() -> None:
+    end = T.unqueue(T.TaskRef("a" * 24, "running", None, "default"), attempt=2)
+    assert end.outcome.state == "available" and not end.outcome.retry
+    assert not end.outcome.cascade_cancel and not end.outcome.release
+    assert end.event.data.exit_status == T.RETURNED
+
+
+def test_unqueue_of_a_task_asked_to_stop_cancels_it() -> None:
+    end = T.unqueue(T.TaskRef("a" * 24, "pending_cancellation", None, "default"), attempt=1)
+    assert end.outcome.state == "cancelled" and not end.outcome.retry
+    assert end.outcome.cascade_cancel
+    assert end.event.data.exit_status == "cancelled"

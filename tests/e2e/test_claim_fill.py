@@ -37,7 +37,9 @@ def test_a_big_worker_runs_as_many_one_core_tasks_as_it_has_cores(
     cluster.http.submit(
         [{"command": sleep, "state": "available", "requested_resources": {"cores": 1}}] * tasks
     )
-    cluster.start_worker("big", cores=cores)
+    # Claims alone fill the worker: no queued attempts beyond its cores
+    # (prefetch, tests/e2e/test_prefetch.py, would hold more as running).
+    cluster.start_worker("big", "--prefetch", "0", cores=cores)
     cluster.wait_connected("big")
 
     def full() -> bool:

@@ -42,12 +42,39 @@ def claim(
     limit: int,
     now: float,
     remaining_s: float | None = None,
+    prefetch: int = 0,
+    capacity: Resources | None = None,
 ) -> list[ClaimedAttempt]:
     """Hand out what the claim policy (``server.domain.claims``) picks from the
     available tasks in ``queues`` for the free share ``free``, those begun and
-    fitting the worker's remaining lifetime ``remaining_s``."""
+    fitting the worker's remaining lifetime ``remaining_s``; then, with
+    ``prefetch``, up to that many more as queued attempts under the same
+    bounds, each fitting the worker's whole ``capacity`` (``claims.pack_queued``)."""
     if limit <= 0 or not queues:
         return []
+    attempts = _claim_now(
+        conn, worker=worker, token=token, free=free, queues=queues, limit=limit, now=now,
+        remaining_s=remaining_s,
+    )  # fmt: skip
+    if prefetch > 0 and capacity is not None:
+        attempts += _claim_queued(
+            conn, worker=worker, token=token, capacity=capacity, queues=queues, depth=prefetch,
+            now=now, remaining_s=remaining_s,
+        )  # fmt: skip
+    return attempts
+
+
+def _claim_now(
+    conn: sqlite3.Connection,
+    *,
+    worker: str,
+    token: str,
+    free: Resources,
+    queues: Sequence[str],
+    limit: int,
+    now: float,
+    remaining_s: float | None,
+) -> list[ClaimedAttempt]:
     share = Amounts.of(free)
     # The plain columns let SQLite skip what cannot fit even the whole free
     # share; the policy then packs on plain numbers (no model per row).
@@ -70,12 +97,60 @@ def claim(
         chosen = claims.pack(candidates, share, limit, lambda c: c[0])
     finally:
         cursor.close()  # done before the same connection updates the rows it read
+    return _start_attempts(conn, chosen, worker=worker, token=token, now=now, queued=False)
+
+
+def _claim_queued(
+    conn: sqlite3.Connection,
+    *,
+    worker: str,
+    token: str,
+    capacity: Resources,
+    queues: Sequence[str],
+    depth: int,
+    now: float,
+    remaining_s: float | None,
+) -> list[ClaimedAttempt]:
+    whole = Amounts.of(capacity)
+    bound = claims.prefilter(whole)
+    cursor = conn.execute(
+        Q.CLAIM_CANDIDATES.format(queues=placeholders(len(queues)), order=claims.ORDER),
+        (
+            *queues,
+            bound.cores,
+            bound.memory,
+            bound.gpus,
+            *claims.time_bounds(now, remaining_s),
+            claims.scan_limit(depth),
+        ),
+    )
+    try:
+        candidates = (_candidate(row) for row in cursor)
+        chosen = claims.pack_queued(candidates, whole, depth, lambda c: c[0])
+    finally:
+        cursor.close()
+    return _start_attempts(conn, chosen, worker=worker, token=token, now=now, queued=True)
+
+
+def _start_attempts(
+    conn: sqlite3.Connection,
+    chosen: Sequence[tuple[Amounts, dict[str, Any], Sequence[Any]]],
+    *,
+    worker: str,
+    token: str,
+    now: float,
+    queued: bool,
+) -> list[ClaimedAttempt]:
     attempts = []
     for _, request, row in chosen:
         task_id, *_, name, queue, command, env, cwd, grace, time_limit = row
         key = secrets.token_urlsafe(16)
-        (attempt,) = conn.execute(Q.START_ATTEMPT, (worker, now, now, task_id)).fetchone()
-        conn.execute(Q.INSERT_ATTEMPT, (task_id, attempt, key, worker, token, now))
+        if queued:  # no start time until the worker says the process started
+            (attempt,) = conn.execute(Q.START_QUEUED_ATTEMPT, (worker, now, task_id)).fetchone()
+            conn.execute(Q.INSERT_QUEUED_ATTEMPT, (task_id, attempt, key, worker, token, now))
+        else:
+            (attempt,) = conn.execute(Q.START_ATTEMPT, (worker, now, now, task_id)).fetchone()
+            conn.execute(Q.INSERT_ATTEMPT, (task_id, attempt, key, worker, token, now))
         task = T.TaskRef(task_id, State.AVAILABLE, name, queue)
         store_events(conn, now, [T.claimed(task, worker=worker, attempt=attempt)])
         attempts.append(
@@ -90,6 +165,7 @@ def claim(
                 cwd=cwd,
                 max_termination_time=grace,
                 time_limit=time_limit,
+                queued=queued,
             )
         )
     return attempts
@@ -215,7 +291,7 @@ def finish(
     return True
 
 
-_SYSTEM = Caller(name="server", role=Role.ADMIN)
+SYSTEM = Caller(name="server", role=Role.ADMIN)
 
 
 def finish_as_system(
@@ -235,7 +311,7 @@ def finish_as_system(
         exit_status=exit_status,
         exit_code=None,
         usage=None,
-        caller=_SYSTEM,
+        caller=SYSTEM,
         now=now,
         actor=Actor.MONITOR,
         undelivered=undelivered,
@@ -246,9 +322,66 @@ def abandon_worker(conn: sqlite3.Connection, worker: str, now: float) -> list[st
     """A worker was lost: each attempt it held ends ``abandoned`` and follows the
     retry rule. Returns the task ids affected."""
     rows = conn.execute(Q.OPEN_ATTEMPTS, (worker,)).fetchall()
+    queued = set(conn.execute(Q.OPEN_QUEUED_ATTEMPTS, (worker,)).fetchall())
     for task_id, key in rows:
-        finish_as_system(conn, task_id, key, ABANDONED, now)
-    return [task_id for task_id, _ in rows]
+        if (task_id, key) in queued:  # never started: back to the queue, uncounted
+            unqueue(conn, task_id, key, caller=SYSTEM, now=now)
+        else:
+            finish_as_system(conn, task_id, key, ABANDONED, now)
+    return [task_id for task_id, key in rows if (task_id, key) not in queued]
+
+
+def is_queued(conn: sqlite3.Connection, task_id: str, attempt: int) -> bool:
+    row = conn.execute(Q.ATTEMPT_QUEUED, (task_id, attempt)).fetchone()
+    return row is not None and bool(row[0])
+
+
+def mark_started(
+    conn: sqlite3.Connection,
+    task_id: str,
+    execution_key: str,
+    *,
+    time: float,
+    caller: Caller,
+    worker: str | None,
+    now: float,
+) -> None:
+    """A queued attempt's process started at ``time``: that is its ``time_started``."""
+    state, attempt, *_rest, ended, _ = _current_attempt(
+        conn, task_id, execution_key, caller, worker
+    )
+    if ended is not None or state not in ACTIVE_STATES:
+        raise Conflict(f"attempt {attempt} of task {task_id} has ended")
+    if not is_queued(conn, task_id, attempt):
+        return  # already started: a repeated report is harmless
+    conn.execute(Q.MARK_ATTEMPT_STARTED, (time, task_id, attempt))
+    conn.execute(Q.MARK_TASK_STARTED, (time, now, task_id))
+
+
+def unqueue(
+    conn: sqlite3.Connection,
+    task_id: str,
+    execution_key: str,
+    *,
+    caller: Caller,
+    now: float,
+    worker: str | None = None,
+) -> None:
+    """A queued attempt handed back (or its worker gone) before it started:
+    ``transitions.unqueue`` (no retry, no abandonment counted)."""
+    row = _current_attempt(conn, task_id, execution_key, caller, worker)
+    state, attempt, _, _, name, queue, _, _, ended, _ = row
+    if ended is not None:
+        raise Conflict(f"attempt {attempt} of task {task_id} has ended")
+    if not is_queued(conn, task_id, attempt):
+        raise Conflict(f"attempt {attempt} of task {task_id} has started: it cannot be returned")
+    end = T.unqueue(T.TaskRef(task_id, state, name, queue), attempt=attempt)
+    exit_status = T.unqueued_status(state)
+    conn.execute(Q.END_ATTEMPT, (now, exit_status, None, None, task_id, attempt))
+    conn.execute(Q.END_TASK_ATTEMPT, (end.outcome.state, exit_status, None, now, 0, now, task_id))
+    store_events(conn, now, [end.event])
+    if end.outcome.cascade_cancel:  # cancelled unstarted: its continuations settle as failed
+        graph.settle(conn, [(task_id, Result.FAILED)], origin=task_id, now=now)
 
 
 def add_memory_usage(

@@ -359,4 +359,10 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT id FROM tasks WHERE state = 'terminated' AND exit_status = 'success'
     );
     """,
+    # 11, prefetch (issue 12): an attempt handed to a worker to hold in its
+    # queue until a slot frees. While queued the task's time_started is NULL;
+    # the worker's ``started`` frame sets it and clears the flag.
+    """
+    ALTER TABLE attempts ADD COLUMN queued INTEGER NOT NULL DEFAULT 0;
+    """,
 )

@@ -123,6 +123,24 @@ INSERT_ATTEMPT: Final = (
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
 CHILDREN: Final = "SELECT child FROM continuations WHERE parent = ?"
+# Prefetch: a queued attempt has no start time until the worker says it started.
+START_QUEUED_ATTEMPT: Final = (
+    "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = ?, "
+    "exit_status = NULL, exit_code = NULL, time_started = NULL, time_terminated = NULL, "
+    f"progress = NULL, updated = ?, etag = {_ETAG} WHERE id = ? "
+    "RETURNING attempt"
+)
+INSERT_QUEUED_ATTEMPT: Final = (
+    "INSERT INTO attempts (task_id, attempt, execution_key, worker, token, time_started, "
+    "queued) VALUES (?, ?, ?, ?, ?, ?, 1)"
+)
+ATTEMPT_QUEUED: Final = "SELECT queued FROM attempts WHERE task_id = ? AND attempt = ?"
+MARK_ATTEMPT_STARTED: Final = (
+    "UPDATE attempts SET queued = 0, time_started = ? WHERE task_id = ? AND attempt = ?"
+)
+MARK_TASK_STARTED: Final = (
+    f"UPDATE tasks SET time_started = ?, updated = ?, etag = {_ETAG} WHERE id = ?"
+)
 # The crash budget (issue 13): abandonments so far and how many are allowed.
 ABANDON_BUDGET: Final = "SELECT abandon_count, max_abandon_count FROM tasks WHERE id = ?"
 COUNT_ABANDON: Final = "UPDATE tasks SET abandon_count = abandon_count + 1 WHERE id = ?"
@@ -153,6 +171,11 @@ OPEN_ATTEMPTS: Final = (
     "SELECT a.task_id, a.execution_key FROM attempts a JOIN tasks t "
     "ON t.id = a.task_id AND t.attempt = a.attempt "
     "WHERE a.worker = ? AND a.time_terminated IS NULL"
+)
+OPEN_QUEUED_ATTEMPTS: Final = (
+    "SELECT a.task_id, a.execution_key FROM attempts a JOIN tasks t "
+    "ON t.id = a.task_id AND t.attempt = a.attempt "
+    "WHERE a.worker = ? AND a.time_terminated IS NULL AND a.queued = 1"
 )
 USAGE_ROW: Final = (
     "SELECT t.state, t.attempt, a.token FROM tasks t LEFT JOIN attempts a "
@@ -262,9 +285,11 @@ PATCH_ROW: Final = "SELECT state, owner, etag, requested_resources FROM tasks WH
 TOUCH_TASK: Final = f"UPDATE tasks SET updated = ?, etag = {_ETAG} WHERE id = ?"
 # Formatted with ``sets`` = "field = ?, ..." of the patched fields (``_update_fields``).
 UPDATE_TASK_FIELDS: Final = f"UPDATE tasks SET {{sets}}, updated = ?, etag = {_ETAG} WHERE id = ?"
+# A prefetched attempt that never started has no start time.
 HISTORY: Final = (
-    "SELECT attempt, worker, time_started, time_terminated, exit_status, exit_code, "
-    "usage FROM attempts WHERE task_id = ? ORDER BY attempt"
+    "SELECT attempt, worker, CASE WHEN queued THEN NULL ELSE time_started END, "
+    "time_terminated, exit_status, exit_code, usage FROM attempts "
+    "WHERE task_id = ? ORDER BY attempt"
 )
 INSERT_EVENT: Final = "INSERT INTO events (time, type, task_id, data) VALUES (?, ?, ?, ?)"
 JOB_BY_ID: Final = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
@@ -287,9 +312,10 @@ UPSERT_WORKER: Final = (
 CONNECTED_WORKERS: Final = "SELECT name FROM workers WHERE state = 'connected'"
 # Formatted with ``where`` = "" (all) or "WHERE name = ?" (one).
 LIST_WORKERS: Final = f"SELECT {WORKER_COLUMNS} FROM workers {{where}} ORDER BY name"
+# The last column: queued (prefetched, held but not started).
 WORKER_RUNNING: Final = (
-    "SELECT t.id, t.name, t.state, t.requested_resources, a.attempt, a.time_started "
-    "FROM attempts a JOIN tasks t ON t.id = a.task_id AND t.attempt = a.attempt "
+    "SELECT t.id, t.name, t.state, t.requested_resources, a.attempt, a.time_started, "
+    "a.queued FROM attempts a JOIN tasks t ON t.id = a.task_id AND t.attempt = a.attempt "
     "WHERE a.worker = ? AND a.time_terminated IS NULL ORDER BY a.time_started"
 )
 LOG_ATTEMPT: Final = (

@@ -15,6 +15,7 @@ from typing import Any
 
 from banyan.errors import NotFound
 from banyan.events import Event, encode_data
+from banyan.states import ACTIVE_STATES
 from server.domain.events import task_id_of
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.queries import TASK_COLUMNS as TASK_COLUMNS  # re-exported
@@ -114,6 +115,8 @@ def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
             "time_started": time_started,
             "time_terminated": time_terminated,
             "progress": loads(progress),
+            # Prefetched: a worker holds it, its process has not started yet.
+            "queued": time_started is None and state in ACTIVE_STATES,
         }
     return doc
 

@@ -216,6 +216,8 @@ class SqliteStore(EventMethods, WorkerMethods, TokenMethods, Store):
         queues: Sequence[str],
         limit: int,
         remaining_s: float | None = None,
+        prefetch: int = 0,
+        capacity: Resources | None = None,
     ) -> list[ClaimedAttempt]:
         now = self._clock()
 
@@ -230,9 +232,31 @@ class SqliteStore(EventMethods, WorkerMethods, TokenMethods, Store):
                 limit=limit,
                 now=now,
                 remaining_s=remaining_s,
+                prefetch=prefetch,
+                capacity=capacity,
             )
 
         return await self.db.write(run)
+
+    async def start_queued(
+        self, task_id: str, execution_key: str, *, time: float, caller: Caller, worker: str
+    ) -> None:
+        now = self._clock()
+        await self.db.write(
+            lambda conn: attempts.mark_started(
+                conn, task_id, execution_key, time=time, caller=caller, worker=worker, now=now
+            )
+        )
+
+    async def return_queued(
+        self, task_id: str, execution_key: str, *, caller: Caller, worker: str
+    ) -> None:
+        now = self._clock()
+        await self.db.write(
+            lambda conn: attempts.unqueue(
+                conn, task_id, execution_key, caller=caller, now=now, worker=worker
+            )
+        )
 
     async def next_begin(self) -> float | None:
         now = self._clock()

@@ -53,7 +53,11 @@ def join(
         open_attempts=open_attempts(conn, name),
         same_process=same_process and previous is not None,
     )
+    queued = set(conn.execute(Q.OPEN_QUEUED_ATTEMPTS, (name,)).fetchall())
     for task_id, key in plan.unnamed:
+        if (task_id, key) in queued:  # never started: back to the queue, uncounted
+            attempts.unqueue(conn, task_id, key, caller=attempts.SYSTEM, now=now)
+            continue
         attempts.finish_as_system(conn, task_id, key, ABANDONED, now, undelivered=plan.undelivered)
     resumed, dropped = plan.resumed, plan.dropped
     joined = E.worker_joined(
@@ -118,6 +122,8 @@ def list_workers(conn: sqlite3.Connection, name: str | None = None) -> list[dict
     out = []
     for w_name, _token, state, capacity, queues, host, pid, connected, last_seen, left in rows:
         running = conn.execute(Q.WORKER_RUNNING, (w_name,)).fetchall()
+        queued = [row[0] for row in running if row[6]]  # prefetched: held, not started
+        running = [row[:6] for row in running if not row[6]]
         out.append(
             {
                 "name": w_name,
@@ -140,6 +146,7 @@ def list_workers(conn: sqlite3.Connection, name: str | None = None) -> list[dict
                     }
                     for t, n, s, r, a, ts in running
                 ],
+                "queued": queued,
             }
         )
     return out
