@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from banyan.errors import Conflict, NotFound
@@ -52,33 +52,38 @@ def claim(
     bounds, each fitting the worker's whole ``capacity`` (``claims.pack_queued``)."""
     if limit <= 0 or not queues:
         return []
-    attempts = _claim_now(
-        conn, worker=worker, token=token, free=free, queues=queues, limit=limit, now=now,
-        remaining_s=remaining_s,
-    )  # fmt: skip
+    chosen = _scan(conn, queues, Amounts.of(free), limit, now, remaining_s, claims.pack)
+    attempts = _start_attempts(conn, chosen, worker=worker, token=token, now=now, queued=False)
     if prefetch > 0 and capacity is not None:
-        attempts += _claim_queued(
-            conn, worker=worker, token=token, capacity=capacity, queues=queues, depth=prefetch,
-            now=now, remaining_s=remaining_s,
-        )  # fmt: skip
+        # Queued attempts: each must fit the worker's whole capacity, under the same bounds.
+        whole = Amounts.of(capacity)
+        queued = _scan(conn, queues, whole, prefetch, now, remaining_s, claims.pack_queued)
+        attempts += _start_attempts(conn, queued, worker=worker, token=token, now=now, queued=True)
     return attempts
 
 
-def _claim_now(
+# A claim candidate: its request as plain numbers, as stored, and its row.
+Candidate = tuple[Amounts, dict[str, Any], Sequence[Any]]
+# claims.pack or claims.pack_queued: which candidates, within what, how many.
+Packer = Callable[
+    [Iterable[Candidate], Amounts, int, Callable[[Candidate], Amounts]], list[Candidate]
+]
+
+
+def _scan(
     conn: sqlite3.Connection,
-    *,
-    worker: str,
-    token: str,
-    free: Resources,
     queues: Sequence[str],
+    within: Amounts,
     limit: int,
     now: float,
     remaining_s: float | None,
-) -> list[ClaimedAttempt]:
-    share = Amounts.of(free)
-    # The plain columns let SQLite skip what cannot fit even the whole free
-    # share; the policy then packs on plain numbers (no model per row).
-    bound = claims.prefilter(share)
+    pack: Packer,
+) -> list[Candidate]:
+    """The available tasks in ``queues`` that ``pack`` picks for ``within``:
+    begun, fitting the remaining lifetime, in the claim order."""
+    # The plain columns let SQLite skip what cannot fit even the whole of
+    # ``within``; the policy then packs on plain numbers (no model per row).
+    bound = claims.prefilter(within)
     cursor = conn.execute(
         Q.CLAIM_CANDIDATES.format(queues=placeholders(len(queues)), order=claims.ORDER),
         (
@@ -93,48 +98,14 @@ def _claim_now(
     try:
         # Row by row from the cursor: with one core free the first fitting row
         # ends the scan, instead of loading scan_limit(limit) full rows for it.
-        candidates = (_candidate(row) for row in cursor)
-        chosen = claims.pack(candidates, share, limit, lambda c: c[0])
+        return pack((_candidate(row) for row in cursor), within, limit, lambda c: c[0])
     finally:
         cursor.close()  # done before the same connection updates the rows it read
-    return _start_attempts(conn, chosen, worker=worker, token=token, now=now, queued=False)
-
-
-def _claim_queued(
-    conn: sqlite3.Connection,
-    *,
-    worker: str,
-    token: str,
-    capacity: Resources,
-    queues: Sequence[str],
-    depth: int,
-    now: float,
-    remaining_s: float | None,
-) -> list[ClaimedAttempt]:
-    whole = Amounts.of(capacity)
-    bound = claims.prefilter(whole)
-    cursor = conn.execute(
-        Q.CLAIM_CANDIDATES.format(queues=placeholders(len(queues)), order=claims.ORDER),
-        (
-            *queues,
-            bound.cores,
-            bound.memory,
-            bound.gpus,
-            *claims.time_bounds(now, remaining_s),
-            claims.scan_limit(depth),
-        ),
-    )
-    try:
-        candidates = (_candidate(row) for row in cursor)
-        chosen = claims.pack_queued(candidates, whole, depth, lambda c: c[0])
-    finally:
-        cursor.close()
-    return _start_attempts(conn, chosen, worker=worker, token=token, now=now, queued=True)
 
 
 def _start_attempts(
     conn: sqlite3.Connection,
-    chosen: Sequence[tuple[Amounts, dict[str, Any], Sequence[Any]]],
+    chosen: Sequence[Candidate],
     *,
     worker: str,
     token: str,
@@ -184,7 +155,7 @@ def tasks_ahead(
     return [_candidate(row)[0] for row in rows]
 
 
-def _candidate(row: Sequence[Any]) -> tuple[Amounts, dict[str, Any], Sequence[Any]]:
+def _candidate(row: Sequence[Any]) -> Candidate:
     """A claim candidate row with its request, as stored and as plain numbers."""
     _id, cores, memory, gpus, resources_json, *_ = row
     request: dict[str, Any] = loads(resources_json)
