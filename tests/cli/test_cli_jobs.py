@@ -32,7 +32,12 @@ def test_cancel_job_stops_a_running_array(cli: Cli, cluster: Cluster) -> None:
     cluster.http.wait_state(ids[1], "running", timeout=15)
     # The full 2-core worker holds the third queued (prefetch): cancelling it
     # goes through the worker too, which drops it from its queue unstarted.
-    wait_for(lambda: cluster.http.task(ids[2])["execution"]["queued"], 15, "the third queued")
+    # (execution is null until the worker has claimed it)
+    wait_for(
+        lambda: (cluster.http.task(ids[2])["execution"] or {}).get("queued"),
+        15,
+        "the third queued",
+    )
     listed = cli("ls", "--job", job, "--json")
     assert sorted(t["_id"] for t in json.loads(listed.out)) == sorted(ids)
     cancelled = cli("cancel", "--job", job, "--json")
