@@ -238,6 +238,19 @@ def end_attempt(
         )
     if undelivered and current is State.RUNNING:
         outcome = Outcome(State.AVAILABLE, retry=False, release=False, cascade_cancel=False)
+    return _attempt_ended(task, current, outcome, actor, exit_status=exit_status, attempt=attempt)
+
+
+def _attempt_ended(
+    task: TaskRef,
+    current: State,
+    outcome: Outcome,
+    actor: Actor,
+    *,
+    exit_status: str,
+    attempt: int,
+) -> AttemptEnd:
+    """Check the move the end of an attempt makes and build its event."""
     transition(current, outcome.state, actor)
     event = build.task_state(
         task.id,
@@ -270,18 +283,9 @@ def unqueue(task: TaskRef, *, attempt: int) -> AttemptEnd:
         outcome = Outcome(State.CANCELLED, retry=False, release=False, cascade_cancel=True)
     else:
         outcome = Outcome(State.AVAILABLE, retry=False, release=False, cascade_cancel=False)
-    transition(current, outcome.state, Actor.MONITOR)
-    event = build.task_state(
-        task.id,
-        outcome.state,
-        task.state,
-        name=task.name,
-        queue=task.queue,
-        exit_status=exit_status,
-        attempt=attempt,
-        retry=False,
+    return _attempt_ended(
+        task, current, outcome, Actor.MONITOR, exit_status=exit_status, attempt=attempt
     )
-    return AttemptEnd(outcome, event)
 
 
 def claimed(task: TaskRef, *, worker: str, attempt: int) -> ev.TaskState:

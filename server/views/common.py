@@ -23,6 +23,7 @@ from banyan.projection import (
 )
 from banyan.query import Fields, parse_where
 from banyan.validation import from_validation
+from server import render
 from server.keys import SETTINGS
 from server.settings import Settings
 from server.stores.base import Query
@@ -156,3 +157,20 @@ def json_response(
     # aiohttp writes a large bytes body in one go (and warns); a file-like one is streamed.
     body: bytes | io.BytesIO = payload if len(payload) < 512 * 1024 else io.BytesIO(payload)
     return web.Response(body=body, status=status, content_type="application/json", headers=headers)
+
+
+def collection_response(
+    request: web.Request, query: Query, items: list[Any], *, total: int, resource: str
+) -> web.Response:
+    """One page of a collection in Eve's envelope (``_items``, ``_meta``, ``_links``)."""
+    return json_response(
+        render.collection(
+            items,
+            resource=resource,
+            title=resource,
+            page=query.page,
+            max_results=query.max_results,
+            total=total,
+            args=dict(request.rel_url.query),
+        )
+    )

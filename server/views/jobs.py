@@ -11,7 +11,7 @@ from banyan.ids import is_id
 from server import render
 from server.auth import ANY_ROLE, require
 from server.keys import STORE
-from server.views.common import collection_query, json_response, settings
+from server.views.common import collection_query, collection_response, json_response, settings
 
 routes = web.RouteTableDef()
 
@@ -23,17 +23,7 @@ async def find(request: web.Request) -> web.Response:
     page = await request.app[STORE].find_jobs(query)
     date_format = settings(request).date_format
     items = [projection.apply(render.job(doc, date_format)) for doc in page.items]
-    return json_response(
-        render.collection(
-            items,
-            resource="jobs",
-            title="jobs",
-            page=query.page,
-            max_results=query.max_results,
-            total=page.total,
-            args=dict(request.rel_url.query),
-        )
-    )
+    return collection_response(request, query, items, total=page.total, resource="jobs")
 
 
 @routes.get("/jobs/{job_id}")

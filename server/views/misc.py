@@ -19,6 +19,7 @@ from server.views.common import (
     body_kind,
     check_bulk_size,
     collection_query,
+    collection_response,
     json_response,
     settings,
     single_arg,
@@ -84,14 +85,4 @@ async def find_memory_usage(request: web.Request) -> web.Response:
     page = await request.app[STORE].find_memory_usage(query)
     date_format = settings(request).date_format
     items = [projection.apply(render.memory_usage(doc, date_format)) for doc in page.items]
-    return json_response(
-        render.collection(
-            items,
-            resource="memory_usage",
-            title="memory_usage",
-            page=query.page,
-            max_results=query.max_results,
-            total=page.total,
-            args=dict(request.rel_url.query),
-        )
-    )
+    return collection_response(request, query, items, total=page.total, resource="memory_usage")

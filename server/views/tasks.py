@@ -24,6 +24,7 @@ from server.views.common import (
     body_kind,
     check_bulk_size,
     collection_query,
+    collection_response,
     expect_kind,
     item_projection,
     json_response,
@@ -143,17 +144,7 @@ async def find(request: web.Request) -> web.Response:
     items = [render.task(doc, date_format, projection, viewer=caller) for doc in page.items]
     if _flag(request, "reasons"):
         await add_reasons(request, page.items, items)
-    return json_response(
-        render.collection(
-            items,
-            resource="tasks",
-            title="tasks",
-            page=query.page,
-            max_results=query.max_results,
-            total=page.total,
-            args=dict(request.rel_url.query),
-        )
-    )
+    return collection_response(request, query, items, total=page.total, resource="tasks")
 
 
 @routes.get("/tasks/{task_id}")
