@@ -191,6 +191,19 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX jobs_owner ON jobs (owner, id);
     CREATE INDEX jobs_name ON jobs (name);
     """,
+    # 2 (issue 14, several servers): the live servers (``cluster.py``: a beat
+    # on the database's clock), the server each connected worker is on, and
+    # what only that server knows of it (draining; ``deadline`` exists).
+    """
+    CREATE TABLE IF NOT EXISTS servers (
+        id text PRIMARY KEY,
+        started double precision NOT NULL,
+        beat double precision NOT NULL
+    );
+    ALTER TABLE workers ADD COLUMN IF NOT EXISTS server text;
+    ALTER TABLE workers ADD COLUMN IF NOT EXISTS draining boolean NOT NULL DEFAULT false;
+    CREATE INDEX IF NOT EXISTS workers_server ON workers (server) WHERE state = 'connected';
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)
