@@ -26,6 +26,7 @@ from server.views.stats import (
     with_states,
     workers_seen,
 )
+from server.views.workers import read_workers
 
 
 async def add_reasons(
@@ -36,7 +37,7 @@ async def add_reasons(
     tasks ahead in line, a quiet worker's note); the workers are read once,
     and only if a task is available or active."""
     needs_workers = any(d["state"] == State.AVAILABLE or d["state"] in ACTIVE_STATES for d in docs)
-    found = await request.app[STORE].list_workers() if needs_workers else []
+    found = await read_workers(request) if needs_workers else []
     seen = seen_workers(with_states(request, found))
     quiet = quiet_names(request, found)
     store = request.app[STORE]

@@ -2,9 +2,11 @@
 ``/tasks/{id}/stats`` (counts over a continuation tree) and
 ``/tasks/{id}/pending_reason`` (why a task is not running yet).
 
-The store answers for the tasks; which workers are live only the gateway
-knows, so the worker figures and the pending reasons are put together here
-from ``list_workers`` and ``worker_state`` (the same state ``/workers`` shows).
+The store answers for the tasks; which workers are live the gateway knows
+(and, when several servers share the store, the store for the other servers'
+workers), so the worker figures and the pending reasons are put together
+here from ``read_workers`` and ``worker_state`` (the same state ``/workers``
+shows).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from server.domain.pending import SERVING_STATES, PendingTask, WorkerSeen
 from server.keys import GATEWAY, STORE
 from server.stores.base import Store
 from server.views.common import json_response, settings, task_id
-from server.views.workers import remaining, responsive, worker_state
+from server.views.workers import read_workers, remaining, responsive, worker_state
 
 routes = web.RouteTableDef()
 
@@ -39,7 +41,7 @@ async def stats(request: web.Request) -> web.Response:
     await require(request, ANY_ROLE)
     store = request.app[STORE]
     figures = await store.statistics()
-    found = await store.list_workers()
+    found = await read_workers(request)
     gateway = request.app[GATEWAY]
     date_format = settings(request).date_format
     tasks = figures["tasks"]
@@ -79,7 +81,7 @@ QUIET_NOTE = " (unresponsive: not heard from for two heartbeats; not lost yet)"
 
 async def _quiet_note(request: web.Request, name: str) -> str:
     """``QUIET_NOTE`` for a task whose worker has gone quiet, else nothing."""
-    found = await request.app[STORE].list_workers(name)
+    found = await read_workers(request, name)
     return QUIET_NOTE if quiet_names(request, found) else ""
 
 
@@ -142,7 +144,7 @@ def workers_summary(workers: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, 
 
 async def workers_seen(request: web.Request) -> list[WorkerSeen]:
     """Every stored worker with its current state, as the pending rules see it."""
-    return seen_workers(with_states(request, await request.app[STORE].list_workers()))
+    return seen_workers(with_states(request, await read_workers(request)))
 
 
 def with_states(

@@ -18,6 +18,7 @@ from server import render
 from server.auth import ANY_ROLE, PROVIDERS, WORKERS, require
 from server.gateway import Gateway
 from server.keys import GATEWAY, STORE
+from server.stores.cluster import RemoteWorker, SharedStore
 from server.views.common import (
     body,
     expect_kind,
@@ -31,6 +32,8 @@ from server.views.common import (
 _NAME_MAX = 128  # a token name's limit
 # Heartbeat intervals of silence after which a connected worker shows as unresponsive.
 UNRESPONSIVE_HEARTBEATS = 2
+# The key ``read_workers`` adds to a worker held by another server (never rendered).
+ELSEWHERE = "_elsewhere"
 
 
 class WorkerRegistration(BaseModel):
@@ -95,17 +98,44 @@ def _free(capacity: dict[str, Any], running: list[dict[str, Any]]) -> dict[str, 
     return {k: int(v) if float(v).is_integer() else round(v, 6) for k, v in free.items()}
 
 
+async def read_workers(request: web.Request, name: str | None = None) -> list[dict[str, Any]]:
+    """``Store.list_workers``, and when several servers share the store, each
+    worker connected to another live server carries that server's view of
+    it under ``ELSEWHERE`` (``server.stores.cluster``): ``/stats``, ``/workers``
+    and the pending reasons then cover the whole cluster, not this server's
+    sessions only."""
+    store = request.app[STORE]
+    found = await store.list_workers(name)
+    if isinstance(store, SharedStore) and found:
+        remote = await store.connected_elsewhere(alive_s=settings(request).worker_timeout_s)
+        for worker in found:
+            if worker["name"] in remote and worker["state"] == "connected":
+                worker[ELSEWHERE] = remote[worker["name"]]
+    return found
+
+
+def _elsewhere(gateway: Gateway, worker: dict[str, Any]) -> RemoteWorker | None:
+    """Another server's view of the worker, unless this server holds its session."""
+    if worker["name"] in gateway.sessions:
+        return None
+    remote: RemoteWorker | None = worker.get(ELSEWHERE)
+    return remote
+
+
 def worker_state(gateway: Gateway, worker: dict[str, Any]) -> str:
     """What a worker is doing now: ``idle``, ``busy`` or ``draining`` while its
-    session is live; ``disconnected`` when stored as connected but without a
-    session (it may still come back in time); else the stored ``lost``/``left``."""
+    session is live (here or, ``read_workers``, on another live server);
+    ``disconnected`` when stored as connected but without a session (it may
+    still come back in time); else the stored ``lost``/``left``."""
     state = str(worker["state"])
     if state != "connected":
         return state
     session = gateway.sessions.get(worker["name"])
-    if session is None:
+    remote = _elsewhere(gateway, worker)
+    if session is None and remote is None:
         return "disconnected"
-    if session.draining:
+    draining = session.draining if session is not None else bool(remote and remote.draining)
+    if draining:
         return "draining"
     return "busy" if worker["running"] else "idle"
 
@@ -113,17 +143,29 @@ def worker_state(gateway: Gateway, worker: dict[str, Any]) -> str:
 def remaining(gateway: Gateway, worker: dict[str, Any]) -> float | None:
     """The worker's remaining lifetime (``banyan-worker --time-limit``), while connected."""
     session = gateway.sessions.get(worker["name"])
-    return None if session is None else session.remaining_s()
+    if session is not None:
+        return session.remaining_s()
+    remote = _elsewhere(gateway, worker)
+    if remote is None or remote.deadline is None:
+        return None
+    return max(0.0, remote.deadline - time.time())
 
 
 def responsive(gateway: Gateway, worker: dict[str, Any], heartbeat_interval_s: float) -> bool:
     """False for a connected worker not heard from for two heartbeat intervals:
     it is not lost yet (that takes ``worker_timeout_s``), but its tasks may
-    not be running. A worker that left or was lost is not asked about."""
-    seen = gateway.last_seen.get(worker["name"])
-    if worker["state"] != "connected" or seen is None:
+    not be running. A worker that left or was lost is not asked about. For a
+    worker of another server one interval more is allowed: that server
+    records when it heard it once per interval."""
+    if worker["state"] != "connected":
         return True
-    return time.monotonic() - seen <= UNRESPONSIVE_HEARTBEATS * heartbeat_interval_s
+    seen = gateway.last_seen.get(worker["name"])
+    if seen is not None:
+        return time.monotonic() - seen <= UNRESPONSIVE_HEARTBEATS * heartbeat_interval_s
+    remote = _elsewhere(gateway, worker)
+    if remote is None:
+        return True
+    return time.time() - remote.last_seen <= (UNRESPONSIVE_HEARTBEATS + 1) * heartbeat_interval_s
 
 
 def _render(request: web.Request, worker: dict[str, Any]) -> dict[str, Any]:
@@ -164,7 +206,7 @@ def _rounded(seconds: float | None) -> float | None:
 @routes.get("/workers")
 async def find(request: web.Request) -> web.Response:
     await require(request, ANY_ROLE)
-    found = await request.app[STORE].list_workers()
+    found = await read_workers(request)
     items = [_render(request, w) for w in found]
     return json_response({"_items": items, "_meta": {"total": len(items)}})
 
@@ -177,7 +219,7 @@ async def connect(request: web.Request) -> web.StreamResponse:
 @routes.get("/workers/{name}")
 async def read(request: web.Request) -> web.Response:
     await require(request, ANY_ROLE)
-    found = await request.app[STORE].list_workers(request.match_info["name"])
+    found = await read_workers(request, request.match_info["name"])
     if not found:
         raise NotFound(f"no worker named {request.match_info['name']!r}")
     return json_response(_render(request, found[0]))
