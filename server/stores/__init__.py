@@ -1,7 +1,8 @@
 """Persistence: the ``Store`` interface (``base``) and one folder per backend.
 
 ``open_store`` picks the backend from the ``db`` setting: a plain path or
-``sqlite:///path`` is SQLite. A new backend is a new folder with a
+``sqlite:///path`` is SQLite; ``postgresql://`` (or ``postgres://``) is
+PostgreSQL, the location being the rest of the URL. A new backend is a new folder with a
 ``from_settings(location, settings)`` plus one line in ``BACKENDS``.
 """
 
@@ -18,12 +19,12 @@ from server.stores.base import Store
 # URL scheme → the backend package (imported only when chosen).
 BACKENDS: Final = {
     "sqlite": "server.stores.sqlite",
+    "postgresql": "server.stores.postgres",
 }
+# Other spellings of a scheme in BACKENDS.
+ALIASES: Final = {"postgres": "postgresql"}
 # Schemes a later release will serve: refused with a clear one-line message.
-NOT_YET: Final = {
-    "postgresql": "PostgreSQL",
-    "postgres": "PostgreSQL",
-}
+NOT_YET: Final[dict[str, str]] = {}
 
 
 def parse_location(db: str | os.PathLike[str]) -> tuple[str, str]:
@@ -34,7 +35,7 @@ def parse_location(db: str | os.PathLike[str]) -> tuple[str, str]:
     scheme, sep, rest = text.partition("://")
     if not sep or "/" in scheme or os.sep in scheme:
         return "sqlite", text
-    scheme = scheme.lower()
+    scheme = ALIASES.get(scheme.lower(), scheme.lower())
     if scheme == "sqlite":
         return scheme, rest[1:] if rest.startswith("/") else rest
     return scheme, rest
