@@ -19,11 +19,10 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any, Final
 
-from server.stores.postgres.db import Database, Tx
-
 from server.domain import events as E
 from server.stores.cluster import LostWorker, RemoteWorker, SessionMark, SharedStore
 from server.stores.postgres import attempts
+from server.stores.postgres.db import Database, Tx
 
 DB_NOW: Final = "extract(epoch FROM clock_timestamp())::double precision"
 

@@ -28,15 +28,16 @@ from server.stores.base import (
     TokenInfo,
     WorkerIdentity,
 )
-from server.stores.postgres import attempts, graph, reads, tasks, workers
+from server.stores.postgres import attempts, cluster, graph, reads, tasks, workers
 from server.stores.postgres import queries as Q
+from server.stores.postgres.cluster import PostgresCluster
 from server.stores.postgres.db import Database, Tx
 from server.stores.postgres.rows import dumps, get_doc, loads
 
 Clock = Callable[[], float]
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresCluster, Store):
     def __init__(
         self,
         dsn: str,
@@ -348,8 +349,9 @@ class PostgresStore(Store):
         secret: str = "",
     ) -> Joined:
         now = self._clock()
-        return await self.db.write(
-            lambda tx: workers.join(
+
+        async def run(tx: Tx) -> Joined:
+            joined = await workers.join(
                 tx,
                 name=name,
                 token=token,
@@ -362,7 +364,10 @@ class PostgresStore(Store):
                 secret=secret,
                 now=now,
             )
-        )
+            await cluster.attach(tx, name, self.db.server_id)  # this server holds it now
+            return joined
+
+        return await self.db.write(run)
 
     async def worker_identity(self, name: str) -> WorkerIdentity | None:
         return await self.db.read(lambda tx: workers.identity(tx, name), snapshot=False)
