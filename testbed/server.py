@@ -19,7 +19,7 @@ SERVER = BIN / "banyan-server"
 
 
 class Server:
-    """One ``banyan-server`` on ``<tmp>/<name>.db``; :meth:`start` it (again
+    """One ``banyan-server`` on ``<tmp>/<name>.db`` (or ``db_url``); :meth:`start` it (again
     after a stop or a kill: same port, same database, same token).
 
     ``settings`` become ``BANYAN_<NAME>`` variables; ``env`` is added as is;
@@ -40,11 +40,13 @@ class Server:
         command: Sequence[str] | None = None,
         args: Sequence[str] = (),
         scheme: str = "http",
+        db_url: str | None = None,
     ) -> None:
         self.tmp = Path(tmp)
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.db = self.tmp / f"{name}.db"
+        self.db_url = db_url  # a database URL (``postgresql://...``) used instead of ``db``
         self.client_file = self.tmp / f"{name}-client.json"
         self.log = self.tmp / f"{name}-server.log"
         self.config = self.tmp / "empty-config.toml"  # so no user settings file is read
@@ -54,6 +56,11 @@ class Server:
         self.args = list(args)
         self.proc: Proc | None = None
         self._token: str | None = None
+
+    @property
+    def location(self) -> str:
+        """What ``--db`` is given: ``db_url``, else the file ``db``."""
+        return str(self.db) if self.db_url is None else self.db_url
 
     # --- the process ------------------------------------------------------------
 
@@ -66,7 +73,7 @@ class Server:
         env.update({f"BANYAN_{k.upper()}": str(v) for k, v in self.settings.items()})
         env.update(self.env)
         argv = [*self.command, "--host", "127.0.0.1", "--port", str(self.port)]
-        argv += ["--db", str(self.db), *self.args]
+        argv += ["--db", self.location, *self.args]
         self.proc = launch(argv, log=self.log, env=env, cwd=self.tmp, name=self.name)
         deadline = time.monotonic() + timeout_s
         while not self._answers():
@@ -124,7 +131,7 @@ class Server:
         """``banyan-server token create`` on this server's database (the real
         command, a subprocess); returns the token, printed on its last line."""
         done = subprocess.run(
-            [str(SERVER), "token", "create", "--role", role, "--name", name, "--db", str(self.db)],
+            [str(SERVER), "token", "create", "--role", role, "--name", name, "--db", self.location],
             capture_output=True,
             text=True,
             timeout=60,
