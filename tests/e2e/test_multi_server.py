@@ -1,0 +1,148 @@
+"""Two servers on one PostgreSQL database serve one queue (issue 14), with
+real server, worker and subscriber processes: workers of both servers race
+for the same tasks and none is run twice; a cancel sent through one server
+stops a task on the other's worker; both feeds carry the same events in the
+same order; a transaction that commits late is not skipped by a subscriber;
+one server is killed mid-run and nothing acknowledged is lost."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from testbed.postgres import Postgres
+from tests.e2e.multi_server import Pair, overlapping, runs, two_servers, wait_until
+
+pytestmark = pytest.mark.slow
+
+RACE_TASKS = 2000
+
+
+@pytest.fixture
+async def pair(postgres: Postgres, tmp_path: Path) -> AsyncIterator[Pair]:
+    url = await postgres.new_database("multi")
+    async with two_servers(tmp_path, url) as started:
+        yield started
+
+
+def same_events(pair: Pair, upto: int) -> None:
+    """Every subscriber saw the same events up to seq ``upto``, in seq order, once each."""
+    first, *others = [[f for f in s.frames if f["seq"] <= upto] for s in pair.subscribers]
+    seqs = [f["seq"] for f in first]
+    assert seqs == sorted(set(seqs))
+    for other in others:
+        assert [(f["seq"], f["type"], f["data"]) for f in other] == [
+            (f["seq"], f["type"], f["data"]) for f in first
+        ]
+
+
+async def test_workers_of_two_servers_race_and_no_task_runs_twice(pair: Pair) -> None:
+    a, b = pair.servers
+    feeds = [pair.subscribe(a), pair.subscribe(b)]
+    for i, server in enumerate([a, a, b, b]):
+        pair.start_worker(f"w{i}", [server], cores=4)
+    await wait_until(lambda: len(pair.http(a).workers()) == 4, 30, "four workers")
+    ids: list[str] = []
+    for chunk in range(RACE_TASKS // 500):  # through both servers
+        http = pair.http(pair.servers[chunk % 2])
+        ids += http.submit(
+            [{"command": "true", "name": f"t{chunk}-{i}", "state": "available"} for i in range(500)]
+        )
+    done = {"state": "success"}
+    await wait_until(lambda: pair.http(b).count(done) == RACE_TASKS, 240, "every task done")
+    ran = await runs(pair)
+    assert sorted(ran) == sorted(ids)
+    twice = {task: r for task, r in ran.items() if len(r) != 1 or overlapping(r)}
+    assert twice == {}
+    workers_used = {r[0][1] for r in ran.values()}
+    assert workers_used == {"w0", "w1", "w2", "w3"}  # both servers' workers took part
+    # Both feeds: every event, in the same order.
+    (marker,) = pair.http(a).submit([{"name": "marker"}])
+    last = max(r[0] for r in await pair.query("SELECT max(seq) FROM events"))
+    await wait_until(lambda: all(s.saw(last) for s in feeds), 60, f"feeds to reach {last}")
+    same_events(pair, last)
+    stored = [r[0] for r in await pair.query("SELECT seq FROM events ORDER BY seq")]
+    assert feeds[0].seqs()[: len(stored)] == stored  # nothing skipped
+    assert marker in {f["data"].get("_id") for f in feeds[1].frames}
+
+
+async def test_a_cancel_through_one_server_stops_a_task_on_the_others_worker(
+    pair: Pair,
+) -> None:
+    a, b = pair.servers
+    pair.start_worker("wb", [b])
+    await wait_until(lambda: "wb" in pair.http(a).workers(), 30, "the worker")
+    grace_s = 2
+    (task,) = pair.http(b).submit(
+        [{"command": "sleep 60", "max_termination_time": grace_s, "state": "available"}]
+    )
+    pair.http(a).wait_state(task, "running", 30)
+    # /stats on A counts B's worker as busy (the store's view of the cluster).
+    stats = pair.http(a).ok("GET", "/stats")
+    assert stats["workers"]["busy"] == 1, stats["workers"]
+    assert pair.http(a).workers()["wb"]["state"] == "busy"
+    sent = time.monotonic()
+    assert pair.http(a).patch(task, {"state": "cancelled"}).status == 200
+    await wait_until(
+        lambda: pair.http(a).task(task)["state"] == "cancelled", grace_s + 5, "the cancel"
+    )
+    took = time.monotonic() - sent
+    assert took <= grace_s + 1, took
+    (run,) = (await runs(pair))[task]
+    assert run[1] == "wb" and run[3] is not None
+
+
+async def test_a_late_commit_is_not_skipped_by_subscribers(pair: Pair) -> None:
+    """The outbox trap: a change that started first and commits last must
+    still reach a subscriber that has read the events committed meanwhile."""
+    a, b = pair.servers
+    (slow,) = pair.http(a).submit(
+        [{"name": "slow", "command": "true", "queue": "nobody", "state": "available"}]
+    )
+    feeds = [pair.subscribe(a), pair.subscribe(b)]
+    head = max(r[0] for r in await pair.query("SELECT max(seq) FROM events"))
+    await wait_until(lambda: all(s.saw(head) for s in feeds), 30, "the subscribers")
+    # Hold the task's row: a PATCH through A waits inside its transaction…
+    holder = await asyncpg.connect(pair.url)
+    try:
+        lock = holder.transaction()
+        await lock.start()
+        await holder.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", slow)
+        patch = asyncio.create_task(
+            asyncio.to_thread(pair.http(a).patch, slow, {"state": "cancelled"})
+        )
+        await wait_until(lambda: waiting_on_lock(pair), 30, "the PATCH to wait for the row lock")
+        # …while B commits new events, which both subscribers read.
+        quick = pair.http(b).submit(
+            [{"name": f"quick {i}", "state": "available", "queue": "nobody"} for i in range(5)]
+        )
+        newest = max(r[0] for r in await pair.query("SELECT max(seq) FROM events"))
+        await wait_until(lambda: all(s.saw(newest) for s in feeds), 30, "the quick events")
+        assert not patch.done()
+        await lock.commit()
+    finally:
+        await holder.close()
+    assert (await patch).status == 200
+    last = max(r[0] for r in await pair.query("SELECT max(seq) FROM events"))
+    await wait_until(lambda: all(s.saw(last) for s in feeds), 30, "the late event")
+    same_events(pair, last)
+    late = [f for f in feeds[0].frames if f["data"].get("_id") == slow and f["seq"] > head]
+    assert late and late[0]["seq"] > newest  # its seq comes after what committed first
+    created = {f["data"]["_id"] for f in feeds[1].frames if f["type"] == "task.created"}
+    assert set(quick) <= created
+    stored = [r[0] for r in await pair.query("SELECT seq FROM events WHERE seq > $1", head)]
+    for feed in feeds:
+        assert [s for s in feed.seqs() if s > head] == sorted(stored)
+
+
+async def waiting_on_lock(pair: Pair) -> bool:
+    rows = await pair.query(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND query LIKE '%tasks%'"
+    )
+    return bool(rows[0][0])
