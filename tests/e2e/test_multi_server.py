@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from server.stores.postgres.db import EVENTS_LOCK
 from testbed.postgres import Postgres
 from tests.e2e.multi_server import Pair, overlapping, runs, two_servers, wait_until
 
@@ -140,9 +141,56 @@ async def test_a_late_commit_is_not_skipped_by_subscribers(pair: Pair) -> None:
         assert [s for s in feed.seqs() if s > head] == sorted(stored)
 
 
-async def waiting_on_lock(pair: Pair) -> bool:
+async def test_an_event_whose_seq_commits_late_is_not_skipped(pair: Pair) -> None:
+    """The outbox trap at its sharpest: a transaction has taken its ``seq``
+    (as every event-writing commit does: under ``EVENTS_LOCK``) and commits
+    late; another server's commit meanwhile must not reach a subscriber
+    first, or the subscriber would move past the smaller seq for good."""
+    a, b = pair.servers
+    (task,) = pair.http(a).submit([{"command": "true", "queue": "nobody", "state": "available"}])
+    feeds = [pair.subscribe(a), pair.subscribe(b)]
+    kind, data = (await pair.query("SELECT type, data FROM events ORDER BY seq DESC LIMIT 1"))[0]
+    head = max(r[0] for r in await pair.query("SELECT max(seq) FROM events"))
+    await wait_until(lambda: all(s.saw(head) for s in feeds), 30, "the subscribers")
+    late = await asyncpg.connect(pair.url)
+    try:
+        tx = late.transaction()
+        await tx.start()
+        await late.execute("SELECT pg_advisory_xact_lock($1)", EVENTS_LOCK)
+        seq = await late.fetchval(
+            "INSERT INTO events (time, type, task_id, data) VALUES ($1, $2, $3, $4) RETURNING seq",
+            time.time(),
+            kind,
+            task,
+            data,
+        )
+        submit = asyncio.create_task(
+            asyncio.to_thread(
+                pair.http(b).submit,
+                [{"name": "meanwhile", "queue": "nobody", "state": "available"}],
+            )
+        )
+        await wait_until(lambda: waiting_on_lock(pair, "advisory"), 30, "B's commit to wait")
+        assert not any(s.saw(seq) for s in feeds)
+        await tx.commit()
+    finally:
+        await late.close()
+    (meanwhile,) = await submit
+    last = max(r[0] for r in await pair.query("SELECT max(seq) FROM events"))
+    await wait_until(lambda: all(s.saw(last) for s in feeds), 30, "every event")
+    same_events(pair, last)
+    for feed in feeds:
+        assert seq in feed.seqs()
+        created = [f["seq"] for f in feed.frames if f["data"].get("_id") == meanwhile]
+        assert created and created[0] > seq
+
+
+async def waiting_on_lock(pair: Pair, *kinds: str) -> bool:
+    """Whether a server's statement waits for a lock of one of ``kinds``
+    (by default a row's: the transaction that holds it)."""
     rows = await pair.query(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND query LIKE '%tasks%'"
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE wait_event_type = 'Lock' AND wait_event = ANY($1::text[])",
+        list(kinds or ("transactionid", "tuple")),
     )
     return bool(rows[0][0])
