@@ -16,6 +16,8 @@ import asyncpg
 
 from banyan.client import Client
 from banyan.client.discovery import Connection
+from banyan.states import CANCELLED_STATUS
+from server.domain.transitions import RETURNED
 from testbed import Server
 from testbed.cluster import FAST, WORKER
 from testbed.http import Http
@@ -140,12 +142,16 @@ Run = tuple[int, str, float, float | None, str | None]
 
 
 async def runs(pair: Pair) -> dict[str, list[Run]]:
-    """Every attempt that started a process, by task: (attempt, worker,
-    started, terminated, exit status). A prefetched attempt handed back (or
-    abandoned) before it started ran nothing and is left out."""
+    """Every attempt that may have started a process, by task: (attempt,
+    worker, started, terminated, exit status). A prefetched attempt handed
+    back, cancelled or abandoned before it started ran nothing and is left
+    out; one still marked queued that ended otherwise is counted, from its
+    claim (a conservative start)."""
     rows = await pair.query(
         "SELECT task_id, attempt, worker, time_started, time_terminated, exit_status "
-        "FROM attempts WHERE NOT queued ORDER BY task_id, attempt"
+        "FROM attempts WHERE NOT queued OR exit_status <> ALL($1::text[]) "
+        "ORDER BY task_id, attempt",
+        [RETURNED, CANCELLED_STATUS],
     )
     out: dict[str, list[Run]] = {}
     for task, number, worker, started, ended, status in rows:
