@@ -67,6 +67,9 @@ class Session:
     # other worker of its queues meanwhile (it should start the next tasks).
     idle: bool = False
     revoked: bool = False  # its token was revoked: nothing more it sends is applied
+    # Declared lost (silent past worker_timeout_s): nothing more it sends is
+    # applied or answered, so no late ack can extend the worker's lease.
+    lost: bool = False
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     inflight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(64))
     pending: set[asyncio.Task[None]] = field(default_factory=set)
@@ -273,6 +276,8 @@ class Gateway:
     async def _serve(self, session: Session) -> bool:
         """Read frames until the socket closes; True when the worker said bye."""
         async for msg in session.ws:
+            if session.lost:
+                continue  # read to the close; a lost session is not a sign of life
             self.last_seen[session.name] = time.monotonic()
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 break
@@ -313,7 +318,7 @@ class Gateway:
             await session.ws.close(code=1011, message=b"internal error")
 
     async def _apply(self, session: Session, frame: Any) -> None:
-        if session.revoked:  # the socket is being closed (4401)
+        if session.revoked or session.lost:  # the socket is being closed
             return
         if isinstance(frame, p.Heartbeat):
             session.draining = frame.draining
@@ -531,6 +536,37 @@ class Gateway:
 
     # --- liveness --------------------------------------------------------------
 
+    async def _declare_lost(self, name: str, seen: float) -> None:
+        """Abandon a silent worker's attempts, then close its socket.
+
+        Under the join lock, so that a reconnect of the same name is admitted
+        either before (and then it was heard from: nothing is lost) or after
+        the loss is on record (and its hello's attempts are then dropped, not
+        resumed and abandoned behind its back). The session stops being
+        answered first, and the close is not awaited: a frozen peer never
+        answers the close handshake, and the loss must not wait for it.
+        """
+        async with self._joining.setdefault(name, asyncio.Lock()):
+            if self.last_seen.get(name) != seen:
+                return  # heard from, or joined again, while waiting for the lock
+            session = self.sessions.get(name)
+            if session is not None:
+                session.lost = True
+            try:
+                abandoned = await self._store.leave_worker(name, lost=True)
+            except BanyanError:  # e.g. the disk is full: try again next round
+                return
+            self.last_seen.pop(name, None)
+            if session is not None and self.sessions.get(name) is session:
+                del self.sessions[name]
+                self._spawn(self._close_lost(session))
+        log.warning("worker %s lost; attempts abandoned: %s", name, abandoned)
+
+    @staticmethod
+    async def _close_lost(session: Session) -> None:
+        with contextlib.suppress(ConnectionError, RuntimeError):
+            await session.ws.close(code=p.CLOSE_LOST, message=b"silent too long: lost")
+
     async def _watch_silences(self) -> None:
         timeout = self._settings.worker_timeout_s
         period = min(1.0, timeout / 4)
@@ -539,18 +575,8 @@ class Gateway:
             await asyncio.sleep(period)
             now = time.monotonic()
             for name, seen in list(self.last_seen.items()):
-                if now - seen <= timeout:
-                    continue
-                self.last_seen.pop(name, None)
-                session = self.sessions.pop(name, None)
-                if session is not None:
-                    await session.ws.close(code=p.CLOSE_LOST, message=b"silent too long: lost")
-                try:
-                    abandoned = await self._store.leave_worker(name, lost=True)
-                except BanyanError:  # e.g. the disk is full: try again next round
-                    self.last_seen.setdefault(name, seen)
-                    continue
-                log.warning("worker %s lost; attempts abandoned: %s", name, abandoned)
+                if now - seen > timeout:
+                    await self._declare_lost(name, seen)
             if now - touched >= self._settings.heartbeat_interval_s and self.sessions:
                 # Only those heard from since the last round, at the time they
                 # were: a silent session is not a sign of life.
