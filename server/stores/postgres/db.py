@@ -142,7 +142,7 @@ class Database:
                     tx = Tx(conn)
                     result = await op(tx)
                     if tx.events:
-                        await self._flush_events(tx)
+                        await self.flush_events(tx)
             except asyncpg.PostgresError as exc:
                 if getattr(exc, "sqlstate", None) in _RETRY and attempt + 1 < ATTEMPTS:
                     self.retries += 1
@@ -155,7 +155,7 @@ class Database:
             return result
         raise BanyanError("unreachable")  # pragma: no cover (the loop returns or raises)
 
-    async def _flush_events(self, tx: Tx) -> None:
+    async def flush_events(self, tx: Tx) -> None:
         # Lock first, then take the seqs: seq order = commit order (module docstring).
         await tx.conn.execute(
             "SELECT pg_advisory_xact_lock($1), pg_notify($2, $3)",
