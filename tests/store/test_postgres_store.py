@@ -231,3 +231,30 @@ async def test_claims_read_for_update_skip_locked(url: str) -> None:
     finally:
         await conn.close()
         await store.close()
+
+
+async def test_a_lost_listen_connection_comes_back(
+    two: tuple[PostgresStore, PostgresStore], url: str
+) -> None:
+    # The database ends server B's LISTEN session (a restart, an admin):
+    # B listens again, runs its listeners once for what it may have missed,
+    # and hears server A's commits as before.
+    a, b = two
+    heard = asyncio.Event()
+    b.add_commit_listener(heard.set)
+    old = b.db._listener.get_server_pid()
+    conn = await asyncpg.connect(url)
+    try:
+        assert await conn.fetchval("SELECT pg_terminate_backend($1)", old)
+    finally:
+        await conn.close()
+
+    async def listening_again() -> bool:
+        listener = b.db._listener
+        return bool(listener.get_server_pid() != old and not listener.is_closed())
+
+    await until(listening_again, "server B to listen again")
+    await asyncio.wait_for(heard.wait(), WAIT_S)  # the catch-up call
+    heard.clear()
+    await a.create_tasks([TaskCreate.model_validate({"command": "true"})], ADMIN)
+    await asyncio.wait_for(heard.wait(), WAIT_S)
