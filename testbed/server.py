@@ -19,8 +19,10 @@ SERVER = BIN / "banyan-server"
 
 
 class Server:
-    """One ``banyan-server`` on ``<tmp>/<name>.db`` (or ``db_url``); :meth:`start` it (again
-    after a stop or a kill: same port, same database, same token).
+    """One ``banyan-server`` on ``<tmp>/<name>.db`` (or on the database
+    ``db_url`` names, e.g. a PostgreSQL one from ``testbed.postgres``);
+    :meth:`start` it (again after a stop or a kill: same port, same database,
+    same token).
 
     ``settings`` become ``BANYAN_<NAME>`` variables; ``env`` is added as is;
     ``command`` replaces the console script (a profiling or counting
@@ -43,10 +45,10 @@ class Server:
         db_url: str | None = None,
     ) -> None:
         self.tmp = Path(tmp)
+        self.db_url = db_url
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.db = self.tmp / f"{name}.db"
-        self.db_url = db_url  # a database URL (``postgresql://...``) used instead of ``db``
         self.client_file = self.tmp / f"{name}-client.json"
         self.log = self.tmp / f"{name}-server.log"
         self.config = self.tmp / "empty-config.toml"  # so no user settings file is read
@@ -56,11 +58,6 @@ class Server:
         self.args = list(args)
         self.proc: Proc | None = None
         self._token: str | None = None
-
-    @property
-    def location(self) -> str:
-        """What ``--db`` is given: ``db_url``, else the file ``db``."""
-        return str(self.db) if self.db_url is None else self.db_url
 
     # --- the process ------------------------------------------------------------
 
@@ -84,6 +81,11 @@ class Server:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"banyan-server silent for {timeout_s} s:\n{self.log_text()}")
             time.sleep(POLL_S)
+
+    @property
+    def location(self) -> str:
+        """What ``--db`` says: ``db_url``, else the SQLite file."""
+        return self.db_url if self.db_url is not None else str(self.db)
 
     def _answers(self) -> bool:
         if not self.client_file.exists():

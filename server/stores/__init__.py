@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from typing import Final
 
 from banyan.errors import InvalidInput
@@ -39,6 +40,12 @@ def parse_location(db: str | os.PathLike[str]) -> tuple[str, str]:
     if scheme == "sqlite":
         return scheme, rest[1:] if rest.startswith("/") else rest
     return scheme, rest
+
+
+def shown_location(db: str | os.PathLike[str]) -> str:
+    """``db`` as logs may show it: a URL's password replaced by ``***``."""
+    text = os.fspath(db)
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", text)
 
 
 def open_store(settings: Settings) -> Store:

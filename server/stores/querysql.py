@@ -54,6 +54,9 @@ class Dialect:
     # How a value compared with a JSON key is bound, and its placeholder.
     json_param: Callable[[Any], Any] | None = None
     json_placeholder: str = "?"
+    # Where NULLs go in a sort: SQLite's (NULL is the smallest value) for every dialect.
+    nulls_asc: str = ""
+    nulls_desc: str = ""
 
 
 SQLITE = Dialect()
@@ -65,6 +68,8 @@ POSTGRES = Dialect(
     json_key=lambda document, key: f"nullif({document} -> '{key}', 'null'::jsonb)",
     json_param=lambda value: json.dumps(value),
     json_placeholder="?::jsonb",
+    nulls_asc=" NULLS FIRST",
+    nulls_desc=" NULLS LAST",
 )
 
 
@@ -229,12 +234,17 @@ def compile_order(
 ) -> str:
     """The body of ``ORDER BY``; always ends with ``tiebreak`` so pages are stable."""
     terms: list[str] = []
+    ordered: list[str] = []
     for name, direction in sort:
         column = resolve_column(name, columns, dialect)
         if column.kind is ColumnKind.LINK or direction not in (1, -1):
             raise ValueError(f"cannot order by {name!r} {direction!r}")
-        terms.append(f"{column.sql} {'ASC' if direction == 1 else 'DESC'}")
-    if not any(term.rsplit(" ", 1)[0] == tiebreak for term in terms):
+        ordered.append(column.sql)
+        way = "ASC" if direction == 1 else "DESC"
+        if column.sql != tiebreak:  # the key is never NULL: plain, so its index serves
+            way += dialect.nulls_asc if direction == 1 else dialect.nulls_desc
+        terms.append(f"{column.sql} {way}")
+    if tiebreak not in ordered:
         # Ascending: FIFO among equals, as claims order (the indexes match it).
         terms.append(f"{tiebreak} ASC")
     return ", ".join(terms)

@@ -97,6 +97,7 @@ class Database:
         self.server_id = uuid.uuid4().hex  # tells our own notifications from others'
         self._pool: Any = None
         self._listener: Any = None
+        self._relisten: asyncio.Task[None] | None = None
         self.on_commit: list[Callable[[], None]] = []
         self.retries = 0  # writes run again after a deadlock or serialization failure
 
@@ -112,17 +113,50 @@ class Database:
         self._pool = await asyncpg.create_pool(
             self.dsn, min_size=1, max_size=self.pool_size, statement_cache_size=512
         )
+        await self._listen()
+
+    async def _listen(self) -> None:
         self._listener = await asyncpg.connect(self.dsn)
         await self._listener.add_listener(CHANNEL, self._notified)
+        self._listener.add_termination_listener(self._listener_lost)
+
+    def _listener_lost(self, _conn: Any) -> None:
+        # The database restarted or dropped us: listen again (the pool
+        # reconnects by itself), and meanwhile the listeners run once more
+        # when it is back, for what other servers committed in between.
+        if self._pool is not None and self._relisten is None:
+            log.warning("lost the LISTEN connection to the database; reconnecting")
+            self._relisten = asyncio.get_running_loop().create_task(self._listen_again())
+
+    async def _listen_again(self) -> None:
+        delay = 0.1
+        try:
+            while self._pool is not None:
+                try:
+                    await self._listen()
+                except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                    log.debug("LISTEN reconnect failed: %s", exc)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                log.warning("listening to the database again")
+                self._committed()
+                return
+        finally:
+            self._relisten = None
 
     async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if self._relisten is not None:
+            self._relisten.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._relisten
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
             self._listener = None
-        if self._pool is not None:
-            await self._pool.close()
-            self._pool = None
+        if pool is not None:
+            await pool.close()
 
     def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         if payload != self.server_id:  # ours ran the listeners at commit already
@@ -142,7 +176,7 @@ class Database:
                     tx = Tx(conn)
                     result = await op(tx)
                     if tx.events:
-                        await self._flush_events(tx)
+                        await self.flush_events(tx)
             except asyncpg.PostgresError as exc:
                 if getattr(exc, "sqlstate", None) in _RETRY and attempt + 1 < ATTEMPTS:
                     self.retries += 1
@@ -155,7 +189,7 @@ class Database:
             return result
         raise BanyanError("unreachable")  # pragma: no cover (the loop returns or raises)
 
-    async def _flush_events(self, tx: Tx) -> None:
+    async def flush_events(self, tx: Tx) -> None:
         # Lock first, then take the seqs: seq order = commit order (module docstring).
         await tx.conn.execute(
             "SELECT pg_advisory_xact_lock($1), pg_notify($2, $3)",

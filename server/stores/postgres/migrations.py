@@ -5,6 +5,10 @@ change is ONE new entry at the end of ``MIGRATIONS``.
 
 Times are epoch seconds (``double precision``), JSON objects ``jsonb``. The
 columns the claim and the common filters use are plain, indexed columns.
+Text columns compare byte-wise (``COLLATE "C"``) whatever the database's
+locale, as SQLite and the query language's ``matches`` do (sorts, ``$lt``);
+sorts put NULL first ascending, as SQLite does, and the indexes that serve
+sorts are built in that order (``NULLS FIRST``, or ``NULLS LAST`` descending).
 
 Unlike the SQLite schema there are no counter tables kept by triggers
 (``task_counts``, ``job_counts``, ``attempt_durations``): with several
@@ -30,11 +34,11 @@ MIGRATIONS: tuple[str, ...] = (
     # 1: the whole schema of Banyan 0.1 (SQLite migrations 1-11 in one)
     """
     CREATE TABLE tasks (
-        id text PRIMARY KEY,
-        name text,
-        command text,
-        state text NOT NULL,
-        queue text NOT NULL,
+        id text COLLATE "C" PRIMARY KEY,
+        name text COLLATE "C",
+        command text COLLATE "C",
+        state text COLLATE "C" NOT NULL,
+        queue text COLLATE "C" NOT NULL,
         priority bigint NOT NULL,
         max_retry_count bigint NOT NULL,
         retry_count bigint NOT NULL DEFAULT 0,
@@ -46,35 +50,35 @@ MIGRATIONS: tuple[str, ...] = (
         memory bigint NOT NULL,
         gpus bigint NOT NULL,
         env jsonb,
-        cwd text,
-        owner text NOT NULL,
+        cwd text COLLATE "C",
+        owner text COLLATE "C" NOT NULL,
         attempt bigint NOT NULL DEFAULT 0,
-        worker text,
-        exit_status text,
+        worker text COLLATE "C",
+        exit_status text COLLATE "C",
         exit_code bigint,
         time_started double precision,
         time_terminated double precision,
         progress jsonb,
-        cancel_origin text,
+        cancel_origin text COLLATE "C",
         created double precision NOT NULL,
         updated double precision NOT NULL,
-        etag text NOT NULL,
+        etag text COLLATE "C" NOT NULL,
         time_limit double precision,
         not_before double precision,
         max_abandon_count bigint NOT NULL DEFAULT 3,
         abandon_count bigint NOT NULL DEFAULT 0,
         available_since double precision,
-        job text,
-        run_when text NOT NULL DEFAULT 'success'
+        job text COLLATE "C",
+        run_when text COLLATE "C" NOT NULL DEFAULT 'success'
     );
     CREATE INDEX tasks_claim ON tasks (queue, priority DESC, id) WHERE state = 'available';
     CREATE INDEX tasks_state ON tasks (state, queue);
-    CREATE INDEX tasks_name ON tasks (name);
+    CREATE INDEX tasks_name ON tasks (name NULLS FIRST);
     CREATE INDEX tasks_owner_state ON tasks (owner, state);
     CREATE INDEX tasks_worker ON tasks (worker) WHERE worker IS NOT NULL;
-    CREATE INDEX tasks_priority_desc ON tasks (priority DESC, id);
-    CREATE INDEX tasks_updated ON tasks (updated);
-    CREATE INDEX tasks_created ON tasks (created, id);
+    CREATE INDEX tasks_priority_desc ON tasks (priority DESC NULLS LAST, id);
+    CREATE INDEX tasks_updated ON tasks (updated NULLS FIRST);
+    CREATE INDEX tasks_created ON tasks (created NULLS FIRST, id);
     CREATE INDEX tasks_available_age ON tasks (queue, created) WHERE state = 'available';
     CREATE INDEX tasks_not_before ON tasks (not_before)
         WHERE state = 'available' AND not_before IS NOT NULL;
@@ -91,8 +95,8 @@ MIGRATIONS: tuple[str, ...] = (
         FOR EACH ROW EXECUTE FUNCTION banyan_available_since();
 
     CREATE TABLE continuations (
-        parent text NOT NULL REFERENCES tasks (id),
-        child text NOT NULL REFERENCES tasks (id),
+        parent text COLLATE "C" NOT NULL REFERENCES tasks (id),
+        child text COLLATE "C" NOT NULL REFERENCES tasks (id),
         position bigint NOT NULL,
         released boolean NOT NULL DEFAULT false,
         PRIMARY KEY (parent, child)
@@ -100,14 +104,14 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX continuations_child ON continuations (child, parent);
 
     CREATE TABLE attempts (
-        task_id text NOT NULL REFERENCES tasks (id),
+        task_id text COLLATE "C" NOT NULL REFERENCES tasks (id),
         attempt bigint NOT NULL,
-        execution_key text NOT NULL,
-        worker text NOT NULL,
-        token text NOT NULL,
+        execution_key text COLLATE "C" NOT NULL,
+        worker text COLLATE "C" NOT NULL,
+        token text COLLATE "C" NOT NULL,
         time_started double precision NOT NULL,
         time_terminated double precision,
-        exit_status text,
+        exit_status text COLLATE "C",
         exit_code bigint,
         usage jsonb,
         log_bytes bigint NOT NULL DEFAULT 0,
@@ -121,7 +125,7 @@ MIGRATIONS: tuple[str, ...] = (
 
     CREATE TABLE memory_usage (
         id bigserial PRIMARY KEY,
-        task_id text NOT NULL REFERENCES tasks (id),
+        task_id text COLLATE "C" NOT NULL REFERENCES tasks (id),
         attempt bigint NOT NULL,
         time double precision NOT NULL,
         resident_memory_bytes bigint NOT NULL,
@@ -132,60 +136,60 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TABLE events (
         seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
         time double precision NOT NULL,
-        type text NOT NULL,
-        task_id text,
-        data text NOT NULL
+        type text COLLATE "C" NOT NULL,
+        task_id text COLLATE "C",
+        data text COLLATE "C" NOT NULL
     );
 
     CREATE TABLE tokens (
         id bigserial PRIMARY KEY,
-        name text NOT NULL UNIQUE,
-        role text NOT NULL,
-        hash text NOT NULL UNIQUE,
+        name text COLLATE "C" NOT NULL UNIQUE,
+        role text COLLATE "C" NOT NULL,
+        hash text COLLATE "C" NOT NULL UNIQUE,
         created double precision NOT NULL,
         revoked double precision
     );
     CREATE INDEX tokens_revoked ON tokens (revoked);
 
     CREATE TABLE workers (
-        name text PRIMARY KEY,
-        token text NOT NULL,
-        state text NOT NULL,
+        name text COLLATE "C" PRIMARY KEY,
+        token text COLLATE "C" NOT NULL,
+        state text COLLATE "C" NOT NULL,
         capacity jsonb NOT NULL,
         queues jsonb NOT NULL,
-        host text NOT NULL DEFAULT '',
+        host text COLLATE "C" NOT NULL DEFAULT '',
         pid bigint NOT NULL DEFAULT 0,
         connected double precision NOT NULL,
         last_seen double precision NOT NULL,
         "left" double precision,
         deadline double precision,
-        secret text
+        secret text COLLATE "C"
     );
 
     CREATE TABLE logs (
         id bigserial PRIMARY KEY,
-        task_id text NOT NULL REFERENCES tasks (id),
+        task_id text COLLATE "C" NOT NULL REFERENCES tasks (id),
         attempt bigint NOT NULL,
-        stream text NOT NULL,
+        stream text COLLATE "C" NOT NULL,
         data bytea NOT NULL
     );
     CREATE INDEX logs_attempt ON logs (task_id, attempt, stream, id);
 
     CREATE TABLE idempotency (
-        caller text NOT NULL,
-        key text NOT NULL,
-        request_hash text NOT NULL,
+        caller text COLLATE "C" NOT NULL,
+        key text COLLATE "C" NOT NULL,
+        request_hash text COLLATE "C" NOT NULL,
         status bigint NOT NULL,
-        response text NOT NULL,
+        response text COLLATE "C" NOT NULL,
         created double precision NOT NULL,
         PRIMARY KEY (caller, key)
     );
     CREATE INDEX idempotency_created ON idempotency (created);
 
     CREATE TABLE jobs (
-        id text PRIMARY KEY,
-        name text,
-        owner text NOT NULL,
+        id text COLLATE "C" PRIMARY KEY,
+        name text COLLATE "C",
+        owner text COLLATE "C" NOT NULL,
         created double precision NOT NULL
     );
     CREATE INDEX jobs_owner ON jobs (owner, id);
