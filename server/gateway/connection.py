@@ -6,6 +6,7 @@ them concurrently so that one worker's reports share commits."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
@@ -109,12 +110,16 @@ class Gateway(Frames):
         async with self._joining.setdefault(name, asyncio.Lock()):
             old = self.sessions.get(name)
             connected = old is not None and not old.ws.closed
+            away = name in self.last_seen and not connected
+            if self._cluster is not None and not connected and not away:
+                # Another server may hold it, or have held it until it stopped.
+                connected, away = await self._cluster.presence(name)
             proven = await admission.check(
                 self._store,
                 name,
                 hello,
                 connected=connected,
-                away=name in self.last_seen and not connected,
+                away=away,
                 worker_timeout_s=self._settings.worker_timeout_s,
             )
             if old is not None:
@@ -195,8 +200,17 @@ class Gateway(Frames):
             # Frames are handled concurrently so that the reports of one worker
             # share commits (group commit); tasks start in frame order, and each
             # queues its write at once, so the writes keep the frames' order.
+            # A shared store writes on a pool of connections, whose commits
+            # may land in any order: there, a frame about a task waits for the
+            # one before it about the same task (``started`` before
+            # ``finished``, output before the end), the others still overlap.
             await session.inflight.acquire()
-            job = asyncio.create_task(self._dispatch(session, frame))
+            task = self._ordered_task(frame)
+            after = None if task is None else session.chains.get(task)
+            job = asyncio.create_task(self._dispatch(session, frame, after))
+            if task is not None:
+                session.chains[task] = job
+                job.add_done_callback(functools.partial(_unchain, session, task))
             session.pending.add(job)
             job.add_done_callback(session.pending.discard)
             job.add_done_callback(lambda _: session.inflight.release())
@@ -208,7 +222,17 @@ class Gateway(Frames):
         if session.pending:
             await asyncio.gather(*session.pending, return_exceptions=True)
 
-    async def _dispatch(self, session: Session, frame: Any) -> None:
+    def _ordered_task(self, frame: Any) -> str | None:
+        """The task whose frames ``frame`` is kept in order with, if any (on a
+        shared store only)."""
+        task = getattr(frame, "task", None)
+        return task if self._cluster is not None and isinstance(task, str) else None
+
+    async def _dispatch(
+        self, session: Session, frame: Any, after: asyncio.Task[None] | None = None
+    ) -> None:
+        if after is not None:
+            await asyncio.wait([after])  # its outcome is its own; only the order matters
         try:
             await self._apply(session, frame)
         except BanyanError as exc:  # e.g. the disk is full: tell the worker, keep the socket
@@ -218,3 +242,9 @@ class Gateway(Frames):
         except Exception:
             log.exception("worker %s: %s failed", session.name, frame.type)
             await session.ws.close(code=1011, message=b"internal error")
+
+
+def _unchain(session: Session, task: str, job: asyncio.Task[None]) -> None:
+    """Forget ``job`` as the last frame about ``task`` unless a later one took its place."""
+    if session.chains.get(task) is job:
+        del session.chains[task]

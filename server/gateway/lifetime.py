@@ -17,10 +17,12 @@ from banyan.errors import BanyanError
 from banyan.states import State
 from banyan.supervise import SideTasks
 from server.begins import BeginTimer
+from server.gateway.cluster import ClusterLiveness
 from server.gateway.session import Session
 from server.hub import Event, EventHub
 from server.settings import Settings
 from server.stores.base import Store
+from server.stores.cluster import SharedStore
 
 log = logging.getLogger("server.gateway")
 
@@ -39,15 +41,20 @@ class GatewayBase:
         self._side = SideTasks("gateway")
         self._begins = BeginTimer(store, self._push_work_to_all)
         self._begin_task: asyncio.Task[Any] | None = None
+        # Several servers share the store: liveness is agreed through it (``cluster``).
+        self._cluster = ClusterLiveness(store, settings) if isinstance(store, SharedStore) else None
+        self._retired = False
         hub.subscribe(self._on_events)
 
     # --- lifetime --------------------------------------------------------------
 
     async def start(self) -> None:
-        # Workers connected before a restart get worker_timeout_s to come back.
-        now = time.monotonic()
-        for name in await self._store.connected_workers():
-            self.last_seen.setdefault(name, now)
+        if self._cluster is not None:  # on record as alive before any worker joins
+            await self._cluster.round({})
+        else:  # Workers connected before a restart get worker_timeout_s to come back.
+            now = time.monotonic()
+            for name in await self._store.connected_workers():
+                self.last_seen.setdefault(name, now)
         self._monitor = self._side.spawn(self._watch_silences(), name="worker-monitor")
         self._begin_task = self._side.spawn(self._begins.run(), name="begin-timer")
 
@@ -59,6 +66,10 @@ class GatewayBase:
                     await side
         for session in list(self.sessions.values()):
             await session.ws.close(code=p.CLOSE_GOING_AWAY, message=b"server shutting down")
+        if self._cluster is not None and not self._retired:
+            self._retired = True  # the other servers take its workers over (after their silence)
+            with contextlib.suppress(BanyanError):
+                await self._cluster.retire()
 
     # --- revocation ------------------------------------------------------------
 
@@ -135,14 +146,41 @@ class GatewayBase:
             if session is not None:
                 session.lost = True
             try:
-                abandoned = await self._store.leave_worker(name, lost=True)
+                abandoned = await self._record_loss(name)
             except BanyanError:  # e.g. the disk is full: try again next round
                 return
             self.last_seen.pop(name, None)
             if session is not None and self.sessions.get(name) is session:
                 del self.sessions[name]
-                self._spawn(_close_lost(session))
-        log.warning("worker %s lost; attempts abandoned: %s", name, abandoned)
+                self._spawn(
+                    _close_lost(session) if abandoned is not None else _close_moved(session)
+                )
+        if abandoned is None:
+            log.info("worker %s is no longer this server's (joined another, or lost)", name)
+        else:
+            log.warning("worker %s lost; attempts abandoned: %s", name, abandoned)
+
+    async def _record_loss(self, name: str) -> list[str] | None:
+        """Record the loss: the abandoned attempts' tasks; None when a shared
+        store has the worker on another server now (nothing to record here)."""
+        if self._cluster is not None:
+            return await self._cluster.record_loss(name)
+        return await self._store.leave_worker(name, lost=True)
+
+    async def _let_go(self, names: Collection[str]) -> None:
+        """Close the sessions the shared store no longer has connected here
+        (the worker joined another server, or another server declared it
+        lost while this one could not beat): they are not this server's."""
+        for name in names:
+            async with self._joining.setdefault(name, asyncio.Lock()):
+                session = self.sessions.get(name)
+                if session is None:
+                    continue
+                session.lost = True
+                del self.sessions[name]
+                self.last_seen.pop(name, None)
+                self._spawn(_close_moved(session))
+            log.warning("worker %s: the database has it on another server (or lost)", name)
 
     async def _watch_silences(self) -> None:
         timeout = self._settings.worker_timeout_s
@@ -154,6 +192,11 @@ class GatewayBase:
             for name, seen in list(self.last_seen.items()):
                 if now - seen > timeout:
                     await self._declare_lost(name, seen)
+            if self._cluster is not None:
+                try:
+                    await self._let_go(await self._cluster.round(dict(self.sessions)))
+                except BanyanError as exc:  # the database is unreachable: next round
+                    log.warning("cluster beat failed: %s", exc)
             if now - touched >= self._settings.heartbeat_interval_s and self.sessions:
                 # Only those heard from since the last round, at the time they
                 # were: a silent session is not a sign of life.
@@ -172,3 +215,8 @@ class GatewayBase:
 async def _close_lost(session: Session) -> None:
     with contextlib.suppress(ConnectionError, RuntimeError):
         await session.ws.close(code=p.CLOSE_LOST, message=b"silent too long: lost")
+
+
+async def _close_moved(session: Session) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await session.ws.close(code=p.CLOSE_REPLACED, message=b"connected to another server")

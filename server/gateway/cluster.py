@@ -1,0 +1,91 @@
+"""The gateway's part when several servers share the store
+(``server.stores.cluster``, PostgreSQL): a server declares lost only the
+silent workers the database still has connected to it, takes over the
+workers of servers that stopped, and closes the sessions the database has
+given to another server.
+
+On a store that is not shared (SQLite, one server) none of this runs: the
+gateway judges its workers' silences in memory alone, as it always has.
+
+Each round of the gateway's monitor (``lifetime``) calls :meth:`round`:
+this server's beat, with its sessions' marks (draining, lifetime), which
+returns the sessions that are no longer its own; then, once this server
+has been up for ``worker_timeout_s`` (so the workers of a server restarted
+in its place get that long to come back, as on SQLite), the sweep that
+declares lost the silent workers of servers that stopped beating.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import NamedTuple
+
+from server.gateway.session import Session
+from server.settings import Settings
+from server.stores.base import Store
+from server.stores.cluster import SessionMark, SharedStore
+
+log = logging.getLogger("server.gateway")
+
+
+class Presence(NamedTuple):
+    """Where the database has a worker, for the admission of a connection."""
+
+    elsewhere: bool  # connected to another live server
+    stranded: bool  # recorded as connected, but no live server holds it (not lost yet)
+
+
+class ClusterLiveness:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        assert isinstance(store, SharedStore)
+        self._store: SharedStore = store
+        self._workers = store  # its ``Store`` side
+        self._timeout_s = settings.worker_timeout_s
+        self._started = time.monotonic()
+
+    async def record_loss(self, name: str) -> list[str] | None:
+        """Declare this server's silent worker ``name`` lost: the tasks of its
+        abandoned attempts, or None when the database no longer has it
+        connected here (it joined another server, or another server already
+        declared it lost): then there is nothing to record."""
+        lost = await self._store.declare_lost(
+            silent=[name], worker_timeout_s=self._timeout_s, now=time.time()
+        )
+        return lost[0].abandoned if lost else None
+
+    async def round(self, sessions: Mapping[str, Session]) -> set[str]:
+        """Beat, then take over the silent workers of stopped servers; returns
+        the names of ``sessions`` the database no longer has connected here."""
+        wall = time.time() - time.monotonic()
+        marks = {
+            name: SessionMark(
+                draining=session.draining,
+                deadline=None if session.deadline is None else wall + session.deadline,
+            )
+            for name, session in sessions.items()
+        }
+        gone = await self._store.beat(marks)
+        if time.monotonic() - self._started >= self._timeout_s:
+            for lost in await self._store.declare_lost(
+                silent=(), worker_timeout_s=self._timeout_s, now=time.time()
+            ):
+                log.warning(
+                    "worker %s (of a server that stopped) lost; attempts abandoned: %s",
+                    lost.name,
+                    lost.abandoned,
+                )
+        return gone
+
+    async def presence(self, name: str) -> Presence:
+        """Whether another live server holds ``name``, or none does though it
+        is recorded as connected (its server stopped; it may come back)."""
+        elsewhere = name in await self._store.connected_elsewhere(alive_s=self._timeout_s)
+        if elsewhere:
+            return Presence(elsewhere=True, stranded=False)
+        found = await self._workers.list_workers(name)
+        return Presence(elsewhere=False, stranded=bool(found) and found[0]["state"] == "connected")
+
+    async def retire(self) -> None:
+        await self._store.retire()
