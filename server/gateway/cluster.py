@@ -30,11 +30,18 @@ from server.stores.cluster import SessionMark, SharedStore
 log = logging.getLogger("server.gateway")
 
 
+# A worker of another live server counts as connected (a second process is
+# refused, 4409) while that server heard it within this many heartbeat
+# intervals (it records them once per interval); after that it counts as
+# cut off (1013 while it holds attempts), as a dropped worker does on SQLite.
+HEARD_INTERVALS = 3
+
+
 class Presence(NamedTuple):
     """Where the database has a worker, for the admission of a connection."""
 
-    elsewhere: bool  # connected to another live server
-    stranded: bool  # recorded as connected, but no live server holds it (not lost yet)
+    elsewhere: bool  # connected to another live server, which heard it lately
+    stranded: bool  # recorded as connected, but not heard lately (not lost yet)
 
 
 class ClusterLiveness:
@@ -43,6 +50,7 @@ class ClusterLiveness:
         self._store: SharedStore = store
         self._workers = store  # its ``Store`` side
         self._timeout_s = settings.worker_timeout_s
+        self._heard_s = HEARD_INTERVALS * settings.heartbeat_interval_s
         self._started = time.monotonic()
 
     async def record_loss(self, name: str) -> list[str] | None:
@@ -79,10 +87,11 @@ class ClusterLiveness:
         return gone
 
     async def presence(self, name: str) -> Presence:
-        """Whether another live server holds ``name``, or none does though it
-        is recorded as connected (its server stopped; it may come back)."""
-        elsewhere = name in await self._store.connected_elsewhere(alive_s=self._timeout_s)
-        if elsewhere:
+        """Whether another live server holds ``name`` and heard it lately, or
+        it is recorded as connected without that (its server stopped or lost
+        touch with it; it may come back)."""
+        remote = (await self._store.connected_elsewhere(alive_s=self._timeout_s)).get(name)
+        if remote is not None and time.time() - remote.last_seen <= self._heard_s:
             return Presence(elsewhere=True, stranded=False)
         found = await self._workers.list_workers(name)
         return Presence(elsewhere=False, stranded=bool(found) and found[0]["state"] == "connected")

@@ -8,6 +8,10 @@ one server is killed mid-run and nothing acknowledged is lost."""
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import json
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,6 +20,7 @@ import asyncpg
 import pytest
 
 from server.stores.postgres.db import EVENTS_LOCK
+from testbed.cluster import FAST
 from testbed.postgres import Postgres
 from tests.e2e.multi_server import Pair, overlapping, runs, two_servers, wait_until
 
@@ -196,3 +201,103 @@ async def waiting_on_lock(pair: Pair, *kinds: str) -> bool:
         list(kinds or ("transactionid", "tuple")),
     )
     return bool(rows[0][0])
+
+
+# The worker's failover (``--server A --server B``) is ``worker/servers.py``;
+# without it, A's workers are started again against B instead.
+FAILOVER = importlib.util.find_spec("worker.servers") is not None
+KILL_TASKS = 240
+
+
+async def test_a_server_killed_mid_run_loses_nothing_and_runs_nothing_twice_at_once(
+    pair: Pair,
+) -> None:
+    a, b = pair.servers
+    feed_b = pair.subscribe(b)
+    a_workers = ["wa1", "wa2"]
+    for name in a_workers:
+        pair.start_worker(name, [a, b] if FAILOVER else [a], cores=2)
+    pair.start_worker("wb1", [b], cores=2)
+    await wait_until(lambda: len(pair.http(b).workers()) == 3, 30, "three workers")
+    task = {"command": "sleep 0.2", "state": "available"}
+    ids = pair.http(a).submit([{**task, "name": f"k{i}"} for i in range(KILL_TASKS)])
+    done = {"state": "terminated"}
+    await wait_until(lambda: pair.http(b).count(done) >= KILL_TASKS // 4, 120, "a quarter done")
+    running_on_a = [
+        t["name"]
+        for name, w in pair.http(b).workers().items()
+        if name in a_workers
+        for t in w["running"]
+    ]
+    assert a.proc is not None
+    await asyncio.to_thread(a.proc.stop, grace_s=0)  # kill -9
+    if not FAILOVER:  # as if each were restarted against B once A was seen gone
+        for name in a_workers:
+            await asyncio.to_thread(pair.workers[name].stop, grace_s=0)
+        await wait_until(lambda: cut_off(pair, a_workers), 30, "A's workers seen cut off")
+        for name in a_workers:
+            pair.start_worker(name, [b], cores=2)
+    await wait_until(lambda: pair.http(b).count(done) == KILL_TASKS, 240, "every task done")
+    ran = await runs(pair)
+    assert sorted(ran) == sorted(ids)  # every acknowledged task ran…
+    assert {t: r for t, r in ran.items() if overlapping(r)} == {}  # …never twice at once
+    statuses = {t: r[-1][4] for t, r in ran.items()}
+    assert set(statuses.values()) == {"success"}, statuses
+    if FAILOVER:  # A's workers went on on B: their attempts ran once and were accepted
+        assert {t: r for t, r in ran.items() if len(r) != 1} == {}
+    else:  # A's workers: declared lost by B at most once each (one holding no
+        # attempt may rejoin as a new process before its silence runs out)
+        lost = await pair.query("SELECT data FROM events WHERE type = 'worker.lost' ORDER BY seq")
+        names = sorted(json.loads(row[0])["name"] for row in lost)
+        assert len(names) == len(set(names)) and set(names) <= set(a_workers), names
+    assert running_on_a  # the kill did hit tasks in flight on A's workers
+    # B's feed has every event, in order, none skipped.
+    last = max(r[0] for r in await pair.query("SELECT max(seq) FROM events"))
+    await wait_until(lambda: feed_b.saw(last), 30, "B's feed to catch up")
+    stored = [r[0] for r in await pair.query("SELECT seq FROM events ORDER BY seq")]
+    assert [s for s in feed_b.seqs() if s <= last] == stored
+
+
+def cut_off(pair: Pair, names: list[str]) -> bool:
+    """Whether B shows each of ``names`` as no longer heard (or gone)."""
+    found = pair.http(pair.b).workers()
+    return all(
+        found[n]["state"] not in ("idle", "busy") or not found[n]["responsive"] for n in names
+    )
+
+
+async def test_a_silent_worker_is_lost_once_by_its_server_and_a_restart_takes_no_others(
+    pair: Pair,
+) -> None:
+    """Before issue 14, a server that started marked every connected worker
+    as heard "now" and declared the other servers' workers lost after
+    ``worker_timeout_s``; and any server could declare any worker lost."""
+    a, b = pair.servers
+    pair.start_worker("wb", [b], "--queue", "b")
+    silent = pair.start_worker("ws", [a])
+    await wait_until(lambda: len(pair.http(b).workers()) == 2, 30, "two workers")
+    (long,) = pair.http(b).submit([{"command": "sleep 60", "state": "available", "queue": "b"}])
+    pair.http(b).wait_state(long, "running", 30)
+    assert a.proc is not None
+    await asyncio.to_thread(a.stop)  # A restarts while B's worker runs a task
+    await asyncio.to_thread(a.start)
+    await wait_until(lambda: pair.http(a).workers()["ws"]["state"] == "idle", 30, "ws back on A")
+    os.kill(silent.pid, signal.SIGSTOP)
+    try:
+        await wait_until(lambda: lost_names(pair), 30, "ws to be declared lost")
+        # Watch for twice the timeout: nothing else is lost, and ws only once.
+        timeout_s = float(FAST["worker_timeout_s"])
+        watched = time.monotonic()
+        await wait_until(lambda: time.monotonic() - watched > 2 * timeout_s, 30, "the watch")
+    finally:
+        os.kill(silent.pid, signal.SIGCONT)
+    assert await lost_names(pair) == ["ws"]
+    assert "worker ws lost" in a.log_text(100_000)
+    assert "worker ws lost" not in b.log_text(100_000)
+    assert pair.http(a).task(long)["state"] == "running"
+    assert pair.http(a).workers()["wb"]["state"] == "busy"
+
+
+async def lost_names(pair: Pair) -> list[str]:
+    rows = await pair.query("SELECT data FROM events WHERE type = 'worker.lost' ORDER BY seq")
+    return [json.loads(row[0])["name"] for row in rows]
