@@ -19,6 +19,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from server.domain.pending import BUSY
 from server.stores.postgres.db import EVENTS_LOCK
 from testbed.cluster import FAST
 from testbed.postgres import Postgres
@@ -86,14 +87,21 @@ async def test_a_cancel_through_one_server_stops_a_task_on_the_others_worker(
     pair.start_worker("wb", [b])
     await wait_until(lambda: "wb" in pair.http(a).workers(), 30, "the worker")
     grace_s = 2
-    (task,) = pair.http(b).submit(
+    # Submitted through A: B's worker is woken by the commit A made (work_available).
+    (task,) = pair.http(a).submit(
         [{"command": "sleep 60", "max_termination_time": grace_s, "state": "available"}]
     )
     pair.http(a).wait_state(task, "running", 30)
-    # /stats on A counts B's worker as busy (the store's view of the cluster).
+    # /stats, /workers and pending reasons on A see B's worker (the store's view).
     stats = pair.http(a).ok("GET", "/stats")
     assert stats["workers"]["busy"] == 1, stats["workers"]
     assert pair.http(a).workers()["wb"]["state"] == "busy"
+    (big,) = pair.http(a).submit(
+        [{"command": "true", "requested_resources": {"cores": 2}, "state": "available"}]
+    )
+    reason = pair.http(a).ok("GET", f"/tasks/{big}/pending_reason")
+    assert reason["code"] == BUSY, reason  # not "no connected worker serves queue"
+    assert pair.http(a).patch(big, {"state": "cancelled"}).status == 200
     sent = time.monotonic()
     assert pair.http(a).patch(task, {"state": "cancelled"}).status == 200
     await wait_until(
@@ -223,12 +231,12 @@ async def test_a_server_killed_mid_run_loses_nothing_and_runs_nothing_twice_at_o
     ids = pair.http(a).submit([{**task, "name": f"k{i}"} for i in range(KILL_TASKS)])
     done = {"state": "terminated"}
     await wait_until(lambda: pair.http(b).count(done) >= KILL_TASKS // 4, 120, "a quarter done")
-    running_on_a = [
-        t["name"]
-        for name, w in pair.http(b).workers().items()
-        if name in a_workers
-        for t in w["running"]
-    ]
+
+    def running_on_a() -> list[str]:
+        found = pair.http(b).workers()
+        return [t["task"] for name in a_workers for t in found[name]["running"]]
+
+    await wait_until(running_on_a, 60, "tasks in flight on A's workers")  # the kill hits them
     assert a.proc is not None
     await asyncio.to_thread(a.proc.stop, grace_s=0)  # kill -9
     if not FAILOVER:  # as if each were restarted against B once A was seen gone
@@ -250,7 +258,6 @@ async def test_a_server_killed_mid_run_loses_nothing_and_runs_nothing_twice_at_o
         lost = await pair.query("SELECT data FROM events WHERE type = 'worker.lost' ORDER BY seq")
         names = sorted(json.loads(row[0])["name"] for row in lost)
         assert len(names) == len(set(names)) and set(names) <= set(a_workers), names
-    assert running_on_a  # the kill did hit tasks in flight on A's workers
     # B's feed has every event, in order, none skipped.
     last = max(r[0] for r in await pair.query("SELECT max(seq) FROM events"))
     await wait_until(lambda: feed_b.saw(last), 30, "B's feed to catch up")
