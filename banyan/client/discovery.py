@@ -83,8 +83,8 @@ def ws_url(server: str) -> str:
 
 
 def _normal(url: str) -> str:
-    url = url.rstrip("/")
-    return url if "://" in url else "http://" + url
+    url = url if "://" in url else "http://" + url
+    return url.rstrip("/")
 
 
 def server_urls(texts: Sequence[str], *, source: str) -> tuple[str, ...]:

@@ -1,0 +1,151 @@
+"""Failover across several servers (issue 14), with real processes: a
+server ``kill -9``ed, and a standby started on the same SQLite file at
+another port (``Server.standby``), as an operator would on one machine.
+
+The clients are given both URLs (``--server A --server B``): the CLI, the
+client library and its event feed, the TUI's data source and the worker move
+to the standby when the first cannot be reached, and go on there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from banyan.client import Client
+from banyan.client.discovery import Connection
+from banyan.errors import ServerUnreachable
+from testbed import BIN, FAST, Server, clean_env, free_port
+from tests.e2e.test_feed_restart import wait_until
+
+pytestmark = pytest.mark.slow
+BANYAN = BIN / "banyan"
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[Server, Server]]:
+    """Server A (started) and its standby B on the same database (not started)."""
+    first = Server(tmp_path, name="a", settings=FAST)
+    second = first.standby(name="b")
+    first.start()
+    yield first, second
+    for server in (first, second):
+        server.stop(grace_s=0)
+
+
+def dead_url() -> str:
+    """A loopback URL nothing listens on: connections to it are refused."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def banyan(
+    server: Server, *argv: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real ``banyan`` command, finding the token in the servers' client file."""
+    full_env = clean_env(BANYAN_CLIENT_FILE=str(server.client_file), **(env or {}))
+    return subprocess.run(
+        [str(BANYAN), *argv], capture_output=True, text=True, env=full_env, timeout=60, check=False
+    )
+
+
+def test_cli_goes_on_to_the_next_server(pair: tuple[Server, Server]) -> None:
+    live, _ = pair
+    listed = banyan(live, "--server", dead_url(), "--server", live.url, "ls", "--json")
+    assert listed.returncode == 0, listed
+    assert listed.stdout.strip() == "[]"
+    # The list in the environment, and a submit: created once, on the live one.
+    env = {"BANYAN_SERVER": f"{dead_url()},{live.url}"}
+    created = banyan(live, "submit", "--hold", "--", "true", env=env)
+    assert created.returncode == 0, created
+    found = banyan(live, "--server", live.url, "ls", "--json", "--all")
+    assert [t["_id"] for t in json.loads(found.stdout)] == [created.stdout.strip()]
+
+
+def test_cli_names_every_server_when_none_answers(pair: tuple[Server, Server]) -> None:
+    live, _ = pair
+    first, second = dead_url(), dead_url()
+    result = banyan(live, "--server", first, "--server", second, "ls")
+    assert result.returncode == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("banyan: cannot reach any of 2 Banyan servers:")
+    assert first in line and second in line
+
+
+@pytest.mark.parametrize(
+    ("command", "servers"),
+    [
+        ("banyan", ["--server", ""]),
+        ("banyan", ["--server", "http://127.0.0.1:1,,http://127.0.0.1:2"]),
+        ("banyan-worker", ["--server", "http://127.0.0.1:1", "--server", "ftp://x"]),
+        ("banyan-worker", ["--server", "127.0.0.1:port"]),
+        ("banyan-tui", ["--server", "http://127.0.0.1:1,"]),
+    ],
+)
+def test_an_empty_or_malformed_url_is_one_line_and_exit_2(
+    tmp_path: Path, command: str, servers: list[str]
+) -> None:
+    argv = [str(BIN / command), *servers]
+    if command == "banyan":
+        argv.append("ls")
+    env = clean_env(BANYAN_TOKEN="byn_unused", BANYAN_CLIENT_FILE=str(tmp_path / "none.json"))
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 2, done
+    [line] = done.stderr.splitlines()
+    assert "server URL" in line and "--server" in line, line
+
+
+async def test_feed_resumes_on_the_standby_with_no_gap(pair: tuple[Server, Server]) -> None:
+    first, standby = pair
+    connection = Connection(server=first.url, token=first.token, fallbacks=(standby.url,))
+    seen: list[dict[str, Any]] = []
+    submitted: list[str] = []
+
+    async def follow(client: Client) -> None:
+        async for event in client.events(since=0, types=["task.created"]):
+            seen.append(event)
+
+    # The follower has a client of its own: its switch is its own, not the submitter's.
+    async with Client(connection, timeout_s=5) as follower_client:
+        follower = asyncio.create_task(follow(follower_client))
+        async with Client(connection, timeout_s=5) as submitter:
+            for i in range(5):
+                submitted.append((await submitter.submit({"name": f"on A {i}"}))["_id"])
+            await wait_until(lambda: len(seen) >= 5)
+            first.kill()
+            standby.start()
+            for i in range(5):
+                submitted.append((await submitter.submit({"name": f"on B {i}"}))["_id"])
+            assert submitter.connection.server == standby.url
+        await wait_until(lambda: len(seen) >= 10)
+        assert follower_client.connection.server == standby.url
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+    seqs = [e["seq"] for e in seen]
+    assert [e["data"]["_id"] for e in seen] == submitted  # each once, in order
+    assert seqs == list(range(seqs[0], seqs[0] + 10))  # no gap (only task.created happened)
+
+
+async def test_tui_source_switches_to_the_next_server(pair: tuple[Server, Server]) -> None:
+    from tui.source import LiveSource
+
+    live, _ = pair
+    dead = dead_url()
+    connection = Connection(server=dead, token=live.token, fallbacks=(live.url,))
+    async with LiveSource(connection, timeout_s=5) as source:
+        assert source.server == dead
+        with pytest.raises(ServerUnreachable):
+            async for _ in source.events(0):
+                pass
+        assert source.server == live.url  # the app's next reconnect goes there
+        frames = source.events(0)
+        hello = await anext(frames)
+        await frames.aclose()  # type: ignore[attr-defined]
+        assert hello["type"] == "feed.hello"
+        snapshot = await source.snapshot()
+        assert snapshot.tasks == []
