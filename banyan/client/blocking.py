@@ -132,8 +132,15 @@ class BlockingSender:
             self.send_blocking, method, path, body=body, params=params, headers=headers
         )
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, *, wait: bool = True) -> bool:
+        """Close the kept-alive connection; ``wait=False``: only if no request
+        is using it now (whether it was closed)."""
+        if not self._lock.acquire(blocking=wait):
+            return False
+        try:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        finally:
+            self._lock.release()
+        return True

@@ -104,6 +104,7 @@ class Client(FeedMethods):
         self.transport = transport
         self._session: aiohttp.ClientSession | None = None
         self._sender: BlockingSender | None = None
+        self._retired: list[BlockingSender] = []  # senders to servers switched away from
         self._entered = False
 
     def _headers(self) -> dict[str, str]:
@@ -135,7 +136,9 @@ class Client(FeedMethods):
             self.connection = self.connection.failover()
             log.info("cannot reach %s: switching to %s", failed, self.connection.server)
             if self._sender is not None:
-                self._sender.close()
+                # Closed now unless a request (in a thread) still uses it: then at close().
+                if not self._sender.close(wait=False):
+                    self._retired.append(self._sender)
                 self._sender = self._new_sender()
         return True
 
@@ -158,6 +161,9 @@ class Client(FeedMethods):
 
     async def close(self) -> None:
         self._entered = False
+        for retired in self._retired:
+            retired.close()
+        self._retired.clear()
         if self._sender is not None:
             self._sender.close()
             self._sender = None
