@@ -21,7 +21,7 @@ import pytest
 from banyan.client import Client
 from banyan.client.discovery import Connection
 from banyan.errors import ServerUnreachable
-from testbed import BIN, FAST, Server, clean_env, free_port
+from testbed import BIN, FAST, Cluster, Http, Server, clean_env, free_port, wait_for
 from tests.e2e.test_feed_restart import wait_until
 
 pytestmark = pytest.mark.slow
@@ -149,3 +149,54 @@ async def test_tui_source_switches_to_the_next_server(pair: tuple[Server, Server
         assert hello["type"] == "feed.hello"
         snapshot = await source.snapshot()
         assert snapshot.tasks == []
+
+
+@pytest.mark.parametrize("ends", ["on the standby", "while no server is up"])
+def test_worker_fails_over_and_its_task_goes_on(tmp_path: Path, ends: str) -> None:
+    """A's ``kill -9`` mid-task; B started on A's database: the worker
+    re-attaches to B within its lease, the task it runs goes on (it is not
+    started again) and B accepts its result, whether the task ends once the
+    worker is on B or while it is between servers (its report waits)."""
+    # A lease long enough for a standby to start on a busy machine.
+    settings = {**FAST, "worker_timeout_s": 15, "server_timeout_s": 30}
+    with Cluster(tmp_path, name="a", settings=settings) as cluster:
+        standby = cluster.server.standby(name="b")
+        try:
+            cluster.start_server()
+            starts, go, ended = tmp_path / "starts", tmp_path / "go", tmp_path / "ended"
+            command = (
+                f"echo run >> {starts}; while [ ! -e {go} ]; do sleep 0.1; done; "
+                f"echo done; touch {ended}"
+            )
+            worker = cluster.start_worker("w1", "--server", cluster.url, "--server", standby.url)
+            cluster.wait_connected("w1")
+            # A second worker, of B only: it would run the task if B put it back in the queue.
+            cluster.start_worker("w2", "--server", standby.url)
+            [task_id] = cluster.http.submit([{"command": command, "state": "available"}])
+            wait_for(starts.exists, 20, "the task to start")
+            cluster.kill_server()
+            if ends == "while no server is up":
+                go.touch()
+                wait_for(ended.exists, 20, "the task to end")
+            standby.start()
+            on_b = Http(standby.url, cluster.token)
+
+            def reattached() -> bool:
+                assert worker.popen.poll() is None, worker.log_text()
+                return bool(on_b.workers().get("w1", {}).get("state") in ("busy", "idle"))
+
+            wait_for(reattached, 30, "w1 to re-attach to the standby")
+            go.touch()
+            task = on_b.wait_state(task_id, "terminated", timeout=30)
+            assert task["execution"]["exit_status"] == "success"
+            assert task["execution"]["worker"] == "w1"
+            assert task["retry_count"] == 0
+            [attempt] = on_b.history(task_id)  # one attempt: it was never rerun
+            assert attempt["exit_status"] == "success"
+            assert starts.read_text().split() == ["run"]  # started once
+            if ends == "on the standby":  # output sent while no server is up is not kept
+                assert on_b.logs(task_id)["stdout"].split() == ["done"]
+            assert f"connected to {standby.url}" in worker.log_text(20_000)
+            assert worker.popen.poll() is None  # and it goes on serving B
+        finally:
+            standby.stop(grace_s=0)

@@ -27,6 +27,7 @@ from worker.agent.config import EXIT_OK, Job, WorkerConfig, path_with_banyan
 from worker.lease import Beats, Lease
 from worker.progress import ENV_SOCKET, ProgressListener
 from worker.reaper import Reaper
+from worker.servers import Servers
 
 log = logging.getLogger("worker.agent")
 
@@ -36,6 +37,7 @@ class AgentBase(abc.ABC):
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
+        self.servers = Servers(config.connection)  # several: failover (worker/servers.py)
         self.jobs: dict[str, Job] = {}
         self.unreported: dict[str, p.Finished] = {}
         # Prefetch: assigned attempts not started yet (in the order handed out),

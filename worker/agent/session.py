@@ -1,7 +1,9 @@
 """The worker agent's main loop: connect (and reconnect) until told to stop,
 one session per connection (hello, welcome, then the server's frames), what
 each server frame does, and stopping (drain or stop the tasks; give up after
-``server_timeout_s`` unreachable; exit at once when refused for good)."""
+``server_timeout_s`` unreachable; exit at once when refused for good). Given
+several servers, a lost or failed connection moves to the next one
+(``worker.servers``)."""
 
 from __future__ import annotations
 
@@ -68,20 +70,20 @@ class Agent(Slots):
         containment.MANAGED_PIDS.add(self._reaper.pid)  # never taken for a task's orphan
         await self._progress.start()
         headers = {"Authorization": basic_auth_header(self.config.connection.token)}
-        url = self.config.connection.ws_base + "/workers/connect"
         try:
             timeout = aiohttp.ClientTimeout(
                 total=None, connect=CONNECT_TIMEOUT_S, sock_read=CONNECT_TIMEOUT_S
             )
             async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
                 while not self._finished():
+                    url = self.servers.gateway_url
                     try:
                         async with http.ws_connect(
                             url,
                             heartbeat=self._heartbeat_s,
                             max_msg_size=p.MAX_FRAME_BYTES,
                             protocols=(p.LEASE_PROTOCOL,),
-                            ssl=self.config.connection.ssl,
+                            ssl=self.servers.connection.ssl,
                         ) as ws:
                             self._ws = ws
                             await self._session(ws)
@@ -103,13 +105,15 @@ class Agent(Slots):
                             code = None if self._ws is None else self._ws.close_code
                             log.info(
                                 "disconnected from %s%s",
-                                self.config.connection.server,
+                                self.servers.server,
                                 "" if code is None else f" (close code {code})",
                             )
                         self._ws = None
                     if self._finished() or self._fatal:
                         break
                     self._note_unreachable()
+                    if self.servers.next():
+                        continue  # another server (--server given more than once), at once
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), RECONNECT_MAX_S)
                         if self._unreachable_since is not None and not self.jobs:
@@ -185,11 +189,12 @@ class Agent(Slots):
             return
         self._unreachable_since = None
         self._connected = True
+        self.servers.connected()
         self._secret = welcome.secret
         self.name = welcome.worker
         log.info(
             "connected to %s as %s (heartbeat %.1f s; %d attempts resumed, %d dropped)",
-            self.config.connection.server,
+            self.servers.server,
             welcome.worker,
             welcome.heartbeat_interval_s,
             len(welcome.resumed),
