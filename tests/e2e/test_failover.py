@@ -20,6 +20,7 @@ import pytest
 
 from banyan.client import Client
 from banyan.client.discovery import Connection
+from banyan.client.http import Transport
 from banyan.errors import ServerUnreachable
 from testbed import BIN, FAST, Cluster, Http, Server, clean_env, free_port, wait_for
 from tests.e2e.test_feed_restart import wait_until
@@ -129,6 +130,36 @@ async def test_feed_resumes_on_the_standby_with_no_gap(pair: tuple[Server, Serve
     seqs = [e["seq"] for e in seen]
     assert [e["data"]["_id"] for e in seen] == submitted  # each once, in order
     assert seqs == list(range(seqs[0], seqs[0] + 10))  # no gap (only task.created happened)
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "stdlib"])
+async def test_a_change_that_may_have_arrived_is_not_sent_to_another_server(
+    pair: tuple[Server, Server], transport: Transport
+) -> None:
+    """A first "server" that reads the request and hangs up without an answer:
+    the PATCH may have been applied there, so it is not sent again to the next
+    server (the error says so); a GET, harmless twice, goes on to it."""
+
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        writer.close()
+
+    live, _ = pair
+    [task_id] = Http(live.url, live.token).submit([{"command": "true"}])  # inactive
+    listener = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    silent = f"http://127.0.0.1:{listener.sockets[0].getsockname()[1]}"
+    connection = Connection(server=silent, token=live.token, fallbacks=(live.url,))
+    try:
+        async with Client(connection, timeout_s=5, transport=transport) as client:
+            with pytest.raises(ServerUnreachable, match=silent):
+                await client.update(task_id, {"priority": 5})
+            assert client.connection.server == silent  # not sent to the live one
+            task = await client.task(task_id)
+            assert client.connection.server == live.url
+            assert task["priority"] == 0
+    finally:
+        listener.close()
+        await listener.wait_closed()
 
 
 async def test_tui_source_switches_to_the_next_server(pair: tuple[Server, Server]) -> None:
