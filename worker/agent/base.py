@@ -44,6 +44,10 @@ class AgentBase(abc.ABC):
         # and those handed back, until the server accepts or refuses the return.
         self.queued: dict[str, p.AssignedAttempt] = {}
         self.returning: dict[str, p.Returned] = {}
+        # ``started`` frames of queued attempts that began here, kept until the
+        # attempt's final report is answered: sent again after a reconnect, as
+        # one sent just before the server died may never have been recorded.
+        self.started: dict[str, p.Started] = {}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._send_lock = asyncio.Lock()
         self._stopping = asyncio.Event()

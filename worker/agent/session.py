@@ -159,6 +159,7 @@ class Agent(Slots):
             self.jobs.clear()
             self.queued.clear()  # the server hands these to others (uncounted)
             self.returning.clear()
+            self.started.clear()
             self._free_gpus = list(self.config.gpu_indices)
 
     # --- one connection --------------------------------------------------------
@@ -206,10 +207,13 @@ class Agent(Slots):
         for task_id in welcome.dropped:  # the server no longer counts these as ours
             self.queued.pop(task_id, None)
             self.returning.pop(task_id, None)
+            self.started.pop(task_id, None)
             job = self.jobs.get(task_id)
             if job is not None and job.task is not None:
                 job.stopped = True
                 job.task.kill()
+        for started in list(self.started.values()):  # before their reports
+            await self._send(started)
         for report in list(self.unreported.values()):
             await self._send_report(report)
         for returned in list(self.returning.values()):
@@ -276,6 +280,7 @@ class Agent(Slots):
             self._renew(self._report_sent_at.pop(frame.task, None))
             self.unreported.pop(frame.task, None)
             self.returning.pop(frame.task, None)
+            self.started.pop(frame.task, None)
             if self.config.burst and not self.jobs and not self.unreported:
                 await self._claim()  # everything is on record: is anything left?
         elif isinstance(frame, p.Refused):
@@ -283,6 +288,7 @@ class Agent(Slots):
             log.warning("server refused a report on %s: %s", frame.task, frame.message)
             self.unreported.pop(frame.task, None)
             self.returning.pop(frame.task, None)
+            self.started.pop(frame.task, None)
             self.queued.pop(frame.task, None)
             job = self.jobs.get(frame.task)
             if job is not None and frame.code == 409 and job.task is not None:
