@@ -13,7 +13,9 @@ coroutines share the work:
 - cycle: ``claim`` one task, then ``finish`` it (what a worker does per task);
 
 then, on PostgreSQL only, the same cycle split between two stores on one
-database (two servers). Repetitions alternate the backends; figures are
+database (two servers, as far as the database can tell; both stores live in
+this one Python process, so this shows what the shared locks cost, not what
+a second server's CPU adds). Repetitions alternate the backends; figures are
 operations per second (median), with the PG/SQLite ratio and its range.
 Printed, never asserted.
 """
@@ -85,11 +87,10 @@ async def bulk(store: Store, tasks: int, concurrency: int) -> float:
 
 async def cycle(stores: list[Store], tasks: int, concurrency: int) -> float:
     """Claim one task and finish it, from ``concurrency`` workers spread over ``stores``."""
+
     async def one(n: int) -> int:
         store = stores[n % len(stores)]
-        got = await store.claim(
-            worker=f"w{n}", token="w", free=BIG, queues=["default"], limit=1
-        )
+        got = await store.claim(worker=f"w{n}", token="w", free=BIG, queues=["default"], limit=1)
         for attempt in got:
             await store.finish(
                 attempt["task"], attempt["execution_key"], exit_status="success",

@@ -101,7 +101,7 @@ async def test_the_outbox_trap_cannot_happen_with_the_store(
         await transaction.start()
         tx = Tx(conn)
         tx.add_events(time.time(), [created("a" * 24)])
-        await a.db.flush_events(tx)
+        await a.db.flush_events(conn, tx.events)
         small = await conn.fetchval("SELECT max(seq) FROM events")
         later = asyncio.create_task(
             b.create_tasks([TaskCreate.model_validate({"command": "true"})], ADMIN)

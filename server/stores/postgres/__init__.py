@@ -54,5 +54,6 @@ def from_settings(location: str, settings: Settings) -> Store:
     return PostgresStore(
         f"postgresql://{location}",
         pool_size=settings.pool_size,
+        batch_max_ops=settings.commit_batch_max_ops,
         require_if_match=settings.require_if_match,
     )

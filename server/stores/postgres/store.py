@@ -42,11 +42,12 @@ class PostgresStore(Store):
         dsn: str,
         *,
         pool_size: int = 10,
+        batch_max_ops: int = 512,
         require_if_match: bool = False,
         max_log_bytes: int = 1 << 20,
         clock: Clock = time.time,
     ) -> None:
-        self.db = Database(dsn, pool_size=pool_size)
+        self.db = Database(dsn, pool_size=pool_size, batch_max_ops=batch_max_ops)
         self.max_log_bytes = max_log_bytes
         self._require_if_match = require_if_match
         self._clock = clock
