@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from banyan.errors import InsufficientStorage, Unavailable
+from banyan.errors import Conflict, InsufficientStorage, Unavailable
 from banyan.events import Event, encode_data
 from server.domain.events import task_id_of
 from server.stores.postgres import migrations
@@ -91,6 +91,8 @@ def map_error(exc: BaseException) -> BaseException:
     original: BaseException = exc
     if isinstance(exc, asyncpg.PostgresError):
         state = str(getattr(exc, "sqlstate", "") or "")
+        if state == "23505":  # another server inserted the same key meanwhile
+            return Conflict(f"a concurrent change got there first ({exc}); try again")
         if state == "53100":
             return InsufficientStorage("the database server's disk is full; nothing was written")
         if state.startswith(("08", "57", "53")):
