@@ -48,6 +48,7 @@ _Result = tuple["asyncio.Future[Any]", bool, Any]
 
 EVENTS_LOCK = 0x62616E79616E02  # the advisory lock every event-writing commit holds
 CHANNEL = "banyan_commit"
+CONNECT_TIMEOUT_S = 10.0
 ATTEMPTS = 8  # tries of a write that keeps meeting deadlocks or serialization failures
 _RETRY = {"40001", "40P01"}  # serialization_failure, deadlock_detected
 
@@ -123,7 +124,7 @@ class Database:
 
     async def open(self) -> None:
         try:
-            conn = await asyncpg.connect(self.dsn)
+            conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_S)
         except (OSError, asyncpg.PostgresError) as exc:
             raise Unavailable(f"cannot connect to the database: {exc}") from exc
         try:
@@ -131,13 +132,17 @@ class Database:
         finally:
             await conn.close()
         self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=self.pool_size, statement_cache_size=512
+            self.dsn,
+            min_size=1,
+            max_size=self.pool_size,
+            statement_cache_size=512,
+            timeout=CONNECT_TIMEOUT_S,  # a database gone mid-run: 503 after this, not a hang
         )
         await self._listen()
         self._loop_task = asyncio.create_task(self._writer_loop(), name="postgres-group-commit")
 
     async def _listen(self) -> None:
-        self._listener = await asyncpg.connect(self.dsn)
+        self._listener = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_S)
         await self._listener.add_listener(CHANNEL, self._notified)
         self._listener.add_termination_listener(self._listener_lost)
 
