@@ -161,14 +161,14 @@ def main() -> None:
             for label, rate in two.items():
                 scaling.setdefault(label, []).append(rate)
     print(f"{reps} repetitions, {tasks} tasks, {conc} concurrent callers, in process")
-    print(f"{'operation':<22}{'SQLite /s':>12}{'PG /s':>12}{'PG/SQLite (range)':>24}")
+    print(f"{'operation':<30}{'SQLite /s':>12}{'PG /s':>12}{'PG/SQLite (range)':>24}")
     for what, unit in (("submit", "single creates"), ("bulk", "tasks in bulk"),
                        ("cycle", "claim+finish")):  # fmt: skip
         lite, pg_rates = results["sqlite"][what], results["postgresql"][what]
         ratios = sorted(p / s for p, s in zip(pg_rates, lite, strict=True))
         print(
-            f"{what + ' (' + unit + ')':<22}"[:22]
-            + f"{statistics.median(lite):>12.0f}{statistics.median(pg_rates):>12.0f}"
+            f"{what + ' (' + unit + ')':<30}"
+            f"{statistics.median(lite):>12.0f}{statistics.median(pg_rates):>12.0f}"
             f"{statistics.median(ratios):>12.2f} ({ratios[0]:.2f}-{ratios[-1]:.2f})"
         )
     one, two_rates = scaling["1 server"], scaling["2 servers"]
