@@ -30,7 +30,7 @@ sound, and where it lives:
   connected to.
 
 **Driver**: asyncpg. ``bench/pg_driver.py`` (alternating repetitions, one
-connection each, same SQL) measured it at about 1.6-1.9x psycopg 3's async
+connection each, same SQL) measured it at 1.6-2.3x (medians) psycopg 3's async
 throughput on this store's commonest operations (single-row insert in a
 transaction, a ``SKIP LOCKED`` claim, a one-row read); both were fast enough
 for correctness, asyncpg won on speed, which the issue asks for. It is the
