@@ -59,6 +59,24 @@ class Server:
         self.proc: Proc | None = None
         self._token: str | None = None
 
+    def standby(self, *, name: str) -> Server:
+        """Another server on this one's database, client file and settings, at
+        a port of its own (logged as ``<name>-server.log``): a standby to
+        :meth:`start` once this one is gone (SQLite), or beside it (a shared
+        store). The client file keeps the admin token, so ``token`` works on both."""
+        other = Server(
+            self.tmp,
+            name=name,
+            settings=self.settings,
+            env=self.env,
+            command=self.command,
+            args=self.args,
+            scheme=self.url.partition("://")[0],
+        )
+        other.db = self.db
+        other.client_file = self.client_file
+        return other
+
     # --- the process ------------------------------------------------------------
 
     def start(self, *, timeout_s: float = 30) -> None:

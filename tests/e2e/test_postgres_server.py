@@ -1,13 +1,15 @@
 """``banyan-server --db postgresql://...`` serves: a real server process on a
 database of the session's throwaway PostgreSQL cluster, a real worker that
 runs a small tree of tasks, their results and logs back through the REST
-API, and the event feed (followed with ``banyan.client``) complete and in
-order."""
+API, the event feed (followed with ``banyan.client``) complete and in order;
+and a second server on the same database whose worker is handed work
+submitted through the first and whose live feed shows the same events."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pytest
 
 from banyan.client import Client
 from banyan.client.discovery import Connection
-from testbed import FAST, Cluster, Server
+from testbed import FAST, Cluster, Http, Server, wait_for
 from testbed.postgres import Postgres
 
 pytestmark = pytest.mark.slow
@@ -58,17 +60,42 @@ def test_a_server_on_postgresql_runs_tasks_with_a_real_worker(cluster: Cluster) 
     stats = cluster.http.ok("GET", "/stats")
     assert stats["tasks"]["by_state"]["terminated"] == 4
     assert "pg-w1" in cluster.http.workers()
-    # Another server on the same database answers for the same queue.
+    # A second server on the same database: it answers for the same queue,
+    # a worker connected to it is told of work submitted through the first
+    # (LISTEN/NOTIFY), and its feed, followed live, shows the same events.
     other = Server(cluster.tmp, name="second", settings=FAST, db_url=cluster.server.db_url)
     # The same local admin token (a server makes a new one only when its file's is not valid).
     other.client_file.write_text(cluster.server.client_file.read_text())
     other.start()
     try:
         assert cluster.http.task(first)["_etag"] == _get(other, f"/tasks/{first}")["_etag"]
+        cluster.start_worker(
+            "pg-w2", "--queue", "remote", env={"BANYAN_CLIENT_FILE": str(other.client_file)}
+        )
+        # Asked of the server it is connected to (what another server's gateway
+        # shows of it is the multi-server step's business).
+        on_second = Http(other.url, other.token)
+        wait_for(
+            lambda: on_second.workers().get("pg-w2", {}).get("state") == "idle",
+            15,
+            "pg-w2 to connect to the second server",
+        )
+        remote = "d" * 24
+        with ThreadPoolExecutor(1) as pool:
+            followed = pool.submit(asyncio.run, _feed(other, {remote}))
+            cluster.http.submit(
+                [{"_id": remote, "command": "echo remote", "queue": "remote", "state": "available"}]
+            )
+            cluster.http.wait_state(remote, "terminated", timeout=30)
+            assert cluster.http.task(remote)["execution"]["worker"] == "pg-w2"
+            on_other = followed.result(timeout=30)
+        token = other.create_token("worker", "pg-extra")  # the token command on PostgreSQL
+        assert Http(cluster.url, token).get("/workers").status == 200
     finally:
         other.stop()
 
-    events = asyncio.run(_feed(cluster.server, {first, second, third, failing}))
+    events = asyncio.run(_feed(cluster.server, {first, second, third, failing, remote}))
+    assert events[: len(on_other)] == on_other  # the second server's feed: the same events
     seqs = [e["seq"] for e in events]
     assert seqs == sorted(set(seqs))  # in order, no duplicate
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))  # no gap from the start
@@ -78,8 +105,6 @@ def test_a_server_on_postgresql_runs_tasks_with_a_real_worker(cluster: Cluster) 
 
 
 def _get(server: Server, path: str) -> Any:
-    from testbed import Http
-
     return Http(server.url, server.token).ok("GET", path)
 
 

@@ -101,7 +101,7 @@ async def test_the_outbox_trap_cannot_happen_with_the_store(
         await transaction.start()
         tx = Tx(conn)
         tx.add_events(time.time(), [created("a" * 24)])
-        await a.db.flush_events(tx)
+        await a.db.flush_events(conn, tx.events)
         small = await conn.fetchval("SELECT max(seq) FROM events")
         later = asyncio.create_task(
             b.create_tasks([TaskCreate.model_validate({"command": "true"})], ADMIN)
@@ -258,3 +258,30 @@ async def test_a_lost_listen_connection_comes_back(
     heard.clear()
     await a.create_tasks([TaskCreate.model_validate({"command": "true"})], ADMIN)
     await asyncio.wait_for(heard.wait(), WAIT_S)
+
+
+async def test_writes_queued_together_commit_together_and_fail_alone(url: str) -> None:
+    # Group commit: writes queued at once share one transaction; the one
+    # that fails is undone alone, its events with it.
+    from banyan.errors import NotFound
+    from banyan.models import TaskPatch
+
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        batches = store.db.batches
+        make = TaskCreate.model_validate({"command": "true", "name": "ok"})
+        results = await asyncio.gather(
+            store.create_tasks([make], ADMIN),
+            store.update_task("f" * 24, TaskPatch.model_validate({"name": "x"}), ADMIN),
+            store.create_tasks([make, make], ADMIN),
+            return_exceptions=True,
+        )
+        assert store.db.batches == batches + 1
+        assert isinstance(results[1], NotFound)
+        created = [r for r in results if isinstance(r, list)]
+        assert sum(len(r) for r in created) == 3
+        events = await store.events_since(0)
+        assert [e["type"] for e in events] == ["task.created"] * 3
+    finally:
+        await store.close()

@@ -27,6 +27,7 @@ from worker.agent.config import EXIT_OK, Job, WorkerConfig, path_with_banyan
 from worker.lease import Beats, Lease
 from worker.progress import ENV_SOCKET, ProgressListener
 from worker.reaper import Reaper
+from worker.servers import Servers
 
 log = logging.getLogger("worker.agent")
 
@@ -36,12 +37,17 @@ class AgentBase(abc.ABC):
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
+        self.servers = Servers(config.connection)  # several: failover (worker/servers.py)
         self.jobs: dict[str, Job] = {}
         self.unreported: dict[str, p.Finished] = {}
         # Prefetch: assigned attempts not started yet (in the order handed out),
         # and those handed back, until the server accepts or refuses the return.
         self.queued: dict[str, p.AssignedAttempt] = {}
         self.returning: dict[str, p.Returned] = {}
+        # ``started`` frames of queued attempts that began here, kept until the
+        # attempt's final report is answered: sent again after a reconnect, as
+        # one sent just before the server died may never have been recorded.
+        self.started: dict[str, p.Started] = {}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._send_lock = asyncio.Lock()
         self._stopping = asyncio.Event()

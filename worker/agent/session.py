@@ -1,7 +1,9 @@
 """The worker agent's main loop: connect (and reconnect) until told to stop,
 one session per connection (hello, welcome, then the server's frames), what
 each server frame does, and stopping (drain or stop the tasks; give up after
-``server_timeout_s`` unreachable; exit at once when refused for good)."""
+``server_timeout_s`` unreachable; exit at once when refused for good). Given
+several servers, a lost or failed connection moves to the next one
+(``worker.servers``)."""
 
 from __future__ import annotations
 
@@ -68,20 +70,20 @@ class Agent(Slots):
         containment.MANAGED_PIDS.add(self._reaper.pid)  # never taken for a task's orphan
         await self._progress.start()
         headers = {"Authorization": basic_auth_header(self.config.connection.token)}
-        url = self.config.connection.ws_base + "/workers/connect"
         try:
             timeout = aiohttp.ClientTimeout(
                 total=None, connect=CONNECT_TIMEOUT_S, sock_read=CONNECT_TIMEOUT_S
             )
             async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
                 while not self._finished():
+                    url = self.servers.gateway_url
                     try:
                         async with http.ws_connect(
                             url,
                             heartbeat=self._heartbeat_s,
                             max_msg_size=p.MAX_FRAME_BYTES,
                             protocols=(p.LEASE_PROTOCOL,),
-                            ssl=self.config.connection.ssl,
+                            ssl=self.servers.connection.ssl,
                         ) as ws:
                             self._ws = ws
                             await self._session(ws)
@@ -103,13 +105,15 @@ class Agent(Slots):
                             code = None if self._ws is None else self._ws.close_code
                             log.info(
                                 "disconnected from %s%s",
-                                self.config.connection.server,
+                                self.servers.server,
                                 "" if code is None else f" (close code {code})",
                             )
                         self._ws = None
                     if self._finished() or self._fatal:
                         break
                     self._note_unreachable()
+                    if self.servers.next():
+                        continue  # another server (--server given more than once), at once
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._stopping.wait(), RECONNECT_MAX_S)
                         if self._unreachable_since is not None and not self.jobs:
@@ -155,6 +159,7 @@ class Agent(Slots):
             self.jobs.clear()
             self.queued.clear()  # the server hands these to others (uncounted)
             self.returning.clear()
+            self.started.clear()
             self._free_gpus = list(self.config.gpu_indices)
 
     # --- one connection --------------------------------------------------------
@@ -185,11 +190,12 @@ class Agent(Slots):
             return
         self._unreachable_since = None
         self._connected = True
+        self.servers.connected()
         self._secret = welcome.secret
         self.name = welcome.worker
         log.info(
             "connected to %s as %s (heartbeat %.1f s; %d attempts resumed, %d dropped)",
-            self.config.connection.server,
+            self.servers.server,
             welcome.worker,
             welcome.heartbeat_interval_s,
             len(welcome.resumed),
@@ -201,10 +207,13 @@ class Agent(Slots):
         for task_id in welcome.dropped:  # the server no longer counts these as ours
             self.queued.pop(task_id, None)
             self.returning.pop(task_id, None)
+            self.started.pop(task_id, None)
             job = self.jobs.get(task_id)
             if job is not None and job.task is not None:
                 job.stopped = True
                 job.task.kill()
+        for started in list(self.started.values()):  # before their reports
+            await self._send(started)
         for report in list(self.unreported.values()):
             await self._send_report(report)
         for returned in list(self.returning.values()):
@@ -271,6 +280,7 @@ class Agent(Slots):
             self._renew(self._report_sent_at.pop(frame.task, None))
             self.unreported.pop(frame.task, None)
             self.returning.pop(frame.task, None)
+            self.started.pop(frame.task, None)
             if self.config.burst and not self.jobs and not self.unreported:
                 await self._claim()  # everything is on record: is anything left?
         elif isinstance(frame, p.Refused):
@@ -278,6 +288,7 @@ class Agent(Slots):
             log.warning("server refused a report on %s: %s", frame.task, frame.message)
             self.unreported.pop(frame.task, None)
             self.returning.pop(frame.task, None)
+            self.started.pop(frame.task, None)
             self.queued.pop(frame.task, None)
             job = self.jobs.get(frame.task)
             if job is not None and frame.code == 409 and job.task is not None:

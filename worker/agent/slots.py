@@ -85,9 +85,9 @@ class Slots(Jobs):
                 await self._hand_back(attempt)  # no longer fits this worker's lifetime
                 continue
             await self._start(attempt)
-            await self._send(
-                p.Started(task=task_id, execution_key=attempt.execution_key, time=time.time())
-            )
+            started = p.Started(task=task_id, execution_key=attempt.execution_key, time=time.time())
+            self.started[task_id] = started
+            await self._send(started)
 
     async def _hand_back(self, attempt: p.AssignedAttempt) -> None:
         returned = p.Returned(task=attempt.task, execution_key=attempt.execution_key)

@@ -1,22 +1,25 @@
-"""The PostgreSQL connections: a pool for the requests, one listening
-connection for the commits of other servers, and the write transaction.
+"""The PostgreSQL connections: a pool (reads, and the writer's transactions),
+one listening connection for the commits of other servers, and group commit.
 
-``write(op)`` runs ``op(tx)`` in one READ COMMITTED transaction on a pooled
-connection. The events ``op`` appends (``tx.add_events``) are inserted last,
-after ``pg_advisory_xact_lock(EVENTS_LOCK)``: only one transaction at a time
-can be between taking a ``seq`` and committing, so ``seq`` order is commit
-order, on one server or many, and a subscriber that has read seq N can never
-later find a smaller seq committed (the "outbox trap"). The lock is held for
-the insert and the commit only, not while the change itself runs. The same
-statement queues a ``NOTIFY`` on ``CHANNEL`` (sent at commit, with the
-server's id), which every server's listening connection turns into its
-commit listeners; a server's own commits call them at once, its own
-notifications are ignored.
+``write(op)`` queues ``op`` (an async function of a :class:`Tx`); one loop
+per server takes everything queued and runs it as one READ COMMITTED
+transaction, each op in its own savepoint, and commits once: concurrent
+requests share one WAL flush, as on SQLite. An op that raises is undone
+alone; one that meets a deadlock with another server is undone and runs
+again in the next batch (bounded), after this batch's locks are gone.
 
-A deadlock or serialization failure (another server changed the same rows
-in another order) rolls back and runs ``op`` again, a bounded number of
-times. Failures of PostgreSQL itself become the client-facing errors: 507
-for a full disk, 503 for an unreachable or restarting server.
+The events the ops append (``tx.add_events``) are inserted last, after
+``pg_advisory_xact_lock(EVENTS_LOCK)``: only one transaction at a time, on
+any server, can be between taking a ``seq`` and committing, so ``seq`` order
+is commit order and a subscriber that has read seq N can never later find a
+smaller seq committed (the "outbox trap"). The lock is held for the insert
+and the commit only, not while the changes run. The same statement queues a
+``NOTIFY`` on ``CHANNEL`` (sent at commit, with this server's id), which
+every other server's listening connection turns into its commit listeners;
+a server's own commits call them at once.
+
+Failures of PostgreSQL itself become the client-facing errors: 507 for a
+full disk, 503 for an unreachable or restarting server.
 """
 
 from __future__ import annotations
@@ -24,14 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
 
-from banyan.errors import BanyanError, InsufficientStorage, Unavailable
+from banyan.errors import Conflict, InsufficientStorage, Unavailable
 from banyan.events import Event, encode_data
 from server.domain.events import task_id_of
 from server.stores.postgres import migrations
@@ -39,11 +41,21 @@ from server.stores.postgres import queries as Q
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+_Pending = tuple[
+    Callable[["Tx"], Awaitable[Any]], "asyncio.Future[Any]", int
+]  # op, its future, tries
+_Result = tuple["asyncio.Future[Any]", bool, Any]
 
 EVENTS_LOCK = 0x62616E79616E02  # the advisory lock every event-writing commit holds
 CHANNEL = "banyan_commit"
+CONNECT_TIMEOUT_S = 10.0
 ATTEMPTS = 8  # tries of a write that keeps meeting deadlocks or serialization failures
 _RETRY = {"40001", "40P01"}  # serialization_failure, deadlock_detected
+
+
+def _fresh(exc: Exception) -> BaseException:
+    # map_error makes a new error for PostgreSQL's own failures (one per waiting request).
+    return map_error(exc)
 
 
 class Tx:
@@ -80,6 +92,8 @@ def map_error(exc: BaseException) -> BaseException:
     original: BaseException = exc
     if isinstance(exc, asyncpg.PostgresError):
         state = str(getattr(exc, "sqlstate", "") or "")
+        if state == "23505":  # another server inserted the same key meanwhile
+            return Conflict(f"a concurrent change got there first ({exc}); try again")
         if state == "53100":
             return InsufficientStorage("the database server's disk is full; nothing was written")
         if state.startswith(("08", "57", "53")):
@@ -91,7 +105,7 @@ def map_error(exc: BaseException) -> BaseException:
 
 
 class Database:
-    def __init__(self, dsn: str, *, pool_size: int = 10) -> None:
+    def __init__(self, dsn: str, *, pool_size: int = 10, batch_max_ops: int = 512) -> None:
         self.dsn = dsn
         self.pool_size = pool_size
         self.server_id = uuid.uuid4().hex  # tells our own notifications from others'
@@ -100,10 +114,17 @@ class Database:
         self._relisten: asyncio.Task[None] | None = None
         self.on_commit: list[Callable[[], None]] = []
         self.retries = 0  # writes run again after a deadlock or serialization failure
+        self.batch_max_ops = batch_max_ops
+        self.batches = 0  # committed transactions, for benchmarks
+        self.ops = 0  # operations in them
+        self._pending: list[_Pending] = []
+        self._wakeup = asyncio.Event()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def open(self) -> None:
         try:
-            conn = await asyncpg.connect(self.dsn)
+            conn = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_S)
         except (OSError, asyncpg.PostgresError) as exc:
             raise Unavailable(f"cannot connect to the database: {exc}") from exc
         try:
@@ -111,12 +132,17 @@ class Database:
         finally:
             await conn.close()
         self._pool = await asyncpg.create_pool(
-            self.dsn, min_size=1, max_size=self.pool_size, statement_cache_size=512
+            self.dsn,
+            min_size=1,
+            max_size=self.pool_size,
+            statement_cache_size=512,
+            timeout=CONNECT_TIMEOUT_S,  # a database gone mid-run: 503 after this, not a hang
         )
         await self._listen()
+        self._loop_task = asyncio.create_task(self._writer_loop(), name="postgres-group-commit")
 
     async def _listen(self) -> None:
-        self._listener = await asyncpg.connect(self.dsn)
+        self._listener = await asyncpg.connect(self.dsn, timeout=CONNECT_TIMEOUT_S)
         await self._listener.add_listener(CHANNEL, self._notified)
         self._listener.add_termination_listener(self._listener_lost)
 
@@ -146,6 +172,18 @@ class Database:
             self._relisten = None
 
     async def close(self) -> None:
+        """Finish queued writes (bounded), then disconnect."""
+        self._closing = True
+        if self._loop_task is not None:
+            self._wakeup.set()
+            for _ in range(2000):  # at most ~10 s
+                if not self._pending:
+                    break
+                await asyncio.sleep(0.005)
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+            self._loop_task = None
         pool, self._pool = self._pool, None
         if self._relisten is not None:
             self._relisten.cancel()
@@ -167,38 +205,101 @@ class Database:
             callback()
 
     async def write(self, op: Callable[[Tx], Awaitable[T]]) -> T:
-        """Run ``op`` in one transaction and commit it with its events."""
-        if self._pool is None:
+        """Run ``op`` inside a (shared) write transaction; its result once committed."""
+        if self._pool is None or self._closing:
             raise Unavailable("the server is shutting down")
-        for attempt in range(ATTEMPTS):
-            try:
-                async with self._pool.acquire() as conn, conn.transaction():
-                    tx = Tx(conn)
-                    result = await op(tx)
-                    if tx.events:
-                        await self.flush_events(tx)
-            except asyncpg.PostgresError as exc:
-                if getattr(exc, "sqlstate", None) in _RETRY and attempt + 1 < ATTEMPTS:
-                    self.retries += 1
-                    await asyncio.sleep(random.uniform(0, 0.002 * 2**attempt))
-                    continue
-                raise map_error(exc) from exc
-            except (OSError, asyncpg.InterfaceError) as exc:
-                raise map_error(exc) from exc
-            self._committed()
-            return result
-        raise BanyanError("unreachable")  # pragma: no cover (the loop returns or raises)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._pending.append((op, future, 0))
+        self._wakeup.set()
+        return await future
 
-    async def flush_events(self, tx: Tx) -> None:
-        # Lock first, then take the seqs: seq order = commit order (module docstring).
-        await tx.conn.execute(
+    async def _writer_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._pending:
+                batch = self._pending[: self.batch_max_ops]
+                del self._pending[: self.batch_max_ops]
+                try:
+                    results, deferred = await self._run_batch(batch)
+                except asyncpg.PostgresError as exc:
+                    if len(batch) == 1 and exc.sqlstate in _RETRY and batch[0][2] + 1 < ATTEMPTS:
+                        self.retries += 1  # a lone op that met a deadlock: again, alone
+                        op, future, tries = batch[0]
+                        self._pending.insert(0, (op, future, tries + 1))
+                        continue
+                    self._fail(batch, exc)
+                    continue
+                except Exception as exc:  # rolled back as a whole: nothing was written
+                    self._fail(batch, exc)
+                    continue
+                self.batches += 1
+                self.ops += len(results)
+                self._pending[:0] = deferred  # first in the next batch, after our locks went
+                for future, ok, value in results:
+                    if future.done():  # the request was cancelled meanwhile
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+                self._committed()
+
+    def _fail(self, batch: list[_Pending], exc: Exception) -> None:
+        log.warning("write batch of %d rolled back: %s", len(batch), exc)
+        for _, future, _ in batch:
+            if not future.done():  # a fresh error each: one raised in many tasks piles up
+                future.set_exception(_fresh(exc))
+
+    async def _run_batch(self, batch: list[_Pending]) -> tuple[list[_Result], list[_Pending]]:
+        """One transaction for the batch, each op in its own savepoint (when
+        there are several): an op that fails is undone alone; one that meets a
+        deadlock is undone and deferred to the next batch."""
+        results: list[_Result] = []
+        deferred: list[_Pending] = []
+        events: list[tuple[float, str, str | None, str]] = []
+        live = [item for item in batch if not item[1].done()]
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            for op, future, tries in live:
+                tx = Tx(conn)
+                savepoint = conn.transaction() if len(live) > 1 else None
+                if savepoint is not None:
+                    await savepoint.start()
+                try:
+                    value = await op(tx)
+                except Exception as exc:
+                    if savepoint is None:
+                        raise  # the only op: the whole transaction goes
+                    await savepoint.rollback()
+                    state = getattr(exc, "sqlstate", None)
+                    if state in _RETRY and tries + 1 < ATTEMPTS:
+                        self.retries += 1
+                        deferred.append((op, future, tries + 1))
+                    else:
+                        results.append((future, False, map_error(exc)))
+                    continue
+                if savepoint is not None:
+                    await savepoint.commit()
+                events += tx.events
+                results.append((future, True, value))
+            if events:
+                await self.flush_events(conn, events)
+        return results, deferred
+
+    async def flush_events(
+        self, conn: Any, events: list[tuple[float, str, str | None, str]]
+    ) -> None:
+        """Insert ``events`` last in the transaction, after the events lock:
+        seq order = commit order (module docstring)."""
+        await conn.execute(
             "SELECT pg_advisory_xact_lock($1), pg_notify($2, $3)",
             EVENTS_LOCK,
             CHANNEL,
             self.server_id,
         )
-        times, types, tasks, data = zip(*tx.events, strict=True)
-        await tx.conn.execute(Q.INSERT_EVENTS, list(times), list(types), list(tasks), list(data))
+        times, types, tasks, data = zip(*events, strict=True)
+        await conn.execute(Q.INSERT_EVENTS, list(times), list(types), list(tasks), list(data))
 
     async def read(self, op: Callable[[Tx], Awaitable[T]], *, snapshot: bool = True) -> T:
         """Run ``op`` on a pooled connection; in one consistent snapshot

@@ -183,8 +183,11 @@ TASK_BY_ID: Final = (
     .replace("env,", "env::text,")
     .replace("progress,", "progress::text,")
 )
-TASK_SELECT: Final = f"SELECT {TASK_BY_ID} FROM tasks"
-GET_TASK: Final = f"{TASK_SELECT} WHERE id = $1"
+# One task with its continuations (in order) as a last column: one round trip.
+GET_TASK: Final = (
+    f"SELECT {TASK_BY_ID}, ARRAY(SELECT c.child FROM continuations c "
+    "WHERE c.parent = tasks.id ORDER BY c.position) FROM tasks WHERE id = $1"
+)
 TASK_EXISTS: Final = "SELECT 1 FROM tasks WHERE id = $1"
 INSERT_TASKS: Final = (
     "INSERT INTO tasks (id, name, command, state, queue, priority, max_retry_count, "

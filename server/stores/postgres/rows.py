@@ -43,7 +43,8 @@ async def get_doc(tx: Tx, task_id: str) -> dict[str, Any]:
     row = await tx.fetchrow(Q.GET_TASK, task_id)
     if row is None:
         raise NotFound(f"no task with id {task_id}")
-    return row_to_doc(tuple(row), (await continuations_of(tx, [task_id]))[task_id])
+    *columns, continuations = row
+    return row_to_doc(tuple(columns), list(continuations))
 
 
 async def apply_changes(tx: Tx, changes: Sequence[Change], now: float) -> None:

@@ -6,16 +6,15 @@ a function of the modules beside it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from banyan.errors import BanyanError, Conflict, NotFound, Unauthorized
+from banyan.errors import BanyanError, NotFound
 from banyan.models import BulkPatchItem, ContinuationEdit, MemoryUsage, TaskCreate, TaskPatch
 from banyan.resources import Amounts, Resources
 from banyan.states import Actor
-from banyan.tokens import Caller, Role, generate_token, hash_token, same_digest
+from banyan.tokens import Caller
 from server.domain import idempotency as idem
-from server.domain.tokens import check_name
 from server.stores.base import (
     ClaimedAttempt,
     CreatedTask,
@@ -25,7 +24,6 @@ from server.stores.base import (
     Page,
     Query,
     Store,
-    TokenInfo,
     WorkerIdentity,
 )
 from server.stores.postgres import attempts, cluster, graph, reads, tasks, workers
@@ -33,21 +31,23 @@ from server.stores.postgres import queries as Q
 from server.stores.postgres.cluster import PostgresCluster
 from server.stores.postgres.db import Database, Tx
 from server.stores.postgres.rows import dumps, get_doc, loads
+from server.stores.postgres.tokens import TokenMethods, check_not_revoked
 
 Clock = Callable[[], float]
 
 
-class PostgresStore(PostgresCluster, Store):
+class PostgresStore(TokenMethods, PostgresCluster, Store):
     def __init__(
         self,
         dsn: str,
         *,
         pool_size: int = 10,
+        batch_max_ops: int = 512,
         require_if_match: bool = False,
         max_log_bytes: int = 1 << 20,
         clock: Clock = time.time,
     ) -> None:
-        self.db = Database(dsn, pool_size=pool_size)
+        self.db = Database(dsn, pool_size=pool_size, batch_max_ops=batch_max_ops)
         self.max_log_bytes = max_log_bytes
         self._require_if_match = require_if_match
         self._clock = clock
@@ -417,65 +417,6 @@ class PostgresStore(PostgresCluster, Store):
             lambda tx: workers.read_logs(tx, task_id, attempt=attempt, stream=stream)
         )
 
-    # --- tokens ----------------------------------------------------------------
-
-    async def create_token(self, name: str, role: Role) -> str:
-        check_name(name)
-        token = generate_token()
-        now = self._clock()
-
-        async def run(tx: Tx) -> None:
-            found = await tx.fetchrow(Q.TOKEN_REVOKED, name)
-            if found is not None and found[0] is None:
-                raise Conflict(f"a token named {name!r} already exists")
-            if found is not None:  # tasks and history name it: never a new holder
-                raise Conflict(f"a token named {name!r} was revoked; its name is not given again")
-            # ON CONFLICT: another server created the same name meanwhile.
-            if await tx.fetchrow(Q.INSERT_TOKEN, name, role.value, hash_token(token), now) is None:
-                raise Conflict(f"a token named {name!r} already exists")
-
-        await self.db.write(run)
-        return token
-
-    async def list_tokens(self) -> list[TokenInfo]:
-        async def run(tx: Tx) -> list[TokenInfo]:
-            return [
-                TokenInfo(name=n, role=Role(r), created=c, revoked=v)
-                for n, r, c, v in await tx.fetch(Q.LIST_TOKENS)
-            ]
-
-        return await self.db.read(run, snapshot=False)
-
-    async def revoke_token(self, name: str) -> None:
-        now = self._clock()
-
-        async def run(tx: Tx) -> None:
-            if await tx.fetchrow(Q.REVOKE_TOKEN, now, name) is None:
-                raise NotFound(f"no active token named {name!r}")
-
-        await self.db.write(run)
-
-    async def verify_token(self, token: str) -> Caller | None:
-        digest = hash_token(token)
-        row = await self.db.read(lambda tx: tx.fetchrow(Q.VERIFY_TOKEN, digest), snapshot=False)
-        if row is None or not same_digest(row[2], digest):
-            return None
-        return Caller(name=row[0], role=Role(row[1]))
-
-    async def token_mark(self) -> tuple[float, ...]:
-        row = await self.db.read(lambda tx: tx.fetchrow(Q.TOKEN_MARK), snapshot=False)
-        return tuple(float(v) for v in row)
-
-    async def live_token_names(self, names: Collection[str]) -> set[str]:
-        wanted = sorted(set(names))
-        if not wanted:
-            return set()
-
-        async def run(tx: Tx) -> set[str]:
-            return {n for (n,) in await tx.fetch(Q.LIVE_TOKEN_NAMES, wanted)}
-
-        return await self.db.read(run, snapshot=False)
-
     # --- statistics ------------------------------------------------------------
 
     async def statistics(self) -> dict[str, Any]:
@@ -484,11 +425,3 @@ class PostgresStore(PostgresCluster, Store):
 
     async def tree_statistics(self, task_id: str) -> dict[str, Any]:
         return await self.db.read(lambda tx: reads.tree(tx, task_id))
-
-
-async def check_not_revoked(tx: Tx, token: str) -> None:
-    """Inside a write: a revoked token claims and reports nothing more, even
-    on a socket let in before the revocation (on any server)."""
-    row = await tx.fetchrow(Q.TOKEN_STATE, token)
-    if row is not None and row[0] is not None:
-        raise Unauthorized(f"the token {token!r} was revoked")
