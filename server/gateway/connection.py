@@ -6,7 +6,6 @@ them concurrently so that one worker's reports share commits."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from typing import Any
 
@@ -200,17 +199,8 @@ class Gateway(Frames):
             # Frames are handled concurrently so that the reports of one worker
             # share commits (group commit); tasks start in frame order, and each
             # queues its write at once, so the writes keep the frames' order.
-            # A shared store writes on a pool of connections, whose commits
-            # may land in any order: there, a frame about a task waits for the
-            # one before it about the same task (``started`` before
-            # ``finished``, output before the end), the others still overlap.
             await session.inflight.acquire()
-            task = self._ordered_task(frame)
-            after = None if task is None else session.chains.get(task)
-            job = asyncio.create_task(self._dispatch(session, frame, after))
-            if task is not None:
-                session.chains[task] = job
-                job.add_done_callback(functools.partial(_unchain, session, task))
+            job = asyncio.create_task(self._dispatch(session, frame))
             session.pending.add(job)
             job.add_done_callback(session.pending.discard)
             job.add_done_callback(lambda _: session.inflight.release())
@@ -222,17 +212,7 @@ class Gateway(Frames):
         if session.pending:
             await asyncio.gather(*session.pending, return_exceptions=True)
 
-    def _ordered_task(self, frame: Any) -> str | None:
-        """The task whose frames ``frame`` is kept in order with, if any (on a
-        shared store only)."""
-        task = getattr(frame, "task", None)
-        return task if self._cluster is not None and isinstance(task, str) else None
-
-    async def _dispatch(
-        self, session: Session, frame: Any, after: asyncio.Task[None] | None = None
-    ) -> None:
-        if after is not None:
-            await asyncio.wait([after])  # its outcome is its own; only the order matters
+    async def _dispatch(self, session: Session, frame: Any) -> None:
         try:
             await self._apply(session, frame)
         except BanyanError as exc:  # e.g. the disk is full: tell the worker, keep the socket
@@ -242,9 +222,3 @@ class Gateway(Frames):
         except Exception:
             log.exception("worker %s: %s failed", session.name, frame.type)
             await session.ws.close(code=1011, message=b"internal error")
-
-
-def _unchain(session: Session, task: str, job: asyncio.Task[None]) -> None:
-    """Forget ``job`` as the last frame about ``task`` unless a later one took its place."""
-    if session.chains.get(task) is job:
-        del session.chains[task]

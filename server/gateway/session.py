@@ -39,8 +39,6 @@ class Session:
     send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     inflight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(64))
     pending: set[asyncio.Task[None]] = field(default_factory=set)
-    # Per task, the last of its frames being applied (kept in order on a shared store).
-    chains: dict[str, asyncio.Task[None]] = field(default_factory=dict)
     # Monotonic time the worker's lifetime ends (``banyan-worker --time-limit``).
     deadline: float | None = None
 

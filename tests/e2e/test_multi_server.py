@@ -68,6 +68,12 @@ async def test_workers_of_two_servers_race_and_no_task_runs_twice(pair: Pair) ->
         task: r for task, r in ran.items() if len(r) != 1 or overlapping(r) or r[0][4] != "success"
     }
     assert twice == {}
+    # Each worker's frames were applied in order: no attempt ended while its
+    # ``started`` was still unapplied (it would keep ``queued`` set).
+    unstarted = await pair.query(
+        "SELECT count(*) FROM attempts WHERE queued AND exit_status = $1", "success"
+    )
+    assert unstarted[0][0] == 0
     workers_used = {r[0][1] for r in ran.values()}
     assert workers_used == {"w0", "w1", "w2", "w3"}  # both servers' workers took part
     # Both feeds: every event, in the same order.
