@@ -8,7 +8,6 @@ one server is killed mid-run and nothing acknowledged is lost."""
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import os
 import signal
@@ -23,6 +22,7 @@ from server.domain.pending import BUSY
 from server.stores.postgres.db import EVENTS_LOCK
 from testbed.cluster import FAST
 from testbed.postgres import Postgres
+from testbed.procs import stop_all
 from tests.e2e.multi_server import Pair, overlapping, runs, two_servers, wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
@@ -217,20 +217,45 @@ async def waiting_on_lock(pair: Pair, *kinds: str) -> bool:
     return bool(rows[0][0])
 
 
-# The worker's failover (``--server A --server B``) is ``worker/servers.py``;
-# without it, A's workers are started again against B instead.
-FAILOVER = importlib.util.find_spec("worker.servers") is not None
 KILL_TASKS = 240
+A_WORKERS = ["wa1", "wa2"]
 
 
-async def test_a_server_killed_mid_run_loses_nothing_and_runs_nothing_twice_at_once(
+async def test_a_server_killed_mid_run_its_workers_fail_over_and_nothing_runs_twice(
     pair: Pair,
 ) -> None:
+    """``kill -9`` of server A: its workers (``--server A --server B``) go on
+    through B, their running attempts are resumed and their results accepted."""
+    ids = await run_and_kill(pair, failover=True)
+    ran = await runs(pair)
+    assert {t: r for t, r in ran.items() if len(r) != 1} == {}  # each ran once, accepted
+    assert sorted(ran) == sorted(ids)
+    assert await lost_names(pair) == []
+
+
+async def test_a_server_and_its_workers_killed_another_server_takes_them_over(
+    pair: Pair,
+) -> None:
+    """A machine dies with server A and A's workers: B declares each of them
+    lost once (none of A's own monitor's doing: A is dead), their attempts
+    are abandoned and run again, never twice at once."""
+    await run_and_kill(pair, failover=False)
+    names = await lost_names(pair)
+    assert sorted(names) == A_WORKERS  # each exactly once, by B
+    assert all(
+        f"worker {n} (of a server that stopped) lost" in pair.b.log_text(10**6) for n in names
+    )
+
+
+async def run_and_kill(pair: Pair, *, failover: bool) -> list[str]:
+    """Workers on A (also given B with ``failover``) and on B run
+    ``KILL_TASKS`` tasks; A is killed (with its workers unless ``failover``)
+    while they run some. Checks that every acknowledged task ends in success,
+    no task ran twice at once, and B's feed has every event; returns the ids."""
     a, b = pair.servers
     feed_b = pair.subscribe(b)
-    a_workers = ["wa1", "wa2"]
-    for name in a_workers:
-        pair.start_worker(name, [a, b] if FAILOVER else [a], cores=2)
+    for name in A_WORKERS:
+        pair.start_worker(name, [a, b] if failover else [a], cores=2)
     pair.start_worker("wb1", [b], cores=2)
     await wait_until(lambda: len(pair.http(b).workers()) == 3, 30, "three workers")
     task = {"command": "sleep 0.2", "state": "available"}
@@ -240,43 +265,24 @@ async def test_a_server_killed_mid_run_loses_nothing_and_runs_nothing_twice_at_o
 
     def running_on_a() -> list[str]:
         found = pair.http(b).workers()
-        return [t["task"] for name in a_workers for t in found[name]["running"]]
+        return [t["task"] for name in A_WORKERS for t in found[name]["running"]]
 
     await wait_until(running_on_a, 60, "tasks in flight on A's workers")  # the kill hits them
     assert a.proc is not None
-    await asyncio.to_thread(a.proc.stop, grace_s=0)  # kill -9
-    if not FAILOVER:  # as if each were restarted against B once A was seen gone
-        for name in a_workers:
-            await asyncio.to_thread(pair.workers[name].stop, grace_s=0)
-        await wait_until(lambda: cut_off(pair, a_workers), 30, "A's workers seen cut off")
-        for name in a_workers:
-            pair.start_worker(name, [b], cores=2)
+    doomed = [a.proc] if failover else [a.proc, *(pair.workers[n] for n in A_WORKERS)]
+    await asyncio.to_thread(stop_all, doomed, grace_s=0)  # kill -9
     await wait_until(lambda: pair.http(b).count(done) == KILL_TASKS, 240, "every task done")
     ran = await runs(pair)
     assert sorted(ran) == sorted(ids)  # every acknowledged task ran…
     assert {t: r for t, r in ran.items() if overlapping(r)} == {}  # …never twice at once
     statuses = {t: r[-1][4] for t, r in ran.items()}
     assert set(statuses.values()) == {"success"}, statuses
-    if FAILOVER:  # A's workers went on on B: their attempts ran once and were accepted
-        assert {t: r for t, r in ran.items() if len(r) != 1} == {}
-    else:  # A's workers: declared lost by B at most once each (one holding no
-        # attempt may rejoin as a new process before its silence runs out)
-        lost = await pair.query("SELECT data FROM events WHERE type = 'worker.lost' ORDER BY seq")
-        names = sorted(json.loads(row[0])["name"] for row in lost)
-        assert len(names) == len(set(names)) and set(names) <= set(a_workers), names
     # B's feed has every event, in order, none skipped.
     last = max(r[0] for r in await pair.query("SELECT max(seq) FROM events"))
     await wait_until(lambda: feed_b.saw(last), 30, "B's feed to catch up")
     stored = [r[0] for r in await pair.query("SELECT seq FROM events ORDER BY seq")]
     assert [s for s in feed_b.seqs() if s <= last] == stored
-
-
-def cut_off(pair: Pair, names: list[str]) -> bool:
-    """Whether B shows each of ``names`` as no longer heard (or gone)."""
-    found = pair.http(pair.b).workers()
-    return all(
-        found[n]["state"] not in ("idle", "busy") or not found[n]["responsive"] for n in names
-    )
+    return ids
 
 
 async def test_a_silent_worker_is_lost_once_by_its_server_and_a_restart_takes_no_others(
