@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed import SERVER, clean_env
+from testbed import SERVER, Http, Server, clean_env
 from tests.faults import diskfull
 
 pytestmark = pytest.mark.slow
@@ -98,3 +98,33 @@ def test_invalid_settings_file(tmp_path: Path, text: str, words: list[str]) -> N
     config = tmp_path / "config.toml"
     config.write_text(text)
     assert_one_line(start(tmp_path, "--config", str(config)), *words)
+
+
+def test_a_second_server_on_one_sqlite_file_is_refused_until_the_first_dies(
+    tmp_path: Path,
+) -> None:
+    """Two servers on one SQLite file would each declare the other's workers
+    lost; a standby may take over once the first is gone, even by kill -9."""
+    first = Server(tmp_path, name="a")
+    first.start()
+    try:
+        second = start(tmp_path, "--db", str(first.db))
+        assert_one_line(second, "another banyan-server", f"pid {first.pid}", "PostgreSQL")
+        assert second.returncode == 2
+        # The token commands are not servers: they run beside it.
+        made = subprocess.run(
+            [str(SERVER), "token", "list", "--db", str(first.db)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+        )
+        assert made.returncode == 0, made
+    finally:
+        first.kill()
+    standby = first.standby(name="b")
+    standby.start()
+    try:
+        assert Http(standby.url, standby.token).get("/health").status == 200
+    finally:
+        standby.kill()
