@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -128,3 +129,22 @@ def test_a_second_server_on_one_sqlite_file_is_refused_until_the_first_dies(
         assert Http(standby.url, standby.token).get("/health").status == 200
     finally:
         standby.kill()
+
+
+def test_postgresql_without_its_driver_says_how_to_install_it(tmp_path: Path) -> None:
+    # As if asyncpg were not installed (it is an extra: banyan[postgres]).
+    code = (
+        "import sys; sys.modules['asyncpg'] = None\n"
+        "from server.cli import main\n"
+        "sys.exit(main(['--db', 'postgresql://u@127.0.0.1:1/x', '--port', '0']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(BANYAN_CLIENT_FILE=str(tmp_path / "client.json")),
+        cwd=Path(__file__).parents[2],
+    )
+    assert_one_line(result, "asyncpg", "banyan[postgres]")
+    assert result.returncode == 2
