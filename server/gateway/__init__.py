@@ -6,7 +6,8 @@ task become available in a queue a worker serves and ``cancel`` when a task
 it runs is asked to stop, and declares a worker lost once it has been silent
 for ``worker_timeout_s`` (its attempts are then abandoned and follow the retry
 rule). A worker that reconnects in time re-attaches to the attempts it still
-runs. Nothing here polls: the monitor only watches the clock for silences.
+runs. Nothing here polls: the monitor only watches the clock for silences
+(and, when several servers share the store, beats in it: ``cluster``).
 
 Identity (``server.domain.identity``): a worker token's connection is the
 worker named by the token; one connection per worker, unless the same
@@ -17,7 +18,9 @@ otherwise); a revoked token's connections are closed with 4401
 One class, :class:`Gateway`, in layers, one module each: ``session`` (what
 the gateway knows of one connected worker), ``lifetime`` (its state, start
 and stop, revocation, pushes and the silence monitor), ``frames`` (claims and
-reports) and ``connection`` (the websocket: hello, admission, the frame loop).
+reports) and ``connection`` (the websocket: hello, admission, the frame loop);
+``cluster`` is what changes when several servers share the store (which
+server declares a silent worker lost, and who holds a worker now).
 """
 
 from server.gateway.connection import Gateway
