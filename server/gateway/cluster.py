@@ -30,6 +30,11 @@ from server.stores.cluster import SessionMark, SharedStore
 log = logging.getLogger("server.gateway")
 
 
+def monitor_period_s(worker_timeout_s: float) -> float:
+    """How often the gateway's monitor runs (and, on a shared store, beats)."""
+    return min(1.0, worker_timeout_s / 4)
+
+
 # A worker of another live server counts as connected (a second process is
 # refused, 4409) while that server heard it within this many heartbeat
 # intervals (it records them once per interval); after that it counts as
@@ -51,6 +56,12 @@ class ClusterLiveness:
         self._workers = store  # its ``Store`` side
         self._timeout_s = settings.worker_timeout_s
         self._heard_s = HEARD_INTERVALS * settings.heartbeat_interval_s
+        # A server is taken for stopped once its beat is one monitor period
+        # older than worker_timeout_s. Why the period: its workers' leases
+        # (worker/lease.py) count on no attempt being abandoned before
+        # ``s + worker_timeout_s`` for a frame sent at ``s`` and answered; the
+        # server may have answered up to a period after its last beat.
+        self._server_silence_s = self._timeout_s + monitor_period_s(self._timeout_s)
         self._started = time.monotonic()
 
     async def record_loss(self, name: str) -> list[str] | None:
@@ -77,7 +88,10 @@ class ClusterLiveness:
         gone = await self._store.beat(marks)
         if time.monotonic() - self._started >= self._timeout_s:
             for lost in await self._store.declare_lost(
-                silent=(), worker_timeout_s=self._timeout_s, now=time.time()
+                silent=(),
+                worker_timeout_s=self._timeout_s,
+                now=time.time(),
+                server_silence_s=self._server_silence_s,
             ):
                 log.warning(
                     "worker %s (of a server that stopped) lost; attempts abandoned: %s",

@@ -17,7 +17,7 @@ from banyan.errors import BanyanError
 from banyan.states import State
 from banyan.supervise import SideTasks
 from server.begins import BeginTimer
-from server.gateway.cluster import ClusterLiveness
+from server.gateway.cluster import ClusterLiveness, monitor_period_s
 from server.gateway.session import Session
 from server.hub import Event, EventHub
 from server.settings import Settings
@@ -184,7 +184,7 @@ class GatewayBase:
 
     async def _watch_silences(self) -> None:
         timeout = self._settings.worker_timeout_s
-        period = min(1.0, timeout / 4)
+        period = monitor_period_s(timeout)
         touched = time.monotonic()
         while True:
             await asyncio.sleep(period)

@@ -73,14 +73,20 @@ class SharedStore(ABC):
 
     @abstractmethod
     async def declare_lost(
-        self, *, silent: Collection[str], worker_timeout_s: float, now: float
+        self,
+        *,
+        silent: Collection[str],
+        worker_timeout_s: float,
+        now: float,
+        server_silence_s: float | None = None,
     ) -> list[LostWorker]:
         """Mark lost, in one transaction, the workers of ``silent`` (this
         server's, silent for ``worker_timeout_s``) still connected to this
-        server, and the connected workers of servers not alive for
-        ``worker_timeout_s`` (or never recorded) last heard before
-        ``now - worker_timeout_s``; abandon their attempts and emit
-        ``worker.lost`` for each. Returns only those THIS call marked."""
+        server, and the connected workers of servers that have not beaten
+        for ``server_silence_s`` (default ``worker_timeout_s``; or never
+        did) last heard before ``now - worker_timeout_s``; abandon their
+        attempts and emit ``worker.lost`` for each. Returns only those THIS
+        call marked."""
 
     @abstractmethod
     async def connected_elsewhere(self, *, alive_s: float) -> dict[str, RemoteWorker]:

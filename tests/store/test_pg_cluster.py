@@ -172,3 +172,17 @@ async def test_a_retired_servers_workers_wait_for_their_own_silence(servers: Ser
     assert await b.declare_lost(silent=[], worker_timeout_s=TIMEOUT_S, now=time.time()) == []
     (lost,) = await b.declare_lost(silent=[], worker_timeout_s=TIMEOUT_S, now=time.time() + LATER)
     assert lost.name == "w1"
+
+
+async def test_a_server_is_taken_for_stopped_once_its_beat_is_older_than_the_silence(
+    servers: Servers,
+) -> None:
+    a, b = await servers(2)
+    await a.beat({})
+    await join(a, "w1")
+    later = time.time() + LATER
+    # Beaten a moment ago: alive for a silence of a minute…
+    assert await b.declare_lost(silent=[], worker_timeout_s=1, now=later, server_silence_s=60) == []
+    # …but not for one of no time at all.
+    (lost,) = await b.declare_lost(silent=[], worker_timeout_s=1, now=later, server_silence_s=0)
+    assert lost.name == "w1"

@@ -95,9 +95,11 @@ async def declare_lost(
     silent: Collection[str],
     worker_timeout_s: float,
     now: float,
+    server_silence_s: float | None = None,
 ) -> list[LostWorker]:
+    alive_s = worker_timeout_s if server_silence_s is None else server_silence_s
     rows = await tx.fetch(
-        DECLARE_LOST, server_id, sorted(silent), now - worker_timeout_s, worker_timeout_s, now
+        DECLARE_LOST, server_id, sorted(silent), now - worker_timeout_s, alive_s, now
     )
     lost = []
     for name in sorted(row[0] for row in rows):
@@ -129,12 +131,22 @@ class PostgresCluster(SharedStore):
         return await self.db.write(lambda tx: beat(tx, server_id, sessions))
 
     async def declare_lost(
-        self, *, silent: Collection[str], worker_timeout_s: float, now: float
+        self,
+        *,
+        silent: Collection[str],
+        worker_timeout_s: float,
+        now: float,
+        server_silence_s: float | None = None,
     ) -> list[LostWorker]:
         server_id = self.server_id
         return await self.db.write(
             lambda tx: declare_lost(
-                tx, server_id, silent=silent, worker_timeout_s=worker_timeout_s, now=now
+                tx,
+                server_id,
+                silent=silent,
+                worker_timeout_s=worker_timeout_s,
+                now=now,
+                server_silence_s=server_silence_s,
             )
         )
 
