@@ -17,6 +17,7 @@ declares lost the silent workers of servers that stopped beating.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Mapping
@@ -33,6 +34,20 @@ log = logging.getLogger("server.gateway")
 def monitor_period_s(worker_timeout_s: float) -> float:
     """How often the gateway's monitor runs (and, on a shared store, beats)."""
     return min(1.0, worker_timeout_s / 4)
+
+
+def answer_window_s(settings: Settings) -> float:
+    """How long after the start of its last beat a server may still answer
+    its workers. Another server takes them over once that beat is
+    ``worker_timeout_s`` + one period old; a worker kills its tasks by
+    ``margin / 2`` before ``worker_timeout_s`` after a frame that was
+    answered (``worker/lease.py``: ``margin = max(heartbeat period, 20 % of
+    worker_timeout_s)``). So answers within ``period + margin / 2`` of the
+    beat keep every lease ending before the takeover."""
+    timeout = settings.worker_timeout_s
+    heartbeat = min(settings.heartbeat_interval_s, timeout / 4)
+    margin = max(heartbeat, 0.2 * timeout)
+    return monitor_period_s(timeout) + margin / 2
 
 
 # A worker of another live server counts as connected (a second process is
@@ -62,6 +77,13 @@ class ClusterLiveness:
         # ``s + worker_timeout_s`` for a frame sent at ``s`` and answered; the
         # server may have answered up to a period after its last beat.
         self._server_silence_s = self._timeout_s + monitor_period_s(self._timeout_s)
+        # For the same reason this server answers its workers (acks, reports'
+        # answers, any frame) only within this long of the start of its last
+        # beat that the database took: a server cut off from the database
+        # stops renewing its workers' leases before the others take them over.
+        self._answer_window_s = answer_window_s(settings)
+        self._beat_ok = time.monotonic()  # the first beat is in start(), before any session
+        self._beaten = asyncio.Event()
         self._started = time.monotonic()
 
     async def record_loss(self, name: str) -> list[str] | None:
@@ -85,7 +107,10 @@ class ClusterLiveness:
             )
             for name, session in sessions.items()
         }
+        started = time.monotonic()
         gone = await self._store.beat(marks)
+        self._beat_ok = started
+        self._beaten.set()
         if time.monotonic() - self._started >= self._timeout_s:
             for lost in await self._store.declare_lost(
                 silent=(),
@@ -99,6 +124,13 @@ class ClusterLiveness:
                     lost.abandoned,
                 )
         return gone
+
+    async def on_record(self) -> None:
+        """Return once this server's last beat is recent enough to answer a
+        worker (``Session.gate``); at once when all is well."""
+        while time.monotonic() - self._beat_ok > self._answer_window_s:
+            self._beaten.clear()
+            await self._beaten.wait()
 
     async def presence(self, name: str) -> Presence:
         """Whether another live server holds ``name`` and heard it lately, or

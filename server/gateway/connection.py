@@ -145,6 +145,8 @@ class Gateway(Frames):
         session = Session(
             name=name, ws=ws, caller=caller, queues=hello.queues, capacity=hello.capacity
         )
+        if self._cluster is not None:
+            session.gate = self._cluster.on_record
         if hello.remaining_s is not None:
             session.deadline = time.monotonic() + hello.remaining_s
         keys = dict(held)

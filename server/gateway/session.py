@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +42,9 @@ class Session:
     pending: set[asyncio.Task[None]] = field(default_factory=set)
     # Monotonic time the worker's lifetime ends (``banyan-worker --time-limit``).
     deadline: float | None = None
+    # Awaited before every frame sent (a shared store: only while this server
+    # is on record as alive, ``gateway.cluster``); None: send at once.
+    gate: Callable[[], Awaitable[None]] | None = None
 
     def remaining_s(self, now: float | None = None) -> float | None:
         """The worker's remaining lifetime, as it last told it; None: no lifetime."""
@@ -49,6 +53,8 @@ class Session:
         return max(0.0, self.deadline - (time.monotonic() if now is None else now))
 
     async def send(self, frame: Any) -> None:
+        if self.gate is not None:
+            await self.gate()
         if self.ws.closed:
             return
         async with self.send_lock:

@@ -337,3 +337,53 @@ async def stored_seqs(pair: Pair, after: int, upto: int) -> list[int]:
         "SELECT seq FROM events WHERE seq > $1 AND seq <= $2 ORDER BY seq", after, upto
     )
     return [row[0] for row in rows]
+
+
+RUN_ONCE = (
+    'mkdir "$D/$BANYAN_TASK_ID" || touch "$D/twice-$BANYAN_TASK_ID"; '
+    "trap 'rmdir \"$D/$BANYAN_TASK_ID\"; exit 143' TERM; sleep 30 & wait"
+)
+
+
+async def test_a_server_cut_off_from_the_database_stops_answering_before_a_takeover(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """Server A can no longer write (its beat waits on a lock), its worker
+    still reaches it. B takes the worker's task over once A's beat is old
+    enough; A must have stopped answering its worker by then, so the
+    worker's lease ran out and it stopped the task before B started it again
+    (a directory per running task: a second run finds it and says so)."""
+    a, b = pair.servers
+    marks = tmp_path / "runs"
+    marks.mkdir()
+    pair.start_worker("wa", [a])
+    await wait_until(lambda: "wa" in pair.http(b).workers(), 30, "wa")
+    (task,) = pair.http(a).submit(
+        [{"command": RUN_ONCE, "state": "available", "env": {"D": str(marks)}}]
+    )
+    pair.http(a).wait_state(task, "running", 30)
+    pair.start_worker("wb", [b])
+    ((server_a,),) = [
+        tuple(r) for r in await pair.query("SELECT server FROM workers WHERE name = 'wa'")
+    ]
+    holder = await asyncpg.connect(pair.url)
+    try:
+        cut = holder.transaction()
+        await cut.start()
+        await holder.execute("SELECT 1 FROM servers WHERE id = $1 FOR UPDATE", server_a)
+
+        async def run_by_wb() -> bool:
+            rows = await pair.query(
+                "SELECT 1 FROM attempts WHERE task_id = $1 AND worker = 'wb' "
+                "AND time_terminated IS NULL AND NOT queued",
+                task,
+            )
+            return bool(rows)
+
+        await wait_until(run_by_wb, 30, "B to take the task over")
+        await wait_until(lambda: (marks / task).exists(), 10, "the second run")
+        await cut.rollback()
+    finally:
+        await holder.close()
+    assert not (marks / f"twice-{task}").exists()  # never two runs at once
+    assert await lost_names(pair) == ["wa"]
