@@ -64,15 +64,22 @@ def cgroup_procs(path: Path) -> list[int]:
         return []
 
 
-def kill_cgroup(path: Path) -> None:
-    """SIGKILL every process in ``path`` (and below); never this process."""
+def kill_cgroup(path: Path, *, holds_me: bool | None = None) -> None:
+    """SIGKILL every process in ``path`` (and below); never this process.
+    ``holds_me``: whether this process is in it, when the caller knows (one
+    read of ``cgroup.procs`` less; None: look)."""
     me = os.getpid()
-    kill_file = path / "cgroup.kill"
-    if me not in cgroup_procs(path) and kill_file.exists():
-        with contextlib.suppress(OSError):
-            _write(kill_file, "1")
+    if holds_me is None:
+        holds_me = me in cgroup_procs(path)
+    if not holds_me:
+        try:
+            _write(path / "cgroup.kill", "1")
             return
-    for pid in cgroup_procs(path):  # no cgroup.kill (kernel < 5.14), or we are inside
+        except FileNotFoundError:  # no cgroup.kill (kernel < 5.14), or no cgroup
+            pass
+        except OSError:
+            return
+    for pid in cgroup_procs(path):  # no cgroup.kill, or we are inside
         if pid != me:
             with contextlib.suppress(OSError):
                 os.kill(pid, 9)
@@ -85,6 +92,7 @@ class CgroupBox(Box):
         self.owner = owner
         self.path = path
         self._moved = False  # whether the shell was forked from inside the cgroup
+        self._holds_worker = False  # the worker is inside (spawning, or could not leave)
 
     @contextlib.contextmanager
     def spawning(self) -> Iterator[None]:
@@ -95,12 +103,13 @@ class CgroupBox(Box):
             log.warning("cannot move the worker into %s (%s)", self.path, exc)
             yield
             return
-        self._moved = True
+        self._moved = self._holds_worker = True
         try:
             yield
         finally:
             try:
                 _write(self.owner.home / "cgroup.procs", me)
+                self._holds_worker = False
             except OSError as exc:  # kill_cgroup never kills this process, at least
                 log.error("cannot move the worker back to %s: %s", self.owner.home, exc)
 
@@ -113,7 +122,7 @@ class CgroupBox(Box):
         return cgroup_procs(self.path)
 
     def kill(self) -> None:
-        kill_cgroup(self.path)
+        kill_cgroup(self.path, holds_me=self._holds_worker)
 
     def empty(self) -> bool:
         try:
