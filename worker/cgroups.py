@@ -135,6 +135,8 @@ class CgroupBox(Box):
             return True
 
     def peak_memory_bytes(self) -> int:
+        if not self.owner.memory:  # no memory.peak to read
+            return 0
         try:
             return int((self.path / "memory.peak").read_text())
         except (OSError, ValueError):

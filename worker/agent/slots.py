@@ -21,9 +21,9 @@ class Slots(Jobs):
         if self._claiming:
             self._claim_again = True
             return
-        free = self.free()
+        free = self.free_amounts()
         room = max(0, self.config.prefetch - len(self.queued))
-        full = Amounts.of(free).no_cores_left and self.jobs
+        full = free.no_cores_left and self.jobs
         # Full: refill only once the queue is down to half, so that one claim
         # (one commit on the server) serves several tasks.
         if full and len(self.queued) > self.config.prefetch // 2:
@@ -34,7 +34,7 @@ class Slots(Jobs):
         # Queued attempts only once no core is free: while one is, a claim hands
         # out what starts now (a queued one would cost a ``started`` report more).
         claim = p.Claim(
-            free=free,
+            free=free.as_resources(),
             limit=self.config.claim_limit,
             prefetch=room if full else 0,
             remaining_s=self.remaining_s(),
@@ -73,7 +73,7 @@ class Slots(Jobs):
         while self.queued and not self._stopping.is_set():
             task_id, attempt = next(iter(self.queued.items()))
             request = Amounts.of(Resources.model_validate(attempt.requested_resources))
-            if self.jobs and not request.fits_in(Amounts.of(self.free())):
+            if self.jobs and not request.fits_in(self.free_amounts()):
                 return
             del self.queued[task_id]
             if self._lease is not None and self._lease.lapsed(time.monotonic()):
