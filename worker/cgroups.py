@@ -28,7 +28,7 @@ POOL_MAX = 16
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-def _write(path: Path, text: str) -> None:
+def _write(path: Path | str, text: str) -> None:
     fd = os.open(path, os.O_WRONLY)
     try:
         os.write(fd, text.encode())
@@ -77,7 +77,7 @@ def kill_cgroup(path: Path, *, holds_me: bool | None = None) -> None:
         holds_me = me in cgroup_procs(path)
     if not holds_me:
         try:
-            _write(path / "cgroup.kill", "1")
+            _write(f"{path}/cgroup.kill", "1")  # strings: pathlib costs more than the write
             return
         except FileNotFoundError:  # no cgroup.kill (kernel < 5.14), or no cgroup
             pass
@@ -95,6 +95,7 @@ class CgroupBox(Box):
     def __init__(self, owner: CgroupContainment, path: Path) -> None:
         self.owner = owner
         self.path = path
+        self._procs = f"{path}/cgroup.procs"
         self._moved = False  # whether the shell was forked from inside the cgroup
         self._holds_worker = False  # the worker is inside (spawning, or could not leave)
 
@@ -102,7 +103,7 @@ class CgroupBox(Box):
     def spawning(self) -> Iterator[None]:
         me = str(os.getpid())
         try:
-            _write(self.path / "cgroup.procs", me)
+            _write(self._procs, me)
         except OSError as exc:  # then the shell is moved in just after it started
             log.warning("cannot move the worker into %s (%s)", self.path, exc)
             yield
@@ -112,7 +113,7 @@ class CgroupBox(Box):
             yield
         finally:
             try:
-                _write(self.owner.home / "cgroup.procs", me)
+                _write(self.owner.home_procs, me)
                 self._holds_worker = False
             except OSError as exc:  # kill_cgroup never kills this process, at least
                 log.error("cannot move the worker back to %s: %s", self.owner.home, exc)
@@ -120,7 +121,7 @@ class CgroupBox(Box):
     def started(self, pid: int) -> None:
         if not self._moved:
             with contextlib.suppress(OSError):
-                _write(self.path / "cgroup.procs", str(pid))
+                _write(self._procs, str(pid))
 
     def members(self) -> list[int]:
         return cgroup_procs(self.path)
@@ -155,6 +156,7 @@ class CgroupContainment(Containment):
     def __init__(self, scope: Path, home: Path, *, memory: bool, enforce_memory: bool) -> None:
         self.scope = scope
         self.home = home  # the worker's own cgroup, which it returns to after each spawn
+        self.home_procs = f"{home}/cgroup.procs"
         self.memory = memory  # attempts have memory.peak and memory.max
         self.enforce_memory = enforce_memory and self.memory
         self._serial = itertools.count(1)
@@ -220,7 +222,7 @@ class CgroupContainment(Containment):
 
 def _unpopulated(path: Path) -> bool:
     try:
-        fd = os.open(path / "cgroup.events", os.O_RDONLY)
+        fd = os.open(f"{path}/cgroup.events", os.O_RDONLY)
     except OSError:
         return False
     try:
