@@ -16,7 +16,10 @@ with memory accounting, whose ``memory.peak`` cannot be reset everywhere.
 The task starts inside it with no race and no cost to the spawn: the worker
 moves *itself* into the attempt's cgroup, forks the task's shell (vfork +
 exec, see :mod:`worker.task_process`), and moves itself back
-(two small writes, ~10 µs). Every descendant is then in that cgroup, whatever
+(two small writes, ~25 µs of CPU each here, which may also wait on the
+kernel's cgroup lock: the largest share of containment's cost, left because
+Python 3.11 and glibc 2.36 offer no ``CLONE_INTO_CGROUP`` spawn and a child
+moved after it started could fork first). Every descendant is then in that cgroup, whatever
 it does short of being root and moving itself out. Kill = ``cgroup.kill``;
 "gone" = ``cgroup.events`` says ``populated 0``. Where the memory controller
 is enabled for it, ``memory.peak`` is the attempt's peak and

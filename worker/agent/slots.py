@@ -72,8 +72,8 @@ class Slots(Jobs):
         """Start queued attempts while the first in line fits what is free."""
         while self.queued and not self._stopping.is_set():
             task_id, attempt = next(iter(self.queued.items()))
-            request = Amounts.of(Resources.model_validate(attempt.requested_resources))
-            if self.jobs and not request.fits_in(self.free_amounts()):
+            resources = Resources.model_validate(attempt.requested_resources)
+            if self.jobs and not Amounts.of(resources).fits_in(self.free_amounts()):
                 return
             del self.queued[task_id]
             if self._lease is not None and self._lease.lapsed(time.monotonic()):
@@ -84,7 +84,7 @@ class Slots(Jobs):
             if limit is not None and remaining is not None and limit > remaining:
                 await self._hand_back(attempt)  # no longer fits this worker's lifetime
                 continue
-            await self._start(attempt)
+            await self._start(attempt, resources)
             await self._send(
                 p.Started(task=task_id, execution_key=attempt.execution_key, time=time.time())
             )
