@@ -68,22 +68,15 @@ def cgroup_procs(path: Path) -> list[int]:
         return []
 
 
-def kill_cgroup(path: Path, *, holds_me: bool | None = None) -> None:
-    """SIGKILL every process in ``path`` (and below); never this process.
-    ``holds_me``: whether this process is in it, when the caller knows (one
-    read of ``cgroup.procs`` less; None: look)."""
+def kill_cgroup(path: Path) -> None:
+    """SIGKILL every process in ``path`` (and below); never this process."""
     me = os.getpid()
-    if holds_me is None:
-        holds_me = me in cgroup_procs(path)
-    if not holds_me:
-        try:
-            _write(f"{path}/cgroup.kill", "1")  # strings: pathlib costs more than the write
+    kill_file = path / "cgroup.kill"
+    if me not in cgroup_procs(path) and kill_file.exists():
+        with contextlib.suppress(OSError):
+            _write(kill_file, "1")
             return
-        except FileNotFoundError:  # no cgroup.kill (kernel < 5.14), or no cgroup
-            pass
-        except OSError:
-            return
-    for pid in cgroup_procs(path):  # no cgroup.kill, or we are inside
+    for pid in cgroup_procs(path):  # no cgroup.kill (kernel < 5.14), or we are inside
         if pid != me:
             with contextlib.suppress(OSError):
                 os.kill(pid, 9)
@@ -97,7 +90,6 @@ class CgroupBox(Box):
         self.path = path
         self._procs = f"{path}/cgroup.procs"
         self._moved = False  # whether the shell was forked from inside the cgroup
-        self._holds_worker = False  # the worker is inside (spawning, or could not leave)
 
     @contextlib.contextmanager
     def spawning(self) -> Iterator[None]:
@@ -108,13 +100,12 @@ class CgroupBox(Box):
             log.warning("cannot move the worker into %s (%s)", self.path, exc)
             yield
             return
-        self._moved = self._holds_worker = True
+        self._moved = True
         try:
             yield
         finally:
             try:
                 _write(self.owner.home_procs, me)
-                self._holds_worker = False
             except OSError as exc:  # kill_cgroup never kills this process, at least
                 log.error("cannot move the worker back to %s: %s", self.owner.home, exc)
 
@@ -127,7 +118,7 @@ class CgroupBox(Box):
         return cgroup_procs(self.path)
 
     def kill(self) -> None:
-        kill_cgroup(self.path, holds_me=self._holds_worker)
+        kill_cgroup(self.path)
 
     def empty(self) -> bool:
         try:
