@@ -303,6 +303,52 @@ def test_serve_still_returns_what_is_registered_at_eof() -> None:
         os.close(read_end)
 
 
+def test_serve_pauses_after_a_read_so_lines_written_meanwhile_come_in_one_read() -> None:
+    read_end, write_end = os.pipe()
+    applied: list[list[bytes]] = [[]]  # the lines applied, per turn of the loop
+    pauses: list[float] = []
+
+    class Recording(Fence):
+        def line(self, line: bytes) -> None:
+            applied[-1].append(line)
+            super().line(line)
+
+        def enforce(self) -> None:
+            applied.append([])
+            super().enforce()
+
+    def pause(seconds: float) -> None:  # the worker writes while the sidecar pauses
+        pauses.append(seconds)
+        if len(pauses) == 1:
+            for line in (b"+2\n", b"+3\n", b"-2\n"):
+                os.write(write_end, line)
+            os.close(write_end)
+
+    os.write(write_end, b"+1\n")
+    try:
+        assert serve(read_end, Recording(), coalesce_s=0.25, pause=pause) == {1, 3}
+    finally:
+        os.close(read_end)
+    assert applied[:2] == [[b"+1"], [b"+2", b"+3", b"-2"]]
+    assert pauses[0] == 0.25
+
+
+def test_serve_never_pauses_past_a_lease_deadline() -> None:
+    read_end, write_end = os.pipe()
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        os.close(write_end)
+
+    os.write(write_end, b"+1\n@%f %f\n" % (time.monotonic() + 60, time.monotonic() + 60))
+    try:
+        serve(read_end, coalesce_s=3600, pause=pause)
+    finally:
+        os.close(read_end)
+    assert 0 < pauses[0] <= 60
+
+
 # --- the real sidecar ----------------------------------------------------------------------
 
 
