@@ -145,7 +145,11 @@ def get_doc(conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:
 def store_events(conn: sqlite3.Connection, now: float, events: Iterable[Event]) -> None:
     """Append events built by ``server.domain.events``; they commit (or not)
     with the change they describe. Each is serialised here, once."""
-    conn.executemany(
-        Q.INSERT_EVENT,
-        ((now, e.type, task_id_of(e), encode_data(e)) for e in events),
-    )
+    store_encoded_events(conn, now, ((e.type, task_id_of(e), encode_data(e)) for e in events))
+
+
+def store_encoded_events(
+    conn: sqlite3.Connection, now: float, events: Iterable[tuple[str, str | None, str]]
+) -> None:
+    """Append events already encoded: ``(type, task id or None, data JSON)``."""
+    conn.executemany(Q.INSERT_EVENT, ((now, kind, task, data) for kind, task, data in events))
