@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -165,6 +165,8 @@ def create_tasks(
         name = job_name if job_name is not None else items[0].name
         conn.execute(Q.INSERT_JOB, (job, name, caller.name, now))
     conn.executemany(Q.INSERT_TASK, rows)
+    if job is not None:
+        _count_new(conn, job, items, states)
     conn.executemany(Q.SET_TIME_AND_ABANDON, _time_and_abandon(ids, items))
     conn.executemany(
         Q.INSERT_CONTINUATION,
@@ -184,6 +186,20 @@ def create_tasks(
         CreatedTask(_id=i, _etag=e, _created=now, job=ids[0])
         for i, e in zip(ids, etags, strict=True)
     ]
+
+
+def _count_new(
+    conn: sqlite3.Connection, job: str, items: Sequence[TaskCreate], states: Sequence[State]
+) -> None:
+    """Count the new tasks of ``job`` in ``task_counts`` and ``job_counts``
+    (what the state-change triggers keep up to date from here on)."""
+    per_queue = Counter(
+        (item.queue, state.value) for item, state in zip(items, states, strict=True)
+    )
+    per_state = Counter(state.value for state in states)
+    conn.executemany(Q.ADD_TASK_COUNT, [(q, s, n) for (q, s), n in per_queue.items()])
+    conn.executemany(Q.ADD_JOB_COUNT, [(job, s, n) for s, n in per_state.items()])
+    conn.execute(Q.ADD_JOB_TOTAL, (len(states), job))
 
 
 def _created_events(
