@@ -151,5 +151,17 @@ def store_events(conn: sqlite3.Connection, now: float, events: Iterable[Event]) 
 def store_encoded_events(
     conn: sqlite3.Connection, now: float, events: Iterable[tuple[str, str | None, str]]
 ) -> None:
-    """Append events already encoded: ``(type, task id or None, data JSON)``."""
-    conn.executemany(Q.INSERT_EVENT, ((now, kind, task, data) for kind, task, data in events))
+    """Append events already encoded: ``(type, task id or None, data JSON)``.
+    On the writer's connection each is also recorded, with its seq, for the
+    event hub (``db.WriterConnection``)."""
+    rows = [(now, kind, task, data) for kind, task, data in events]
+    if not rows:
+        return
+    conn.executemany(Q.INSERT_EVENT, rows)
+    written = getattr(conn, "written", None)
+    if written is not None:
+        # One statement inserted them in order under the write lock: their
+        # seqs (AUTOINCREMENT) are consecutive, up to the last one inserted.
+        (last,) = conn.execute(Q.LAST_INSERT_ROWID).fetchone()
+        first = last - len(rows) + 1
+        written.extend((first + i, t, kind, data) for i, (t, kind, _, data) in enumerate(rows))
