@@ -302,6 +302,7 @@ HISTORY: Final = (
     "WHERE task_id = ? ORDER BY attempt"
 )
 INSERT_EVENT: Final = "INSERT INTO events (time, type, task_id, data) VALUES (?, ?, ?, ?)"
+INSERT_EVENT_RETURNING_SEQ: Final = f"{INSERT_EVENT} RETURNING seq"
 LAST_INSERT_ROWID: Final = "SELECT last_insert_rowid()"
 JOB_BY_ID: Final = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
 # Formatted with ``names`` = one placeholder per token name.

@@ -155,11 +155,14 @@ def store_encoded_events(
     On the writer's connection each is also recorded, with its seq, for the
     event hub (``db.WriterConnection``)."""
     rows = [(now, kind, task, data) for kind, task, data in events]
-    if not rows:
-        return
-    conn.executemany(Q.INSERT_EVENT, rows)
     written = getattr(conn, "written", None)
-    if written is not None:
+    if written is None:
+        conn.executemany(Q.INSERT_EVENT, rows)
+    elif len(rows) == 1:  # the common case: one statement, seq and all
+        (seq,) = conn.execute(Q.INSERT_EVENT_RETURNING_SEQ, rows[0]).fetchone()
+        written.append((seq, now, rows[0][1], rows[0][3]))
+    elif rows:
+        conn.executemany(Q.INSERT_EVENT, rows)
         # One statement inserted them in order under the write lock: their
         # seqs (AUTOINCREMENT) are consecutive, up to the last one inserted.
         (last,) = conn.execute(Q.LAST_INSERT_ROWID).fetchone()
