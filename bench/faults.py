@@ -134,6 +134,8 @@ def main() -> int:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     chosen = set(args.only or [*BY_NAME, DISK_FULL])
+    if args.dir is not None:
+        args.dir.mkdir(parents=True, exist_ok=True)
 
     printing.print_machine("banyan reliability scorecard" + (" (--quick)" if args.quick else ""))
     rows: list[list[Any]] = []

@@ -38,6 +38,7 @@ if sys.path and Path(sys.path[0]).resolve() == HERE:
 import psutil  # noqa: E402
 from textual import events  # noqa: E402
 
+from banyan.events import Event  # noqa: E402
 from bench import measure, printing  # noqa: E402
 from tui.app import BanyanApp  # noqa: E402
 from tui.fake import FakeSource, make_id, task_doc, worker_doc  # noqa: E402
@@ -172,10 +173,10 @@ async def bench(args: argparse.Namespace) -> None:
     batches: list[int] = []
     apply_ms: list[float] = []
 
-    def applied(frames: list[dict[str, Any]], at: float) -> None:
-        batches.append(len(frames))
-        for frame in frames:
-            sent = stream.sent.pop(frame.get("seq", -1), None)
+    def applied(events: list[Event], at: float) -> None:
+        batches.append(len(events))
+        for event in events:
+            sent = stream.sent.pop(event.seq or -1, None)
             if sent is not None:
                 latencies.append(at - sent)
 

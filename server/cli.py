@@ -27,7 +27,7 @@ from server.app import create_app
 from server.bootstrap import ensure_local_admin, local_url
 from server.keys import STORE
 from server.settings import Settings, Synchronous
-from server.stores import open_store
+from server.stores import open_store, shown_location
 
 log = logging.getLogger("server")
 # Compact: client, request line, status, response bytes, seconds taken.
@@ -50,7 +50,10 @@ the README lists them all.
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="settings file (TOML)")
-    parser.add_argument("--db", help="the SQLite database file (or sqlite:///PATH)")
+    parser.add_argument(
+        "--db",
+        help="the SQLite database file (or sqlite:///PATH), or a postgresql://USER@HOST/DB URL",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -171,7 +174,8 @@ def serve(settings: Settings) -> None:
         # run_app calls this once it listens (not before: a port in use must
         # not be announced as listening).
         print(
-            f"banyan-server listening on {settings.base_url} (database {settings.db}; "
+            f"banyan-server listening on {settings.base_url} "
+            f"(database {shown_location(settings.db)}; "
             f"local admin token in {client_file[0]})",
             flush=True,
         )
@@ -179,8 +183,12 @@ def serve(settings: Settings) -> None:
             "banyan-server %s listening on %s (database %s)",
             version(),
             settings.base_url,
-            settings.db,
-            extra={"address": settings.base_url, "db": str(settings.db), "version": version()},
+            shown_location(settings.db),
+            extra={
+                "address": settings.base_url,
+                "db": shown_location(settings.db),
+                "version": version(),
+            },
         )
 
     async def stopping(app: web.Application) -> None:

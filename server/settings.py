@@ -112,6 +112,12 @@ class Settings(BaseSettings):
         ge=1,
         description="group commit: most write operations sharing one transaction",
     )
+    pool_size: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="PostgreSQL store: most connections this server opens to the database",
+    )
     token_cache_s: float = Field(
         c.TOKEN_CACHE_S,
         ge=0,

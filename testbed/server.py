@@ -19,8 +19,10 @@ SERVER = BIN / "banyan-server"
 
 
 class Server:
-    """One ``banyan-server`` on ``<tmp>/<name>.db``; :meth:`start` it (again
-    after a stop or a kill: same port, same database, same token).
+    """One ``banyan-server`` on ``<tmp>/<name>.db`` (or on the database
+    ``db_url`` names, e.g. a PostgreSQL one from ``testbed.postgres``);
+    :meth:`start` it (again after a stop or a kill: same port, same database,
+    same token).
 
     ``settings`` become ``BANYAN_<NAME>`` variables; ``env`` is added as is;
     ``command`` replaces the console script (a profiling or counting
@@ -40,8 +42,10 @@ class Server:
         command: Sequence[str] | None = None,
         args: Sequence[str] = (),
         scheme: str = "http",
+        db_url: str | None = None,
     ) -> None:
         self.tmp = Path(tmp)
+        self.db_url = db_url
         self.port = free_port()
         self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.db = self.tmp / f"{name}.db"
@@ -55,6 +59,24 @@ class Server:
         self.proc: Proc | None = None
         self._token: str | None = None
 
+    def standby(self, *, name: str) -> Server:
+        """Another server on this one's database, client file and settings, at
+        a port of its own (logged as ``<name>-server.log``): a standby to
+        :meth:`start` once this one is gone (SQLite), or beside it (a shared
+        store). The client file keeps the admin token, so ``token`` works on both."""
+        other = Server(
+            self.tmp,
+            name=name,
+            settings=self.settings,
+            env=self.env,
+            command=self.command,
+            args=self.args,
+            scheme=self.url.partition("://")[0],
+        )
+        other.db = self.db
+        other.client_file = self.client_file
+        return other
+
     # --- the process ------------------------------------------------------------
 
     def start(self, *, timeout_s: float = 30) -> None:
@@ -66,7 +88,7 @@ class Server:
         env.update({f"BANYAN_{k.upper()}": str(v) for k, v in self.settings.items()})
         env.update(self.env)
         argv = [*self.command, "--host", "127.0.0.1", "--port", str(self.port)]
-        argv += ["--db", str(self.db), *self.args]
+        argv += ["--db", self.location, *self.args]
         self.proc = launch(argv, log=self.log, env=env, cwd=self.tmp, name=self.name)
         deadline = time.monotonic() + timeout_s
         while not self._answers():
@@ -77,6 +99,11 @@ class Server:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"banyan-server silent for {timeout_s} s:\n{self.log_text()}")
             time.sleep(POLL_S)
+
+    @property
+    def location(self) -> str:
+        """What ``--db`` says: ``db_url``, else the SQLite file."""
+        return self.db_url if self.db_url is not None else str(self.db)
 
     def _answers(self) -> bool:
         if not self.client_file.exists():
@@ -124,7 +151,7 @@ class Server:
         """``banyan-server token create`` on this server's database (the real
         command, a subprocess); returns the token, printed on its last line."""
         done = subprocess.run(
-            [str(SERVER), "token", "create", "--role", role, "--name", name, "--db", str(self.db)],
+            [str(SERVER), "token", "create", "--role", role, "--name", name, "--db", self.location],
             capture_output=True,
             text=True,
             timeout=60,

@@ -4,7 +4,7 @@ tokens of every role, and an ``Api`` helper that speaks to it."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,20 @@ from server.app import create_app
 from server.keys import STORE
 from server.settings import Settings
 from server.stores.sqlite.store import SqliteStore
+from testbed.postgres import FAST_SETTINGS, Postgres, PostgresMissing
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """One throwaway PostgreSQL cluster for the whole session (``testbed.postgres``);
+    tests take fresh databases from it. Missing binaries fail, never skip."""
+    cluster = Postgres(settings=FAST_SETTINGS)
+    try:
+        cluster.start()
+    except PostgresMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield cluster
+    cluster.stop()
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
 """``banyan-tui``: watch and steer a Banyan server in the terminal.
 
-banyan-tui [--server URL] [--token T] [--ca-cert PATH] [--read-only]
+banyan-tui [--server URL]... [--token T] [--ca-cert PATH] [--read-only]
 
 It finds the server, token and CA as every Banyan command does (flags, then
 ``BANYAN_SERVER``/``BANYAN_TOKEN``/``BANYAN_CA_CERT``, then the local
-server's client file).
+server's client file). Several servers (``--server`` repeated, or
+comma-separated) are standbys: when the one in use cannot be reached the
+TUI switches to the next and resumes its event feed there.
 """
 
 from __future__ import annotations

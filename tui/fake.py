@@ -13,14 +13,61 @@ import asyncio
 import copy
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast, get_args
 
 from banyan.dates import format_date
 from banyan.documents import ExecutionDoc, RunningDoc, TaskDoc, WorkerDoc, task_document
 from banyan.errors import Conflict, NotFound, ServerUnreachable
+from banyan.events import Event, EventData
 from tui.source import Snapshot
 
 _DISCONNECT = object()
+
+
+def _data_models() -> dict[str, type[EventData]]:
+    """Each event type's ``data`` model, read off ``banyan.events.Event``."""
+    union = get_args(Event)[0]
+    return {
+        str(member.model_fields["type"].default): cast(
+            type[EventData], member.model_fields["data"].annotation
+        )
+        for member in get_args(union)
+    }
+
+
+DATA_MODELS = _data_models()
+
+
+def complete(kind: str, data: dict[str, Any], doc: TaskDoc | None = None) -> dict[str, Any]:
+    """``data`` with the fields a caller left out filled in, as the server
+    would send them (from the task's document ``doc`` where there is one), so
+    that the frame decodes as its ``banyan.events`` type."""
+    model = DATA_MODELS.get(kind)
+    if model is None:
+        return data
+    execution = (doc.get("execution") if doc else None) or {}
+    known: dict[str, Any] = {
+        "name": doc["name"] if doc else None,
+        "queue": doc["queue"] if doc else "default",
+        "priority": doc["priority"] if doc else 0,
+        "owner": (doc["owner"] if doc else None) or "admin",
+        "group": doc is not None and doc["command"] is None,
+        "attempt": execution.get("attempt") or 1,
+        "previous": doc["state"] if doc else "inactive",
+        "worker": data.get("name"),
+        "host": "node-1",
+        "capacity": {},
+        "queues": ["default"],
+        "rejoined": False,
+        "resumed": [],
+        "abandoned": [],
+    }
+    full = dict(data)
+    for name, info in model.model_fields.items():
+        key = info.alias or name
+        if info.is_required() and key not in full:
+            full[key] = known[key]
+    return full
 
 
 def make_id(seconds: int, counter: int) -> str:
@@ -144,6 +191,7 @@ class FakeSource:
         """One event: applied to the documents and sent to connected feeds."""
         self.seq += 1
         ts = self.clock() if timestamp is None else timestamp
+        data = complete(kind, data, self.docs.get(str(data.get("_id", ""))))
         frame = {
             "seq": self.seq,
             "time": format_date(ts),

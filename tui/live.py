@@ -17,13 +17,13 @@ import asyncio
 import gc
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from textual import work
 from textual.app import App
 
 from banyan.documents import TaskDoc
 from banyan.errors import BanyanError
+from banyan.events import Event
 from tui.messages import (
     FeedConnected,
     FeedLost,
@@ -35,7 +35,7 @@ from tui.messages import (
     WorkersLoaded,
 )
 from tui.source import DataSource
-from tui.state import Changes, Link, Model, RateMeter
+from tui.state import Changes, Link, Model, RateMeter, readable
 
 RECONNECT_MIN_S = 0.2
 RECONNECT_MAX_S = 5.0
@@ -46,7 +46,7 @@ REASONS_LIMIT = 1000
 WORKERS_EVERY_S = 1.0  # at most this often, and only after a change
 FREEZE_AFTER_TASKS = 20_000
 
-BatchHook = Callable[[list[dict[str, Any]], float], None]
+BatchHook = Callable[[list[Event], float], None]
 
 
 class LiveApp(App[None]):
@@ -71,7 +71,7 @@ class LiveApp(App[None]):
         self.notes: list[str] = []
         self.received_seq: int | None = None  # the last seq the feed gave us
         self.on_batch_applied: BatchHook | None = None  # the benchmark listens here
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[Event] = []  # decoded, waiting for the next apply
         self._feed_up = False
         self._snapshot_pending = False
         self._workers_stale = False
@@ -105,7 +105,9 @@ class LiveApp(App[None]):
                         seq = frame.get("seq")
                         if isinstance(seq, int):
                             self.received_seq = seq
-                        self._buffer.append(frame)
+                        event = readable(frame)
+                        if event is not None:
+                            self._buffer.append(event)
                 error = "the server closed the event feed"
             except BanyanError as exc:
                 error = exc.message

@@ -10,6 +10,10 @@ server's ``feed.hello`` first (with the head ``seq``), then events and
 ``feed.resync`` frames, and ends (or raises ``ServerUnreachable``) when the
 connection does. Reconnecting, with ``since`` set to the last ``seq``
 received, is the app's job, so that it can say "reconnecting…" meanwhile.
+
+With standby servers (``--server A --server B``) the client switches to the
+next one when the one in use cannot be reached (``Client.fail_over``), the
+feed too: the app's next reconnect, with the same ``since``, goes there.
 """
 
 from __future__ import annotations
@@ -114,7 +118,8 @@ class LiveSource:
 
     @property
     def server(self) -> str:
-        return self.connection.server
+        """The server in use (the client may have switched to a standby)."""
+        return self.client.connection.server
 
     # --- reading ----------------------------------------------------------------
 
@@ -177,7 +182,8 @@ class LiveSource:
 
     async def events(self, since: int | None) -> AsyncIterator[dict[str, Any]]:
         params = {} if since is None else {"since": str(since)}
-        url = self.connection.ws_base + "/events"
+        server = self.client.connection.server
+        url = self.client.connection.ws_base + "/events"
         try:
             async with self.client.session.ws_connect(
                 url, params=params, heartbeat=FEED_HEARTBEAT_S, ssl=self.client.ssl
@@ -191,6 +197,8 @@ class LiveSource:
         except aiohttp.ClientConnectorCertificateError as exc:
             raise unreachable(url, exc) from exc
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                self.client.fail_over(server)  # the next reconnect tries the next server
             raise ServerUnreachable(f"event feed lost: {exc}") from exc
 
     async def task(self, task_id: str) -> TaskDoc:

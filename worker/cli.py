@@ -1,6 +1,6 @@
 """``banyan-worker``: run tasks from a Banyan server on this machine.
 
-banyan-worker [--server URL --token T] [--ca-cert PATH] [--name N] [--cores C] [--memory M]
+banyan-worker [--server URL... --token T] [--ca-cert PATH] [--name N] [--cores C] [--memory M]
               [--gpus G] [--resource k=v]... [--queue Q]... [--drain] [--burst]
 """
 
@@ -27,6 +27,7 @@ examples:
   banyan-worker                               # finds the local server and its token
   banyan-worker --server http://head:5100 --token byn_... --queue gpu --gpus 2
   banyan-worker --server https://head:5100 --ca-cert ca.pem  # HTTPS, a private CA
+  banyan-worker --server http://head-a:5100 --server http://head-b:5100  # failover
   banyan-worker --cores 4 --memory "16 GiB" --resource licences=2
   banyan-worker --drain                       # on SIGTERM, finish running tasks first
 
@@ -42,7 +43,10 @@ exit codes:
       provider token: the worker needs a worker or admin token), the token
       was revoked while connected (close code 4401), or --name is not the
       worker token's name (close code 4403)
-An unreachable server is not an exit: the worker retries every 2 s.
+An unreachable server is not an exit: the worker retries every 2 s. Given
+several servers (--server A --server B, or BANYAN_SERVER=A,B; they share one
+database), it tries the next one at once when its connection cannot be made
+or ends, and re-attaches there with its running tasks.
 
 A worker token names one worker: the worker's name is the token's name, and
 one process at a time may use it. To run many workers, give each a token

@@ -30,6 +30,7 @@ class Context:
     args: argparse.Namespace
     out: Output
     _connection: Connection | None = field(default=None, init=False)
+    _client: Client | None = field(default=None, init=False)
 
     @property
     def connection(self) -> Connection:
@@ -43,7 +44,10 @@ class Context:
 
     @property
     def server_url(self) -> str | None:
-        """The server's URL once discovery has run (for error messages)."""
+        """The server's URL once discovery has run (for error messages): the
+        one the last client used, which may be a standby it switched to."""
+        if self._client is not None:
+            return self._client.connection.server
         return None if self._connection is None else self._connection.server
 
     def client(self) -> Client:
@@ -51,7 +55,10 @@ class Context:
         # call's start time (the event feed still imports it, when used).
         from banyan.client.http import Client
 
-        return Client(self.connection, transport="stdlib")
+        # On the server the last client switched to, if it did (several --server).
+        connection = self.connection if self._client is None else self._client.connection
+        self._client = Client(connection, transport="stdlib")
+        return self._client
 
 
 Handler = Callable[[Context], Awaitable[int]]

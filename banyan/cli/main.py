@@ -85,9 +85,10 @@ examples:
 
 The server and token come from --server/--token, else $BANYAN_SERVER /
 $BANYAN_TOKEN, else the file a local banyan-server writes
-($BANYAN_CLIENT_FILE or ~/.local/share/banyan/client.json). For an https://
-server, --ca-cert or $BANYAN_CA_CERT names the CA to trust (default: the
-system's trust store).
+($BANYAN_CLIENT_FILE or ~/.local/share/banyan/client.json). Several servers
+(--server A --server B, or BANYAN_SERVER=A,B) are tried in order: when one
+cannot be reached the next is used. For an https:// server, --ca-cert or
+$BANYAN_CA_CERT names the CA to trust (default: the system's trust store).
 Every command takes --json for machine-readable output.
 
 exit status: 0 ok; 1 a task failed or was cancelled, unknown id, refused

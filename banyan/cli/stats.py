@@ -158,7 +158,7 @@ async def run_stats(ctx: Context) -> int:
             stats = await client.request("GET", "/stats")
         except NotFound:
             raise NotFound(
-                f"the server at {ctx.connection.server} has no /stats endpoint "
+                f"the server at {client.connection.server} has no /stats endpoint "
                 "(it is older than this banyan CLI)"
             ) from None
     if ctx.out.json_mode:

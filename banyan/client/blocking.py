@@ -7,7 +7,10 @@ sends its REST requests through it, each in a thread (``asyncio.to_thread``)
 so an event feed read meanwhile keeps flowing, one at a time on one kept-alive
 connection. The event feed itself is still aiohttp's websocket, imported when
 it is first used. Errors are the ones ``http.client``, ``socket`` and ``ssl``
-raise; ``banyan.client.tls.unreachable`` words them like aiohttp's.
+raise, except that a connection that could not be made (the request never
+left) is ``NotSent`` from the original error, so the client knows it may
+send any request to another server; ``banyan.client.tls.unreachable`` words
+them like aiohttp's.
 """
 
 from __future__ import annotations
@@ -21,6 +24,16 @@ from collections.abc import Mapping
 
 # Methods safe to send again when a kept-alive connection turns out to be closed.
 _IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+# A host that does not answer at all (down, not refusing) is given up on after
+# this long, so that a client with standby servers moves on to the next.
+CONNECT_TIMEOUT_S = 10.0
+
+
+class NotSent(Exception):
+    """The connection (TCP, and TLS for https) could not be made: nothing was
+    sent. The error that says why is ``__cause__``."""
 
 
 class BlockingSender:
@@ -49,11 +62,12 @@ class BlockingSender:
         self._lock = threading.Lock()
 
     def _connect(self) -> http.client.HTTPConnection:
+        timeout_s = min(self._timeout_s, CONNECT_TIMEOUT_S)  # the requests' is set once connected
         if self._https:
             return http.client.HTTPSConnection(
-                self._host, self._port, timeout=self._timeout_s, context=self._context
+                self._host, self._port, timeout=timeout_s, context=self._context
             )
-        return http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout_s)
 
     def send_blocking(
         self,
@@ -76,6 +90,14 @@ class BlockingSender:
             while True:
                 conn = self._conn or self._connect()
                 self._conn = None
+                if conn.sock is None:
+                    try:
+                        conn.connect()
+                    except OSError as exc:  # ssl errors are OSErrors too
+                        conn.close()
+                        raise NotSent(str(exc)) from exc
+                    if conn.sock is not None:
+                        conn.sock.settimeout(self._timeout_s)
                 try:
                     conn.request(method, target, body=body, headers=sent)
                     resp = conn.getresponse()
@@ -110,8 +132,15 @@ class BlockingSender:
             self.send_blocking, method, path, body=body, params=params, headers=headers
         )
 
-    def close(self) -> None:
-        with self._lock:
+    def close(self, *, wait: bool = True) -> bool:
+        """Close the kept-alive connection; ``wait=False``: only if no request
+        is using it now (whether it was closed)."""
+        if not self._lock.acquire(blocking=wait):
+            return False
+        try:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        finally:
+            self._lock.release()
+        return True

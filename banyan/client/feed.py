@@ -2,7 +2,11 @@
 feed's frames in ``seq`` order over one websocket, reconnecting by itself and
 resuming from the last ``seq`` it yielded, so a caller sees every event once;
 ``typed_events()`` decodes them with ``banyan.events``. aiohttp is imported
-only when the feed is used."""
+only when the feed is used.
+
+With standby servers (``Connection.fallbacks``) a feed that cannot connect
+switches to the next server (``Client.fail_over``) and resumes there from
+the same ``seq``: servers that share one database share one event log."""
 
 from __future__ import annotations
 
@@ -33,6 +37,8 @@ class _Feeds(Protocol):
     @property
     def session(self) -> aiohttp.ClientSession: ...
 
+    def fail_over(self, failed: str) -> bool: ...
+
     def events(
         self,
         *,
@@ -59,8 +65,9 @@ class FeedMethods:
 
         last = since
         delay = 0.1
-        url = self.connection.ws_base + "/events"
         while True:
+            server = self.connection.server
+            url = self.connection.ws_base + "/events"
             params: dict[str, str] = {}
             if last is not None:
                 params["since"] = str(last)
@@ -99,6 +106,8 @@ class FeedMethods:
                     raise ServerUnreachable(
                         f"event feed from {url} lost: {connect_reason(exc)}"
                     ) from exc
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    self.fail_over(server)  # refused or unreachable: the next one, if any
             if not reconnect:
                 return
             await asyncio.sleep(delay)

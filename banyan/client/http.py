@@ -17,6 +17,15 @@ event once, in order.
 (``banyan.client.blocking``) instead of aiohttp, which is then imported only
 if the event feed is used: a short-lived program (the CLI) starts faster.
 
+Failover: a ``Connection`` with ``fallbacks`` (``--server A --server B``)
+switches to the next server when the one in use cannot be reached, and
+stays there. A request goes to the next server at once when it was never
+sent (the connection was refused, the host is unreachable) or when sending
+it twice does no harm (a GET, a keyed submit); a round that reached no
+server is one failure for the retry rule below, and the error names every
+server tried. The event feed switches the same way and resumes with
+``since`` on the next server.
+
 ``submit()`` is safe to retry: it sends a fresh ``Idempotency-Key`` with each
 call and, when the connection fails (refused, reset, timed out), sends the
 same request with the same key again, up to ``submit_retries`` times with a
@@ -30,13 +39,14 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import ssl
 import uuid
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
-from banyan.client.blocking import BlockingSender
+from banyan.client.blocking import CONNECT_TIMEOUT_S, BlockingSender, NotSent
 from banyan.client.discovery import Connection
 from banyan.client.feed import RECONNECT_MAX_S as RECONNECT_MAX_S  # re-exported
 from banyan.client.feed import FeedMethods
@@ -59,6 +69,20 @@ RETRY_FIRST_S = 0.25
 RETRY_MAX_S = 5.0
 Json = Any
 Transport = Literal["aiohttp", "stdlib"]
+# Methods a server that may have received them can be sent again (on another).
+_SAFE_AGAIN = frozenset({"GET", "HEAD", "OPTIONS"})
+log = logging.getLogger(__name__)
+
+
+class _Failed(Exception):
+    """One try that reached no answer: the error to raise, its cause, and
+    whether the request may have reached the server."""
+
+    def __init__(self, error: ServerUnreachable, cause: BaseException, *, sent: bool) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.cause = cause
+        self.sent = sent
 
 
 class Client(FeedMethods):
@@ -80,6 +104,7 @@ class Client(FeedMethods):
         self.transport = transport
         self._session: aiohttp.ClientSession | None = None
         self._sender: BlockingSender | None = None
+        self._retired: list[BlockingSender] = []  # senders to servers switched away from
         self._entered = False
 
     def _headers(self) -> dict[str, str]:
@@ -88,22 +113,43 @@ class Client(FeedMethods):
     async def __aenter__(self) -> Client:
         self._entered = True
         if self.transport == "stdlib":
-            self._sender = BlockingSender(
-                self.connection.server,
-                headers=self._headers(),
-                timeout_s=self._timeout_s,
-                ssl_context=self.ssl,
-            )
+            self._sender = self._new_sender()
         else:
             self._open_session()
         return self
+
+    def _new_sender(self) -> BlockingSender:
+        return BlockingSender(
+            self.connection.server,
+            headers=self._headers(),
+            timeout_s=self._timeout_s,
+            ssl_context=self.ssl,
+        )
+
+    def fail_over(self, failed: str) -> bool:
+        """Switch to the next server if ``failed`` is still the one in use (a
+        request that failed meanwhile may have switched already); whether
+        there is another server to switch to."""
+        if not self.connection.fallbacks:
+            return False
+        if self.connection.server == failed:
+            self.connection = self.connection.failover()
+            log.info("cannot reach %s: switching to %s", failed, self.connection.server)
+            if self._sender is not None:
+                # Closed now unless a request (in a thread) still uses it: then at close().
+                if not self._sender.close(wait=False):
+                    self._retired.append(self._sender)
+                self._sender = self._new_sender()
+        return True
 
     def _open_session(self) -> aiohttp.ClientSession:
         import aiohttp  # here: a stdlib client imports it only for the event feed
 
         self._session = aiohttp.ClientSession(
             headers=self._headers(),
-            timeout=aiohttp.ClientTimeout(total=self._timeout_s),
+            timeout=aiohttp.ClientTimeout(
+                total=self._timeout_s, sock_connect=min(self._timeout_s, CONNECT_TIMEOUT_S)
+            ),
             raise_for_status=False,
         )
         return self._session
@@ -115,6 +161,9 @@ class Client(FeedMethods):
 
     async def close(self) -> None:
         self._entered = False
+        for retired in self._retired:
+            retired.close()
+        self._retired.clear()
         if self._sender is not None:
             self._sender.close()
             self._sender = None
@@ -140,15 +189,29 @@ class Client(FeedMethods):
         retries: int = 0,
     ) -> Json:
         """One request; a failed connection is tried ``retries`` more times
-        (only for requests that are safe to repeat, such as a keyed submit)."""
-        for attempt in range(retries + 1):
+        (only for requests that are safe to repeat, such as a keyed submit),
+        each time on every server of the connection (see the module doc)."""
+        attempt = 0
+        failures: dict[str, str] = {}  # this round's, by server
+        while True:
+            server = self.connection.server
             try:
                 status, text = await self._send_once(method, path, json_body, params, headers)
                 break
-            except ServerUnreachable as exc:
-                if attempt >= retries or not _worth_retrying(exc.__cause__):
-                    raise
+            except _Failed as failed:
+                if not _worth_retrying(failed.cause):
+                    raise failed.error from failed.cause
+                failures[server] = failed.error.message
+                again = retries > 0 or method in _SAFE_AGAIN or not failed.sent
+                others = [s for s in self.connection.servers if s not in failures]
+                if again and others and self.fail_over(server):
+                    continue
+                error = _round_error(failures, failed.error)
+                if attempt >= retries:
+                    raise error from failed.cause
                 await asyncio.sleep(min(RETRY_MAX_S, self.retry_first_s * 2**attempt))
+                attempt += 1
+                failures = {}
         try:
             body = json.loads(text) if text else None
         except ValueError:
@@ -165,25 +228,31 @@ class Client(FeedMethods):
         params: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,
     ) -> tuple[int, str]:
-        """One try over the chosen transport; a failed connection is ServerUnreachable."""
+        """One try over the chosen transport, to the server in use; a failed
+        connection is ``_Failed``."""
+        server = self.connection.server
         if self._sender is not None:
             payload = None if json_body is None else json.dumps(json_body).encode()
             try:
                 return await self._sender.send(
                     method, path, body=payload, params=params, headers=headers
                 )
+            except NotSent as exc:
+                cause = exc.__cause__ or exc
+                raise _Failed(unreachable(server, cause), cause, sent=False) from cause
             except (OSError, http.client.HTTPException) as exc:  # ssl errors are OSErrors
-                raise unreachable(self.connection.server, exc) from exc
+                raise _Failed(unreachable(server, exc), exc, sent=True) from exc
         import aiohttp
 
-        url = self.connection.server + path
         try:
             async with self.session.request(
-                method, url, json=json_body, params=params, headers=headers, ssl=self.ssl
+                method, server + path, json=json_body, params=params, headers=headers, ssl=self.ssl
             ) as resp:
                 return resp.status, await resp.text()
         except (aiohttp.ClientError, OSError, TimeoutError) as exc:
-            raise unreachable(self.connection.server, exc) from exc
+            # ClientConnectorError: the connection was never made, nothing was sent.
+            sent = not isinstance(exc, aiohttp.ClientConnectorError)
+            raise _Failed(unreachable(server, exc), exc, sent=sent) from exc
 
     # --- tasks -----------------------------------------------------------------
 
@@ -316,6 +385,16 @@ class Client(FeedMethods):
     async def workers(self) -> list[WorkerDoc]:
         result = await self.request("GET", "/workers")
         return list(result["_items"])
+
+
+def _round_error(failures: Mapping[str, str], last: ServerUnreachable) -> ServerUnreachable:
+    """The error after a round that reached no server: ``last`` for one
+    server, else one line naming each."""
+    if len(failures) < 2:
+        return last
+    return ServerUnreachable(
+        f"cannot reach any of {len(failures)} Banyan servers: " + "; ".join(failures.values())
+    )
 
 
 def _worth_retrying(cause: BaseException | None) -> bool:

@@ -105,22 +105,23 @@ def connect_reason(exc: BaseException) -> str:
 
 
 async def check_tls(connection: Connection, *, timeout_s: float = 10.0) -> None:
-    """Fail fast on what retrying cannot fix: for an https:// server, a
-    certificate that does not verify or a server that does not speak TLS
-    (``ServerUnreachable``). Any other outcome, a server that is down
-    included, passes: long-running clients wait for the server."""
+    """Fail fast on what retrying cannot fix: for each https:// server of the
+    connection (standbys too), a certificate that does not verify or a server
+    that does not speak TLS (``ServerUnreachable``). Any other outcome, a
+    server that is down included, passes: long-running clients wait for it."""
     import aiohttp
 
-    if not connection.server.startswith("https://"):
-        return
     timeout = aiohttp.ClientTimeout(total=timeout_s)
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(connection.server + "/health", ssl=connection.ssl),
-        ):
+    for server in connection.servers:
+        if not server.startswith("https://"):
+            continue
+        try:
+            async with (
+                aiohttp.ClientSession(timeout=timeout) as session,
+                session.get(server + "/health", ssl=connection.ssl),
+            ):
+                pass
+        except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError) as exc:
+            raise unreachable(server, exc) from exc
+        except (aiohttp.ClientError, OSError, TimeoutError):
             pass
-    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError) as exc:
-        raise unreachable(connection.server, exc) from exc
-    except (aiohttp.ClientError, OSError, TimeoutError):
-        pass

@@ -1,7 +1,8 @@
 """Persistence: the ``Store`` interface (``base``) and one folder per backend.
 
 ``open_store`` picks the backend from the ``db`` setting: a plain path or
-``sqlite:///path`` is SQLite. A new backend is a new folder with a
+``sqlite:///path`` is SQLite; ``postgresql://`` (or ``postgres://``) is
+PostgreSQL, the location being the rest of the URL. A new backend is a new folder with a
 ``from_settings(location, settings)`` plus one line in ``BACKENDS``.
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from typing import Final
 
 from banyan.errors import InvalidInput
@@ -18,12 +20,12 @@ from server.stores.base import Store
 # URL scheme → the backend package (imported only when chosen).
 BACKENDS: Final = {
     "sqlite": "server.stores.sqlite",
+    "postgresql": "server.stores.postgres",
 }
+# Other spellings of a scheme in BACKENDS.
+ALIASES: Final = {"postgres": "postgresql"}
 # Schemes a later release will serve: refused with a clear one-line message.
-NOT_YET: Final = {
-    "postgresql": "PostgreSQL",
-    "postgres": "PostgreSQL",
-}
+NOT_YET: Final[dict[str, str]] = {}
 
 
 def parse_location(db: str | os.PathLike[str]) -> tuple[str, str]:
@@ -34,10 +36,16 @@ def parse_location(db: str | os.PathLike[str]) -> tuple[str, str]:
     scheme, sep, rest = text.partition("://")
     if not sep or "/" in scheme or os.sep in scheme:
         return "sqlite", text
-    scheme = scheme.lower()
+    scheme = ALIASES.get(scheme.lower(), scheme.lower())
     if scheme == "sqlite":
         return scheme, rest[1:] if rest.startswith("/") else rest
     return scheme, rest
+
+
+def shown_location(db: str | os.PathLike[str]) -> str:
+    """``db`` as logs may show it: a URL's password replaced by ``***``."""
+    text = os.fspath(db)
+    return re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://[^:/@]*):[^@/]*@", r"\1:***@", text)
 
 
 def open_store(settings: Settings) -> Store:

@@ -355,3 +355,48 @@ def test_the_gateway_acks_numbered_heartbeats_only(cluster: Cluster) -> None:
                 assert await next_frame(ws) == {"type": "assigned", "attempts": []}
 
     asyncio.run(main())
+
+
+def test_a_frozen_worker_is_lost_before_its_socket_closes(cluster: Cluster) -> None:
+    """A worker frozen past ``worker_timeout_s`` cannot answer the close
+    handshake. The loss must be on record before the server sends its close,
+    so that the worker's reconnect, right after it thaws, has its attempts
+    dropped: they were abandoned (and may run elsewhere), and resuming them
+    would let it start them again beside their new owner."""
+    cluster.start_server(worker_timeout_s=1.0, heartbeat_interval_s=0.25)
+    [task_id] = cluster.http.submit([{"command": "sleep 60", "state": "available"}])
+    url = cluster.url.replace("http", "ws", 1) + "/workers/connect"
+    headers = {"Authorization": basic_auth_header(cluster.token)}
+    room = {"cores": 1, "memory": 2**30}
+    hello = {"type": "hello", "name": "frozen", "capacity": room}
+
+    async def main() -> None:
+        async with aiohttp.ClientSession(headers=headers) as http:
+            # autoclose=False: like a frozen process, it does not answer the close.
+            old = await http.ws_connect(url, protocols=(p.LEASE_PROTOCOL,), autoclose=False)
+            await old.send_json(hello)
+            first = await old.receive_json(timeout=30)
+            assert first["type"] == "welcome"
+            await old.send_json({"type": "claim", "free": room, "limit": 1})
+            assigned = await old.receive_json(timeout=30)
+            [attempt] = assigned["attempts"]
+            assert attempt["task"] == task_id
+            # Silent from here on; the server's close frame marks the loss.
+            closing = await old.receive(timeout=30)
+            assert closing.type == aiohttp.WSMsgType.CLOSE, closing
+            assert closing.data == p.CLOSE_LOST
+            # The loss was on record before the close was sent.
+            history = await asyncio.to_thread(cluster.http.history, task_id)
+            assert history[0]["exit_status"] == ABANDONED, history
+            # Thawed: it reconnects at once, before answering the old close.
+            async with http.ws_connect(url, protocols=(p.LEASE_PROTOCOL,)) as new:
+                running = [{"task": task_id, "execution_key": attempt["execution_key"]}]
+                await new.send_json({**hello, "running": running, "secret": first["secret"]})
+                welcome = await new.receive_json(timeout=30)
+                assert welcome["type"] == "welcome", welcome
+                assert welcome["resumed"] == [] and welcome["dropped"] == [task_id], welcome
+                await new.send_json({"type": "heartbeat", "seq": 1})
+                assert await new.receive_json(timeout=30) == {"type": "heartbeat_ack", "seq": 1}
+            await old.close()
+
+    asyncio.run(main())

@@ -10,6 +10,7 @@ from banyan.errors import InvalidInput
 from server.cli import main
 from server.settings import Settings
 from server.stores import open_store, parse_location
+from server.stores.postgres.store import PostgresStore
 from server.stores.sqlite.store import SqliteStore
 
 
@@ -36,9 +37,12 @@ def test_a_path_or_a_sqlite_url_is_sqlite(tmp_path: Path) -> None:
     assert Settings.load(db=tmp_path / "a.db").db == str(tmp_path / "a.db")
 
 
-def test_postgresql_is_refused_clearly(tmp_path: Path) -> None:
-    with pytest.raises(InvalidInput, match="PostgreSQL store is not available yet"):
-        open_store(Settings.load(db="postgresql://localhost/banyan"))
+def test_a_postgresql_url_is_postgresql_and_others_are_refused_clearly() -> None:
+    for db in ("postgresql://u@localhost/banyan", "postgres://u@localhost/banyan"):
+        store = open_store(Settings.load(db=db, pool_size=3))
+        assert isinstance(store, PostgresStore)
+        assert store.db.dsn == "postgresql://u@localhost/banyan"
+        assert store.db.pool_size == 3
     with pytest.raises(InvalidInput, match="unknown database scheme mysql://"):
         open_store(Settings.load(db="mysql://localhost/banyan"))
 
@@ -48,8 +52,8 @@ def test_the_server_says_so_in_one_line_at_start_up(
 ) -> None:
     # were it to start after all, it would write here, not in the user's data dir
     monkeypatch.setenv("BANYAN_CLIENT_FILE", str(tmp_path / "client.json"))
-    code = main(["--db", "postgresql://localhost/banyan", "--port", "0"])
+    code = main(["--db", "mysql://localhost/banyan", "--port", "0"])
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1
-    assert err.startswith("banyan-server: db: the PostgreSQL store is not available yet")
+    assert err.startswith("banyan-server: db: unknown database scheme mysql://")

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from tests.tui.helpers import T0, sample_tasks, sample_workers, tid
-from tui.fake import task_doc
+from tui.fake import complete, task_doc
 from tui.forms import build_submission
 from tui.state import (
     STATUS_LOOK,
+    Changes,
     FilterError,
     Link,
     Model,
@@ -34,6 +35,7 @@ from tui.state import (
     parse_sort,
     queue_rows,
     rate_text,
+    readable,
     run_time,
     short_age,
     sort_key,
@@ -49,7 +51,13 @@ def model(n: int = 24, stats: dict[str, Any] | None = None) -> Model:
 
 
 def frame(kind: str, data: dict[str, Any], ts: float = T0, seq: int = 1) -> dict[str, Any]:
-    return {"seq": seq, "type": kind, "timestamp": ts, "time": "", "data": data}
+    """A feed frame as the server sends it (what ``data`` leaves out filled in)."""
+    return {"seq": seq, "type": kind, "timestamp": ts, "time": "", "data": complete(kind, data)}
+
+
+def apply(m: Model, frames: list[dict[str, Any]]) -> Changes:
+    """What the live app does with a batch of frames: decode, then reduce."""
+    return m.apply(e for e in map(readable, frames) if e is not None)
 
 
 # --- state → glyph and style ---------------------------------------------------
@@ -211,12 +219,13 @@ def test_state_events_change_tasks_and_counts() -> None:
     m = model()
     before = m.queue_counts["gpu"]["available"]
     running = {"_id": tid(1), "state": "running", "previous": "available", "queue": "gpu"}
-    changes = m.apply([frame("task.state", running, ts=T0 + 1, seq=7)])
+    changes = apply(m, [frame("task.state", running, ts=T0 + 1, seq=7)])
     assert changes.tasks == {tid(1)} and changes.workers_stale and m.seq == 7
     assert m.tasks[tid(1)].state == "running" and tid(1) in m.active
     assert m.queue_counts["gpu"]["available"] == before - 1
-    failed = {"_id": tid(1), "state": "terminated", "previous": "running", "exit_status": "failure"}
-    m.apply([frame("task.state", failed, ts=T0 + 2)])
+    failed = {"_id": tid(1), "state": "terminated", "previous": "running", "queue": "gpu"}
+    failed["exit_status"] = "failure"
+    apply(m, [frame("task.state", failed, ts=T0 + 2)])
     task = m.tasks[tid(1)]
     assert task.status == "failed" and task.ended == T0 + 2 and tid(1) not in m.active
     assert m.done_last_minute("gpu", T0 + 3) == 1
@@ -225,7 +234,8 @@ def test_state_events_change_tasks_and_counts() -> None:
 
 def test_retry_progress_usage_and_created() -> None:
     m = model()
-    m.apply(
+    apply(
+        m,
         [
             frame(
                 "task.state",
@@ -236,7 +246,7 @@ def test_retry_progress_usage_and_created() -> None:
             frame(
                 "task.created", {"_id": "f" * 24, "name": "new", "state": "available", "queue": "x"}
             ),
-        ]
+        ],
     )
     assert m.tasks[tid(3)].retry_count == 1 and m.tasks[tid(3)].state == "available"
     assert m.tasks[tid(0)].percent == 80.0 and m.tasks[tid(0)].message == "epoch 8"
@@ -248,30 +258,31 @@ def test_replayed_events_older_than_the_snapshot_are_ignored() -> None:
     doc = task_doc(tid(1), state="terminated", exit_status="success", created=T0 - 100)
     doc["_updated"] = "Fri, 15 Jan 2027 08:01:00 GMT"  # a minute after T0
     m = Model.from_snapshot([doc], [], None, now=T0)
-    m.apply([frame("task.state", {"_id": tid(1), "state": "running", "previous": "available"})])
+    apply(m, [frame("task.state", {"_id": tid(1), "state": "running", "previous": "available"})])
     assert m.tasks[tid(1)].status == "success"
 
 
 def test_unknown_task_gets_a_row_and_bad_frames_are_skipped() -> None:
     m = model()
-    changes = m.apply(
+    changes = apply(
+        m,
         [
             frame("task.state", {"_id": "e" * 24, "state": "running", "previous": "available"}),
-            frame("task.state", {"state": "running"}),  # no id
+            {"seq": 2, "type": "task.state", "data": {"state": "running"}},  # no id
             frame("task.someday", {"_id": "e" * 24}),
             {"type": "feed.resync"},
-        ]
+        ],
     )
     assert changes.applied == 1 and m.tasks["e" * 24].state == "running"
 
 
 def test_worker_events() -> None:
     m = model()
-    m.apply([frame("worker.heartbeat", {"name": "w2"}, ts=T0 + 5)])
+    apply(m, [frame("worker.heartbeat", {"name": "w2"}, ts=T0 + 5)])
     assert m.workers["w2"].last_heartbeat == T0 + 5
-    changes = m.apply([frame("worker.lost", {"name": "w1", "abandoned": []})])
+    changes = apply(m, [frame("worker.lost", {"name": "w1", "abandoned": []})])
     assert m.workers["w1"].state == "lost" and changes.workers_stale
-    m.apply([frame("worker.joined", {"name": "w9", "capacity": {"cores": 2}, "queues": ["a"]})])
+    apply(m, [frame("worker.joined", {"name": "w9", "capacity": {"cores": 2}, "queues": ["a"]})])
     assert m.workers["w9"].state == "idle" and m.workers["w9"].capacity == {"cores": 2}
     assert [t.id for t in m.running_on("w1")] == [tid(i) for i in (0, 6, 12, 18)]
 
@@ -294,7 +305,7 @@ def test_task_view_limit_and_new_rows_on_top() -> None:
     plan = view.reset(m)
     assert plan.reset and view.shown == [tid(i) for i in (23, 22, 21, 20, 19)]
     assert len(view.matching) == 24
-    m.apply([frame("task.created", {"_id": "f" * 24, "state": "available"})])
+    apply(m, [frame("task.created", {"_id": "f" * 24, "state": "available"})])
     plan = view.changed(m, {"f" * 24})
     assert plan.add == ["f" * 24] and plan.remove == [tid(19)]
     assert plan.order == ["f" * 24, *[tid(i) for i in (23, 22, 21, 20)]]
@@ -306,7 +317,8 @@ def test_task_view_filter_leaves_and_refills() -> None:
     view.filter = parse_filter("state:running")
     view.reset(m)
     assert view.shown == [tid(18), tid(12)] and len(view.matching) == 4
-    m.apply(
+    apply(
+        m,
         [
             frame(
                 "task.state",
@@ -317,7 +329,7 @@ def test_task_view_filter_leaves_and_refills() -> None:
                     "exit_status": "success",
                 },
             )
-        ]
+        ],
     )
     plan = view.changed(m, {tid(18)})
     assert plan.remove == [tid(18)] and not plan.add and view.short
@@ -329,12 +341,12 @@ def test_task_view_updates_in_place_and_volatile_sorts_move_rows() -> None:
     m = model()
     view = TaskView(limit=50)
     view.reset(m)
-    m.apply([frame("task.progress", {"_id": tid(0), "percent": 10})])
+    apply(m, [frame("task.progress", {"_id": tid(0), "percent": 10})])
     plan = view.changed(m, {tid(0)})
     assert plan.update == [tid(0)] and not plan.add and not plan.remove and plan.order is None
     view.sort = Sort("state", descending=False)
     view.reset(m)
-    m.apply([frame("task.state", {"_id": tid(23), "state": "running", "previous": "inactive"})])
+    apply(m, [frame("task.state", {"_id": tid(23), "state": "running", "previous": "inactive"})])
     plan = view.changed(m, {tid(23)})
     assert plan.order is not None and plan.order.index(tid(23)) < plan.order.index(tid(1))
 

@@ -5,7 +5,8 @@ and snapshots are deterministic.
 - ``records``: ``Task`` and ``Worker``, built from the API's documents
 - ``looks``: state → glyph and style, load bars, heartbeat levels
 - ``model``: the ``Model`` (snapshot + live updates) and its derived figures
-- ``feed``: the event reducer, one function per event type
+- ``feed``: the event reducer on ``banyan.events``' typed events, one function
+  per event type (``readable`` turns a feed frame into one)
 - ``queues``: the queues view's rows
 - ``filters``: the filter language and the sort orders
 - ``rows``: which rows the task table holds (``TaskView``, ``RowPlan``)
@@ -15,6 +16,7 @@ and snapshots are deterministic.
 """
 
 from tui.state.commands import COMMANDS, parse_command
+from tui.state.feed import readable
 from tui.state.filters import (
     FILTER_FIELDS,
     SORT_KEYS,
@@ -118,6 +120,7 @@ __all__ = [
     "parse_time",
     "queue_rows",
     "rate_text",
+    "readable",
     "retryable",
     "run_time",
     "short_age",

@@ -1,13 +1,36 @@
-"""The event reducer: what each event feed frame type does to the ``Model``
-(task counts per queue, a task's state and attempt, progress, RSS samples,
-worker liveness), as one function per type in ``HANDLERS``."""
+"""The event reducer: what each event of the feed does to the ``Model`` (task
+counts per queue, a task's state and attempt, progress, RSS samples, worker
+liveness), one function per type, on the typed events of ``banyan.events``
+(``reduce`` picks the function)."""
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
+
+from banyan.events import (
+    EVENT_TYPES,
+    Event,
+    TaskCreated,
+    TaskCreatedData,
+    TaskProgress,
+    TaskProgressData,
+    TaskState,
+    TaskStateData,
+    TaskUsage,
+    TaskUsageData,
+    WorkerGoneData,
+    WorkerHeartbeat,
+    WorkerHeartbeatData,
+    WorkerJoined,
+    WorkerJoinedData,
+    WorkerLeft,
+    WorkerLost,
+    decode,
+)
 from tui.state.model import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -17,7 +40,19 @@ from tui.state.model import (
     Changes,
     Model,
 )
-from tui.state.records import Task, Worker, created_from_id, parse_time
+from tui.state.records import Task, Worker, created_from_id
+
+
+def readable(frame: Mapping[str, Any]) -> Event | None:
+    """A feed frame as its typed event (``banyan.events``); None for a control
+    frame, a type this TUI does not know or a frame it cannot read (a newer
+    server's?), which are skipped."""
+    if frame.get("type") not in EVENT_TYPES:
+        return None
+    try:
+        return decode(dict(frame))
+    except ValidationError:
+        return None
 
 
 def count(model: Model, queue: str, state: str, delta: int) -> None:
@@ -32,32 +67,31 @@ def _guess_created(task_id: str, ts: float) -> float:
     return guess if 0 < guess <= ts or not ts else ts
 
 
-def task_for(model: Model, data: Mapping[str, Any], ts: float) -> Task:
-    task_id = str(data["_id"])
-    task = model.tasks.get(task_id)
+def task_for(model: Model, data: TaskCreatedData | TaskStateData, ts: float) -> Task:
+    task = model.tasks.get(data.id)
     if task is None:
         task = Task(
-            id=task_id,
-            name=data.get("name"),
-            queue=str(data.get("queue") or "default"),
-            created=_guess_created(task_id, ts),
+            id=data.id,
+            name=data.name,
+            queue=data.queue or "default",
+            created=_guess_created(data.id, ts),
         )
         model.add_task(task)
     return task
 
 
-def on_created(model: Model, data: Mapping[str, Any], ts: float, changes: Changes) -> None:
-    known = str(data.get("_id")) in model.tasks
+def on_created(model: Model, data: TaskCreatedData, ts: float, changes: Changes) -> None:
+    known = data.id in model.tasks
     task = task_for(model, data, ts)
     if known and ts < task.snapshot_updated:
         return
-    task.name = data.get("name", task.name)
-    task.state = str(data.get("state", task.state))
-    task.queue = str(data.get("queue") or task.queue)
-    task.priority = int(data.get("priority") or 0)
-    task.owner = data.get("owner", task.owner)
-    task.group = bool(data.get("group", False))
-    task.job = data.get("job", task.job)
+    task.name = data.name
+    task.state = data.state
+    task.queue = data.queue or task.queue
+    task.priority = data.priority
+    task.owner = data.owner
+    task.group = data.group
+    task.job = data.job if data.job is not None else task.job
     if not known and ts:
         task.created = ts  # this event is the creation: better than what the id says
     model.track(task)
@@ -70,12 +104,12 @@ def on_created(model: Model, data: Mapping[str, Any], ts: float, changes: Change
     changes.tasks.add(task.id)
 
 
-def on_state(model: Model, data: Mapping[str, Any], ts: float, changes: Changes) -> None:
+def on_state(model: Model, data: TaskStateData, ts: float, changes: Changes) -> None:
     task = task_for(model, data, ts)
-    previous = str(data.get("previous") or task.state)
-    state = str(data.get("state"))
-    count(model, str(data.get("queue") or task.queue), previous, -1)
-    count(model, str(data.get("queue") or task.queue), state, +1)
+    previous = data.previous or task.state
+    state = data.state
+    count(model, data.queue or task.queue, previous, -1)
+    count(model, data.queue or task.queue, state, +1)
     changes.queues = True
     if ts < task.snapshot_updated:
         return  # the snapshot already shows something newer
@@ -83,18 +117,18 @@ def on_state(model: Model, data: Mapping[str, Any], ts: float, changes: Changes)
     task.updated = max(task.updated, ts)
     model.track(task)
     if state == "running":
-        task.worker = data.get("worker", task.worker)
-        task.attempt = int(data.get("attempt") or task.attempt + 1)
+        task.worker = data.worker if data.worker is not None else task.worker
+        task.attempt = data.attempt or task.attempt + 1
         task.exit_status = task.exit_code = task.ended = None
         task.percent = None
         task.message = None
         task.started = ts
         changes.workers_stale = True
-    if "exit_status" in data:
-        task.exit_status = data["exit_status"]
+    if data.exit_status is not None:
+        task.exit_status = data.exit_status
         task.ended = ts
         changes.workers_stale = True
-    if state == "available" and data.get("retry"):
+    if state == "available" and data.retry:
         task.retry_count += 1
     if state in FINAL_STATES:
         model.usage.pop(task.id, None)
@@ -110,30 +144,26 @@ def on_state(model: Model, data: Mapping[str, Any], ts: float, changes: Changes)
     changes.tasks.add(task.id)
 
 
-def on_progress(model: Model, data: Mapping[str, Any], ts: float, changes: Changes) -> None:
-    task = model.tasks.get(str(data.get("_id")))
+def on_progress(model: Model, data: TaskProgressData, ts: float, changes: Changes) -> None:
+    task = model.tasks.get(data.id)
     if task is None:
         return
-    percent = data.get("percent")
-    if isinstance(percent, int | float):
-        task.percent = float(percent)
-    if "message" in data:
-        task.message = data["message"]
+    if data.percent is not None:
+        task.percent = data.percent
+    if data.message is not None:
+        task.message = data.message
     changes.tasks.add(task.id)
 
 
-def on_usage(model: Model, data: Mapping[str, Any], ts: float, changes: Changes) -> None:
-    task_id = str(data.get("_id"))
-    rss = data.get("resident_memory_bytes")
-    if not isinstance(rss, int):
-        return
-    when = parse_time(data.get("time")) or ts
+def on_usage(model: Model, data: TaskUsageData, ts: float, changes: Changes) -> None:
+    task_id = data.id
+    when = data.time or ts
     points = model.usage.pop(task_id, None) or deque(maxlen=USAGE_POINTS)
-    points.append((when, rss))
+    points.append((when, data.resident_memory_bytes))
     model.usage[task_id] = points  # re-inserted: most recently sampled last
-    cpu = data.get("cpu_percent")  # sent by the worker; a server may not pass it on
-    if isinstance(cpu, int | float) and not isinstance(cpu, bool):
-        model.cpu[task_id] = (when, float(cpu))
+    cpu = data.cpu_percent  # sent by the worker; a server may not pass it on
+    if cpu is not None:
+        model.cpu[task_id] = (when, cpu)
     if len(model.usage) > USAGE_TASKS:
         oldest = next(iter(model.usage))
         del model.usage[oldest]
@@ -141,8 +171,13 @@ def on_usage(model: Model, data: Mapping[str, Any], ts: float, changes: Changes)
     changes.usage.add(task_id)
 
 
-def on_worker(model: Model, data: Mapping[str, Any], ts: float, changes: Changes) -> None:
-    name = str(data.get("name"))
+def on_worker(
+    model: Model,
+    data: WorkerHeartbeatData | WorkerJoinedData,
+    ts: float,
+    changes: Changes,
+) -> None:
+    name = data.name
     worker = model.workers.get(name)
     if worker is None:
         worker = model.workers[name] = Worker(name=name)
@@ -152,40 +187,42 @@ def on_worker(model: Model, data: Mapping[str, Any], ts: float, changes: Changes
     changes.workers.add(name)
 
 
-def on_joined(model: Model, data: Mapping[str, Any], ts: float, changes: Changes) -> None:
+def on_joined(model: Model, data: WorkerJoinedData, ts: float, changes: Changes) -> None:
     on_worker(model, data, ts, changes)
-    worker = model.workers[str(data.get("name"))]
-    worker.host = data.get("host", worker.host)
-    worker.capacity = dict(data.get("capacity") or worker.capacity)
-    worker.queues = tuple(data.get("queues") or worker.queues)
+    worker = model.workers[data.name]
+    worker.host = data.host
+    worker.capacity = dict(data.capacity or worker.capacity)
+    worker.queues = tuple(data.queues or worker.queues)
     worker.state = "busy" if worker.running else "idle"
     changes.workers_stale = True
 
 
-def on_lost(model: Model, data: Mapping[str, Any], ts: float, changes: Changes) -> None:
-    gone(model, data, "lost", changes)
-
-
-def on_left(model: Model, data: Mapping[str, Any], ts: float, changes: Changes) -> None:
-    gone(model, data, "left", changes)
-
-
-def gone(model: Model, data: Mapping[str, Any], state: str, changes: Changes) -> None:
-    name = str(data.get("name"))
-    worker = model.workers.setdefault(name, Worker(name=name))
+def gone(model: Model, data: WorkerGoneData, state: str, changes: Changes) -> None:
+    """``worker.lost`` (``state`` "lost") and ``worker.left`` ("left")."""
+    worker = model.workers.setdefault(data.name, Worker(name=data.name))
     worker.state = state
     worker.running = []
-    changes.workers.add(name)
+    changes.workers.add(data.name)
     changes.workers_stale = True
 
 
-HANDLERS: dict[str, Callable[[Model, Mapping[str, Any], float, Changes], None]] = {
-    "task.created": on_created,
-    "task.state": on_state,
-    "task.progress": on_progress,
-    "task.usage": on_usage,
-    "worker.joined": on_joined,
-    "worker.heartbeat": on_worker,
-    "worker.lost": on_lost,
-    "worker.left": on_left,
-}
+def reduce(model: Model, event: Event, changes: Changes) -> None:
+    """Apply one event to ``model``, noting what it touched in ``changes``."""
+    ts = event.timestamp or 0.0
+    match event:
+        case TaskCreated():
+            on_created(model, event.data, ts, changes)
+        case TaskState():
+            on_state(model, event.data, ts, changes)
+        case TaskProgress():
+            on_progress(model, event.data, ts, changes)
+        case TaskUsage():
+            on_usage(model, event.data, ts, changes)
+        case WorkerJoined():
+            on_joined(model, event.data, ts, changes)
+        case WorkerHeartbeat():
+            on_worker(model, event.data, ts, changes)
+        case WorkerLost():
+            gone(model, event.data, "lost", changes)
+        case WorkerLeft():
+            gone(model, event.data, "left", changes)

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from banyan.documents import TaskDoc, WorkerDoc
+from banyan.events import Event
 from tui.state.records import (
     ACTIVE_STATES,
     FINAL_STATES,
@@ -165,25 +166,16 @@ class Model:
             fresh[worker.name] = worker
         self.workers = fresh
 
-    def apply(self, frames: Iterable[Mapping[str, Any]]) -> Changes:
-        """Apply event feed frames (``tui.state.feed`` says what each type does)."""
+    def apply(self, events: Iterable[Event]) -> Changes:
+        """Apply events of the feed (``tui.state.feed`` says what each type does)."""
         # Imported here: the reducer's functions take a Model, so feed imports this module.
-        from tui.state.feed import HANDLERS
+        from tui.state.feed import reduce
 
         changes = Changes()
-        for frame in frames:
-            seq = frame.get("seq")
-            if isinstance(seq, int):
-                self.seq = max(self.seq, seq)
-            handler = HANDLERS.get(str(frame.get("type")))
-            if handler is None:
-                continue
-            data = frame.get("data") or {}
-            ts = frame.get("timestamp")
-            try:
-                handler(self, data, float(ts) if isinstance(ts, int | float) else 0.0, changes)
-            except (KeyError, TypeError, ValueError):
-                continue  # a frame we cannot read (a newer server?) is skipped
+        for event in events:
+            if event.seq is not None:
+                self.seq = max(self.seq, event.seq)
+            reduce(self, event, changes)
             changes.applied += 1
         return changes
 

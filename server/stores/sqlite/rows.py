@@ -15,7 +15,7 @@ from typing import Any
 
 from banyan.errors import NotFound
 from banyan.events import Event, encode_data
-from banyan.states import ACTIVE_STATES
+from server.domain.documents import row_to_doc as row_to_doc  # re-exported
 from server.domain.events import task_id_of
 from server.stores.sqlite import queries as Q
 from server.stores.sqlite.queries import TASK_COLUMNS as TASK_COLUMNS  # re-exported
@@ -42,83 +42,6 @@ def chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:
 
 def placeholders(n: int) -> str:
     return ",".join("?" * n)
-
-
-def row_to_doc(row: Sequence[Any], continuations: list[str]) -> dict[str, Any]:
-    (
-        task_id,
-        name,
-        command,
-        state,
-        queue,
-        priority,
-        max_retry_count,
-        retry_count,
-        pending,
-        max_termination_time,
-        estimated_runtime,
-        resources,
-        env,
-        cwd,
-        owner,
-        attempt,
-        worker,
-        exit_status,
-        exit_code,
-        time_started,
-        time_terminated,
-        progress,
-        created,
-        updated,
-        etag,
-        time_limit,
-        not_before,
-        max_abandon_count,
-        abandon_count,
-        job,
-        run_when,
-    ) = row
-    doc: dict[str, Any] = {
-        "_id": task_id,
-        "name": name,
-        "command": command,
-        "state": state,
-        "continuations": continuations,
-        "requested_resources": json.loads(resources),
-        "queue": queue,
-        "priority": priority,
-        "max_retry_count": max_retry_count,
-        "retry_count": retry_count,
-        "pending_dependency_count": pending,
-        "run_when": run_when,
-        "max_termination_time": max_termination_time,
-        "estimated_runtime": estimated_runtime,
-        "time_limit": time_limit,
-        "not_before": not_before,
-        "max_abandon_count": max_abandon_count,
-        "abandon_count": abandon_count,
-        "env": loads(env),
-        "cwd": cwd,
-        "owner": owner,
-        "job": job,
-        "execution": None,
-        "_created": created,
-        "_updated": updated,
-        "_etag": etag,
-    }
-    if attempt or exit_status is not None:  # group tasks end without an attempt
-        doc["execution"] = {
-            "attempt": attempt,
-            "worker": worker,
-            "exit_status": exit_status,
-            "exit_code": exit_code,
-            "time_started": time_started,
-            "time_terminated": time_terminated,
-            "progress": loads(progress),
-            # Prefetched: a worker holds it, its process has not started yet.
-            "queued": time_started is None and state in ACTIVE_STATES,
-        }
-    return doc
 
 
 def continuations_of(conn: sqlite3.Connection, ids: Sequence[str]) -> dict[str, list[str]]:

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import math
 import sqlite3
-from collections.abc import Iterable
 from typing import Any
 
 from banyan.errors import NotFound
 from banyan.states import SUCCESS, State
+from server.domain.percentiles import PERCENTILES as PERCENTILES  # re-exported
+from server.domain.percentiles import percentiles as percentiles
 
 SLOT_S = 10  # the slot width written into migration 3's trigger
 WINDOWS_S = {"1m": 60, "5m": 300, "15m": 900}
 DURATION_WINDOW_S = 900  # wait and run times are over the last 15 minutes
-PERCENTILES = (50, 90, 99)
 _WAIT, _RUN = 0, 1
 
 _TASK_COUNTS = "SELECT queue, state, n FROM task_counts WHERE n > 0 ORDER BY queue"
@@ -142,27 +142,6 @@ def _durations(conn: sqlite3.Connection, start: float) -> tuple[Points, Points]:
     for kind, n, total in conn.execute(_SLOT_BUCKETS, (math.floor(start / SLOT_S),)):
         (waits if kind == _WAIT else runs).append((total / n, n))
     return waits, runs
-
-
-def percentiles(points: Iterable[tuple[float, int]]) -> dict[str, Any]:
-    """Nearest-rank percentiles of weighted durations; ``None`` when there are none."""
-    ordered = sorted(points)
-    count = sum(n for _, n in ordered)
-    out: dict[str, Any] = {}
-    for p in PERCENTILES:
-        out[f"p{p}"] = None if count == 0 else round(_at_rank(ordered, p, count), 3)
-    out["count"] = count
-    return out
-
-
-def _at_rank(ordered: list[tuple[float, int]], p: int, count: int) -> float:
-    rank = max(1, math.ceil(p * count / 100))
-    seen = 0
-    for value, n in ordered:
-        seen += n
-        if seen >= rank:
-            return value
-    return ordered[-1][0]
 
 
 def tree(conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:

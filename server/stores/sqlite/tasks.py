@@ -15,7 +15,6 @@ from pydantic import ValidationError
 
 from banyan.constants import DEFAULT_MAX_ABANDON_COUNT
 from banyan.errors import (
-    Conflict,
     InvalidInput,
     NotFound,
 )
@@ -29,6 +28,12 @@ from banyan.validation import from_validation
 from server.domain import access, idempotency
 from server.domain import events as E
 from server.domain import transitions as T
+from server.domain.submit import (
+    PLAIN_FIELDS,
+    check_acyclic,
+    check_new_continuation,
+    initial_state,
+)
 from server.stores.base import CreatedTask
 from server.stores.sqlite import graph
 from server.stores.sqlite import queries as Q
@@ -43,20 +48,7 @@ from server.stores.sqlite.rows import (
     store_events,
 )
 
-# Fields that shape how the next attempt runs: frozen while one is running.
-_PLAIN_FIELDS = (
-    "name",
-    "command",
-    "queue",
-    "priority",
-    "max_retry_count",
-    "max_termination_time",
-    "estimated_runtime",
-    "cwd",
-    "time_limit",
-    "not_before",
-    "max_abandon_count",
-)
+_PLAIN_FIELDS = PLAIN_FIELDS
 
 
 def _resource_columns(resources: Resources) -> tuple[str, float, int, int]:
@@ -114,13 +106,10 @@ def create_tasks(
     resource_cache: dict[str, tuple[str, float, int, int]] = {}
     resource_by_object: dict[int, tuple[str, float, int, int]] = {}
     for task_id, item in zip(ids, items, strict=True):
-        state = State.INACTIVE
-        if item.state == State.AVAILABLE and pending[task_id] == 0:
-            if item.command is None:
-                # A ready group task succeeds at once: inserted inactive, resolved below.
-                ready.append(task_id)
-            else:
-                state = State.AVAILABLE
+        # A ready group task succeeds at once: inserted inactive, resolved below.
+        state, ready_group = initial_state(item, pending[task_id])
+        if ready_group:
+            ready.append(task_id)
         states.append(state)
         etag = new_etag()
         etags.append(etag)
@@ -268,36 +257,10 @@ def _check_external_children(
             )
         state, owner = found[child]
         access.check_may_link_child(caller, child, owner)
-        if state not in (State.INACTIVE, State.AVAILABLE):
-            raise Conflict(
-                f"task {child} is {state}: only a task that has not started can be a continuation"
-            )
+        check_new_continuation(child, state)
 
 
-def _check_acyclic(edges: list[tuple[str, str]], index: dict[str, int]) -> None:
-    """Kahn's algorithm over the edges between new tasks (existing tasks
-    cannot point at new ones, so any cycle lies within the request)."""
-    children: dict[str, list[str]] = defaultdict(list)
-    indegree: dict[str, int] = defaultdict(int)
-    for parent, child in edges:
-        children[parent].append(child)
-        indegree[child] += 1
-    queue = [n for n in {p for p, _ in edges} if indegree[n] == 0]
-    seen = 0
-    while queue:
-        node = queue.pop()
-        seen += 1
-        for child in children[node]:
-            indegree[child] -= 1
-            if indegree[child] == 0:
-                queue.append(child)
-    nodes = {n for edge in edges for n in edge}
-    if seen < len(nodes):
-        stuck = sorted((n for n in nodes if indegree[n] > 0), key=index.__getitem__)[0]
-        raise InvalidInput(
-            "continuations form a cycle",
-            issues={f"{index[stuck]}.continuations": "continuations must not form a cycle"},
-        )
+_check_acyclic = check_acyclic
 
 
 def _wait_on(conn: sqlite3.Connection, child: str, parents: int, now: float) -> None:

@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import sqlite3
 
-from banyan.errors import Conflict, InvalidInput, NotFound
+from banyan.errors import Conflict, NotFound
 from banyan.tokens import Caller, Role, hash_token, same_digest
+from server.domain.tokens import NAME_MAX as NAME_MAX  # re-exported
+from server.domain.tokens import check_name as check_name
 from server.stores.base import TokenInfo
 from server.stores.sqlite import queries as Q
-
-NAME_MAX = 128
-
-
-def check_name(name: str) -> None:
-    if not name or len(name) > NAME_MAX or not name.isprintable():
-        raise InvalidInput(
-            f"a token name is 1 to {NAME_MAX} printable characters", issues={"name": name}
-        )
 
 
 def create(conn: sqlite3.Connection, name: str, role: Role, token: str, now: float) -> None:

@@ -1,0 +1,174 @@
+"""The worker gateway's state and everything it does on its own: start and
+stop, closing the connections of revoked tokens, pushing ``work_available``
+and ``cancel`` when the event hub sees tasks change, and the monitor that
+declares a silent worker lost."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Collection
+from typing import Any
+
+from banyan import protocol as p
+from banyan.errors import BanyanError
+from banyan.states import State
+from banyan.supervise import SideTasks
+from server.begins import BeginTimer
+from server.gateway.session import Session
+from server.hub import Event, EventHub
+from server.settings import Settings
+from server.stores.base import Store
+
+log = logging.getLogger("server.gateway")
+
+
+class GatewayBase:
+    """The gateway's state, its lifetime, its pushes and its silence monitor."""
+
+    def __init__(self, store: Store, settings: Settings, hub: EventHub) -> None:
+        self._store = store
+        self._settings = settings
+        self.sessions: dict[str, Session] = {}
+        self.last_seen: dict[str, float] = {}  # monotonic; also for workers not connected now
+        self._joining: dict[str, asyncio.Lock] = {}
+        self._monitor: asyncio.Task[Any] | None = None
+        # Fire-and-forget sends and the silence monitor: a failure stops the server.
+        self._side = SideTasks("gateway")
+        self._begins = BeginTimer(store, self._push_work_to_all)
+        self._begin_task: asyncio.Task[Any] | None = None
+        hub.subscribe(self._on_events)
+
+    # --- lifetime --------------------------------------------------------------
+
+    async def start(self) -> None:
+        # Workers connected before a restart get worker_timeout_s to come back.
+        now = time.monotonic()
+        for name in await self._store.connected_workers():
+            self.last_seen.setdefault(name, now)
+        self._monitor = self._side.spawn(self._watch_silences(), name="worker-monitor")
+        self._begin_task = self._side.spawn(self._begins.run(), name="begin-timer")
+
+    async def stop(self) -> None:
+        for side in (self._monitor, self._begin_task):
+            if side is not None:
+                side.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await side
+        for session in list(self.sessions.values()):
+            await session.ws.close(code=p.CLOSE_GOING_AWAY, message=b"server shutting down")
+
+    # --- revocation ------------------------------------------------------------
+
+    def tokens_in_use(self) -> set[str]:
+        return {session.caller.name for session in self.sessions.values()}
+
+    async def close_revoked(self, tokens: Collection[str]) -> int:
+        """Close the connections of revoked ``tokens`` (4401); their workers
+        are lost after ``worker_timeout_s`` like any that went silent."""
+        revoked = [s for s in self.sessions.values() if s.caller.name in tokens]
+        for session in revoked:
+            session.revoked = True
+            log.warning(
+                "worker %s: its token %s was revoked: closing", session.name, session.caller.name
+            )
+        await asyncio.gather(
+            *(s.ws.close(code=p.CLOSE_UNAUTHORIZED, message=b"token revoked") for s in revoked)
+        )
+        return len(revoked)
+
+    # --- pushes ----------------------------------------------------------------
+
+    def _on_events(self, events: list[Event]) -> None:
+        queues: set[str] = set()
+        cancels: list[str] = []
+        for event in events:
+            data = event["data"]
+            if event["type"] in ("task.state", "task.created"):
+                if data.get("state") == State.AVAILABLE:
+                    queues.add(data.get("queue", ""))
+                elif data.get("state") == State.PENDING_CANCELLATION:
+                    cancels.append(data["_id"])
+        if not queues and not cancels:
+            return
+        if queues:
+            self._begins.poke()
+        for session in list(self.sessions.values()):
+            frames: list[Any] = []
+            if queues.intersection(session.queues) and not session.draining:
+                frames.append(p.WorkAvailable())
+            frames += [
+                p.Cancel(task=t, execution_key=session.held[t])
+                for t in cancels
+                if t in session.held
+            ]
+            for frame in frames:
+                self._spawn(session.send(frame))
+
+    def _push_work_to_all(self) -> None:
+        """A begin time came: every serving worker may claim again."""
+        for session in list(self.sessions.values()):
+            if not session.draining:
+                self._spawn(session.send(p.WorkAvailable()))
+
+    def _spawn(self, coro: Any) -> None:
+        self._side.spawn(coro)
+
+    # --- liveness --------------------------------------------------------------
+
+    async def _declare_lost(self, name: str, seen: float) -> None:
+        """Abandon a silent worker's attempts, then close its socket.
+
+        Under the join lock, so that a reconnect of the same name is admitted
+        either before (and then it was heard from: nothing is lost) or after
+        the loss is on record (and its hello's attempts are then dropped, not
+        resumed and abandoned behind its back). The session stops being
+        answered first, and the close is not awaited: a frozen peer never
+        answers the close handshake, and the loss must not wait for it.
+        """
+        async with self._joining.setdefault(name, asyncio.Lock()):
+            if self.last_seen.get(name) != seen:
+                return  # heard from, or joined again, while waiting for the lock
+            session = self.sessions.get(name)
+            if session is not None:
+                session.lost = True
+            try:
+                abandoned = await self._store.leave_worker(name, lost=True)
+            except BanyanError:  # e.g. the disk is full: try again next round
+                return
+            self.last_seen.pop(name, None)
+            if session is not None and self.sessions.get(name) is session:
+                del self.sessions[name]
+                self._spawn(_close_lost(session))
+        log.warning("worker %s lost; attempts abandoned: %s", name, abandoned)
+
+    async def _watch_silences(self) -> None:
+        timeout = self._settings.worker_timeout_s
+        period = min(1.0, timeout / 4)
+        touched = time.monotonic()
+        while True:
+            await asyncio.sleep(period)
+            now = time.monotonic()
+            for name, seen in list(self.last_seen.items()):
+                if now - seen > timeout:
+                    await self._declare_lost(name, seen)
+            if now - touched >= self._settings.heartbeat_interval_s and self.sessions:
+                # Only those heard from since the last round, at the time they
+                # were: a silent session is not a sign of life.
+                wall = time.time() - now
+                heard = {
+                    name: wall + self.last_seen[name]
+                    for name in self.sessions
+                    if self.last_seen.get(name, touched) > touched
+                }
+                touched = now
+                if heard:
+                    with contextlib.suppress(BanyanError):
+                        await self._store.touch_workers(heard)
+
+
+async def _close_lost(session: Session) -> None:
+    with contextlib.suppress(ConnectionError, RuntimeError):
+        await session.ws.close(code=p.CLOSE_LOST, message=b"silent too long: lost")

@@ -1,0 +1,56 @@
+"""What the worker gateway knows of one connected worker: its name, socket,
+token, queues, the attempts it holds (and which of them are prefetched), its
+lifetime, and one send lock so that frames never interleave."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from banyan import protocol as p
+from banyan.resources import Resources
+from banyan.tokens import Caller
+
+
+@dataclass
+class Session:
+    """One connected worker, as the gateway knows it."""
+
+    name: str
+    ws: web.WebSocketResponse
+    caller: Caller
+    queues: list[str]
+    held: dict[str, str] = field(default_factory=dict)  # task id -> execution key
+    queued: set[str] = field(default_factory=set)  # of held: prefetched, not started yet
+    draining: bool = False
+    capacity: Resources | None = None
+    # Its last claim found nothing for a free slot: prefetch is granted to no
+    # other worker of its queues meanwhile (it should start the next tasks).
+    idle: bool = False
+    revoked: bool = False  # its token was revoked: nothing more it sends is applied
+    # Declared lost (silent past worker_timeout_s): nothing more it sends is
+    # applied or answered, so no late ack can extend the worker's lease.
+    lost: bool = False
+    send_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    inflight: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(64))
+    pending: set[asyncio.Task[None]] = field(default_factory=set)
+    # Monotonic time the worker's lifetime ends (``banyan-worker --time-limit``).
+    deadline: float | None = None
+
+    def remaining_s(self, now: float | None = None) -> float | None:
+        """The worker's remaining lifetime, as it last told it; None: no lifetime."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - (time.monotonic() if now is None else now))
+
+    async def send(self, frame: Any) -> None:
+        if self.ws.closed:
+            return
+        async with self.send_lock:
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                await self.ws.send_str(p.encode(frame))
