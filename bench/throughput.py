@@ -39,234 +39,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import aiohttp
 
 try:
     from bench import measure, printing, profiling
 except ImportError:  # run as a script: put the repository root (bench/, testbed/) on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from bench import measure, printing, profiling
-from bench.e2e_cluster import WORKER_CORES, Cluster, count, wait_idle
+from bench.e2e_cluster import WORKER_CORES
+from bench.throughput_drain import BULK_TASKS, DRAIN_MAX_S, POLL_S, throughput
+from bench.throughput_latency import latency, spawn_floor
 
 ROOT = Path(__file__).resolve().parents[1]
-BULK_TASKS = 1_000
-POLL_S = 0.05
-DRAIN_MAX_S = 120.0  # the throughput wait stops by itself after this long
-LATENCY_TASK_MAX_S = 10.0  # one latency sample gives up after this long
-LATENCY_LOOP_MAX_S = 180.0  # the whole latency loop stops after this long
-IDLE_SETTLE_S = 0.05  # after a latency task ends, let the worker's re-claim round trip finish
 TARGET_RATE = 1_600
 TARGET_P50_MS = 10
 TARGET_P99_MS = 50
-
-NOT_TERMINATED = json.dumps({"state": {"$ne": "terminated"}})
-RUNNING = json.dumps({"state": "running"})
-FAILED = json.dumps({"execution.exit_status": {"$ne": "success"}})
-
-
-# --- (a) throughput ------------------------------------------------------------------
-
-
-@dataclass
-class Throughput:
-    label: str
-    tasks: int
-    done: int
-    failures: int
-    post_s: float
-    wall_s: float
-    timed_out: bool
-    peak_running: int
-    server_cpu_s: float
-    worker_cpu_s: float
-    task_cpu_s: float
-    client_cpu_s: float
-    machine_cpu_s: float
-    sidecar_cpu_s: float
-    commits: float  # committed write transactions during the run (nan: not counted)
-    write_ops: float  # write operations in them
-
-    @property
-    def rate(self) -> float:
-        return self.done / self.wall_s if self.wall_s else float("nan")
-
-    @property
-    def ours_cpu_s(self) -> float:
-        """Server + workers + their tasks + this load generator."""
-        return (
-            self.server_cpu_s
-            + self.worker_cpu_s
-            + self.task_cpu_s
-            + self.client_cpu_s
-            + self.sidecar_cpu_s
-        )
-
-    @property
-    def other_cpu_s(self) -> float:
-        """Every other process on the machine over the same wall time."""
-        return max(0.0, self.machine_cpu_s - self.ours_cpu_s)
-
-
-async def throughput(
-    tmp: Path,
-    label: str,
-    name: str,
-    cores: float | None,
-    *,
-    profile_bw1: bool = False,
-    profile_server: bool = False,
-) -> Throughput:
-    task: dict[str, Any] = {"command": "true", "state": "available"}
-    if cores is not None:
-        task["requested_resources"] = {"cores": cores}
-    body = json.dumps([task] * BULK_TASKS).encode()
-    timeout = aiohttp.ClientTimeout(total=60)
-    with Cluster(tmp, name, profile_bw1=profile_bw1, profile_server=profile_server) as cluster:
-        server = cluster.bench_server
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            await wait_idle(http, server, cluster.bench_workers)
-            for w in cluster.bench_workers:
-                w.find_sidecars()
-            counted = server.counters_file is not None
-            k0 = server.counters() if counted else {}
-            cpu0 = [w.cpu() for w in cluster.bench_workers]
-            s0, c0, b0 = (
-                server.cpu_seconds(),
-                measure.client_cpu_seconds(),
-                measure.busy_cpu_seconds(),
-            )
-            t0 = time.perf_counter()
-            async with http.post(f"{server.url}/tasks", data=body, headers=server.headers) as resp:
-                created = await resp.json()
-                status = resp.status
-            post_s = time.perf_counter() - t0
-            if status != 201 or len(created.get("_items", [])) != BULK_TASKS:
-                raise RuntimeError(f"bulk POST failed: {status} {str(created)[:300]}")
-            remaining, peak = BULK_TASKS, 0
-            deadline = t0 + DRAIN_MAX_S
-            tick = t0
-            while time.perf_counter() < deadline:
-                tick += POLL_S
-                await asyncio.sleep(max(0.0, tick - time.perf_counter()))
-                remaining = await count(http, server, NOT_TERMINATED)
-                if remaining == 0:
-                    break
-                peak = max(peak, await count(http, server, RUNNING))
-            wall = time.perf_counter() - t0
-            server_cpu = server.cpu_seconds() - s0
-            client_cpu = measure.client_cpu_seconds() - c0
-            machine_cpu = measure.busy_cpu_seconds() - b0
-            cpu1 = [w.cpu() for w in cluster.bench_workers]
-            k1 = server.counters() if counted else {}
-            failures = await count(http, server, FAILED)
-    nan = float("nan")
-    return Throughput(
-        label=label,
-        tasks=BULK_TASKS,
-        done=BULK_TASKS - remaining,
-        failures=failures,
-        post_s=post_s,
-        wall_s=wall,
-        timed_out=remaining != 0,
-        peak_running=peak,
-        server_cpu_s=server_cpu,
-        worker_cpu_s=sum(b[0] - a[0] for a, b in zip(cpu0, cpu1, strict=True)),
-        task_cpu_s=sum(b[1] - a[1] for a, b in zip(cpu0, cpu1, strict=True)),
-        client_cpu_s=client_cpu,
-        machine_cpu_s=machine_cpu,
-        sidecar_cpu_s=sum(b[2] - a[2] for a, b in zip(cpu0, cpu1, strict=True)),
-        commits=k1["batches"] - k0["batches"] if counted else nan,
-        write_ops=k1["ops"] - k0["ops"] if counted else nan,
-    )
-
-
-# --- (b) latency ---------------------------------------------------------------------
-
-
-@dataclass
-class Latency:
-    samples: list[float]  # seconds, file timestamp - client time before the POST
-    post_rtt: list[float]  # seconds, the POST's round trip
-    lost: int  # samples that did not start or end within LATENCY_TASK_MAX_S
-
-
-async def latency(tmp: Path, name: str, n: int) -> Latency:
-    out = tmp / f"{name}-starts"
-    out.mkdir()
-    samples: list[float] = []
-    rtts: list[float] = []
-    lost = 0
-    timeout = aiohttp.ClientTimeout(total=30)
-    with Cluster(tmp, name) as cluster:
-        server = cluster.bench_server
-        async with aiohttp.ClientSession(timeout=timeout) as http:
-            await wait_idle(http, server, cluster.bench_workers)
-            loop_deadline = time.monotonic() + LATENCY_LOOP_MAX_S
-            for i in range(n + 3):  # the first 3 warm the path up and are not counted
-                if time.monotonic() > loop_deadline:
-                    print(
-                        f"  latency loop stopped after {LATENCY_LOOP_MAX_S:.0f} s", file=sys.stderr
-                    )
-                    break
-                path = out / f"{i}.start"
-                body = json.dumps(
-                    {"command": f"date +%s.%N > {path}", "state": "available"}
-                ).encode()
-                t_wall = time.time()
-                r0 = time.perf_counter()
-                async with http.post(
-                    f"{server.url}/tasks", data=body, headers=server.headers
-                ) as resp:
-                    created = await resp.json()
-                rtt = time.perf_counter() - r0
-                task_url = f"{server.url}/tasks/{created['_id']}"
-                deadline = time.monotonic() + LATENCY_TASK_MAX_S
-                state = ""
-                while time.monotonic() < deadline:
-                    await asyncio.sleep(0.005)
-                    async with http.get(task_url, headers=server.headers) as resp:
-                        state = (await resp.json())["state"]
-                    if state == "terminated":
-                        break
-                try:
-                    started = float(path.read_text().strip())
-                except (OSError, ValueError):
-                    started = None
-                if state != "terminated" or started is None:
-                    lost += 1
-                elif i >= 3:
-                    samples.append(started - t_wall)
-                    rtts.append(rtt)
-                await asyncio.sleep(IDLE_SETTLE_S)
-    return Latency(samples, rtts, lost)
-
-
-def spawn_floor(tmp: Path, n: int) -> list[float]:
-    """The same ``sh -c 'date +%s.%N > FILE'`` from ``subprocess.run``: file
-    timestamp - time just before the spawn."""
-    out = tmp / "floor"
-    out.mkdir()
-    times: list[float] = []
-    deadline = time.monotonic() + 30
-    for i in range(n):
-        if time.monotonic() > deadline:
-            break
-        path = out / f"{i}.start"
-        t = time.time()
-        command = ["/bin/sh", "-c", f"date +%s.%N > {path}"]
-        subprocess.run(command, check=False, stdin=subprocess.DEVNULL, capture_output=True)
-        times.append(float(path.read_text().strip()) - t)
-    return times
 
 
 # --- profile -------------------------------------------------------------------------

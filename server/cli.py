@@ -23,6 +23,7 @@ from banyan.errors import BanyanError
 from banyan.logs import LOG_FORMATS, setup_logging, version
 from banyan.tls import server_context
 from banyan.tokens import Role
+from server import stores
 from server.app import create_app
 from server.bootstrap import ensure_local_admin, local_url
 from server.keys import STORE
@@ -119,7 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.command == "token":
             return asyncio.run(_tokens(args, settings))
-        serve(settings)
+        with stores.serving(settings, url=settings.base_url):
+            serve(settings)
     except BanyanError as exc:
         print(f"banyan-server: {exc.message}", file=sys.stderr)
         return 2

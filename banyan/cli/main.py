@@ -18,6 +18,7 @@ turns every error into one line on stderr and an exit status:
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -142,6 +143,21 @@ def exit_status(exc: BanyanError) -> int:
     return 2 if isinstance(exc, _EXIT_2) else 1
 
 
+class _Notes(logging.Handler):
+    """The client library's notes (a retry it waits for) as the CLI's own
+    lines, on whatever ``sys.stderr`` is when they come."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        warn(record.getMessage())
+
+
+def _show_client_notes() -> None:
+    client_log = logging.getLogger("banyan.client")
+    if not any(isinstance(h, _Notes) for h in client_log.handlers):
+        client_log.addHandler(_Notes(logging.WARNING))
+        client_log.setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -151,6 +167,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return progress.run(args)
     ctx = Context(args, Output(json_mode=bool(args.json)))
     import asyncio  # here: --help and usage errors need no event loop
+
+    _show_client_notes()
 
     try:
         return int(asyncio.run(args.handler(ctx)))

@@ -209,6 +209,13 @@ class Client(FeedMethods):
                 error = _round_error(failures, failed.error)
                 if attempt >= retries:
                     raise error from failed.cause
+                if attempt == 0:  # as sbatch does: say why it waits, once
+                    log.warning(
+                        "%s; trying again for up to %.0f s (Ctrl-C stops; a repeat "
+                        "creates nothing twice)",
+                        error.message,
+                        _retry_budget_s(self.retry_first_s, retries),
+                    )
                 await asyncio.sleep(min(RETRY_MAX_S, self.retry_first_s * 2**attempt))
                 attempt += 1
                 failures = {}
@@ -395,6 +402,11 @@ def _round_error(failures: Mapping[str, str], last: ServerUnreachable) -> Server
     return ServerUnreachable(
         f"cannot reach any of {len(failures)} Banyan servers: " + "; ".join(failures.values())
     )
+
+
+def _retry_budget_s(first_s: float, retries: int) -> float:
+    """The pauses of ``retries`` tries (the time of the tries not counted)."""
+    return sum(min(RETRY_MAX_S, first_s * 2.0**attempt) for attempt in range(retries))
 
 
 def _worth_retrying(cause: BaseException | None) -> bool:

@@ -8,6 +8,7 @@ PostgreSQL, the location being the rest of the URL. A new backend is a new folde
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import re
@@ -68,3 +69,17 @@ def open_store(settings: Settings) -> Store:
     backend = importlib.import_module(module)
     store: Store = backend.from_settings(location, settings)
     return store
+
+
+def serving(settings: Settings, *, url: str) -> contextlib.AbstractContextManager[None]:
+    """What a server holds while it serves the ``db`` setting: a backend that
+    only one server at a time may serve (SQLite) defines ``serving(location,
+    url=)``, which refuses a second with ``Conflict``; a backend without it
+    (PostgreSQL) lets several servers share the database."""
+    scheme, location = parse_location(settings.db)
+    module = BACKENDS.get(scheme)
+    hold = getattr(importlib.import_module(module), "serving", None) if module else None
+    if hold is None:
+        return contextlib.nullcontext()
+    held: contextlib.AbstractContextManager[None] = hold(location, url=url)
+    return held

@@ -8,12 +8,13 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from testbed import SERVER, clean_env
+from testbed import SERVER, Http, Server, clean_env
 from tests.faults import diskfull
 
 pytestmark = pytest.mark.slow
@@ -98,3 +99,52 @@ def test_invalid_settings_file(tmp_path: Path, text: str, words: list[str]) -> N
     config = tmp_path / "config.toml"
     config.write_text(text)
     assert_one_line(start(tmp_path, "--config", str(config)), *words)
+
+
+def test_a_second_server_on_one_sqlite_file_is_refused_until_the_first_dies(
+    tmp_path: Path,
+) -> None:
+    """Two servers on one SQLite file would each declare the other's workers
+    lost; a standby may take over once the first is gone, even by kill -9."""
+    first = Server(tmp_path, name="a")
+    first.start()
+    try:
+        second = start(tmp_path, "--db", str(first.db))
+        assert_one_line(second, "another banyan-server", f"pid {first.pid}", "PostgreSQL")
+        assert second.returncode == 2
+        # The token commands are not servers: they run beside it.
+        made = subprocess.run(
+            [str(SERVER), "token", "list", "--db", str(first.db)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=clean_env(),
+        )
+        assert made.returncode == 0, made
+    finally:
+        first.kill()
+    standby = first.standby(name="b")
+    standby.start()
+    try:
+        assert Http(standby.url, standby.token).get("/health").status == 200
+    finally:
+        standby.kill()
+
+
+def test_postgresql_without_its_driver_says_how_to_install_it(tmp_path: Path) -> None:
+    # As if asyncpg were not installed (it is an extra: banyan[postgres]).
+    code = (
+        "import sys; sys.modules['asyncpg'] = None\n"
+        "from server.cli import main\n"
+        "sys.exit(main(['--db', 'postgresql://u@127.0.0.1:1/x', '--port', '0']))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(BANYAN_CLIENT_FILE=str(tmp_path / "client.json")),
+        cwd=Path(__file__).parents[2],
+    )
+    assert_one_line(result, "asyncpg", "banyan[postgres]")
+    assert result.returncode == 2

@@ -44,14 +44,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from banyan.errors import InvalidInput
+
 if TYPE_CHECKING:
     from server.settings import Settings
     from server.stores.base import Store
 
 
 def from_settings(location: str, settings: Settings) -> Store:
-    """The store for ``location`` (the URL without ``postgresql://``)."""
-    from server.stores.postgres.store import PostgresStore
+    """The store for ``location`` (the URL without ``postgresql://``);
+    ``InvalidInput`` saying how to install the driver when it is missing."""
+    try:
+        from server.stores.postgres.store import PostgresStore
+    except ImportError as exc:
+        if exc.name is None or exc.name.partition(".")[0] != "asyncpg":
+            raise
+        raise InvalidInput(
+            "db: the PostgreSQL store needs the asyncpg driver: "
+            "pip install 'banyan[postgres]' (or pip install asyncpg)",
+            issues={"db": "asyncpg is not installed"},
+        ) from None
 
     return PostgresStore(
         f"postgresql://{location}",

@@ -4,6 +4,7 @@ and its SQL named in ``queries``."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,3 +23,10 @@ def from_settings(location: str, settings: Settings) -> Store:
         batch_max_ops=settings.commit_batch_max_ops,
         require_if_match=settings.require_if_match,
     )
+
+
+def serving(location: str, *, url: str) -> contextlib.AbstractContextManager[None]:
+    """The lock a server holds while it serves ``location`` (one at a time)."""
+    from server.stores.sqlite.serving import serving as hold
+
+    return hold(Path(location), url=url)
