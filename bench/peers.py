@@ -29,6 +29,11 @@ state in a temp dir, 127.0.0.1 only:
   N ``huey`` enqueues from one client (each its own durable transaction),
   with no worker or consumer running.
 
+``--baseline DIR`` adds ``base`` and ``base-0.01``: the same two Banyan runs
+with the server and workers imported from another checkout ``DIR`` (its
+``PYTHONPATH``; the console scripts are this venv's), so a change is raced
+against the code before it, rep by rep (ratios banyan/base, banyan-0.01/base-0.01).
+
 The peers are installed on first use into ``bench/.peers-venv`` (``pip install
 huey hyperqueue``). Prints per contender the median rate and range, and per
 rep the ratios banyan/huey, banyan/hq, banyan-0.01/spawn, banyan/banyan-p0 and
@@ -40,14 +45,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 try:
@@ -158,8 +165,36 @@ def ensure_peers() -> None:
     )
 
 
+@contextlib.contextmanager
+def imported_from(checkout: Path | None) -> Iterator[None]:
+    """Processes started meanwhile import Banyan from ``checkout`` (None: this one)."""
+    if checkout is None:
+        yield
+        return
+    before = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(checkout)
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = before
+
+
 def run_banyan(
-    tmp: Path, n: int, cores: float | None, worker_args: tuple[str, ...] = ()
+    tmp: Path,
+    n: int,
+    cores: float | None,
+    worker_args: tuple[str, ...] = (),
+    checkout: Path | None = None,
+) -> tuple[float, int]:
+    with imported_from(checkout):
+        return _run_banyan(tmp, n, cores, worker_args)
+
+
+def _run_banyan(
+    tmp: Path, n: int, cores: float | None, worker_args: tuple[str, ...]
 ) -> tuple[float, int]:
     task: dict[str, object] = {"command": "true", "state": "available"}
     if cores is not None:
@@ -282,8 +317,10 @@ def run_spawn(tmp: Path, n: int) -> tuple[float, int]:
     return time.perf_counter() - t0, 2 * half
 
 
-def contenders(n: int) -> dict[str, Callable[[Path], tuple[float, int]]]:
-    return {
+def contenders(
+    n: int, baseline: Path | None = None
+) -> dict[str, Callable[[Path], tuple[float, int]]]:
+    runs: dict[str, Callable[[Path], tuple[float, int]]] = {
         "banyan": lambda tmp: run_banyan(tmp, n, None),
         "huey": lambda tmp: run_huey(tmp, n),
         "hq": lambda tmp: run_hq(tmp, n),
@@ -294,6 +331,10 @@ def contenders(n: int) -> dict[str, Callable[[Path], tuple[float, int]]]:
         "banyan-post64": lambda tmp: run_banyan_posts(tmp, n),
         "huey-enqueue": lambda tmp: run_huey_enqueue(tmp, n),
     }
+    if baseline is not None:
+        runs["base"] = lambda tmp: run_banyan(tmp, n, None, checkout=baseline)
+        runs["base-0.01"] = lambda tmp: run_banyan(tmp, n, 0.01, checkout=baseline)
+    return runs
 
 
 def main() -> int:
@@ -305,12 +346,15 @@ def main() -> int:
     parser.add_argument("--tasks", type=int, default=None, help="N (default 1,000)")
     parser.add_argument("--large", action="store_true", help="N = 10,000")
     parser.add_argument("--only", default=None, help="comma-separated contenders")
+    parser.add_argument(
+        "--baseline", type=Path, default=None, help="another checkout raced as base, base-0.01"
+    )
     printing.add_json_option(parser)
     args = parser.parse_args()
     n = args.tasks or (10_000 if args.large else 300 if args.quick else 1_000)
     reps = max(1, args.reps)
     ensure_peers()
-    runs = contenders(n)
+    runs = contenders(n, args.baseline)
     if args.only:
         runs = {k: v for k, v in runs.items() if k in args.only.split(",")}
     names = list(runs)
@@ -345,6 +389,11 @@ def main() -> int:
         ("banyan-post64", "huey-enqueue", 1.5),
         ("banyan-p0", "huey", 2.0),
         ("banyan", "banyan-p0", 1.0),
+        ("banyan", "base", 1.0),
+        ("banyan-0.01", "base-0.01", 1.0),
+        ("base", "huey", 2.0),
+        ("base", "hq", 2.0),
+        ("base-0.01", "spawn", 0.55),
     ]
     for mine, peer, target in pairs:
         if mine not in rates or peer not in rates:

@@ -4,7 +4,8 @@ projections, and the collection envelope."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -68,6 +69,37 @@ def meta(doc: Mapping[str, Any], date_format: str) -> dict[str, Any]:
         "job": doc.get("job"),
         "_status": "OK",
     }
+
+
+def metas_json(docs: Sequence[Mapping[str, Any]], date_format: str) -> str:
+    """``[meta(doc) ...]`` as compact JSON (UTF-8 kept, as ``json_response``
+    writes it), made without a dict per item: a bulk POST of 100,000 tasks
+    answers with 100,000 of them. Ids, etags and jobs are hex; each distinct
+    value is encoded once."""
+    encoded: dict[Any, str] = {}
+
+    def text(value: Any) -> str:
+        out = encoded.get(value)
+        if out is None:
+            out = encoded[value] = json.dumps(value, ensure_ascii=False)
+        return out
+
+    def plain(value: Any) -> str:  # a hex id needs no escaping
+        if isinstance(value, str) and value.isascii() and value.isalnum():
+            return f'"{value}"'
+        return json.dumps(value, ensure_ascii=False)
+
+    parts = []
+    for doc in docs:
+        task_id = plain(doc["_id"])  # '"…"': the link is '"tasks/…"'
+        created = text(_date_once(doc["_created"], date_format))
+        parts.append(
+            f'{{"_id":{task_id},"_etag":{plain(doc["_etag"])},"_created":{created},'
+            f'"_updated":{created},"_links":{{"self":{{"title":"Task","href":'
+            f'"tasks/{task_id[1:]}}}}},'
+            f'"job":{text(doc.get("job"))},"_status":"OK"}}'
+        )
+    return "[" + ",".join(parts) + "]"
 
 
 def job(doc: Mapping[str, Any], date_format: str) -> dict[str, Any]:

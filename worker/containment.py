@@ -9,10 +9,17 @@ default ``auto``) and logged once (``containment: cgroup v2 at …`` or
 **cgroup v2** (:mod:`worker.cgroups`; where the unified hierarchy is mounted and this process may
 create cgroups under its own and move itself between them). The worker makes
 ``<its cgroup>/banyan-worker-<pid>/`` and, per attempt, a child
-``<task>-<attempt>-<n>``. The task starts inside it with no race and no cost
-to the spawn: the worker moves *itself* into the attempt's cgroup, forks the
-task's shell (vfork + exec, see :mod:`worker.runner`), and moves itself back
-(two small writes, ~10 µs). Every descendant is then in that cgroup, whatever
+``attempt-<n>`` (``<task>-<attempt>-<n>`` with memory accounting). An ended
+attempt's cgroup, once empty, is kept for a later attempt (up to
+:data:`~worker.cgroups.POOL_MAX`) instead of removed and made again, except
+with memory accounting, whose ``memory.peak`` cannot be reset everywhere.
+The task starts inside it with no race and no cost to the spawn: the worker
+moves *itself* into the attempt's cgroup, forks the task's shell (vfork +
+exec, see :mod:`worker.task_process`), and moves itself back
+(two small writes, ~25 µs of CPU each here, which may also wait on the
+kernel's cgroup lock: the largest share of containment's cost, left because
+Python 3.11 and glibc 2.36 offer no ``CLONE_INTO_CGROUP`` spawn and a child
+moved after it started could fork first). Every descendant is then in that cgroup, whatever
 it does short of being root and moving itself out. Kill = ``cgroup.kill``;
 "gone" = ``cgroup.events`` says ``populated 0``. Where the memory controller
 is enabled for it, ``memory.peak`` is the attempt's peak and

@@ -90,3 +90,31 @@ def _kill_carriers(markers: list[tuple[bytes, bytes]]) -> int:
                 os.kill(int(name), signal.SIGKILL)
                 killed += 1
     return killed
+
+
+def unregistered_shells(worker: int, registered: set[int]) -> set[int]:
+    """Task shells ``worker`` started but has not registered (``+PGID``): its
+    children that lead a group of their own and carry a task's
+    ``BANYAN_TASK_ID``. A worker frozen between a spawn and that line leaves
+    one; the fence must stop it with the rest. The worker cannot reap a child
+    while frozen, so none of these numbers has gone to someone else."""
+    found: set[int] = set()
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        if pid == me or pid in registered:
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as stat:
+                fields = stat.read().rsplit(b")", 1)[1].split()
+            if int(fields[1]) != worker or int(fields[2]) != pid:
+                continue
+            with open(f"/proc/{name}/environ", "rb") as environ:
+                if b"\0BANYAN_TASK_ID=" not in b"\0" + environ.read():
+                    continue
+        except (OSError, ValueError, IndexError):
+            continue
+        found.add(pid)
+    return found

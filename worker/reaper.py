@@ -28,7 +28,12 @@ at once. The groups stay registered (a frozen worker cannot reap them, and an
 unreaped leader keeps the pgid from being reused) until the worker
 unregisters them. Before it signals, the sidecar has read everything already
 in the pipe, so an unregistration written before a reap is always seen first.
-Without a lease (``@-``, or never sent) nothing is killed before EOF.
+Without a lease (``@-``, or never sent) nothing is killed before EOF. A
+worker frozen between starting a task's shell and writing its ``+PGID`` line
+would leave that shell out of the fence, so at each lapse the sidecar also
+looks once in ``/proc`` for the worker's children that lead a group of their
+own and carry a ``BANYAN_TASK_ID`` (``escapees.unregistered_shells``), and
+treats them as registered.
 
 The sidecar tells the worker which groups it fenced, on its stdout, one
 ``!PGID`` line per group *before* it signals them: so once the worker sees a

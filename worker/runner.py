@@ -5,7 +5,8 @@ group is the task), stdin from /dev/null, stdout and stderr on two pipes read by
 the event loop, and returns a :class:`RunningTask`; ``await task.wait()`` gives
 the :class:`Result` with the SPEC §3 exit status and the usage summary.
 
-Spawning: ``subprocess.Popen`` (vfork + exec in CPython) + ``os.pidfd_open`` +
+Spawning: ``os.posix_spawn`` (vfork + exec in glibc; ``subprocess.Popen``
+for a task with a ``cwd``, see :func:`worker.task_process.spawn_shell`) + ``os.pidfd_open`` +
 ``loop.add_reader`` on the pidfd and both pipes, then ``os.wait4`` for the
 status and rusage. No thread per child, no asyncio transports.
 bench/spawn.py (2,000 spawns a round, 3 rounds, 16 in flight, stdout+stderr
@@ -27,8 +28,10 @@ piped, Python 3.11, this 2-core machine shared with other jobs, load ~3):
 asyncio's API costs twice the parent CPU (a watcher thread per child in 3.11).
 ``PR_SET_PDEATHSIG`` needs a ``preexec_fn``, which stops CPython from using
 vfork and costs ~5x the parent CPU, so it is not used: :mod:`worker.reaper`
-kills the groups of a worker that dies. ``posix_spawn`` is no faster and has
-no ``cwd`` in 3.11.
+kills the groups of a worker that dies. ``posix_spawn`` was measured no
+faster in that table, but in the worker's own loop (issue 12, py-spy before
+and after, 2026-12-07) it costs ~60 µs of parent CPU per task against
+~130 µs for Popen; it has no ``cwd`` in 3.11, hence Popen for those.
 
 Containment (:mod:`worker.containment`): besides its process group, each
 attempt has a :class:`~worker.containment.Box` (its own cgroup v2, or the

@@ -41,6 +41,14 @@ class Submission:
 
 
 @dataclass(frozen=True, slots=True)
+class Encoded:
+    """A response body already encoded as JSON text (compact, UTF-8 kept): a
+    bulk submit's answer is written without a dict per task, and stored as is."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Answer:
     """The response of a keyed submit, and whether it was the stored one."""
 

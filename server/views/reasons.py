@@ -62,9 +62,14 @@ async def fit_warnings(
     seen = await workers_seen(request)
     # (queue, request, time limit) → (the field at fault, why, the items asking it)
     problems: dict[tuple[str, str, float | None], tuple[str, str | None, list[int]]] = {}
+    # A bulk list shares one object per distinct item (``validate_items``):
+    # its key is made once per object, not once per place in the list.
+    keys: dict[int, tuple[str, str, float | None]] = {}
     for index, item in runnable:
         wanted = item.requested_resources
-        key = (item.queue, wanted.model_dump_json(), item.time_limit)
+        key = keys.get(id(item))
+        if key is None:
+            key = keys[id(item)] = (item.queue, wanted.model_dump_json(), item.time_limit)
         if key not in problems:
             problem = never_fits(item.queue, wanted, seen)
             if problem is not None:

@@ -4,6 +4,7 @@ render; the domain errors map to responses in ``server.errors``."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +18,7 @@ from banyan.models import BulkPatchItem, ContinuationEdit, TaskCreate, TaskPatch
 from server import render
 from server.auth import ANY_ROLE, PROVIDERS, require
 from server.domain import idempotency, secrets
+from server.domain.idempotency import Encoded
 from server.keys import STORE
 from server.stores.base import CreatedTask
 from server.views.common import (
@@ -32,6 +34,7 @@ from server.views.common import (
     single_arg,
     task_id,
     validate,
+    validate_items,
 )
 from server.views.reasons import add_reasons, fit_warnings
 
@@ -42,6 +45,21 @@ def with_default_time_limit(item: TaskCreate, default_s: float | None) -> TaskCr
     if default_s is None or "time_limit" in item.model_fields_set:
         return item
     return item.model_copy(update={"time_limit": default_s})
+
+
+def with_default_time_limits(items: list[TaskCreate], default_s: float | None) -> list[TaskCreate]:
+    """:func:`with_default_time_limit` of each item; an item shared by several
+    places of the list (``validate_items``) is copied once."""
+    if default_s is None:
+        return items
+    copies: dict[int, TaskCreate] = {}
+    out = []
+    for item in items:
+        copy = copies.get(id(item))
+        if copy is None:
+            copy = copies[id(item)] = with_default_time_limit(item, default_s)
+        out.append(copy)
+    return out
 
 
 _ONE = TypeAdapter(TaskCreate)
@@ -69,9 +87,9 @@ async def create(request: web.Request) -> web.Response:
     if single:
         items = [validate(_ONE, data, what="task")]
     else:
-        items = validate(_MANY, data, what="tasks")
+        items = validate_items(_ONE, _MANY, data, what="tasks")
         check_bulk_size(len(items), request)
-    items = [with_default_time_limit(i, conf.default_time_limit_s) for i in items]
+    items = with_default_time_limits(items, conf.default_time_limit_s)
     # The fit check reads the connected workers now. Without a key a refusal
     # comes before anything is made; with one it is raised from respond, which
     # runs only when the key is new, so a retry of a request that was taken
@@ -92,12 +110,11 @@ async def create(request: web.Request) -> web.Response:
             raise refusal
         if single:
             return 201, {**render.meta(created[0], date_format), **extra}
-        return 201, {
-            "_status": "OK",
-            "_items": [render.meta(c, date_format) for c in created],
-            "job": created[0]["job"] if created else None,
-            **extra,
-        }
+        # As json_response would write {"_status", "_items", "job", **extra}.
+        job = json.dumps(created[0]["job"] if created else None)
+        tail = "".join(f",{json.dumps(k)}:{_compact(v)}" for k, v in extra.items())
+        items = render.metas_json(created, date_format)
+        return 201, Encoded(f'{{"_status":"OK","_items":{items},"job":{job}{tail}}}')
 
     store = request.app[STORE]
     try:
@@ -120,6 +137,10 @@ async def create(request: web.Request) -> web.Response:
         raise
     headers = {idempotency.REPLAYED_HEADER: "true"} if answer.replayed else None
     return json_response(answer.body, status=answer.status, headers=headers)
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _flag(request: web.Request, name: str) -> bool:

@@ -550,6 +550,20 @@ async def test_bulk_create_with_item_3_invalid_creates_nothing(api: Api, task_id
     await before.check()
 
 
+async def test_bulk_create_repeating_a_bad_item_names_every_place_it_is(api: Api) -> None:
+    """Equal items are validated once (``validate_items``); the errors are
+    still the whole list's, one per bad place, and nothing is made."""
+    before = await Snapshot.take(api)
+    good, bad = {"command": "true"}, {"command": "true", "priority": "high"}
+    issues = assert_eve_error(await api.post("/tasks", [good, bad, good, good, bad]), 422)
+    assert issues.keys() == {"1.priority", "4.priority"}, issues
+    await before.check()
+    made = await api.post("/tasks", [good, {**good, "name": "x"}, good])
+    assert made.status == 201, made
+    names = [(await api.task(i["_id"]))["name"] for i in made.body["_items"]]
+    assert names == [None, "x", None]
+
+
 async def test_bulk_create_with_item_3_naming_an_unknown_continuation_creates_nothing(
     api: Api, task_id: str
 ) -> None:

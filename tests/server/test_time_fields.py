@@ -91,3 +91,9 @@ async def test_the_server_default_applies_unless_the_task_names_one(limited: Api
     bulk = await limited.post("/tasks", [{"command": "a"}, {"command": "b", "time_limit": 1}])
     limits = [(await limited.task(i["_id"]))["time_limit"] for i in bulk.body["_items"]]
     assert limits == [120, 1]
+    # Equal items share one validated object: each place still gets the default.
+    same = await limited.post(
+        "/tasks", [{"command": "a"}] * 3 + [{"command": "a", "time_limit": None}]
+    )
+    limits = [(await limited.task(i["_id"]))["time_limit"] for i in same.body["_items"]]
+    assert limits == [120, 120, 120, None]

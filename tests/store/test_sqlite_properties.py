@@ -199,11 +199,12 @@ class StoreMachine(RuleBasedStateMachine):
             if self.state(task_id) is State.PENDING_CANCELLATION and data.draw(st.booleans()):
                 status = CANCELLED_STATUS  # the worker stopped it as asked
             caller = Caller(worker, Role.WORKER)
-            doc = self.run(
+            self.run(
                 self.store.finish(
                     task_id, key, exit_status=status, exit_code=None, usage=None, caller=caller
                 )
             )
+            doc = self.run(self.store.get_task(task_id))
             assert doc["state"] not in ACTIVE_STATES or doc["execution"]["worker"] != worker
 
     @rule(data=st.data())

@@ -44,7 +44,8 @@ async def run(store: Store, *, limit: int = 10, free: Resources = BIG) -> list[d
 
 
 async def finish(store: Store, attempt: dict[str, Any], status: str = SUCCESS) -> dict[str, Any]:
-    return await store.finish(
+    """End ``attempt``; the task's document after it."""
+    await store.finish(
         attempt["task"],
         attempt["execution_key"],
         exit_status=status,
@@ -52,6 +53,7 @@ async def finish(store: Store, attempt: dict[str, Any], status: str = SUCCESS) -
         usage=None,
         caller=WORKER,
     )
+    return await store.get_task(attempt["task"])
 
 
 async def test_defaults(store: Store) -> None:

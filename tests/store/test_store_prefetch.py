@@ -110,10 +110,11 @@ async def test_cancelled_while_queued_ends_cancelled(store: Store) -> None:
     (attempt,) = await claim(store, free=Resources(cores=0, memory=0), prefetch=1)
     await store.update_task(a, TaskPatch(state="pending_cancellation"), ADMIN)
     # The worker drops it from its queue and reports it cancelled, with no process.
-    doc = await store.finish(
+    await store.finish(
         a, attempt["execution_key"], exit_status="cancelled", exit_code=None, usage=None,
         caller=WORKER,
     )  # fmt: skip
+    doc = await store.get_task(a)
     assert doc["state"] == "cancelled" and doc["execution"]["time_started"] is None
     assert (await store.get_task(child))["state"] == "cancelled"
 
@@ -133,9 +134,10 @@ async def test_success_after_start(store: Store) -> None:
     (attempt,) = await claim(store, free=Resources(cores=0, memory=0), prefetch=1)
     key = attempt["execution_key"]
     await store.start_queued(a, key, time=5.0, caller=WORKER, worker="w1")
-    doc = await store.finish(
+    await store.finish(
         a, key, exit_status=SUCCESS, exit_code=0, usage=None, caller=WORKER, worker="w1"
     )
+    doc = await store.get_task(a)
     assert doc["state"] == "terminated" and doc["execution"]["time_started"] == 5.0
 
 

@@ -157,7 +157,9 @@ async def test_leftovers_of_a_task_that_ended_are_killed(
     await wait_until(lambda: not alive(escaped), timeout_s=WAIT_S, what="leftover gone")
 
 
-async def test_the_cgroup_of_an_attempt_is_removed_once_it_ends(tmp_path: Path) -> None:
+async def test_the_cgroup_of_an_attempt_is_emptied_then_reused_or_removed(
+    tmp_path: Path,
+) -> None:
     chosen = make("cgroup")
     assert isinstance(chosen, CgroupContainment)
     try:
@@ -169,8 +171,40 @@ async def test_the_cgroup_of_an_attempt_is_removed_once_it_ends(tmp_path: Path) 
         assert os.getpid() not in containment.cgroup_procs(box_path)  # the worker moved back
         await asyncio.wait_for(task.terminate(1.0), WAIT_S)
         await asyncio.wait_for(task.wait(), WAIT_S)
-        chosen.open("c-2", 1)  # removes what could not be removed yet
-        await wait_until(lambda: not box_path.exists(), timeout_s=WAIT_S, what="cgroup removed")
+        assert containment.cgroup_procs(box_path) == []
+        # The next attempt gets the emptied cgroup (none of the old processes
+        # in it), or a new one while the old one is removed.
+        second = await start(spec("sleep 300"), containment=chosen)
+        second_path = second.box.path  # type: ignore[attr-defined]
+        members = containment.cgroup_procs(second_path)
+        assert second.pid in members
+        assert {os.getpgid(pid) for pid in members} == {second.pid}  # only the new attempt
+        if second_path != box_path:
+            await wait_until(lambda: not box_path.exists(), timeout_s=WAIT_S, what="removed")
+        else:
+            assert chosen.pooled
+        await asyncio.wait_for(second.terminate(1.0), WAIT_S)
+        await asyncio.wait_for(second.wait(), WAIT_S)
+    finally:
+        chosen.close()
+    assert not chosen.scope.exists()
+
+
+async def test_attempts_one_after_another_reuse_one_cgroup_without_memory_accounting(
+    tmp_path: Path,
+) -> None:
+    chosen = make("cgroup")
+    assert isinstance(chosen, CgroupContainment)
+    if not chosen.pooled:
+        pytest.skip("memory accounting here: each attempt gets a new cgroup")
+    try:
+        paths = set()
+        for _ in range(3):
+            task = await start(spec("true"), containment=chosen)
+            assert (await asyncio.wait_for(task.wait(), WAIT_S)).exit_status == "success"
+            paths.add(task.box.path)  # type: ignore[attr-defined]
+        assert len(paths) == 1
+        assert [p for p in chosen.scope.iterdir() if p.is_dir()] == list(paths)
     finally:
         chosen.close()
     assert not chosen.scope.exists()

@@ -303,6 +303,52 @@ def test_serve_still_returns_what_is_registered_at_eof() -> None:
         os.close(read_end)
 
 
+def test_serve_pauses_after_a_read_so_lines_written_meanwhile_come_in_one_read() -> None:
+    read_end, write_end = os.pipe()
+    applied: list[list[bytes]] = [[]]  # the lines applied, per turn of the loop
+    pauses: list[float] = []
+
+    class Recording(Fence):
+        def line(self, line: bytes) -> None:
+            applied[-1].append(line)
+            super().line(line)
+
+        def enforce(self) -> None:
+            applied.append([])
+            super().enforce()
+
+    def pause(seconds: float) -> None:  # the worker writes while the sidecar pauses
+        pauses.append(seconds)
+        if len(pauses) == 1:
+            for line in (b"+2\n", b"+3\n", b"-2\n"):
+                os.write(write_end, line)
+            os.close(write_end)
+
+    os.write(write_end, b"+1\n")
+    try:
+        assert serve(read_end, Recording(), coalesce_s=0.25, pause=pause) == {1, 3}
+    finally:
+        os.close(read_end)
+    assert applied[:2] == [[b"+1"], [b"+2", b"+3", b"-2"]]
+    assert pauses[0] == 0.25
+
+
+def test_serve_never_pauses_past_a_lease_deadline() -> None:
+    read_end, write_end = os.pipe()
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:
+        pauses.append(seconds)
+        os.close(write_end)
+
+    os.write(write_end, b"+1\n@%f %f\n" % (time.monotonic() + 60, time.monotonic() + 60))
+    try:
+        serve(read_end, coalesce_s=3600, pause=pause)
+    finally:
+        os.close(read_end)
+    assert 0 < pauses[0] <= 60
+
+
 # --- the real sidecar ----------------------------------------------------------------------
 
 
@@ -392,3 +438,70 @@ def test_the_fence_keeps_the_tag_of_a_registration() -> None:
         fence.line(line)
     assert fence.registered == {5, 7}
     assert fence.tags == {5: b"cg:/sys/fs/cgroup/x"}
+
+
+def test_the_fence_also_stops_shells_the_worker_had_not_registered(
+    group: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    clock = Clock(float(int(time.monotonic())))
+    unregistered = group()
+    asked: list[set[int]] = []
+
+    def strays(known: set[int]) -> set[int]:
+        asked.append(set(known))
+        return {unregistered.pid}
+
+    fence = Fence(clock, strays=strays)
+    fence.line(b"@%f %f" % (clock.now + 1, clock.now + 2))
+    fence.enforce()
+    assert asked == [] and running(unregistered)  # looked for only once it lapses
+    clock.now += 1
+    fence.enforce()
+    wait_until(lambda: not running(unregistered), "SIGTERM to the unregistered group")
+    fence.enforce()
+    assert asked == [set()]  # one /proc scan per lapse
+    assert fence.registered == {unregistered.pid}  # until the worker unregisters it
+
+
+def test_a_worker_frozen_before_it_registers_a_shell_has_it_fenced() -> None:
+    """The worker can be frozen between starting a task's shell and writing its
+    ``+PGID`` line; the sidecar finds the shell (a child of the worker leading
+    its own group, with a BANYAN_TASK_ID) and fences it with the rest. A child
+    that is no task's is left alone."""
+    code = (
+        "import os, subprocess, sys, time\n"
+        "from worker.reaper import Reaper\n"
+        "reaper = Reaper.start()\n"
+        "env = dict(os.environ, BANYAN_TASK_ID='t1', BANYAN_ATTEMPT='1')\n"
+        "task = subprocess.Popen(['sleep', '1000'], start_new_session=True, env=env)\n"
+        "other = subprocess.Popen(['sleep', '1000'], start_new_session=True)\n"
+        "reaper.set_lease(time.monotonic() + 0.5, time.monotonic() + 0.75)\n"
+        "print(task.pid, other.pid, flush=True)\n"
+        "sys.stdin.readline()\n"
+        "other.kill()\n"
+        "task.wait(); other.wait()\n"
+        "reaper.close()\n"
+        "print('closed', flush=True)\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=root
+    )
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        task, other = (int(pid) for pid in holder.stdout.readline().split())
+        holder.send_signal(signal.SIGSTOP)
+        wait_until(lambda: not live_group_members(task), "the sidecar to fence the shell")
+        assert live_group_members(other)  # not a task's
+        holder.send_signal(signal.SIGCONT)
+        holder.stdin.write(b"go\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline() == b"closed\n"
+        assert holder.wait(timeout=WAIT_S) == 0
+    finally:
+        if holder.poll() is None:
+            holder.send_signal(signal.SIGCONT)
+            holder.kill()
+            holder.wait(timeout=WAIT_S)
+        holder.stdin.close()
+        holder.stdout.close()

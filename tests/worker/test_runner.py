@@ -346,6 +346,24 @@ async def test_the_command_has_its_own_process_group_and_session(run: Run) -> No
     await task.terminate(0.5)
 
 
+@pytest.mark.parametrize("with_cwd", [False, True], ids=["posix_spawn", "popen"])
+async def test_both_ways_of_spawning_start_the_shell_alike(
+    run: Run, tmp_path: Path, with_cwd: bool
+) -> None:
+    # Without a cwd the shell comes from os.posix_spawn, with one from Popen.
+    # No pipeline: while the shell sets one up it holds the pipe's ends itself.
+    command = "grep SigIgn /proc/$$/status; pwd; ls /proc/$$/fd"
+    task = await run(spec(command, cwd=str(tmp_path) if with_cwd else None))
+    assert (await result_of(task)).exit_status == "success"
+    ignored, cwd, *fd_lines = task.tail("stdout").decode().splitlines()
+    fds = " ".join(sorted(fd_lines, key=int))
+    mask = int(ignored.split()[1], 16)
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ):  # ignored by Python, not by the task
+        assert not mask & (1 << (signum - 1)), signal.Signals(signum).name
+    assert fds.split() == ["0", "1", "2"]  # no descriptor of the worker's leaks in
+    assert cwd == (str(tmp_path) if with_cwd else os.getcwd())
+
+
 # --- termination --------------------------------------------------------------------
 
 

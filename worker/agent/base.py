@@ -20,7 +20,7 @@ import aiohttp
 
 from banyan import protocol as p
 from banyan.constants import HEARTBEAT_INTERVAL_S, SERVER_TIMEOUT_S
-from banyan.resources import Resources, free_share
+from banyan.resources import Amounts, Resources, free_share
 from banyan.supervise import SideTasks
 from worker import containment
 from worker.agent.config import EXIT_OK, Job, WorkerConfig, path_with_banyan
@@ -108,11 +108,14 @@ class AgentBase(abc.ABC):
             return None
         return max(0.0, self._deadline - time.monotonic())
 
-    def free(self) -> Resources:
-        """The free share a claim offers (``banyan.resources.free_share``)."""
+    def free_amounts(self) -> Amounts:
+        """What is free now (``banyan.resources.free_share``), as plain numbers."""
         running = [job.request for job in self.jobs.values()]
-        share = free_share(self.config.capacity, running, gpus=len(self._free_gpus))
-        return share.as_resources()
+        return free_share(self.config.capacity, running, gpus=len(self._free_gpus))
+
+    def free(self) -> Resources:
+        """The free share a claim offers."""
+        return self.free_amounts().as_resources()
 
     async def _send(self, frame: Any) -> bool:
         ws = self._ws

@@ -20,7 +20,8 @@ from worker.agent.fencing import Fencing
 class Jobs(Fencing):
     """Running attempts, on top of heartbeats and the lease."""
 
-    async def _start(self, attempt: p.AssignedAttempt) -> None:
+    async def _start(self, attempt: p.AssignedAttempt, request: Resources | None = None) -> None:
+        """Run ``attempt`` now (``request``: its resources, when already parsed)."""
         if self._lease is not None and self._lease.lapsed(time.monotonic()):
             # The server may already count it as abandoned: never start it then.
             log.error("task %s not started: the lease has lapsed", attempt.task)
@@ -34,7 +35,8 @@ class Jobs(Fencing):
             await self._send_report(report)
             return
         log.debug("claimed task %s (attempt %d)", attempt.task, attempt.attempt)
-        request = Resources.model_validate(attempt.requested_resources)
+        if request is None:
+            request = Resources.model_validate(attempt.requested_resources)
         gpus = self._free_gpus[: request.gpu_count]
         del self._free_gpus[: request.gpu_count]
         job = Job(attempt=attempt, request=request, gpus=gpus)

@@ -21,9 +21,9 @@ class Slots(Jobs):
         if self._claiming:
             self._claim_again = True
             return
-        free = self.free()
+        free = self.free_amounts()
         room = max(0, self.config.prefetch - len(self.queued))
-        full = Amounts.of(free).no_cores_left and self.jobs
+        full = free.no_cores_left and self.jobs
         # Full: refill only once the queue is down to half, so that one claim
         # (one commit on the server) serves several tasks.
         if full and len(self.queued) > self.config.prefetch // 2:
@@ -34,7 +34,7 @@ class Slots(Jobs):
         # Queued attempts only once no core is free: while one is, a claim hands
         # out what starts now (a queued one would cost a ``started`` report more).
         claim = p.Claim(
-            free=free,
+            free=free.as_resources(),
             limit=self.config.claim_limit,
             prefetch=room if full else 0,
             remaining_s=self.remaining_s(),
@@ -72,8 +72,8 @@ class Slots(Jobs):
         """Start queued attempts while the first in line fits what is free."""
         while self.queued and not self._stopping.is_set():
             task_id, attempt = next(iter(self.queued.items()))
-            request = Amounts.of(Resources.model_validate(attempt.requested_resources))
-            if self.jobs and not request.fits_in(Amounts.of(self.free())):
+            resources = Resources.model_validate(attempt.requested_resources)
+            if self.jobs and not Amounts.of(resources).fits_in(self.free_amounts()):
                 return
             del self.queued[task_id]
             if self._lease is not None and self._lease.lapsed(time.monotonic()):
@@ -84,7 +84,7 @@ class Slots(Jobs):
             if limit is not None and remaining is not None and limit > remaining:
                 await self._hand_back(attempt)  # no longer fits this worker's lifetime
                 continue
-            await self._start(attempt)
+            await self._start(attempt, resources)
             started = p.Started(task=task_id, execution_key=attempt.execution_key, time=time.time())
             self.started[task_id] = started
             await self._send(started)

@@ -31,3 +31,11 @@ class EventStore(ABC):
     @abstractmethod
     def add_commit_listener(self, callback: Callable[[], None]) -> None:
         """``callback`` runs after every commit (the event hub reads from there)."""
+
+    def add_event_listener(self, callback: Callable[[list[dict[str, Any]]], None]) -> bool:
+        """Where the backend can: ``callback`` gets the events of each commit
+        of this process, as ``events_since`` would return them, right after it
+        (no read of the table they were just written to), and True. A backend
+        that cannot returns False, and the hub reads ``events_since`` after
+        each commit instead."""
+        return False

@@ -258,10 +258,10 @@ class PostgresStore(TokenMethods, PostgresCluster, Store):
         caller: Caller,
         actor: Actor = Actor.WORKER,
         worker: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> None:
         now = self._clock()
 
-        async def run(tx: Tx) -> dict[str, Any]:
+        async def run(tx: Tx) -> None:
             await check_not_revoked(tx, caller.name)
             await attempts.finish(
                 tx,
@@ -275,9 +275,8 @@ class PostgresStore(TokenMethods, PostgresCluster, Store):
                 actor=actor,
                 worker=worker,
             )
-            return await get_doc(tx, task_id)
 
-        return await self.db.write(run)
+        await self.db.write(run)
 
     async def report_progress(
         self, task_id: str, execution_key: str, progress: dict[str, Any], caller: Caller

@@ -113,6 +113,7 @@ def _start_attempts(
     queued: bool,
 ) -> list[ClaimedAttempt]:
     attempts = []
+    events = []
     for _, request, row in chosen:
         task_id, *_, name, queue, command, env, cwd, grace, time_limit = row
         key = secrets.token_urlsafe(16)
@@ -123,7 +124,7 @@ def _start_attempts(
             (attempt,) = conn.execute(Q.START_ATTEMPT, (worker, now, now, task_id)).fetchone()
             conn.execute(Q.INSERT_ATTEMPT, (task_id, attempt, key, worker, token, now))
         task = T.TaskRef(task_id, State.AVAILABLE, name, queue)
-        store_events(conn, now, [T.claimed(task, worker=worker, attempt=attempt)])
+        events.append(T.claimed(task, worker=worker, attempt=attempt))
         attempts.append(
             ClaimedAttempt(
                 task=task_id,
@@ -139,6 +140,7 @@ def _start_attempts(
                 queued=queued,
             )
         )
+    store_events(conn, now, events)  # in one statement
     return attempts
 
 

@@ -74,6 +74,21 @@ def is_fatal(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) and _primary_code(exc) in _FATAL
 
 
+class WriterConnection(sqlite3.Connection):
+    """The writer's connection: ``written`` collects what the operations of
+    the open transaction recorded for after the commit (the events, with
+    their seq: ``rows.store_encoded_events``). An operation rolled back to its
+    savepoint takes its records with it; a committed batch hands them to
+    ``Database.on_written``, so the event hub gets them without reading the
+    table they were just written to."""
+
+    written: list[Any]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.written = []
+
+
 async def _call(conn: aiosqlite.Connection, fn: Callable[..., T], *args: Any) -> T:
     # aiosqlite has no public "run this function on your thread"; its queue
     # is the one hop we want (tests cover it, so an aiosqlite change shows).
@@ -101,6 +116,8 @@ class Database:
         self._loop_task: asyncio.Task[None] | None = None
         self._closing = False
         self.on_commit: list[Callable[[], None]] = []
+        # After each commit, with what its operations recorded (WriterConnection.written).
+        self.on_written: list[Callable[[list[Any]], None]] = []
         self.batches = 0  # committed transactions, for benchmarks
         self.ops = 0  # operations in them
         self.failed_batches = 0  # transactions rolled back by a failure of SQLite itself
@@ -113,7 +130,9 @@ class Database:
         # created owner-only, and SQLite gives its -wal/-shm files the same mode.
         with contextlib.suppress(FileExistsError):
             os.close(os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
-        self._writer = await aiosqlite.connect(self.path, isolation_level=None)
+        self._writer = await aiosqlite.connect(
+            self.path, isolation_level=None, factory=WriterConnection
+        )
         try:
             await _call(self._writer, self._setup_writer)
             self._reader = await aiosqlite.connect(self.path, isolation_level=None)
@@ -192,7 +211,7 @@ class Database:
                 del self._pending[: self._batch_max_ops]
                 ops = [op for op, _ in batch]
                 try:
-                    results = await _call(self._writer, _apply_batch, ops)
+                    results, written = await _call(self._writer, _apply_batch, ops)
                 except Exception as exc:  # rolled back as a whole: nothing was written
                     self._failed(exc, len(ops))
                     for _, future in batch:
@@ -214,6 +233,9 @@ class Database:
                         future.set_result(value)
                     else:
                         future.set_exception(value)
+                if written:
+                    for listener in self.on_written:
+                        listener(written)
                 for callback in self.on_commit:
                     callback()
 
@@ -243,8 +265,11 @@ def _in_read_transaction(conn: sqlite3.Connection, op: Op) -> Any:
         conn.execute("COMMIT")
 
 
-def _apply_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, Any]]:
-    """One transaction for the lot; each op in its own savepoint.
+def _apply_batch(
+    conn: sqlite3.Connection, ops: list[Op]
+) -> tuple[list[tuple[bool, Any]], list[Any]]:
+    """One transaction for the lot; each op in its own savepoint. Returns each
+    op's outcome, and what the committed ops recorded (``WriterConnection``).
 
     A fatal SQLite error (disk full, I/O error, busy) raises out of here after
     a full rollback: SQLite may already have rolled the transaction back
@@ -254,10 +279,13 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, An
     if conn.in_transaction:  # left over by a rollback that failed: start clean
         _rollback(conn)
     results: list[tuple[bool, Any]] = []
+    written: list[Any] = getattr(conn, "written", [])
+    written.clear()
     conn.execute("BEGIN IMMEDIATE")
     try:
         for op in ops:
             conn.execute("SAVEPOINT op")
+            mark = len(written)
             try:
                 value = op(conn)
             except Exception as exc:
@@ -265,6 +293,7 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, An
                     raise
                 conn.execute("ROLLBACK TO op")
                 conn.execute("RELEASE op")
+                del written[mark:]
                 if isinstance(exc, sqlite3.Error):
                     exc = map_sqlite_error(exc)
                 results.append((False, exc))
@@ -273,9 +302,12 @@ def _apply_batch(conn: sqlite3.Connection, ops: list[Op]) -> list[tuple[bool, An
                 results.append((True, value))
         conn.execute("COMMIT")
     except BaseException:
+        written.clear()
         _rollback(conn)
         raise
-    return results
+    committed = list(written)
+    written.clear()
+    return results, committed
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -38,6 +38,10 @@ def create_tasks_once(
     conn.execute(Q.IDEMPOTENCY_PRUNE, (oldest,))
     conn.execute(
         Q.IDEMPOTENCY_SAVE,
-        (caller.name, submission.key, submission.request_hash, status, dumps(body), now),
+        (caller.name, submission.key, submission.request_hash, status, _text(body), now),
     )
     return idem.Answer(status=status, body=body, replayed=False)
+
+
+def _text(body: Any) -> str:
+    return body.text if isinstance(body, idem.Encoded) else dumps(body)

@@ -266,6 +266,16 @@ INSERT_TASK: Final = (
     "cores, memory, gpus, env, cwd, owner, created, updated, etag, job, run_when) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# New tasks counted per POST (no insert triggers since migration 12).
+ADD_TASK_COUNT: Final = (
+    "INSERT INTO task_counts (queue, state, n) VALUES (?, ?, ?) "
+    "ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n"
+)
+ADD_JOB_COUNT: Final = (
+    "INSERT INTO job_counts (job, state, n) VALUES (?, ?, ?) "
+    "ON CONFLICT (job, state) DO UPDATE SET n = n + excluded.n"
+)
+ADD_JOB_TOTAL: Final = "UPDATE jobs SET total = total + ? WHERE id = ?"
 INSERT_CONTINUATION: Final = "INSERT INTO continuations (parent, child, position) VALUES (?, ?, ?)"
 # Formatted with ``ids`` = one placeholder per id (``placeholders``).
 FIRST_TAKEN_ID: Final = "SELECT id, owner FROM tasks WHERE id IN ({ids}) LIMIT 1"
@@ -292,6 +302,8 @@ HISTORY: Final = (
     "WHERE task_id = ? ORDER BY attempt"
 )
 INSERT_EVENT: Final = "INSERT INTO events (time, type, task_id, data) VALUES (?, ?, ?, ?)"
+INSERT_EVENT_RETURNING_SEQ: Final = f"{INSERT_EVENT} RETURNING seq"
+LAST_INSERT_ROWID: Final = "SELECT last_insert_rowid()"
 JOB_BY_ID: Final = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
 # Formatted with ``names`` = one placeholder per token name.
 LIVE_TOKEN_NAMES: Final = "SELECT name FROM tokens WHERE revoked IS NULL AND name IN ({names})"

@@ -68,7 +68,26 @@ def get_doc(conn: sqlite3.Connection, task_id: str) -> dict[str, Any]:
 def store_events(conn: sqlite3.Connection, now: float, events: Iterable[Event]) -> None:
     """Append events built by ``server.domain.events``; they commit (or not)
     with the change they describe. Each is serialised here, once."""
-    conn.executemany(
-        Q.INSERT_EVENT,
-        ((now, e.type, task_id_of(e), encode_data(e)) for e in events),
-    )
+    store_encoded_events(conn, now, ((e.type, task_id_of(e), encode_data(e)) for e in events))
+
+
+def store_encoded_events(
+    conn: sqlite3.Connection, now: float, events: Iterable[tuple[str, str | None, str]]
+) -> None:
+    """Append events already encoded: ``(type, task id or None, data JSON)``.
+    On the writer's connection each is also recorded, with its seq, for the
+    event hub (``db.WriterConnection``)."""
+    rows = [(now, kind, task, data) for kind, task, data in events]
+    written = getattr(conn, "written", None)
+    if written is None:
+        conn.executemany(Q.INSERT_EVENT, rows)
+    elif len(rows) == 1:  # the common case: one statement, seq and all
+        (seq,) = conn.execute(Q.INSERT_EVENT_RETURNING_SEQ, rows[0]).fetchone()
+        written.append((seq, now, rows[0][1], rows[0][3]))
+    elif rows:
+        conn.executemany(Q.INSERT_EVENT, rows)
+        # One statement inserted them in order under the write lock: their
+        # seqs (AUTOINCREMENT) are consecutive, up to the last one inserted.
+        (last,) = conn.execute(Q.LAST_INSERT_ROWID).fetchone()
+        first = last - len(rows) + 1
+        written.extend((first + i, t, kind, data) for i, (t, kind, _, data) in enumerate(rows))

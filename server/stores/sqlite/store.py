@@ -278,10 +278,10 @@ class SqliteStore(EventMethods, WorkerMethods, TokenMethods, Store):
         caller: Caller,
         actor: Actor = Actor.WORKER,
         worker: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> None:
         now = self._clock()
 
-        def run(conn: sqlite3.Connection) -> dict[str, Any]:
+        def run(conn: sqlite3.Connection) -> None:
             check_not_revoked(conn, caller.name)
             attempts.finish(
                 conn,
@@ -295,9 +295,8 @@ class SqliteStore(EventMethods, WorkerMethods, TokenMethods, Store):
                 actor=actor,
                 worker=worker,
             )
-            return get_doc(conn, task_id)
 
-        return await self.db.write(run)
+        await self.db.write(run)
 
     async def report_progress(
         self, task_id: str, execution_key: str, progress: dict[str, Any], caller: Caller

@@ -34,6 +34,13 @@ class EventMethods:
     def add_commit_listener(self, callback: Callable[[], None]) -> None:
         self.db.on_commit.append(callback)
 
+    def add_event_listener(self, callback: Callable[[list[dict[str, Any]]], None]) -> bool:
+        def deliver(written: list[tuple[int, float, str, str]]) -> None:
+            callback([{"seq": s, "time": t, "type": k, "data": loads(d)} for s, t, k, d in written])
+
+        self.db.on_written.append(deliver)
+        return True
+
     async def oldest_seq(self) -> int:
         def run(conn: sqlite3.Connection) -> int:
             (seq,) = conn.execute(Q.OLDEST_SEQ).fetchone()
