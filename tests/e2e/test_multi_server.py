@@ -259,16 +259,17 @@ async def run_and_kill(pair: Pair, *, failover: bool) -> list[str]:
         pair.start_worker(name, [a, b] if failover else [a], cores=2)
     pair.start_worker("wb1", [b], cores=2)
     await wait_until(lambda: len(pair.http(b).workers()) == 3, 30, "three workers")
-    task = {"command": "sleep 0.2", "state": "available"}
+    task = {"command": "sleep 0.5", "state": "available"}
     ids = pair.http(a).submit([{**task, "name": f"k{i}"} for i in range(KILL_TASKS)])
     done = {"state": "terminated"}
-    await wait_until(lambda: pair.http(b).count(done) >= KILL_TASKS // 4, 120, "a quarter done")
 
-    def running_on_a() -> list[str]:
+    def mid_run() -> bool:
+        """Some tasks done, and some running on A's workers (the kill hits them)."""
         found = pair.http(b).workers()
-        return [t["task"] for name in A_WORKERS for t in found[name]["running"]]
+        running = [t for name in A_WORKERS for t in found[name]["running"]]
+        return bool(running) and pair.http(b).count(done) >= KILL_TASKS // 10
 
-    await wait_until(running_on_a, 60, "tasks in flight on A's workers")  # the kill hits them
+    await wait_until(mid_run, 120, "tasks done, and in flight on A's workers")
     assert a.proc is not None
     doomed = [a.proc] if failover else [a.proc, *(pair.workers[n] for n in A_WORKERS)]
     await asyncio.to_thread(stop_all, doomed, grace_s=0)  # kill -9
