@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -33,7 +34,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from banyan.errors import Conflict, InsufficientStorage, Unavailable
+from banyan.errors import BanyanError, Conflict, InsufficientStorage, Unavailable
 from banyan.events import Event, encode_data
 from server.domain.events import task_id_of
 from server.stores.postgres import migrations
@@ -58,27 +59,45 @@ def _fresh(exc: Exception) -> BaseException:
     return map_error(exc)
 
 
+@functools.lru_cache(maxsize=1024)
+def _writes(sql: str) -> bool:
+    # Conservative: only a plain SELECT (FOR UPDATE takes locks, changes nothing)
+    # counts as a read; a WITH may hold an INSERT or an UPDATE.
+    return sql.lstrip()[:6].upper() != "SELECT"
+
+
+class _Redo(Exception):
+    """A batch without savepoints must be undone and run again with them."""
+
+
 class Tx:
-    """One transaction (or read snapshot) on a connection, and the events it appends."""
+    """One transaction (or read snapshot) on a connection, and the events it
+    appends; ``wrote`` says whether it sent a statement that may change rows."""
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.events: list[tuple[float, str, str | None, str]] = []
+        self.wrote = False
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        self.wrote = self.wrote or _writes(sql)
         return list(await self.conn.fetch(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
+        self.wrote = self.wrote or _writes(sql)
         return await self.conn.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
+        self.wrote = self.wrote or _writes(sql)
         return await self.conn.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
+        self.wrote = self.wrote or _writes(sql)
         return str(await self.conn.execute(sql, *args))
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         if args:
+            self.wrote = self.wrote or _writes(sql)
             await self.conn.executemany(sql, args)
 
     def add_events(self, now: float, events: Iterable[Event]) -> None:
@@ -104,6 +123,14 @@ def map_error(exc: BaseException) -> BaseException:
     return original
 
 
+async def _keep_session(_conn: Any) -> None:
+    """Pool ``reset``: nothing to undo (asyncpg still rolls back an open
+    transaction). The store sets no session settings, takes only
+    transaction-scoped advisory locks, opens no cursors and LISTENs on its own
+    connection, so asyncpg's default reset query would be one more round trip
+    per pooled call for nothing."""
+
+
 class Database:
     def __init__(self, dsn: str, *, pool_size: int = 10, batch_max_ops: int = 512) -> None:
         self.dsn = dsn
@@ -114,6 +141,7 @@ class Database:
         self._relisten: asyncio.Task[None] | None = None
         self.on_commit: list[Callable[[], None]] = []
         self.retries = 0  # writes run again after a deadlock or serialization failure
+        self.redos = 0  # batches run again with savepoints (an op failed after a write)
         self.batch_max_ops = batch_max_ops
         self.batches = 0  # committed transactions, for benchmarks
         self.ops = 0  # operations in them
@@ -136,6 +164,7 @@ class Database:
             min_size=1,
             max_size=self.pool_size,
             statement_cache_size=512,
+            reset=_keep_session,
             timeout=CONNECT_TIMEOUT_S,  # a database gone mid-run: 503 after this, not a hang
         )
         await self._listen()
@@ -252,25 +281,45 @@ class Database:
                 future.set_exception(_fresh(exc))
 
     async def _run_batch(self, batch: list[_Pending]) -> tuple[list[_Result], list[_Pending]]:
-        """One transaction for the batch, each op in its own savepoint (when
-        there are several): an op that fails is undone alone; one that meets a
-        deadlock is undone and deferred to the next batch."""
+        """One transaction for the batch. Several ops first run without
+        savepoints (each savepoint is two more round trips): an op that fails
+        before it wrote anything needs no undoing. Only when one fails after
+        a write, or PostgreSQL itself fails (which aborts the whole
+        transaction), is everything rolled back and the batch run again with
+        a savepoint per op: then an op that fails is undone alone, and one
+        that meets a deadlock is undone and deferred to the next batch."""
+        live = [item for item in batch if not item[1].done()]
+        if len(live) > 1:
+            try:
+                return await self._run_ops(live, savepoints=False)
+            except _Redo:
+                self.redos += 1
+        return await self._run_ops(live, savepoints=len(live) > 1)
+
+    async def _run_ops(
+        self, live: list[_Pending], *, savepoints: bool
+    ) -> tuple[list[_Result], list[_Pending]]:
         results: list[_Result] = []
         deferred: list[_Pending] = []
         events: list[tuple[float, str, str | None, str]] = []
-        live = [item for item in batch if not item[1].done()]
         assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction():
             for op, future, tries in live:
                 tx = Tx(conn)
-                savepoint = conn.transaction() if len(live) > 1 else None
+                savepoint = conn.transaction() if savepoints else None
                 if savepoint is not None:
                     await savepoint.start()
                 try:
                     value = await op(tx)
                 except Exception as exc:
                     if savepoint is None:
-                        raise  # the only op: the whole transaction goes
+                        if len(live) == 1:
+                            raise  # the only op: the whole transaction goes
+                        if tx.wrote or not isinstance(exc, BanyanError):
+                            raise _Redo() from exc
+                        # Refused before it changed anything (it only took locks): alone.
+                        results.append((future, False, exc))
+                        continue
                     await savepoint.rollback()
                     state = getattr(exc, "sqlstate", None)
                     if state in _RETRY and tries + 1 < ATTEMPTS:
@@ -290,16 +339,20 @@ class Database:
     async def flush_events(
         self, conn: Any, events: list[tuple[float, str, str | None, str]]
     ) -> None:
-        """Insert ``events`` last in the transaction, after the events lock:
+        """Insert ``events`` last in the transaction, under the events lock
+        (taken by the same statement, before its first row takes a ``seq``):
         seq order = commit order (module docstring)."""
+        times, types, tasks, data = zip(*events, strict=True)
         await conn.execute(
-            "SELECT pg_advisory_xact_lock($1), pg_notify($2, $3)",
+            Q.INSERT_EVENTS_LOCKED,
+            list(times),
+            list(types),
+            list(tasks),
+            list(data),
             EVENTS_LOCK,
             CHANNEL,
             self.server_id,
         )
-        times, types, tasks, data = zip(*events, strict=True)
-        await conn.execute(Q.INSERT_EVENTS, list(times), list(types), list(tasks), list(data))
 
     async def read(self, op: Callable[[Tx], Awaitable[T]], *, snapshot: bool = True) -> T:
         """Run ``op`` on a pooled connection; in one consistent snapshot

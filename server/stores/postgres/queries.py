@@ -29,6 +29,12 @@ CLAIM_CANDIDATES: Final = (
     "AND (time_limit IS NULL OR time_limit <= coalesce($6::float8, time_limit)) "
     "ORDER BY {order} LIMIT $7 FOR UPDATE SKIP LOCKED"
 )
+# The same with, as a first column, whether the claiming token was revoked
+# (NULL: it lives), in one round trip; parameter 8 is the token's name. (No
+# rows: the token is checked on its own, TOKEN_STATE.)
+CLAIM_CANDIDATES_CHECKED: Final = CLAIM_CANDIDATES.replace(
+    "SELECT ", "SELECT (SELECT revoked FROM tokens WHERE name = $8), ", 1
+)
 # Parameters: queues, the task's priority, its id, how many (pending reasons).
 TASKS_AHEAD: Final = (
     "SELECT id, cores, memory, gpus, requested_resources::text FROM tasks "
@@ -38,15 +44,19 @@ TASKS_AHEAD: Final = (
 NEXT_BEGIN: Final = (
     "SELECT min(not_before) FROM tasks WHERE state = 'available' AND not_before > $1"
 )
-START_ATTEMPT: Final = (
-    "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = $1, "
+# A task's attempt starts (or is queued): the task's row and the attempt's,
+# for several tasks in one round trip.
+# Parameters: worker, time started (NULL for a queued attempt), now, task ids,
+# token, queued, execution keys (one per task id, in order).
+START_ATTEMPTS: Final = (
+    "WITH t AS (UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = $1, "
     "exit_status = NULL, exit_code = NULL, time_started = $2, time_terminated = NULL, "
-    f"progress = NULL, updated = $3, etag = {_ETAG} WHERE id = $4 "
-    "RETURNING attempt, coalesce(available_since, created)"
-)
-INSERT_ATTEMPT: Final = (
-    "INSERT INTO attempts (task_id, attempt, execution_key, worker, token, time_started, "
-    "queued, available_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    f"progress = NULL, updated = $3, etag = {_ETAG} WHERE id = ANY($4::text[]) "
+    "RETURNING id, attempt, coalesce(available_since, created) AS available_from), "
+    "a AS (INSERT INTO attempts (task_id, attempt, execution_key, worker, token, "
+    "time_started, queued, available_from) SELECT t.id, t.attempt, k.key, $1, $5, $3, $6, "
+    "t.available_from FROM t JOIN unnest($4::text[], $7::text[]) AS k(id, key) ON k.id = t.id) "
+    "SELECT id, attempt FROM t"
 )
 
 # --- state changes (server.domain.transitions.Kind → its statement) -------------
@@ -126,6 +136,11 @@ CURRENT_ATTEMPT: Final = (  # locks the task
     "FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt "
     "WHERE t.id = $1 FOR UPDATE OF t"
 )
+# The same with, as a first column, whether a token was revoked (NULL: it
+# lives), in one round trip; parameter 2 is the token's name.
+CURRENT_ATTEMPT_CHECKED: Final = CURRENT_ATTEMPT.replace(
+    "SELECT ", "SELECT (SELECT revoked FROM tokens WHERE name = $2), ", 1
+)
 ATTEMPT_OF_KEY: Final = "SELECT attempt FROM attempts WHERE task_id = $1 AND execution_key = $2"
 END_ATTEMPT: Final = (
     "UPDATE attempts SET time_terminated = $1, exit_status = $2, exit_code = $3, "
@@ -136,10 +151,11 @@ END_TASK_ATTEMPT: Final = (
     f"retry_count = retry_count + $5, updated = $6, etag = {_ETAG}, "
     "abandon_count = abandon_count + $7 WHERE id = $8"
 )
-MARK_ATTEMPT_STARTED: Final = (
-    "UPDATE attempts SET queued = false, time_started = $1 WHERE task_id = $2 AND attempt = $3"
-)
-MARK_TASK_STARTED: Final = (
+# A queued attempt's process started: the attempt's row and the task's.
+# Parameters: time started, now, task id, attempt.
+MARK_STARTED: Final = (
+    "WITH a AS (UPDATE attempts SET queued = false, time_started = $1 "
+    "WHERE task_id = $3 AND attempt = $4) "
     f"UPDATE tasks SET time_started = $1, updated = $2, etag = {_ETAG} WHERE id = $3"
 )
 SET_PROGRESS: Final = "UPDATE tasks SET progress = $1::jsonb, updated = $2 WHERE id = $3"
@@ -188,6 +204,19 @@ GET_TASK: Final = (
     f"SELECT {TASK_BY_ID}, ARRAY(SELECT c.child FROM continuations c "
     "WHERE c.parent = tasks.id ORDER BY c.position) FROM tasks WHERE id = $1"
 )
+# END_ATTEMPT and END_TASK_ATTEMPT in one round trip (a worker's report), returning the task's
+# document row (as GET_TASK) and whether it has continuations still to settle.
+# Parameters: now, exit status, exit code, usage, task id, attempt, new
+# state, retries to add, abandons to add.
+END_ATTEMPT_AND_TASK: Final = (
+    "WITH a AS (UPDATE attempts SET time_terminated = $1, exit_status = $2, exit_code = $3, "
+    "usage = $4::jsonb WHERE task_id = $5 AND attempt = $6) "
+    "UPDATE tasks SET state = $7, exit_status = $2, exit_code = $3, time_terminated = $1, "
+    f"retry_count = retry_count + $8, updated = $1, etag = {_ETAG}, "
+    f"abandon_count = abandon_count + $9 WHERE id = $5 RETURNING {TASK_BY_ID}, "
+    "ARRAY(SELECT c.child FROM continuations c WHERE c.parent = tasks.id ORDER BY c.position), "
+    "EXISTS (SELECT 1 FROM continuations c WHERE c.parent = tasks.id AND NOT c.released)"
+)
 TASK_EXISTS: Final = "SELECT 1 FROM tasks WHERE id = $1"
 INSERT_TASKS: Final = (
     "INSERT INTO tasks (id, name, command, state, queue, priority, max_retry_count, "
@@ -235,6 +264,15 @@ INSERT_EVENTS: Final = (
     "SELECT e.time, e.type, e.task_id, e.data FROM unnest("
     "$1::float8[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY "
     "AS e(time, type, task_id, data, n) ORDER BY e.n"
+)
+# The same, under the events lock, with the commit's NOTIFY, in one round trip.
+# Parameters 5-7: the lock key, the channel, this server's id. The uncorrelated
+# subquery is an InitPlan that gates the scan (a "One-Time Filter"): it runs
+# once, before the first row (and so before the first seq) is produced.
+INSERT_EVENTS_LOCKED: Final = (
+    INSERT_EVENTS.removesuffix(" ORDER BY e.n")
+    + " WHERE (SELECT true FROM pg_advisory_xact_lock($5::bigint), pg_notify($6, $7))"
+    " ORDER BY e.n"
 )
 EVENTS_SINCE: Final = (
     "SELECT seq, time, type, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
