@@ -218,18 +218,35 @@ END_ATTEMPT_AND_TASK: Final = (
     "EXISTS (SELECT 1 FROM continuations c WHERE c.parent = tasks.id AND NOT c.released)"
 )
 TASK_EXISTS: Final = "SELECT 1 FROM tasks WHERE id = $1"
-INSERT_TASKS: Final = (
+_INSERT_TASKS: Final = (
     "INSERT INTO tasks (id, name, command, state, queue, priority, max_retry_count, "
     "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
     "cores, memory, gpus, env, cwd, owner, created, updated, etag, job, run_when, "
-    "time_limit, not_before, max_abandon_count) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15::jsonb, "
-    "$16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
+    "time_limit, not_before, max_abandon_count)"
+)
+# The job and its tasks in one round trip, the tasks as one array per column
+# (_INSERT_TASKS's order, $1-$25); parameters 26-29: the job's id, name,
+# owner and creation time.
+_TASK_ARRAYS: Final = (
+    "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[], "
+    "$8::int8[], $9::float8[], $10::float8[], $11::text[], $12::float8[], $13::int8[], "
+    "$14::int8[], $15::text[], $16::text[], $17::text[], $18::float8[], $19::float8[], "
+    "$20::text[], $21::text[], $22::text[], $23::float8[], $24::float8[], $25::int8[]"
+)
+INSERT_JOB_AND_TASKS: Final = (
+    "WITH j AS (INSERT INTO jobs (id, name, owner, created) VALUES ($26, $27, $28, $29)) "
+    + _INSERT_TASKS
+    + " SELECT r.id, r.name, r.command, r.state, r.queue, r.priority, r.max_retry_count, "
+    "r.pending, r.grace, r.estimated, r.resources::jsonb, r.cores, r.memory, r.gpus, "
+    "r.env::jsonb, r.cwd, r.owner, r.created, r.updated, r.etag, r.job, r.run_when, "
+    f"r.time_limit, r.not_before, r.max_abandons FROM unnest({_TASK_ARRAYS}) AS r(id, name, "
+    "command, state, queue, priority, max_retry_count, pending, grace, estimated, resources, "
+    "cores, memory, gpus, env, cwd, owner, created, updated, etag, job, run_when, time_limit, "
+    "not_before, max_abandons)"
 )
 INSERT_CONTINUATION: Final = (
     "INSERT INTO continuations (parent, child, position) VALUES ($1, $2, $3)"
 )
-INSERT_JOB: Final = "INSERT INTO jobs (id, name, owner, created) VALUES ($1, $2, $3, $4)"
 FIRST_TAKEN_ID: Final = "SELECT id, owner FROM tasks WHERE id = ANY($1::text[]) LIMIT 1"
 STATE_OWNER_OF_IDS: Final = (
     "SELECT id, state, owner FROM tasks WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"

@@ -122,8 +122,8 @@ async def create_tasks(
         )
     if ids:
         name = job_name if job_name is not None else items[0].name
-        await tx.execute(Q.INSERT_JOB, ids[0], name, caller.name, now)
-    await tx.executemany(Q.INSERT_TASKS, rows)
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        await tx.execute(Q.INSERT_JOB_AND_TASKS, *columns, ids[0], name, caller.name, now)
     await tx.executemany(
         Q.INSERT_CONTINUATION,
         [
