@@ -20,14 +20,23 @@ _ETAG: Final = "substr(md5(random()::text || clock_timestamp()::text), 1, 20)"
 # --- claims ------------------------------------------------------------------------
 # Formatted with ``server.domain.claims.ORDER``. Parameters: queues, max cores,
 # max memory, max gpus, now, remaining lifetime or NULL, how many to look at.
+# One ordered scan of the claim index per queue (a LATERAL subquery: with
+# ``queue = ANY(array)`` PostgreSQL 15 cannot read that index in order, and
+# would read and sort every available task of the queues on every claim),
+# then the best of them; each queue's scan locks what it returns.
+_CLAIM_COLUMNS: Final = (
+    "id, cores, memory, gpus, requested_resources::text, name, queue, command, "
+    "env::text, cwd, max_termination_time, time_limit"
+)
 CLAIM_CANDIDATES: Final = (
-    "SELECT id, cores, memory, gpus, requested_resources::text, name, queue, command, "
-    "env::text, cwd, max_termination_time, time_limit FROM tasks "
-    "WHERE state = 'available' AND queue = ANY($1::text[]) "
+    f"SELECT {_CLAIM_COLUMNS} FROM unnest($1::text[]) AS q(wanted) CROSS JOIN LATERAL ("
+    f"SELECT {_CLAIM_COLUMNS}, priority FROM tasks "
+    "WHERE state = 'available' AND queue = q.wanted "
     "AND cores <= $2 AND memory <= $3 AND gpus <= $4 "
     "AND (not_before IS NULL OR not_before <= $5) "
     "AND (time_limit IS NULL OR time_limit <= coalesce($6::float8, time_limit)) "
-    "ORDER BY {order} LIMIT $7 FOR UPDATE SKIP LOCKED"
+    "ORDER BY {order} LIMIT $7 FOR UPDATE SKIP LOCKED) AS c "
+    "ORDER BY {order} LIMIT $7"
 )
 # The same with, as a first column, whether the claiming token was revoked
 # (NULL: it lives), in one round trip; parameter 8 is the token's name. (No
