@@ -3,14 +3,18 @@ one listening connection for the commits of other servers, and group commit.
 
 ``write(op)`` queues ``op`` (an async function of a :class:`Tx`); one loop
 per server takes everything queued and runs it as one READ COMMITTED
-transaction, each op in its own savepoint, and commits once: concurrent
-requests share one WAL flush, as on SQLite. An op that raises is undone
-alone; one that meets a deadlock with another server is undone and runs
+transaction and commits once: concurrent requests share one WAL flush, as
+on SQLite. An op that raises before it changed anything (a refusal after its
+reads) fails alone; when one raises after a change, or PostgreSQL fails,
+the batch is rolled back and runs again with each op in its own savepoint
+(two round trips more per op, so only then): an op that raises is undone
+alone, and one that meets a deadlock with another server is undone and runs
 again in the next batch (bounded), after this batch's locks are gone.
 
-The events the ops append (``tx.add_events``) are inserted last, after
-``pg_advisory_xact_lock(EVENTS_LOCK)``: only one transaction at a time, on
-any server, can be between taking a ``seq`` and committing, so ``seq`` order
+The events the ops append (``tx.add_events``) are inserted last, by one
+statement that first takes ``pg_advisory_xact_lock(EVENTS_LOCK)`` (an
+InitPlan, run before its first row takes a seq): only one transaction at a
+time, on any server, can be between taking a ``seq`` and committing, so ``seq`` order
 is commit order and a subscriber that has read seq N can never later find a
 smaller seq committed (the "outbox trap"). The lock is held for the insert
 and the commit only, not while the changes run. The same statement queues a

@@ -122,8 +122,8 @@ async def create_tasks(
         )
     if ids:
         name = job_name if job_name is not None else items[0].name
-        columns = [list(column) for column in zip(*rows, strict=True)]
-        await tx.execute(Q.INSERT_JOB_AND_TASKS, *columns, ids[0], name, caller.name, now)
+        arrays = [list(column) for column in zip(*rows, strict=True)]  # one per column
+        await tx.execute(Q.INSERT_JOB_AND_TASKS, *arrays, ids[0], name, caller.name, now)
     await tx.executemany(
         Q.INSERT_CONTINUATION,
         [
