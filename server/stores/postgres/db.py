@@ -70,6 +70,11 @@ def _writes(sql: str) -> bool:
     return sql.lstrip()[:6].upper() != "SELECT"
 
 
+def columns_of(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows as one list per column (parameters of an ``unnest`` insert)."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 class _Redo(Exception):
     """A batch without savepoints must be undone and run again with them."""
 
@@ -78,10 +83,24 @@ class Tx:
     """One transaction (or read snapshot) on a connection, and the events it
     appends; ``wrote`` says whether it sent a statement that may change rows."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, *, deferring: bool = False) -> None:
         self.conn = conn
         self.events: list[tuple[float, str, str | None, str]] = []
         self.wrote = False
+        self.deferred: dict[str, list[list[Sequence[Any]]]] | None = {} if deferring else None
+
+    def defer(self, sql: str, *row_lists: Sequence[Sequence[Any]]) -> bool:
+        """Queue rows for ``sql`` (a statement taking one array per column of
+        each row list, in order), run once for the whole batch, before its
+        events; False (nothing queued: run it now) when this transaction
+        does not defer (a batch run again with savepoints). Only for inserts
+        that no other write of the batch can depend on."""
+        if self.deferred is None:
+            return False
+        lists = self.deferred.setdefault(sql, [[] for _ in row_lists])
+        for into, rows in zip(lists, row_lists, strict=True):
+            into.extend(rows)
+        return True
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
         self.wrote = self.wrote or _writes(sql)
@@ -306,10 +325,11 @@ class Database:
         results: list[_Result] = []
         deferred: list[_Pending] = []
         events: list[tuple[float, str, str | None, str]] = []
+        inserts: dict[str, list[list[Sequence[Any]]]] = {}  # Tx.defer, of the ops that succeeded
         assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction():
             for op, future, tries in live:
-                tx = Tx(conn)
+                tx = Tx(conn, deferring=not savepoints)
                 savepoint = conn.transaction() if savepoints else None
                 if savepoint is not None:
                     await savepoint.start()
@@ -334,8 +354,19 @@ class Database:
                     continue
                 if savepoint is not None:
                     await savepoint.commit()
+                for sql, row_lists in (tx.deferred or {}).items():
+                    lists = inserts.setdefault(sql, [[] for _ in row_lists])
+                    for into, rows in zip(lists, row_lists, strict=True):
+                        into.extend(rows)
                 events += tx.events
                 results.append((future, True, value))
+            try:
+                for sql, row_lists in inserts.items():
+                    await conn.execute(sql, *(c for rows in row_lists for c in columns_of(rows)))
+            except Exception as exc:
+                if len(live) > 1:
+                    raise _Redo() from exc  # which op's rows failed? Again, one by one
+                raise
             if events:
                 await self.flush_events(conn, events)
         return results, deferred

@@ -233,9 +233,10 @@ _INSERT_TASKS: Final = (
     "cores, memory, gpus, env, cwd, owner, created, updated, etag, job, run_when, "
     "time_limit, not_before, max_abandon_count)"
 )
-# The job and its tasks in one round trip, the tasks as one array per column
-# (_INSERT_TASKS's order, $1-$25); parameters 26-29: the job's id, name,
-# owner and creation time.
+# Jobs and their tasks in one round trip (of one create, or of all the
+# simple creates of a group commit: ``Tx.defer``), one array per column: the
+# tasks' in _INSERT_TASKS's order ($1-$25), then the jobs' id, name, owner
+# and creation time ($26-$29).
 _TASK_ARRAYS: Final = (
     "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[], "
     "$8::int8[], $9::float8[], $10::float8[], $11::text[], $12::float8[], $13::int8[], "
@@ -243,7 +244,8 @@ _TASK_ARRAYS: Final = (
     "$20::text[], $21::text[], $22::text[], $23::float8[], $24::float8[], $25::int8[]"
 )
 INSERT_JOB_AND_TASKS: Final = (
-    "WITH j AS (INSERT INTO jobs (id, name, owner, created) VALUES ($26, $27, $28, $29)) "
+    "WITH j AS (INSERT INTO jobs (id, name, owner, created) SELECT * FROM "
+    "unnest($26::text[], $27::text[], $28::text[], $29::float8[])) "
     + _INSERT_TASKS
     + " SELECT r.id, r.name, r.command, r.state, r.queue, r.priority, r.max_retry_count, "
     "r.pending, r.grace, r.estimated, r.resources::jsonb, r.cores, r.memory, r.gpus, "
