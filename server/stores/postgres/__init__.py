@@ -18,7 +18,8 @@ sound, and where it lives:
   another server is undone and runs again in the next batch (``db``).
 - **Round trips**: each statement is one, so the hot paths are few, wide
   statements (``bench/pg_roundtrips.py`` counts them): a single create is one
-  (the job and its tasks, as arrays), a claim two (the candidates with the
+  (the job and its tasks, as arrays; the simple creates of one batch share
+  it, ``Tx.defer``), a claim two (the candidates with the
   token's state; the attempts started, for all chosen tasks), a report two
   (the current attempt with the token's state, locked; the attempt's end,
   the task's, and the task's document), a start or a progress report two;
