@@ -11,16 +11,20 @@ the batch is rolled back and runs again with each op in its own savepoint
 alone, and one that meets a deadlock with another server is undone and runs
 again in the next batch (bounded), after this batch's locks are gone.
 
+Inserts that no other write of the batch can depend on (the tasks of a
+create that nobody can name yet) may be queued with ``tx.defer``: the
+batch runs each such statement once, for all its ops, before the events.
+
 The events the ops append (``tx.add_events``) are inserted last, by one
 statement that first takes ``pg_advisory_xact_lock(EVENTS_LOCK)`` (an
 InitPlan, run before its first row takes a seq): only one transaction at a
-time, on any server, can be between taking a ``seq`` and committing, so ``seq`` order
-is commit order and a subscriber that has read seq N can never later find a
-smaller seq committed (the "outbox trap"). The lock is held for the insert
-and the commit only, not while the changes run. The same statement queues a
-``NOTIFY`` on ``CHANNEL`` (sent at commit, with this server's id), which
-every other server's listening connection turns into its commit listeners;
-a server's own commits call them at once.
+time, on any server, can be between taking a ``seq`` and committing, so
+``seq`` order is commit order and a subscriber that has read seq N can never
+later find a smaller seq committed (the "outbox trap"). The lock is held for
+the insert and the commit only, not while the changes run. The same
+statement queues a ``NOTIFY`` on ``CHANNEL`` (sent at commit, with this
+server's id), which every other server's listening connection turns into
+its commit listeners; a server's own commits call them at once.
 
 Failures of PostgreSQL itself become the client-facing errors: 507 for a
 full disk, 503 for an unreachable or restarting server.
