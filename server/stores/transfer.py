@@ -362,7 +362,6 @@ def run(source: Path, url: str) -> int:
         return 1
     total = sum(report.target.values())
     print(
-        f"migrated {total:,} rows from {source} to {shown_location(url)} "
-        f"in {report.seconds:.1f} s"
+        f"migrated {total:,} rows from {source} to {shown_location(url)} in {report.seconds:.1f} s"
     )
     return 0
