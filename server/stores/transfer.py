@@ -258,9 +258,13 @@ async def connect_target(url: str) -> Any:
     shown = shown_location(url)
     try:
         conn = await asyncpg.connect(url, timeout=10)
-    except (OSError, TimeoutError, ValueError, asyncpg.PostgresError) as exc:
-        raise Refused(f"cannot connect to {shown}: {' '.join(str(exc).split())}") from exc
-    except asyncpg.InterfaceError as exc:
+    except (
+        OSError,
+        TimeoutError,
+        ValueError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+    ) as exc:
         raise Refused(f"cannot connect to {shown}: {' '.join(str(exc).split())}") from exc
     try:
         await migrations.migrate(conn)
