@@ -202,3 +202,18 @@ def _table_counts(url: str) -> dict[str, int]:
             await conn.close()
 
     return asyncio.run(counts())
+
+
+def test_a_database_left_by_a_killed_server_is_copied_whole(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    # kill -9: the last writes are still in the -wal file, not in the database
+    # file; the read-only copy reads them from there (the file is not in use).
+    server = _small_database(tmp_path)
+    Http(server.url, server.token).submit([{"command": "true"} for _ in range(20)])
+    server.kill()
+    assert Path(f"{server.db}-wal").stat().st_size > 0
+    url = postgres.new_database_sync("killed")
+    done = migrate(server.db, url)
+    assert done.returncode == 0, done.stderr
+    assert _table_counts(url)["tasks"] == 21
