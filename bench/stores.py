@@ -21,7 +21,9 @@ servers and a fresh database per figure.
   once per store by bulk POSTs (``bench/query.py``'s), then its queries
   timed alternately on both: the median of the per-query medians, ms.
 
-Printed: each figure's median and range per setup, then the ratios
+With each load: the CPU per task of the Banyan server(s) and of PostgreSQL
+(the postmaster and its backends, from /proc): where the time goes, for the
+estimate of separate machines. Printed: each figure's median and range per setup, then the ratios
 PostgreSQL/SQLite and two servers/one, each the median of the per-repetition
 ratios with their range. Every loop is bounded; nothing is asserted.
 """
@@ -45,10 +47,10 @@ from typing import Any
 import aiohttp
 
 try:
-    from bench import printing, query, servers
+    from bench import measure, printing, query, servers
 except ImportError:  # run as a script: put the repository root (bench/, testbed/) on sys.path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench import printing, query, servers
+    from bench import measure, printing, query, servers
 
 from bench.dispatch import SimWorker
 from testbed.postgres import Postgres
@@ -62,6 +64,46 @@ SETUPS = ("sqlite", "pg", "pg2")
 LABEL = {"sqlite": "SQLite", "pg": "PostgreSQL, 1 server", "pg2": "PostgreSQL, 2 servers"}
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU of ``root`` and its children (PostgreSQL's postmaster
+    and its backends, which stay connected through a run: pooled)."""
+    total = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(entry.name) == root or int(fields[1]) == root:
+            total += (int(fields[11]) + int(fields[12])) / measure.CLK_TCK
+    return total
+
+
+class Cpu:
+    """CPU of the Banyan servers and of PostgreSQL over a block, per task."""
+
+    def __init__(self, started: list[servers.BenchServer], postgres: Postgres | None) -> None:
+        self.started = started
+        self.postgres_pid = postgres.popen.pid if postgres and postgres.popen else None
+
+    def read(self) -> tuple[float, float]:
+        banyan = sum(s.cpu_seconds() for s in self.started)
+        pg = tree_cpu_seconds(self.postgres_pid) if self.postgres_pid else 0.0
+        return banyan, pg
+
+    def start(self) -> None:
+        self.begin = self.read()
+
+    def per_task(self, name: str, tasks: int) -> dict[str, float]:
+        """``{name + " Banyan CPU": ms/task, name + " PostgreSQL CPU": ms/task}``."""
+        end = self.read()
+        out = {f"{name}: Banyan server CPU (ms/task)": 1000 * (end[0] - self.begin[0]) / tasks}
+        if self.postgres_pid:
+            out[f"{name}: PostgreSQL CPU (ms/task)"] = 1000 * (end[1] - self.begin[1]) / tasks
+        return out
+
+
 class Setups:
     """Starts the servers of a setup: fresh database, fresh processes."""
 
@@ -69,6 +111,9 @@ class Setups:
         self.tmp = tmp
         self.postgres = postgres
         self.count = itertools.count()
+
+    def cpu(self, started: list[servers.BenchServer]) -> Cpu:
+        return Cpu(started, self.postgres if started[0].db_url else None)
 
     def start(self, setup: str) -> list[servers.BenchServer]:
         n = next(self.count)
@@ -108,7 +153,7 @@ async def submit(server: servers.BenchServer, count: int, task: dict[str, Any]) 
             left -= k
 
 
-async def dispatch(started: list[servers.BenchServer], tasks: int) -> float:
+async def dispatch(started: list[servers.BenchServer], cpu: Cpu, tasks: int) -> dict[str, float]:
     """Tasks/s handed out and taken back by 4 simulated workers (split over the servers)."""
     await submit(started[0], tasks, {"command": "true", "state": "available"})
     for server in started:
@@ -122,19 +167,22 @@ async def dispatch(started: list[servers.BenchServer], tasks: int) -> float:
             for i, s in enumerate(sims)
         ]
         await asyncio.sleep(1.0)  # every sim said hello
+        cpu.start()
         t0 = time.perf_counter()
         go.set()
         with contextlib.suppress(TimeoutError):  # bounded: the rate of what was done by then
             await asyncio.wait_for(done.wait(), LOOP_MAX_S)
         wall = time.perf_counter() - t0
+        accepted = sum(s.accepted for s in sims)
+        used = cpu.per_task("dispatch", max(1, accepted))
         done.set()
         await asyncio.wait(jobs, timeout=10)
         for j in jobs:
             j.cancel()
-    return sum(s.accepted for s in sims) / wall
+    return {"dispatch (tasks/s)": accepted / wall, **used}
 
 
-async def singles(started: list[servers.BenchServer], total: int) -> float:
+async def singles(started: list[servers.BenchServer], cpu: Cpu, total: int) -> dict[str, float]:
     """Tasks/s of single POSTs from 64 loops, spread evenly over the servers."""
     body = json.dumps(TASK).encode()
     connector = aiohttp.TCPConnector(limit=64)
@@ -161,20 +209,25 @@ async def singles(started: list[servers.BenchServer], total: int) -> float:
         )  # connections opened, caches warm: not counted
         done = 0
         tickets = itertools.count()
+        cpu.start()
         t0 = time.perf_counter()
         deadline = t0 + LOOP_MAX_S
         await asyncio.gather(
             *(loop(started[i % len(started)], tickets, total, deadline) for i in range(64))
         )
         wall = time.perf_counter() - t0
-    return done / wall
+    return {
+        "single POSTs, 64 clients (tasks/s)": done / wall,
+        **cpu.per_task("single POSTs", max(1, done)),
+    }
 
 
-async def bulk(started: list[servers.BenchServer], lists: int) -> float:
+async def bulk(started: list[servers.BenchServer], cpu: Cpu, lists: int) -> dict[str, float]:
     """Tasks/s of ``lists`` bulk POSTs of BULK_LIST tasks, one after another."""
     body = json.dumps([TASK] * BULK_LIST).encode()
     server = started[0]
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        cpu.start()
         t0 = time.perf_counter()
         sent = 0
         for _ in range(lists):
@@ -184,10 +237,11 @@ async def bulk(started: list[servers.BenchServer], lists: int) -> float:
                 await r.read()
                 assert r.status == 201, r.status
             sent += BULK_LIST
-        return sent / (time.perf_counter() - t0)
+        rate = sent / (time.perf_counter() - t0)
+    return {"bulk POSTs (tasks/s)": rate, **cpu.per_task("bulk POSTs", max(1, sent))}
 
 
-Figure = Callable[[list[servers.BenchServer]], Coroutine[Any, Any, float]]
+Figure = Callable[[list[servers.BenchServer], Cpu], Coroutine[Any, Any, dict[str, float]]]
 
 
 def run_figures(
@@ -196,15 +250,16 @@ def run_figures(
     """Each figure on each of its setups in turn, ``reps`` times."""
     values: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for rep in range(reps):
-        for name, (measure_it, on) in figures.items():
+        for measure_it, on in figures:
             for setup in on:
                 started = setups.start(setup)
                 try:
-                    value = asyncio.run(measure_it(started))
+                    found = asyncio.run(measure_it(started, setups.cpu(started)))
                 finally:
                     stop(started)
-                values[name][setup].append(value)
-                print(f"  rep {rep + 1}: {name} on {setup}: {value:,.0f}", flush=True)
+                for name, value in found.items():
+                    values[name][setup].append(value)
+                    print(f"  rep {rep + 1}: {name} on {setup}: {value:,.3g}", flush=True)
     return values
 
 
@@ -268,11 +323,11 @@ def main() -> int:
     lists = args.bulk or (2 if args.quick else 5)
     rows = args.query_rows or (50_000 if args.quick else 1_000_000)
     printing.print_machine("SQLite vs PostgreSQL, one vs two servers (durable commits)")
-    figures: dict[str, tuple[Figure, tuple[str, ...]]] = {
-        "dispatch (tasks/s)": (lambda s: dispatch(s, tasks), SETUPS),
-        "single POSTs, 64 clients (tasks/s)": (lambda s: singles(s, single_n), SETUPS),
-        "bulk POSTs (tasks/s)": (lambda s: bulk(s, lists), ("sqlite", "pg")),
-    }
+    figures: list[tuple[Figure, tuple[str, ...]]] = [
+        (lambda s, c: dispatch(s, c, tasks), SETUPS),
+        (lambda s, c: singles(s, c, single_n), SETUPS),
+        (lambda s, c: bulk(s, c, lists), ("sqlite", "pg")),
+    ]
     with tempfile.TemporaryDirectory(prefix="banyan-stores-") as tmp_name, Postgres() as pg:
         setups = Setups(Path(tmp_name), pg)
         values = run_figures(setups, reps, figures)
@@ -286,6 +341,10 @@ def main() -> int:
     rows_out = []
     for name, by in values.items():
         lower_is_better = "ms" in name
+        if "CPU" in name:  # context for the paper estimate, not a target
+            pg_ratio, pg_text = ratio(by.get("pg", []), by.get("sqlite", []))
+            rows_out.append([name, pg_text, ratio(by.get("pg2", []), by.get("pg", []))[1]])
+            continue
         pg_ratio, pg_text = ratio(by.get("pg", []), by.get("sqlite", []))
         two_ratio, two_text = ratio(by.get("pg2", []), by.get("pg", []))
         rows_out.append([name, pg_text, two_text])
