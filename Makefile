@@ -38,7 +38,7 @@ contracts: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/all.py
 
-## faults: the full reliability scorecard (every fault at full size)
+## faults: the full reliability scorecard (every fault at full size, on SQLite and on PostgreSQL)
 faults: $(STAMP)
 	$(BIN)/python bench/faults.py
 

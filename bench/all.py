@@ -62,6 +62,7 @@ BENCHES = (
     Bench("spawn", "process spawning", 600, 180),
     Bench("cli_start", "banyan CLI start time (--help, ls)", 300, 120),
     Bench("dispatch", "dispatch capacity, simulated workers, FULL", 600, 180),
+    Bench("stores", "SQLite vs PostgreSQL, one vs two PG servers", 3_600, 1_200),
     Bench("peers", "race vs huey and HyperQueue, 1,000 tasks, 3 reps", 1_800, 600),
     Bench("faults", "the reliability scorecard", 3_600, 900, optional=True),
 )

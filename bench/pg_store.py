@@ -2,10 +2,13 @@
 (no HTTP: the figure is the store's).
 
     .venv/bin/python bench/pg_store.py [--tasks 2000] [--concurrency 16] [--reps 3]
+                                       [--synchronous-commit off]
 
 Both durable as shipped: SQLite ``synchronous=FULL`` (group commit),
 PostgreSQL ``synchronous_commit=on`` on a throwaway cluster
-(``testbed.postgres``, no FAST settings). For each backend, ``--concurrency``
+(``testbed.postgres``, no FAST settings; ``--synchronous-commit off`` shows
+what giving up the last moments of acknowledged writes on a crash would buy).
+For each backend, ``--concurrency``
 coroutines share the work:
 
 - submit: one single-task ``create_tasks`` per call (a single POST);
@@ -132,12 +135,14 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--synchronous-commit", choices=["on", "off"], default="on")
     args = parser.parse_args()
     tasks, conc = max(100, min(args.tasks, 100_000)), max(1, min(args.concurrency, 128))
     reps = max(1, min(args.reps, 20))
     results: dict[str, dict[str, list[float]]] = {"sqlite": {}, "postgresql": {}}
     scaling: dict[str, list[float]] = {}
-    with Postgres() as pg, tempfile.TemporaryDirectory() as tmp:
+    settings = {"synchronous_commit": args.synchronous_commit}
+    with Postgres(settings=settings) as pg, tempfile.TemporaryDirectory() as tmp:
         for rep in range(reps):
             backends = ["sqlite", "postgresql"] if rep % 2 == 0 else ["postgresql", "sqlite"]
             for backend in backends:
@@ -160,7 +165,10 @@ def main() -> None:
             )
             for label, rate in two.items():
                 scaling.setdefault(label, []).append(rate)
-    print(f"{reps} repetitions, {tasks} tasks, {conc} concurrent callers, in process")
+    print(
+        f"{reps} repetitions, {tasks} tasks, {conc} concurrent callers, in process, "
+        f"PostgreSQL synchronous_commit={args.synchronous_commit}"
+    )
     print(f"{'operation':<30}{'SQLite /s':>12}{'PG /s':>12}{'PG/SQLite (range)':>24}")
     for what, unit in (("submit", "single creates"), ("bulk", "tasks in bulk"),
                        ("cycle", "claim+finish")):  # fmt: skip

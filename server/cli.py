@@ -3,6 +3,7 @@
 banyan-server [--host H] [--port P] [--db PATH] [--config PATH] [--tls-cert C --tls-key K]
 banyan-server token create --role {admin,provider,worker} --name NAME [--db PATH]
 banyan-server token list | token revoke NAME
+banyan-server migrate --from PATH.db --to postgresql://USER@HOST:PORT/DB
 """
 
 from __future__ import annotations
@@ -42,10 +43,22 @@ examples:
   banyan-server token create --role provider --name alice
   banyan-server token list
   banyan-server token revoke alice
+  banyan-server migrate --from banyan.db --to postgresql://banyan@db1:5432/banyan
 
 Every setting can also come from a TOML file (--config, $BANYAN_CONFIG or
 <user config dir>/banyan/config.toml) or a BANYAN_<NAME> environment variable;
 the README lists them all.
+"""
+
+
+MIGRATE_HELP = """\
+Copy a SQLite database into an empty PostgreSQL database: tasks, attempts,
+continuations, logs, usage samples, events (with their seq: feeds resume where
+they were), tokens (revoked ones stay revoked), jobs, workers and idempotency
+keys. Stop the server first: a file another process has open is refused. The
+copy is one PostgreSQL transaction; the row counts of both sides are printed
+and compared, and a difference rolls it back (exit 1). A refusal (missing
+file, bad URL, non-empty target, unreachable database) is one line, exit 2.
 """
 
 
@@ -82,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-format", choices=LOG_FORMATS, help="text (default) or json: one object a line"
     )
-    sub = parser.add_subparsers(dest="command", metavar="{token}")
+    sub = parser.add_subparsers(dest="command", metavar="{token,migrate}")
     token = sub.add_parser("token", help="create, list or revoke tokens")
     token_sub = token.add_subparsers(dest="action", required=True, metavar="{create,list,revoke}")
     create = token_sub.add_parser(
@@ -96,11 +109,27 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = token_sub.add_parser("revoke", help="revoke a token by name")
     revoke.add_argument("name")
     _common(revoke)
+    migrate = sub.add_parser(
+        "migrate",
+        help="copy a SQLite database into an empty PostgreSQL one",
+        description=MIGRATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    migrate.add_argument(
+        "--from", dest="source", required=True, type=Path, metavar="PATH",
+        help="the SQLite database file (opened read-only; no server may have it open)",
+    )  # fmt: skip
+    migrate.add_argument(
+        "--to", dest="target", required=True, metavar="URL",
+        help="postgresql://USER@HOST:PORT/DATABASE: an empty database (its schema is created)",
+    )  # fmt: skip
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "migrate":
+        return _migrate(args)
     try:
         settings = Settings.load(
             config=args.config,
@@ -145,6 +174,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from server.stores import transfer
+
+    try:
+        return transfer.run(args.source, args.target)
+    except BanyanError as exc:
+        print(f"banyan-server migrate: {exc.message}", file=sys.stderr)
+        return 2
 
 
 def _one_line(exc: BaseException) -> str:

@@ -219,6 +219,11 @@ class Feed:
                 "oldest_seq": oldest,
             }
             await self._write(ws, transport, [text_frame(json.dumps(hello))])
+            if self._ring.head < head:
+                # Only right after a start (the hub read the head from the
+                # store, no batch came since): the ring holds nothing and
+                # must send cursors before the head to the store.
+                self._ring.skip(head)
             sent = head if since is None else min(since, head)
             # Older than what is kept, or ahead of the feed (the database was
             # restored or replaced, its seqs start over): either way the

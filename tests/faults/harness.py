@@ -5,6 +5,10 @@ async JSON client that records instead of raising, raw event-feed
 subscribers, and the end of a run (wait, stop the workers, look for orphans,
 read what the server recorded).
 
+A scene runs on SQLite (the server's file in the scene's directory) or, inside
+:func:`on_postgres`, on a fresh database of a PostgreSQL cluster; what the
+server recorded (attempts, event seqs) is read straight from whichever it is.
+
 Tasks are real shell commands. Each one appends ``TASK ATTEMPT PID start T``
 before its body and ``... end T`` after it succeeds; it first takes an
 ``flock`` on a file named after the task, and writes ``overlap`` if another
@@ -24,7 +28,8 @@ import signal
 import sqlite3
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -33,7 +38,8 @@ import aiohttp
 
 from banyan.ids import new_id
 from banyan.tokens import basic_auth_header
-from testbed import Cluster, Proc
+from testbed import FAST, Cluster, Proc, Server
+from testbed.postgres import Postgres
 from tests.e2e.helpers import processes_with_env
 from tests.faults.history import (
     Execution,
@@ -47,6 +53,32 @@ from tests.faults.history import (
 MARKER_ENV = "FAULT_MARKER"
 FINISHED = ("terminated", "cancelled")
 
+_postgres: list[Postgres] = []  # the cluster scenes are made on, inside on_postgres()
+
+
+@contextlib.contextmanager
+def on_postgres(cluster: Postgres) -> Iterator[None]:
+    """Scenes made inside this block run on a fresh database of ``cluster``."""
+    _postgres.append(cluster)
+    try:
+        yield
+    finally:
+        _postgres.pop()
+
+
+def store_name() -> str:
+    """The store scenes made now run on: ``sqlite`` or ``postgresql``."""
+    return "postgresql" if _postgres else "sqlite"
+
+
+def _new_cluster(workdir: Path) -> Cluster:
+    if not _postgres:
+        return Cluster(workdir)
+    # Scenes are made inside running event loops: the database is made on a thread.
+    with ThreadPoolExecutor(1) as pool:
+        url = pool.submit(_postgres[-1].new_database_sync, "fault").result()
+    return Cluster(workdir, server=Server(workdir, settings=FAST, db_url=url))
+
 
 class Scene:
     def __init__(self, workdir: Path, fault: str) -> None:
@@ -57,7 +89,7 @@ class Scene:
         self.marks = workdir / "marks.log"
         self.locks = workdir / "locks"
         self.locks.mkdir(exist_ok=True)
-        self.cluster = Cluster(workdir)
+        self.cluster = _new_cluster(workdir)
         self.history = History()
         self.started = time.monotonic()
 
@@ -84,6 +116,12 @@ class Scene:
             **fields,
         }
 
+    @property
+    def database(self) -> Path | str:
+        """The server's database: its SQLite file, or its PostgreSQL URL."""
+        server = self.cluster.server
+        return server.db_url if server.db_url is not None else server.db
+
     def executions(self) -> list[Execution]:
         return read_executions(self.marks)
 
@@ -103,7 +141,7 @@ class Scene:
     async def record(self, api: Api, feeds: list[Subscriber]) -> None:
         h = self.history
         h.executions = self.executions()
-        h.attempts = server_attempts(self.cluster.db)
+        h.attempts = server_attempts(self.database)
         tasks = await api.find_all({}, {"state": 1})
         h.present = {t["_id"] for t in tasks}
         h.final_states = {t["_id"]: t["state"] for t in tasks}
@@ -113,9 +151,7 @@ class Scene:
                 await wait_true(partial(_caught_up, sub, head), 60, "a subscriber to catch up")
                 await sub.stop()
                 h.feeds.append(sub.feed)
-            h.reference_seqs = reference_seqs(
-                self.cluster.db, min(s.feed.since for s in feeds), head
-            )
+            h.reference_seqs = reference_seqs(self.database, min(s.feed.since for s in feeds), head)
 
     def close(self) -> None:
         self.cluster.close()
@@ -168,17 +204,29 @@ async def wait_true(
         await asyncio.sleep(interval)
 
 
-def server_attempts(db: Path) -> list[ServerAttempt]:
-    """Every attempt the server recorded (read-only, straight from its database)."""
+def _query(db: Path | str, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Rows of ``sql`` (``?`` placeholders), read straight from the server's
+    database: its SQLite file (read-only) or its PostgreSQL URL."""
+    if isinstance(db, str):
+        import psycopg  # a dev dependency: blocking reads, as sqlite3's
+
+        with psycopg.connect(db, connect_timeout=30) as conn:
+            return list(conn.execute(sql.replace("?", "%s"), args).fetchall())  # type: ignore[arg-type]
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
-        rows = conn.execute(
-            "SELECT task_id, attempt, worker, execution_key, time_started, time_terminated, "
-            "exit_status FROM attempts"
-        ).fetchall()
+        return list(conn.execute(sql, args).fetchall())
+
+
+def server_attempts(db: Path | str) -> list[ServerAttempt]:
+    """Every attempt the server recorded (read-only, straight from its database)."""
+    rows = _query(
+        db,
+        "SELECT task_id, attempt, worker, execution_key, time_started, time_terminated, "
+        "exit_status FROM attempts",
+    )
     return [ServerAttempt(*row) for row in rows]
 
 
-def open_attempts(db: Path, worker: str) -> list[ServerAttempt]:
+def open_attempts(db: Path | str, worker: str) -> list[ServerAttempt]:
     return [a for a in server_attempts(db) if a.worker == worker and a.ended is None]
 
 
@@ -355,11 +403,10 @@ async def feed_head(api: Api) -> int:
         return int(json.loads(msg.data)["seq"])
 
 
-def reference_seqs(db: Path, since: int, head: int) -> list[int]:
+def reference_seqs(db: Path | str, since: int, head: int) -> list[int]:
     """Every event seq the server stored after ``since`` up to ``head`` (the reference,
     read straight from its database rather than from the feed under test)."""
-    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)) as conn:
-        rows = conn.execute(
-            "SELECT seq FROM events WHERE seq > ? AND seq <= ? ORDER BY seq", (since, head)
-        ).fetchall()
+    rows = _query(
+        db, "SELECT seq FROM events WHERE seq > ? AND seq <= ? ORDER BY seq", (since, head)
+    )
     return [int(r[0]) for r in rows]

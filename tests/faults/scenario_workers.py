@@ -114,7 +114,7 @@ async def _run(workdir: Path, scale: int, *, kind: Kind, faults: int, seed: int)
             detections.append(lost_at[victim] - hit)
             abandoned = [
                 a
-                for a in server_attempts(cluster.db)
+                for a in server_attempts(scene.database)
                 if a.worker == victim
                 and a.exit_status == ABANDONED
                 and (a.task, a.attempt) not in scene.history.abandoned
@@ -170,12 +170,12 @@ async def _victim(scene: Scene, live: list[str], long_ids: set[str]) -> str | No
     while time.monotonic() < deadline:
         now = time.time()
         for name in live:
-            held = open_attempts(scene.cluster.db, name)
+            held = open_attempts(scene.database, name)
             if any(a.task in long_ids and now - a.started < 1.0 for a in held):
                 return name
         await asyncio.sleep(0.05)
     for name in live:
-        if open_attempts(scene.cluster.db, name):
+        if open_attempts(scene.database, name):
             return name
     return None
 

@@ -23,11 +23,13 @@ from server.domain import access, claims
 from server.domain import events as E
 from server.domain import transitions as T
 from server.domain.dependencies import Result
+from server.domain.documents import row_to_doc
 from server.stores.base import ClaimedAttempt
 from server.stores.postgres import graph
 from server.stores.postgres import queries as Q
 from server.stores.postgres.db import Tx
 from server.stores.postgres.rows import dumps, loads
+from server.stores.postgres.tokens import check_not_revoked, check_revoked
 
 SYSTEM = Caller(name="server", role=Role.ADMIN)
 
@@ -51,10 +53,15 @@ async def claim(
     prefetch: int = 0,
     capacity: Resources | None = None,
 ) -> list[ClaimedAttempt]:
-    """``Store.claim``: what the claim policy picks, then queued attempts."""
+    """``Store.claim``: what the claim policy picks, then queued attempts; the
+    claiming token is checked first (``tokens.check_not_revoked``), in the
+    same round trip as the first scan."""
     if limit <= 0 or not queues:
+        await check_not_revoked(tx, token)
         return []
-    chosen = await _scan(tx, queues, Amounts.of(free), limit, now, remaining_s, claims.pack)
+    chosen = await _scan(
+        tx, queues, Amounts.of(free), limit, now, remaining_s, claims.pack, token=token
+    )
     attempts = await _start(tx, chosen, worker=worker, token=token, now=now, queued=False)
     if prefetch > 0 and capacity is not None:
         whole = Amounts.of(capacity)
@@ -71,11 +78,13 @@ async def _scan(
     now: float,
     remaining_s: float | None,
     pack: Packer,
+    *,
+    token: str | None = None,
 ) -> list[Candidate]:
+    """The candidates the policy packs; with ``token``, that token is checked too."""
     bound = claims.prefilter(within)
     begun, lifetime = claims.time_bounds(now, remaining_s)
-    rows = await tx.fetch(
-        Q.CLAIM_CANDIDATES.format(order=claims.ORDER),
+    args = [
         list(queues),
         bound.cores,
         int(min(bound.memory, 2**62)),
@@ -83,8 +92,21 @@ async def _scan(
         begun,
         lifetime,
         claims.scan_limit(limit),
-    )
+    ]
+    if token is None:
+        rows = await tx.fetch(_CANDIDATES, *args)
+    else:
+        checked = await tx.fetch(_CANDIDATES_CHECKED, *args, token)
+        if not checked:
+            await check_not_revoked(tx, token)
+        else:
+            check_revoked(token, checked[0][0])
+        rows = [row[1:] for row in checked]
     return pack((_candidate(row) for row in rows), within, limit, lambda c: c[0])
+
+
+_CANDIDATES = Q.CLAIM_CANDIDATES.format(order=claims.ORDER)
+_CANDIDATES_CHECKED = Q.CLAIM_CANDIDATES_CHECKED.format(order=claims.ORDER)
 
 
 async def _start(
@@ -96,17 +118,21 @@ async def _start(
     now: float,
     queued: bool,
 ) -> list[ClaimedAttempt]:
+    """Start (or queue) an attempt of each chosen task: one round trip for all."""
+    if not chosen:
+        return []
+    ids = [row[0] for _, _, row in chosen]
+    keys = [secrets.token_urlsafe(16) for _ in chosen]
+    # A queued attempt has no start time until the worker says its process started.
+    started = dict(
+        await tx.fetch(
+            Q.START_ATTEMPTS, worker, None if queued else now, now, ids, token, queued, keys
+        )
+    )
     attempts = []
-    for _, request, row in chosen:
+    for (_, request, row), key in zip(chosen, keys, strict=True):
         task_id, *_, name, queue, command, env, cwd, grace, time_limit = row
-        key = secrets.token_urlsafe(16)
-        # A queued attempt has no start time until the worker says its process started.
-        attempt, available_from = await tx.fetchrow(
-            Q.START_ATTEMPT, worker, None if queued else now, now, task_id
-        )
-        await tx.execute(
-            Q.INSERT_ATTEMPT, task_id, attempt, key, worker, token, now, queued, available_from
-        )
+        attempt = started[task_id]
         task = T.TaskRef(task_id, State.AVAILABLE, name, queue)
         tx.add_events(now, [T.claimed(task, worker=worker, attempt=attempt)])
         attempts.append(
@@ -146,11 +172,28 @@ def _candidate(row: Sequence[Any]) -> Candidate:
 
 
 async def _current(
-    tx: Tx, task_id: str, execution_key: str, caller: Caller, worker: str | None = None
+    tx: Tx,
+    task_id: str,
+    execution_key: str,
+    caller: Caller,
+    worker: str | None = None,
+    *,
+    token: str | None = None,
 ) -> Any:
     """The task's current attempt (its row locked), if ``execution_key`` names
-    it and the caller (and the connected ``worker``) holds it."""
-    row = await tx.fetchrow(Q.CURRENT_ATTEMPT, task_id)
+    it and the caller (and the connected ``worker``) holds it; with ``token``,
+    that token is checked first (``tokens.check_not_revoked``), in the same
+    round trip."""
+    if token is None:
+        row = await tx.fetchrow(Q.CURRENT_ATTEMPT, task_id)
+    else:
+        checked = await tx.fetchrow(Q.CURRENT_ATTEMPT_CHECKED, task_id, token)
+        if checked is None:
+            await check_not_revoked(tx, token)
+            row = None
+        else:
+            check_revoked(token, checked[0])
+            row = checked[1:]
     if row is None:
         raise NotFound(f"no task with id {task_id}")
     current = access.CurrentAttempt(task_id, row[1], row[6], row[7], row[10])
@@ -186,15 +229,17 @@ async def finish(
     actor: Actor = Actor.WORKER,
     worker: str | None = None,
     undelivered: bool = False,
-) -> bool:
-    """The attempt ended (``transitions.end_attempt``); False when this exact
-    report was applied already."""
-    row = await _current(tx, task_id, execution_key, caller, worker)
+    token: str | None = None,
+) -> dict[str, Any] | None:
+    """The attempt ended (``transitions.end_attempt``): the task's document
+    after it, or None when this exact report was applied already. With
+    ``token``, that token is checked first (``tokens.check_not_revoked``)."""
+    row = await _current(tx, task_id, execution_key, caller, worker, token=token)
     state, attempt, retry_count, max_retry, name, queue = row[:6]
     ended, recorded, abandons, max_abandons = row[8], row[9], row[12], row[13]
     if ended is not None:
         if recorded == exit_status:
-            return False
+            return None
         raise Conflict(f"attempt {attempt} of task {task_id} already ended with '{recorded}'")
     if not is_abandonment(exit_status):
         abandons = max_abandons = 0
@@ -211,24 +256,27 @@ async def finish(
     )
     outcome = end.outcome
     usage_json = None if usage is None else dumps(usage)
-    await tx.execute(Q.END_ATTEMPT, now, exit_status, exit_code, usage_json, task_id, attempt)
-    await tx.execute(
-        Q.END_TASK_ATTEMPT,
-        outcome.state.value,
+    *columns, continuations, open_edges = await tx.fetchrow(
+        Q.END_ATTEMPT_AND_TASK,
+        now,
         exit_status,
         exit_code,
-        now,
-        int(outcome.retry),
-        now,
-        int(outcome.abandoned),
+        usage_json,
         task_id,
+        attempt,
+        outcome.state.value,
+        int(outcome.retry),
+        int(outcome.abandoned),
     )
     tx.add_events(now, [end.event])
-    if outcome.release:
+    # Settling changes the continuations' rows, never this task's: its
+    # document is final. Without an open edge there is nothing to settle (an
+    # edge added meanwhile waits on this task's row lock, then sees it ended).
+    if outcome.release and open_edges:
         await graph.settle(tx, [(task_id, Result.SUCCEEDED)], origin=task_id, now=now)
-    if outcome.cascade_cancel:
+    if outcome.cascade_cancel and open_edges:
         await graph.settle(tx, [(task_id, Result.FAILED)], origin=task_id, now=now)
-    return True
+    return row_to_doc(tuple(columns), list(continuations))
 
 
 async def finish_as_system(
@@ -278,8 +326,7 @@ async def mark_started(
         raise Conflict(f"attempt {attempt} of task {task_id} has ended")
     if not queued:
         return  # already started: a repeated report is harmless
-    await tx.execute(Q.MARK_ATTEMPT_STARTED, time, task_id, attempt)
-    await tx.execute(Q.MARK_TASK_STARTED, time, now, task_id)
+    await tx.execute(Q.MARK_STARTED, time, now, task_id, attempt)
 
 
 async def unqueue(

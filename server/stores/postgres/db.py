@@ -3,20 +3,28 @@ one listening connection for the commits of other servers, and group commit.
 
 ``write(op)`` queues ``op`` (an async function of a :class:`Tx`); one loop
 per server takes everything queued and runs it as one READ COMMITTED
-transaction, each op in its own savepoint, and commits once: concurrent
-requests share one WAL flush, as on SQLite. An op that raises is undone
-alone; one that meets a deadlock with another server is undone and runs
+transaction and commits once: concurrent requests share one WAL flush, as
+on SQLite. An op that raises before it changed anything (a refusal after its
+reads) fails alone; when one raises after a change, or PostgreSQL fails,
+the batch is rolled back and runs again with each op in its own savepoint
+(two round trips more per op, so only then): an op that raises is undone
+alone, and one that meets a deadlock with another server is undone and runs
 again in the next batch (bounded), after this batch's locks are gone.
 
-The events the ops append (``tx.add_events``) are inserted last, after
-``pg_advisory_xact_lock(EVENTS_LOCK)``: only one transaction at a time, on
-any server, can be between taking a ``seq`` and committing, so ``seq`` order
-is commit order and a subscriber that has read seq N can never later find a
-smaller seq committed (the "outbox trap"). The lock is held for the insert
-and the commit only, not while the changes run. The same statement queues a
-``NOTIFY`` on ``CHANNEL`` (sent at commit, with this server's id), which
-every other server's listening connection turns into its commit listeners;
-a server's own commits call them at once.
+Inserts that no other write of the batch can depend on (the tasks of a
+create that nobody can name yet) may be queued with ``tx.defer``: the
+batch runs each such statement once, for all its ops, before the events.
+
+The events the ops append (``tx.add_events``) are inserted last, by one
+statement that first takes ``pg_advisory_xact_lock(EVENTS_LOCK)`` (an
+InitPlan, run before its first row takes a seq): only one transaction at a
+time, on any server, can be between taking a ``seq`` and committing, so
+``seq`` order is commit order and a subscriber that has read seq N can never
+later find a smaller seq committed (the "outbox trap"). The lock is held for
+the insert and the commit only, not while the changes run. The same
+statement queues a ``NOTIFY`` on ``CHANNEL`` (sent at commit, with this
+server's id), which every other server's listening connection turns into
+its commit listeners; a server's own commits call them at once.
 
 Failures of PostgreSQL itself become the client-facing errors: 507 for a
 full disk, 503 for an unreachable or restarting server.
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -33,7 +42,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
-from banyan.errors import Conflict, InsufficientStorage, Unavailable
+from banyan.errors import BanyanError, Conflict, InsufficientStorage, Unavailable
 from banyan.events import Event, encode_data
 from server.domain.events import task_id_of
 from server.stores.postgres import migrations
@@ -58,27 +67,64 @@ def _fresh(exc: Exception) -> BaseException:
     return map_error(exc)
 
 
-class Tx:
-    """One transaction (or read snapshot) on a connection, and the events it appends."""
+@functools.lru_cache(maxsize=1024)
+def _writes(sql: str) -> bool:
+    # Conservative: only a plain SELECT (FOR UPDATE takes locks, changes nothing)
+    # counts as a read; a WITH may hold an INSERT or an UPDATE.
+    return sql.lstrip()[:6].upper() != "SELECT"
 
-    def __init__(self, conn: Any) -> None:
+
+def columns_of(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows as one list per column (parameters of an ``unnest`` insert)."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+class _Redo(Exception):
+    """A batch without savepoints must be undone and run again with them."""
+
+
+class Tx:
+    """One transaction (or read snapshot) on a connection, and the events it
+    appends; ``wrote`` says whether it sent a statement that may change rows."""
+
+    def __init__(self, conn: Any, *, deferring: bool = False) -> None:
         self.conn = conn
         self.events: list[tuple[float, str, str | None, str]] = []
+        self.wrote = False
+        self.deferred: dict[str, list[list[Sequence[Any]]]] | None = {} if deferring else None
+
+    def defer(self, sql: str, *row_lists: Sequence[Sequence[Any]]) -> bool:
+        """Queue rows for ``sql`` (a statement taking one array per column of
+        each row list, in order), run once for the whole batch, before its
+        events; False (nothing queued: run it now) when this transaction
+        does not defer (a batch run again with savepoints). Only for inserts
+        that no other write of the batch can depend on."""
+        if self.deferred is None:
+            return False
+        lists = self.deferred.setdefault(sql, [[] for _ in row_lists])
+        for into, rows in zip(lists, row_lists, strict=True):
+            into.extend(rows)
+        return True
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        self.wrote = self.wrote or _writes(sql)
         return list(await self.conn.fetch(sql, *args))
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
+        self.wrote = self.wrote or _writes(sql)
         return await self.conn.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
+        self.wrote = self.wrote or _writes(sql)
         return await self.conn.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
+        self.wrote = self.wrote or _writes(sql)
         return str(await self.conn.execute(sql, *args))
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         if args:
+            self.wrote = self.wrote or _writes(sql)
             await self.conn.executemany(sql, args)
 
     def add_events(self, now: float, events: Iterable[Event]) -> None:
@@ -104,6 +150,14 @@ def map_error(exc: BaseException) -> BaseException:
     return original
 
 
+async def _keep_session(_conn: Any) -> None:
+    """Pool ``reset``: nothing to undo (asyncpg still rolls back an open
+    transaction). The store sets no session settings, takes only
+    transaction-scoped advisory locks, opens no cursors and LISTENs on its own
+    connection, so asyncpg's default reset query would be one more round trip
+    per pooled call for nothing."""
+
+
 class Database:
     def __init__(self, dsn: str, *, pool_size: int = 10, batch_max_ops: int = 512) -> None:
         self.dsn = dsn
@@ -114,6 +168,7 @@ class Database:
         self._relisten: asyncio.Task[None] | None = None
         self.on_commit: list[Callable[[], None]] = []
         self.retries = 0  # writes run again after a deadlock or serialization failure
+        self.redos = 0  # batches run again with savepoints (an op failed after a write)
         self.batch_max_ops = batch_max_ops
         self.batches = 0  # committed transactions, for benchmarks
         self.ops = 0  # operations in them
@@ -136,6 +191,7 @@ class Database:
             min_size=1,
             max_size=self.pool_size,
             statement_cache_size=512,
+            reset=_keep_session,
             timeout=CONNECT_TIMEOUT_S,  # a database gone mid-run: 503 after this, not a hang
         )
         await self._listen()
@@ -252,25 +308,46 @@ class Database:
                 future.set_exception(_fresh(exc))
 
     async def _run_batch(self, batch: list[_Pending]) -> tuple[list[_Result], list[_Pending]]:
-        """One transaction for the batch, each op in its own savepoint (when
-        there are several): an op that fails is undone alone; one that meets a
-        deadlock is undone and deferred to the next batch."""
+        """One transaction for the batch. Several ops first run without
+        savepoints (each savepoint is two more round trips): an op that fails
+        before it wrote anything needs no undoing. Only when one fails after
+        a write, or PostgreSQL itself fails (which aborts the whole
+        transaction), is everything rolled back and the batch run again with
+        a savepoint per op: then an op that fails is undone alone, and one
+        that meets a deadlock is undone and deferred to the next batch."""
+        live = [item for item in batch if not item[1].done()]
+        if len(live) > 1:
+            try:
+                return await self._run_ops(live, savepoints=False)
+            except _Redo:
+                self.redos += 1
+        return await self._run_ops(live, savepoints=len(live) > 1)
+
+    async def _run_ops(
+        self, live: list[_Pending], *, savepoints: bool
+    ) -> tuple[list[_Result], list[_Pending]]:
         results: list[_Result] = []
         deferred: list[_Pending] = []
         events: list[tuple[float, str, str | None, str]] = []
-        live = [item for item in batch if not item[1].done()]
+        inserts: dict[str, list[list[Sequence[Any]]]] = {}  # Tx.defer, of the ops that succeeded
         assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction():
             for op, future, tries in live:
-                tx = Tx(conn)
-                savepoint = conn.transaction() if len(live) > 1 else None
+                tx = Tx(conn, deferring=not savepoints)
+                savepoint = conn.transaction() if savepoints else None
                 if savepoint is not None:
                     await savepoint.start()
                 try:
                     value = await op(tx)
                 except Exception as exc:
                     if savepoint is None:
-                        raise  # the only op: the whole transaction goes
+                        if len(live) == 1:
+                            raise  # the only op: the whole transaction goes
+                        if tx.wrote or not isinstance(exc, BanyanError):
+                            raise _Redo() from exc
+                        # Refused before it changed anything (it only took locks): alone.
+                        results.append((future, False, exc))
+                        continue
                     await savepoint.rollback()
                     state = getattr(exc, "sqlstate", None)
                     if state in _RETRY and tries + 1 < ATTEMPTS:
@@ -281,8 +358,19 @@ class Database:
                     continue
                 if savepoint is not None:
                     await savepoint.commit()
+                for sql, row_lists in (tx.deferred or {}).items():
+                    lists = inserts.setdefault(sql, [[] for _ in row_lists])
+                    for into, rows in zip(lists, row_lists, strict=True):
+                        into.extend(rows)
                 events += tx.events
                 results.append((future, True, value))
+            try:
+                for sql, row_lists in inserts.items():
+                    await conn.execute(sql, *(c for rows in row_lists for c in columns_of(rows)))
+            except Exception as exc:
+                if len(live) > 1:
+                    raise _Redo() from exc  # which op's rows failed? Again, one by one
+                raise
             if events:
                 await self.flush_events(conn, events)
         return results, deferred
@@ -290,16 +378,20 @@ class Database:
     async def flush_events(
         self, conn: Any, events: list[tuple[float, str, str | None, str]]
     ) -> None:
-        """Insert ``events`` last in the transaction, after the events lock:
+        """Insert ``events`` last in the transaction, under the events lock
+        (taken by the same statement, before its first row takes a ``seq``):
         seq order = commit order (module docstring)."""
+        times, types, tasks, data = zip(*events, strict=True)
         await conn.execute(
-            "SELECT pg_advisory_xact_lock($1), pg_notify($2, $3)",
+            Q.INSERT_EVENTS_LOCKED,
+            list(times),
+            list(types),
+            list(tasks),
+            list(data),
             EVENTS_LOCK,
             CHANNEL,
             self.server_id,
         )
-        times, types, tasks, data = zip(*events, strict=True)
-        await conn.execute(Q.INSERT_EVENTS, list(times), list(types), list(tasks), list(data))
 
     async def read(self, op: Callable[[Tx], Awaitable[T]], *, snapshot: bool = True) -> T:
         """Run ``op`` on a pooled connection; in one consistent snapshot

@@ -20,14 +20,29 @@ _ETAG: Final = "substr(md5(random()::text || clock_timestamp()::text), 1, 20)"
 # --- claims ------------------------------------------------------------------------
 # Formatted with ``server.domain.claims.ORDER``. Parameters: queues, max cores,
 # max memory, max gpus, now, remaining lifetime or NULL, how many to look at.
+# One ordered scan of the claim index per queue (a LATERAL subquery: with
+# ``queue = ANY(array)`` PostgreSQL 15 cannot read that index in order, and
+# would read and sort every available task of the queues on every claim),
+# then the best of them; each queue's scan locks what it returns.
+_CLAIM_COLUMNS: Final = (
+    "id, cores, memory, gpus, requested_resources::text, name, queue, command, "
+    "env::text, cwd, max_termination_time, time_limit"
+)
 CLAIM_CANDIDATES: Final = (
-    "SELECT id, cores, memory, gpus, requested_resources::text, name, queue, command, "
-    "env::text, cwd, max_termination_time, time_limit FROM tasks "
-    "WHERE state = 'available' AND queue = ANY($1::text[]) "
+    f"SELECT {_CLAIM_COLUMNS} FROM unnest($1::text[]) AS q(wanted) CROSS JOIN LATERAL ("
+    f"SELECT {_CLAIM_COLUMNS}, priority FROM tasks "
+    "WHERE state = 'available' AND queue = q.wanted "
     "AND cores <= $2 AND memory <= $3 AND gpus <= $4 "
     "AND (not_before IS NULL OR not_before <= $5) "
     "AND (time_limit IS NULL OR time_limit <= coalesce($6::float8, time_limit)) "
-    "ORDER BY {order} LIMIT $7 FOR UPDATE SKIP LOCKED"
+    "ORDER BY {order} LIMIT $7 FOR UPDATE SKIP LOCKED) AS c "
+    "ORDER BY {order} LIMIT $7"
+)
+# The same with, as a first column, whether the claiming token was revoked
+# (NULL: it lives), in one round trip; parameter 8 is the token's name. (No
+# rows: the token is checked on its own, TOKEN_STATE.)
+CLAIM_CANDIDATES_CHECKED: Final = CLAIM_CANDIDATES.replace(
+    "SELECT ", "SELECT (SELECT revoked FROM tokens WHERE name = $8), ", 1
 )
 # Parameters: queues, the task's priority, its id, how many (pending reasons).
 TASKS_AHEAD: Final = (
@@ -38,15 +53,19 @@ TASKS_AHEAD: Final = (
 NEXT_BEGIN: Final = (
     "SELECT min(not_before) FROM tasks WHERE state = 'available' AND not_before > $1"
 )
-START_ATTEMPT: Final = (
-    "UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = $1, "
+# A task's attempt starts (or is queued): the task's row and the attempt's,
+# for several tasks in one round trip.
+# Parameters: worker, time started (NULL for a queued attempt), now, task ids,
+# token, queued, execution keys (one per task id, in order).
+START_ATTEMPTS: Final = (
+    "WITH t AS (UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = $1, "
     "exit_status = NULL, exit_code = NULL, time_started = $2, time_terminated = NULL, "
-    f"progress = NULL, updated = $3, etag = {_ETAG} WHERE id = $4 "
-    "RETURNING attempt, coalesce(available_since, created)"
-)
-INSERT_ATTEMPT: Final = (
-    "INSERT INTO attempts (task_id, attempt, execution_key, worker, token, time_started, "
-    "queued, available_from) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+    f"progress = NULL, updated = $3, etag = {_ETAG} WHERE id = ANY($4::text[]) "
+    "RETURNING id, attempt, coalesce(available_since, created) AS available_from), "
+    "a AS (INSERT INTO attempts (task_id, attempt, execution_key, worker, token, "
+    "time_started, queued, available_from) SELECT t.id, t.attempt, k.key, $1, $5, $3, $6, "
+    "t.available_from FROM t JOIN unnest($4::text[], $7::text[]) AS k(id, key) ON k.id = t.id) "
+    "SELECT id, attempt FROM t"
 )
 
 # --- state changes (server.domain.transitions.Kind → its statement) -------------
@@ -126,6 +145,11 @@ CURRENT_ATTEMPT: Final = (  # locks the task
     "FROM tasks t LEFT JOIN attempts a ON a.task_id = t.id AND a.attempt = t.attempt "
     "WHERE t.id = $1 FOR UPDATE OF t"
 )
+# The same with, as a first column, whether a token was revoked (NULL: it
+# lives), in one round trip; parameter 2 is the token's name.
+CURRENT_ATTEMPT_CHECKED: Final = CURRENT_ATTEMPT.replace(
+    "SELECT ", "SELECT (SELECT revoked FROM tokens WHERE name = $2), ", 1
+)
 ATTEMPT_OF_KEY: Final = "SELECT attempt FROM attempts WHERE task_id = $1 AND execution_key = $2"
 END_ATTEMPT: Final = (
     "UPDATE attempts SET time_terminated = $1, exit_status = $2, exit_code = $3, "
@@ -136,10 +160,11 @@ END_TASK_ATTEMPT: Final = (
     f"retry_count = retry_count + $5, updated = $6, etag = {_ETAG}, "
     "abandon_count = abandon_count + $7 WHERE id = $8"
 )
-MARK_ATTEMPT_STARTED: Final = (
-    "UPDATE attempts SET queued = false, time_started = $1 WHERE task_id = $2 AND attempt = $3"
-)
-MARK_TASK_STARTED: Final = (
+# A queued attempt's process started: the attempt's row and the task's.
+# Parameters: time started, now, task id, attempt.
+MARK_STARTED: Final = (
+    "WITH a AS (UPDATE attempts SET queued = false, time_started = $1 "
+    "WHERE task_id = $3 AND attempt = $4) "
     f"UPDATE tasks SET time_started = $1, updated = $2, etag = {_ETAG} WHERE id = $3"
 )
 SET_PROGRESS: Final = "UPDATE tasks SET progress = $1::jsonb, updated = $2 WHERE id = $3"
@@ -188,19 +213,51 @@ GET_TASK: Final = (
     f"SELECT {TASK_BY_ID}, ARRAY(SELECT c.child FROM continuations c "
     "WHERE c.parent = tasks.id ORDER BY c.position) FROM tasks WHERE id = $1"
 )
+# END_ATTEMPT and END_TASK_ATTEMPT in one round trip (a worker's report), returning the task's
+# document row (as GET_TASK) and whether it has continuations still to settle.
+# Parameters: now, exit status, exit code, usage, task id, attempt, new
+# state, retries to add, abandons to add.
+END_ATTEMPT_AND_TASK: Final = (
+    "WITH a AS (UPDATE attempts SET time_terminated = $1, exit_status = $2, exit_code = $3, "
+    "usage = $4::jsonb WHERE task_id = $5 AND attempt = $6) "
+    "UPDATE tasks SET state = $7, exit_status = $2, exit_code = $3, time_terminated = $1, "
+    f"retry_count = retry_count + $8, updated = $1, etag = {_ETAG}, "
+    f"abandon_count = abandon_count + $9 WHERE id = $5 RETURNING {TASK_BY_ID}, "
+    "ARRAY(SELECT c.child FROM continuations c WHERE c.parent = tasks.id ORDER BY c.position), "
+    "EXISTS (SELECT 1 FROM continuations c WHERE c.parent = tasks.id AND NOT c.released)"
+)
 TASK_EXISTS: Final = "SELECT 1 FROM tasks WHERE id = $1"
-INSERT_TASKS: Final = (
+_INSERT_TASKS: Final = (
     "INSERT INTO tasks (id, name, command, state, queue, priority, max_retry_count, "
     "pending_dependency_count, max_termination_time, estimated_runtime, requested_resources, "
     "cores, memory, gpus, env, cwd, owner, created, updated, etag, job, run_when, "
-    "time_limit, not_before, max_abandon_count) "
-    "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15::jsonb, "
-    "$16, $17, $18, $19, $20, $21, $22, $23, $24, $25)"
+    "time_limit, not_before, max_abandon_count)"
+)
+# Jobs and their tasks in one round trip (of one create, or of all the
+# simple creates of a group commit: ``Tx.defer``), one array per column: the
+# tasks' in _INSERT_TASKS's order ($1-$25), then the jobs' id, name, owner
+# and creation time ($26-$29).
+_TASK_ARRAYS: Final = (
+    "$1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::int8[], $7::int8[], "
+    "$8::int8[], $9::float8[], $10::float8[], $11::text[], $12::float8[], $13::int8[], "
+    "$14::int8[], $15::text[], $16::text[], $17::text[], $18::float8[], $19::float8[], "
+    "$20::text[], $21::text[], $22::text[], $23::float8[], $24::float8[], $25::int8[]"
+)
+INSERT_JOB_AND_TASKS: Final = (
+    "WITH j AS (INSERT INTO jobs (id, name, owner, created) SELECT * FROM "
+    "unnest($26::text[], $27::text[], $28::text[], $29::float8[])) "
+    + _INSERT_TASKS
+    + " SELECT r.id, r.name, r.command, r.state, r.queue, r.priority, r.max_retry_count, "
+    "r.pending, r.grace, r.estimated, r.resources::jsonb, r.cores, r.memory, r.gpus, "
+    "r.env::jsonb, r.cwd, r.owner, r.created, r.updated, r.etag, r.job, r.run_when, "
+    f"r.time_limit, r.not_before, r.max_abandons FROM unnest({_TASK_ARRAYS}) AS r(id, name, "
+    "command, state, queue, priority, max_retry_count, pending, grace, estimated, resources, "
+    "cores, memory, gpus, env, cwd, owner, created, updated, etag, job, run_when, time_limit, "
+    "not_before, max_abandons)"
 )
 INSERT_CONTINUATION: Final = (
     "INSERT INTO continuations (parent, child, position) VALUES ($1, $2, $3)"
 )
-INSERT_JOB: Final = "INSERT INTO jobs (id, name, owner, created) VALUES ($1, $2, $3, $4)"
 FIRST_TAKEN_ID: Final = "SELECT id, owner FROM tasks WHERE id = ANY($1::text[]) LIMIT 1"
 STATE_OWNER_OF_IDS: Final = (
     "SELECT id, state, owner FROM tasks WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE"
@@ -235,6 +292,15 @@ INSERT_EVENTS: Final = (
     "SELECT e.time, e.type, e.task_id, e.data FROM unnest("
     "$1::float8[], $2::text[], $3::text[], $4::text[]) WITH ORDINALITY "
     "AS e(time, type, task_id, data, n) ORDER BY e.n"
+)
+# The same, under the events lock, with the commit's NOTIFY, in one round trip.
+# Parameters 5-7: the lock key, the channel, this server's id. The uncorrelated
+# subquery is an InitPlan that gates the scan (a "One-Time Filter"): it runs
+# once, before the first row (and so before the first seq) is produced.
+INSERT_EVENTS_LOCKED: Final = (
+    INSERT_EVENTS.removesuffix(" ORDER BY e.n")
+    + " WHERE (SELECT true FROM pg_advisory_xact_lock($5::bigint), pg_notify($6, $7))"
+    " ORDER BY e.n"
 )
 EVENTS_SINCE: Final = (
     "SELECT seq, time, type, data FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"

@@ -30,7 +30,7 @@ from server.domain.submit import (
 from server.stores.base import CreatedTask
 from server.stores.postgres import graph
 from server.stores.postgres import queries as Q
-from server.stores.postgres.db import Tx
+from server.stores.postgres.db import Tx, columns_of
 from server.stores.postgres.rows import apply_changes, dumps, get_doc, new_etag
 
 
@@ -121,9 +121,12 @@ async def create_tasks(
             )
         )
     if ids:
-        name = job_name if job_name is not None else items[0].name
-        await tx.execute(Q.INSERT_JOB, ids[0], name, caller.name, now)
-    await tx.executemany(Q.INSERT_TASKS, rows)
+        job = (ids[0], job_name if job_name is not None else items[0].name, caller.name, now)
+        # Tasks nobody else can name yet (ids of ours, no edges, nothing to
+        # make ready) are inserted with the batch's other such creates.
+        alone = not chosen and not internal and not external and not ready
+        if not (alone and tx.defer(Q.INSERT_JOB_AND_TASKS, rows, [job])):
+            await tx.execute(Q.INSERT_JOB_AND_TASKS, *columns_of(rows), *columns_of([job]))
     await tx.executemany(
         Q.INSERT_CONTINUATION,
         [
