@@ -100,6 +100,11 @@ DERIVED: Final = {
 }
 # PostgreSQL columns the SQLite schema does not have: rebuilt by the query above.
 REBUILT: Final = {"attempts.available_from"}
+# PostgreSQL-only state of the servers running on the database
+# (``postgres/cluster.py``): nothing to copy; after a copy it is empty, and
+# the copied workers recorded as connected are on no live server, so the
+# first server started takes them over after their silence, as on SQLite.
+RUNTIME: Final = {"servers", "workers.server", "workers.draining"}
 
 
 @dataclass
