@@ -9,15 +9,19 @@ too) without ``--ca-cert``."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
+import socket
 from pathlib import Path
 
 from banyan.constants import LOCAL_ADMIN_TOKEN_NAME
 from banyan.errors import NotFound
 from banyan.tokens import Role
+from server.domain.tokens import NAME_MAX
 from server.settings import Settings
 from server.stores.base import Store
+from server.stores.cluster import SharedStore
 
 
 def read_client_file(path: Path) -> dict[str, str]:
@@ -51,16 +55,51 @@ def local_url(settings: Settings) -> str:
 async def ensure_local_admin(store: Store, settings: Settings, *, url: str) -> Path:
     """Reuse the token in the client file if the store still accepts it, else
     make a new local admin token; write the file with the current URL (and,
-    serving HTTPS, the certificate to trust)."""
+    serving HTTPS, the certificate to trust).
+
+    A revoked token's name is never given again, so each new local admin
+    token has a name of its own: ``local-admin@HOST``, then
+    ``local-admin@HOST-2``… The ones it replaces are revoked: on a store only
+    this server serves (SQLite), every earlier local admin token (the file
+    was lost or its token revoked: whoever copied it loses it); on a shared
+    one (several servers), only the one this server's file names, so a
+    server never takes the local token of another."""
     path = settings.client_file
-    token = read_client_file(path).get("token")
+    saved_before = read_client_file(path)
+    token = saved_before.get("token")
     caller = await store.verify_token(token) if token else None
+    name = saved_before.get("token_name", "")
     if caller is None or caller.role is not Role.ADMIN:
-        with contextlib.suppress(NotFound):
-            await store.revoke_token(LOCAL_ADMIN_TOKEN_NAME)
-        token = await store.create_token(LOCAL_ADMIN_TOKEN_NAME, Role.ADMIN)
+        name, token = await _new_local_admin(
+            store, shared=isinstance(store, SharedStore), previous=name
+        )
     saved = {"server": url, "token": token}
+    if name:
+        saved["token_name"] = name
     if settings.tls_cert is not None and url.startswith("https://"):
         saved["ca_cert"] = str(settings.tls_cert.resolve())
     write_private(path, json.dumps(saved, indent=2) + "\n")
     return path
+
+
+def _is_local_admin(name: str) -> bool:
+    return name == LOCAL_ADMIN_TOKEN_NAME or name.startswith(LOCAL_ADMIN_TOKEN_NAME + "@")
+
+
+async def _new_local_admin(store: Store, *, shared: bool, previous: str) -> tuple[str, str]:
+    """Revoke what the new local admin token replaces; make it: (name, token)."""
+    tokens = await store.list_tokens()
+    replaced = {
+        info.name
+        for info in tokens
+        if not info.revoked and (info.name == previous if shared else _is_local_admin(info.name))
+    }
+    for old in sorted(replaced):
+        with contextlib.suppress(NotFound):  # revoked meanwhile (another process)
+            await store.revoke_token(old)
+    host = "".join(c for c in socket.gethostname() if c.isprintable() and c != " ") or "localhost"
+    base = f"{LOCAL_ADMIN_TOKEN_NAME}@{host}"[: NAME_MAX - 8]
+    taken = {info.name for info in tokens}
+    names = itertools.chain([base], (f"{base}-{k}" for k in itertools.count(2)))
+    name = next(n for n in names if n not in taken)
+    return name, await store.create_token(name, Role.ADMIN)

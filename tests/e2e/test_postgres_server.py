@@ -136,3 +136,28 @@ async def _feed(server: Server, tasks: set[str]) -> list[dict[str, Any]]:
         follower.cancel()
         await asyncio.gather(follower, return_exceptions=True)
     return seen
+
+
+def test_servers_with_their_own_client_files_keep_their_own_local_admin(
+    tmp_path: Path, postgres: Postgres
+) -> None:
+    """Servers on separate machines each write their own client file: the
+    second must not revoke the first one's local admin token (it did, and then
+    could not start: a revoked name is never given again)."""
+    url = postgres.new_database_sync("admins")
+    a = Server(tmp_path / "a", name="a", settings=FAST, db_url=url)
+    b = Server(tmp_path / "b", name="b", settings=FAST, db_url=url)
+    for server in (a, b):
+        server.tmp.mkdir(parents=True, exist_ok=True)
+    a.start()
+    try:
+        b.start()
+        try:
+            assert a.token != b.token
+            for server in (a, b):  # each token works on both servers
+                for other in (a, b):
+                    assert Http(other.url, server.token).get("/tasks").status == 200
+        finally:
+            b.stop(grace_s=5)
+    finally:
+        a.stop(grace_s=5)

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import aiohttp
 import pytest
 
 from banyan.tokens import basic_auth_header
-from testbed import Server
+from testbed import SERVER, Http, Server, clean_env
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +78,33 @@ async def test_kill_9_loses_nothing_acknowledged(server: Server) -> None:
                     missing.append(task_id)
     assert missing == []
     assert total >= len(acknowledged)
+
+
+def test_a_lost_client_file_gets_a_new_local_admin_and_the_old_one_is_revoked(
+    server: Server,
+) -> None:
+    """A revoked token's name is never given again: each new local admin token
+    has a name of its own, and the one it replaces stops working (whoever
+    copied the old file loses it). This used to stop the server from starting."""
+    server.start()
+    first = json.loads(server.client_file.read_text())
+    assert first["token_name"].startswith("local-admin@")
+    assert server.signal(signal.SIGTERM) == 0
+    server.client_file.unlink()
+    server.start()
+    second = json.loads(server.client_file.read_text())
+    assert second["token"] != first["token"]
+    assert second["token_name"] == first["token_name"] + "-2"
+    old = Http(server.url, first["token"])
+    assert old.get("/tasks").status == 401
+    assert Http(server.url, second["token"]).get("/tasks").status == 200
+    listing = subprocess.run(
+        [str(SERVER), "token", "list", "--db", str(server.db)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=clean_env(),
+        check=True,
+    ).stdout
+    status = {line.split("\t")[0]: line.split("\t")[-1] for line in listing.splitlines()[1:]}
+    assert status[first["token_name"]] == "revoked" and status[second["token_name"]] == "active"
