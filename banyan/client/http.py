@@ -93,13 +93,14 @@ class Client(FeedMethods):
         timeout_s: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
         transport: Transport = "aiohttp",
-        submit_retries: int = SUBMIT_RETRIES,
-        retry_first_s: float = RETRY_FIRST_S,
+        submit_retries: int | None = None,
+        retry_first_s: float | None = None,
     ) -> None:
         self.connection = connection
         self._timeout_s = timeout_s
-        self.submit_retries = submit_retries
-        self.retry_first_s = retry_first_s
+        # None: the module's figures, read now (so a test can shorten them).
+        self.submit_retries = SUBMIT_RETRIES if submit_retries is None else submit_retries
+        self.retry_first_s = RETRY_FIRST_S if retry_first_s is None else retry_first_s
         self.ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else connection.ssl
         self.transport = transport
         self._session: aiohttp.ClientSession | None = None
