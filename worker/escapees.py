@@ -13,6 +13,7 @@ import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 
 ENV_KILL_ROUNDS = 5  # a scan can miss a child forked meanwhile: again, bounded
 
@@ -76,20 +77,25 @@ def remove_scope(scope: str) -> None:
 def _kill_carriers(markers: list[tuple[bytes, bytes]]) -> int:
     """SIGKILL every process whose environment has both entries of a marker."""
     killed = 0
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
+    for pid in _other_pids():
         try:
-            with open(f"/proc/{name}/environ", "rb") as environ:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
                 entries = set(environ.read().split(b"\0"))
         except OSError:
             continue
         if any(task in entries and attempt in entries for task, attempt in markers):
             with contextlib.suppress(OSError):
-                os.kill(int(name), signal.SIGKILL)
+                os.kill(pid, signal.SIGKILL)
                 killed += 1
     return killed
+
+
+def _other_pids() -> Iterator[int]:
+    """Every process's pid but this one's (from /proc)."""
+    me = os.getpid()
+    for name in os.listdir("/proc"):
+        if name.isdigit() and int(name) != me:
+            yield int(name)
 
 
 def unregistered_shells(worker: int, registered: set[int]) -> set[int]:
@@ -99,19 +105,15 @@ def unregistered_shells(worker: int, registered: set[int]) -> set[int]:
     one; the fence must stop it with the rest. The worker cannot reap a child
     while frozen, so none of these numbers has gone to someone else."""
     found: set[int] = set()
-    me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        if pid == me or pid in registered:
+    for pid in _other_pids():
+        if pid in registered:
             continue
         try:
-            with open(f"/proc/{name}/stat", "rb") as stat:
+            with open(f"/proc/{pid}/stat", "rb") as stat:
                 fields = stat.read().rsplit(b")", 1)[1].split()
             if int(fields[1]) != worker or int(fields[2]) != pid:
                 continue
-            with open(f"/proc/{name}/environ", "rb") as environ:
+            with open(f"/proc/{pid}/environ", "rb") as environ:
                 if b"\0BANYAN_TASK_ID=" not in b"\0" + environ.read():
                     continue
         except (OSError, ValueError, IndexError):

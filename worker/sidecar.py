@@ -45,10 +45,6 @@ def _no_notice(pgids: list[int]) -> None:
     pass
 
 
-def _no_strays(registered: set[int]) -> set[int]:
-    return set()
-
-
 class Fence:
     """The sidecar's state: registered groups and the lease's two deadlines.
 
@@ -60,7 +56,7 @@ class Fence:
         self,
         clock: Callable[[], float] = time.monotonic,
         notify: Callable[[list[int]], None] = _no_notice,
-        strays: Callable[[set[int]], set[int]] = _no_strays,
+        strays: Callable[[set[int]], set[int]] | None = None,
     ) -> None:
         self.clock = clock
         self.notify = notify
@@ -119,15 +115,16 @@ class Fence:
 
     def _strays_due(self) -> bool:
         """A lapse of the lease not yet looked at for unregistered shells."""
-        return self.strays is not _no_strays and self._strays_seen != self.term_at
+        return self.strays is not None and self._strays_seen != self.term_at
 
     def enforce(self) -> None:
         """Signal what the lease says is due."""
         now = self.clock()
         if self.term_at is not None and now >= self.term_at:
-            if self._strays_seen != self.term_at:  # one /proc scan per lapse
+            strays = self.strays
+            if strays is not None and self._strays_seen != self.term_at:  # one scan a lapse
                 self._strays_seen = self.term_at
-                self.registered |= self.strays(self.registered)
+                self.registered |= strays(self.registered)
             groups = sorted(self.registered - self._termed)
             if groups:
                 logger.error(
