@@ -49,7 +49,7 @@ from __future__ import annotations
 import logging
 
 from worker.box import Box, Containment
-from worker.cgroups import CgroupContainment, cgroup_procs, try_cgroup
+from worker.cgroups import CgroupContainment, cgroup2_mount, cgroup_procs, try_cgroup
 from worker.subreaper import MANAGED_PIDS, SubreaperContainment, set_child_subreaper
 
 __all__ = [
@@ -80,6 +80,13 @@ def detect(*, enforce_memory: bool = False, kind: str = "auto") -> Containment:
             raise ValueError(f"--containment cgroup: {found}")
     if isinstance(found, CgroupContainment):
         chosen: Containment = found
+        if not found.favors_dynmods:
+            log.info(
+                "cgroup v2 is mounted without favordynmods: a task started after an idle "
+                "spell waits ~10 ms in the kernel for its cgroup; "
+                "`mount -o remount,favordynmods %s` (Linux 6.0+, as root) removes that wait",
+                cgroup2_mount(),
+            )
         if enforce_memory and not found.enforce_memory:
             log.warning("--enforce-memory: no memory controller in %s; not enforced", found.scope)
     elif set_child_subreaper():

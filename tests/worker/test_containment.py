@@ -20,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from worker import containment
+from worker import cgroups, containment
 from worker.containment import CgroupContainment, Containment, SubreaperContainment
 from worker.runner import RunningTask, TaskSpec, start
 
@@ -311,5 +311,37 @@ async def test_the_peak_is_the_cgroups_memory_peak(strays: list[int]) -> None:
         result = await asyncio.wait_for(task.wait(), WAIT_S)
         assert result.exit_status == "success"
         assert result.usage["peak_rss_bytes"] >= 150_000_000
+    finally:
+        chosen.close()
+
+
+MOUNTINFO_HYBRID = [
+    "35 24 0:31 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755\n",
+    "36 35 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n",
+    "41 35 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate\n",
+]
+
+
+def test_the_cgroup2_mount_and_its_favordynmods_option_are_read_from_mountinfo() -> None:
+    found = cgroups.parse_mountinfo(MOUNTINFO_HYBRID)
+    assert found == (Path("/sys/fs/cgroup/unified"), {"rw", "nsdelegate"})
+    favoring = [*MOUNTINFO_HYBRID[:2], MOUNTINFO_HYBRID[2].replace("nsdelegate", "favordynmods")]
+    found = cgroups.parse_mountinfo(favoring)
+    assert found is not None and "favordynmods" in found[1]
+    assert cgroups.parse_mountinfo(MOUNTINFO_HYBRID[:2]) is None  # v1 only
+    assert cgroups.parse_mountinfo(["garbage\n", "1 2 - cgroup2\n"]) is None
+
+
+def test_a_worker_without_favordynmods_says_how_to_avoid_the_wait_at_each_idle_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level("INFO", logger="worker.containment")
+    try:
+        chosen = containment.detect(kind="cgroup")
+    except ValueError:
+        pytest.skip("no writable cgroup v2 here")
+    try:
+        hinted = "favordynmods" in caplog.text
+        assert hinted == (not cgroups.favors_dynmods())
     finally:
         chosen.close()
