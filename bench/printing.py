@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import background_cores
+from worker.cgroups import parse_mountinfo
 
 SHARED_CPU_NOTE = (
     "note: the load generator (this process, aiohttp client) and the server share the "
@@ -43,7 +44,23 @@ def machine() -> list[tuple[str, str]]:
         ("python", platform.python_version()),
         ("sqlite", sqlite3.sqlite_version),
         ("aiohttp", aiohttp.__version__),
+        ("cgroup v2", _cgroup2()),
     ]
+
+
+def _cgroup2() -> str:
+    """Where the unified hierarchy is and whether a move between cgroups can
+    wait for the kernel (see docs/guide/workers.rst, Containment)."""
+    try:
+        found = parse_mountinfo(Path("/proc/self/mountinfo").read_text().splitlines())
+    except OSError:
+        found = None
+    if found is None:
+        return "none (workers use subreaper containment)"
+    mount, options = found
+    if "favordynmods" in options:
+        return f"{mount}, favordynmods (moves never wait for an RCU grace period)"
+    return f"{mount}, no favordynmods (the first spawn after an idle spell waits ~10 ms)"
 
 
 def cpu_count() -> int:
