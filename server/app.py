@@ -21,6 +21,7 @@ from server.settings import Settings
 from server.stores import open_store
 from server.stores.base import Store
 from server.views import jobs, misc, openapi, stats, tasks, workers
+from server.views.reasons import FIT_VIEW, FitView
 
 # aiohttp's HTTP parser limits, named here on purpose (they are its defaults): a
 # request line or a header over 8190 bytes, or over 128 headers, is refused
@@ -41,6 +42,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     the_store = store or open_store(settings)
     app[STORE] = the_store
     app[AUTH] = Authenticator(the_store, cache_s=settings.token_cache_s)
+    app[FIT_VIEW] = FitView()
     hub = app[HUB] = EventHub(the_store)
     gateway = app[GATEWAY] = Gateway(the_store, settings, hub)
     feed = app[FEED] = Feed(

@@ -70,6 +70,8 @@ class Gateway(Frames):
             log.exception("worker %s: gateway failure", session.name)
             await ws.close(code=1011, message=b"internal error")
         finally:
+            if session.woken:  # woken for a task it will not claim now
+                self._wake_others(session)
             if self.sessions.get(session.name) is session:
                 del self.sessions[session.name]
                 if clean:

@@ -35,7 +35,9 @@ class Frames(GatewayBase):
         if session.revoked or session.lost:  # the socket is being closed
             return
         if isinstance(frame, p.Heartbeat):
-            session.draining = frame.draining
+            if session.draining != frame.draining:
+                session.draining = frame.draining
+                self.sessions.changes += 1  # it serves no more, or again
             if frame.seq is not None:  # last_seen was reset when it was read: say so
                 await session.send(p.HeartbeatAck(seq=frame.seq))
         elif isinstance(frame, p.Hello):
@@ -48,6 +50,8 @@ class Frames(GatewayBase):
     async def _claim(self, session: Session, frame: p.Claim) -> None:
         if frame.remaining_s is not None:  # the worker's own count is the one to trust
             session.deadline = time.monotonic() + frame.remaining_s
+        session.free = frame.free
+        woken, session.woken = session.woken, False
         if session.draining:
             attempts: list[ClaimedAttempt] = []
         else:
@@ -76,6 +80,8 @@ class Frames(GatewayBase):
             if attempt.get("queued"):
                 session.queued.add(attempt["task"])
         await session.send(p.Assigned(attempts=[p.AssignedAttempt(**a) for a in attempts]))
+        if woken and not any(not a.get("queued") for a in attempts):
+            self._wake_others(session)  # what woke it may fit another worker
         if session.idle:
             await self._reclaim_for(session)
 

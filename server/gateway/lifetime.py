@@ -1,15 +1,26 @@
 """The worker gateway's state and everything it does on its own: start and
 stop, closing the connections of revoked tokens, pushing ``work_available``
 and ``cancel`` when the event hub sees tasks change, and the monitor that
-declares a silent worker lost."""
+declares a silent worker lost.
+
+``work_available`` goes to as many workers of a queue as tasks became
+available in it, the idle ones with the most free cores first, not to all
+of them: with hundreds of idle workers, waking every one for each new task
+made each single ``POST /tasks`` send hundreds of frames (and, with real
+workers, start hundreds of claims for one task). A worker woken by name
+whose claim then finds nothing it can start wakes the others
+(``Frames._claim``), so a task that only some workers fit still reaches one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import time
-from collections.abc import Collection
+from collections import Counter
+from collections.abc import Collection, Iterable
 from typing import Any
 
 from banyan import protocol as p
@@ -18,7 +29,7 @@ from banyan.states import State
 from banyan.supervise import SideTasks
 from server.begins import BeginTimer
 from server.gateway.cluster import ClusterLiveness, monitor_period_s
-from server.gateway.session import Session
+from server.gateway.session import Session, Sessions
 from server.hub import Event, EventHub
 from server.settings import Settings
 from server.stores.base import Store
@@ -33,7 +44,7 @@ class GatewayBase:
     def __init__(self, store: Store, settings: Settings, hub: EventHub) -> None:
         self._store = store
         self._settings = settings
-        self.sessions: dict[str, Session] = {}
+        self.sessions = Sessions()
         self.last_seen: dict[str, float] = {}  # monotonic; also for workers not connected now
         self._joining: dict[str, asyncio.Lock] = {}
         self._monitor: asyncio.Task[Any] | None = None
@@ -44,6 +55,7 @@ class GatewayBase:
         # Several servers share the store: liveness is agreed through it (``cluster``).
         self._cluster = ClusterLiveness(store, settings) if isinstance(store, SharedStore) else None
         self._retired = False
+        self._turn = itertools.count()  # rotates the wake order among equals
         hub.subscribe(self._on_events)
 
     # --- lifetime --------------------------------------------------------------
@@ -93,22 +105,24 @@ class GatewayBase:
     # --- pushes ----------------------------------------------------------------
 
     def _on_events(self, events: list[Event]) -> None:
-        queues: set[str] = set()
+        arrived: Counter[str] = Counter()  # queue -> tasks that became available
         cancels: list[str] = []
         for event in events:
             data = event["data"]
             if event["type"] in ("task.state", "task.created"):
                 if data.get("state") == State.AVAILABLE:
-                    queues.add(data.get("queue", ""))
+                    arrived[data.get("queue", "")] += 1
                 elif data.get("state") == State.PENDING_CANCELLATION:
                     cancels.append(data["_id"])
-        if not queues and not cancels:
+        if not arrived and not cancels:
             return
-        if queues:
+        woken: set[str] = set()
+        if arrived:
             self._begins.poke()
+            woken = self._to_wake(arrived)
         for session in list(self.sessions.values()):
             frames: list[Any] = []
-            if queues.intersection(session.queues) and not session.draining:
+            if session.name in woken:
                 frames.append(p.WorkAvailable())
             frames += [
                 p.Cancel(task=t, execution_key=session.held[t])
@@ -117,6 +131,47 @@ class GatewayBase:
             ]
             for frame in frames:
                 self._spawn(session.send(frame))
+
+    def _to_wake(self, arrived: Counter[str]) -> set[str]:
+        """The workers to wake for ``arrived`` (queue -> new available tasks):
+        per queue, that many of its serving workers, idle ones first, then by
+        free cores at their last claim; all of them when there are fewer. A
+        worker woken by name is marked ``woken`` (see ``Frames._claim``)."""
+        turn = next(self._turn)
+        chosen: set[str] = set()
+        by_name: set[str] = set()
+        for queue, count in arrived.items():
+            serving = [s for s in self._serving(self.sessions.values()) if queue in s.queues]
+            if count >= len(serving):
+                chosen.update(s.name for s in serving)
+                continue
+            ranked = sorted(
+                serving,
+                key=lambda s: (
+                    not s.idle,
+                    -(s.free.cores if s.free is not None else 0.0),
+                    (hash(s.name) + turn) % len(serving),
+                ),
+            )
+            picked = [s.name for s in ranked[:count]]
+            chosen.update(picked)
+            by_name.update(picked)
+        for name in by_name:
+            self.sessions[name].woken = True
+        return chosen
+
+    @staticmethod
+    def _serving(sessions: Iterable[Session]) -> list[Session]:
+        """The sessions that may be given work now."""
+        return [s for s in sessions if not s.draining and not s.revoked and not s.lost]
+
+    def _wake_others(self, session: Session) -> None:
+        """``session`` was woken by name and found nothing it could start:
+        wake every other worker of its queues (one of them may fit)."""
+        mine = set(session.queues)
+        for other in self._serving(self.sessions.values()):
+            if other is not session and mine.intersection(other.queues):
+                self._spawn(other.send(p.WorkAvailable()))
 
     def _push_work_to_all(self) -> None:
         """A begin time came: every serving worker may claim again."""

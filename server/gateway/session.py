@@ -33,6 +33,11 @@ class Session:
     # Its last claim found nothing for a free slot: prefetch is granted to no
     # other worker of its queues meanwhile (it should start the next tasks).
     idle: bool = False
+    # What it said was free at its last claim (None before the first one).
+    free: Resources | None = None
+    # Woken by name for new tasks (not with everyone): if its next claim
+    # finds nothing it can start, the other workers of its queues are woken.
+    woken: bool = False
     revoked: bool = False  # its token was revoked: nothing more it sends is applied
     # Declared lost (silent past worker_timeout_s): nothing more it sends is
     # applied or answered, so no late ack can extend the worker's lease.
@@ -60,3 +65,19 @@ class Session:
         async with self.send_lock:
             with contextlib.suppress(ConnectionResetError, RuntimeError):
                 await self.ws.send_str(p.encode(frame))
+
+
+class Sessions(dict[str, Session]):
+    """The connected workers by name, counting their comings and goings
+    (``changes``), so that a view of the workers built from them can tell
+    whether it is still current."""
+
+    changes = 0
+
+    def __setitem__(self, name: str, session: Session) -> None:
+        self.changes += 1
+        super().__setitem__(name, session)
+
+    def __delitem__(self, name: str) -> None:
+        self.changes += 1
+        super().__delitem__(name)
