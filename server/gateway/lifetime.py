@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import itertools
 import logging
 import time
@@ -145,7 +146,8 @@ class GatewayBase:
             if count >= len(serving):
                 chosen.update(s.name for s in serving)
                 continue
-            ranked = sorted(
+            ranked = heapq.nsmallest(  # O(workers) for the usual one new task
+                count,
                 serving,
                 key=lambda s: (
                     not s.idle,
@@ -153,7 +155,7 @@ class GatewayBase:
                     (hash(s.name) + turn) % len(serving),
                 ),
             )
-            picked = [s.name for s in ranked[:count]]
+            picked = [s.name for s in ranked]
             chosen.update(picked)
             by_name.update(picked)
         for name in by_name:
