@@ -17,8 +17,10 @@ import pytest
 from banyan.models import TaskCreate
 from banyan.resources import Resources
 from banyan.tokens import Caller, Role
+from server.domain import claims
 from server.domain import events as E
 from server.stores.postgres import migrations
+from server.stores.postgres import queries as Q
 from server.stores.postgres.db import EVENTS_LOCK, Tx
 from server.stores.postgres.store import PostgresStore
 from testbed.postgres import Postgres
@@ -284,4 +286,32 @@ async def test_writes_queued_together_commit_together_and_fail_alone(url: str) -
         events = await store.events_since(0)
         assert [e["type"] for e in events] == ["task.created"] * 3
     finally:
+        await store.close()
+
+
+async def test_a_full_workers_claim_reads_the_coreless_index(url: str) -> None:
+    # The claim of a worker with no core free must not walk every available
+    # task: the planner has to see that its query matches the partial index,
+    # in the generic plan too (a prepared statement's, after a few runs), where
+    # only the condition the query repeats from the index can prove it.
+    store = PostgresStore(url)
+    await store.open()
+    conn = await asyncpg.connect(url)
+    try:
+        await store.create_tasks(
+            [TaskCreate.model_validate({"command": "true", "state": "available"})] * 200, ADMIN
+        )
+        await conn.execute("ANALYZE tasks")
+        await conn.execute("SET plan_cache_mode = force_generic_plan")
+        sql = Q.CLAIM_CANDIDATES_CORELESS_CHECKED.format(order=claims.ORDER)
+        types = "text[], float8, bigint, bigint, float8, float8, bigint, text"
+        await conn.execute(f"PREPARE coreless ({types}) AS {sql}")
+        now = repr(time.time())
+        rows = await conn.fetch(
+            f"EXPLAIN EXECUTE coreless ('{{default}}', 1e-9, 0, 0, {now}, NULL, 256, 'w')"
+        )
+        plan = "\n".join(row[0] for row in rows)
+        assert "tasks_claim_coreless" in plan, plan
+    finally:
+        await conn.close()
         await store.close()

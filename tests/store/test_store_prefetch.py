@@ -70,6 +70,21 @@ async def test_full_worker_claims_only_queued(store: Store) -> None:
     assert (await store.get_task(b))["state"] == "available"
 
 
+async def test_full_worker_still_gets_coreless_tasks_now(store: Store) -> None:
+    # A full worker's claim reads the core-less tasks from their own index
+    # (SQLite): it must still pick them in the claim order, and queue the rest.
+    (a,) = await available(store, 1)
+    b, c = await available(store, 2, requested_resources={"cores": 0})
+    (d,) = await available(store, 1, requested_resources={"cores": 0}, priority=5)
+    (e,) = await available(store, 1, requested_resources={"cores": 0.5})
+    found = await claim(store, free=Resources(cores=0, memory=0), prefetch=1)
+    assert [(x["task"], bool(x.get("queued"))) for x in found] == [(d, False), (a, True)]
+    found = await claim(store, free=Resources(cores=0, memory=0), prefetch=0)
+    assert [(x["task"], bool(x.get("queued"))) for x in found] == [(b, False)]
+    assert (await store.get_task(c))["state"] == "available"
+    assert (await store.get_task(e))["state"] == "available"
+
+
 async def test_returned_is_available_again_uncounted(store: Store) -> None:
     (a,) = await available(store, 1, max_retry_count=0)
     (attempt,) = await claim(store, free=Resources(cores=0, memory=0), prefetch=1)

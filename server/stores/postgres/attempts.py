@@ -93,10 +93,12 @@ async def _scan(
         lifetime,
         claims.scan_limit(limit),
     ]
+    coreless = bound.cores <= Q.CORELESS_CORES  # a full worker: its own small index
     if token is None:
-        rows = await tx.fetch(_CANDIDATES, *args)
+        rows = await tx.fetch(_CORELESS if coreless else _CANDIDATES, *args)
     else:
-        checked = await tx.fetch(_CANDIDATES_CHECKED, *args, token)
+        statement = _CORELESS_CHECKED if coreless else _CANDIDATES_CHECKED
+        checked = await tx.fetch(statement, *args, token)
         if not checked:
             await check_not_revoked(tx, token)
         else:
@@ -107,6 +109,8 @@ async def _scan(
 
 _CANDIDATES = Q.CLAIM_CANDIDATES.format(order=claims.ORDER)
 _CANDIDATES_CHECKED = Q.CLAIM_CANDIDATES_CHECKED.format(order=claims.ORDER)
+_CORELESS = Q.CLAIM_CANDIDATES_CORELESS.format(order=claims.ORDER)
+_CORELESS_CHECKED = Q.CLAIM_CANDIDATES_CORELESS_CHECKED.format(order=claims.ORDER)
 
 
 async def _start(

@@ -208,6 +208,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE workers ADD COLUMN IF NOT EXISTS draining boolean NOT NULL DEFAULT false;
     CREATE INDEX IF NOT EXISTS workers_server ON workers (server) WHERE state = 'connected';
     """,
+    # 3 (issue 12, dispatch CPU): the available tasks asking for (next to) no
+    # core, for the claim of a worker with no core free
+    # (queries.CLAIM_CANDIDATES_CORELESS); without it that claim walked every
+    # available task of the queue. Rows asking for more never enter it.
+    """
+    CREATE INDEX IF NOT EXISTS tasks_claim_coreless ON tasks (queue, priority DESC, id)
+        WHERE state = 'available' AND cores <= 1e-6;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -44,6 +44,16 @@ CLAIM_CANDIDATES: Final = (
 CLAIM_CANDIDATES_CHECKED: Final = CLAIM_CANDIDATES.replace(
     "SELECT ", "SELECT (SELECT revoked FROM tokens WHERE name = $8), ", 1
 )
+# A claim whose free share has no core left (a full worker refilling its
+# prefetch queue) can only get tasks asking for (next to) no core: those are in
+# the small partial index ``tasks_claim_coreless`` (migration 3), so the scan
+# does not walk every available task of the queue to find none. Used when the
+# cores bound is at most ``CORELESS_CORES``; the query repeats the index's
+# condition, which is what lets the planner use it.
+CORELESS_CORES: Final = 1e-6
+_CORELESS: Final = ("AND cores <= $2", "AND cores <= 1e-6 AND cores <= $2")
+CLAIM_CANDIDATES_CORELESS: Final = CLAIM_CANDIDATES.replace(*_CORELESS)
+CLAIM_CANDIDATES_CORELESS_CHECKED: Final = CLAIM_CANDIDATES_CHECKED.replace(*_CORELESS)
 # Parameters: queues, the task's priority, its id, how many (pending reasons).
 TASKS_AHEAD: Final = (
     "SELECT id, cores, memory, gpus, requested_resources::text FROM tasks "

@@ -84,8 +84,10 @@ def _scan(
     # The plain columns let SQLite skip what cannot fit even the whole of
     # ``within``; the policy then packs on plain numbers (no model per row).
     bound = claims.prefilter(within)
+    coreless = bound.cores <= Q.CORELESS_CORES  # a full worker: its own small index
+    statement = Q.CLAIM_CANDIDATES_CORELESS if coreless else Q.CLAIM_CANDIDATES
     cursor = conn.execute(
-        Q.CLAIM_CANDIDATES.format(queues=placeholders(len(queues)), order=claims.ORDER),
+        statement.format(queues=placeholders(len(queues)), order=claims.ORDER),
         (
             *queues,
             bound.cores,

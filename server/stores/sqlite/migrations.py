@@ -373,4 +373,13 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TRIGGER IF EXISTS task_counts_insert;
     DROP TRIGGER IF EXISTS job_counts_insert;
     """,
+    # 13, dispatch CPU (issue 12): the available tasks asking for (next to) no
+    # core, for the claim of a worker with no core free (queries.
+    # CLAIM_CANDIDATES_CORELESS). Without it that claim walked every available
+    # task. Rows asking for a core or more never enter it, so it costs their
+    # state changes nothing.
+    """
+    CREATE INDEX IF NOT EXISTS tasks_claim_coreless ON tasks (queue, priority DESC, id)
+        WHERE state = 'available' AND cores <= 1e-6;
+    """,
 )

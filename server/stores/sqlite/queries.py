@@ -29,6 +29,16 @@ CLAIM_CANDIDATES: Final = (
     "AND (time_limit IS NULL OR time_limit <= coalesce(?, time_limit)) "
     "ORDER BY {order} LIMIT ?"
 )
+# A claim whose free share has no core left (a full worker refilling its
+# prefetch queue) can only get tasks asking for (next to) no core; those are in
+# the small partial index ``tasks_claim_coreless`` (migration 13), so the scan
+# does not walk every available task to find none. Used when the cores bound is
+# at most ``CORELESS_CORES``; the literal in the WHERE clause is the index's own
+# (SQLite uses a partial index only when the query repeats its condition).
+CORELESS_CORES: Final = 1e-6
+CLAIM_CANDIDATES_CORELESS: Final = CLAIM_CANDIDATES.replace(
+    "INDEXED BY tasks_claim ", "INDEXED BY tasks_claim_coreless "
+).replace("AND cores <= ?", "AND cores <= 1e-6 AND cores <= ?")
 # The fields of a new task that most leave at their defaults (tasks.create_tasks).
 SET_TIME_AND_ABANDON: Final = (
     "UPDATE tasks SET time_limit = ?, not_before = ?, max_abandon_count = ? WHERE id = ?"
