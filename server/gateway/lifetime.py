@@ -95,6 +95,7 @@ class GatewayBase:
     def _on_events(self, events: list[Event]) -> None:
         queues: set[str] = set()
         cancels: list[str] = []
+        elsewhere: set[str] = set()  # queues another server's worker claimed from
         for event in events:
             data = event["data"]
             if event["type"] in ("task.state", "task.created"):
@@ -102,14 +103,30 @@ class GatewayBase:
                     queues.add(data.get("queue", ""))
                 elif data.get("state") == State.PENDING_CANCELLATION:
                     cancels.append(data["_id"])
-        if not queues and not cancels:
+                elif (
+                    self._cluster is not None
+                    and data.get("previous") == State.AVAILABLE
+                    and data.get("state") == State.RUNNING
+                    and data.get("worker") not in self.sessions
+                ):
+                    elsewhere.add(data.get("queue", ""))
+        if not queues and not cancels and not elsewhere:
             return
         if queues:
             self._begins.poke()
         for session in list(self.sessions.values()):
             frames: list[Any] = []
-            if queues.intersection(session.queues) and not session.draining:
+            if session.draining:
+                pass
+            elif queues.intersection(session.queues):
                 frames.append(p.WorkAvailable())
+            elif elsewhere.intersection(session.queues):
+                # See ``Session.claiming``: what that claim left is free once it
+                # committed (now); a worker that found nothing may find it.
+                if session.claiming:
+                    session.missed = True
+                elif session.idle:
+                    frames.append(p.WorkAvailable())
             frames += [
                 p.Cancel(task=t, execution_key=session.held[t])
                 for t in cancels

@@ -33,6 +33,14 @@ class Session:
     # Its last claim found nothing for a free slot: prefetch is granted to no
     # other worker of its queues meanwhile (it should start the next tasks).
     idle: bool = False
+    # A shared store (several servers): a claim of this worker is under way;
+    # ``missed``: meanwhile another server's worker claimed from its queues.
+    # A claim on PostgreSQL passes over the tasks another server's claim
+    # holds until that one commits, so an empty answer then may only mean
+    # "held elsewhere": the worker is told to claim again (``work_available``)
+    # when another server's claim is seen, during its claim or after.
+    claiming: bool = False
+    missed: bool = False
     revoked: bool = False  # its token was revoked: nothing more it sends is applied
     # Declared lost (silent past worker_timeout_s): nothing more it sends is
     # applied or answered, so no late ack can extend the worker's lease.
