@@ -208,6 +208,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE workers ADD COLUMN IF NOT EXISTS draining boolean NOT NULL DEFAULT false;
     CREATE INDEX IF NOT EXISTS workers_server ON workers (server) WHERE state = 'connected';
     """,
+    # 3: the worker's containment (cgroup, subreaper, group), from its hello;
+    # NULL for a worker that did not say (older than the field).
+    """
+    ALTER TABLE workers ADD COLUMN IF NOT EXISTS containment text;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -359,11 +359,12 @@ IDEMPOTENCY_SAVE: Final = (
 WORKER_STATE: Final = "SELECT state FROM workers WHERE name = $1 FOR UPDATE"  # locks
 UPSERT_WORKER: Final = (
     "INSERT INTO workers (name, token, state, capacity, queues, host, pid, connected, "
-    "last_seen, secret) VALUES ($1, $2, 'connected', $3::jsonb, $4::jsonb, $5, $6, $7, $7, $8) "
+    "last_seen, secret, containment) "
+    "VALUES ($1, $2, 'connected', $3::jsonb, $4::jsonb, $5, $6, $7, $7, $8, $9) "
     "ON CONFLICT (name) DO UPDATE SET token = excluded.token, state = 'connected', "
     "capacity = excluded.capacity, queues = excluded.queues, host = excluded.host, "
     "pid = excluded.pid, connected = excluded.connected, last_seen = excluded.last_seen, "
-    '"left" = NULL, secret = excluded.secret'
+    '"left" = NULL, secret = excluded.secret, containment = excluded.containment'
 )
 HELD_ATTEMPT_STATE: Final = (
     "SELECT t.state FROM tasks t JOIN attempts a ON a.task_id = t.id "
@@ -383,8 +384,8 @@ WORKER_IDENTITY: Final = (
 )
 CONNECTED_WORKERS: Final = "SELECT name FROM workers WHERE state = 'connected' ORDER BY name"
 LIST_WORKERS: Final = (
-    'SELECT name, state, capacity::text, queues::text, host, pid, connected, last_seen, "left" '
-    "FROM workers WHERE $1::text IS NULL OR name = $1 ORDER BY name"
+    'SELECT name, state, capacity::text, queues::text, host, pid, connected, last_seen, "left", '
+    "containment FROM workers WHERE $1::text IS NULL OR name = $1 ORDER BY name"
 )
 WORKER_RUNNING: Final = (
     "SELECT t.id, t.name, t.state, t.requested_resources::text, a.attempt, a.time_started, "

@@ -373,4 +373,9 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TRIGGER IF EXISTS task_counts_insert;
     DROP TRIGGER IF EXISTS job_counts_insert;
     """,
+    # 13, the worker's containment (cgroup, subreaper, group), from its hello;
+    # NULL for a worker that did not say (older than the field).
+    """
+    ALTER TABLE workers ADD COLUMN containment TEXT;
+    """,
 )
