@@ -96,6 +96,7 @@ class WorkerDoc(TypedDict, total=False):
     state: str  # idle, busy, draining, disconnected, lost, left
     host: str | None
     pid: int | None
+    containment: str | None  # cgroup, subreaper or group (its hello); None: not said
     queues: list[str]
     capacity: dict[str, Any]
     free: dict[str, Any]

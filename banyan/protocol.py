@@ -92,10 +92,14 @@ class Hello(BaseModel):
     secret: Secret | None = None
     # Seconds the worker has left (``banyan-worker --time-limit``); None: no lifetime.
     remaining_s: Annotated[float, Field(ge=0)] | None = None
+    # How the worker keeps a task's processes (``worker.containment``):
+    # ``cgroup``, ``subreaper`` or ``group`` (process groups only); shown in
+    # ``GET /workers``. None: a worker older than this field.
+    containment: Annotated[str, Field(min_length=1, max_length=32)] | None = None
 
     @model_serializer(mode="wrap")
     def _compat(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return _drop_none(handler(self), "remaining_s")
+        return _drop_none(handler(self), "remaining_s", "containment")
 
 
 class Heartbeat(BaseModel):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import socket
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -28,6 +30,7 @@ from server import stores
 from server.app import create_app
 from server.bootstrap import ensure_local_admin, local_url
 from server.keys import STORE
+from server.listening import bind_free_port
 from server.settings import Settings, Synchronous
 from server.stores import open_store, shown_location
 
@@ -149,8 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         if args.command == "token":
             return asyncio.run(_tokens(args, settings))
-        with stores.serving(settings, url=settings.base_url):
-            serve(settings)
+        with contextlib.ExitStack() as held:
+            sockets: list[socket.socket] = []
+            if settings.port == 0:  # bound here: the port picked is the one announced
+                sockets, port = bind_free_port(settings.host)
+                for sock in sockets:
+                    held.callback(sock.close)
+                settings = settings.model_copy(update={"port": port})
+            held.enter_context(stores.serving(settings, url=settings.base_url))
+            serve(settings, sockets=sockets)
     except BanyanError as exc:
         print(f"banyan-server: {exc.message}", file=sys.stderr)
         return 2
@@ -198,7 +208,10 @@ def _first_issue(exc: ValidationError) -> str:
     return f"{where}: {_one_line(Exception(first['msg']))}{more}"
 
 
-def serve(settings: Settings) -> None:
+def serve(settings: Settings, *, sockets: Sequence[socket.socket] = ()) -> None:
+    """Run the server until a signal stops it: on ``sockets`` (bound and
+    listening already, on ``settings.port``), else on ``settings.host`` and
+    ``settings.port``."""
     setup_logging(level=settings.log_level, log_format=settings.log_format)
     ssl_context = server_context(settings.tls_cert, settings.tls_key)
     app = create_app(settings)
@@ -245,8 +258,9 @@ def serve(settings: Settings) -> None:
     app.on_cleanup.append(stopped)  # after the store's cleanup context
     web.run_app(
         app,
-        host=settings.host,
-        port=settings.port,
+        host=None if sockets else settings.host,
+        port=None if sockets else settings.port,
+        sock=sockets or None,
         ssl_context=ssl_context,
         print=announce,
         access_log=logging.getLogger("aiohttp.access") if settings.access_log else None,

@@ -140,6 +140,7 @@ class Gateway(Frames):
             queues=hello.queues,
             host=hello.host,
             pid=hello.pid,
+            containment=hello.containment,
             held=held,
             same_process=proven,
             secret=identity.secret_digest(secret),

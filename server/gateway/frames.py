@@ -52,6 +52,7 @@ class Frames(GatewayBase):
             session.deadline = time.monotonic() + frame.remaining_s
         session.free = frame.free
         woken, session.woken = session.woken, False
+        session.claiming, session.missed = True, False
         if session.draining:
             attempts: list[ClaimedAttempt] = []
         else:
@@ -60,7 +61,7 @@ class Frames(GatewayBase):
                 max_prefetch=self._settings.max_prefetch,
                 others_idle=self._others_idle(session),
             )
-            attempts = await self._retrying(
+            claiming = self._retrying(
                 session,
                 lambda: self._store.claim(
                     worker=session.name,
@@ -73,8 +74,15 @@ class Frames(GatewayBase):
                     capacity=session.capacity,
                 ),
             )
+            try:
+                attempts = await claiming
+            finally:
+                session.claiming = False
+            # Set with no await since ``claiming`` ended: an event seen after
+            # it finds the session idle and wakes it (``_on_events``).
             has_room = not Amounts.of(frame.free).no_cores_left
             session.idle = has_room and not any(not a.get("queued") for a in attempts)
+        session.claiming = False
         for attempt in attempts:
             session.held[attempt["task"]] = attempt["execution_key"]
             if attempt.get("queued"):
@@ -83,6 +91,8 @@ class Frames(GatewayBase):
         if woken and not any(not a.get("queued") for a in attempts):
             self._wake_others(session)  # what woke it may fit another worker
         if session.idle:
+            if session.missed:  # another server's claim may have held what it wanted
+                await session.send(p.WorkAvailable())
             await self._reclaim_for(session)
 
     async def _reclaim_for(self, idle: Session) -> None:

@@ -108,6 +108,7 @@ class GatewayBase:
     def _on_events(self, events: list[Event]) -> None:
         arrived: Counter[str] = Counter()  # queue -> tasks that became available
         cancels: list[str] = []
+        elsewhere: set[str] = set()  # queues another server's worker claimed from
         for event in events:
             data = event["data"]
             if event["type"] in ("task.state", "task.created"):
@@ -115,7 +116,14 @@ class GatewayBase:
                     arrived[data.get("queue", "")] += 1
                 elif data.get("state") == State.PENDING_CANCELLATION:
                     cancels.append(data["_id"])
-        if not arrived and not cancels:
+                elif (
+                    self._cluster is not None
+                    and data.get("previous") == State.AVAILABLE
+                    and data.get("state") == State.RUNNING
+                    and data.get("worker") not in self.sessions
+                ):
+                    elsewhere.add(data.get("queue", ""))
+        if not arrived and not cancels and not elsewhere:
             return
         woken: set[str] = set()
         if arrived:
@@ -123,8 +131,17 @@ class GatewayBase:
             woken = self._to_wake(arrived)
         for session in list(self.sessions.values()):
             frames: list[Any] = []
-            if session.name in woken:
+            if session.draining:
+                pass
+            elif session.name in woken:
                 frames.append(p.WorkAvailable())
+            elif elsewhere.intersection(session.queues):
+                # See ``Session.claiming``: what that claim left is free once it
+                # committed (now); a worker that found nothing may find it.
+                if session.claiming:
+                    session.missed = True
+                elif session.idle:
+                    frames.append(p.WorkAvailable())
             frames += [
                 p.Cancel(task=t, execution_key=session.held[t])
                 for t in cancels

@@ -38,6 +38,14 @@ class Session:
     # Woken by name for new tasks (not with everyone): if its next claim
     # finds nothing it can start, the other workers of its queues are woken.
     woken: bool = False
+    # A shared store (several servers): a claim of this worker is under way;
+    # ``missed``: meanwhile another server's worker claimed from its queues.
+    # A claim on PostgreSQL passes over the tasks another server's claim
+    # holds until that one commits, so an empty answer then may only mean
+    # "held elsewhere": the worker is told to claim again (``work_available``)
+    # when another server's claim is seen, during its claim or after.
+    claiming: bool = False
+    missed: bool = False
     revoked: bool = False  # its token was revoked: nothing more it sends is applied
     # Declared lost (silent past worker_timeout_s): nothing more it sends is
     # applied or answered, so no late ack can extend the worker's lease.

@@ -181,6 +181,7 @@ def _render(request: web.Request, worker: dict[str, Any]) -> dict[str, Any]:
         "state": state,
         "host": worker["host"],
         "pid": worker["pid"],
+        "containment": worker.get("containment"),
         "queues": worker["queues"],
         "capacity": worker["capacity"],
         "free": _free(worker["capacity"], worker["running"]),

@@ -91,6 +91,9 @@ def test_a_cancel_kills_the_setsid_child(cluster: Cluster, strays: list[int], ki
     if kind == "auto" and "containment: subreaper" in cluster.workers["w-cancel"].log_text():
         logged = "containment: subreaper"  # no writable cgroup v2 on this machine
     assert logged in cluster.workers["w-cancel"].log_text()
+    # The worker says so in its hello, and GET /workers shows it.
+    shown = cluster.http.workers()["w-cancel"]["containment"]
+    assert shown == ("cgroup" if "cgroup" in logged else "subreaper")
 
 
 @pytest.mark.parametrize("kind", ["auto", "subreaper"])

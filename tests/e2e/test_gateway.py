@@ -107,6 +107,19 @@ async def test_gateway_accepts_worker_and_admin_tokens(api: Api) -> None:
             assert welcome["server_timeout_s"] > 0
 
 
+async def test_the_containment_a_hello_names_is_shown_and_a_hello_without_one_is_accepted(
+    api: Api,
+) -> None:
+    # A worker older than the field says nothing: it joins as before.
+    async with worker(api, "w-old"), worker(api, "w-new", containment="subreaper"):
+        shown = (await api.get("/workers")).body["_items"]
+        assert {w["name"]: w["containment"] for w in shown} == {
+            "w-old": None,
+            "w-new": "subreaper",
+        }
+        assert (await api.get("/workers/w-new")).body["containment"] == "subreaper"
+
+
 # --- bad frames ------------------------------------------------------------------------------
 
 BAD_FIRST_FRAMES = {
@@ -120,6 +133,8 @@ BAD_FIRST_FRAMES = {
     "no-capacity": json.dumps({"type": "hello", "name": "w"}),
     "json-list": json.dumps([hello("w")]),
     "extra-field": json.dumps(hello("w", sudo=True)),
+    "containment-empty": json.dumps(hello("w", containment="")),
+    "containment-too-long": json.dumps(hello("w", containment="c" * 33)),
 }
 BAD_LATER_FRAMES = {
     "malformed-json": '{"type": "claim",',

@@ -8,6 +8,7 @@ one server is killed mid-run and nothing acknowledged is lost."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from testbed.cluster import FAST
 from testbed.postgres import Postgres
 from testbed.procs import stop_all
 from tests.e2e.multi_server import Pair, overlapping, runs, two_servers, wait_until
+from worker.agent.config import DEFAULT_PREFETCH
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 
@@ -218,62 +220,104 @@ async def waiting_on_lock(pair: Pair, *kinds: str) -> bool:
     return bool(rows[0][0])
 
 
-KILL_TASKS = 240
 A_WORKERS = ["wa1", "wa2"]
+WORKERS = [*A_WORKERS, "wb1"]
+SLOTS = 2  # each worker's cores: it runs two 1-core tasks at once
+DONE_BEFORE = 24  # tasks that end, acknowledged, before the kill
+# More gated tasks than the three workers can hold (running and prefetched),
+# so each worker is certain to fill its slots with them and some stay available.
+GATED = len(WORKERS) * (SLOTS + DEFAULT_PREFETCH) + SLOTS
+# A gated task says it started, then waits for the test's gate (an flock
+# the test holds: ``flock -s`` returns once it is let go).
+GATED_COMMAND = 'touch "$D/$BANYAN_TASK_ID" && flock -s "$D/gate" true'
 
 
 async def test_a_server_killed_mid_run_its_workers_fail_over_and_nothing_runs_twice(
-    pair: Pair,
+    pair: Pair, tmp_path: Path
 ) -> None:
     """``kill -9`` of server A: its workers (``--server A --server B``) go on
     through B, their running attempts are resumed and their results accepted."""
-    ids = await run_and_kill(pair, failover=True)
+    ids, hit = await run_and_kill(pair, tmp_path, failover=True)
     ran = await runs(pair)
     assert {t: r for t, r in ran.items() if len(r) != 1} == {}  # each ran once, accepted
     assert sorted(ran) == sorted(ids)
+    assert {t: ran[t][0][1] for t in hit} == hit  # resumed where it ran when A died
     assert await lost_names(pair) == []
 
 
 async def test_a_server_and_its_workers_killed_another_server_takes_them_over(
-    pair: Pair,
+    pair: Pair, tmp_path: Path
 ) -> None:
     """A machine dies with server A and A's workers: B declares each of them
     lost once (none of A's own monitor's doing: A is dead), their attempts
     are abandoned and run again, never twice at once."""
-    await run_and_kill(pair, failover=False)
+    _, hit = await run_and_kill(pair, tmp_path, failover=False)
     names = await lost_names(pair)
     assert sorted(names) == A_WORKERS  # each exactly once, by B
     assert all(
         f"worker {n} (of a server that stopped) lost" in pair.b.log_text(10**6) for n in names
     )
+    ran = await runs(pair)
+    # What ran on A's workers when they died ran again, on B's worker.
+    assert {t: [r[1] for r in ran[t]] for t in hit} == {t: [w, "wb1"] for t, w in hit.items()}
 
 
-async def run_and_kill(pair: Pair, *, failover: bool) -> list[str]:
+async def run_and_kill(
+    pair: Pair, tmp: Path, *, failover: bool
+) -> tuple[list[str], dict[str, str]]:
     """Workers on A (also given B with ``failover``) and on B run
-    ``KILL_TASKS`` tasks; A is killed (with its workers unless ``failover``)
-    while they run some. Checks that every acknowledged task ends in success,
-    no task ran twice at once, and B's feed has every event; returns the ids."""
+    ``DONE_BEFORE`` tasks to their end, then ``GATED`` tasks that wait on a
+    gate; A is killed (with its workers unless ``failover``) while every
+    worker runs gated tasks, and the gate opens after (with ``failover``,
+    once A's workers are on B: their tasks end through B). Checks that every
+    acknowledged task ends in success, no task ran twice at once, and B's
+    feed has every event. Returns the ids, and the tasks that ran on A's
+    workers when A was killed, with their worker.
+
+    Why a gate: the tasks cannot end before the kill, so the moment waited
+    for (tasks running on A's workers) is certain to come and stays until
+    the test moves on, however fast or slow the machine. With tasks that end
+    by themselves (``sleep``), a test that is late looking finds them done."""
     a, b = pair.servers
     feed_b = pair.subscribe(b)
     for name in A_WORKERS:
-        pair.start_worker(name, [a, b] if failover else [a], cores=2)
-    pair.start_worker("wb1", [b], cores=2)
+        pair.start_worker(name, [a, b] if failover else [a], cores=SLOTS)
+    pair.start_worker("wb1", [b], cores=SLOTS)
     await wait_until(lambda: len(pair.http(b).workers()) == 3, 30, "three workers")
-    task = {"command": "sleep 0.5", "state": "available"}
-    ids = pair.http(a).submit([{**task, "name": f"k{i}"} for i in range(KILL_TASKS)])
     done = {"state": "terminated"}
+    ids = pair.http(a).submit(
+        [{"command": "true", "name": f"d{i}", "state": "available"} for i in range(DONE_BEFORE)]
+    )
+    await wait_until(lambda: pair.http(b).count(done) == DONE_BEFORE, 60, "the first tasks")
+    marks = tmp / "marks"
+    marks.mkdir()
+    with (marks / "gate").open("w") as gate:
+        fcntl.flock(gate, fcntl.LOCK_EX)  # let go when the file closes, whatever happens
+        task = {"command": GATED_COMMAND, "env": {"D": str(marks)}, "state": "available"}
+        ids += pair.http(a).submit([{**task, "name": f"g{i}"} for i in range(GATED)])
 
-    def mid_run() -> bool:
-        """Some tasks done, and some running on A's workers (the kill hits them)."""
-        found = pair.http(b).workers()
-        running = [t for name in A_WORKERS for t in found[name]["running"]]
-        return bool(running) and pair.http(b).count(done) >= KILL_TASKS // 10
+        hit: dict[str, str] = {}
 
-    await wait_until(mid_run, 120, "tasks done, and in flight on A's workers")
-    assert a.proc is not None
-    doomed = [a.proc] if failover else [a.proc, *(pair.workers[n] for n in A_WORKERS)]
-    await asyncio.to_thread(stop_all, doomed, grace_s=0)  # kill -9
-    await wait_until(lambda: pair.http(b).count(done) == KILL_TASKS, 240, "every task done")
+        def in_flight() -> bool:
+            """Every worker runs ``SLOTS`` gated tasks, their processes started
+            (they stay so until the gate opens: ``hit`` notes A's workers' ones)."""
+            found = pair.http(b).workers()
+            running = {name: [t["task"] for t in found[name]["running"]] for name in WORKERS}
+            if not all(
+                len(tasks) == SLOTS and all((marks / t).exists() for t in tasks)
+                for tasks in running.values()
+            ):
+                return False
+            hit.update({t: name for name in A_WORKERS for t in running[name]})
+            return True
+
+        await wait_until(in_flight, 60, "gated tasks running on every worker")
+        assert a.proc is not None
+        doomed = [a.proc] if failover else [a.proc, *(pair.workers[n] for n in A_WORKERS)]
+        await asyncio.to_thread(stop_all, doomed, grace_s=0)  # kill -9
+        if failover:
+            await wait_until(lambda: on_server_of(pair, "wb1", A_WORKERS), 30, "A's workers on B")
+    await wait_until(lambda: pair.http(b).count(done) == len(ids), 60, "every task done")
     ran = await runs(pair)
     assert sorted(ran) == sorted(ids)  # every acknowledged task ran…
     assert {t: r for t, r in ran.items() if overlapping(r)} == {}  # …never twice at once
@@ -283,7 +327,17 @@ async def run_and_kill(pair: Pair, *, failover: bool) -> list[str]:
     last = max(r[0] for r in await pair.query("SELECT max(seq) FROM events"))
     await wait_until(lambda: feed_b.saw(last), 30, "B's feed to catch up")
     assert [s for s in feed_b.seqs() if s <= last] == await stored_seqs(pair, 0, last)
-    return ids
+    return ids, hit
+
+
+async def on_server_of(pair: Pair, worker: str, others: list[str]) -> bool:
+    """Whether ``others`` are connected to the server ``worker`` is connected to."""
+    rows = await pair.query(
+        "SELECT name FROM workers WHERE state = 'connected' "
+        "AND server = (SELECT server FROM workers WHERE name = $1)",
+        worker,
+    )
+    return set(others) <= {row[0] for row in rows}
 
 
 async def test_a_silent_worker_is_lost_once_by_its_server_and_a_restart_takes_no_others(

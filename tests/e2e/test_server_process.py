@@ -1,6 +1,6 @@
 """``banyan-server`` as a real process: zero-config start, restart, SIGTERM,
-and ``kill -9`` in the middle of a burst of submissions losing nothing that
-was acknowledged."""
+``kill -9`` in the middle of a burst of submissions losing nothing that
+was acknowledged, and ``--port 0`` announcing the port it bound."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import aiohttp
 import pytest
 
 from banyan.tokens import basic_auth_header
-from testbed import SERVER, Http, Server, clean_env
+from testbed import SERVER, Http, Server, clean_env, wait_for
+from testbed.procs import launch
 
 pytestmark = pytest.mark.slow
 
@@ -108,3 +109,35 @@ def test_a_lost_client_file_gets_a_new_local_admin_and_the_old_one_is_revoked(
     ).stdout
     status = {line.split("\t")[0]: line.split("\t")[-1] for line in listing.splitlines()[1:]}
     assert status[first["token_name"]] == "revoked" and status[second["token_name"]] == "active"
+
+
+def test_port_0_announces_the_port_it_bound(tmp_path: Path) -> None:
+    """``--port 0``: the banner, the log line, the client file and the
+    database's serving lock (named when a second server is refused) all say
+    the port the kernel picked, and the client file's URL answers."""
+    client_file = tmp_path / "client.json"
+    env = clean_env(BANYAN_CLIENT_FILE=str(client_file), BANYAN_CONFIG=str(tmp_path / "none.toml"))
+    (tmp_path / "none.toml").touch()
+    argv = [str(SERVER), "--port", "0", "--db", str(tmp_path / "b.db"), "--log-format", "json"]
+    proc = launch(argv, log=tmp_path / "server.log", env=env, cwd=tmp_path, name="server")
+    try:
+        banner = wait_for(
+            lambda: [line for line in proc.log_text(10**5).splitlines() if "listening on" in line],
+            30,
+            "the banner",
+        )
+        saved = json.loads(client_file.read_text())
+        url = saved["server"]
+        host, _, port = url.removeprefix("http://").rpartition(":")
+        assert host == "127.0.0.1" and int(port) > 0, url
+        assert Http(url, saved["token"]).ok("GET", "/workers")["_items"] == []
+        printed, logged = sorted(banner, key=lambda line: line.startswith("{"))
+        assert printed.startswith(f"banyan-server listening on {url} ("), printed
+        assert json.loads(logged)["address"] == url
+        second = subprocess.run(
+            argv, capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path, check=False
+        )
+        assert second.returncode == 2, second
+        assert f"(pid {proc.pid}, {url})" in second.stderr, second.stderr
+    finally:
+        proc.stop(grace_s=10)

@@ -15,11 +15,11 @@ import asyncpg
 import pytest
 
 from banyan.models import TaskCreate
-from banyan.resources import Resources
+from banyan.resources import Amounts, Resources
 from banyan.tokens import Caller, Role
 from server.domain import claims
 from server.domain import events as E
-from server.stores.postgres import migrations
+from server.stores.postgres import attempts, migrations
 from server.stores.postgres import queries as Q
 from server.stores.postgres.db import EVENTS_LOCK, Tx
 from server.stores.postgres.store import PostgresStore
@@ -230,6 +230,64 @@ async def test_claims_read_for_update_skip_locked(url: str) -> None:
                 WAIT_S,
             )
             assert [a["task"] for a in got] == [second["_id"]]
+    finally:
+        await conn.close()
+        await store.close()
+
+
+async def test_a_claim_under_way_elsewhere_holds_only_the_tasks_it_takes(
+    two: tuple[PostgresStore, PostgresStore], url: str
+) -> None:
+    # Server A's claim (limit 2) is made and its transaction is still open
+    # (its group commit not yet done) when server B's worker claims. B's
+    # worker gets two of the tasks A did not take. It used to get none: A's
+    # claim locked its whole scan window (eight times its limit: all ten
+    # tasks here) until its commit, and B's worker, answered "nothing", then
+    # waited for a push that never came while eight tasks were available.
+    a, b = two
+    made = await a.create_tasks(
+        [TaskCreate.model_validate({"command": "true", "state": "available"})] * 10, ADMIN
+    )
+    conn = await asyncpg.connect(url)
+    try:
+        async with conn.transaction():
+            on_a = await attempts.claim(
+                Tx(conn), worker="wa", token="wa", free=BIG, queues=["default"], limit=2,
+                now=time.time(),
+            )  # fmt: skip
+            assert len(on_a) == 2
+            on_b = await asyncio.wait_for(
+                b.claim(worker="wb", token="wb", free=BIG, queues=["default"], limit=2), WAIT_S
+            )
+            taken_by_a = {attempt["task"] for attempt in on_a}
+            assert len(on_b) == 2 and not taken_by_a & {attempt["task"] for attempt in on_b}
+            # B's claim raced A's for the same first tasks and passed them by.
+            assert {t["_id"] for t in made[:2]} == taken_by_a
+    finally:
+        await conn.close()
+
+
+async def test_a_claim_passes_over_a_task_changed_since_its_scan(url: str) -> None:
+    # The scan locks nothing: the start takes a task only if it is still
+    # available and unchanged (its etag), so a change committed between the
+    # two is not overwritten by a claim built on the old row.
+    store = PostgresStore(url)
+    await store.open()
+    conn = await asyncpg.connect(url)
+    try:
+        first, second = await store.create_tasks(
+            [TaskCreate.model_validate({"command": "true", "state": "available"})] * 2, ADMIN
+        )
+        scanned = await attempts._scan(
+            Tx(conn), ["default"], Amounts.of(BIG), 2, time.time(), None, claims.pack, []
+        )
+        assert [row[0] for _, _, row in scanned] == [first["_id"], second["_id"]]
+        await conn.execute("UPDATE tasks SET etag = 'changed' WHERE id = $1", first["_id"])
+        async with conn.transaction():
+            started = await attempts._start(
+                Tx(conn), scanned, worker="w", token="w", now=time.time(), queued=False
+            )
+        assert [a["task"] for a in started] == [second["_id"]]
     finally:
         await conn.close()
         await store.close()

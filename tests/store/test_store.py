@@ -377,6 +377,18 @@ async def worker_row(store: Store, name: str) -> dict[str, Any]:
     return found
 
 
+async def test_a_workers_containment_is_kept_from_its_join(store: Store) -> None:
+    await join(store, "old")  # a worker that did not say
+    await store.join_worker(
+        name="new", token="w1", capacity={"cores": 4}, queues=["default"], host="h", pid=2,
+        held=[], containment="cgroup",
+    )  # fmt: skip
+    assert (await worker_row(store, "old"))["containment"] is None
+    assert (await worker_row(store, "new"))["containment"] == "cgroup"
+    await join(store, "new")  # it joins again without saying: no longer known
+    assert (await worker_row(store, "new"))["containment"] is None
+
+
 async def test_last_seen_is_when_heard_from_not_when_declared_lost(store: Store) -> None:
     await join(store, "w1")
     joined = (await worker_row(store, "w1"))["last_seen"]

@@ -174,6 +174,7 @@ class Agent(Slots):
             pid=os.getpid(),
             remaining_s=self.remaining_s(),
             secret=self._secret,
+            containment=self.containment.kind if self.containment is not None else None,
         )
         hello_sent = time.monotonic()
         self._close_reason = ""

@@ -28,9 +28,11 @@ class WorkerStore(ABC):
         held: Sequence[tuple[str, str]],
         same_process: bool = False,
         secret: str = "",
+        containment: str | None = None,
     ) -> Joined:
         """Record the worker as connected, with ``secret`` (a digest) as the
-        proof its process carries from now on. Only for the ``same_process``
+        proof its process carries from now on, and ``containment`` (how it
+        keeps tasks' processes, from its hello; None: it did not say). Only for the ``same_process``
         (proven by the gateway, ``domain.identity``) are the attempts it says
         it holds (``held``: task id, execution key) and that are still current
         resumed; the others are dropped, and every open attempt of the name

@@ -9,18 +9,20 @@ sound, and where it lives:
   ``migrations`` (applied on open, version in ``schema_version``, under an
   advisory lock, so servers starting together migrate once).
 - **Concurrency**: READ COMMITTED transactions; a row read before it is
-  changed is read ``FOR UPDATE``, so writers of one task take turns; claims
-  read ``FOR UPDATE SKIP LOCKED``, so a task is never claimed twice and
-  claimers pass each other by. Each server commits its queued writes
-  together (group commit, as on SQLite); a write refused before it changed
-  anything fails alone, one that fails after a change makes the batch run
-  again with a savepoint per write, and one that meets a deadlock with
-  another server is undone and runs again in the next batch (``db``).
+  changed is read ``FOR UPDATE``, so writers of one task take turns; a claim
+  locks the tasks it takes ``FOR UPDATE SKIP LOCKED`` (its scan locks
+  nothing), so a task is never claimed twice and claimers pass each other
+  by. Each server commits its queued writes together (group commit, as on
+  SQLite); a write refused before it changed anything fails alone, one that
+  fails after a change makes the batch run again with a savepoint per
+  write, and one that meets a deadlock with another server is undone and
+  runs again in the next batch (``db``).
 - **Round trips**: each statement is one, so the hot paths are few, wide
   statements (``bench/pg_roundtrips.py`` counts them): a single create is one
   (the job and its tasks, as arrays; the simple creates of one batch share
   it, ``Tx.defer``), a claim two (the candidates with the
-  token's state; the attempts started, for all chosen tasks), a report two
+  token's state; the attempts started, for all chosen tasks; two more for a
+  race lost to another server's claim), a report two
   (the current attempt with the token's state, locked; the attempt's end,
   the task's, and the task's document), a start or a progress report two;
   per batch, BEGIN, the events (lock, NOTIFY and insert in one statement)

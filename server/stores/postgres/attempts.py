@@ -3,9 +3,12 @@ end of an attempt), abandonment, and memory-usage samples. The claim policy
 is ``server.domain.claims``; who may report is ``server.domain.access``; what
 an end does is ``server.domain.transitions``.
 
-A claim reads its candidates ``FOR UPDATE SKIP LOCKED``: a task another
-transaction is claiming (or changing) is passed over, so two servers never
-hand out one task twice and never wait on each other's claims.
+A claim scans its candidates without locking them, and locks only the tasks
+the policy chose, when it starts them (``FOR UPDATE SKIP LOCKED``, still
+available and unchanged since the scan): a task another transaction is
+claiming (or changing) is passed over, and scanned past in a next round, so
+two servers never hand out one task twice, never wait on each other's
+claims, and never keep each other's workers from the tasks they leave.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from banyan.errors import Conflict, NotFound
 from banyan.resources import BUILTIN_RESOURCES, Amounts, Resources
@@ -59,15 +62,61 @@ async def claim(
     if limit <= 0 or not queues:
         await check_not_revoked(tx, token)
         return []
-    chosen = await _scan(
-        tx, queues, Amounts.of(free), limit, now, remaining_s, claims.pack, token=token
-    )
-    attempts = await _start(tx, chosen, worker=worker, token=token, now=now, queued=False)
+    attempts = await _take(
+        tx, queues, now, remaining_s, Amounts.of(free), limit, claims.pack,
+        worker=worker, token=token, queued=False, check=True,
+    )  # fmt: skip
     if prefetch > 0 and capacity is not None:
-        whole = Amounts.of(capacity)
-        queued = await _scan(tx, queues, whole, prefetch, now, remaining_s, claims.pack_queued)
-        attempts += await _start(tx, queued, worker=worker, token=token, now=now, queued=True)
+        attempts += await _take(
+            tx, queues, now, remaining_s, Amounts.of(capacity), prefetch, claims.pack_queued,
+            worker=worker, token=token, queued=True,
+        )  # fmt: skip
     return attempts
+
+
+async def _take(
+    tx: Tx,
+    queues: Sequence[str],
+    now: float,
+    remaining_s: float | None,
+    within: Amounts,
+    limit: int,
+    pack: Packer,
+    *,
+    worker: str,
+    token: str,
+    queued: bool,
+    check: bool = False,
+) -> list[ClaimedAttempt]:
+    """Scan, pack, start: the tasks another transaction took between the
+    scan and the start (another server's claim) are passed over in a new
+    scan, at most ``CLAIM_ROUNDS`` times, so a claim that lost a race still
+    takes what is left: an empty answer means nothing fits, and the worker
+    then waits for a push."""
+    taken: list[ClaimedAttempt] = []
+    passed: list[str] = []
+    for _ in range(CLAIM_ROUNDS):
+        chosen = await _scan(
+            tx, queues, within, limit - len(taken), now, remaining_s, pack, passed,
+            token=token if check and not passed else None,
+        )  # fmt: skip
+        started = await _start(tx, chosen, worker=worker, token=token, now=now, queued=queued)
+        taken += started
+        got = {attempt["task"] for attempt in started}
+        lost = [c for c in chosen if c[2][0] not in got]
+        if not lost or len(taken) >= limit:
+            break
+        passed += [c[2][0] for c in lost]
+        if not queued:  # prefetch packs against the whole capacity each time
+            for request, _, row in chosen:
+                if row[0] in got:
+                    within = within.minus(request)
+    return taken
+
+
+# How many scans one claim makes at most when other servers' claims take
+# what it chose (each lost race passes those tasks over in the next scan).
+CLAIM_ROUNDS: Final = 4
 
 
 async def _scan(
@@ -78,10 +127,12 @@ async def _scan(
     now: float,
     remaining_s: float | None,
     pack: Packer,
+    passed: Sequence[str],
     *,
     token: str | None = None,
 ) -> list[Candidate]:
-    """The candidates the policy packs; with ``token``, that token is checked too."""
+    """The candidates the policy packs, leaving out ``passed``; with ``token``,
+    that token is checked too."""
     bound = claims.prefilter(within)
     begun, lifetime = claims.time_bounds(now, remaining_s)
     args = [
@@ -92,6 +143,7 @@ async def _scan(
         begun,
         lifetime,
         claims.scan_limit(limit),
+        list(passed),
     ]
     coreless = bound.cores <= Q.CORELESS_CORES  # a full worker: its own small index
     if token is None:
@@ -122,21 +174,25 @@ async def _start(
     now: float,
     queued: bool,
 ) -> list[ClaimedAttempt]:
-    """Start (or queue) an attempt of each chosen task: one round trip for all."""
+    """Start (or queue) an attempt of each chosen task that is still to be
+    had (``START_ATTEMPTS``): one round trip for all; returns those."""
     if not chosen:
         return []
     ids = [row[0] for _, _, row in chosen]
+    etags = [row[-1] for _, _, row in chosen]
     keys = [secrets.token_urlsafe(16) for _ in chosen]
     # A queued attempt has no start time until the worker says its process started.
     started = dict(
         await tx.fetch(
-            Q.START_ATTEMPTS, worker, None if queued else now, now, ids, token, queued, keys
+            Q.START_ATTEMPTS, worker, None if queued else now, now, ids, token, queued, keys, etags
         )
     )
     attempts = []
     for (_, request, row), key in zip(chosen, keys, strict=True):
-        task_id, *_, name, queue, command, env, cwd, grace, time_limit = row
-        attempt = started[task_id]
+        task_id, *_, name, queue, command, env, cwd, grace, time_limit, _etag = row
+        attempt = started.get(task_id)
+        if attempt is None:  # another transaction took it (or changed it) since the scan
+            continue
         task = T.TaskRef(task_id, State.AVAILABLE, name, queue)
         tx.add_events(now, [T.claimed(task, worker=worker, attempt=attempt)])
         attempts.append(

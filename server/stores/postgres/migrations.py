@@ -216,6 +216,11 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS tasks_claim_coreless ON tasks (queue, priority DESC, id)
         WHERE state = 'available' AND cores <= 1e-6;
     """,
+    # 4: the worker's containment (cgroup, subreaper, group), from its hello;
+    # NULL for a worker that did not say (older than the field).
+    """
+    ALTER TABLE workers ADD COLUMN IF NOT EXISTS containment text;
+    """,
 )
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -5,8 +5,9 @@ beside it run these by name. Lists of ids are one ``text[]`` parameter
 Concurrency: transactions run at READ COMMITTED. A row a write reads before
 it changes it is read ``FOR UPDATE`` (the statements marked "locks"), so two
 servers changing one task take turns and each sees the other's result; a
-claim reads its candidates ``FOR UPDATE SKIP LOCKED``, so concurrent claims
-pass each other by instead of queueing, and never hand out one task twice.
+claim locks the tasks it takes ``FOR UPDATE SKIP LOCKED`` (START_ATTEMPTS),
+so concurrent claims pass each other by instead of queueing, and never hand
+out one task twice.
 """
 
 from __future__ import annotations
@@ -19,14 +20,19 @@ _ETAG: Final = "substr(md5(random()::text || clock_timestamp()::text), 1, 20)"
 
 # --- claims ------------------------------------------------------------------------
 # Formatted with ``server.domain.claims.ORDER``. Parameters: queues, max cores,
-# max memory, max gpus, now, remaining lifetime or NULL, how many to look at.
+# max memory, max gpus, now, remaining lifetime or NULL, how many to look at,
+# task ids to pass over (another transaction took them since an earlier scan).
 # One ordered scan of the claim index per queue (a LATERAL subquery: with
 # ``queue = ANY(array)`` PostgreSQL 15 cannot read that index in order, and
 # would read and sort every available task of the queues on every claim),
-# then the best of them; each queue's scan locks what it returns.
+# then the best of them. The scan locks nothing: START_ATTEMPTS locks only
+# the tasks the policy chose. (Locking the whole window here, eight times
+# the claim limit, kept every other server's claim away from tasks this one
+# would not take until its commit: their workers got an empty answer and
+# waited for a push that never came, with tasks available.)
 _CLAIM_COLUMNS: Final = (
     "id, cores, memory, gpus, requested_resources::text, name, queue, command, "
-    "env::text, cwd, max_termination_time, time_limit"
+    "env::text, cwd, max_termination_time, time_limit, etag"
 )
 CLAIM_CANDIDATES: Final = (
     f"SELECT {_CLAIM_COLUMNS} FROM unnest($1::text[]) AS q(wanted) CROSS JOIN LATERAL ("
@@ -35,14 +41,15 @@ CLAIM_CANDIDATES: Final = (
     "AND cores <= $2 AND memory <= $3 AND gpus <= $4 "
     "AND (not_before IS NULL OR not_before <= $5) "
     "AND (time_limit IS NULL OR time_limit <= coalesce($6::float8, time_limit)) "
-    "ORDER BY {order} LIMIT $7 FOR UPDATE SKIP LOCKED) AS c "
+    "AND id <> ALL($8::text[]) "
+    "ORDER BY {order} LIMIT $7) AS c "
     "ORDER BY {order} LIMIT $7"
 )
 # The same with, as a first column, whether the claiming token was revoked
-# (NULL: it lives), in one round trip; parameter 8 is the token's name. (No
+# (NULL: it lives), in one round trip; parameter 9 is the token's name. (No
 # rows: the token is checked on its own, TOKEN_STATE.)
 CLAIM_CANDIDATES_CHECKED: Final = CLAIM_CANDIDATES.replace(
-    "SELECT ", "SELECT (SELECT revoked FROM tokens WHERE name = $8), ", 1
+    "SELECT ", "SELECT (SELECT revoked FROM tokens WHERE name = $9), ", 1
 )
 # A claim whose free share has no core left (a full worker refilling its
 # prefetch queue) can only get tasks asking for (next to) no core: those are in
@@ -64,14 +71,22 @@ NEXT_BEGIN: Final = (
     "SELECT min(not_before) FROM tasks WHERE state = 'available' AND not_before > $1"
 )
 # A task's attempt starts (or is queued): the task's row and the attempt's,
-# for several tasks in one round trip.
+# for several tasks in one round trip. Only the tasks still available and
+# unchanged since the scan read them (same etag) that no other transaction
+# holds are taken: each is locked ``FOR UPDATE SKIP LOCKED`` (another
+# server's claim of it is passed by, not waited for); the ids returned are
+# the ones taken.
 # Parameters: worker, time started (NULL for a queued attempt), now, task ids,
-# token, queued, execution keys (one per task id, in order).
+# token, queued, execution keys (one per task id, in order), the etags read.
 START_ATTEMPTS: Final = (
-    "WITH t AS (UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = $1, "
+    "WITH l AS (SELECT tasks.id FROM tasks JOIN unnest($4::text[], $8::text[]) AS s(id, etag) "
+    "ON s.id = tasks.id AND s.etag = tasks.etag WHERE tasks.state = 'available' "
+    "FOR UPDATE OF tasks SKIP LOCKED), "
+    "t AS (UPDATE tasks SET state = 'running', attempt = attempt + 1, worker = $1, "
     "exit_status = NULL, exit_code = NULL, time_started = $2, time_terminated = NULL, "
-    f"progress = NULL, updated = $3, etag = {_ETAG} WHERE id = ANY($4::text[]) "
-    "RETURNING id, attempt, coalesce(available_since, created) AS available_from), "
+    f"progress = NULL, updated = $3, etag = {_ETAG} FROM l WHERE tasks.id = l.id "
+    "RETURNING tasks.id, tasks.attempt, "
+    "coalesce(tasks.available_since, tasks.created) AS available_from), "
     "a AS (INSERT INTO attempts (task_id, attempt, execution_key, worker, token, "
     "time_started, queued, available_from) SELECT t.id, t.attempt, k.key, $1, $5, $3, $6, "
     "t.available_from FROM t JOIN unnest($4::text[], $7::text[]) AS k(id, key) ON k.id = t.id) "
@@ -354,11 +369,12 @@ IDEMPOTENCY_SAVE: Final = (
 WORKER_STATE: Final = "SELECT state FROM workers WHERE name = $1 FOR UPDATE"  # locks
 UPSERT_WORKER: Final = (
     "INSERT INTO workers (name, token, state, capacity, queues, host, pid, connected, "
-    "last_seen, secret) VALUES ($1, $2, 'connected', $3::jsonb, $4::jsonb, $5, $6, $7, $7, $8) "
+    "last_seen, secret, containment) "
+    "VALUES ($1, $2, 'connected', $3::jsonb, $4::jsonb, $5, $6, $7, $7, $8, $9) "
     "ON CONFLICT (name) DO UPDATE SET token = excluded.token, state = 'connected', "
     "capacity = excluded.capacity, queues = excluded.queues, host = excluded.host, "
     "pid = excluded.pid, connected = excluded.connected, last_seen = excluded.last_seen, "
-    '"left" = NULL, secret = excluded.secret'
+    '"left" = NULL, secret = excluded.secret, containment = excluded.containment'
 )
 HELD_ATTEMPT_STATE: Final = (
     "SELECT t.state FROM tasks t JOIN attempts a ON a.task_id = t.id "
@@ -378,8 +394,8 @@ WORKER_IDENTITY: Final = (
 )
 CONNECTED_WORKERS: Final = "SELECT name FROM workers WHERE state = 'connected' ORDER BY name"
 LIST_WORKERS: Final = (
-    'SELECT name, state, capacity::text, queues::text, host, pid, connected, last_seen, "left" '
-    "FROM workers WHERE $1::text IS NULL OR name = $1 ORDER BY name"
+    'SELECT name, state, capacity::text, queues::text, host, pid, connected, last_seen, "left", '
+    "containment FROM workers WHERE $1::text IS NULL OR name = $1 ORDER BY name"
 )
 WORKER_RUNNING: Final = (
     "SELECT t.id, t.name, t.state, t.requested_resources::text, a.attempt, a.time_started, "

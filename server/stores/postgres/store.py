@@ -345,6 +345,7 @@ class PostgresStore(TokenMethods, PostgresCluster, Store):
         held: Sequence[tuple[str, str]],
         same_process: bool = False,
         secret: str = "",
+        containment: str | None = None,
     ) -> Joined:
         now = self._clock()
 
@@ -357,6 +358,7 @@ class PostgresStore(TokenMethods, PostgresCluster, Store):
                 queues=queues,
                 host=host,
                 pid=pid,
+                containment=containment,
                 held=held,
                 same_process=same_process,
                 secret=secret,

@@ -28,6 +28,7 @@ async def join(
     host: str,
     pid: int,
     held: Sequence[tuple[str, str]],
+    containment: str | None = None,
     same_process: bool,
     secret: str,
     now: float,
@@ -35,7 +36,16 @@ async def join(
     """``Store.join_worker``."""
     previous = await tx.fetchrow(Q.WORKER_STATE, name)
     await tx.execute(
-        Q.UPSERT_WORKER, name, token, dumps(capacity), dumps(queues), host, pid, now, secret
+        Q.UPSERT_WORKER,
+        name,
+        token,
+        dumps(capacity),
+        dumps(queues),
+        host,
+        pid,
+        now,
+        secret,
+        containment,
     )
     current: dict[str, str | None] = {}
     for task_id, key in held:
@@ -93,9 +103,8 @@ async def touch(tx: Tx, heard: Mapping[str, float], now: float) -> None:
 
 async def list_workers(tx: Tx, name: str | None = None) -> list[dict[str, Any]]:
     out = []
-    for w_name, state, capacity, queues, host, pid, connected, last_seen, left in await tx.fetch(
-        Q.LIST_WORKERS, name
-    ):
+    for row in await tx.fetch(Q.LIST_WORKERS, name):
+        w_name, state, capacity, queues, host, pid, connected, last_seen, left, containment = row
         rows = await tx.fetch(Q.WORKER_RUNNING, w_name)
         out.append(
             {
@@ -105,6 +114,7 @@ async def list_workers(tx: Tx, name: str | None = None) -> list[dict[str, Any]]:
                 "queues": loads(queues),
                 "host": host,
                 "pid": pid,
+                "containment": containment,
                 "connected": connected,
                 "last_seen": last_seen,
                 "left": left,

@@ -320,16 +320,16 @@ LIVE_TOKEN_NAMES: Final = "SELECT name FROM tokens WHERE revoked IS NULL AND nam
 
 # --- workers and logs (workers.py) ---------------------------------------------
 WORKER_COLUMNS: Final = (
-    "name, token, state, capacity, queues, host, pid, connected, last_seen, left"
+    "name, token, state, capacity, queues, host, pid, connected, last_seen, left, containment"
 )
 WORKER_STATE: Final = "SELECT state FROM workers WHERE name = ?"
 UPSERT_WORKER: Final = (
     "INSERT INTO workers (name, token, state, capacity, queues, host, pid, connected, "
-    "last_seen) VALUES (?, ?, 'connected', ?, ?, ?, ?, ?, ?) "
+    "last_seen, containment) VALUES (?, ?, 'connected', ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (name) DO UPDATE SET token = excluded.token, state = 'connected', "
     "capacity = excluded.capacity, queues = excluded.queues, host = excluded.host, "
     "pid = excluded.pid, connected = excluded.connected, last_seen = excluded.last_seen, "
-    "left = NULL"
+    "left = NULL, containment = excluded.containment"
 )
 CONNECTED_WORKERS: Final = "SELECT name FROM workers WHERE state = 'connected'"
 # Formatted with ``where`` = "" (all) or "WHERE name = ?" (one).

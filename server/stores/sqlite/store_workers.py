@@ -29,6 +29,7 @@ class WorkerMethods:
         held: Sequence[tuple[str, str]],
         same_process: bool = False,
         secret: str = "",
+        containment: str | None = None,
     ) -> Joined:
         now = self._clock()
         return await self.db.write(
@@ -40,6 +41,7 @@ class WorkerMethods:
                 queues=queues,
                 host=host,
                 pid=pid,
+                containment=containment,
                 held=held,
                 same_process=same_process,
                 secret=secret,

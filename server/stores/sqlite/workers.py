@@ -28,6 +28,7 @@ def join(
     host: str,
     pid: int,
     held: Sequence[tuple[str, str]],
+    containment: str | None = None,
     same_process: bool,
     secret: str,
     now: float,
@@ -40,7 +41,7 @@ def join(
     previous = conn.execute(Q.WORKER_STATE, (name,)).fetchone()
     conn.execute(
         Q.UPSERT_WORKER,
-        (name, token, dumps(capacity), dumps(queues), host, pid, now, now),
+        (name, token, dumps(capacity), dumps(queues), host, pid, now, now, containment),
     )
     conn.execute(Q.SET_WORKER_SECRET, (secret, name))
     current: dict[str, str | None] = {}
@@ -120,7 +121,8 @@ def list_workers(conn: sqlite3.Connection, name: str | None = None) -> list[dict
         (name,) if name is not None else (),
     ).fetchall()
     out = []
-    for w_name, _token, state, capacity, queues, host, pid, connected, last_seen, left in rows:
+    for row in rows:
+        w_name, _token, state, capacity, queues, host, pid, connected, last_seen, left, kind = row
         running = conn.execute(Q.WORKER_RUNNING, (w_name,)).fetchall()
         queued = [row[0] for row in running if row[6]]  # prefetched: held, not started
         running = [row[:6] for row in running if not row[6]]
@@ -132,6 +134,7 @@ def list_workers(conn: sqlite3.Connection, name: str | None = None) -> list[dict
                 "queues": loads(queues),
                 "host": host,
                 "pid": pid,
+                "containment": kind,
                 "connected": connected,
                 "last_seen": last_seen,
                 "left": left,
