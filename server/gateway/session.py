@@ -69,11 +69,12 @@ class Session:
             return
         if self.batching:
             self.outbox.append(frame)
-            if len(self.outbox) == 1:  # the first of this turn: send them all after it
-                if self.spawn is not None:
-                    self.spawn(self.flush())
-                else:
-                    await self.flush()
+            if self.send_lock.locked() or self.spawn is None:
+                # A send is waiting for the socket to drain: wait with it, as
+                # an unbatched send would (the outbox must not grow unbounded).
+                await self.flush()
+            elif len(self.outbox) == 1:  # the first of this turn: send them all after it
+                self.spawn(self.flush())
             return
         async with self.send_lock:
             with contextlib.suppress(ConnectionResetError, RuntimeError):

@@ -132,7 +132,11 @@ class AgentBase(abc.ABC):
             return False
         if self._batching:
             self._outbox.append(frame)
-            if len(self._outbox) == 1:  # the first of this turn: send them all after it
+            if self._send_lock.locked():
+                # A send is waiting for the socket to drain: wait with it, as
+                # an unbatched send would (the outbox must not grow unbounded).
+                await self._send_outbox()
+            elif len(self._outbox) == 1:  # the first of this turn: send them all after it
                 self._spawn(self._send_outbox())
             return True
         async with self._send_lock:
