@@ -6,6 +6,14 @@ A connection starts with the worker's ``hello`` and the server's ``welcome``;
 then the worker sends heartbeats, claims and reports, and the server pushes
 ``work_available`` and ``cancel``. Every report names its attempt by the
 ``execution_key`` it was handed with ``assigned``.
+
+Where both sides speak :data:`BATCH_PROTOCOL`, a websocket message may also
+be a ``batch``: several frames in one message, applied in order, each as if
+it came alone (a report still gets its own ``accepted`` or ``refused``).
+Each side gathers the frames it has ready in one turn of its event loop into
+one message (:func:`pack`): a worker's ``started``, ``finished`` and refill
+``claim`` after a task ends, or the server's ``accepted`` and ``assigned``
+answered by one commit. A lone frame is sent as itself, at once.
 """
 
 from __future__ import annotations
@@ -45,6 +53,16 @@ CLOSE_REPLACED = 4410  # the same process connected again: this older socket is 
 # that selects it acks; an older one ignores the offer, and the worker then
 # runs without a lease. Workers that do not offer it are served as before.
 LEASE_PROTOCOL = "banyan.lease.1"
+# The subprotocol of peers that also send and read ``batch`` frames; it
+# includes the lease's terms (numbered heartbeats, answered). A worker offers
+# it before LEASE_PROTOCOL: a server that knows it selects it, an older one
+# the lease's, and the worker then sends single frames only. The server reads
+# a ``batch`` from any worker, but sends one only where it selected this.
+BATCH_PROTOCOL = "banyan.batch.1"
+MAX_BATCH = 256  # frames in one batch
+# A batch's text at most (characters): at most MAX_FRAME_BYTES bytes of UTF-8
+# even if every character took four. A frame longer than that goes alone.
+MAX_BATCH_CHARS = MAX_FRAME_BYTES // 4
 
 _FRAME = ConfigDict(extra="forbid")
 Key = Annotated[str, Field(min_length=8, max_length=128)]
@@ -304,20 +322,101 @@ class Refused(BaseModel):
     message: str
 
 
+BatchedWorkerFrame = Annotated[
+    Heartbeat | Claim | Progress | Usage | Output | Finished | Started | Returned,
+    Field(discriminator="type"),
+]
+BatchedServerFrame = Annotated[
+    Assigned | WorkAvailable | Cancel | GiveBack | Accepted | Refused | HeartbeatAck,
+    Field(discriminator="type"),
+]
+
+
+class WorkerBatch(BaseModel):
+    """Several worker frames in one message (:data:`BATCH_PROTOCOL`), applied
+    in their order; never ``hello`` or ``bye``, which always come alone."""
+
+    model_config = _FRAME
+    type: Literal["batch"] = "batch"
+    frames: Annotated[list[BatchedWorkerFrame], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class ServerBatch(BaseModel):
+    """Several server frames in one message (:data:`BATCH_PROTOCOL`), handled
+    in their order; never ``welcome``, which always comes alone."""
+
+    model_config = _FRAME
+    type: Literal["batch"] = "batch"
+    frames: Annotated[list[BatchedServerFrame], Field(min_length=1, max_length=MAX_BATCH)]
+
+
 WorkerFrame = Annotated[
-    Hello | Heartbeat | Claim | Progress | Usage | Output | Finished | Started | Returned | Bye,
+    Hello
+    | Heartbeat
+    | Claim
+    | Progress
+    | Usage
+    | Output
+    | Finished
+    | Started
+    | Returned
+    | Bye
+    | WorkerBatch,
     Field(discriminator="type"),
 ]
 ServerFrame = Annotated[
-    Welcome | Assigned | WorkAvailable | Cancel | GiveBack | Accepted | Refused | HeartbeatAck,
+    Welcome
+    | Assigned
+    | WorkAvailable
+    | Cancel
+    | GiveBack
+    | Accepted
+    | Refused
+    | HeartbeatAck
+    | ServerBatch,
     Field(discriminator="type"),
 ]
+# Frames that always travel alone: the first of each side, and the last.
+_ALONE = (Hello, Welcome, Bye)
 _WORKER = TypeAdapter(WorkerFrame)
 _SERVER = TypeAdapter(ServerFrame)
 
 
 def encode(frame: BaseModel) -> str:
     return frame.model_dump_json(exclude_none=False)
+
+
+def pack(frames: list[Any]) -> list[str]:
+    """The websocket messages that carry ``frames``, in order: runs of
+    frames joined as ``batch`` messages (at most :data:`MAX_BATCH` frames and
+    :data:`MAX_BATCH_CHARS` each), a frame that cannot be batched or is too
+    long on its own, and a run of one frame as that frame itself. Only for a
+    peer that speaks :data:`BATCH_PROTOCOL`."""
+    messages: list[str] = []
+    run: list[str] = []
+    run_chars = 0
+
+    def close_run() -> None:
+        nonlocal run_chars
+        if len(run) == 1:
+            messages.append(run[0])
+        elif run:
+            messages.append('{"type":"batch","frames":[' + ",".join(run) + "]}")
+        run.clear()
+        run_chars = 0
+
+    for frame in frames:
+        text = encode(frame)
+        if isinstance(frame, _ALONE) or len(text) > MAX_BATCH_CHARS - 64:
+            close_run()
+            messages.append(text)
+            continue
+        if len(run) == MAX_BATCH or run_chars + len(text) + 1 > MAX_BATCH_CHARS - 64:
+            close_run()
+        run.append(text)
+        run_chars += len(text) + 1
+    close_run()
+    return messages
 
 
 def _decode(adapter: TypeAdapter[Any], text: str | bytes) -> Any:

@@ -116,6 +116,9 @@ class CgroupBox(Box):
         self.path = path
         self._procs = f"{path}/cgroup.procs"
         self._moved = False  # whether the shell was forked from inside the cgroup
+        # ``kill`` found it empty (cgroup.events): nothing can join it after
+        # that but by a migration, which only the worker itself does at a spawn.
+        self._emptied = False
 
     @contextlib.contextmanager
     def spawning(self) -> Iterator[None]:
@@ -144,6 +147,12 @@ class CgroupBox(Box):
         return cgroup_procs(self.path)
 
     def kill(self) -> None:
+        # Most tasks leave nothing behind (a zombie leader no longer counts):
+        # one read of cgroup.events then spares reading cgroup.procs and
+        # writing cgroup.kill, and ``close`` need not read it again.
+        if _unpopulated(self.path):
+            self._emptied = True
+            return
         kill_cgroup(self.path)
 
     def empty(self) -> bool:
@@ -164,7 +173,7 @@ class CgroupBox(Box):
         return f"cg:{self.path}"
 
     def close(self) -> None:
-        self.owner.release(self.path)
+        self.owner.release(self.path, empty=self._emptied)
 
 
 class CgroupContainment(Containment):
@@ -204,10 +213,11 @@ class CgroupContainment(Containment):
                 _write(path / "memory.swap.max", "0")
         return CgroupBox(self, path)
 
-    def release(self, path: Path) -> None:
+    def release(self, path: Path, *, empty: bool = False) -> None:
         """An attempt has ended: keep its cgroup for the next one if it is
-        empty (``populated 0``: every process of it has exited), else remove it."""
-        if self.pooled and len(self._pool) < POOL_MAX and _unpopulated(path):
+        empty (``populated 0``: every process of it has exited; ``empty``:
+        already seen so), else remove it."""
+        if self.pooled and len(self._pool) < POOL_MAX and (empty or _unpopulated(path)):
             self._pool.append(path)
         else:
             self.remove(path)

@@ -55,6 +55,8 @@ def _devnull() -> int:
 
 
 _inherited_fds: tuple[int, ...] | None = None
+# This process's own peak resident memory (KiB), as last looked up (``_rusage_peak``).
+_worker_peak_kib = 0
 
 
 def _inheritable_fds() -> tuple[int, ...]:
@@ -345,11 +347,16 @@ class TaskProcess:
         above the worker's peak it is the task's, exactly, sampled or not;
         at or below it, it says nothing and the samples must do.
         """
+        global _worker_peak_kib
         if self._rusage is None:
             return 0
-        task_or_worker = self._rusage.ru_maxrss * 1024  # Linux: KiB
-        worker = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        return task_or_worker if task_or_worker > worker else 0
+        task_or_worker = self._rusage.ru_maxrss  # Linux: KiB
+        # The worker's peak only grows: while the figure is at or below the
+        # last one looked up, it says nothing, and the lookup is spared.
+        if task_or_worker <= _worker_peak_kib:
+            return 0
+        _worker_peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return task_or_worker * 1024 if task_or_worker > _worker_peak_kib else 0
 
     def _signal_group(self, signum: int) -> None:
         # Never once the leader is reaped: the pgid may then belong to a stranger.

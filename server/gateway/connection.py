@@ -37,7 +37,9 @@ class Gateway(Frames):
         if caller.role not in WORKERS:
             raise web.HTTPForbidden(reason="the worker gateway needs a worker or admin token")
         ws = web.WebSocketResponse(
-            max_msg_size=p.MAX_FRAME_BYTES, heartbeat=None, protocols=(p.LEASE_PROTOCOL,)
+            max_msg_size=p.MAX_FRAME_BYTES,
+            heartbeat=None,
+            protocols=(p.BATCH_PROTOCOL, p.LEASE_PROTOCOL),
         )
         await ws.prepare(request)
         log.info("worker connection from %s (token %s)", request.remote, caller.name)
@@ -150,6 +152,8 @@ class Gateway(Frames):
         )
         if self._cluster is not None:
             session.gate = self._cluster.on_record
+        session.batching = ws.ws_protocol == p.BATCH_PROTOCOL
+        session.spawn = self._spawn
         if hello.remaining_s is not None:
             session.deadline = time.monotonic() + hello.remaining_s
         keys = dict(held)
@@ -199,16 +203,19 @@ class Gateway(Frames):
                 return False
             if isinstance(frame, p.Bye):
                 await self._settle(session)
+                await session.flush()
                 await session.ws.close(code=p.CLOSE_NORMAL, message=b"bye")
                 return True
             # Frames are handled concurrently so that the reports of one worker
             # share commits (group commit); tasks start in frame order, and each
             # queues its write at once, so the writes keep the frames' order.
-            await session.inflight.acquire()
-            job = asyncio.create_task(self._dispatch(session, frame))
-            session.pending.add(job)
-            job.add_done_callback(session.pending.discard)
-            job.add_done_callback(lambda _: session.inflight.release())
+            # A batch's frames are handled exactly so, one after the other.
+            for one in frame.frames if isinstance(frame, p.WorkerBatch) else (frame,):
+                await session.inflight.acquire()
+                job = asyncio.create_task(self._dispatch(session, one))
+                session.pending.add(job)
+                job.add_done_callback(session.pending.discard)
+                job.add_done_callback(lambda _: session.inflight.release())
         await self._settle(session)
         return False
 

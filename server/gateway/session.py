@@ -1,13 +1,18 @@
 """What the worker gateway knows of one connected worker: its name, socket,
 token, queues, the attempts it holds (and which of them are prefetched), its
-lifetime, and one send lock so that frames never interleave."""
+lifetime, and one send lock so that frames never interleave.
+
+A worker that speaks ``banyan.protocol.BATCH_PROTOCOL`` gets the frames the
+gateway has ready for it in one turn of the event loop as one message: each
+``send`` adds to an outbox, and the first one of a turn starts the task that
+sends the outbox (it runs once the turn's other callbacks ran)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +63,11 @@ class Session:
     # Awaited before every frame sent (a shared store: only while this server
     # is on record as alive, ``gateway.cluster``); None: send at once.
     gate: Callable[[], Awaitable[None]] | None = None
+    # It reads ``batch`` frames: sends are gathered per loop turn (``outbox``),
+    # and sent by a task started with ``spawn`` (the gateway's side tasks).
+    batching: bool = False
+    outbox: list[Any] = field(default_factory=list)
+    spawn: Callable[[Coroutine[Any, Any, None]], object] | None = None
 
     def remaining_s(self, now: float | None = None) -> float | None:
         """The worker's remaining lifetime, as it last told it; None: no lifetime."""
@@ -70,9 +80,28 @@ class Session:
             await self.gate()
         if self.ws.closed:
             return
+        if self.batching:
+            self.outbox.append(frame)
+            if self.send_lock.locked() or self.spawn is None:
+                # A send is waiting for the socket to drain: wait with it, as
+                # an unbatched send would (the outbox must not grow unbounded).
+                await self.flush()
+            elif len(self.outbox) == 1:  # the first of this turn: send them all after it
+                self.spawn(self.flush())
+            return
         async with self.send_lock:
             with contextlib.suppress(ConnectionResetError, RuntimeError):
                 await self.ws.send_str(p.encode(frame))
+
+    async def flush(self) -> None:
+        """Send what the outbox holds (``batching``), in order."""
+        async with self.send_lock:
+            frames, self.outbox = self.outbox, []
+            if not frames or self.ws.closed:
+                return
+            with contextlib.suppress(ConnectionResetError, RuntimeError):
+                for message in p.pack(frames):
+                    await self.ws.send_str(message)
 
 
 class Sessions(dict[str, Session]):

@@ -50,6 +50,11 @@ class AgentBase(abc.ABC):
         self.started: dict[str, p.Started] = {}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._send_lock = asyncio.Lock()
+        # The server reads ``batch`` frames (``protocol.BATCH_PROTOCOL``): what
+        # is sent in one turn of the event loop (a task's ``started``,
+        # ``finished`` and the refill ``claim``) goes out as one message.
+        self._batching = False
+        self._outbox: list[Any] = []
         self._stopping = asyncio.Event()
         self._claiming = False
         self._claim_again = False
@@ -118,15 +123,41 @@ class AgentBase(abc.ABC):
         return self.free_amounts().as_resources()
 
     async def _send(self, frame: Any) -> bool:
+        """Send ``frame`` (batching: add it to this turn's message); False when
+        the connection is down. A batched frame that cannot be sent once its
+        turn ends is lost with the connection, like any send that fails: what
+        must arrive is kept and sent again after the reconnect."""
         ws = self._ws
         if ws is None or ws.closed:
             return False
+        if self._batching:
+            self._outbox.append(frame)
+            if self._send_lock.locked():
+                # A send is waiting for the socket to drain: wait with it, as
+                # an unbatched send would (the outbox must not grow unbounded).
+                await self._send_outbox()
+            elif len(self._outbox) == 1:  # the first of this turn: send them all after it
+                self._spawn(self._send_outbox())
+            return True
         async with self._send_lock:
             try:
                 await ws.send_str(p.encode(frame))
             except (ConnectionResetError, RuntimeError, aiohttp.ClientError):
                 return False
         return True
+
+    async def _send_outbox(self) -> None:
+        """Send what the outbox holds, in order (``protocol.pack``)."""
+        async with self._send_lock:
+            frames, self._outbox = self._outbox, []
+            ws = self._ws
+            if not frames or ws is None or ws.closed:
+                return
+            try:
+                for message in p.pack(frames):
+                    await ws.send_str(message)
+            except (ConnectionResetError, RuntimeError, aiohttp.ClientError):
+                return
 
     async def _send_report(self, report: p.Finished) -> None:
         self._report_sent_at[report.task] = time.monotonic()
@@ -138,6 +169,7 @@ class AgentBase(abc.ABC):
         if not self._finished() or ws is None:
             return False
         await self._send(p.Bye())
+        await self._send_outbox()
         await ws.close()
         return True
 

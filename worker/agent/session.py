@@ -82,9 +82,10 @@ class Agent(Slots):
                             url,
                             heartbeat=self._heartbeat_s,
                             max_msg_size=p.MAX_FRAME_BYTES,
-                            protocols=(p.LEASE_PROTOCOL,),
+                            protocols=(p.BATCH_PROTOCOL, p.LEASE_PROTOCOL),
                             ssl=self.servers.connection.ssl,
                         ) as ws:
+                            self._batching = ws.protocol == p.BATCH_PROTOCOL
                             self._ws = ws
                             await self._session(ws)
                     except aiohttp.WSServerHandshakeError as exc:
@@ -109,6 +110,7 @@ class Agent(Slots):
                                 "" if code is None else f" (close code {code})",
                             )
                         self._ws = None
+                        self._outbox.clear()  # frames of that connection: void, as unsent
                     if self._finished() or self._fatal:
                         break
                     self._note_unreachable()
@@ -195,16 +197,18 @@ class Agent(Slots):
         self._secret = welcome.secret
         self.name = welcome.worker
         log.info(
-            "connected to %s as %s (heartbeat %.1f s; %d attempts resumed, %d dropped)",
+            "connected to %s as %s (heartbeat %.1f s; %d attempts resumed, %d dropped; %s)",
             self.servers.server,
             welcome.worker,
             welcome.heartbeat_interval_s,
             len(welcome.resumed),
             len(welcome.dropped),
+            "frames batched" if self._batching else "single frames",
         )
         self._heartbeat_s = welcome.heartbeat_interval_s
         self._server_timeout_s = welcome.server_timeout_s
-        self._start_lease(ws.protocol == p.LEASE_PROTOCOL, welcome, hello_sent)
+        leased = ws.protocol in (p.LEASE_PROTOCOL, p.BATCH_PROTOCOL)
+        self._start_lease(leased, welcome, hello_sent)
         for task_id in welcome.dropped:  # the server no longer counts these as ours
             self.queued.pop(task_id, None)
             self.returning.pop(task_id, None)
@@ -225,6 +229,7 @@ class Agent(Slots):
             await self._claim()
             if self._stopping.is_set() and self._finished():
                 await self._send(p.Bye())
+                await self._send_outbox()
                 return
             while True:
                 msg = await ws.receive()
@@ -236,6 +241,7 @@ class Agent(Slots):
                 if await self._maybe_leave():
                     break
         finally:
+            await self._send_outbox()  # what this session's last turn left (a no-op once closed)
             self._claiming = False  # a claim unanswered on a closed socket is void
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -251,7 +257,10 @@ class Agent(Slots):
         return [p.Held(task=t, execution_key=k) for t, k in held.items()]
 
     async def _handle(self, frame: Any) -> None:
-        if isinstance(frame, p.HeartbeatAck):
+        if isinstance(frame, p.ServerBatch):
+            for one in frame.frames:
+                await self._handle(one)
+        elif isinstance(frame, p.HeartbeatAck):
             self._renew(self._beats.acked(frame.seq))
         elif isinstance(frame, p.Assigned):
             await self._on_assigned(frame)
