@@ -362,11 +362,11 @@ async def test_a_full_workers_claim_reads_the_coreless_index(url: str) -> None:
         await conn.execute("ANALYZE tasks")
         await conn.execute("SET plan_cache_mode = force_generic_plan")
         sql = Q.CLAIM_CANDIDATES_CORELESS_CHECKED.format(order=claims.ORDER)
-        types = "text[], float8, bigint, bigint, float8, float8, bigint, text"
+        types = "text[], float8, bigint, bigint, float8, float8, bigint, text[], text"
         await conn.execute(f"PREPARE coreless ({types}) AS {sql}")
         now = repr(time.time())
         rows = await conn.fetch(
-            f"EXPLAIN EXECUTE coreless ('{{default}}', 1e-9, 0, 0, {now}, NULL, 256, 'w')"
+            f"EXPLAIN EXECUTE coreless ('{{default}}', 1e-9, 0, 0, {now}, NULL, 256, '{{}}', 'w')"
         )
         plan = "\n".join(row[0] for row in rows)
         assert "tasks_claim_coreless" in plan, plan
