@@ -44,6 +44,18 @@ async def two(url: str) -> AsyncIterator[tuple[PostgresStore, PostgresStore]]:
     await asyncio.gather(a.close(), b.close())
 
 
+@pytest.fixture
+async def store_and_conn(url: str) -> AsyncIterator[tuple[PostgresStore, asyncpg.Connection]]:
+    """An open store, and a connection of the test's own beside it (another
+    server's transaction, or a look at the plan)."""
+    store = PostgresStore(url)
+    await store.open()
+    conn = await asyncpg.connect(url)
+    yield store, conn
+    await conn.close()
+    await store.close()
+
+
 async def until(check: Callable[[], Awaitable[bool]], what: str) -> None:
     """Poll ``check`` until it holds (bounded)."""
     deadline = time.monotonic() + WAIT_S
@@ -213,26 +225,22 @@ async def test_an_unreachable_database_is_a_clear_error(postgres: Postgres) -> N
         await store.open()
 
 
-async def test_claims_read_for_update_skip_locked(url: str) -> None:
+async def test_claims_read_for_update_skip_locked(
+    store_and_conn: tuple[PostgresStore, asyncpg.Connection],
+) -> None:
     # A task locked by another transaction (another server claiming or
     # changing it) is passed over, not waited for.
-    store = PostgresStore(url)
-    await store.open()
-    conn = await asyncpg.connect(url)
-    try:
-        first, second = await store.create_tasks(
-            [TaskCreate.model_validate({"command": "true", "state": "available"})] * 2, ADMIN
+    store, conn = store_and_conn
+    first, second = await store.create_tasks(
+        [TaskCreate.model_validate({"command": "true", "state": "available"})] * 2, ADMIN
+    )
+    async with conn.transaction():
+        await conn.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", first["_id"])
+        got = await asyncio.wait_for(
+            store.claim(worker="w", token="w", free=BIG, queues=["default"], limit=2),
+            WAIT_S,
         )
-        async with conn.transaction():
-            await conn.execute("SELECT 1 FROM tasks WHERE id = $1 FOR UPDATE", first["_id"])
-            got = await asyncio.wait_for(
-                store.claim(worker="w", token="w", free=BIG, queues=["default"], limit=2),
-                WAIT_S,
-            )
-            assert [a["task"] for a in got] == [second["_id"]]
-    finally:
-        await conn.close()
-        await store.close()
+        assert [a["task"] for a in got] == [second["_id"]]
 
 
 async def test_a_claim_under_way_elsewhere_holds_only_the_tasks_it_takes(
@@ -267,30 +275,26 @@ async def test_a_claim_under_way_elsewhere_holds_only_the_tasks_it_takes(
         await conn.close()
 
 
-async def test_a_claim_passes_over_a_task_changed_since_its_scan(url: str) -> None:
+async def test_a_claim_passes_over_a_task_changed_since_its_scan(
+    store_and_conn: tuple[PostgresStore, asyncpg.Connection],
+) -> None:
     # The scan locks nothing: the start takes a task only if it is still
     # available and unchanged (its etag), so a change committed between the
     # two is not overwritten by a claim built on the old row.
-    store = PostgresStore(url)
-    await store.open()
-    conn = await asyncpg.connect(url)
-    try:
-        first, second = await store.create_tasks(
-            [TaskCreate.model_validate({"command": "true", "state": "available"})] * 2, ADMIN
+    store, conn = store_and_conn
+    first, second = await store.create_tasks(
+        [TaskCreate.model_validate({"command": "true", "state": "available"})] * 2, ADMIN
+    )
+    scanned = await attempts._scan(
+        Tx(conn), ["default"], Amounts.of(BIG), 2, time.time(), None, claims.pack, []
+    )
+    assert [row[0] for _, _, row in scanned] == [first["_id"], second["_id"]]
+    await conn.execute("UPDATE tasks SET etag = 'changed' WHERE id = $1", first["_id"])
+    async with conn.transaction():
+        started = await attempts._start(
+            Tx(conn), scanned, worker="w", token="w", now=time.time(), queued=False
         )
-        scanned = await attempts._scan(
-            Tx(conn), ["default"], Amounts.of(BIG), 2, time.time(), None, claims.pack, []
-        )
-        assert [row[0] for _, _, row in scanned] == [first["_id"], second["_id"]]
-        await conn.execute("UPDATE tasks SET etag = 'changed' WHERE id = $1", first["_id"])
-        async with conn.transaction():
-            started = await attempts._start(
-                Tx(conn), scanned, worker="w", token="w", now=time.time(), queued=False
-            )
-        assert [a["task"] for a in started] == [second["_id"]]
-    finally:
-        await conn.close()
-        await store.close()
+    assert [a["task"] for a in started] == [second["_id"]]
 
 
 async def test_a_lost_listen_connection_comes_back(
@@ -347,29 +351,25 @@ async def test_writes_queued_together_commit_together_and_fail_alone(url: str) -
         await store.close()
 
 
-async def test_a_full_workers_claim_reads_the_coreless_index(url: str) -> None:
+async def test_a_full_workers_claim_reads_the_coreless_index(
+    store_and_conn: tuple[PostgresStore, asyncpg.Connection],
+) -> None:
     # The claim of a worker with no core free must not walk every available
     # task: the planner has to see that its query matches the partial index,
     # in the generic plan too (a prepared statement's, after a few runs), where
     # only the condition the query repeats from the index can prove it.
-    store = PostgresStore(url)
-    await store.open()
-    conn = await asyncpg.connect(url)
-    try:
-        await store.create_tasks(
-            [TaskCreate.model_validate({"command": "true", "state": "available"})] * 200, ADMIN
-        )
-        await conn.execute("ANALYZE tasks")
-        await conn.execute("SET plan_cache_mode = force_generic_plan")
-        sql = Q.CLAIM_CANDIDATES_CORELESS_CHECKED.format(order=claims.ORDER)
-        types = "text[], float8, bigint, bigint, float8, float8, bigint, text[], text"
-        await conn.execute(f"PREPARE coreless ({types}) AS {sql}")
-        now = repr(time.time())
-        rows = await conn.fetch(
-            f"EXPLAIN EXECUTE coreless ('{{default}}', 1e-9, 0, 0, {now}, NULL, 256, '{{}}', 'w')"
-        )
-        plan = "\n".join(row[0] for row in rows)
-        assert "tasks_claim_coreless" in plan, plan
-    finally:
-        await conn.close()
-        await store.close()
+    store, conn = store_and_conn
+    await store.create_tasks(
+        [TaskCreate.model_validate({"command": "true", "state": "available"})] * 200, ADMIN
+    )
+    await conn.execute("ANALYZE tasks")
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    sql = Q.CLAIM_CANDIDATES_CORELESS_CHECKED.format(order=claims.ORDER)
+    types = "text[], float8, bigint, bigint, float8, float8, bigint, text[], text"
+    await conn.execute(f"PREPARE coreless ({types}) AS {sql}")
+    now = repr(time.time())
+    rows = await conn.fetch(
+        f"EXPLAIN EXECUTE coreless ('{{default}}', 1e-9, 0, 0, {now}, NULL, 256, '{{}}', 'w')"
+    )
+    plan = "\n".join(row[0] for row in rows)
+    assert "tasks_claim_coreless" in plan, plan
