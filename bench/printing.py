@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.measure import background_cores
-from worker.cgroups import parse_mountinfo
+from worker.cgroups import cgroup2_mountinfo
 
 SHARED_CPU_NOTE = (
     "note: the load generator (this process, aiohttp client) and the server share the "
@@ -51,10 +51,7 @@ def machine() -> list[tuple[str, str]]:
 def _cgroup2() -> str:
     """Where the unified hierarchy is and whether a move between cgroups can
     wait for the kernel (see docs/guide/workers.rst, Containment)."""
-    try:
-        found = parse_mountinfo(Path("/proc/self/mountinfo").read_text().splitlines())
-    except OSError:
-        found = None
+    found = cgroup2_mountinfo()
     if found is None:
         return "none (workers use subreaper containment)"
     mount, options = found

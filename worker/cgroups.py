@@ -38,7 +38,7 @@ def _write(path: Path | str, text: str) -> None:
 
 def cgroup2_mount() -> Path | None:
     """Where the unified (v2) hierarchy is mounted, from /proc/self/mountinfo."""
-    found = _cgroup2_mountinfo()
+    found = cgroup2_mountinfo()
     return found[0] if found is not None else None
 
 
@@ -51,11 +51,13 @@ def favors_dynmods() -> bool:
     13 ms measured on a 2-core VM) before the task's shell can start. With
     it, a move costs tens of microseconds; forks and exits pay a little
     more. Busy workers move often enough not to notice either way."""
-    found = _cgroup2_mountinfo()
+    found = cgroup2_mountinfo()
     return found is not None and "favordynmods" in found[1]
 
 
-def _cgroup2_mountinfo() -> tuple[Path, set[str]] | None:
+def cgroup2_mountinfo() -> tuple[Path, set[str]] | None:
+    """The unified hierarchy's mount point and superblock options, from
+    /proc/self/mountinfo (None: not mounted, or not readable)."""
     try:
         with open("/proc/self/mountinfo") as mountinfo:
             return parse_mountinfo(mountinfo)

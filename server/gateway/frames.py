@@ -55,6 +55,7 @@ class Frames(GatewayBase):
         session.claiming, session.missed = True, False
         if session.draining:
             attempts: list[ClaimedAttempt] = []
+            starts_none = True
         else:
             depth = claims.prefetch_depth(
                 asked=frame.prefetch,
@@ -81,14 +82,15 @@ class Frames(GatewayBase):
             # Set with no await since ``claiming`` ended: an event seen after
             # it finds the session idle and wakes it (``_on_events``).
             has_room = not Amounts.of(frame.free).no_cores_left
-            session.idle = has_room and not any(not a.get("queued") for a in attempts)
+            starts_none = all(a.get("queued") for a in attempts)
+            session.idle = has_room and starts_none
         session.claiming = False
         for attempt in attempts:
             session.held[attempt["task"]] = attempt["execution_key"]
             if attempt.get("queued"):
                 session.queued.add(attempt["task"])
         await session.send(p.Assigned(attempts=[p.AssignedAttempt(**a) for a in attempts]))
-        if woken and not any(not a.get("queued") for a in attempts):
+        if woken and starts_none:
             self._wake_others(session)  # what woke it may fit another worker
         if session.idle:
             if session.missed:  # another server's claim may have held what it wanted
