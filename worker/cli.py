@@ -78,6 +78,17 @@ def _duration(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _count(text: str) -> int:
+    """A whole number of things, 0 or more (a negative one is refused, not clamped)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
+
+
 def _cores(text: str) -> float:
     try:
         return parse_cores(float(text))
@@ -147,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--burst", action="store_true", help="exit when nothing is left to run")
     parser.add_argument(
         "--prefetch",
-        type=int,
+        type=_count,
         default=DEFAULT_PREFETCH,
         metavar="N",
         help="attempts to hold queued beyond what runs, started the moment a slot frees "
@@ -208,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         queues=args.queues or ["default"],
         drain=args.drain,
         burst=args.burst,
-        prefetch=max(0, args.prefetch),
+        prefetch=args.prefetch,
         usage_interval_s=args.usage_interval,
         log_format=args.log_format,
         enforce_memory=args.enforce_memory,
